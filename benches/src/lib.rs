@@ -1,0 +1,1 @@
+//! Criterion benches of the media core live in `benches/`.

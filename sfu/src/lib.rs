@@ -1,0 +1,23 @@
+//! Palim's media core.
+//!
+//! The core is a plain value that you own and drive: a [`Shard`] never reads a clock, touches a
+//! socket or spawns a thread. Inputs are `handle_*(now, …)` calls, outputs are `poll_*` calls.
+//!
+//! The run-loop contract (the same as str0m's and quinn-proto's): after any `handle_*`, drain
+//! [`Shard::poll_transmit`] until it returns `None`, then drain [`Shard::poll_event`], then read
+//! [`Shard::poll_timeout`] and call [`Shard::handle_timeout`] no later than that instant.
+//!
+//! [`driver`] is the only async module: it owns the shared UDP socket (one port for every
+//! endpoint of every conference, as JVB) and feeds a shard from tokio.
+
+pub mod control;
+pub mod id;
+
+pub use control::{Command, CommandError, Event, Reply};
+pub use id::{ConferenceId, EndpointId, Ssrc};
+pub mod config;
+pub mod stats;
+
+pub use config::SfuConfig;
+pub use stats::Stats;
+pub mod driver;

@@ -1,0 +1,28 @@
+//! A snapshot of the core's counters, for REST `/colibri/stats`, `/metrics` and brewery presence.
+
+/// Counters are totals since start; gauges are current values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub conferences: usize,
+    pub endpoints: usize,
+    /// Endpoints whose DTLS handshake completed.
+    pub endpoints_connected: usize,
+    pub rtp_packets_received: u64,
+    pub rtp_packets_sent: u64,
+    pub rtcp_packets_received: u64,
+    pub rtcp_packets_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub dtls_failures: u64,
+    pub ice_failures: u64,
+    /// Dropped datagrams by reason (stable snake_case names, e.g. `unknown_source`,
+    /// `malformed_rtp`, `srtp_auth_failed`, `srtp_replay`, `not_ice_validated`).
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+impl Stats {
+    /// The total of all drop counters.
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+}
