@@ -22,6 +22,9 @@ mod report;
 mod sdes;
 mod twcc;
 
+#[cfg(test)]
+mod interop_tests;
+
 pub use app::App;
 pub use bye::{write_bye, Bye};
 pub use fir::{write_fir, Fir, FirEntries, FirEntry};
