@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod id;
+pub mod wire;
 
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
