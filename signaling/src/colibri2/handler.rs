@@ -52,6 +52,9 @@ impl MediaCore for SfuHandle {
     }
 }
 
+/// How long one core command may take before the request fails (default).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The only SCTP port JVB (and we) accept and answer (colibri.md §3.5).
 pub const SCTP_PORT: u16 = 5000;
 
@@ -62,6 +65,8 @@ pub struct HandlerConfig {
     pub sctp_enabled: bool,
     /// Set while in GRACEFUL_SHUTDOWN: new conferences are refused (colibri.md §7.1).
     pub graceful_shutdown: Arc<AtomicBool>,
+    /// Bound on each core command ([`COMMAND_TIMEOUT`]).
+    pub command_timeout: Duration,
 }
 
 impl Default for HandlerConfig {
@@ -69,6 +74,7 @@ impl Default for HandlerConfig {
         HandlerConfig {
             sctp_enabled: true,
             graceful_shutdown: Arc::new(AtomicBool::new(false)),
+            command_timeout: COMMAND_TIMEOUT,
         }
     }
 }
@@ -255,7 +261,6 @@ impl Colibri2Handler {
             let conf = ConferenceId(st.next_conference);
             st.next_conference = st.next_conference.wrapping_add(1);
             let reply = self
-                .core
                 .command(Command::CreateConference { conf })
                 .await
                 .map_err(|e| Colibri2Error::from_command(&e, meeting_id, None))?;
@@ -337,7 +342,6 @@ impl Colibri2Handler {
             if let Some(old) = conf.endpoints.remove(&ep.id) {
                 tracing::info!(conf = %conf_id, ep = %old.info.id, name = %ep.id, "endpoint expired");
                 match self
-                    .core
                     .command(Command::ExpireEndpoint {
                         conf: conf_id,
                         ep: old.info.id,
@@ -386,7 +390,6 @@ impl Colibri2Handler {
             let id = EndpointId(*next_endpoint);
             *next_endpoint = next_endpoint.wrapping_add(1);
             let reply = self
-                .core
                 .command(Command::CreateEndpoint {
                     conf: conf_id,
                     ep: id,
@@ -474,13 +477,12 @@ impl Colibri2Handler {
         for media in &ep.media {
             let description = media_description(media);
             let has_pt = !description.payload_types.is_empty();
-            self.core
-                .command(Command::SetMedia {
-                    conf: conf_id,
-                    ep: ep_id,
-                    media: description,
-                })
-                .await?;
+            self.command(Command::SetMedia {
+                conf: conf_id,
+                ep: ep_id,
+                media: description,
+            })
+            .await?;
             match media.kind {
                 MediaKind::Audio => state.info.has_audio_pt |= has_pt,
                 MediaKind::Video => state.info.has_video_pt |= has_pt,
@@ -492,13 +494,12 @@ impl Colibri2Handler {
         }
         if let Some(ice) = ep.transport.as_ref().and_then(|t| t.ice.as_ref()) {
             let transport = remote_transport(ice);
-            self.core
-                .command(Command::SetRemoteTransport {
-                    conf: conf_id,
-                    ep: ep_id,
-                    transport,
-                })
-                .await?;
+            self.command(Command::SetRemoteTransport {
+                conf: conf_id,
+                ep: ep_id,
+                transport,
+            })
+            .await?;
         }
         if let Some(sources) = &ep.sources {
             if state.info.visitor && !sources.is_empty() {
@@ -508,13 +509,12 @@ impl Colibri2Handler {
             }
             let sources: Vec<SourceDescription> = sources.iter().map(source_description).collect();
             let names = sources.iter().map(|s| s.name.clone()).collect();
-            self.core
-                .command(Command::SetSources {
-                    conf: conf_id,
-                    ep: ep_id,
-                    sources,
-                })
-                .await?;
+            self.command(Command::SetSources {
+                conf: conf_id,
+                ep: ep_id,
+                sources,
+            })
+            .await?;
             state.info.source_names = names;
         }
         if let Some(fm) = ep.force_mute {
@@ -527,6 +527,18 @@ impl Colibri2Handler {
             tracing::debug!(ep = %ep_id, "ignoring ice-restart");
         }
         Ok(())
+    }
+
+    /// One command to the core, bounded in time: a stuck core becomes internal-server-error
+    /// well inside Jicofo's 15 s reply timeout instead of silence (colibri.md §8, check 68).
+    async fn command(&self, cmd: Command) -> Result<Reply, CommandError> {
+        let limit = self.config.command_timeout;
+        match tokio::time::timeout(limit, self.core.command(cmd)).await {
+            Ok(r) => r,
+            Err(_) => Err(CommandError::Internal(format!(
+                "media core did not answer within {limit:?}"
+            ))),
+        }
     }
 
     fn check_sctp(&self, sctp: &Sctp) -> Result<(), Colibri2Error> {
@@ -561,7 +573,6 @@ impl Colibri2Handler {
         st.totals.conferences_completed += 1;
         tracing::info!(conf = %conf.id, endpoints = conf.endpoints.len(), "conference expired");
         if let Err(e) = self
-            .core
             .command(Command::ExpireConference { conf: conf.id })
             .await
         {
