@@ -136,6 +136,8 @@ pub struct Colibri2Handler {
 #[derive(Default)]
 struct State {
     conferences: HashMap<String, Conference>,
+    /// Reverse index: interned id → meeting-id (core events and the bridge channel use ids).
+    meeting_ids: HashMap<ConferenceId, String>,
     next_conference: u32,
     next_endpoint: u32,
     totals: Totals,
@@ -274,6 +276,7 @@ impl Colibri2Handler {
                 )));
             };
             tracing::info!(conf = %conf, name = ?req.name, "conference created");
+            st.meeting_ids.insert(conf, req.meeting_id.clone());
             st.conferences.insert(
                 req.meeting_id.clone(),
                 Conference {
@@ -570,6 +573,7 @@ impl Colibri2Handler {
         let Some(conf) = st.conferences.remove(meeting_id) else {
             return;
         };
+        st.meeting_ids.remove(&conf.id);
         st.totals.conferences_completed += 1;
         tracing::info!(conf = %conf.id, endpoints = conf.endpoints.len(), "conference expired");
         if let Err(e) = self
@@ -602,7 +606,12 @@ impl Colibri2Handler {
     /// The core expired an endpoint on its own (`Event::EndpointExpired`): forget it.
     pub async fn on_endpoint_expired(&self, conf: ConferenceId, ep: EndpointId) {
         let mut st = self.state.lock().await;
-        if let Some(c) = st.conferences.values_mut().find(|c| c.id == conf) {
+        let State {
+            conferences,
+            meeting_ids,
+            ..
+        } = &mut *st;
+        if let Some(c) = meeting_ids.get(&conf).and_then(|m| conferences.get_mut(m)) {
             c.endpoints.retain(|_, e| e.info.id != ep);
         }
         self.publish_counts(&st);
@@ -620,7 +629,7 @@ impl Colibri2Handler {
         ep: EndpointId,
     ) -> Option<(String, String)> {
         let st = self.state.lock().await;
-        let c = st.conferences.values().find(|c| c.id == conf)?;
+        let c = st.conferences.get(st.meeting_ids.get(&conf)?)?;
         let e = c.endpoints.values().find(|e| e.info.id == ep)?;
         Some((c.meeting_id.clone(), e.info.name.clone()))
     }
