@@ -52,6 +52,9 @@ impl MediaCore for SfuHandle {
     }
 }
 
+/// How long one core command may take before the request fails (default).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The only SCTP port JVB (and we) accept and answer (colibri.md §3.5).
 pub const SCTP_PORT: u16 = 5000;
 
@@ -62,6 +65,8 @@ pub struct HandlerConfig {
     pub sctp_enabled: bool,
     /// Set while in GRACEFUL_SHUTDOWN: new conferences are refused (colibri.md §7.1).
     pub graceful_shutdown: Arc<AtomicBool>,
+    /// Bound on each core command ([`COMMAND_TIMEOUT`]).
+    pub command_timeout: Duration,
 }
 
 impl Default for HandlerConfig {
@@ -69,6 +74,7 @@ impl Default for HandlerConfig {
         HandlerConfig {
             sctp_enabled: true,
             graceful_shutdown: Arc::new(AtomicBool::new(false)),
+            command_timeout: COMMAND_TIMEOUT,
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct Colibri2Handler {
 #[derive(Default)]
 struct State {
     conferences: HashMap<String, Conference>,
+    /// Reverse index: interned id → meeting-id (core events and the bridge channel use ids).
+    meeting_ids: HashMap<ConferenceId, String>,
     next_conference: u32,
     next_endpoint: u32,
     totals: Totals,
@@ -255,7 +263,6 @@ impl Colibri2Handler {
             let conf = ConferenceId(st.next_conference);
             st.next_conference = st.next_conference.wrapping_add(1);
             let reply = self
-                .core
                 .command(Command::CreateConference { conf })
                 .await
                 .map_err(|e| Colibri2Error::from_command(&e, meeting_id, None))?;
@@ -269,6 +276,7 @@ impl Colibri2Handler {
                 )));
             };
             tracing::info!(conf = %conf, name = ?req.name, "conference created");
+            st.meeting_ids.insert(conf, req.meeting_id.clone());
             st.conferences.insert(
                 req.meeting_id.clone(),
                 Conference {
@@ -337,7 +345,6 @@ impl Colibri2Handler {
             if let Some(old) = conf.endpoints.remove(&ep.id) {
                 tracing::info!(conf = %conf_id, ep = %old.info.id, name = %ep.id, "endpoint expired");
                 match self
-                    .core
                     .command(Command::ExpireEndpoint {
                         conf: conf_id,
                         ep: old.info.id,
@@ -386,7 +393,6 @@ impl Colibri2Handler {
             let id = EndpointId(*next_endpoint);
             *next_endpoint = next_endpoint.wrapping_add(1);
             let reply = self
-                .core
                 .command(Command::CreateEndpoint {
                     conf: conf_id,
                     ep: id,
@@ -474,13 +480,12 @@ impl Colibri2Handler {
         for media in &ep.media {
             let description = media_description(media);
             let has_pt = !description.payload_types.is_empty();
-            self.core
-                .command(Command::SetMedia {
-                    conf: conf_id,
-                    ep: ep_id,
-                    media: description,
-                })
-                .await?;
+            self.command(Command::SetMedia {
+                conf: conf_id,
+                ep: ep_id,
+                media: description,
+            })
+            .await?;
             match media.kind {
                 MediaKind::Audio => state.info.has_audio_pt |= has_pt,
                 MediaKind::Video => state.info.has_video_pt |= has_pt,
@@ -492,13 +497,12 @@ impl Colibri2Handler {
         }
         if let Some(ice) = ep.transport.as_ref().and_then(|t| t.ice.as_ref()) {
             let transport = remote_transport(ice);
-            self.core
-                .command(Command::SetRemoteTransport {
-                    conf: conf_id,
-                    ep: ep_id,
-                    transport,
-                })
-                .await?;
+            self.command(Command::SetRemoteTransport {
+                conf: conf_id,
+                ep: ep_id,
+                transport,
+            })
+            .await?;
         }
         if let Some(sources) = &ep.sources {
             if state.info.visitor && !sources.is_empty() {
@@ -508,13 +512,12 @@ impl Colibri2Handler {
             }
             let sources: Vec<SourceDescription> = sources.iter().map(source_description).collect();
             let names = sources.iter().map(|s| s.name.clone()).collect();
-            self.core
-                .command(Command::SetSources {
-                    conf: conf_id,
-                    ep: ep_id,
-                    sources,
-                })
-                .await?;
+            self.command(Command::SetSources {
+                conf: conf_id,
+                ep: ep_id,
+                sources,
+            })
+            .await?;
             state.info.source_names = names;
         }
         if let Some(fm) = ep.force_mute {
@@ -527,6 +530,18 @@ impl Colibri2Handler {
             tracing::debug!(ep = %ep_id, "ignoring ice-restart");
         }
         Ok(())
+    }
+
+    /// One command to the core, bounded in time: a stuck core becomes internal-server-error
+    /// well inside Jicofo's 15 s reply timeout instead of silence (colibri.md §8, check 68).
+    async fn command(&self, cmd: Command) -> Result<Reply, CommandError> {
+        let limit = self.config.command_timeout;
+        match tokio::time::timeout(limit, self.core.command(cmd)).await {
+            Ok(r) => r,
+            Err(_) => Err(CommandError::Internal(format!(
+                "media core did not answer within {limit:?}"
+            ))),
+        }
     }
 
     fn check_sctp(&self, sctp: &Sctp) -> Result<(), Colibri2Error> {
@@ -558,10 +573,10 @@ impl Colibri2Handler {
         let Some(conf) = st.conferences.remove(meeting_id) else {
             return;
         };
+        st.meeting_ids.remove(&conf.id);
         st.totals.conferences_completed += 1;
         tracing::info!(conf = %conf.id, endpoints = conf.endpoints.len(), "conference expired");
         if let Err(e) = self
-            .core
             .command(Command::ExpireConference { conf: conf.id })
             .await
         {
@@ -591,7 +606,12 @@ impl Colibri2Handler {
     /// The core expired an endpoint on its own (`Event::EndpointExpired`): forget it.
     pub async fn on_endpoint_expired(&self, conf: ConferenceId, ep: EndpointId) {
         let mut st = self.state.lock().await;
-        if let Some(c) = st.conferences.values_mut().find(|c| c.id == conf) {
+        let State {
+            conferences,
+            meeting_ids,
+            ..
+        } = &mut *st;
+        if let Some(c) = meeting_ids.get(&conf).and_then(|m| conferences.get_mut(m)) {
             c.endpoints.retain(|_, e| e.info.id != ep);
         }
         self.publish_counts(&st);
@@ -609,7 +629,7 @@ impl Colibri2Handler {
         ep: EndpointId,
     ) -> Option<(String, String)> {
         let st = self.state.lock().await;
-        let c = st.conferences.values().find(|c| c.id == conf)?;
+        let c = st.conferences.get(st.meeting_ids.get(&conf)?)?;
         let e = c.endpoints.values().find(|e| e.info.id == ep)?;
         Some((c.meeting_id.clone(), e.info.name.clone()))
     }

@@ -12,6 +12,9 @@ pub mod handler;
 pub mod json;
 pub mod xml;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 pub use error::{Colibri2Error, ErrorCondition, ErrorType, Reason};
 pub use handler::{Colibri2Handler, ConferenceInfo, HandlerConfig, HandlerCounts, MediaCore};
 
