@@ -102,11 +102,13 @@ impl XmlReader {
     /// The next complete event from the bytes fed so far, `Ok(None)` when more bytes are needed.
     pub(crate) fn next_event(&mut self) -> Result<Option<XmlEvent>, ReadError> {
         loop {
+            // The parser is called even with no input left: it may hold queued events (the
+            // end of a self-closing `<proceed/>` comes out one call after its start).
             let mut rest = &self.input[self.consumed..];
-            if rest.is_empty() {
-                return Ok(None);
-            }
             if self.root_closed {
+                if rest.is_empty() {
+                    return Ok(None);
+                }
                 return Err(ReadError::AfterStreamEnd);
             }
             let before = rest.len();
@@ -125,7 +127,7 @@ impl XmlReader {
                 Ok(Some(ev)) => ev,
                 // `None` is end-of-document, which needs at_eof=true; treat like NeedMoreData.
                 Ok(None) | Err(rxml::error::EndOrError::NeedMoreData) => {
-                    if rest.len() < before && self.consumed < self.input.len() {
+                    if used > 0 && self.consumed < self.input.len() {
                         // Progress was made but bytes remain: keep parsing them.
                         continue;
                     }
@@ -274,6 +276,41 @@ mod tests {
         let mut r = XmlReader::new(1 << 20, 64);
         let st = stanzas(read_all(&mut r, &[doc.as_bytes()]).unwrap());
         assert!(st[0].is("features", ns::STREAM));
+    }
+
+    /// Prosody's exact first bytes (captured): the features arrive in the same read as the
+    /// header and must come out without waiting for more input.
+    #[test]
+    fn prosody_header_and_features_in_one_read() {
+        let doc = "<?xml version='1.0'?><stream:stream version='1.0' \
+            xmlns:stream='http://etherx.jabber.org/streams' xml:lang='en' from='auth.meet.jitsi' \
+            xmlns='jabber:client' id='10527b22'><stream:features><starttls \
+            xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>";
+        let mut r = XmlReader::new(1 << 20, 64);
+        let evs = read_all(&mut r, &[doc.as_bytes()]).unwrap();
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        let st = stanzas(evs);
+        assert!(st[0].is("features", ns::STREAM));
+        // Any split into two reads.
+        let b = doc.as_bytes();
+        for i in 1..b.len() {
+            let mut r = XmlReader::new(1 << 20, 64);
+            let evs = read_all(&mut r, &[&b[..i], &b[i..]]).unwrap();
+            assert_eq!(evs.len(), 2, "split at {i}: {evs:?}");
+        }
+    }
+
+    /// A self-closing stanza at the very end of a read (`<proceed/>` before the TLS handshake)
+    /// comes out without more input.
+    #[test]
+    fn self_closing_stanza_at_end_of_read() {
+        let mut r = XmlReader::new(1 << 20, 64);
+        read_all(&mut r, &[HEADER.as_bytes()]).unwrap();
+        let evs = read_all(&mut r, &[b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"]).unwrap();
+        let st = stanzas(evs);
+        assert_eq!(st.len(), 1);
+        assert!(st[0].is("proceed", ns::TLS));
+        assert!(!r.has_buffered_input());
     }
 
     /// A DTD (the vehicle of entity-expansion attacks) is refused outright.

@@ -336,6 +336,7 @@ pub(crate) async fn read_event<R: AsyncRead + Unpin + ?Sized>(
                 "server closed the connection",
             )));
         }
+        tracing::trace!(bytes = n, data = %String::from_utf8_lossy(&buf[..n.min(512)]), "read");
         reader.feed(&buf[..n]);
     }
 }
