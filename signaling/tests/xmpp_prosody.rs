@@ -52,10 +52,17 @@ impl IqHandler for TestBridge {
                 Condition::BadRequest,
                 "missing meeting-id",
             )),
+            Some("slow") => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                IqResponse::Result(Some(Element::bare("conference-modified", COLIBRI2)))
+            }
             Some("has-unknown-endpoint") => IqResponse::Error(
-                StanzaError::new(Condition::ItemNotFound, "Endpoint not found for ID: c3d4e5f6")
-                    .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
-                    .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6")),
+                StanzaError::new(
+                    Condition::ItemNotFound,
+                    "Endpoint not found for ID: c3d4e5f6",
+                )
+                .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
+                .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6")),
             ),
             Some(_) => IqResponse::Result(Some(Element::bare("conference-modified", COLIBRI2))),
         }
@@ -71,7 +78,10 @@ impl IqHandler for TestBridge {
 }
 
 /// Stats as Palim publishes them, with a sequence number so the test can tell re-sends apart.
-fn stats_source() -> (Arc<AtomicU64>, impl Fn() -> Vec<(String, String)> + Send + Sync) {
+fn stats_source() -> (
+    Arc<AtomicU64>,
+    impl Fn() -> Vec<(String, String)> + Send + Sync,
+) {
     let seq = Arc::new(AtomicU64::new(0));
     let s = seq.clone();
     let f = move || {
@@ -120,12 +130,9 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     let bridge = TestBridge::new();
     let (_seq, stats) = stats_source();
     let nick = "palim-7f3c";
-    let palim = XmppClient::spawn(
-        prosody.client_config(JVB, nick, &[BREWERY]),
-        bridge.clone(),
-        Some(Arc::new(stats)),
-    )
-    .unwrap();
+    let mut cfg = prosody.client_config(JVB, nick, &[BREWERY]);
+    cfg.iq_handler_timeout = Duration::from_secs(1);
+    let palim = XmppClient::spawn(cfg, bridge.clone(), Some(Arc::new(stats))).unwrap();
 
     // Jicofo sees the bridge only once a presence with <stats> arrives (§2.1).
     let first = focus
@@ -149,7 +156,10 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     assert_eq!(stat(&st, "drain"), Some("false"));
     assert_eq!(stat(&st, "healthy"), Some("true"));
     assert_eq!(stat(&st, "colibri2"), Some("true"));
-    wait_state(&palim, Duration::from_secs(5), "palim joined", |s| s.all_joined()).await;
+    wait_state(&palim, Duration::from_secs(5), "palim joined", |s| {
+        s.all_joined()
+    })
+    .await;
     let jid = palim.state().jid.expect("bound JID while connected");
     assert!(jid.starts_with("jvb@auth.meet.jitsi/"), "{jid}");
     // Non-anonymous room: the focus sees the bridge's real JID.
@@ -173,7 +183,20 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     let gap = t_first.elapsed();
     println!("stats presence re-sent after {gap:?}");
     assert!(gap < Duration::from_millis(6500), "re-send took {gap:?}");
-    assert!(second.stats.is_some());
+    // An on-demand refresh (drain toggled, graceful shutdown) goes out at once.
+    let seq2 = stat(second.stats.as_ref().unwrap(), "test_seq")
+        .unwrap()
+        .to_owned();
+    let t = Instant::now();
+    palim.refresh_presence();
+    focus
+        .wait_presence(nick, Duration::from_secs(1), |ev| {
+            ev.stats
+                .as_ref()
+                .is_some_and(|s| stat(s, "test_seq") != Some(seq2.as_str()))
+        })
+        .await;
+    println!("refreshed presence seen after {:?}", t.elapsed());
 
     // Health check (§5): empty result when healthy, internal-server-error when not.
     assert_eq!(focus.health_check(nick).await, Ok(None));
@@ -188,7 +211,12 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     for kind in [IqType::Get, IqType::Set] {
         let r = focus
             .client
-            .send_iq(&occupant, kind, conference_modify(Some("m1")), Duration::from_secs(5))
+            .send_iq(
+                &occupant,
+                kind,
+                conference_modify(Some("m1")),
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert!(r.is_some_and(|el| el.is("conference-modified", COLIBRI2)));
@@ -210,14 +238,57 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     let ext: Vec<_> = e
         .extensions
         .iter()
-        .map(|x| (x.name().to_owned(), x.ns(), x.attr("reason").or(x.attr("id")).map(str::to_owned)))
+        .map(|x| {
+            (
+                x.name().to_owned(),
+                x.ns(),
+                x.attr("reason").or(x.attr("id")).map(str::to_owned),
+            )
+        })
         .collect();
     assert_eq!(
         ext,
         vec![
-            ("error".into(), COLIBRI2.into(), Some("unknown_endpoint".into())),
+            (
+                "error".into(),
+                COLIBRI2.into(),
+                Some("unknown_endpoint".into())
+            ),
             ("endpoint".into(), COLIBRI2.into(), Some("c3d4e5f6".into())),
         ]
+    );
+
+    // A handler slower than iq_handler_timeout: the client answers internal-server-error for
+    // it (Jicofo would otherwise wait its own 15 s), and other IQs are not held up meanwhile.
+    let slow = {
+        let c = focus.client.clone();
+        let occupant = occupant.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c
+                .send_iq(
+                    &occupant,
+                    IqType::Get,
+                    conference_modify(Some("slow")),
+                    Duration::from_secs(5),
+                )
+                .await;
+            (r, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    assert_eq!(focus.health_check(nick).await, Ok(None));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "health check waited for the slow IQ"
+    );
+    let (r, took) = slow.await.unwrap();
+    let e = stanza_error(r);
+    assert_eq!(e.condition, Condition::InternalServerError);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        "{took:?}"
     );
 
     // An unknown payload: service-unavailable (§1.3).
@@ -277,9 +348,12 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
         None,
     )
     .unwrap();
-    wait_state(&intruder, Duration::from_secs(10), "intruder connected", |s| {
-        s.connected
-    })
+    wait_state(
+        &intruder,
+        Duration::from_secs(10),
+        "intruder connected",
+        |s| s.connected,
+    )
     .await;
     for payload in [
         Element::bare("healthcheck", support::HEALTHCHECK_NS),
@@ -325,7 +399,10 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
         p90.as_secs_f64() * 1e3,
         rtts[99].as_secs_f64() * 1e3
     );
-    assert!(p50 < Duration::from_millis(20), "p50 {p50:?}: delayed-ACK stall?");
+    assert!(
+        p50 < Duration::from_millis(20),
+        "p50 {p50:?}: delayed-ACK stall?"
+    );
 
     // Graceful leave: the focus sees the bridge go (Jicofo: bridgeRemoved).
     palim.shutdown().await;
@@ -352,7 +429,10 @@ async fn palim_rejoins_after_prosody_restart() {
         Some(Arc::new(stats)),
     )
     .unwrap();
-    wait_state(&palim, Duration::from_secs(10), "palim joined", |s| s.all_joined()).await;
+    wait_state(&palim, Duration::from_secs(10), "palim joined", |s| {
+        s.all_joined()
+    })
+    .await;
 
     for (round, hard) in [(1u64, false), (2, true)] {
         if hard {
@@ -360,9 +440,12 @@ async fn palim_rejoins_after_prosody_restart() {
         } else {
             prosody.stop();
         }
-        wait_state(&palim, Duration::from_secs(5), "palim noticed the outage", |s| {
-            !s.connected
-        })
+        wait_state(
+            &palim,
+            Duration::from_secs(5),
+            "palim noticed the outage",
+            |s| !s.connected,
+        )
         .await;
         let down = palim.state();
         assert!(down.last_error.is_some());

@@ -69,7 +69,7 @@ pub enum SendIqError {
     Timeout,
     #[error("client shut down")]
     Closed,
-    #[error("IQ is not a get/set request with a 'to': {0}")]
+    #[error("not an IQ request: {0}")]
     Invalid(&'static str),
     #[error("error reply: {0}")]
     Stanza(StanzaError),
@@ -108,14 +108,15 @@ impl std::fmt::Debug for XmppClient {
 }
 
 impl XmppClient {
-    /// Starts the connection task on the current tokio runtime. Fails only on a TLS
-    /// configuration error (e.g. an unreadable `ca_file`); connection problems are retried
-    /// forever and visible in [`Self::state`].
+    /// Starts the connection task on the current tokio runtime. Fails only on an invalid
+    /// configuration ([`XmppConfig::validate`], an unreadable `ca_file`); connection problems
+    /// are retried forever and visible in [`Self::state`].
     pub fn spawn<H: IqHandler>(
         config: XmppConfig,
         handler: Arc<H>,
         presence: Option<Arc<dyn PresenceSource>>,
     ) -> Result<Self, XmppError> {
+        config.validate().map_err(XmppError::Config)?;
         let tls = tls::client_config(&config)?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let rooms: Vec<RoomState> = config
@@ -345,7 +346,15 @@ impl<H: IqHandler> Task<H> {
             st.jid = Some(neg.jid.clone());
             st.sessions += 1;
         });
-        let result = s.serve(&mut rd, &mut reader, &mut buf, &mut out_rx, &mut self.cmd_rx).await;
+        let result = s
+            .serve(
+                &mut rd,
+                &mut reader,
+                &mut buf,
+                &mut out_rx,
+                &mut self.cmd_rx,
+            )
+            .await;
         match result {
             Ok(()) => {
                 s.close(&mut rd, &mut reader, &mut buf).await;
@@ -396,7 +405,8 @@ impl<H: IqHandler> Session<'_, H> {
     ) -> Result<(), XmppError> {
         self.send_presence_all().await?;
         let now = Instant::now();
-        let mut presence_tick = interval_at(now + self.cfg.presence_interval, self.cfg.presence_interval);
+        let mut presence_tick =
+            interval_at(now + self.cfg.presence_interval, self.cfg.presence_interval);
         presence_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ping_tick = interval_at(now + self.cfg.ping_interval, self.cfg.ping_interval);
         ping_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -514,10 +524,9 @@ impl<H: IqHandler> Session<'_, H> {
                 IqType::Set => bad_type("healthcheck"),
                 IqType::Get => match self.handler.health_check() {
                     Ok(()) => IqResponse::Result(None),
-                    Err(reason) => IqResponse::Error(StanzaError::new(
-                        Condition::InternalServerError,
-                        reason,
-                    )),
+                    Err(reason) => {
+                        IqResponse::Error(StanzaError::new(Condition::InternalServerError, reason))
+                    }
                 },
             };
             return self.write(&reply_with(resp)).await;
@@ -530,7 +539,9 @@ impl<H: IqHandler> Session<'_, H> {
             return self.write(&reply_with(resp)).await;
         }
         if payload.is("query", ns::DISCO_INFO) && kind == IqType::Get {
-            return self.write(&reply_with(IqResponse::Result(Some(disco_info())))).await;
+            return self
+                .write(&reply_with(IqResponse::Result(Some(disco_info()))))
+                .await;
         }
 
         let incoming = IncomingIq {
@@ -544,7 +555,11 @@ impl<H: IqHandler> Session<'_, H> {
         let fut = self.handler.clone().handle_iq(incoming);
         let out_tx = self.out_tx.clone();
         let limit = self.cfg.iq_handler_timeout;
-        let (id, from, to) = (id.to_owned(), from.map(str::to_owned), to.map(str::to_owned));
+        let (id, from, to) = (
+            id.to_owned(),
+            from.map(str::to_owned),
+            to.map(str::to_owned),
+        );
         tokio::spawn(async move {
             let mut job = tokio::spawn(fut);
             let resp = match timeout(limit, &mut job).await {

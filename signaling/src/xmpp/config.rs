@@ -107,6 +107,54 @@ impl XmppConfig {
     }
 }
 
+impl XmppConfig {
+    /// Checks what the types cannot: a nickname when rooms are configured, room JIDs that are
+    /// bare JIDs, non-zero periods.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.host.is_empty() {
+            return Err("host is empty".into());
+        }
+        if self.username.is_empty() {
+            return Err("username is empty".into());
+        }
+        if !self.muc_jids.is_empty() && self.muc_nickname.is_empty() {
+            return Err("muc_nickname is required when muc_jids is set".into());
+        }
+        if self.muc_nickname.contains('/') {
+            return Err(format!("muc_nickname {:?} contains '/'", self.muc_nickname));
+        }
+        for j in &self.muc_jids {
+            let ok = match j.split_once('@') {
+                Some((local, domain)) => {
+                    !local.is_empty() && !domain.is_empty() && !j.contains('/')
+                }
+                None => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "muc_jids entry {j:?} is not a bare room JID (room@domain)"
+                ));
+            }
+        }
+        for (name, d) in [
+            ("presence_interval", self.presence_interval),
+            ("ping_interval", self.ping_interval),
+            ("ping_timeout", self.ping_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("iq_handler_timeout", self.iq_handler_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be > 0"));
+            }
+        }
+        if self.max_stanza_size == 0 || self.max_stanza_depth == 0 {
+            return Err("max_stanza_size and max_stanza_depth must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// Smack's `SecurityMode` (JVB `SECURITY_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SecurityMode {
@@ -166,6 +214,36 @@ mod tests {
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn validation() {
+        let ok = XmppConfig {
+            muc_jids: vec!["jvbbrewery@internal-muc.meet.jitsi".into()],
+            muc_nickname: "jvb-1".into(),
+            ..XmppConfig::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        for bad in [
+            XmppConfig {
+                muc_nickname: String::new(),
+                ..ok.clone()
+            },
+            XmppConfig {
+                muc_jids: vec!["jvbbrewery".into()],
+                ..ok.clone()
+            },
+            XmppConfig {
+                muc_jids: vec!["a@b/c".into()],
+                ..ok.clone()
+            },
+            XmppConfig {
+                presence_interval: Duration::ZERO,
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

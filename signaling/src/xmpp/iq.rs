@@ -307,7 +307,12 @@ impl StanzaError {
 
 impl std::fmt::Display for StanzaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.condition.as_str(), self.error_type.as_str())?;
+        write!(
+            f,
+            "{} ({})",
+            self.condition.as_str(),
+            self.error_type.as_str()
+        )?;
         if let Some(t) = &self.text {
             write!(f, ": {t}")?;
         }
@@ -335,7 +340,10 @@ pub(crate) enum IqKind<'a> {
         payload: &'a Element,
     },
     /// A request we cannot serve as is: answer with this error (never a silent drop).
-    Malformed { id: Option<&'a str>, error: StanzaError },
+    Malformed {
+        id: Option<&'a str>,
+        error: StanzaError,
+    },
     /// `result` or `error`: a reply to something we sent.
     Response { id: &'a str, is_error: bool },
     /// A response without id, or an unknown type on a response: nothing sensible to do.
@@ -460,11 +468,15 @@ mod tests {
     #[test]
     fn bad_type_and_missing_id() {
         assert!(matches!(
-            classify_iq(&parse("<iq xmlns='jabber:client' type='fetch' id='x'><a xmlns='y'/></iq>")),
+            classify_iq(&parse(
+                "<iq xmlns='jabber:client' type='fetch' id='x'><a xmlns='y'/></iq>"
+            )),
             IqKind::Malformed { id: Some("x"), .. }
         ));
         assert!(matches!(
-            classify_iq(&parse("<iq xmlns='jabber:client' type='get'><a xmlns='y'/></iq>")),
+            classify_iq(&parse(
+                "<iq xmlns='jabber:client' type='get'><a xmlns='y'/></iq>"
+            )),
             IqKind::Malformed { id: None, .. }
         ));
         assert!(matches!(
@@ -500,9 +512,12 @@ mod tests {
     /// from/to swapped and the id kept; and it parses back to the same error.
     #[test]
     fn unknown_endpoint_error_has_two_extensions() {
-        let err = StanzaError::new(Condition::ItemNotFound, "Endpoint not found for ID: c3d4e5f6")
-            .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
-            .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6"));
+        let err = StanzaError::new(
+            Condition::ItemNotFound,
+            "Endpoint not found for ID: c3d4e5f6",
+        )
+        .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
+        .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6"));
         let reply = build_reply(
             Some("mUw4k-42"),
             Some("jvbbrewery@internal-muc.meet.jitsi/focus"),

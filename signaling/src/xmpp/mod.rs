@@ -56,6 +56,8 @@ pub enum XmppError {
     Io(#[from] std::io::Error),
     #[error("incoming XML: {0}")]
     Read(#[from] ReadError),
+    #[error("invalid XMPP configuration: {0}")]
+    Config(String),
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
     #[error("the server does not offer STARTTLS and TLS is required")]

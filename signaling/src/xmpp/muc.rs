@@ -84,7 +84,10 @@ impl BridgeStats {
                 format_f64(self.average_participant_stress),
             ),
             ("drain".into(), self.drain.to_string()),
-            ("graceful_shutdown".into(), self.graceful_shutdown.to_string()),
+            (
+                "graceful_shutdown".into(),
+                self.graceful_shutdown.to_string(),
+            ),
             ("shutting_down".into(), self.shutting_down.to_string()),
             ("healthy".into(), self.healthy.to_string()),
             ("version".into(), self.version.clone()),
@@ -252,9 +255,13 @@ pub struct PresenceEvent {
 pub(crate) enum RoomUpdate {
     Nothing,
     /// Our own presence came back: we are in. `created` when the room was new (status 201).
-    Joined { created: bool },
+    Joined {
+        created: bool,
+    },
     /// We are out (kicked, room destroyed, or a join error).
-    Left { reason: String },
+    Left {
+        reason: String,
+    },
 }
 
 /// Per-room state, reset on every new connection.
@@ -396,13 +403,26 @@ mod tests {
         let mut buf = Vec::new();
         p.write_to(&mut buf).unwrap();
         let s = String::from_utf8(buf).unwrap();
-        assert!(s.contains("to='jvbbrewery@internal-muc.meet.jitsi/jvb-1'"), "{s}");
-        assert!(s.contains("xmlns='http://jitsi.org/protocol/colibri'"), "{s}");
+        assert!(
+            s.contains("to='jvbbrewery@internal-muc.meet.jitsi/jvb-1'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("xmlns='http://jitsi.org/protocol/colibri'"),
+            "{s}"
+        );
         let back: Element = s.parse().unwrap();
         let got = parse_stats(&back).unwrap();
         assert_eq!(got, pairs);
         let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        for k in ["stress_level", "drain", "graceful_shutdown", "shutting_down", "healthy", "version"] {
+        for k in [
+            "stress_level",
+            "drain",
+            "graceful_shutdown",
+            "shutting_down",
+            "healthy",
+            "version",
+        ] {
             assert!(get(k).is_some(), "missing {k}");
         }
         assert_eq!(get("drain"), Some("false"));
@@ -412,9 +432,15 @@ mod tests {
 
     #[test]
     fn whitelist_filters() {
-        let pairs = vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())];
+        let pairs = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned()),
+        ];
         let el = stats_element(&pairs, Some(&["b".to_owned()]));
-        assert_eq!(parse_stats_from_stats(&el), vec![("b".to_owned(), "2".to_owned())]);
+        assert_eq!(
+            parse_stats_from_stats(&el),
+            vec![("b".to_owned(), "2".to_owned())]
+        );
     }
 
     fn parse_stats_from_stats(stats: &Element) -> Vec<(String, String)> {

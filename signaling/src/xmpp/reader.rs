@@ -133,7 +133,9 @@ impl XmlReader {
                     }
                     return Ok(None);
                 }
-                Err(rxml::error::EndOrError::Error(e)) => return Err(ReadError::Xml(e.to_string())),
+                Err(rxml::error::EndOrError::Error(e)) => {
+                    return Err(ReadError::Xml(e.to_string()))
+                }
             };
             if let Some(out) = self.handle(ev)? {
                 return Ok(Some(out));
@@ -179,18 +181,16 @@ impl XmlReader {
                     self.root_closed = true;
                     Ok(Some(XmlEvent::StreamClose))
                 }
-                Some(el) => {
-                    match self.stack.last_mut() {
-                        Some(parent) => {
-                            parent.append_child(el);
-                            Ok(None)
-                        }
-                        None => {
-                            self.stanza_bytes = 0;
-                            Ok(Some(XmlEvent::Stanza(el)))
-                        }
+                Some(el) => match self.stack.last_mut() {
+                    Some(parent) => {
+                        parent.append_child(el);
+                        Ok(None)
                     }
-                }
+                    None => {
+                        self.stanza_bytes = 0;
+                        Ok(Some(XmlEvent::Stanza(el)))
+                    }
+                },
             },
         }
     }
@@ -306,7 +306,11 @@ mod tests {
     fn self_closing_stanza_at_end_of_read() {
         let mut r = XmlReader::new(1 << 20, 64);
         read_all(&mut r, &[HEADER.as_bytes()]).unwrap();
-        let evs = read_all(&mut r, &[b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"]).unwrap();
+        let evs = read_all(
+            &mut r,
+            &[b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"],
+        )
+        .unwrap();
         let st = stanzas(evs);
         assert_eq!(st.len(), 1);
         assert!(st[0].is("proceed", ns::TLS));
@@ -376,7 +380,9 @@ mod tests {
         let mut r = XmlReader::new(200, 64);
         let mut doc = String::from(HEADER);
         for i in 0..100 {
-            doc.push_str(&format!("<presence id='{i}'><status>hello</status></presence>"));
+            doc.push_str(&format!(
+                "<presence id='{i}'><status>hello</status></presence>"
+            ));
         }
         let st = stanzas(read_all(&mut r, &[doc.as_bytes()]).unwrap());
         assert_eq!(st.len(), 100);

@@ -127,7 +127,10 @@ async fn authenticate<S: IoStream>(
     loop {
         let el = conn.next_stanza().await?;
         if el.ns() != ns::SASL {
-            return Err(XmppError::Protocol(format!("unexpected <{}> in SASL", el.name())));
+            return Err(XmppError::Protocol(format!(
+                "unexpected <{}> in SASL",
+                el.name()
+            )));
         }
         match el.name() {
             "challenge" => {
@@ -166,7 +169,9 @@ async fn bind<S: IoStream>(
     cfg: &XmppConfig,
 ) -> Result<String, XmppError> {
     if features.get_child("bind", ns::BIND).is_none() {
-        return Err(XmppError::Protocol("server offers no resource binding".into()));
+        return Err(XmppError::Protocol(
+            "server offers no resource binding".into(),
+        ));
     }
     let mut iq = Element::bare("iq", ns::CLIENT);
     set_attr(&mut iq, "type", "set");

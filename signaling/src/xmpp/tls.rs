@@ -29,15 +29,13 @@ pub(crate) fn client_config(cfg: &XmppConfig) -> Result<Arc<ClientConfig>, XmppE
             .with_custom_certificate_verifier(Arc::new(TrustAnyCertificate { provider }))
             .with_no_client_auth()
     } else {
-        let path = cfg
-            .ca_file
-            .clone()
-            .unwrap_or_else(|| SYSTEM_BUNDLE.into());
+        let path = cfg.ca_file.clone().unwrap_or_else(|| SYSTEM_BUNDLE.into());
         let mut roots = RootCertStore::empty();
         let certs = CertificateDer::pem_file_iter(&path)
             .map_err(|e| XmppError::TlsConfig(format!("{}: {e}", path.display())))?;
         for cert in certs {
-            let cert = cert.map_err(|e| XmppError::TlsConfig(format!("{}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| XmppError::TlsConfig(format!("{}: {e}", path.display())))?;
             // A bundle may hold certificates webpki cannot use as anchors; skip those.
             let _ = roots.add(cert);
         }

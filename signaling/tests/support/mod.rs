@@ -26,7 +26,10 @@ pub const FOCUS: (&str, &str) = ("focus", "focuspass");
 pub const JVB: (&str, &str) = ("jvb", "jvbpass");
 pub const INTRUDER: (&str, &str) = ("intruder", "intruderpass");
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/prosody/start-prosody.sh");
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/prosody/start-prosody.sh"
+);
 
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
@@ -48,7 +51,9 @@ fn free_port() -> u16 {
     // The listener is closed again before Prosody binds; a race with another process taking
     // the port in between is possible but unlikely on a test machine.
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    l.local_addr().expect("bound listener has an address").port()
+    l.local_addr()
+        .expect("bound listener has an address")
+        .port()
 }
 
 /// A Prosody child process with its own directory and c2s port on 127.0.0.1.
@@ -65,7 +70,9 @@ impl Prosody {
         init_tracing();
         if !on_path("prosody") || !on_path("prosodyctl") {
             if std::env::var_os("CI").is_some() {
-                panic!("{test}: prosody is not installed, and CI is set: failing instead of skipping");
+                panic!(
+                    "{test}: prosody is not installed, and CI is set: failing instead of skipping"
+                );
             }
             eprintln!("SKIPPED {test}: prosody/prosodyctl not on PATH (apt-get install prosody)");
             return None;
@@ -109,7 +116,11 @@ impl Prosody {
             {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "Prosody exited during start ({status}); log:\n{}",
                     self.logs()
@@ -221,7 +232,10 @@ pub async fn wait_state(
     })
     .await;
     if res.is_err() {
-        panic!("timed out after {within:?} waiting for: {what}; state {:?}", client.state());
+        panic!(
+            "timed out after {within:?} waiting for: {what}; state {:?}",
+            client.state()
+        );
     }
 }
 
