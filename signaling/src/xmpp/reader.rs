@@ -11,8 +11,10 @@
 //!   class of attack cannot be expressed.
 //! * One stanza may use at most `max_stanza_size` bytes of XML, counted as the parser consumes
 //!   them (whitespace since the previous stanza included), so memory for a stanza is bounded
-//!   before it is complete and nest at most `max_depth` elements (the
-//!   element tree is dropped recursively).
+//!   before it is complete.
+//! * One stanza may nest at most `max_depth` elements (the element tree is dropped
+//!   recursively, so depth is stack).
+//!
 //! Any violation is a [`ReadError`], after which the caller drops the connection.
 
 use minidom::rxml::{self, Event, Parse, WithOptions};
