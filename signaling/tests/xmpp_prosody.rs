@@ -291,7 +291,9 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
         "{took:?}"
     );
 
-    // An unknown payload: service-unavailable (§1.3).
+    // An unknown payload (here JVB's retired colibri v1 graceful-shutdown IQ, §7.2):
+    // service-unavailable from the client, the handler never sees it (§1.3).
+    let before = bridge.requests.load(Ordering::Relaxed);
     let e = stanza_error(
         focus
             .client
@@ -304,6 +306,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
             .await,
     );
     assert_eq!(e.condition, Condition::ServiceUnavailable);
+    assert_eq!(bridge.requests.load(Ordering::Relaxed), before);
 
     // Malformed for its namespace (a health check must be a get): bad-request, not silence.
     // (An IQ with zero or two children never gets past Prosody, which answers bad-request

@@ -544,6 +544,11 @@ impl<H: IqHandler> Session<'_, H> {
                 .await;
         }
 
+        if !self.handler.accepts(payload) {
+            debug!(name = payload.name(), ns = %payload.ns(), "unsupported IQ payload");
+            let err = StanzaError::new(Condition::ServiceUnavailable, "Unsupported IQ request");
+            return self.write(&reply_with(IqResponse::Error(err))).await;
+        }
         let incoming = IncomingIq {
             id: id.to_owned(),
             from: from.unwrap_or_default().to_owned(),

@@ -50,6 +50,10 @@ pub enum IqResponse {
 
 /// Application side of the client: Colibri2 and anything else admitted by the brewery check.
 ///
+/// Only payloads for which [`Self::accepts`] is true reach `handle_iq` (default: the
+/// `jitsi:colibri2` namespace); the client answers every other unknown payload with
+/// `service-unavailable` itself (§1.3).
+///
 /// `handle_iq` is called **on the connection task, in stanza order**. Whatever it does before
 /// returning its future (e.g. push the request onto a per-conference queue) therefore happens
 /// in the order Jicofo sent the requests; the returned future is then spawned and awaited with
@@ -60,6 +64,11 @@ pub trait IqHandler: Send + Sync + 'static {
         self: Arc<Self>,
         iq: IncomingIq,
     ) -> impl Future<Output = IqResponse> + Send + 'static;
+
+    /// Whether this request payload is for the handler. Default: any `jitsi:colibri2` element.
+    fn accepts(&self, payload: &Element) -> bool {
+        payload.ns() == ns::COLIBRI2
+    }
 
     /// The cached health result, answered to Jicofo's `<healthcheck/>` IQ (§5): `Ok` gives an
     /// empty result, `Err(reason)` an `internal-server-error` carrying the reason as text.

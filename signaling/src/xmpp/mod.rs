@@ -15,8 +15,9 @@
 //! * IQ requests: `urn:xmpp:ping` is answered for anyone. Everything else must come from an
 //!   occupant of a configured room (bare `from` == room JID, case-insensitive, as JVB) or gets
 //!   `forbidden` (type auth). Then `healthcheck` is answered from [`IqHandler::health_check`],
-//!   `jabber:iq:version` and disco#info by the client, and every other payload goes to
-//!   [`IqHandler::handle_iq`] (which answers `service-unavailable` for what it does not know).
+//!   `jabber:iq:version` and disco#info by the client, payloads the handler
+//!   [accepts](IqHandler::accepts) (default: `jitsi:colibri2`) go to [`IqHandler::handle_iq`],
+//!   and anything else gets `service-unavailable`.
 //!   A structurally malformed request (wrong type, no id, zero or several children) gets
 //!   `bad-request`; a known payload with the wrong type (e.g. `set` healthcheck) too.
 //! * Reconnect forever with a fixed delay (1 s, as JVB), rejoining every time; XMPP ping to the
