@@ -483,3 +483,35 @@ async fn palim_rejoins_after_prosody_restart() {
     }
     palim.shutdown().await;
 }
+
+/// With certificate verification on, the client connects when the server's certificate is a
+/// configured trust anchor, and refuses the same self-signed certificate otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_verification_when_enabled() {
+    let Some(prosody) = Prosody::start_or_skip("tls_verify").await else {
+        return;
+    };
+    let mut cfg = prosody.client_config(JVB, "palim-tls", &[BREWERY]);
+    cfg.disable_certificate_verification = false;
+    cfg.ca_file = Some(prosody.certificate());
+    let trusted = XmppClient::spawn(cfg.clone(), Arc::new(RejectAll), None).unwrap();
+    wait_state(&trusted, Duration::from_secs(10), "verified login", |s| {
+        s.all_joined()
+    })
+    .await;
+    trusted.shutdown().await;
+
+    // The system trust store does not know Prosody's self-signed certificate.
+    cfg.ca_file = None;
+    let untrusted = XmppClient::spawn(cfg, Arc::new(RejectAll), None).unwrap();
+    wait_state(&untrusted, Duration::from_secs(10), "a TLS failure", |s| {
+        s.last_error.is_some()
+    })
+    .await;
+    let st = untrusted.state();
+    assert!(!st.connected);
+    assert_eq!(st.sessions, 0);
+    let err = st.last_error.unwrap();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    untrusted.shutdown().await;
+}

@@ -33,6 +33,8 @@ if [ ! -f "$dir/certs/auth.meet.jitsi.key" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
         -subj "/CN=auth.meet.jitsi" \
         -addext "subjectAltName=DNS:auth.meet.jitsi,DNS:meet.jitsi,DNS:internal-muc.meet.jitsi" \
+        -addext "basicConstraints=critical,CA:FALSE" \
+        -addext "extendedKeyUsage=serverAuth" \
         -keyout "$dir/certs/auth.meet.jitsi.key" -out "$dir/certs/auth.meet.jitsi.crt" \
         >"$dir/openssl.log" 2>&1
 fi

@@ -174,6 +174,12 @@ impl Prosody {
         &self.dir
     }
 
+    /// The self-signed certificate Prosody serves (a leaf, CA:FALSE, SAN auth.meet.jitsi), for
+    /// clients that verify.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join("certs/auth.meet.jitsi.crt")
+    }
+
     /// Prosody's log file and the script's output, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
