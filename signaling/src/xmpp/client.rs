@@ -156,7 +156,20 @@ impl XmppClient {
     }
 
     pub fn state(&self) -> ConnectionState {
-        self.shared.state_rx.borrow().clone()
+        let mut st = self.shared.state_rx.borrow().clone();
+        if self.shared.cmd_tx.is_closed() {
+            // The connection task is gone (shut down, or a bug made it panic): whatever it
+            // last published is stale.
+            st.connected = false;
+            st.jid = None;
+            for r in &mut st.rooms {
+                r.joined = false;
+                r.occupants.clear();
+            }
+            st.last_error
+                .get_or_insert_with(|| "XMPP connection task ended".to_owned());
+        }
+        st
     }
 
     /// Changes whenever the connection, a room join or an occupant changes.
@@ -165,12 +178,12 @@ impl XmppClient {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.shared.state_rx.borrow().connected
+        !self.shared.cmd_tx.is_closed() && self.shared.state_rx.borrow().connected
     }
 
     /// Connected and joined to every configured room.
     pub fn is_joined(&self) -> bool {
-        self.shared.state_rx.borrow().all_joined()
+        !self.shared.cmd_tx.is_closed() && self.shared.state_rx.borrow().all_joined()
     }
 
     /// Every presence seen in our rooms (others' and our own reflected), from now on.

@@ -363,10 +363,24 @@ pub(crate) fn check_stream_error(el: &Element) -> Result<(), XmppError> {
 }
 
 pub(crate) fn serialize(el: &Element) -> Result<Vec<u8>, XmppError> {
-    let mut out = Vec::with_capacity(256);
-    el.write_to(&mut out)
-        .map_err(|e| XmppError::Protocol(format!("cannot serialise <{}>: {e}", el.name())))?;
-    Ok(out)
+    // minidom's writer asserts on inconsistent namespace-prefix declarations (possible only
+    // for elements built by hand with reserved prefixes). A panic here would end the
+    // connection task for good, so it becomes an error for this one stanza instead.
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out = Vec::with_capacity(256);
+        el.write_to(&mut out).map(|()| out)
+    }));
+    match res {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(XmppError::Protocol(format!(
+            "cannot serialise <{}>: {e}",
+            el.name()
+        ))),
+        Err(_) => Err(XmppError::Protocol(format!(
+            "serialising <{}> panicked",
+            el.name()
+        ))),
+    }
 }
 
 fn stream_header(domain: &str) -> String {
@@ -507,5 +521,29 @@ mod tests {
         assert!(s.starts_with("<iq"), "{s}");
         assert!(s.contains("xmlns='jabber:client'"), "{s}");
         assert!(s.contains("<ping xmlns='urn:xmpp:ping'"), "{s}");
+    }
+}
+
+#[cfg(test)]
+mod serialize_tests {
+    use super::*;
+
+    /// Payloads parsed from text (they carry declared prefixes) nest inside our stanzas.
+    #[test]
+    fn parsed_payload_inside_built_stanza() {
+        for payload in [
+            "<conference-modified xmlns='jitsi:colibri2'/>",
+            "<conference-modified xmlns='jitsi:colibri2'><endpoint id='a'><transport xmlns='jitsi:colibri2'/></endpoint></conference-modified>",
+            "<foo xmlns='a' xmlns:x='b'><x:bar x:attr='1'/></foo>",
+            "<foo xmlns='jabber:client'/>",
+        ] {
+            let p: Element = payload.parse().unwrap();
+            let mut iq = Element::bare("iq", ns::CLIENT);
+            set_attr(&mut iq, "type", "result");
+            iq.append_child(p.clone());
+            let s = String::from_utf8(serialize(&iq).unwrap()).unwrap();
+            let back: Element = s.parse().unwrap();
+            assert_eq!(back.children().next().unwrap(), &p, "{s}");
+        }
     }
 }
