@@ -5,3 +5,4 @@ pub mod colibri2;
 pub mod config;
 pub mod rest;
 pub mod server;
+pub mod xmpp;
