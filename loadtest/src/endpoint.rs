@@ -36,7 +36,11 @@ pub struct SendProfile {
 
 impl Default for SendProfile {
     fn default() -> Self {
-        Self { audio_bytes: 80, video_bps: 500_000, video_fps: 30 }
+        Self {
+            audio_bytes: 80,
+            video_bps: 500_000,
+            video_fps: 30,
+        }
     }
 }
 
@@ -67,20 +71,53 @@ pub struct Peer {
 impl Peer {
     /// Build a str0m peer in RTP mode with Opus 111 and VP8 100 (Jicofo's payload types).
     pub fn new(cert: &DtlsCert, now: Instant) -> Self {
-        let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().set_dtls_cert(cert.clone());
+        let mut cfg = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .set_dtls_cert(cert.clone());
         let codecs = cfg.codec_config();
-        codecs.add_config(Pt::from(AUDIO_PT), None, Codec::Opus, Frequency::FORTY_EIGHT_KHZ, Some(2), Default::default());
-        codecs.add_config(Pt::from(VIDEO_PT), Some(Pt::from(96)), Codec::Vp8, Frequency::NINETY_KHZ, None, Default::default());
+        codecs.add_config(
+            Pt::from(AUDIO_PT),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            Default::default(),
+        );
+        codecs.add_config(
+            Pt::from(VIDEO_PT),
+            Some(Pt::from(96)),
+            Codec::Vp8,
+            Frequency::NINETY_KHZ,
+            None,
+            Default::default(),
+        );
         let mut rtc = cfg.build(now);
         let fp = rtc.direct_api().local_dtls_fingerprint().clone();
         let creds = rtc.direct_api().local_ice_credentials();
-        Self { fingerprint: colon_hex(&fp.bytes), ufrag: creds.ufrag, pwd: creds.pass, rtc }
+        Self {
+            fingerprint: colon_hex(&fp.bytes),
+            ufrag: creds.ufrag,
+            pwd: creds.pass,
+            rtc,
+        }
     }
 }
 
 /// Run one endpoint until `stop` flips, returning what it measured.
-pub async fn run(mut peer: Peer, setup: EndpointSetup, mut stop: watch::Receiver<bool>) -> anyhow::Result<EndpointReport> {
-    let EndpointSetup { index, socket, bridge, peers, profile, epoch } = setup;
+pub async fn run(
+    mut peer: Peer,
+    setup: EndpointSetup,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<EndpointReport> {
+    let EndpointSetup {
+        index,
+        socket,
+        bridge,
+        peers,
+        profile,
+        epoch,
+    } = setup;
     let local = socket.local_addr()?;
     let rtc = &mut peer.rtc;
     let start = Instant::now();
@@ -92,8 +129,14 @@ pub async fn run(mut peer: Peer, setup: EndpointSetup, mut stop: watch::Receiver
         let mut api = rtc.direct_api();
         api.set_ice_lite(false);
         api.set_ice_controlling(false);
-        api.set_remote_ice_credentials(str0m::IceCreds { ufrag: bridge.ufrag.clone(), pass: bridge.pwd.clone() });
-        api.set_remote_fingerprint(Fingerprint { hash_func: "sha-256".into(), bytes: bridge.fingerprint.clone() });
+        api.set_remote_ice_credentials(str0m::IceCreds {
+            ufrag: bridge.ufrag.clone(),
+            pass: bridge.pwd.clone(),
+        });
+        api.set_remote_fingerprint(Fingerprint {
+            hash_func: "sha-256".into(),
+            bytes: bridge.fingerprint.clone(),
+        });
         api.start_dtls(true).map_err(|e| anyhow!("start dtls: {e}"))?;
         let (amid, vmid) = (Mid::from(AUDIO_MID), Mid::from(VIDEO_MID));
         api.declare_media(amid, MediaKind::Audio);
@@ -111,7 +154,10 @@ pub async fn run(mut peer: Peer, setup: EndpointSetup, mut stop: watch::Receiver
     }
 
     let mut receiver = Receiver::default();
-    let mut report = EndpointReport { index, ..Default::default() };
+    let mut report = EndpointReport {
+        index,
+        ..Default::default()
+    };
     let mut buf = vec![0u8; 2048];
     let mut audio = Stream::new(index, ssrcs_of(index).0, 48_000);
     let mut video = Stream::new(index, ssrcs_of(index).1, 90_000);
@@ -149,7 +195,9 @@ pub async fn run(mut peer: Peer, setup: EndpointSetup, mut stop: watch::Receiver
         }
         let mut wake = timeout;
         if connected {
-            wake = wake.min(next_audio).min(if profile.video_bps > 0 { next_frame } else { wake });
+            wake = wake
+                .min(next_audio)
+                .min(if profile.video_bps > 0 { next_frame } else { wake });
         }
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
@@ -209,12 +257,19 @@ struct Stream {
 
 impl Stream {
     fn new(index: u32, ssrc: u32, clock: u32) -> Self {
-        Self { ssrc: Ssrc::from(ssrc), seq: 1000 + u64::from(index), ts: index.wrapping_mul(7919), clock }
+        Self {
+            ssrc: Ssrc::from(ssrc),
+            seq: 1000 + u64::from(index),
+            ts: index.wrapping_mul(7919),
+            clock,
+        }
     }
 
     fn write(&mut self, rtc: &mut Rtc, pt: u8, now: Instant, payload: Vec<u8>, marker: bool) -> anyhow::Result<()> {
         let mut api = rtc.direct_api();
-        let tx = api.stream_tx(&self.ssrc).ok_or_else(|| anyhow!("no tx stream {}", self.ssrc))?;
+        let tx = api
+            .stream_tx(&self.ssrc)
+            .ok_or_else(|| anyhow!("no tx stream {}", self.ssrc))?;
         if self.clock == 48_000 {
             self.ts = self.ts.wrapping_add(960);
         }
@@ -240,6 +295,7 @@ pub fn colon_hex(bytes: &[u8]) -> String {
 
 /// Parse colon-separated hex.
 pub fn parse_colon_hex(s: &str) -> anyhow::Result<Vec<u8>> {
-    s.split(':').map(|h| u8::from_str_radix(h.trim(), 16).with_context(|| format!("bad fingerprint {s:?}"))).collect()
+    s.split(':')
+        .map(|h| u8::from_str_radix(h.trim(), 16).with_context(|| format!("bad fingerprint {s:?}")))
+        .collect()
 }
-

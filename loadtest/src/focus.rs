@@ -49,11 +49,19 @@ impl Focus {
             .timeout_global(Some(std::time::Duration::from_secs(15)))
             .build()
             .into();
-        Self { base: base.trim_end_matches('/').to_string(), agent }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
     }
 
     /// Allocate one endpoint, creating the conference with the first one, as Jicofo does.
-    pub async fn allocate(&self, meeting_id: &str, create_conference: bool, endpoint: &str) -> anyhow::Result<BridgeTransport> {
+    pub async fn allocate(
+        &self,
+        meeting_id: &str,
+        create_conference: bool,
+        endpoint: &str,
+    ) -> anyhow::Result<BridgeTransport> {
         let mut body = json!({
             "meeting-id": meeting_id,
             "endpoints": [ {
@@ -112,7 +120,9 @@ impl Focus {
 
     /// Expire the whole conference.
     pub async fn expire(&self, meeting_id: &str) -> anyhow::Result<()> {
-        self.patch(meeting_id, json!({ "meeting-id": meeting_id, "expire": true })).await.map(|_| ())
+        self.patch(meeting_id, json!({ "meeting-id": meeting_id, "expire": true }))
+            .await
+            .map(|_| ())
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -178,7 +188,11 @@ fn parse_transport(answer: &Value, endpoint: &str) -> anyhow::Result<BridgeTrans
         .and_then(|eps| eps.iter().find(|e| e["id"] == endpoint))
         .ok_or_else(|| anyhow!("answer has no endpoint {endpoint}: {answer}"))?;
     let ice = &ep["transport"]["transport"];
-    let s = |v: &Value, what: &str| v.as_str().map(String::from).ok_or_else(|| anyhow!("answer lacks {what}: {answer}"));
+    let s = |v: &Value, what: &str| {
+        v.as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow!("answer lacks {what}: {answer}"))
+    };
     let fp = ice["fingerprints"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["hash"] == "sha-256"))
@@ -200,9 +214,10 @@ fn parse_transport(answer: &Value, endpoint: &str) -> anyhow::Result<BridgeTrans
                 .collect()
         })
         .unwrap_or_default();
-    let sctp_port = ep["transport"]["sctp"]["port"].as_u64().and_then(|p| u16::try_from(p).ok()).or_else(|| {
-        ep["transport"]["sctp"]["port"].as_str().and_then(|p| p.parse().ok())
-    });
+    let sctp_port = ep["transport"]["sctp"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .or_else(|| ep["transport"]["sctp"]["port"].as_str().and_then(|p| p.parse().ok()));
     Ok(BridgeTransport {
         ufrag: s(&ice["ufrag"], "ufrag")?,
         pwd: s(&ice["pwd"], "pwd")?,

@@ -88,9 +88,19 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let mut bridge = if args.spawn { Some(SpawnedBridge::start(args.palim.clone())?) } else { None };
-    let rest = bridge.as_ref().map(|b| b.rest.clone()).unwrap_or_else(|| args.rest.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut bridge = if args.spawn {
+        Some(SpawnedBridge::start(args.palim.clone())?)
+    } else {
+        None
+    };
+    let rest = bridge
+        .as_ref()
+        .map(|b| b.rest.clone())
+        .unwrap_or_else(|| args.rest.clone());
     let pid = bridge.as_ref().map(|b| b.child.id()).or(args.bridge_pid);
     let result = runtime.block_on(run(&args, &rest, pid));
     if let Some(b) = bridge.as_mut() {
@@ -99,10 +109,15 @@ fn main() -> anyhow::Result<()> {
     let summary = result?;
     print_summary(&summary);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if summary.connected < summary.endpoints {
-        bail!("{} of {} endpoints never connected", summary.endpoints - summary.connected, summary.endpoints);
+        bail!(
+            "{} of {} endpoints never connected",
+            summary.endpoints - summary.connected,
+            summary.endpoints
+        );
     }
     if summary.endpoints > 1 && summary.received_packets == 0 {
         bail!("no media went through the bridge");
@@ -114,11 +129,17 @@ async fn run(args: &Args, rest: &str, pid: Option<u32>) -> anyhow::Result<Summar
     let focus = Focus::new(rest);
     let epoch = Instant::now();
     let cert = endpoint::shared_cert()?;
-    let profile = SendProfile { video_bps: args.video_kbps * 1000, ..Default::default() };
+    let profile = SendProfile {
+        video_bps: args.video_kbps * 1000,
+        ..Default::default()
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let n = args.endpoints;
-    eprintln!("joining {} conference(s) × {} endpoints through {rest}", args.conferences, n);
+    eprintln!(
+        "joining {} conference(s) × {} endpoints through {rest}",
+        args.conferences, n
+    );
 
     for c in 0..args.conferences {
         let meeting = format!("loadtest-{}-{c}", std::process::id());
@@ -126,18 +147,36 @@ async fn run(args: &Args, rest: &str, pid: Option<u32>) -> anyhow::Result<Summar
             let index = c * n + e;
             let name = format!("ep{index:05x}");
             let peer = Peer::new(&cert, Instant::now());
-            let bridge = focus.allocate(&meeting, e == 0, &name).await.with_context(|| format!("allocating {name}"))?;
+            let bridge = focus
+                .allocate(&meeting, e == 0, &name)
+                .await
+                .with_context(|| format!("allocating {name}"))?;
             if bridge.sctp_port != Some(5000) {
                 bail!("the answer for {name} has no sctp port 5000: Jicofo would fail this allocation");
             }
             let socket = UdpSocket::bind("127.0.0.1:0").await?;
             let (a, v) = ssrcs_of(index);
             focus
-                .accept(&meeting, &name, &peer.ufrag, &peer.pwd, &peer.fingerprint, a, (profile.video_bps > 0).then_some(v))
+                .accept(
+                    &meeting,
+                    &name,
+                    &peer.ufrag,
+                    &peer.pwd,
+                    &peer.fingerprint,
+                    a,
+                    (profile.video_bps > 0).then_some(v),
+                )
                 .await
                 .with_context(|| format!("session-accept for {name}"))?;
             let peers = (0..n).filter(|&o| o != e).map(|o| c * n + o).collect();
-            let setup = EndpointSetup { index, socket, bridge, peers, profile, epoch };
+            let setup = EndpointSetup {
+                index,
+                socket,
+                bridge,
+                peers,
+                profile,
+                epoch,
+            };
             tasks.push(tokio::spawn(endpoint::run(peer, setup, stop_rx.clone())));
             tokio::time::sleep(args.join_interval).await;
         }
@@ -165,7 +204,10 @@ async fn run(args: &Args, rest: &str, pid: Option<u32>) -> anyhow::Result<Summar
         let _ = focus.expire(&format!("loadtest-{}-{c}", std::process::id())).await;
     }
 
-    let mut lat: Vec<u32> = reports.iter_mut().flat_map(|r| std::mem::take(&mut r.receive.latencies_us)).collect();
+    let mut lat: Vec<u32> = reports
+        .iter_mut()
+        .flat_map(|r| std::mem::take(&mut r.receive.latencies_us))
+        .collect();
     lat.sort_unstable();
     let mut joins: Vec<u32> = reports.iter().filter_map(|r| r.connect_ms.map(|m| m as u32)).collect();
     joins.sort_unstable();
@@ -187,7 +229,11 @@ async fn run(args: &Args, rest: &str, pid: Option<u32>) -> anyhow::Result<Summar
         sent_packets: reports.iter().map(|r| r.sent_packets).sum(),
         received_packets: received,
         expected_packets: expected,
-        loss_percent: if expected > 0 { 100.0 * (expected.saturating_sub(received)) as f64 / expected as f64 } else { 0.0 },
+        loss_percent: if expected > 0 {
+            100.0 * (expected.saturating_sub(received)) as f64 / expected as f64
+        } else {
+            0.0
+        },
         corrupt_packets: reports.iter().map(|r| r.receive.corrupt).sum(),
         received_pps: received as f64 / (args.duration.as_secs_f64() + 2.0),
         latency_ms_p50: percentile(&lat, 50.0) / 1000.0,
@@ -211,7 +257,9 @@ async fn bridge_sent_packets(rest: &str) -> Option<u64> {
     tokio::task::spawn_blocking(move || {
         let text = ureq::get(&url).call().ok()?.body_mut().read_to_string().ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v.get("packets_sent").or_else(|| v.get("rtp_packets_sent")).and_then(|p| p.as_u64())
+        v.get("packets_sent")
+            .or_else(|| v.get("rtp_packets_sent"))
+            .and_then(|p| p.as_u64())
     })
     .await
     .ok()
@@ -220,13 +268,27 @@ async fn bridge_sent_packets(rest: &str) -> Option<u64> {
 
 fn print_summary(s: &Summary) {
     println!("== loadtest result");
-    println!("endpoints connected   {}/{} in {} conference(s)", s.connected, s.endpoints, s.conferences);
-    println!("join time             p50 {:.0} ms, max {:.0} ms", s.join_ms_p50, s.join_ms_max);
-    println!("packets               sent {}, received {} ({:.0}/s), loss {:.2} %, corrupt {}",
-        s.sent_packets, s.received_packets, s.received_pps, s.loss_percent, s.corrupt_packets);
-    println!("latency               p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms", s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99);
+    println!(
+        "endpoints connected   {}/{} in {} conference(s)",
+        s.connected, s.endpoints, s.conferences
+    );
+    println!(
+        "join time             p50 {:.0} ms, max {:.0} ms",
+        s.join_ms_p50, s.join_ms_max
+    );
+    println!(
+        "packets               sent {}, received {} ({:.0}/s), loss {:.2} %, corrupt {}",
+        s.sent_packets, s.received_packets, s.received_pps, s.loss_percent, s.corrupt_packets
+    );
+    println!(
+        "latency               p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99
+    );
     if let (Some(cpu), Some(rss)) = (s.bridge_cpu_s, s.bridge_rss_mib) {
-        println!("bridge                {:.2} CPU-s over {:.1} s, RSS {:.1} MiB", cpu, s.duration_s, rss);
+        println!(
+            "bridge                {:.2} CPU-s over {:.1} s, RSS {:.1} MiB",
+            cpu, s.duration_s, rss
+        );
     }
     if let Some(us) = s.bridge_cpu_us_per_forwarded_packet {
         println!("bridge CPU per forwarded packet  {us:.2} µs");
@@ -249,19 +311,33 @@ impl SpawnedBridge {
         let udp_port = StdUdp::bind("127.0.0.1:0")?.local_addr()?.port();
         let rest_addr: SocketAddr = ([127, 0, 0, 1], rest_port).into();
         let child = Command::new(&path)
-            .args(["--udp-port", &udp_port.to_string(), "--rest-bind", &rest_addr.to_string()])
+            .args([
+                "--udp-port",
+                &udp_port.to_string(),
+                "--rest-bind",
+                &rest_addr.to_string(),
+            ])
             .env("RUST_LOG", std::env::var("PALIM_LOG").unwrap_or_else(|_| "warn".into()))
             .env_remove("XMPP_SERVER")
             .stdin(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {} (build it with `cargo build -p signaling --bin palim`)", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with `cargo build -p signaling --bin palim`)",
+                    path.display()
+                )
+            })?;
         let rest = format!("http://{rest_addr}");
         let mut bridge = Self { child, rest };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(resp) = ureq::get(&format!("{}/about/health", bridge.rest)).call() {
                 if resp.status().is_success() {
-                    eprintln!("spawned palim (pid {}) REST {} media udp/{udp_port}", bridge.child.id(), bridge.rest);
+                    eprintln!(
+                        "spawned palim (pid {}) REST {} media udp/{udp_port}",
+                        bridge.child.id(),
+                        bridge.rest
+                    );
                     return Ok(bridge);
                 }
             }

@@ -36,7 +36,10 @@ impl Payload {
         let sender = u32::from_be_bytes(p[5..9].try_into().ok()?);
         let counter = u32::from_be_bytes(p[9..13].try_into().ok()?);
         let us = u64::from_be_bytes(p[13..21].try_into().ok()?);
-        let intact = p[HEADER..].iter().enumerate().all(|(i, b)| *b == (i as u8).wrapping_mul(31) ^ (counter as u8));
+        let intact = p[HEADER..]
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i as u8).wrapping_mul(31) ^ (counter as u8));
         intact.then_some((sender, counter, us))
     }
 }
@@ -63,7 +66,8 @@ impl Receiver {
             return;
         };
         let now_us = now.saturating_duration_since(epoch).as_micros() as u64;
-        self.latencies_us.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+        self.latencies_us
+            .push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
         let s = self.streams.entry(ssrc).or_default();
         s.first.get_or_insert(counter);
         s.highest = s.highest.max(counter);
@@ -71,9 +75,19 @@ impl Receiver {
     }
 
     pub fn finish(self) -> ReceiveReport {
-        let expected: u64 = self.streams.values().map(|s| u64::from(s.highest - s.first.unwrap_or(0)) + 1).sum();
+        let expected: u64 = self
+            .streams
+            .values()
+            .map(|s| u64::from(s.highest - s.first.unwrap_or(0)) + 1)
+            .sum();
         let received: u64 = self.streams.values().map(|s| s.received).sum();
-        ReceiveReport { streams: self.streams.len(), received, expected, corrupt: self.corrupt, latencies_us: self.latencies_us }
+        ReceiveReport {
+            streams: self.streams.len(),
+            received,
+            expected,
+            corrupt: self.corrupt,
+            latencies_us: self.latencies_us,
+        }
     }
 }
 

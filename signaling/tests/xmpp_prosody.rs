@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use minidom::Element;
 use signaling::xmpp::{
-    BridgeStats, Condition, ErrorType, IncomingIq, IqHandler, IqResponse, IqType, RejectAll,
-    SendIqError, StanzaError, XmppClient,
+    BridgeStats, Condition, ErrorType, IncomingIq, IqHandler, IqResponse, IqType, RejectAll, SendIqError, StanzaError,
+    XmppClient,
 };
 use support::{wait_state, Prosody, TestFocus, BREWERY, INTRUDER, JVB};
 
@@ -48,21 +48,15 @@ impl IqHandler for TestBridge {
             ));
         }
         match iq.payload.attr("meeting-id") {
-            None | Some("") => IqResponse::Error(StanzaError::new(
-                Condition::BadRequest,
-                "missing meeting-id",
-            )),
+            None | Some("") => IqResponse::Error(StanzaError::new(Condition::BadRequest, "missing meeting-id")),
             Some("slow") => {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 IqResponse::Result(Some(Element::bare("conference-modified", COLIBRI2)))
             }
             Some("has-unknown-endpoint") => IqResponse::Error(
-                StanzaError::new(
-                    Condition::ItemNotFound,
-                    "Endpoint not found for ID: c3d4e5f6",
-                )
-                .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
-                .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6")),
+                StanzaError::new(Condition::ItemNotFound, "Endpoint not found for ID: c3d4e5f6")
+                    .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
+                    .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6")),
             ),
             Some(_) => IqResponse::Result(Some(Element::bare("conference-modified", COLIBRI2))),
         }
@@ -78,10 +72,7 @@ impl IqHandler for TestBridge {
 }
 
 /// Stats as Palim publishes them, with a sequence number so the test can tell re-sends apart.
-fn stats_source() -> (
-    Arc<AtomicU64>,
-    impl Fn() -> Vec<(String, String)> + Send + Sync,
-) {
+fn stats_source() -> (Arc<AtomicU64>, impl Fn() -> Vec<(String, String)> + Send + Sync) {
     let seq = Arc::new(AtomicU64::new(0));
     let s = seq.clone();
     let f = move || {
@@ -94,10 +85,7 @@ fn stats_source() -> (
 }
 
 fn stat<'a>(stats: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    stats
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+    stats.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 fn conference_modify(meeting_id: Option<&str>) -> Element {
@@ -136,9 +124,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
 
     // Jicofo sees the bridge only once a presence with <stats> arrives (§2.1).
     let first = focus
-        .wait_presence(nick, Duration::from_secs(10), |ev| {
-            ev.available && ev.stats.is_some()
-        })
+        .wait_presence(nick, Duration::from_secs(10), |ev| ev.available && ev.stats.is_some())
         .await;
     let t_first = Instant::now();
     let st = first.stats.clone().unwrap();
@@ -156,10 +142,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     assert_eq!(stat(&st, "drain"), Some("false"));
     assert_eq!(stat(&st, "healthy"), Some("true"));
     assert_eq!(stat(&st, "colibri2"), Some("true"));
-    wait_state(&palim, Duration::from_secs(5), "palim joined", |s| {
-        s.all_joined()
-    })
-    .await;
+    wait_state(&palim, Duration::from_secs(5), "palim joined", |s| s.all_joined()).await;
     let jid = palim.state().jid.expect("bound JID while connected");
     assert!(jid.starts_with("jvb@auth.meet.jitsi/"), "{jid}");
     // Non-anonymous room: the focus sees the bridge's real JID.
@@ -184,9 +167,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     println!("stats presence re-sent after {gap:?}");
     assert!(gap < Duration::from_millis(6500), "re-send took {gap:?}");
     // An on-demand refresh (drain toggled, graceful shutdown) goes out at once.
-    let seq2 = stat(second.stats.as_ref().unwrap(), "test_seq")
-        .unwrap()
-        .to_owned();
+    let seq2 = stat(second.stats.as_ref().unwrap(), "test_seq").unwrap().to_owned();
     let t = Instant::now();
     palim.refresh_presence();
     focus
@@ -211,12 +192,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     for kind in [IqType::Get, IqType::Set] {
         let r = focus
             .client
-            .send_iq(
-                &occupant,
-                kind,
-                conference_modify(Some("m1")),
-                Duration::from_secs(5),
-            )
+            .send_iq(&occupant, kind, conference_modify(Some("m1")), Duration::from_secs(5))
             .await
             .unwrap();
         assert!(r.is_some_and(|el| el.is("conference-modified", COLIBRI2)));
@@ -249,11 +225,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
     assert_eq!(
         ext,
         vec![
-            (
-                "error".into(),
-                COLIBRI2.into(),
-                Some("unknown_endpoint".into())
-            ),
+            ("error".into(), COLIBRI2.into(), Some("unknown_endpoint".into())),
             ("endpoint".into(), COLIBRI2.into(), Some("c3d4e5f6".into())),
         ]
     );
@@ -351,12 +323,9 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
         None,
     )
     .unwrap();
-    wait_state(
-        &intruder,
-        Duration::from_secs(10),
-        "intruder connected",
-        |s| s.connected,
-    )
+    wait_state(&intruder, Duration::from_secs(10), "intruder connected", |s| {
+        s.connected
+    })
     .await;
     for payload in [
         Element::bare("healthcheck", support::HEALTHCHECK_NS),
@@ -402,10 +371,7 @@ async fn palim_joins_brewery_publishes_stats_and_serves_iqs() {
         p90.as_secs_f64() * 1e3,
         rtts[99].as_secs_f64() * 1e3
     );
-    assert!(
-        p50 < Duration::from_millis(20),
-        "p50 {p50:?}: delayed-ACK stall?"
-    );
+    assert!(p50 < Duration::from_millis(20), "p50 {p50:?}: delayed-ACK stall?");
 
     // Graceful leave: the focus sees the bridge go (Jicofo: bridgeRemoved).
     palim.shutdown().await;
@@ -432,10 +398,7 @@ async fn palim_rejoins_after_prosody_restart() {
         Some(Arc::new(stats)),
     )
     .unwrap();
-    wait_state(&palim, Duration::from_secs(10), "palim joined", |s| {
-        s.all_joined()
-    })
-    .await;
+    wait_state(&palim, Duration::from_secs(10), "palim joined", |s| s.all_joined()).await;
 
     for (round, hard) in [(1u64, false), (2, true)] {
         if hard {
@@ -443,12 +406,9 @@ async fn palim_rejoins_after_prosody_restart() {
         } else {
             prosody.stop();
         }
-        wait_state(
-            &palim,
-            Duration::from_secs(5),
-            "palim noticed the outage",
-            |s| !s.connected,
-        )
+        wait_state(&palim, Duration::from_secs(5), "palim noticed the outage", |s| {
+            !s.connected
+        })
         .await;
         let down = palim.state();
         assert!(down.last_error.is_some());
@@ -495,10 +455,7 @@ async fn certificate_verification_when_enabled() {
     cfg.disable_certificate_verification = false;
     cfg.ca_file = Some(prosody.certificate());
     let trusted = XmppClient::spawn(cfg.clone(), Arc::new(RejectAll), None).unwrap();
-    wait_state(&trusted, Duration::from_secs(10), "verified login", |s| {
-        s.all_joined()
-    })
-    .await;
+    wait_state(&trusted, Duration::from_secs(10), "verified login", |s| s.all_joined()).await;
     trusted.shutdown().await;
 
     // The system trust store does not know Prosody's self-signed certificate.

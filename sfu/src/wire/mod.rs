@@ -13,14 +13,13 @@ pub mod rtp;
 
 pub use demux::{classify, split_ice_username, stun_username, PacketKind};
 pub use rtcp::{
-    write_bye, write_fir, write_nack, write_pli, write_remb, write_rr, write_sr, write_twcc, App,
-    Bye, Fir, FirEntry, Nack, NackPair, Pli, RawRtcp, ReceiverReport, Remb, ReportBlock,
-    RtcpCompound, RtcpError, RtcpHeader, RtcpPacket, Sdes, SenderInfo, SenderReport, TransportCc,
-    TwccPacket,
+    write_bye, write_fir, write_nack, write_pli, write_remb, write_rr, write_sr, write_twcc, App, Bye, Fir, FirEntry,
+    Nack, NackPair, Pli, RawRtcp, ReceiverReport, Remb, ReportBlock, RtcpCompound, RtcpError, RtcpHeader, RtcpPacket,
+    Sdes, SenderInfo, SenderReport, TransportCc, TwccPacket,
 };
 pub use rtp::{
-    is_newer_seq, seq_delta, AudioLevel, ExtensionForm, ExtensionWriter, Extensions, RtpError,
-    RtpHeader, RtpHeaderFields, SeqExtender,
+    is_newer_seq, seq_delta, AudioLevel, ExtensionForm, ExtensionWriter, Extensions, RtpError, RtpHeader,
+    RtpHeaderFields, SeqExtender,
 };
 
 /// A writer was given a buffer too small for what it must write, or input it cannot encode.
@@ -56,8 +55,7 @@ pub enum WriteError {
 /// Returns `buf[..need]` mutably, or the `BufferTooShort` error.
 pub(crate) fn out(buf: &mut [u8], need: usize) -> Result<&mut [u8], WriteError> {
     let have = buf.len();
-    buf.get_mut(..need)
-        .ok_or(WriteError::BufferTooShort { need, have })
+    buf.get_mut(..need).ok_or(WriteError::BufferTooShort { need, have })
 }
 
 /// Big-endian reads over a slice already checked to be long enough by the caller. Kept as

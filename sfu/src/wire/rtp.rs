@@ -150,10 +150,7 @@ impl RtpHeader {
         let csrc_count = buf[0] & 0x0F;
         let mut header_len = 12 + 4 * usize::from(csrc_count);
         if header_len > len {
-            return Err(RtpError::CsrcOverflow {
-                count: csrc_count,
-                len,
-            });
+            return Err(RtpError::CsrcOverflow { count: csrc_count, len });
         }
         let ext_at = if extension {
             let at = header_len;
@@ -290,8 +287,7 @@ impl RtpHeader {
             return Extensions::empty();
         };
         let (Some(form), Some(data)) = (
-            self.extension_profile(buf)
-                .and_then(ExtensionForm::from_profile),
+            self.extension_profile(buf).and_then(ExtensionForm::from_profile),
             buf.get(at + 4..self.header_len),
         ) else {
             return Extensions::empty();
@@ -320,9 +316,7 @@ impl RtpHeader {
 
     /// Rewrites the value of extension `id` in place; the new value must have the same length.
     pub fn set_extension(&self, buf: &mut [u8], id: u8, value: &[u8]) -> Result<(), RtpError> {
-        let range = self
-            .extension_range(buf, id)
-            .ok_or(RtpError::ExtensionMissing { id })?;
+        let range = self.extension_range(buf, id).ok_or(RtpError::ExtensionMissing { id })?;
         let have = range.len();
         match buf.get_mut(range) {
             Some(dst) if dst.len() == value.len() => {
@@ -404,10 +398,7 @@ impl RtpHeader {
 /// from, which is at least 12 bytes; a shorter buffer is a caller bug, caught in debug builds and
 /// ignored (rather than panicking) in release.
 fn write_at(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    debug_assert!(
-        buf.len() >= at + bytes.len(),
-        "RTP setter on a foreign buffer"
-    );
+    debug_assert!(buf.len() >= at + bytes.len(), "RTP setter on a foreign buffer");
     if let Some(dst) = buf.get_mut(at..at + bytes.len()) {
         dst.copy_from_slice(bytes);
     }
@@ -505,9 +496,7 @@ impl<'a> ExtensionWriter<'a> {
     /// in one-byte form, id 15 are reserved) or the buffer is full.
     pub fn push(&mut self, id: u8, value: &[u8]) -> Result<(), WriteError> {
         let (hdr, ok) = match self.form {
-            ExtensionForm::OneByte => {
-                (1, (1..=14).contains(&id) && (1..=16).contains(&value.len()))
-            }
+            ExtensionForm::OneByte => (1, (1..=14).contains(&id) && (1..=16).contains(&value.len())),
             ExtensionForm::TwoByte => (2, id != 0 && value.len() <= 255),
         };
         if !ok {
@@ -700,13 +689,7 @@ mod tests {
         assert_eq!(h.extension_profile(&p), Some(ONE_BYTE_PROFILE));
         let exts: Vec<_> = h.extensions(&p).collect();
         assert_eq!(exts, vec![(1, &[0x9E][..]), (3, &[1, 2][..])]);
-        assert_eq!(
-            h.audio_level(&p, 1),
-            Some(AudioLevel {
-                voice: true,
-                level: 30
-            })
-        );
+        assert_eq!(h.audio_level(&p, 1), Some(AudioLevel { voice: true, level: 30 }));
         assert_eq!(h.transport_cc_seq(&p, 3), Some(0x0102));
         assert_eq!(h.extension(&p, 2), None);
     }
@@ -721,8 +704,7 @@ mod tests {
         h.set_ssrc(&mut p, Ssrc(0xCAFEBABE));
         h.set_marker(&mut p, true);
         h.set_pt(&mut p, 100);
-        h.set_transport_cc_seq(&mut p, 3, 0xABCD)
-            .expect("present, 2 bytes");
+        h.set_transport_cc_seq(&mut p, 3, 0xABCD).expect("present, 2 bytes");
         assert_eq!(
             h.set_extension(&mut p, 1, &[1, 2]),
             Err(RtpError::ExtensionLength {
@@ -763,11 +745,7 @@ mod tests {
         let exts: Vec<_> = h.extensions(&p).collect();
         assert_eq!(
             exts,
-            vec![
-                (32, &[][..]),
-                (5, &[0xAA, 0xBB, 0xCC][..]),
-                (255, &[1, 2][..])
-            ]
+            vec![(32, &[][..]), (5, &[0xAA, 0xBB, 0xCC][..]), (255, &[1, 2][..])]
         );
         assert_eq!(h.payload(&p), &[0xEE]);
         assert_eq!(h.extension_range(&p, 255), Some(26..28));
@@ -776,10 +754,7 @@ mod tests {
     /// Malformed headers are errors, and a truncated extension element ends iteration early.
     #[test]
     fn malformed() {
-        assert_eq!(
-            RtpHeader::parse(&[0x80; 11]),
-            Err(RtpError::TooShort { len: 11 })
-        );
+        assert_eq!(RtpHeader::parse(&[0x80; 11]), Err(RtpError::TooShort { len: 11 }));
         assert_eq!(RtpHeader::parse(&[0x40; 12]), Err(RtpError::BadVersion(1)));
         assert!(matches!(
             RtpHeader::parse(&[0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
@@ -847,14 +822,8 @@ mod tests {
 
     fn ext_strategy() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
         prop_oneof![
-            proptest::collection::vec(
-                (1u8..=14, proptest::collection::vec(any::<u8>(), 1..=16)),
-                0..6
-            ),
-            proptest::collection::vec(
-                (1u8..=255, proptest::collection::vec(any::<u8>(), 0..=40)),
-                0..6
-            ),
+            proptest::collection::vec((1u8..=14, proptest::collection::vec(any::<u8>(), 1..=16)), 0..6),
+            proptest::collection::vec((1u8..=255, proptest::collection::vec(any::<u8>(), 0..=40)), 0..6),
         ]
     }
 

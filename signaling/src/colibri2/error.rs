@@ -159,8 +159,7 @@ impl Colibri2Error {
     }
 
     pub fn graceful_shutdown() -> Self {
-        Self::new(ErrorCondition::ServiceUnavailable, "In graceful shutdown")
-            .with_reason(Reason::GracefulShutdown)
+        Self::new(ErrorCondition::ServiceUnavailable, "In graceful shutdown").with_reason(Reason::GracefulShutdown)
     }
 
     pub fn unknown_endpoint(endpoint_id: &str) -> Self {
@@ -174,8 +173,7 @@ impl Colibri2Error {
 
     /// An unsupported request shape (colibri.md §3.10 step 3).
     pub fn feature_not_implemented(text: impl Into<String>) -> Self {
-        Self::new(ErrorCondition::FeatureNotImplemented, text)
-            .with_reason(Reason::FeatureNotImplemented)
+        Self::new(ErrorCondition::FeatureNotImplemented, text).with_reason(Reason::FeatureNotImplemented)
     }
 
     /// The single mapping from the media core's refusals to Colibri2 errors. `meeting_id` and
@@ -190,17 +188,12 @@ impl Colibri2Error {
             },
             CommandError::EndpointExists { .. } => Self::new(
                 ErrorCondition::Conflict,
-                format!(
-                    "Endpoint with ID {} already exists",
-                    endpoint_id.unwrap_or("?")
-                ),
+                format!("Endpoint with ID {} already exists", endpoint_id.unwrap_or("?")),
             ),
             CommandError::Invalid(msg) => Self::bad_request(msg.clone()),
             // A full bridge is an internal failure for Jicofo: it marks the bridge
             // non-operational and re-invites elsewhere, which is what we want.
-            CommandError::LimitReached(_) | CommandError::Internal(_) => {
-                Self::internal(err.to_string())
-            }
+            CommandError::LimitReached(_) | CommandError::Internal(_) => Self::internal(err.to_string()),
             // `CommandError` is non_exhaustive.
             #[allow(unreachable_patterns)]
             _ => Self::internal(err.to_string()),
@@ -215,11 +208,7 @@ impl Colibri2Error {
         text.set_attr(Namespace::xml().clone(), ncname("lang"), "en");
         out.push(text);
         if let Some(reason) = self.reason {
-            out.push(
-                El::new("error", ns::COLIBRI2)
-                    .attr("reason", reason.as_str())
-                    .build(),
-            );
+            out.push(El::new("error", ns::COLIBRI2).attr("reason", reason.as_str()).build());
         }
         if let Some(id) = &self.endpoint_id {
             out.push(El::new("endpoint", ns::COLIBRI2).attr("id", id).build());

@@ -19,8 +19,7 @@ use tokio::sync::Mutex;
 
 use sfu::control::{
     CandidateKind, Fingerprint, GroupSemantics, LocalTransport, MediaDescription, MediaKind,
-    PayloadType as CorePayloadType, RemoteTransport, RtpExtension, Setup, SourceDescription,
-    SsrcGroup, VideoType,
+    PayloadType as CorePayloadType, RemoteTransport, RtpExtension, Setup, SourceDescription, SsrcGroup, VideoType,
 };
 use sfu::driver::SfuHandle;
 use sfu::{Command, CommandError, ConferenceId, EndpointId, Reply, Ssrc, Stats};
@@ -28,8 +27,8 @@ use sfu::{Command, CommandError, ConferenceId, EndpointId, Reply, Ssrc, Stats};
 use super::error::{Colibri2Error, ErrorCondition};
 use super::json::{JsonConferenceModified, JsonConferenceModify};
 use super::{
-    Candidate, ConferenceModified, ConferenceModify, DtlsFingerprint, Endpoint, EndpointResponse,
-    ForceMute, IceUdpTransport, Media, MediaSource, Sctp, Source, Transport,
+    Candidate, ConferenceModified, ConferenceModify, DtlsFingerprint, Endpoint, EndpointResponse, ForceMute,
+    IceUdpTransport, Media, MediaSource, Sctp, Source, Transport,
 };
 
 /// A boxed `Send` future, so [`MediaCore`] stays object-safe.
@@ -204,9 +203,7 @@ impl Colibri2Handler {
             json.meeting_id = Some(id.to_owned());
         }
         let req = ConferenceModify::try_from(json)?;
-        self.handle(req)
-            .await
-            .map(|r| JsonConferenceModified::from(&r))
+        self.handle(req).await.map(|r| JsonConferenceModified::from(&r))
     }
 
     /// colibri.md §3.10 steps 2–9 (step 1, the MUC admission check, is the XMPP layer's).
@@ -221,11 +218,7 @@ impl Colibri2Handler {
         result
     }
 
-    async fn handle_locked(
-        &self,
-        st: &mut State,
-        req: ConferenceModify,
-    ) -> Result<ConferenceModified, Colibri2Error> {
+    async fn handle_locked(&self, st: &mut State, req: ConferenceModify) -> Result<ConferenceModified, Colibri2Error> {
         let meeting_id = req.meeting_id.as_str();
 
         // 2. Find (or create) the conference.
@@ -239,9 +232,7 @@ impl Colibri2Handler {
             }
             if let Some(name) = &req.name {
                 if !is_bare_jid(name) {
-                    return Err(Colibri2Error::bad_request(format!(
-                        "Invalid conference name: {name}"
-                    )));
+                    return Err(Colibri2Error::bad_request(format!("Invalid conference name: {name}")));
                 }
             }
         } else if !exists {
@@ -266,11 +257,7 @@ impl Colibri2Handler {
                 .command(Command::CreateConference { conf })
                 .await
                 .map_err(|e| Colibri2Error::from_command(&e, meeting_id, None))?;
-            let Reply::ConferenceCreated {
-                audio_ssrc,
-                video_ssrc,
-            } = reply
-            else {
+            let Reply::ConferenceCreated { audio_ssrc, video_ssrc } = reply else {
                 return Err(Colibri2Error::internal(format!(
                     "unexpected reply to CreateConference: {reply:?}"
                 )));
@@ -308,9 +295,10 @@ impl Colibri2Handler {
         }
 
         // 7. Feedback sources on any create.
-        let conf = st.conferences.get(meeting_id).ok_or_else(|| {
-            Colibri2Error::internal("conference vanished while handling the request")
-        })?;
+        let conf = st
+            .conferences
+            .get(meeting_id)
+            .ok_or_else(|| Colibri2Error::internal("conference vanished while handling the request"))?;
         if conference_created || endpoint_created {
             response.sources = Some(feedback_sources(conf.feedback));
         }
@@ -377,9 +365,7 @@ impl Colibri2Handler {
                 )));
             };
             if !ep.has_capability("source-names") {
-                return Err(Colibri2Error::bad_request(
-                    "Source name support is mandatory.",
-                ));
+                return Err(Colibri2Error::bad_request("Source name support is mandatory."));
             }
             let sctp = match &transport.sctp {
                 None => false,
@@ -461,17 +447,10 @@ impl Colibri2Handler {
     }
 
     /// Apply media, initial-last-n, transport, sources and force-mute, in that order (§3.10).
-    async fn apply_endpoint(
-        &self,
-        conf: &mut Conference,
-        ep: &Endpoint,
-    ) -> Result<(), CommandError> {
+    async fn apply_endpoint(&self, conf: &mut Conference, ep: &Endpoint) -> Result<(), CommandError> {
         let conf_id = conf.id;
         let Some(state) = conf.endpoints.get_mut(&ep.id) else {
-            return Err(CommandError::Internal(format!(
-                "endpoint {} missing",
-                ep.id
-            )));
+            return Err(CommandError::Internal(format!("endpoint {} missing", ep.id)));
         };
         let ep_id = state.info.id;
         if ep.stats_id.is_some() {
@@ -506,9 +485,7 @@ impl Colibri2Handler {
         }
         if let Some(sources) = &ep.sources {
             if state.info.visitor && !sources.is_empty() {
-                return Err(CommandError::Invalid(
-                    "sources on a visitor endpoint".into(),
-                ));
+                return Err(CommandError::Invalid("sources on a visitor endpoint".into()));
             }
             let sources: Vec<SourceDescription> = sources.iter().map(source_description).collect();
             let names = sources.iter().map(|s| s.name.clone()).collect();
@@ -576,10 +553,7 @@ impl Colibri2Handler {
         st.meeting_ids.remove(&conf.id);
         st.totals.conferences_completed += 1;
         tracing::info!(conf = %conf.id, endpoints = conf.endpoints.len(), "conference expired");
-        if let Err(e) = self
-            .command(Command::ExpireConference { conf: conf.id })
-            .await
-        {
+        if let Err(e) = self.command(Command::ExpireConference { conf: conf.id }).await {
             tracing::warn!(conf = %conf.id, error = %e, "expiring conference in the core failed");
         }
     }
@@ -591,9 +565,7 @@ impl Colibri2Handler {
         let idle: Vec<String> = st
             .conferences
             .values()
-            .filter(|c| {
-                c.endpoints.is_empty() && now.saturating_duration_since(c.created) > min_age
-            })
+            .filter(|c| c.endpoints.is_empty() && now.saturating_duration_since(c.created) > min_age)
             .map(|c| c.meeting_id.clone())
             .collect();
         for meeting_id in &idle {
@@ -623,11 +595,7 @@ impl Colibri2Handler {
     }
 
     /// Jicofo's ids for an interned endpoint: `(meeting-id, endpoint id)`.
-    pub async fn endpoint_names(
-        &self,
-        conf: ConferenceId,
-        ep: EndpointId,
-    ) -> Option<(String, String)> {
+    pub async fn endpoint_names(&self, conf: ConferenceId, ep: EndpointId) -> Option<(String, String)> {
         let st = self.state.lock().await;
         let c = st.conferences.get(st.meeting_ids.get(&conf)?)?;
         let e = c.endpoints.values().find(|e| e.info.id == ep)?;
@@ -635,11 +603,7 @@ impl Colibri2Handler {
     }
 
     /// The interned ids for Jicofo's `(meeting-id, endpoint id)`.
-    pub async fn endpoint_ids(
-        &self,
-        meeting_id: &str,
-        endpoint: &str,
-    ) -> Option<(ConferenceId, EndpointId)> {
+    pub async fn endpoint_ids(&self, meeting_id: &str, endpoint: &str) -> Option<(ConferenceId, EndpointId)> {
         let st = self.state.lock().await;
         let c = st.conferences.get(meeting_id)?;
         Some((c.id, c.endpoints.get(endpoint)?.info.id))
@@ -710,9 +674,10 @@ fn check_shape(req: &ConferenceModify) -> Result<(), Colibri2Error> {
         ));
     }
     if req.endpoints.len() > 1
-        && req.endpoints.iter().any(|e| {
-            e.create || !e.media.is_empty() || e.transport.is_some() || e.sources.is_some()
-        })
+        && req
+            .endpoints
+            .iter()
+            .any(|e| e.create || !e.media.is_empty() || e.transport.is_some() || e.sources.is_some())
     {
         return Err(Colibri2Error::feature_not_implemented(
             "Using more than one endpoint in a request is only supported for expire and force-mute",

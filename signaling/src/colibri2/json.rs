@@ -12,10 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{
-    bounded, limits, media_kind_str, ns, parse_media_kind, truncated, Candidate,
-    ConferenceModified, ConferenceModify, DtlsFingerprint, Endpoint, EndpointResponse, ForceMute,
-    IceUdpTransport, Media, MediaSource, ParseError, PayloadType, Relay, RtcpFb, RtpHdrExt, Sctp,
-    Source, SsrcGroupDesc, Transport, WebSocket,
+    bounded, limits, media_kind_str, ns, parse_media_kind, truncated, Candidate, ConferenceModified, ConferenceModify,
+    DtlsFingerprint, Endpoint, EndpointResponse, ForceMute, IceUdpTransport, Media, MediaSource, ParseError,
+    PayloadType, Relay, RtcpFb, RtpHdrExt, Sctp, Source, SsrcGroupDesc, Transport, WebSocket,
 };
 
 /// The JSON `conference-modify`.
@@ -27,23 +26,11 @@ pub struct JsonConferenceModify {
     pub meeting_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub create: bool,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub expire: bool,
-    #[serde(
-        default,
-        deserialize_with = "de_opt_bool",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de_opt_bool", skip_serializing_if = "Option::is_none")]
     pub rtcstats_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<JsonEndpoint>,
@@ -57,17 +44,9 @@ pub struct JsonConferenceModify {
 #[serde(rename_all = "kebab-case")]
 pub struct JsonEndpoint {
     pub id: String,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub create: bool,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub expire: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats_id: Option<String>,
@@ -91,17 +70,9 @@ pub struct JsonEndpoint {
 #[serde(rename_all = "kebab-case")]
 pub struct JsonRelay {
     pub id: String,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub create: bool,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub expire: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_id: Option<String>,
@@ -132,11 +103,7 @@ pub struct JsonMedia {
     pub payload_types: Vec<JsonPayloadType>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rtp_hdrexts: Vec<JsonRtpHdrExt>,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub extmap_allow_mixed: bool,
 }
 
@@ -183,23 +150,11 @@ pub struct JsonRtpHdrExt {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct JsonTransport {
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub ice_controlling: bool,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub use_unique_port: bool,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub ice_restart: bool,
     /// The ICE-UDP transport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,11 +174,7 @@ pub struct JsonIceUdpTransport {
     pub pwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ice_generation: Option<StrNum>,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub rtcp_mux: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fingerprints: Vec<JsonFingerprint>,
@@ -241,11 +192,7 @@ pub struct JsonFingerprint {
     pub hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub cryptex: bool,
 }
 
@@ -293,11 +240,7 @@ pub struct JsonMediaSource {
     #[serde(rename = "type")]
     pub media_type: String,
     pub id: String,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub synthetic: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<JsonSource>,
@@ -342,11 +285,7 @@ pub struct JsonConferenceModified {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JsonEndpointResponse {
     pub id: String,
-    #[serde(
-        default,
-        deserialize_with = "de_bool",
-        skip_serializing_if = "is_false"
-    )]
+    #[serde(default, deserialize_with = "de_bool", skip_serializing_if = "is_false")]
     pub expire: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<JsonTransport>,
@@ -368,11 +307,7 @@ impl StrNum {
         }
     }
 
-    fn parse<T: std::str::FromStr>(
-        &self,
-        element: &'static str,
-        attr: &'static str,
-    ) -> Result<T, ParseError> {
+    fn parse<T: std::str::FromStr>(&self, element: &'static str, attr: &'static str) -> Result<T, ParseError> {
         let text = self.text();
         text.trim().parse().map_err(|_| ParseError::InvalidValue {
             element,
@@ -481,11 +416,7 @@ impl TryFrom<JsonEndpoint> for Endpoint {
             expire: j.expire,
             stats_id: j.stats_id,
             muc_role: j.muc_role,
-            media: j
-                .medias
-                .into_iter()
-                .map(Media::try_from)
-                .collect::<Result<_, _>>()?,
+            media: j.medias.into_iter().map(Media::try_from).collect::<Result<_, _>>()?,
             transport: j.transport.map(Transport::try_from).transpose()?,
             sources: j.sources.map(sources_from_json).transpose()?,
             force_mute: j.force_mute.map(|f| ForceMute {
@@ -591,29 +522,17 @@ impl TryFrom<JsonTransport> for Transport {
                     opt_bounded("rel-addr", &c.rel_addr)?;
                     opt_bounded("tcptype", &c.tcptype)?;
                     candidates.push(Candidate {
-                        component: c
-                            .component
-                            .map(|v| v.parse(C, "component"))
-                            .transpose()?
-                            .unwrap_or(1),
+                        component: c.component.map(|v| v.parse(C, "component")).transpose()?.unwrap_or(1),
                         foundation: c
                             .foundation
                             .map(|v| v.bounded_text("foundation"))
                             .transpose()?
                             .unwrap_or_default(),
-                        generation: c
-                            .generation
-                            .map(|v| v.parse(C, "generation"))
-                            .transpose()?
-                            .unwrap_or(0),
+                        generation: c.generation.map(|v| v.parse(C, "generation")).transpose()?.unwrap_or(0),
                         id: c.id.map(|v| v.bounded_text("id")).transpose()?,
                         ip: c.ip,
                         port: c.port.parse(C, "port")?,
-                        priority: c
-                            .priority
-                            .map(|v| v.parse(C, "priority"))
-                            .transpose()?
-                            .unwrap_or(0),
+                        priority: c.priority.map(|v| v.parse(C, "priority")).transpose()?.unwrap_or(0),
                         protocol: c.protocol.unwrap_or_else(|| "udp".to_owned()),
                         cand_type: c.cand_type.unwrap_or_else(|| "host".to_owned()),
                         rel_addr: c.rel_addr,
@@ -833,11 +752,7 @@ impl From<&Transport> for JsonTransport {
                         tcptype: c.tcptype.clone(),
                     })
                     .collect(),
-                web_sockets: ice
-                    .web_sockets
-                    .iter()
-                    .filter_map(|w| w.url.clone())
-                    .collect(),
+                web_sockets: ice.web_sockets.iter().filter_map(|w| w.url.clone()).collect(),
             }),
             sctp: t.sctp.as_ref().map(|s| JsonSctp {
                 port: s.port.map(|p| StrNum::from(u32::from(p))),
@@ -932,9 +847,7 @@ impl From<&Endpoint> for JsonEndpoint {
                             parameters: (!pt.parameters.is_empty()).then(|| {
                                 pt.parameters
                                     .iter()
-                                    .map(|(n, v)| {
-                                        (n.clone().unwrap_or_else(|| "null".to_owned()), string(v))
-                                    })
+                                    .map(|(n, v)| (n.clone().unwrap_or_else(|| "null".to_owned()), string(v)))
                                     .collect()
                             }),
                             rtcp_fbs: pt

@@ -285,10 +285,7 @@ pub enum ParseError {
     #[error("expected <{0}> in namespace {1}")]
     WrongElement(&'static str, &'static str),
     #[error("missing required attribute '{attr}' on <{element}>")]
-    MissingAttribute {
-        element: &'static str,
-        attr: &'static str,
-    },
+    MissingAttribute { element: &'static str, attr: &'static str },
     #[error("invalid value for '{attr}' on <{element}>: {value:?}")]
     InvalidValue {
         element: &'static str,

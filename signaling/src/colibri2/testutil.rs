@@ -5,10 +5,7 @@ use minidom::{Element, Node};
 /// Read `tests/data/colibri2/<name>` (an `<iq>`) and return its payload element.
 pub(crate) fn fixture(name: &str) -> Element {
     let iq = fixture_iq(name);
-    iq.children()
-        .next()
-        .cloned()
-        .expect("fixture iq has a payload")
+    iq.children().next().cloned().expect("fixture iq has a payload")
 }
 
 /// Read `tests/data/colibri2/<name>` as an element.

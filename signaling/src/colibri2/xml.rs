@@ -11,10 +11,9 @@ use minidom::rxml::{Namespace, NcName};
 use minidom::{Element, IntoAttributeValue};
 
 use super::{
-    bounded, limits, media_kind_str, ns, parse_media_kind, truncated, Candidate,
-    ConferenceModified, ConferenceModify, DtlsFingerprint, Endpoint, EndpointResponse, ForceMute,
-    IceUdpTransport, Media, MediaSource, ParseError, PayloadType, Relay, RtcpFb, RtpHdrExt, Sctp,
-    Source, SsrcGroupDesc, Transport, WebSocket,
+    bounded, limits, media_kind_str, ns, parse_media_kind, truncated, Candidate, ConferenceModified, ConferenceModify,
+    DtlsFingerprint, Endpoint, EndpointResponse, ForceMute, IceUdpTransport, Media, MediaSource, ParseError,
+    PayloadType, Relay, RtcpFb, RtpHdrExt, Sctp, Source, SsrcGroupDesc, Transport, WebSocket,
 };
 
 impl ConferenceModify {
@@ -49,12 +48,7 @@ impl ConferenceModify {
                     limits::ENDPOINTS,
                 )?;
             } else if child.is("relay", ns::COLIBRI2) {
-                push(
-                    &mut out.relays,
-                    parse_relay(child)?,
-                    "relay",
-                    limits::RELAYS,
-                )?;
+                push(&mut out.relays, parse_relay(child)?, "relay", limits::RELAYS)?;
             } else if child.is("connects", ns::COLIBRI2) {
                 out.connects = true;
             } else {
@@ -107,12 +101,7 @@ impl Endpoint {
         };
         for child in children(el, E)? {
             if child.is("media", ns::COLIBRI2) {
-                push(
-                    &mut out.media,
-                    Media::from_element(child)?,
-                    "media",
-                    limits::MEDIA,
-                )?;
+                push(&mut out.media, Media::from_element(child)?, "media", limits::MEDIA)?;
             } else if child.is("transport", ns::COLIBRI2) {
                 out.transport = Some(Transport::from_element(child)?);
             } else if child.is("sources", ns::COLIBRI2) {
@@ -124,12 +113,7 @@ impl Endpoint {
                 });
             } else if child.is("capability", ns::COLIBRI2) {
                 let name = req_attr(child, "capability", "name")?.to_owned();
-                push(
-                    &mut out.capabilities,
-                    name,
-                    "capability",
-                    limits::CAPABILITIES,
-                )?;
+                push(&mut out.capabilities, name, "capability", limits::CAPABILITIES)?;
             } else if child.is("initial-last-n", ns::COLIBRI2) {
                 out.initial_last_n = Some(req_num(child, "initial-last-n", "value")?);
             } else {
@@ -167,11 +151,7 @@ impl Endpoint {
             b = b.child(El::new("capability", ns::COLIBRI2).attr("name", c).build());
         }
         if let Some(n) = self.initial_last_n {
-            b = b.child(
-                El::new("initial-last-n", ns::COLIBRI2)
-                    .attr("value", n)
-                    .build(),
-            );
+            b = b.child(El::new("initial-last-n", ns::COLIBRI2).attr("value", n).build());
         }
         b.build()
     }
@@ -190,12 +170,7 @@ impl Media {
         for child in children(el, E)? {
             if child.is("payload-type", ns::RTP) {
                 let pt = parse_payload_type(child)?;
-                push(
-                    &mut out.payload_types,
-                    pt,
-                    "payload-type",
-                    limits::PAYLOAD_TYPES,
-                )?;
+                push(&mut out.payload_types, pt, "payload-type", limits::PAYLOAD_TYPES)?;
             } else if child.is("rtp-hdrext", ns::RTP_HDREXT) {
                 const H: &str = "rtp-hdrext";
                 let ext = RtpHdrExt {
@@ -576,15 +551,8 @@ fn parse_payload_type(el: &Element) -> Result<PayloadType, ParseError> {
     for child in children(el, E)? {
         if child.is("parameter", ns::RTP) {
             let name = opt_attr(child, "parameter", "name")?.map(str::to_owned);
-            let value = opt_attr(child, "parameter", "value")?
-                .unwrap_or_default()
-                .to_owned();
-            push(
-                &mut out.parameters,
-                (name, value),
-                "parameter",
-                limits::PARAMETERS,
-            )?;
+            let value = opt_attr(child, "parameter", "value")?.unwrap_or_default().to_owned();
+            push(&mut out.parameters, (name, value), "parameter", limits::PARAMETERS)?;
         } else if child.is("rtcp-fb", ns::RTCP_FB) {
             let fb = RtcpFb {
                 fb_type: req_attr(child, "rtcp-fb", "type")?.to_owned(),
@@ -602,9 +570,7 @@ fn parse_candidate(el: &Element) -> Result<Candidate, ParseError> {
     const E: &str = "candidate";
     Ok(Candidate {
         component: opt_num(el, E, "component")?.unwrap_or(1),
-        foundation: opt_attr(el, E, "foundation")?
-            .unwrap_or_default()
-            .to_owned(),
+        foundation: opt_attr(el, E, "foundation")?.unwrap_or_default().to_owned(),
         generation: opt_num(el, E, "generation")?.unwrap_or(0),
         id: opt_attr(el, E, "id")?.map(str::to_owned),
         ip: req_attr(el, E, "ip")?.to_owned(),
@@ -633,10 +599,7 @@ fn parse_relay(el: &Element) -> Result<Relay, ParseError> {
 
 // ----- parsing helpers -----
 
-fn children<'a>(
-    el: &'a Element,
-    element: &'static str,
-) -> Result<minidom::Children<'a>, ParseError> {
+fn children<'a>(el: &'a Element, element: &'static str) -> Result<minidom::Children<'a>, ParseError> {
     if el.children().nth(limits::CHILDREN).is_some() {
         let _ = element;
         return Err(ParseError::TooMany("child", limits::CHILDREN));
@@ -656,11 +619,7 @@ fn skip_unknown(parent: &'static str, child: &Element) {
     tracing::debug!(parent, child = child.name(), ns = %child.ns(), "ignoring unknown colibri2 element");
 }
 
-fn opt_attr<'a>(
-    el: &'a Element,
-    element: &'static str,
-    attr: &'static str,
-) -> Result<Option<&'a str>, ParseError> {
+fn opt_attr<'a>(el: &'a Element, element: &'static str, attr: &'static str) -> Result<Option<&'a str>, ParseError> {
     match el.attr(attr) {
         Some(v) => {
             bounded(attr, v).map_err(|_| ParseError::TooLong(element))?;
@@ -670,49 +629,31 @@ fn opt_attr<'a>(
     }
 }
 
-fn req_attr<'a>(
-    el: &'a Element,
-    element: &'static str,
-    attr: &'static str,
-) -> Result<&'a str, ParseError> {
+fn req_attr<'a>(el: &'a Element, element: &'static str, attr: &'static str) -> Result<&'a str, ParseError> {
     opt_attr(el, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
 }
 
 /// Booleans as Java's `Boolean.parseBoolean`: `true` (any case) is true, anything else false.
 fn bool_attr(el: &Element, element: &'static str, attr: &'static str) -> Result<bool, ParseError> {
-    Ok(opt_attr(el, element, attr)?
-        .map(parse_bool)
-        .unwrap_or(false))
+    Ok(opt_attr(el, element, attr)?.map(parse_bool).unwrap_or(false))
 }
 
 fn parse_bool(v: &str) -> bool {
     v.trim().eq_ignore_ascii_case("true")
 }
 
-fn opt_num<T: FromStr>(
-    el: &Element,
-    element: &'static str,
-    attr: &'static str,
-) -> Result<Option<T>, ParseError> {
+fn opt_num<T: FromStr>(el: &Element, element: &'static str, attr: &'static str) -> Result<Option<T>, ParseError> {
     match opt_attr(el, element, attr)? {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ParseError::InvalidValue {
-                element,
-                attr,
-                value: truncated(v),
-            }),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ParseError::InvalidValue {
+            element,
+            attr,
+            value: truncated(v),
+        }),
     }
 }
 
-fn req_num<T: FromStr>(
-    el: &Element,
-    element: &'static str,
-    attr: &'static str,
-) -> Result<T, ParseError> {
+fn req_num<T: FromStr>(el: &Element, element: &'static str, attr: &'static str) -> Result<T, ParseError> {
     opt_num(el, element, attr)?.ok_or(ParseError::MissingAttribute { element, attr })
 }
 

@@ -65,10 +65,7 @@ impl RestState {
 pub fn router(state: RestState) -> Router {
     Router::new()
         .route("/colibri/v2/conferences", post(post_conference))
-        .route(
-            "/colibri/v2/conferences/{meeting_id}",
-            patch(patch_conference),
-        )
+        .route("/colibri/v2/conferences/{meeting_id}", patch(patch_conference))
         .route("/about/health", get(health))
         .route("/about/version", get(version))
         .route("/colibri/stats", get(stats))
@@ -83,11 +80,7 @@ async fn post_conference(State(state): State<RestState>, body: Bytes) -> Respons
     }
 }
 
-async fn patch_conference(
-    State(state): State<RestState>,
-    Path(meeting_id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn patch_conference(State(state): State<RestState>, Path(meeting_id): Path<String>, body: Bytes) -> Response {
     if !state.colibri.has_conference(&meeting_id).await {
         return error_response(&Colibri2Error::conference_not_found(&meeting_id));
     }
@@ -99,8 +92,7 @@ async fn patch_conference(
 
 /// The HTTP form of a Colibri2 error: the status of the condition and a JSON body.
 fn error_response(e: &Colibri2Error) -> Response {
-    let status = StatusCode::from_u16(e.condition.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(e.condition.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut body = json!({ "error": e.condition.as_str(), "message": e.text });
     if let Some(reason) = e.reason {
         body["reason"] = json!(reason.as_str());
@@ -113,12 +105,7 @@ fn error_response(e: &Colibri2Error) -> Response {
 
 async fn health(State(state): State<RestState>) -> Response {
     match (state.health)() {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "",
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "").into_response(),
         Err(reason) => (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response(),
     }
 }
@@ -154,14 +141,8 @@ async fn stats(State(state): State<RestState>) -> Response {
     put("octo_conferences", json!(0));
     put("visitors", json!(counts.visitors));
     put("largest_conference", json!(counts.largest_conference));
-    put(
-        "total_conferences_created",
-        json!(counts.total_conferences_created),
-    );
-    put(
-        "total_conferences_completed",
-        json!(counts.total_conferences_completed),
-    );
+    put("total_conferences_created", json!(counts.total_conferences_created));
+    put("total_conferences_completed", json!(counts.total_conferences_completed));
     put("total_participants", json!(counts.total_participants));
     put("total_visitors", json!(counts.total_visitors));
     put("total_relays", json!(0));
@@ -179,10 +160,7 @@ async fn stats(State(state): State<RestState>) -> Response {
     put("total_ice_failed", json!(core.ice_failures));
     put(
         "graceful_shutdown",
-        json!(state
-            .colibri
-            .graceful_shutdown_flag()
-            .load(Ordering::Relaxed)),
+        json!(state.colibri.graceful_shutdown_flag().load(Ordering::Relaxed)),
     );
     put("healthy", json!((state.health)().is_ok()));
     put("version", json!(state.version));

@@ -79,11 +79,7 @@ async fn call(router: &Router, method: Method, uri: &str, body: &str) -> (Status
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .expect("valid request");
-    let resp = router
-        .clone()
-        .oneshot(req)
-        .await
-        .expect("infallible service");
+    let resp = router.clone().oneshot(req).await.expect("infallible service");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -112,9 +108,7 @@ async fn post_creates_and_answers_json() {
 async fn errors_map_to_http_statuses() {
     let (core, _handler, router) = app();
     assert_eq!(
-        call(&router, Method::POST, "/colibri/v2/conferences", CREATE)
-            .await
-            .0,
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
         StatusCode::OK
     );
 
@@ -144,10 +138,7 @@ async fn errors_map_to_http_statuses() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).expect("JSON")["endpoint"],
-        "ghost"
-    );
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["endpoint"], "ghost");
 
     // Missing transport → 400.
     let (status, _) = call(
@@ -175,9 +166,7 @@ async fn errors_map_to_http_statuses() {
 #[tokio::test]
 async fn graceful_shutdown_is_503() {
     let (_core, handler, router) = app();
-    handler
-        .graceful_shutdown_flag()
-        .store(true, Ordering::Relaxed);
+    handler.graceful_shutdown_flag().store(true, Ordering::Relaxed);
     let (status, body) = call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -201,20 +190,14 @@ async fn malformed_json_is_400_with_a_message() {
         let (status, text) = call(&router, Method::POST, "/colibri/v2/conferences", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}: {text}");
         let v: Value = serde_json::from_str(&text).expect("error body is JSON");
-        assert!(
-            !v["message"].as_str().unwrap_or_default().is_empty(),
-            "{text}"
-        );
+        assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{text}");
     }
 }
 
 #[tokio::test]
 async fn oversized_body_is_refused() {
     let (_core, _handler, router) = app();
-    let big = format!(
-        r#"{{"meeting-id":"m","name":"{}"}}"#,
-        "a".repeat(BODY_LIMIT + 1)
-    );
+    let big = format!(r#"{{"meeting-id":"m","name":"{}"}}"#, "a".repeat(BODY_LIMIT + 1));
     let (status, _) = call(&router, Method::POST, "/colibri/v2/conferences", &big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
@@ -231,9 +214,7 @@ async fn patch_updates_existing_and_404s_unknown() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
-        call(&router, Method::POST, "/colibri/v2/conferences", CREATE)
-            .await
-            .0,
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
         StatusCode::OK
     );
     // The path's meeting-id wins over the body's.
@@ -277,22 +258,14 @@ async fn health_is_200_empty_or_500_with_reason() {
             Err("UDP port not bound".to_owned())
         }
     })));
-    let req = Request::get("/about/health")
-        .body(Body::empty())
-        .expect("request");
+    let req = Request::get("/about/health").body(Body::empty()).expect("request");
     let resp = router.clone().oneshot(req).await.expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.headers().get("content-type").map(|v| v.as_bytes()),
         Some(&b"application/json"[..])
     );
-    assert!(resp
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .is_empty());
+    assert!(resp.into_body().collect().await.expect("body").to_bytes().is_empty());
 
     healthy.store(false, Ordering::Relaxed);
     let (status, body) = call(&router, Method::GET, "/about/health", "").await;
@@ -315,19 +288,14 @@ async fn version_is_jvb_shaped() {
 async fn stats_are_flat_with_jvb_names() {
     let (_core, _handler, router) = app();
     assert_eq!(
-        call(&router, Method::POST, "/colibri/v2/conferences", CREATE)
-            .await
-            .0,
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
         StatusCode::OK
     );
     let (status, body) = call(&router, Method::GET, "/colibri/stats", "").await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_str(&body).expect("JSON");
     let obj = v.as_object().expect("object");
-    assert!(
-        obj.values().all(|x| !x.is_object() && !x.is_array()),
-        "flat: {body}"
-    );
+    assert!(obj.values().all(|x| !x.is_object() && !x.is_array()), "flat: {body}");
     assert_eq!(v["conferences"], 1);
     assert_eq!(v["participants"], 1);
     assert_eq!(v["endpoints"], 1);
@@ -352,10 +320,7 @@ async fn extra_stats_are_merged() {
         m
     })));
     let (_, body) = call(&router, Method::GET, "/colibri/stats", "").await;
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).expect("JSON")["drain"],
-        true
-    );
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["drain"], true);
 }
 
 #[test]

@@ -17,12 +17,12 @@ use tracing::{debug, info, warn};
 
 use super::config::XmppConfig;
 use super::iq::{
-    bare_lower, build_reply, classify_iq, set_attr, Condition, IncomingIq, IqHandler, IqKind,
-    IqResponse, IqType, StanzaError,
+    bare_lower, build_reply, classify_iq, set_attr, Condition, IncomingIq, IqHandler, IqKind, IqResponse, IqType,
+    StanzaError,
 };
 use super::muc::{
-    presence_to, room_config_submit, stats_element, unavailable_to, Occupant, PresenceEvent,
-    PresenceSource, Room, RoomUpdate,
+    presence_to, room_config_submit, stats_element, unavailable_to, Occupant, PresenceEvent, PresenceSource, Room,
+    RoomUpdate,
 };
 use super::reader::{XmlEvent, XmlReader};
 use super::stream::{self, check_stream_error, read_event, serialize, write_bytes, BoxedStream};
@@ -213,8 +213,7 @@ impl XmppClient {
         let reply = self.send_iq_stanza(iq, wait).await?;
         if reply.attr("type") == Some("error") {
             return Err(SendIqError::Stanza(
-                StanzaError::from_stanza(&reply)
-                    .unwrap_or_else(|| StanzaError::new(Condition::UndefinedCondition, "")),
+                StanzaError::from_stanza(&reply).unwrap_or_else(|| StanzaError::new(Condition::UndefinedCondition, "")),
             ));
         }
         Ok(reply.children().next().cloned())
@@ -222,11 +221,7 @@ impl XmppClient {
 
     /// Sends a complete `<iq>` as given (an `id` is added if missing) and returns the whole
     /// reply stanza, result or error. For tests and unusual requests.
-    pub async fn send_iq_stanza(
-        &self,
-        mut iq: Element,
-        wait: Duration,
-    ) -> Result<Element, SendIqError> {
+    pub async fn send_iq_stanza(&self, mut iq: Element, wait: Duration) -> Result<Element, SendIqError> {
         if !iq.is("iq", ns::CLIENT) {
             return Err(SendIqError::Invalid("not a jabber:client <iq>"));
         }
@@ -286,9 +281,10 @@ impl<H: IqHandler> Task<H> {
         let host = format!("{}:{}", self.cfg.host, self.cfg.port);
         loop {
             let (cfg, tls) = (self.cfg.clone(), self.tls.clone());
-            let attempt = timeout(self.cfg.connect_timeout, async move {
-                stream::connect(&cfg, &tls).await
-            });
+            let attempt = timeout(
+                self.cfg.connect_timeout,
+                async move { stream::connect(&cfg, &tls).await },
+            );
             tokio::pin!(attempt);
             let result = loop {
                 tokio::select! {
@@ -360,13 +356,7 @@ impl<H: IqHandler> Task<H> {
             st.sessions += 1;
         });
         let result = s
-            .serve(
-                &mut rd,
-                &mut reader,
-                &mut buf,
-                &mut out_rx,
-                &mut self.cmd_rx,
-            )
+            .serve(&mut rd, &mut reader, &mut buf, &mut out_rx, &mut self.cmd_rx)
             .await;
         match result {
             Ok(()) => {
@@ -418,8 +408,7 @@ impl<H: IqHandler> Session<'_, H> {
     ) -> Result<(), XmppError> {
         self.send_presence_all().await?;
         let now = Instant::now();
-        let mut presence_tick =
-            interval_at(now + self.cfg.presence_interval, self.cfg.presence_interval);
+        let mut presence_tick = interval_at(now + self.cfg.presence_interval, self.cfg.presence_interval);
         presence_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ping_tick = interval_at(now + self.cfg.ping_interval, self.cfg.ping_interval);
         ping_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -537,9 +526,7 @@ impl<H: IqHandler> Session<'_, H> {
                 IqType::Set => bad_type("healthcheck"),
                 IqType::Get => match self.handler.health_check() {
                     Ok(()) => IqResponse::Result(None),
-                    Err(reason) => {
-                        IqResponse::Error(StanzaError::new(Condition::InternalServerError, reason))
-                    }
+                    Err(reason) => IqResponse::Error(StanzaError::new(Condition::InternalServerError, reason)),
                 },
             };
             return self.write(&reply_with(resp)).await;
@@ -552,9 +539,7 @@ impl<H: IqHandler> Session<'_, H> {
             return self.write(&reply_with(resp)).await;
         }
         if payload.is("query", ns::DISCO_INFO) && kind == IqType::Get {
-            return self
-                .write(&reply_with(IqResponse::Result(Some(disco_info()))))
-                .await;
+            return self.write(&reply_with(IqResponse::Result(Some(disco_info())))).await;
         }
 
         if !self.handler.accepts(payload) {
@@ -573,11 +558,7 @@ impl<H: IqHandler> Session<'_, H> {
         let fut = self.handler.clone().handle_iq(incoming);
         let out_tx = self.out_tx.clone();
         let limit = self.cfg.iq_handler_timeout;
-        let (id, from, to) = (
-            id.to_owned(),
-            from.map(str::to_owned),
-            to.map(str::to_owned),
-        );
+        let (id, from, to) = (id.to_owned(), from.map(str::to_owned), to.map(str::to_owned));
         tokio::spawn(async move {
             let mut job = tokio::spawn(fut);
             let resp = match timeout(limit, &mut job).await {
@@ -620,8 +601,7 @@ impl<H: IqHandler> Session<'_, H> {
                 info!(room = %room_jid, nick = %self.cfg.muc_nickname, created, "joined MUC");
                 if created {
                     let id = self.new_id();
-                    self.pending
-                        .insert(id.clone(), Pending::RoomConfig(room_jid.clone()));
+                    self.pending.insert(id.clone(), Pending::RoomConfig(room_jid.clone()));
                     self.write(&room_config_submit(&room_jid, &id)).await?;
                 }
             }
@@ -654,10 +634,7 @@ impl<H: IqHandler> Session<'_, H> {
     async fn send_presence_all(&mut self) -> Result<(), XmppError> {
         let mut ext = Vec::new();
         if let Some(src) = &self.presence {
-            ext.push(stats_element(
-                &src.stats(),
-                self.cfg.stats_whitelist.as_deref(),
-            ));
+            ext.push(stats_element(&src.stats(), self.cfg.stats_whitelist.as_deref()));
             ext.extend(src.extensions());
         }
         let mut out = Vec::new();
@@ -665,12 +642,7 @@ impl<H: IqHandler> Session<'_, H> {
             if room.joined && ext.is_empty() {
                 continue;
             }
-            out.push(presence_to(
-                &room.jid,
-                &room.nick,
-                !room.joined,
-                ext.clone(),
-            ));
+            out.push(presence_to(&room.jid, &room.nick, !room.joined, ext.clone()));
         }
         for p in out {
             self.write(&p).await?;
@@ -715,12 +687,7 @@ impl<H: IqHandler> Session<'_, H> {
 
     /// Graceful end: unavailable presence to every joined room, `</stream:stream>`, and a short
     /// wait for the server's own close so the presence is processed before the TCP close.
-    async fn close(
-        &mut self,
-        rd: &mut ReadHalf<BoxedStream>,
-        reader: &mut XmlReader,
-        buf: &mut [u8],
-    ) {
+    async fn close(&mut self, rd: &mut ReadHalf<BoxedStream>, reader: &mut XmlReader, buf: &mut [u8]) {
         let leaves: Vec<Element> = self
             .rooms
             .iter()

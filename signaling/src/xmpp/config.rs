@@ -125,15 +125,11 @@ impl XmppConfig {
         }
         for j in &self.muc_jids {
             let ok = match j.split_once('@') {
-                Some((local, domain)) => {
-                    !local.is_empty() && !domain.is_empty() && !j.contains('/')
-                }
+                Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !j.contains('/'),
                 None => false,
             };
             if !ok {
-                return Err(format!(
-                    "muc_jids entry {j:?} is not a bare room JID (room@domain)"
-                ));
+                return Err(format!("muc_jids entry {j:?} is not a bare room JID (room@domain)"));
             }
         }
         for (name, d) in [

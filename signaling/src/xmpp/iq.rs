@@ -60,10 +60,7 @@ pub enum IqResponse {
 /// `XmppConfig::iq_handler_timeout`. An `async fn handle_iq(self: Arc<Self>, ..)` is fine too
 /// when ordering does not matter. Health checks and pings never reach `handle_iq`.
 pub trait IqHandler: Send + Sync + 'static {
-    fn handle_iq(
-        self: Arc<Self>,
-        iq: IncomingIq,
-    ) -> impl Future<Output = IqResponse> + Send + 'static;
+    fn handle_iq(self: Arc<Self>, iq: IncomingIq) -> impl Future<Output = IqResponse> + Send + 'static;
 
     /// Whether this request payload is for the handler. Default: any `jitsi:colibri2` element.
     fn accepts(&self, payload: &Element) -> bool {
@@ -82,10 +79,7 @@ pub trait IqHandler: Send + Sync + 'static {
 pub struct RejectAll;
 
 impl IqHandler for RejectAll {
-    fn handle_iq(
-        self: Arc<Self>,
-        _iq: IncomingIq,
-    ) -> impl Future<Output = IqResponse> + Send + 'static {
+    fn handle_iq(self: Arc<Self>, _iq: IncomingIq) -> impl Future<Output = IqResponse> + Send + 'static {
         std::future::ready(IqResponse::Error(StanzaError::new(
             Condition::ServiceUnavailable,
             "Unsupported IQ request",
@@ -316,12 +310,7 @@ impl StanzaError {
 
 impl std::fmt::Display for StanzaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} ({})",
-            self.condition.as_str(),
-            self.error_type.as_str()
-        )?;
+        write!(f, "{} ({})", self.condition.as_str(), self.error_type.as_str())?;
         if let Some(t) = &self.text {
             write!(f, ": {t}")?;
         }
@@ -349,10 +338,7 @@ pub(crate) enum IqKind<'a> {
         payload: &'a Element,
     },
     /// A request we cannot serve as is: answer with this error (never a silent drop).
-    Malformed {
-        id: Option<&'a str>,
-        error: StanzaError,
-    },
+    Malformed { id: Option<&'a str>, error: StanzaError },
     /// `result` or `error`: a reply to something we sent.
     Response { id: &'a str, is_error: bool },
     /// A response without id, or an unknown type on a response: nothing sensible to do.
@@ -400,10 +386,7 @@ pub(crate) fn classify_iq(iq: &Element) -> IqKind<'_> {
         },
         (Some(_), Some(_)) => IqKind::Malformed {
             id: Some(id),
-            error: StanzaError::new(
-                Condition::BadRequest,
-                "IQ request with more than one child element",
-            ),
+            error: StanzaError::new(Condition::BadRequest, "IQ request with more than one child element"),
         },
     }
 }
@@ -462,10 +445,7 @@ mod tests {
             "<iq xmlns='jabber:client' type='set' id='a1'><a xmlns='x'/><b xmlns='x'/></iq>",
         ] {
             match classify_iq(&parse(xml)) {
-                IqKind::Malformed {
-                    id: Some("a1"),
-                    error,
-                } => {
+                IqKind::Malformed { id: Some("a1"), error } => {
                     assert_eq!(error.condition, Condition::BadRequest);
                     assert_eq!(error.error_type, ErrorType::Modify);
                 }
@@ -483,9 +463,7 @@ mod tests {
             IqKind::Malformed { id: Some("x"), .. }
         ));
         assert!(matches!(
-            classify_iq(&parse(
-                "<iq xmlns='jabber:client' type='get'><a xmlns='y'/></iq>"
-            )),
+            classify_iq(&parse("<iq xmlns='jabber:client' type='get'><a xmlns='y'/></iq>")),
             IqKind::Malformed { id: None, .. }
         ));
         assert!(matches!(
@@ -521,12 +499,9 @@ mod tests {
     /// from/to swapped and the id kept; and it parses back to the same error.
     #[test]
     fn unknown_endpoint_error_has_two_extensions() {
-        let err = StanzaError::new(
-            Condition::ItemNotFound,
-            "Endpoint not found for ID: c3d4e5f6",
-        )
-        .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
-        .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6"));
+        let err = StanzaError::new(Condition::ItemNotFound, "Endpoint not found for ID: c3d4e5f6")
+            .with_extension(StanzaError::colibri2_reason("unknown_endpoint"))
+            .with_extension(StanzaError::colibri2_endpoint("c3d4e5f6"));
         let reply = build_reply(
             Some("mUw4k-42"),
             Some("jvbbrewery@internal-muc.meet.jitsi/focus"),
@@ -535,10 +510,7 @@ mod tests {
         );
         assert_eq!(reply.attr("type"), Some("error"));
         assert_eq!(reply.attr("id"), Some("mUw4k-42"));
-        assert_eq!(
-            reply.attr("to"),
-            Some("jvbbrewery@internal-muc.meet.jitsi/focus")
-        );
+        assert_eq!(reply.attr("to"), Some("jvbbrewery@internal-muc.meet.jitsi/focus"));
         assert_eq!(reply.attr("from"), Some("jvb@auth.meet.jitsi/r1"));
         let e = reply.get_child("error", ns::CLIENT).unwrap();
         assert_eq!(e.attr("type"), Some("cancel"));

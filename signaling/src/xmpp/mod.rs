@@ -40,12 +40,8 @@ use thiserror::Error;
 
 pub use client::{ConnectionState, RoomState, SendIqError, XmppClient};
 pub use config::{Password, SecurityMode, XmppConfig};
-pub use iq::{
-    Condition, ErrorType, IncomingIq, IqHandler, IqResponse, IqType, RejectAll, StanzaError,
-};
-pub use muc::{
-    format_timestamp, parse_stats, BridgeStats, Occupant, PresenceEvent, PresenceSource,
-};
+pub use iq::{Condition, ErrorType, IncomingIq, IqHandler, IqResponse, IqType, RejectAll, StanzaError};
+pub use muc::{format_timestamp, parse_stats, BridgeStats, Occupant, PresenceEvent, PresenceSource};
 pub use reader::ReadError;
 
 /// Why a connection attempt or an established connection failed. The client logs it, records

@@ -84,10 +84,7 @@ impl BridgeStats {
                 format_f64(self.average_participant_stress),
             ),
             ("drain".into(), self.drain.to_string()),
-            (
-                "graceful_shutdown".into(),
-                self.graceful_shutdown.to_string(),
-            ),
+            ("graceful_shutdown".into(), self.graceful_shutdown.to_string()),
             ("shutting_down".into(), self.shutting_down.to_string()),
             ("healthy".into(), self.healthy.to_string()),
             ("version".into(), self.version.clone()),
@@ -125,10 +122,7 @@ pub fn format_timestamp(t: SystemTime) -> String {
     let secs = d.as_secs();
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let (y, mo, day) = civil_from_days((secs / 86_400) as i64);
-    format!(
-        "{y:04}-{mo:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}",
-        d.subsec_millis()
-    )
+    format!("{y:04}-{mo:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}", d.subsec_millis())
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -298,12 +292,7 @@ impl Room {
             _ => {
                 // From the room itself: only errors matter (e.g. room creation refused).
                 if p.attr("type") == Some("error") && !self.joined {
-                    return (
-                        RoomUpdate::Left {
-                            reason: error_text(p),
-                        },
-                        None,
-                    );
+                    return (RoomUpdate::Left { reason: error_text(p) }, None);
                 }
                 return (RoomUpdate::Nothing, None);
             }
@@ -322,12 +311,7 @@ impl Room {
         if ptype == Some("error") {
             if is_self {
                 self.joined = false;
-                return (
-                    RoomUpdate::Left {
-                        reason: error_text(p),
-                    },
-                    None,
-                );
+                return (RoomUpdate::Left { reason: error_text(p) }, None);
             }
             return (RoomUpdate::Nothing, None);
         }
@@ -403,14 +387,8 @@ mod tests {
         let mut buf = Vec::new();
         p.write_to(&mut buf).unwrap();
         let s = String::from_utf8(buf).unwrap();
-        assert!(
-            s.contains("to='jvbbrewery@internal-muc.meet.jitsi/jvb-1'"),
-            "{s}"
-        );
-        assert!(
-            s.contains("xmlns='http://jitsi.org/protocol/colibri'"),
-            "{s}"
-        );
+        assert!(s.contains("to='jvbbrewery@internal-muc.meet.jitsi/jvb-1'"), "{s}");
+        assert!(s.contains("xmlns='http://jitsi.org/protocol/colibri'"), "{s}");
         let back: Element = s.parse().unwrap();
         let got = parse_stats(&back).unwrap();
         assert_eq!(got, pairs);
@@ -432,15 +410,9 @@ mod tests {
 
     #[test]
     fn whitelist_filters() {
-        let pairs = vec![
-            ("a".to_owned(), "1".to_owned()),
-            ("b".to_owned(), "2".to_owned()),
-        ];
+        let pairs = vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())];
         let el = stats_element(&pairs, Some(&["b".to_owned()]));
-        assert_eq!(
-            parse_stats_from_stats(&el),
-            vec![("b".to_owned(), "2".to_owned())]
-        );
+        assert_eq!(parse_stats_from_stats(&el), vec![("b".to_owned(), "2".to_owned())]);
     }
 
     fn parse_stats_from_stats(stats: &Element) -> Vec<(String, String)> {

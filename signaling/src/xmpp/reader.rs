@@ -135,9 +135,7 @@ impl XmlReader {
                     }
                     return Ok(None);
                 }
-                Err(rxml::error::EndOrError::Error(e)) => {
-                    return Err(ReadError::Xml(e.to_string()))
-                }
+                Err(rxml::error::EndOrError::Error(e)) => return Err(ReadError::Xml(e.to_string())),
             };
             if let Some(out) = self.handle(ev)? {
                 return Ok(Some(out));
@@ -162,9 +160,7 @@ impl XmlReader {
                     return Ok(Some(XmlEvent::StreamOpen { id }));
                 }
                 if self.stack.len() >= self.max_depth {
-                    return Err(ReadError::TooDeep {
-                        limit: self.max_depth,
-                    });
+                    return Err(ReadError::TooDeep { limit: self.max_depth });
                 }
                 let mut el = Element::bare(name.as_str(), ns.as_str());
                 *el.attrs_mut() = attrs;
@@ -308,11 +304,7 @@ mod tests {
     fn self_closing_stanza_at_end_of_read() {
         let mut r = XmlReader::new(1 << 20, 64);
         read_all(&mut r, &[HEADER.as_bytes()]).unwrap();
-        let evs = read_all(
-            &mut r,
-            &[b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"],
-        )
-        .unwrap();
+        let evs = read_all(&mut r, &[b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"]).unwrap();
         let st = stanzas(evs);
         assert_eq!(st.len(), 1);
         assert!(st[0].is("proceed", ns::TLS));
@@ -325,10 +317,7 @@ mod tests {
         let doc = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>]>\
                    <stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
         let mut r = XmlReader::new(1 << 20, 64);
-        assert!(matches!(
-            read_all(&mut r, &[doc.as_bytes()]),
-            Err(ReadError::Xml(_))
-        ));
+        assert!(matches!(read_all(&mut r, &[doc.as_bytes()]), Err(ReadError::Xml(_))));
     }
 
     /// Undeclared entity references are refused.
@@ -336,10 +325,7 @@ mod tests {
     fn refuses_custom_entity() {
         let doc = format!("{HEADER}<message><body>&lol9;</body></message>");
         let mut r = XmlReader::new(1 << 20, 64);
-        assert!(matches!(
-            read_all(&mut r, &[doc.as_bytes()]),
-            Err(ReadError::Xml(_))
-        ));
+        assert!(matches!(read_all(&mut r, &[doc.as_bytes()]), Err(ReadError::Xml(_))));
     }
 
     /// Processing instructions and comments inside the stream are refused.
@@ -348,10 +334,7 @@ mod tests {
         for bad in ["<?evil x?>", "<!-- c -->"] {
             let doc = format!("{HEADER}<message>{bad}</message>");
             let mut r = XmlReader::new(1 << 20, 64);
-            assert!(
-                read_all(&mut r, &[doc.as_bytes()]).is_err(),
-                "accepted {bad}"
-            );
+            assert!(read_all(&mut r, &[doc.as_bytes()]).is_err(), "accepted {bad}");
         }
     }
 
@@ -370,10 +353,7 @@ mod tests {
                 break;
             }
         }
-        assert!(matches!(
-            result,
-            Err(ReadError::StanzaTooLarge { limit: 1000 })
-        ));
+        assert!(matches!(result, Err(ReadError::StanzaTooLarge { limit: 1000 })));
     }
 
     /// Many small stanzas each under the bound are fine: the count resets per stanza.
@@ -382,9 +362,7 @@ mod tests {
         let mut r = XmlReader::new(200, 64);
         let mut doc = String::from(HEADER);
         for i in 0..100 {
-            doc.push_str(&format!(
-                "<presence id='{i}'><status>hello</status></presence>"
-            ));
+            doc.push_str(&format!("<presence id='{i}'><status>hello</status></presence>"));
         }
         let st = stanzas(read_all(&mut r, &[doc.as_bytes()]).unwrap());
         assert_eq!(st.len(), 100);
@@ -415,10 +393,7 @@ mod tests {
         for bad in ["<a></b>", "<x:a/>", "<a b='1' b='2'/>", "<a>\u{0}</a>"] {
             let doc = format!("{HEADER}{bad}");
             let mut r = XmlReader::new(1 << 20, 8);
-            assert!(
-                read_all(&mut r, &[doc.as_bytes()]).is_err(),
-                "accepted {bad}"
-            );
+            assert!(read_all(&mut r, &[doc.as_bytes()]).is_err(), "accepted {bad}");
         }
     }
 }

@@ -38,10 +38,7 @@ pub(crate) struct Negotiated {
 }
 
 /// Connects and negotiates. The caller bounds the whole thing with `connect_timeout`.
-pub(crate) async fn connect(
-    cfg: &XmppConfig,
-    tls_config: &Arc<ClientConfig>,
-) -> Result<Negotiated, XmppError> {
+pub(crate) async fn connect(cfg: &XmppConfig, tls_config: &Arc<ClientConfig>) -> Result<Negotiated, XmppError> {
     let domain = cfg.effective_domain().to_owned();
     let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
     tcp.set_nodelay(true)?;
@@ -58,18 +55,13 @@ pub(crate) async fn connect(
         conn.send(&Element::bare("starttls", ns::TLS)).await?;
         let el = conn.next_stanza().await?;
         if !el.is("proceed", ns::TLS) {
-            return Err(XmppError::Protocol(format!(
-                "STARTTLS answered with <{}>",
-                el.name()
-            )));
+            return Err(XmppError::Protocol(format!("STARTTLS answered with <{}>", el.name())));
         }
         if conn.reader.has_buffered_input() {
             return Err(XmppError::Protocol("data after <proceed/>".into()));
         }
         let connector = tokio_rustls::TlsConnector::from(tls_config.clone());
-        let tls_stream = connector
-            .connect(tls::server_name(&domain)?, conn.io)
-            .await?;
+        let tls_stream = connector.connect(tls::server_name(&domain)?, conn.io).await?;
         debug!("TLS established");
         let mut conn = Conn::new(Box::new(tls_stream) as BoxedStream, cfg);
         let features = conn.open_stream(&domain).await?;
@@ -87,11 +79,7 @@ pub(crate) async fn connect(
     })
 }
 
-async fn authenticate<S: IoStream>(
-    conn: &mut Conn<S>,
-    features: &Element,
-    cfg: &XmppConfig,
-) -> Result<(), XmppError> {
+async fn authenticate<S: IoStream>(conn: &mut Conn<S>, features: &Element, cfg: &XmppConfig) -> Result<(), XmppError> {
     let offered: Vec<String> = features
         .get_child("mechanisms", ns::SASL)
         .map(|m| {
@@ -105,15 +93,9 @@ async fn authenticate<S: IoStream>(
     let pass = cfg.password.expose().to_owned();
     // We never do channel binding ("n,,"), so the -PLUS variants are not candidates.
     let mut mech: Box<dyn Mechanism + Send> = if offered.iter().any(|m| m == "SCRAM-SHA-256") {
-        Box::new(
-            Scram::<Sha256>::new(user, pass, ChannelBinding::None)
-                .map_err(|e| XmppError::Sasl(format!("{e:?}")))?,
-        )
+        Box::new(Scram::<Sha256>::new(user, pass, ChannelBinding::None).map_err(|e| XmppError::Sasl(format!("{e:?}")))?)
     } else if offered.iter().any(|m| m == "SCRAM-SHA-1") {
-        Box::new(
-            Scram::<Sha1>::new(user, pass, ChannelBinding::None)
-                .map_err(|e| XmppError::Sasl(format!("{e:?}")))?,
-        )
+        Box::new(Scram::<Sha1>::new(user, pass, ChannelBinding::None).map_err(|e| XmppError::Sasl(format!("{e:?}")))?)
     } else if offered.iter().any(|m| m == "PLAIN") {
         Box::new(Plain::new(user, pass))
     } else {
@@ -127,25 +109,19 @@ async fn authenticate<S: IoStream>(
     loop {
         let el = conn.next_stanza().await?;
         if el.ns() != ns::SASL {
-            return Err(XmppError::Protocol(format!(
-                "unexpected <{}> in SASL",
-                el.name()
-            )));
+            return Err(XmppError::Protocol(format!("unexpected <{}> in SASL", el.name())));
         }
         match el.name() {
             "challenge" => {
                 let challenge = b64_decode(&el.text())?;
-                let resp = mech
-                    .response(&challenge)
-                    .map_err(|e| XmppError::Sasl(e.to_string()))?;
+                let resp = mech.response(&challenge).map_err(|e| XmppError::Sasl(e.to_string()))?;
                 let mut r = Element::bare("response", ns::SASL);
                 r.append_text(b64_or_empty(&resp));
                 conn.send(&r).await?;
             }
             "success" => {
                 let data = b64_decode(&el.text())?;
-                mech.success(&data)
-                    .map_err(|e| XmppError::Sasl(e.to_string()))?;
+                mech.success(&data).map_err(|e| XmppError::Sasl(e.to_string()))?;
                 return Ok(());
             }
             "failure" => {
@@ -163,15 +139,9 @@ async fn authenticate<S: IoStream>(
     }
 }
 
-async fn bind<S: IoStream>(
-    conn: &mut Conn<S>,
-    features: &Element,
-    cfg: &XmppConfig,
-) -> Result<String, XmppError> {
+async fn bind<S: IoStream>(conn: &mut Conn<S>, features: &Element, cfg: &XmppConfig) -> Result<String, XmppError> {
     if features.get_child("bind", ns::BIND).is_none() {
-        return Err(XmppError::Protocol(
-            "server offers no resource binding".into(),
-        ));
+        return Err(XmppError::Protocol("server offers no resource binding".into()));
     }
     let mut iq = Element::bare("iq", ns::CLIENT);
     set_attr(&mut iq, "type", "set");
@@ -372,14 +342,8 @@ pub(crate) fn serialize(el: &Element) -> Result<Vec<u8>, XmppError> {
     }));
     match res {
         Ok(Ok(out)) => Ok(out),
-        Ok(Err(e)) => Err(XmppError::Protocol(format!(
-            "cannot serialise <{}>: {e}",
-            el.name()
-        ))),
-        Err(_) => Err(XmppError::Protocol(format!(
-            "serialising <{}> panicked",
-            el.name()
-        ))),
+        Ok(Err(e)) => Err(XmppError::Protocol(format!("cannot serialise <{}>: {e}", el.name()))),
+        Err(_) => Err(XmppError::Protocol(format!("serialising <{}> panicked", el.name()))),
     }
 }
 
@@ -433,11 +397,7 @@ fn rearm_quickack(tcp: &TcpStream) {
 fn rearm_quickack(_tcp: &TcpStream) {}
 
 impl AsyncRead for QuickAckTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -448,11 +408,7 @@ impl AsyncRead for QuickAckTcp {
 }
 
 impl AsyncWrite for QuickAckTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

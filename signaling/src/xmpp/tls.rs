@@ -34,8 +34,7 @@ pub(crate) fn client_config(cfg: &XmppConfig) -> Result<Arc<ClientConfig>, XmppE
         let certs = CertificateDer::pem_file_iter(&path)
             .map_err(|e| XmppError::TlsConfig(format!("{}: {e}", path.display())))?;
         for cert in certs {
-            let cert =
-                cert.map_err(|e| XmppError::TlsConfig(format!("{}: {e}", path.display())))?;
+            let cert = cert.map_err(|e| XmppError::TlsConfig(format!("{}: {e}", path.display())))?;
             // A bundle may hold certificates webpki cannot use as anchors; skip those.
             let _ = roots.add(cert);
         }
@@ -52,8 +51,7 @@ pub(crate) fn client_config(cfg: &XmppConfig) -> Result<Arc<ClientConfig>, XmppE
 
 /// Server name for SNI and (when verifying) the certificate check: the XMPP domain.
 pub(crate) fn server_name(domain: &str) -> Result<ServerName<'static>, XmppError> {
-    ServerName::try_from(domain.to_owned())
-        .map_err(|e| XmppError::TlsConfig(format!("server name {domain:?}: {e}")))
+    ServerName::try_from(domain.to_owned()).map_err(|e| XmppError::TlsConfig(format!("server name {domain:?}: {e}")))
 }
 
 /// Accepts any certificate chain and name; the handshake signatures are still verified, so
@@ -81,12 +79,7 @@ impl ServerCertVerifier for TrustAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -95,17 +88,10 @@ impl ServerCertVerifier for TrustAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

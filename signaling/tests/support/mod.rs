@@ -13,9 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use signaling::xmpp::{
-    IqType, Password, PresenceEvent, RejectAll, SecurityMode, SendIqError, XmppClient, XmppConfig,
-};
+use signaling::xmpp::{IqType, Password, PresenceEvent, RejectAll, SecurityMode, SendIqError, XmppClient, XmppConfig};
 use tokio::sync::broadcast;
 
 pub const AUTH_DOMAIN: &str = "auth.meet.jitsi";
@@ -26,10 +24,7 @@ pub const FOCUS: (&str, &str) = ("focus", "focuspass");
 pub const JVB: (&str, &str) = ("jvb", "jvbpass");
 pub const INTRUDER: (&str, &str) = ("intruder", "intruderpass");
 
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/prosody/start-prosody.sh"
-);
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/prosody/start-prosody.sh");
 
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
@@ -51,9 +46,7 @@ fn free_port() -> u16 {
     // The listener is closed again before Prosody binds; a race with another process taking
     // the port in between is possible but unlikely on a test machine.
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    l.local_addr()
-        .expect("bound listener has an address")
-        .port()
+    l.local_addr().expect("bound listener has an address").port()
 }
 
 /// A Prosody child process with its own directory and c2s port on 127.0.0.1.
@@ -70,9 +63,7 @@ impl Prosody {
         init_tracing();
         if !on_path("prosody") || !on_path("prosodyctl") {
             if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{test}: prosody is not installed, and CI is set: failing instead of skipping"
-                );
+                panic!("{test}: prosody is not installed, and CI is set: failing instead of skipping");
             }
             eprintln!("SKIPPED {test}: prosody/prosodyctl not on PATH (apt-get install prosody)");
             return None;
@@ -110,21 +101,11 @@ impl Prosody {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "Prosody exited during start ({status}); log:\n{}",
-                    self.logs()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("Prosody exited during start ({status}); log:\n{}", self.logs());
             }
             assert!(
                 Instant::now() < deadline,
@@ -151,10 +132,7 @@ impl Prosody {
             return;
         };
         // Our own child, by pid (the script exec'd prosody, so this is Prosody itself).
-        let _ = Command::new("kill")
-            .arg(sig)
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -256,13 +234,9 @@ pub struct TestFocus {
 impl TestFocus {
     pub async fn join(prosody: &Prosody) -> Self {
         let cfg = prosody.client_config(FOCUS, "focus", &[BREWERY]);
-        let client = XmppClient::spawn(cfg, std::sync::Arc::new(RejectAll), None)
-            .expect("focus client config");
+        let client = XmppClient::spawn(cfg, std::sync::Arc::new(RejectAll), None).expect("focus client config");
         let presence = client.subscribe_presence();
-        wait_state(&client, Duration::from_secs(10), "focus joined", |s| {
-            s.all_joined()
-        })
-        .await;
+        wait_state(&client, Duration::from_secs(10), "focus joined", |s| s.all_joined()).await;
         Self { client, presence }
     }
 

@@ -39,9 +39,7 @@ mod tests {
     /// An APP packet is framed and its fields exposed, data untouched.
     #[test]
     fn parse_app() {
-        let p = [
-            0x83, 204, 0, 3, 0, 0, 0, 9, b'T', b'E', b'S', b'T', 1, 2, 3, 4,
-        ];
+        let p = [0x83, 204, 0, 3, 0, 0, 0, 9, b'T', b'E', b'S', b'T', 1, 2, 3, 4];
         let Some(Ok(RtcpPacket::App(app))) = RtcpCompound::new(&p).next() else {
             panic!("expected APP");
         };
@@ -54,8 +52,6 @@ mod tests {
                 data: &[1, 2, 3, 4]
             }
         );
-        assert!(RtcpCompound::new(&p[..8])
-            .next()
-            .is_some_and(|r| r.is_err()));
+        assert!(RtcpCompound::new(&p[..8]).next().is_some_and(|r| r.is_err()));
     }
 }

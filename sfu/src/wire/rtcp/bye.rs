@@ -36,11 +36,7 @@ impl<'a> Bye<'a> {
 }
 
 /// Writes a BYE for up to 31 sources with an optional reason of up to 255 bytes.
-pub fn write_bye(
-    buf: &mut [u8],
-    ssrcs: &[Ssrc],
-    reason: Option<&[u8]>,
-) -> Result<usize, WriteError> {
+pub fn write_bye(buf: &mut [u8], ssrcs: &[Ssrc], reason: Option<&[u8]>) -> Result<usize, WriteError> {
     if ssrcs.len() > 31 {
         return Err(WriteError::TooMany {
             what: "BYE sources",

@@ -54,10 +54,7 @@ impl<'a> Fir<'a> {
     pub(super) fn parse(h: RtcpHeader, body: &'a [u8]) -> Result<Self, RtcpError> {
         let (sender, media, fci) = feedback(h, body)?;
         if fci.is_empty() || !fci.len().is_multiple_of(8) {
-            return Err(malformed(
-                h,
-                "FIR FCI is not a non-empty list of 8-byte entries",
-            ));
+            return Err(malformed(h, "FIR FCI is not a non-empty list of 8-byte entries"));
         }
         Ok(Self {
             sender,
@@ -95,25 +92,12 @@ mod tests {
         assert_eq!((fir.sender, fir.media), (Ssrc(1), Ssrc(0)));
         assert_eq!(
             fir.entries.collect::<Vec<_>>(),
-            vec![
-                FirEntry {
-                    ssrc: Ssrc(5),
-                    seq: 7
-                },
-                FirEntry {
-                    ssrc: Ssrc(6),
-                    seq: 8
-                }
-            ]
+            vec![FirEntry { ssrc: Ssrc(5), seq: 7 }, FirEntry { ssrc: Ssrc(6), seq: 8 }]
         );
         let bad = [0x84, 206, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5];
         assert!(matches!(
             RtcpCompound::new(&bad).next(),
-            Some(Err(RtcpError::Malformed {
-                pt: 206,
-                fmt: 4,
-                ..
-            }))
+            Some(Err(RtcpError::Malformed { pt: 206, fmt: 4, .. }))
         ));
     }
 

@@ -30,10 +30,7 @@ fn theirs<T: Packet + Clone + 'static>(bytes: &[u8]) -> (T, Vec<u8>) {
 
 fn ours(bytes: &[u8]) -> RtcpPacket<'_> {
     let mut it = RtcpCompound::new(bytes);
-    let p = it
-        .next()
-        .expect("one packet")
-        .expect("we parse rtc-rtcp's output");
+    let p = it.next().expect("one packet").expect("we parse rtc-rtcp's output");
     assert!(it.next().is_none());
     p
 }
@@ -76,23 +73,17 @@ fn check_twcc(packets: &[Option<i16>]) {
 }
 
 fn block() -> impl Strategy<Value = ReportBlock> {
-    (
-        any::<u32>(),
-        any::<u8>(),
-        0i32..=0x7F_FFFF,
-        any::<[u32; 4]>(),
+    (any::<u32>(), any::<u8>(), 0i32..=0x7F_FFFF, any::<[u32; 4]>()).prop_map(
+        |(ssrc, fraction_lost, cumulative_lost, [e, j, l, d])| ReportBlock {
+            ssrc: Ssrc(ssrc),
+            fraction_lost,
+            cumulative_lost,
+            ext_highest_seq: e,
+            jitter: j,
+            lsr: l,
+            dlsr: d,
+        },
     )
-        .prop_map(
-            |(ssrc, fraction_lost, cumulative_lost, [e, j, l, d])| ReportBlock {
-                ssrc: Ssrc(ssrc),
-                fraction_lost,
-                cumulative_lost,
-                ext_highest_seq: e,
-                jitter: j,
-                lsr: l,
-                dlsr: d,
-            },
-        )
 }
 
 fn same_block(ours: &ReportBlock, theirs: &rtc_rtcp::reception_report::ReceptionReport) -> bool {

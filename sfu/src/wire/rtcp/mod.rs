@@ -31,9 +31,7 @@ pub use fir::{write_fir, Fir, FirEntries, FirEntry};
 pub use nack::{write_nack, Nack, NackPacker, NackPair, NackPairs};
 pub use pli::{write_pli, Pli};
 pub use remb::{write_remb, Remb};
-pub use report::{
-    write_rr, write_sr, ReceiverReport, ReportBlock, ReportBlocks, SenderInfo, SenderReport,
-};
+pub use report::{write_rr, write_sr, ReceiverReport, ReportBlock, ReportBlocks, SenderInfo, SenderReport};
 pub use sdes::Sdes;
 pub use twcc::{write_twcc, TransportCc, TwccFeedback, TwccPacket, TwccPackets};
 
@@ -255,18 +253,11 @@ fn frame(buf: &[u8]) -> Result<RawRtcp<'_>, RtcpError> {
         // RFC 3550 §6.4.1: the last octet counts the padding, itself included.
         let padding = bytes[len - 1];
         if padding == 0 || usize::from(padding) > body.len() {
-            return Err(RtcpError::BadPadding {
-                pt: header.pt,
-                padding,
-            });
+            return Err(RtcpError::BadPadding { pt: header.pt, padding });
         }
         body = &body[..body.len() - usize::from(padding)];
     }
-    Ok(RawRtcp {
-        header,
-        bytes,
-        body,
-    })
+    Ok(RawRtcp { header, bytes, body })
 }
 
 /// Iterator over a list of 32-bit SSRCs (BYE, REMB).
@@ -317,13 +308,7 @@ fn feedback(h: RtcpHeader, body: &[u8]) -> Result<(Ssrc, Ssrc, &[u8]), RtcpError
 }
 
 /// Checks room for a packet of `len` bytes (a multiple of 4) and writes its common header.
-fn write_header(
-    buf: &mut [u8],
-    padding: bool,
-    count: u8,
-    pt: u8,
-    len: usize,
-) -> Result<&mut [u8], WriteError> {
+fn write_header(buf: &mut [u8], padding: bool, count: u8, pt: u8, len: usize) -> Result<&mut [u8], WriteError> {
     debug_assert!(len.is_multiple_of(4) && len >= 4 && count < 32);
     if len > 4 * (usize::from(u16::MAX) + 1) {
         return Err(WriteError::TooMany {
@@ -410,11 +395,7 @@ mod tests {
         let mut it = RtcpCompound::new(&buf);
         assert!(matches!(
             it.next(),
-            Some(Err(RtcpError::Malformed {
-                pt: 205,
-                fmt: 1,
-                ..
-            }))
+            Some(Err(RtcpError::Malformed { pt: 205, fmt: 1, .. }))
         ));
         assert!(matches!(it.next(), Some(Ok(RtcpPacket::Pli(_)))));
         assert!(matches!(
@@ -424,17 +405,11 @@ mod tests {
         assert!(it.next().is_none());
         // Version 1 stops at once.
         let mut it = RtcpCompound::new(&[0x40, 200, 0, 0]);
-        assert_eq!(
-            it.next().map(|r| r.err()),
-            Some(Some(RtcpError::BadVersion(1)))
-        );
+        assert_eq!(it.next().map(|r| r.err()), Some(Some(RtcpError::BadVersion(1))));
         assert!(it.next().is_none());
         // Padding count larger than the body.
         let mut it = RtcpCompound::new(&[0xA0, 201, 0, 1, 0, 0, 0, 9]);
-        assert!(matches!(
-            it.next(),
-            Some(Err(RtcpError::BadPadding { padding: 9, .. }))
-        ));
+        assert!(matches!(it.next(), Some(Err(RtcpError::BadPadding { padding: 9, .. }))));
         // Padding is removed from the body: RR, 1 SSRC, 4 bytes of padding.
         let mut it = RtcpCompound::new(&[0xA0, 201, 0, 2, 0, 0, 0, 9, 0, 0, 0, 4]);
         match it.next() {
@@ -447,10 +422,7 @@ mod tests {
         let xr = [0x80, 207, 0, 1, 0, 0, 0, 5];
         match RtcpCompound::new(&xr).next() {
             Some(Ok(RtcpPacket::Other(raw))) => {
-                assert_eq!(
-                    (raw.header.pt, raw.bytes, raw.body),
-                    (207, &xr[..], &xr[4..])
-                )
+                assert_eq!((raw.header.pt, raw.bytes, raw.body), (207, &xr[..], &xr[4..]))
             }
             other => panic!("expected raw XR, got {other:?}"),
         }
@@ -500,10 +472,7 @@ mod tests {
                 RtcpPacket::Remb(r) => {
                     let _ = r.ssrcs.count();
                 }
-                RtcpPacket::Sdes(_)
-                | RtcpPacket::App(_)
-                | RtcpPacket::Pli(_)
-                | RtcpPacket::Other(_) => {}
+                RtcpPacket::Sdes(_) | RtcpPacket::App(_) | RtcpPacket::Pli(_) | RtcpPacket::Other(_) => {}
             }
         }
     }

@@ -102,10 +102,7 @@ impl<'a> Nack<'a> {
     pub(super) fn parse(h: RtcpHeader, body: &'a [u8]) -> Result<Self, RtcpError> {
         let (sender, media, fci) = feedback(h, body)?;
         if fci.is_empty() || !fci.len().is_multiple_of(4) {
-            return Err(malformed(
-                h,
-                "NACK FCI is not a non-empty list of 4-byte entries",
-            ));
+            return Err(malformed(h, "NACK FCI is not a non-empty list of 4-byte entries"));
         }
         Ok(Self {
             sender,
@@ -134,10 +131,7 @@ pub fn write_nack<I: IntoIterator<Item = NackPair>>(
     for pair in pairs {
         let have = buf.len();
         let Some(dst) = buf.get_mut(len..len + 4) else {
-            return Err(WriteError::BufferTooShort {
-                need: len + 4,
-                have,
-            });
+            return Err(WriteError::BufferTooShort { need: len + 4, have });
         };
         dst[..2].copy_from_slice(&pair.pid.to_be_bytes());
         dst[2..].copy_from_slice(&pair.blp.to_be_bytes());
@@ -179,10 +173,7 @@ mod tests {
         assert_eq!(
             pairs,
             vec![
-                NackPair {
-                    pid: 65534,
-                    blp: 0b11
-                },
+                NackPair { pid: 65534, blp: 0b11 },
                 NackPair { pid: 15, blp: 0b1 },
                 NackPair { pid: 40, blp: 0 },
                 NackPair { pid: 39, blp: 0 },

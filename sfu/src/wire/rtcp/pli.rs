@@ -36,19 +36,12 @@ mod tests {
     #[test]
     fn pli_bytes() {
         let mut buf = [0u8; 12];
-        assert_eq!(
-            write_pli(&mut buf, Ssrc(0x01020304), Ssrc(0x0A0B0C0D)),
-            Ok(12)
-        );
+        assert_eq!(write_pli(&mut buf, Ssrc(0x01020304), Ssrc(0x0A0B0C0D)), Ok(12));
         assert_eq!(buf, [0x81, 206, 0, 2, 1, 2, 3, 4, 10, 11, 12, 13]);
         assert!(write_pli(&mut buf[..11], Ssrc(1), Ssrc(2)).is_err());
         assert!(matches!(
             RtcpCompound::new(&[0x81, 206, 0, 1, 1, 2, 3, 4]).next(),
-            Some(Err(RtcpError::Malformed {
-                pt: 206,
-                fmt: 1,
-                ..
-            }))
+            Some(Err(RtcpError::Malformed { pt: 206, fmt: 1, .. }))
         ));
     }
 

@@ -1,9 +1,7 @@
 //! Receiver estimated maximum bitrate (draft-alvestrand-rmcat-remb-03 §2.2): a PSFB
 //! application-layer feedback (FMT 15) whose FCI starts with "REMB".
 
-use super::{
-    feedback, malformed, write_feedback, RtcpError, RtcpHeader, SsrcList, FMT_AFB, PT_PSFB,
-};
+use super::{feedback, malformed, write_feedback, RtcpError, RtcpHeader, SsrcList, FMT_AFB, PT_PSFB};
 use crate::id::Ssrc;
 use crate::wire::{be32, WriteError};
 
@@ -52,12 +50,7 @@ impl<'a> Remb<'a> {
 
 /// Writes a REMB from `sender` for up to 255 `ssrcs`. The bitrate is rounded down to what 18
 /// bits of mantissa can hold (relative error below 2^-17).
-pub fn write_remb(
-    buf: &mut [u8],
-    sender: Ssrc,
-    bitrate: u64,
-    ssrcs: &[Ssrc],
-) -> Result<usize, WriteError> {
+pub fn write_remb(buf: &mut [u8], sender: Ssrc, bitrate: u64, ssrcs: &[Ssrc]) -> Result<usize, WriteError> {
     if ssrcs.len() > 255 {
         return Err(WriteError::TooMany {
             what: "REMB SSRCs",
@@ -91,8 +84,7 @@ mod tests {
     fn parse_remb() {
         // 2 << 18 | 250000 = 0x0B D090
         let p = [
-            0x8F, 206, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 1, 0x0B, 0xD0, 0x90,
-            0, 0, 0, 7,
+            0x8F, 206, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 1, 0x0B, 0xD0, 0x90, 0, 0, 0, 7,
         ];
         let Some(Ok(RtcpPacket::Remb(r))) = RtcpCompound::new(&p).next() else {
             panic!("expected REMB");

@@ -109,10 +109,7 @@ impl<'a> SenderReport<'a> {
     pub(super) fn parse(h: RtcpHeader, body: &'a [u8]) -> Result<Self, RtcpError> {
         let blocks_len = usize::from(h.count) * BLOCK_LEN;
         if body.len() < 4 + SENDER_INFO_LEN + blocks_len {
-            return Err(malformed(
-                h,
-                "SR shorter than its sender info and report count",
-            ));
+            return Err(malformed(h, "SR shorter than its sender info and report count"));
         }
         let ntp = u64::from(be32(body, 4)) << 32 | u64::from(be32(body, 8));
         Ok(Self {
@@ -155,12 +152,7 @@ impl<'a> ReceiverReport<'a> {
 }
 
 /// Writes an SR from `sender` with up to 31 report blocks; returns its length.
-pub fn write_sr(
-    buf: &mut [u8],
-    sender: Ssrc,
-    info: &SenderInfo,
-    blocks: &[ReportBlock],
-) -> Result<usize, WriteError> {
+pub fn write_sr(buf: &mut [u8], sender: Ssrc, info: &SenderInfo, blocks: &[ReportBlock]) -> Result<usize, WriteError> {
     check_blocks(blocks)?;
     let len = 4 + 4 + SENDER_INFO_LEN + BLOCK_LEN * blocks.len();
     let b = write_header(buf, false, blocks.len() as u8, PT_SR, len)?;
@@ -289,23 +281,17 @@ mod tests {
     }
 
     fn block() -> impl Strategy<Value = ReportBlock> {
-        (
-            any::<u32>(),
-            any::<u8>(),
-            -0x80_0000i32..=0x7F_FFFF,
-            any::<[u32; 4]>(),
+        (any::<u32>(), any::<u8>(), -0x80_0000i32..=0x7F_FFFF, any::<[u32; 4]>()).prop_map(
+            |(ssrc, fraction_lost, cumulative_lost, [e, j, l, d])| ReportBlock {
+                ssrc: Ssrc(ssrc),
+                fraction_lost,
+                cumulative_lost,
+                ext_highest_seq: e,
+                jitter: j,
+                lsr: l,
+                dlsr: d,
+            },
         )
-            .prop_map(
-                |(ssrc, fraction_lost, cumulative_lost, [e, j, l, d])| ReportBlock {
-                    ssrc: Ssrc(ssrc),
-                    fraction_lost,
-                    cumulative_lost,
-                    ext_highest_seq: e,
-                    jitter: j,
-                    lsr: l,
-                    dlsr: d,
-                },
-            )
     }
 
     proptest! {

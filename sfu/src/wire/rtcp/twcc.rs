@@ -188,12 +188,7 @@ pub struct TwccFeedback<'a> {
 /// run-length chunk for runs of 14 or more (or for the whole tail), else a 14 × 1-bit status
 /// vector when only "not received" and "small" occur, else a 7 × 2-bit vector. Padding to 32
 /// bits uses the P bit and a count, as libwebrtc does.
-pub fn write_twcc(
-    buf: &mut [u8],
-    sender: Ssrc,
-    media: Ssrc,
-    fb: &TwccFeedback<'_>,
-) -> Result<usize, WriteError> {
+pub fn write_twcc(buf: &mut [u8], sender: Ssrc, media: Ssrc, fb: &TwccFeedback<'_>) -> Result<usize, WriteError> {
     let n = fb.packets.len();
     if n == 0 {
         return Err(WriteError::Unencodable {
@@ -341,10 +336,7 @@ mod tests {
             (10, 4, 1, 5)
         );
         let got: Vec<_> = t.packets().map(|p| (p.seq, p.recv_delta)).collect();
-        assert_eq!(
-            got,
-            vec![(10, Some(4)), (11, Some(-8)), (12, None), (13, Some(255))]
-        );
+        assert_eq!(got, vec![(10, Some(4)), (11, Some(-8)), (12, None), (13, Some(255))]);
         let mut out = [0u8; 64];
         let fb = TwccFeedback {
             base_seq: 10,
@@ -383,8 +375,7 @@ mod tests {
     fn malformed() {
         let base = |chunk: [u8; 2], count: u8| {
             [
-                0x8F, 205, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, count, 0, 0, 0, 0, chunk[0],
-                chunk[1], 0, 0,
+                0x8F, 205, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, count, 0, 0, 0, 0, chunk[0], chunk[1], 0, 0,
             ]
         };
         // Run of 3 lost, but 5 packets announced and no second chunk (the filler reads as a
@@ -433,11 +424,8 @@ mod tests {
     }
 
     fn runs() -> impl Strategy<Value = Vec<Option<i16>>> {
-        proptest::collection::vec((status(), 1usize..40), 1..40).prop_map(|rs| {
-            rs.into_iter()
-                .flat_map(|(s, n)| std::iter::repeat_n(s, n))
-                .collect()
-        })
+        proptest::collection::vec((status(), 1usize..40), 1..40)
+            .prop_map(|rs| rs.into_iter().flat_map(|(s, n)| std::iter::repeat_n(s, n)).collect())
     }
 
     proptest! {

@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use minidom::Element;
-use sfu::control::{
-    CandidateKind, GroupSemantics, LocalCandidate, LocalTransport, MediaKind, Setup, VideoType,
-};
+use sfu::control::{CandidateKind, GroupSemantics, LocalCandidate, LocalTransport, MediaKind, Setup, VideoType};
 use sfu::{Command, CommandError, ConferenceId, EndpointId, Reply, Ssrc, Stats};
 
 use super::super::testutil::{fixture, strip_ws, to_string};
@@ -85,10 +83,7 @@ impl FakeCore {
                 Ok(Reply::Done)
             }
             Command::CreateEndpoint { conf, ep, .. } => {
-                let eps = st
-                    .confs
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let eps = st.confs.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))?;
                 if !eps.insert(ep) {
                     return Err(CommandError::EndpointExists { conf, ep });
                 }
@@ -196,16 +191,10 @@ fn candidate_ids(el: &Element, out: &mut Vec<String>) {
 }
 
 async fn create_alice(h: &Colibri2Handler) -> Element {
-    xml(h, "01_create_alice.xml")
-        .await
-        .expect("create succeeds")
+    xml(h, "01_create_alice.xml").await.expect("create succeeds")
 }
 
-fn assert_err(
-    r: Result<Element, Colibri2Error>,
-    condition: ErrorCondition,
-    reason: Option<Reason>,
-) -> Colibri2Error {
+fn assert_err(r: Result<Element, Colibri2Error>, condition: ErrorCondition, reason: Option<Reason>) -> Colibri2Error {
     match r {
         Ok(el) => panic!("expected {condition:?}, got {}", to_string(&el)),
         Err(e) => {
@@ -233,10 +222,7 @@ async fn create_answers_exactly_the_spec_response() {
     let mut ids = vec![];
     candidate_ids(&resp, &mut ids);
     assert_eq!(ids.len(), 2);
-    assert!(
-        ids.iter().all(|i| !i.is_empty()) && ids[0] != ids[1],
-        "{ids:?}"
-    );
+    assert!(ids.iter().all(|i| !i.is_empty()) && ids[0] != ids[1], "{ids:?}");
 
     let log = core.log();
     assert!(matches!(log[0], Command::CreateConference { .. }));
@@ -288,20 +274,13 @@ async fn second_endpoint_create_gets_feedback_sources_and_stable_ssrcs() {
     // Checks 39/40: every create carries jvb-a0/jvb-v0, with the same SSRCs.
     let (_core, h) = setup();
     let first = ConferenceModified::from_element(&create_alice(&h).await).expect("parses");
-    let second = ConferenceModified::from_element(&xml(&h, "02_create_bob.xml").await.expect("ok"))
-        .expect("parses");
+    let second = ConferenceModified::from_element(&xml(&h, "02_create_bob.xml").await.expect("ok")).expect("parses");
     assert!(second.endpoints[0].transport.is_some());
     assert_eq!(first.sources, second.sources);
     let sources = second.sources.expect("feedback sources");
     assert_eq!(sources.len(), 2);
-    assert_eq!(
-        (sources[0].id.as_str(), sources[0].kind),
-        ("jvb-a0", MediaKind::Audio)
-    );
-    assert_eq!(
-        (sources[1].id.as_str(), sources[1].kind),
-        ("jvb-v0", MediaKind::Video)
-    );
+    assert_eq!((sources[0].id.as_str(), sources[0].kind), ("jvb-a0", MediaKind::Audio));
+    assert_eq!((sources[1].id.as_str(), sources[1].kind), ("jvb-v0", MediaKind::Video));
     assert_eq!(sources[0].sources[0].ssrc, FEEDBACK.0);
     assert_eq!(sources[1].sources[0].ssrc, FEEDBACK.1);
     assert_eq!(sources[1].sources[0].name.as_deref(), Some("jvb-v0"));
@@ -313,9 +292,7 @@ async fn session_accept_applies_transport_and_sources_and_answers_bare_endpoint(
     let (core, h) = setup();
     create_alice(&h).await;
     core.clear_log();
-    let resp = xml(&h, "03_session_accept.xml")
-        .await
-        .expect("update succeeds");
+    let resp = xml(&h, "03_session_accept.xml").await.expect("update succeeds");
     let expected: Element =
         r#"<conference-modified xmlns="jitsi:colibri2"><endpoint id="a1b2c3d4"/></conference-modified>"#
             .parse()
@@ -411,9 +388,7 @@ async fn screenshare_update_replaces_the_full_set() {
     let (core, h) = setup();
     create_alice(&h).await;
     core.clear_log();
-    xml(&h, "06_source_update_screenshare.xml")
-        .await
-        .expect("ok");
+    xml(&h, "06_source_update_screenshare.xml").await.expect("ok");
     let log = core.log();
     let Command::SetSources { sources, .. } = &log[0] else {
         panic!("{log:?}")
@@ -428,12 +403,8 @@ async fn screenshare_update_replaces_the_full_set() {
     )
     .await
     .expect("ok");
-    assert!(
-        matches!(core.log().last(), Some(Command::SetSources { sources, .. }) if sources.is_empty())
-    );
-    assert!(h.conferences().await[0].endpoints[0]
-        .source_names
-        .is_empty());
+    assert!(matches!(core.log().last(), Some(Command::SetSources { sources, .. }) if sources.is_empty()));
+    assert!(h.conferences().await[0].endpoints[0].source_names.is_empty());
 }
 
 #[tokio::test]
@@ -487,11 +458,7 @@ async fn force_mute_on_create_is_recorded() {
     create_alice(&h).await;
     xml(&h, "05_create_carol.xml").await.expect("ok");
     let confs = h.conferences().await;
-    let carol = confs[0]
-        .endpoints
-        .iter()
-        .find(|e| e.name == "c3d4e5f6")
-        .expect("carol");
+    let carol = confs[0].endpoints.iter().find(|e| e.name == "c3d4e5f6").expect("carol");
     assert_eq!(
         carol.force_mute,
         ForceMute {
@@ -515,12 +482,7 @@ async fn expire_echoes_expire_even_for_unknown_and_last_leaver_expires_conferenc
         .parse()
         .expect("xml");
     assert_eq!(resp, expected, "{}", to_string(&resp));
-    assert_eq!(
-        core.log().len(),
-        1,
-        "only Bob is expired in the core: {:?}",
-        core.log()
-    );
+    assert_eq!(core.log().len(), 1, "only Bob is expired in the core: {:?}", core.log());
     assert!(h.has_conference(MEETING).await);
 
     // Alice leaves: a non-create request leaving 0 endpoints expires the conference.
@@ -530,10 +492,7 @@ async fn expire_echoes_expire_even_for_unknown_and_last_leaver_expires_conferenc
     )
     .await
     .expect("ok");
-    assert!(matches!(
-        core.log().last(),
-        Some(Command::ExpireConference { .. })
-    ));
+    assert!(matches!(core.log().last(), Some(Command::ExpireConference { .. })));
     assert!(!h.has_conference(MEETING).await);
     let c = h.counts();
     assert_eq!(
@@ -554,10 +513,7 @@ async fn conference_expire_succeeds_then_conference_is_gone() {
     create_alice(&h).await;
     let resp = xml(&h, "09_expire_conference.xml").await.expect("ok");
     assert_eq!(resp, Element::bare("conference-modified", ns::COLIBRI2));
-    assert!(matches!(
-        core.log().last(),
-        Some(Command::ExpireConference { .. })
-    ));
+    assert!(matches!(core.log().last(), Some(Command::ExpireConference { .. })));
     assert_err(
         xml(&h, "03_session_accept.xml").await,
         ErrorCondition::ItemNotFound,
@@ -570,8 +526,7 @@ async fn ice_restart_is_answered_without_transport() {
     // §4.3: unsupported restart → <endpoint id/> with no transport, never an error.
     let (_core, h) = setup();
     create_alice(&h).await;
-    let resp = ConferenceModified::from_element(&xml(&h, "10_ice_restart.xml").await.expect("ok"))
-        .expect("parses");
+    let resp = ConferenceModified::from_element(&xml(&h, "10_ice_restart.xml").await.expect("ok")).expect("parses");
     assert_eq!(
         resp.endpoints,
         [EndpointResponse {
@@ -600,9 +555,7 @@ async fn visitor_is_created_receive_only_and_refuses_sources() {
     // Check 53.
     let (core, h) = setup();
     create_alice(&h).await;
-    xml(&h, "13_visitor_create.xml")
-        .await
-        .expect("visitor create succeeds");
+    xml(&h, "13_visitor_create.xml").await.expect("visitor create succeeds");
     assert!(core.log().iter().any(|c| matches!(
         c,
         Command::CreateEndpoint {
@@ -656,25 +609,19 @@ async fn graceful_shutdown_refuses_only_new_conferences() {
     let (core, h) = setup();
     create_alice(&h).await;
     h.graceful_shutdown_flag().store(true, Ordering::Relaxed);
-    let mut other =
-        ConferenceModify::from_element(&fixture("01_create_alice.xml")).expect("parses");
+    let mut other = ConferenceModify::from_element(&fixture("01_create_alice.xml")).expect("parses");
     other.meeting_id = "another".into();
     let before = core.log().len();
     let e = h.handle(other).await.expect_err("refused");
     assert_eq!(
         (e.condition, e.reason),
-        (
-            ErrorCondition::ServiceUnavailable,
-            Some(Reason::GracefulShutdown)
-        )
+        (ErrorCondition::ServiceUnavailable, Some(Reason::GracefulShutdown))
     );
     assert_eq!(core.log().len(), before, "nothing reached the core");
     xml(&h, "02_create_bob.xml")
         .await
         .expect("endpoint create in an existing conference still works");
-    xml(&h, "03_session_accept.xml")
-        .await
-        .expect("updates still work");
+    xml(&h, "03_session_accept.xml").await.expect("updates still work");
 }
 
 #[tokio::test]
@@ -738,7 +685,13 @@ async fn unsupported_request_shapes_are_feature_not_implemented_with_reason() {
     ];
     for inner in shapes {
         assert_err(
-            raw(&h, &format!(r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}">{inner}</conference-modify>"#)).await,
+            raw(
+                &h,
+                &format!(
+                    r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}">{inner}</conference-modify>"#
+                ),
+            )
+            .await,
             ErrorCondition::FeatureNotImplemented,
             Some(Reason::FeatureNotImplemented),
         );
@@ -787,10 +740,7 @@ async fn sctp_role_port_and_disabled_errors() {
         .await
         .expect("explicit defaults ok");
     let parsed = ConferenceModified::from_element(&resp).expect("parses");
-    let sctp = parsed.endpoints[0]
-        .transport
-        .as_ref()
-        .and_then(|t| t.sctp.clone());
+    let sctp = parsed.endpoints[0].transport.as_ref().and_then(|t| t.sctp.clone());
     assert_eq!(
         sctp,
         Some(Sctp {
@@ -818,8 +768,7 @@ async fn endpoint_id_conflict_has_no_reason() {
     // Check 31.
     let (_core, h) = setup();
     create_alice(&h).await;
-    let mut again =
-        ConferenceModify::from_element(&fixture("01_create_alice.xml")).expect("parses");
+    let mut again = ConferenceModify::from_element(&fixture("01_create_alice.xml")).expect("parses");
     again.create = false;
     again.name = None;
     let e = h.handle(again).await.expect_err("conflict");
@@ -850,22 +799,23 @@ async fn bad_requests_have_no_reason() {
     assert!(e.text.contains("Source name"), "{}", e.text);
     assert_eq!(e.condition.error_type(), ErrorType::Modify);
 
-    for name in [
-        "",
-        "room@muc@x",
-        "room@muc.example/res",
-        "has space@muc",
-        "@muc",
-    ] {
+    for name in ["", "room@muc@x", "room@muc.example/res", "has space@muc", "@muc"] {
         let (_core, h) = setup();
-        let r = raw(&h, &format!(r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m" name="{name}" create="true"/>"#)).await;
+        let r = raw(
+            &h,
+            &format!(r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m" name="{name}" create="true"/>"#),
+        )
+        .await;
         assert_err(r, ErrorCondition::BadRequest, None);
         assert!(!h.has_conference("m").await);
     }
     let (_core, h) = setup();
-    raw(&h, r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m" name="room@muc.example" create="true"/>"#)
-        .await
-        .expect("valid bare JID");
+    raw(
+        &h,
+        r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m" name="room@muc.example" create="true"/>"#,
+    )
+    .await
+    .expect("valid bare JID");
 
     // Parse errors are bad-request too.
     assert_err(
@@ -874,11 +824,7 @@ async fn bad_requests_have_no_reason() {
         None,
     );
     assert_err(
-        raw(
-            &h,
-            r#"<conference-modify xmlns="jitsi:colibri2" meeting-id=""/>"#,
-        )
-        .await,
+        raw(&h, r#"<conference-modify xmlns="jitsi:colibri2" meeting-id=""/>"#).await,
         ErrorCondition::BadRequest,
         None,
     );
@@ -916,11 +862,7 @@ async fn core_failures_map_through_one_function() {
     assert!(h.endpoint_ids(MEETING, "b2c3d4e5").await.is_none());
 
     core.fail_next(CommandError::Invalid("duplicate ssrc".into()));
-    let e = assert_err(
-        xml(&h, "03_session_accept.xml").await,
-        ErrorCondition::BadRequest,
-        None,
-    );
+    let e = assert_err(xml(&h, "03_session_accept.xml").await, ErrorCondition::BadRequest, None);
     assert_eq!(e.text, "duplicate ssrc");
 
     let c = ConferenceId(0);
@@ -941,10 +883,7 @@ async fn core_failures_map_through_one_function() {
         Some("ep")
     );
     let exists = map(CommandError::EndpointExists { conf: c, ep });
-    assert_eq!(
-        (exists.condition, exists.reason),
-        (ErrorCondition::Conflict, None)
-    );
+    assert_eq!((exists.condition, exists.reason), (ErrorCondition::Conflict, None));
 }
 
 #[tokio::test]
@@ -974,26 +913,15 @@ async fn idle_conferences_expire_in_the_background() {
     .expect("ok");
     create_alice(&h).await;
     assert_eq!(
-        h.expire_idle_conferences(Instant::now(), Duration::from_secs(20))
-            .await,
+        h.expire_idle_conferences(Instant::now(), Duration::from_secs(20)).await,
         0,
         "too young"
     );
     let later = Instant::now() + Duration::from_secs(21);
-    assert_eq!(
-        h.expire_idle_conferences(later, Duration::from_secs(20))
-            .await,
-        1
-    );
+    assert_eq!(h.expire_idle_conferences(later, Duration::from_secs(20)).await, 1);
     assert!(!h.has_conference("empty").await);
-    assert!(
-        h.has_conference(MEETING).await,
-        "conferences with endpoints stay"
-    );
-    assert!(matches!(
-        core.log().last(),
-        Some(Command::ExpireConference { .. })
-    ));
+    assert!(h.has_conference(MEETING).await, "conferences with endpoints stay");
+    assert!(matches!(core.log().last(), Some(Command::ExpireConference { .. })));
 }
 
 #[tokio::test]
@@ -1015,8 +943,7 @@ async fn ids_are_interned_bridge_wide() {
     // Endpoint ids are unique across conferences; conference ids are distinct.
     let (_core, h) = setup();
     create_alice(&h).await;
-    let mut other =
-        ConferenceModify::from_element(&fixture("01_create_alice.xml")).expect("parses");
+    let mut other = ConferenceModify::from_element(&fixture("01_create_alice.xml")).expect("parses");
     other.meeting_id = "other".into();
     h.handle(other).await.expect("ok");
     let a = h.endpoint_ids(MEETING, "a1b2c3d4").await.expect("a");
@@ -1083,10 +1010,7 @@ async fn json_example_produces_the_example_response() {
     // §3.13: the composed example request → the example answer (candidate ids are opaque).
     let core = Arc::new(JsonExampleCore(FakeCore::default()));
     let h = Colibri2Handler::new(core.clone(), HandlerConfig::default());
-    let resp = h
-        .handle_json(JSON_REQUEST.as_bytes(), None)
-        .await
-        .expect("ok");
+    let resp = h.handle_json(JSON_REQUEST.as_bytes(), None).await.expect("ok");
     let mut got = serde_json::to_value(&resp).expect("serializes");
     let expected_text = r#"{ "endpoints": [ { "id": "a1b2c3d4",
     "transport": { "transport": { "xmlns": "urn:xmpp:jingle:transports:ice-udp:1",
@@ -1097,8 +1021,7 @@ async fn json_example_produces_the_example_response() {
                         "ip": "127.0.0.1", "port": "10000" } ] } } } ],
   "sources": [ { "type": "audio", "id": "jvb-a0", "sources": [ { "ssrc": 1938271645, "name": "jvb-a0" } ] },
                { "type": "video", "id": "jvb-v0", "sources": [ { "ssrc": 2718281828, "name": "jvb-v0" } ] } ] }"#;
-    let mut expected: serde_json::Value =
-        serde_json::from_str(expected_text).expect("example is JSON");
+    let mut expected: serde_json::Value = serde_json::from_str(expected_text).expect("example is JSON");
     let cand_id = |v: &mut serde_json::Value| -> serde_json::Value {
         v["endpoints"][0]["transport"]["transport"]["candidates"][0]
             .as_object_mut()
@@ -1172,12 +1095,9 @@ async fn json_and_xml_forms_map_to_the_same_model() {
         "13_visitor_create.xml",
     ] {
         let model = ConferenceModify::from_element(&fixture(name)).expect("parses");
-        let text =
-            serde_json::to_string(&json::JsonConferenceModify::from(&model)).expect("serializes");
-        let back = ConferenceModify::try_from(
-            json::JsonConferenceModify::from_slice(text.as_bytes()).expect("parses"),
-        )
-        .expect("converts");
+        let text = serde_json::to_string(&json::JsonConferenceModify::from(&model)).expect("serializes");
+        let back = ConferenceModify::try_from(json::JsonConferenceModify::from_slice(text.as_bytes()).expect("parses"))
+            .expect("converts");
         assert_eq!(back, model, "{name}: {text}");
     }
 }
@@ -1185,9 +1105,20 @@ async fn json_and_xml_forms_map_to_the_same_model() {
 #[tokio::test]
 async fn json_errors_are_bad_request() {
     let (_core, h) = setup();
-    for body in [&b"{"[..], b"[]", b"{\"create\": true}", b"{\"meeting-id\": 5}", b"{\"meeting-id\": \"m\", \"endpoints\": [{\"id\": \"e\", \"initial-last-n\": {\"value\": \"x\"}}]}"] {
+    for body in [
+        &b"{"[..],
+        b"[]",
+        b"{\"create\": true}",
+        b"{\"meeting-id\": 5}",
+        b"{\"meeting-id\": \"m\", \"endpoints\": [{\"id\": \"e\", \"initial-last-n\": {\"value\": \"x\"}}]}",
+    ] {
         let e = h.handle_json(body, None).await.expect_err("refused");
-        assert_eq!(e.condition, ErrorCondition::BadRequest, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            e.condition,
+            ErrorCondition::BadRequest,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
     }
 }
 
@@ -1297,11 +1228,7 @@ async fn hostile_attribute_values_never_panic() {
                 let r = h.handle_xml(&el).await;
                 if let Err(e) = &r {
                     assert!(!e.text.is_empty());
-                    assert!(
-                        e.text.len() < 512,
-                        "error text is bounded: {}",
-                        e.text.len()
-                    );
+                    assert!(e.text.len() < 512, "error text is bounded: {}", e.text.len());
                 }
                 runs += 1;
             }

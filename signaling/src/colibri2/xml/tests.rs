@@ -72,21 +72,12 @@ fn parses_create_with_media_transport_and_capabilities() {
     );
     let rtx = &video.payload_types[1];
     assert_eq!((rtx.id, rtx.parameter("apt")), (96, Some("100")));
-    assert_eq!(
-        video.rtp_hdrexts.iter().map(|x| x.id).collect::<Vec<_>>(),
-        [3, 10]
-    );
+    assert_eq!(video.rtp_hdrexts.iter().map(|x| x.id).collect::<Vec<_>>(), [3, 10]);
 
     let t = ep.transport.as_ref().expect("transport");
     assert!(t.ice_controlling && !t.use_unique_port && !t.ice_restart);
     assert!(t.ice.is_none());
-    assert_eq!(
-        t.sctp,
-        Some(Sctp {
-            port: None,
-            role: None
-        })
-    );
+    assert_eq!(t.sctp, Some(Sctp { port: None, role: None }));
     assert_round_trip(&req);
 }
 
@@ -140,10 +131,7 @@ fn parses_session_accept_transport_and_sources() {
         (c.cand_type.as_str(), c.rel_addr.as_deref(), c.rel_port),
         ("srflx", Some("0.0.0.0"), Some(0))
     );
-    assert_eq!(
-        (c.network, c.generation, c.id.as_deref()),
-        (Some(1), 0, Some("1"))
-    );
+    assert_eq!((c.network, c.generation, c.id.as_deref()), (Some(1), 0, Some("1")));
 
     let sources = ep.sources.as_ref().expect("sources");
     assert_eq!(sources.len(), 2);
@@ -189,11 +177,7 @@ fn parses_every_other_request_shape() {
     assert_eq!(s[2].sources[0].video_type.as_deref(), Some("desktop"));
 
     let mute = parse("07_force_mute_batch.xml");
-    let fm: Vec<_> = mute
-        .endpoints
-        .iter()
-        .map(|e| (e.id.as_str(), e.force_mute))
-        .collect();
+    let fm: Vec<_> = mute.endpoints.iter().map(|e| (e.id.as_str(), e.force_mute)).collect();
     assert_eq!(
         fm,
         [
@@ -249,9 +233,7 @@ fn parses_every_other_request_shape() {
         .as_ref()
         .is_some_and(|t| t.sctp.is_none()));
 
-    for req in [
-        ti, carol, share, mute, exp, conf, restart, connects, visitor,
-    ] {
+    for req in [ti, carol, share, mute, exp, conf, restart, connects, visitor] {
         assert_round_trip(&req);
     }
 }
@@ -273,10 +255,7 @@ fn missing_or_blank_meeting_id_is_an_error() {
     );
     assert!(matches!(
         parse_str(r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="  "/>"#),
-        Err(ParseError::InvalidValue {
-            attr: "meeting-id",
-            ..
-        })
+        Err(ParseError::InvalidValue { attr: "meeting-id", .. })
     ));
 }
 
@@ -335,9 +314,7 @@ fn bad_numbers_and_missing_attributes_are_errors() {
         (r#"<relay/>"#, "id"),
     ];
     for (inner, attr) in missing {
-        let xml = format!(
-            r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m">{inner}</conference-modify>"#
-        );
+        let xml = format!(r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m">{inner}</conference-modify>"#);
         match parse_str(&xml) {
             Err(ParseError::MissingAttribute { attr: a, .. }) => assert_eq!(a, attr, "{inner}"),
             other => panic!("expected MissingAttribute({attr}) for {inner}, got {other:?}"),
@@ -373,17 +350,11 @@ fn counts_are_bounded() {
         xml.push_str(&format!(r#"<endpoint id="e{i}" expire="true"/>"#));
     }
     xml.push_str("</conference-modify>");
-    assert_eq!(
-        parse_str(&xml),
-        Err(ParseError::TooMany("endpoint", limits::ENDPOINTS))
-    );
+    assert_eq!(parse_str(&xml), Err(ParseError::TooMany("endpoint", limits::ENDPOINTS)));
 
     let mut cands = String::new();
     for i in 0..=limits::CANDIDATES {
-        cands.push_str(&format!(
-            r#"<candidate ip="10.0.0.1" port="{}"/>"#,
-            1000 + i
-        ));
+        cands.push_str(&format!(r#"<candidate ip="10.0.0.1" port="{}"/>"#, 1000 + i));
     }
     let xml = format!(
         r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="m"><endpoint id="e"><transport><transport xmlns="urn:xmpp:jingle:transports:ice-udp:1">{cands}</transport></transport></endpoint></conference-modify>"#
@@ -453,11 +424,7 @@ fn error_children_render_as_jicoco_does() {
         strip_ws(&expected)
     );
     // Serialized form carries xml:lang.
-    assert!(
-        to_string(&el).contains("xml:lang='en'"),
-        "{}",
-        to_string(&el)
-    );
+    assert!(to_string(&el).contains("xml:lang='en'"), "{}", to_string(&el));
 
     let bad = Colibri2Error::bad_request("nope").to_stanza_error("jabber:client");
     assert_eq!(bad.attr("type"), Some("modify"));
