@@ -209,7 +209,7 @@ impl Client {
             Event::RtpPacket(p) => self.received.push(Received {
                 ssrc: *p.header.ssrc,
                 pt: *p.header.payload_type,
-                seq: *p.header.sequence_number as u16,
+                seq: p.header.sequence_number,
                 payload: p.payload.to_vec(),
             }),
             _ => {}
