@@ -55,10 +55,6 @@ impl Sctp {
         }
     }
 
-    pub fn is_open(&self) -> bool {
-        self.channel.is_some()
-    }
-
     /// Decrypted DTLS application data (one SCTP packet).
     pub fn handle_data(&mut self, now: Instant, data: BytesMut, out: &mut Vec<ChannelEvent>) {
         match self.ep.handle(now, self.addr, None, data.freeze()) {

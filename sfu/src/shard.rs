@@ -54,13 +54,12 @@ type Key = (ConferenceId, EndpointId);
 
 struct Conference {
     span: tracing::Span,
-    audio_ssrc: u32,
+    /// Sender SSRC of the bridge's own RTCP (Colibri2 `jvb-v0`).
     video_ssrc: u32,
     endpoints: HashMap<EndpointId, Endpoint>,
     /// Media SSRC → the endpoint that sends it (for PLI/FIR routing).
     owners: HashMap<u32, EndpointId>,
-    /// Last keyframe request forwarded per media SSRC.
-    keyframe_last: HashMap<u32, Instant>,
+    keyframes: KeyframeLimiter,
     fir_seq: HashMap<u32, u8>,
 }
 
@@ -102,7 +101,6 @@ struct Env<'a> {
     config: &'a SfuConfig,
     provider: &'a Arc<dyn RTCCryptoProvider>,
     cert: &'a LocalCert,
-    local_addr: SocketAddr,
 }
 
 pub struct Shard {
@@ -200,7 +198,7 @@ impl Shard {
                 None => return self.io.drop("unknown_source"),
             },
         };
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert, local_addr: self.local_addr };
+        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
         let Some(conf) = self.conferences.get_mut(&key.0) else {
             return self.io.drop("unknown_source");
         };
@@ -241,7 +239,7 @@ impl Shard {
             }
         };
         let ice_local = self.ice_local(local, remote);
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert, local_addr: self.local_addr };
+        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
         let Some(ep) = self.conferences.get_mut(&key.0).and_then(|c| c.endpoints.get_mut(&key.1)) else {
             return self.io.drop("unknown_source");
         };
@@ -315,11 +313,10 @@ impl Shard {
                     conf,
                     Conference {
                         span,
-                        audio_ssrc,
                         video_ssrc,
                         endpoints: HashMap::new(),
                         owners: HashMap::new(),
-                        keyframe_last: HashMap::new(),
+                        keyframes: KeyframeLimiter::default(),
                         fir_seq: HashMap::new(),
                     },
                 );
@@ -392,7 +389,7 @@ impl Shard {
                 Ok(Reply::Done)
             }
             Command::SendDataChannelText { conf, ep, text } => {
-                let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert, local_addr: self.local_addr };
+                let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
                 let e = self
                     .conferences
                     .get_mut(&conf)
@@ -427,7 +424,7 @@ impl Shard {
         t: RemoteTransport,
     ) -> Result<Reply, CommandError> {
         let local_addr = self.local_addr;
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert, local_addr };
+        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
         let c = self.conferences.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))?;
         let e = c.endpoints.get_mut(&ep).ok_or(CommandError::EndpointNotFound { conf, ep })?;
         if !t.fingerprints.is_empty() {
@@ -497,7 +494,14 @@ impl Shard {
         if set.len() > max {
             return Err(CommandError::LimitReached("ssrcs per endpoint"));
         }
-        c.owners.retain(|_, owner| *owner != ep);
+        let keyframes = &mut c.keyframes;
+        c.owners.retain(|ssrc, owner| {
+            let keep = *owner != ep;
+            if !keep {
+                keyframes.forget(*ssrc);
+            }
+            keep
+        });
         for ssrc in set.keys() {
             c.owners.insert(*ssrc, ep);
         }
@@ -516,7 +520,14 @@ impl Shard {
         }
         self.by_ufrag.remove(&ep.local_ufrag);
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
-            c.owners.retain(|_, o| *o != ep.id);
+            let keyframes = &mut c.keyframes;
+            c.owners.retain(|ssrc, o| {
+                let keep = *o != ep.id;
+                if !keep {
+                    keyframes.forget(*ssrc);
+                }
+                keep
+            });
             for other in c.endpoints.values_mut() {
                 other.tx.retain(|ssrc, _| ep.sources.contains_key(ssrc) || ep.learned.contains(ssrc));
             }
@@ -542,7 +553,7 @@ impl Shard {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert, local_addr: self.local_addr };
+        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
         let mut expired: Vec<(Key, ExpireReason)> = Vec::new();
         let ntp = ntp_time(self.clock, now);
         for (cid, c) in self.conferences.iter_mut() {
@@ -974,6 +985,25 @@ fn handle_rtp(
     }
 }
 
+/// At most one keyframe request per media SSRC per [`KEYFRAME_MIN_INTERVAL`], across all
+/// requesters (JVB's source-wide limit, media.md §5.3).
+#[derive(Default)]
+struct KeyframeLimiter {
+    last: HashMap<u32, Instant>,
+}
+
+impl KeyframeLimiter {
+    fn allow(&self, media: u32, now: Instant) -> bool {
+        self.last.get(&media).is_none_or(|t| now.saturating_duration_since(*t) >= KEYFRAME_MIN_INTERVAL)
+    }
+    fn sent(&mut self, media: u32, now: Instant) {
+        self.last.insert(media, now);
+    }
+    fn forget(&mut self, media: u32) {
+        self.last.remove(&media);
+    }
+}
+
 /// A keyframe request to route.
 enum KeyframeRequest {
     Pli(u32),
@@ -1032,11 +1062,9 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     if owner == requester {
         return;
     }
-    if let Some(last) = conf.keyframe_last.get(&media) {
-        if now.saturating_duration_since(*last) < KEYFRAME_MIN_INTERVAL {
-            io.c.keyframe_suppressed += 1;
-            return;
-        }
+    if !conf.keyframes.allow(media, now) {
+        io.c.keyframe_suppressed += 1;
+        return;
     }
     let Some(ep) = conf.endpoints.get_mut(&owner) else { return };
     let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else { return };
@@ -1051,7 +1079,7 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     };
     match srtp.protect_rtcp(&buf[..n]) {
         Ok(enc) => {
-            conf.keyframe_last.insert(media, now);
+            conf.keyframes.sent(media, now);
             io.c.keyframe_forwarded += 1;
             io.c.rtcp_tx += 1;
             io.send(dst, enc);
@@ -1080,5 +1108,158 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
             io.c.rtcp_tx += 1;
             io.send(dst, enc);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{MediaKind, SourceDescription};
+
+    fn shard(config: SfuConfig) -> (Shard, Instant) {
+        let now = Instant::now();
+        let clock = ClockAnchor { instant: now, system: SystemTime::now() };
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        (Shard::new(config, local, clock).expect("shard"), now)
+    }
+
+    fn create(s: &mut Shard, now: Instant, conf: u32, ep: u32) -> Result<Reply, CommandError> {
+        s.handle_command(
+            now,
+            Command::CreateEndpoint {
+                conf: ConferenceId(conf),
+                ep: EndpointId(ep),
+                ice_controlling: true,
+                sctp: false,
+                visitor: false,
+            },
+        )
+    }
+
+    fn stun_request(username: &str) -> BytesMut {
+        let mut attrs = vec![0x00, 0x06];
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[1; 12]);
+        m.extend_from_slice(&attrs);
+        BytesMut::from(&m[..])
+    }
+
+    fn drops(s: &Shard, reason: &str) -> u64 {
+        s.stats().drops.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
+    }
+
+    /// Commands enforce existence and the configured limits.
+    #[test]
+    fn commands_and_limits() {
+        let mut cfg = SfuConfig::default();
+        cfg.limits.max_conferences = 1;
+        cfg.limits.max_endpoints_per_conference = 1;
+        cfg.limits.max_ssrcs_per_endpoint = 2;
+        let (mut s, now) = shard(cfg);
+        let c1 = ConferenceId(1);
+        assert!(matches!(
+            s.handle_command(now, Command::CreateConference { conf: c1 }),
+            Ok(Reply::ConferenceCreated { audio_ssrc, video_ssrc }) if audio_ssrc != video_ssrc
+        ));
+        assert_eq!(s.handle_command(now, Command::CreateConference { conf: c1 }), Err(CommandError::ConferenceExists(c1)));
+        assert_eq!(
+            s.handle_command(now, Command::CreateConference { conf: ConferenceId(2) }),
+            Err(CommandError::LimitReached("conferences"))
+        );
+        assert_eq!(create(&mut s, now, 9, 1), Err(CommandError::ConferenceNotFound(ConferenceId(9))));
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else { panic!("endpoint not created") };
+        assert_eq!(t.fingerprint_sha256, s.fingerprint());
+        assert_eq!(t.candidates[0].addr, "127.0.0.1:10000".parse::<SocketAddr>().expect("literal"));
+        assert_eq!(t.candidates[0].kind, CandidateKind::Host);
+        assert!(t.ufrag.len() >= 4 && t.pwd.len() >= 22);
+        assert_eq!(create(&mut s, now, 1, 1), Err(CommandError::EndpointExists { conf: c1, ep: EndpointId(1) }));
+        assert_eq!(create(&mut s, now, 1, 2), Err(CommandError::LimitReached("endpoints per conference")));
+        let src = |ssrcs: Vec<u32>| SourceDescription {
+            kind: MediaKind::Video,
+            name: "x-v0".into(),
+            ssrcs: ssrcs.into_iter().map(Ssrc).collect(),
+            groups: vec![],
+            video_type: None,
+        };
+        let set = |s: &mut Shard, v| s.handle_command(now, Command::SetSources { conf: c1, ep: EndpointId(1), sources: vec![src(v)] });
+        assert_eq!(set(&mut s, vec![1, 2]), Ok(Reply::Done));
+        assert_eq!(set(&mut s, vec![1, 2, 3]), Err(CommandError::LimitReached("ssrcs per endpoint")));
+        assert_eq!(s.stats().endpoints, 1);
+        // Expiry frees the ufrag demux entry: a check for it is now an unknown ufrag.
+        assert_eq!(s.handle_command(now, Command::ExpireConference { conf: c1 }), Ok(Reply::Done));
+        assert_eq!(s.stats().conferences, 0);
+        let from: SocketAddr = "127.0.0.1:4000".parse().expect("literal");
+        s.handle_datagram(now, from, from, stun_request(&format!("{}:abcd", t.ufrag)));
+        assert_eq!(drops(&s, "unknown_ufrag"), 1);
+        assert_eq!(s.handle_command(now, Command::ExpireEndpoint { conf: c1, ep: EndpointId(1) }), Ok(Reply::Done));
+    }
+
+    /// Unknown or malformed datagrams are dropped by reason; an unauthenticated check with a
+    /// valid ufrag does not map its address to the endpoint.
+    #[test]
+    fn demux_drops_by_reason() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let local = "127.0.0.1:10000".parse().expect("literal");
+        let from: SocketAddr = "127.0.0.1:5555".parse().expect("literal");
+        s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) }).expect("conf");
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else { panic!("endpoint not created") };
+        s.handle_command(
+            now,
+            Command::SetRemoteTransport {
+                conf: ConferenceId(1),
+                ep: EndpointId(1),
+                transport: RemoteTransport { ufrag: Some("abcd".into()), pwd: Some("p".repeat(22)), ..Default::default() },
+            },
+        )
+        .expect("transport");
+        while s.poll_transmit().is_some() {}
+
+        s.handle_datagram(now, local, from, BytesMut::from(&[0x80u8, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]));
+        assert_eq!(drops(&s, "unknown_source"), 1);
+        s.handle_datagram(now, local, from, BytesMut::from(&[0xFFu8; 40][..]));
+        assert_eq!(drops(&s, "unknown_protocol"), 1);
+        s.handle_datagram(now, local, from, BytesMut::from(&[0u8; 24][..]));
+        assert_eq!(drops(&s, "malformed_stun"), 1);
+        s.handle_datagram(now, local, from, stun_request("nobody:abcd"));
+        assert_eq!(drops(&s, "unknown_ufrag"), 1);
+        // Right ufrag, no MESSAGE-INTEGRITY: rejected by the agent, address not learned.
+        s.handle_datagram(now, local, from, stun_request(&format!("{}:abcd", t.ufrag)));
+        assert_eq!(drops(&s, "stun_rejected"), 1);
+        s.handle_datagram(now, local, from, BytesMut::from(&[22u8, 0xFE, 0xFD, 0, 0][..]));
+        assert_eq!(drops(&s, "unknown_source"), 2);
+        assert!(s.poll_event().is_none());
+        assert_eq!(s.stats().drops_total(), 6);
+    }
+
+    /// One keyframe request per media SSRC per 250 ms; SSRCs are limited independently.
+    #[test]
+    fn keyframe_rate_limit() {
+        let now = Instant::now();
+        let mut l = KeyframeLimiter::default();
+        assert!(l.allow(1, now));
+        l.sent(1, now);
+        assert!(!l.allow(1, now + Duration::from_millis(100)));
+        assert!(l.allow(2, now + Duration::from_millis(100)));
+        assert!(!l.allow(1, now + Duration::from_millis(249)));
+        assert!(l.allow(1, now + KEYFRAME_MIN_INTERVAL));
+        l.forget(1);
+        assert!(l.allow(1, now));
+    }
+
+    /// NTP time follows the wall-clock anchor.
+    #[test]
+    fn ntp_from_anchor() {
+        let now = Instant::now();
+        let clock = ClockAnchor { instant: now, system: UNIX_EPOCH + Duration::from_millis(1500) };
+        let ntp = ntp_time(clock, now + Duration::from_secs(1));
+        assert_eq!(ntp >> 32, 2_208_988_800 + 2);
+        assert_eq!((ntp & 0xFFFF_FFFF) >> 31, 1, "half a second");
     }
 }
