@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc_dtls::crypto_provider::RTCCryptoProvider;
 use rtc_ice::agent::agent_config::AgentConfig;
 use rtc_ice::agent::Agent;
 use rtc_ice::candidate::candidate_host::CandidateHostConfig;
@@ -16,7 +17,6 @@ use rtc_ice::candidate::CandidateConfig;
 use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
-use rtc_dtls::crypto_provider::RTCCryptoProvider;
 
 use crate::control::{MediaKind, RemoteTransport, Setup};
 use crate::dtls::{Dtls, Role};
@@ -155,7 +155,8 @@ impl Endpoint {
     /// Where to send: the ICE-selected pair, else the DTLS-pinned address (Chrome sends DTLS
     /// and media before the controlling side selects a pair, chromium note §3.7).
     pub fn send_addr(&self) -> Option<SocketAddr> {
-        self.selected.or_else(|| self.dtls.as_ref().and_then(|d| d.pinned()))
+        self.selected
+            .or_else(|| self.dtls.as_ref().and_then(|d| d.pinned()))
     }
 
     pub fn is_validated(&self, addr: SocketAddr) -> bool {
@@ -168,7 +169,11 @@ impl Endpoint {
         }
         if self.validated.len() >= MAX_VALIDATED {
             let keep = [self.selected, self.dtls.as_ref().and_then(|d| d.pinned())];
-            if let Some(i) = self.validated.iter().position(|a| !keep.contains(&Some(*a))) {
+            if let Some(i) = self
+                .validated
+                .iter()
+                .position(|a| !keep.contains(&Some(*a)))
+            {
                 self.validated.remove(i);
             } else {
                 return;

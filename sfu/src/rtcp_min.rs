@@ -15,13 +15,28 @@ pub const FMT_FIR: u8 = 4;
 /// One packet of a compound RTCP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rtcp<'a> {
-    SenderReport { ssrc: u32, ntp: u64, rtp_ts: u32 },
-    ReceiverReport { ssrc: u32 },
-    Pli { sender: u32, media: u32 },
+    SenderReport {
+        ssrc: u32,
+        ntp: u64,
+        rtp_ts: u32,
+    },
+    ReceiverReport {
+        ssrc: u32,
+    },
+    Pli {
+        sender: u32,
+        media: u32,
+    },
     /// FIR: one entry per requested SSRC (RFC 5104 §4.3.1).
-    Fir { sender: u32, entries: FirEntries<'a> },
+    Fir {
+        sender: u32,
+        entries: FirEntries<'a>,
+    },
     /// Anything else (SDES, BYE, XR, NACK, TWCC, REMB, APP…): consumed.
-    Other { pt: u8, fmt: u8 },
+    Other {
+        pt: u8,
+        fmt: u8,
+    },
 }
 
 /// The FCI entries of a FIR, as `(ssrc, seq_nr)` pairs.
@@ -34,7 +49,10 @@ impl<'a> Iterator for FirEntries<'a> {
         if self.0.len() < 8 {
             return None;
         }
-        let e = (u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]), self.0[4]);
+        let e = (
+            u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]),
+            self.0[4],
+        );
         self.0 = &self.0[8..];
         Some(e)
     }
@@ -73,7 +91,8 @@ impl<'a> Iterator for Compound<'a> {
         let pt = pkt[1];
         let padding = pkt[0] & 0x20 != 0;
         let u32_at = |o: usize| -> Option<u32> {
-            pkt.get(o..o + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+            pkt.get(o..o + 4)
+                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
         };
         let body_end = if padding {
             let pad = pkt[len - 1] as usize;
@@ -103,9 +122,10 @@ impl<'a> Iterator for Compound<'a> {
                 _ => return self.fail(),
             },
             (PT_PSFB, FMT_FIR) => match u32_at(4) {
-                Some(sender) if body_end >= 12 => {
-                    Rtcp::Fir { sender, entries: FirEntries(&pkt[12..body_end]) }
-                }
+                Some(sender) if body_end >= 12 => Rtcp::Fir {
+                    sender,
+                    entries: FirEntries(&pkt[12..body_end]),
+                },
                 _ => return self.fail(),
             },
             _ => Rtcp::Other { pt, fmt },
@@ -196,7 +216,14 @@ pub fn write_rr(buf: &mut [u8], sender: u32, blocks: &[ReportBlock]) -> usize {
 }
 
 /// Writes an SR without report blocks. Returns 28, or 0 if it does not fit.
-pub fn write_sr(buf: &mut [u8], ssrc: u32, ntp: u64, rtp_ts: u32, packets: u32, octets: u32) -> usize {
+pub fn write_sr(
+    buf: &mut [u8],
+    ssrc: u32,
+    ntp: u64,
+    rtp_ts: u32,
+    packets: u32,
+    octets: u32,
+) -> usize {
     if buf.len() < 28 {
         return 0;
     }
@@ -219,17 +246,38 @@ mod tests {
     fn roundtrip_compound() {
         let mut buf = [0u8; 200];
         let mut n = write_sr(&mut buf, 11, 0x1122_3344_5566_7788, 99, 5, 500);
-        let block = ReportBlock { ssrc: 7, fraction_lost: 3, cumulative_lost: -2, ..Default::default() };
+        let block = ReportBlock {
+            ssrc: 7,
+            fraction_lost: 3,
+            cumulative_lost: -2,
+            ..Default::default()
+        };
         n += write_rr(&mut buf[n..], 12, &[block]);
         n += write_pli(&mut buf[n..], 13, 14);
         n += write_fir(&mut buf[n..], 15, 16, 9);
         let got: Vec<_> = parse_compound(&buf[..n]).collect();
         assert_eq!(got.len(), 4);
-        assert_eq!(got[0], Ok(Rtcp::SenderReport { ssrc: 11, ntp: 0x1122_3344_5566_7788, rtp_ts: 99 }));
+        assert_eq!(
+            got[0],
+            Ok(Rtcp::SenderReport {
+                ssrc: 11,
+                ntp: 0x1122_3344_5566_7788,
+                rtp_ts: 99
+            })
+        );
         assert_eq!(got[1], Ok(Rtcp::ReceiverReport { ssrc: 12 }));
-        assert_eq!(got[2], Ok(Rtcp::Pli { sender: 13, media: 14 }));
+        assert_eq!(
+            got[2],
+            Ok(Rtcp::Pli {
+                sender: 13,
+                media: 14
+            })
+        );
         match got[3] {
-            Ok(Rtcp::Fir { sender: 15, entries }) => {
+            Ok(Rtcp::Fir {
+                sender: 15,
+                entries,
+            }) => {
                 assert_eq!(entries.collect::<Vec<_>>(), vec![(16, 9)]);
             }
             ref other => panic!("expected FIR, got {other:?}"),

@@ -47,7 +47,12 @@ impl Sctp {
     pub fn new(addr: SocketAddr) -> Self {
         let server = ServerConfig::new(TransportConfig::default().with_sctp_port(SCTP_PORT));
         Self {
-            ep: SctpEndpoint::new(addr, TransportProtocol::UDP, Arc::new(EndpointConfig::default()), Some(Arc::new(server))),
+            ep: SctpEndpoint::new(
+                addr,
+                TransportProtocol::UDP,
+                Arc::new(EndpointConfig::default()),
+                Some(Arc::new(server)),
+            ),
             assoc: None,
             channel: None,
             addr,
@@ -76,7 +81,9 @@ impl Sctp {
     }
 
     fn process(&mut self, now: Instant, out: &mut Vec<ChannelEvent>) {
-        let Some((h, a)) = self.assoc.as_mut() else { return };
+        let Some((h, a)) = self.assoc.as_mut() else {
+            return;
+        };
         let h = *h;
         while let Some(ev) = a.poll() {
             match ev {
@@ -84,12 +91,16 @@ impl Sctp {
                 SctpEvent::Stream(StreamEvent::Readable { id }) => {
                     Self::read_stream(now, a, &mut self.channel, id, out, &mut self.drops);
                 }
-                SctpEvent::AssociationLost { id, reason } => {
-                    if self.channel.as_ref().is_some_and(|c| c.stream_identifier() == id) {
-                        tracing::debug!(%reason, id, "data channel closed");
-                        self.channel = None;
-                        out.push(ChannelEvent::Closed);
-                    }
+                // A reset of our channel's stream: the channel closed, the association lives.
+                SctpEvent::AssociationLost { id, reason }
+                    if self
+                        .channel
+                        .as_ref()
+                        .is_some_and(|c| c.stream_identifier() == id) =>
+                {
+                    tracing::debug!(%reason, id, "data channel closed");
+                    self.channel = None;
+                    out.push(ChannelEvent::Closed);
                 }
                 SctpEvent::HandshakeFailed { reason } => {
                     tracing::debug!(%reason, "SCTP handshake failed");
@@ -126,7 +137,9 @@ impl Sctp {
                     continue;
                 }
             };
-            let is_ours = channel.as_ref().is_some_and(|c| c.stream_identifier() == id);
+            let is_ours = channel
+                .as_ref()
+                .is_some_and(|c| c.stream_identifier() == id);
             if ppi == Ppi::Dcep && !is_ours {
                 if channel.is_some() {
                     drops.push("datachannel_rejected");
@@ -134,7 +147,8 @@ impl Sctp {
                 }
                 match DataChannel::accept(DataChannelConfig::default(), 0, id, ppi, &payload) {
                     Ok(dc) => {
-                        let (unordered, rel) = DataChannel::get_reliability_params(dc.config().channel_type);
+                        let (unordered, rel) =
+                            DataChannel::get_reliability_params(dc.config().channel_type);
                         let rel_val = dc.config().reliability_parameter;
                         if let Ok(mut s) = a.stream(id) {
                             let _ = s.set_reliability_params(unordered, rel, rel_val);
@@ -151,7 +165,13 @@ impl Sctp {
                 drops.push("datachannel_unknown_stream");
                 continue;
             };
-            let msg = DataChannelMessage { association_handle: 0, stream_id: id, ppi, payload, negotiated: false };
+            let msg = DataChannelMessage {
+                association_handle: 0,
+                stream_id: id,
+                ppi,
+                payload,
+                negotiated: false,
+            };
             if dc.handle_read(msg).is_err() {
                 drops.push("dcep_malformed");
                 continue;
@@ -172,7 +192,9 @@ impl Sctp {
 
     /// Move the channel's queued messages (DCEP ACK, our texts) into SCTP.
     fn pump(&mut self, now: Instant) {
-        let (Some((_, a)), Some(dc)) = (self.assoc.as_mut(), self.channel.as_mut()) else { return };
+        let (Some((_, a)), Some(dc)) = (self.assoc.as_mut(), self.channel.as_mut()) else {
+            return;
+        };
         while let Some(m) = dc.poll_write() {
             let id = m.stream_id;
             let bytes: Bytes = m.payload.freeze();
@@ -189,15 +211,23 @@ impl Sctp {
 
     /// Queue a UTF-8 message on the open channel.
     pub fn send_text(&mut self, now: Instant, text: &str) -> Result<(), &'static str> {
-        let Some(dc) = self.channel.as_mut() else { return Err("data channel not open") };
+        let Some(dc) = self.channel.as_mut() else {
+            return Err("data channel not open");
+        };
         let (ppi, payload) = if text.is_empty() {
             (Ppi::StringEmpty, BytesMut::from(&[0u8][..]))
         } else {
             (Ppi::String, BytesMut::from(text.as_bytes()))
         };
         let id = dc.stream_identifier();
-        dc.handle_write(DataChannelMessage { association_handle: 0, stream_id: id, ppi, payload, negotiated: false })
-            .map_err(|_| "data channel write failed")?;
+        dc.handle_write(DataChannelMessage {
+            association_handle: 0,
+            stream_id: id,
+            ppi,
+            payload,
+            negotiated: false,
+        })
+        .map_err(|_| "data channel write failed")?;
         self.pump(now);
         Ok(())
     }

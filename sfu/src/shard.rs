@@ -123,7 +123,11 @@ pub struct Shard {
 impl Shard {
     /// A shard serving the shared socket bound at `local_addr`. Generates the process
     /// certificate; use [`Shard::with_cert`] to share one between shards.
-    pub fn new(config: SfuConfig, local_addr: SocketAddr, clock: ClockAnchor) -> Result<Self, String> {
+    pub fn new(
+        config: SfuConfig,
+        local_addr: SocketAddr,
+        clock: ClockAnchor,
+    ) -> Result<Self, String> {
         let provider = rtc_dtls::crypto_provider::default_provider().map_err(|e| e.to_string())?;
         let cert = LocalCert::generate(&provider)?;
         Ok(Self::with_cert(config, local_addr, clock, provider, cert))
@@ -136,8 +140,10 @@ impl Shard {
         provider: Arc<dyn RTCCryptoProvider>,
         cert: LocalCert,
     ) -> Self {
-        let hosts: Vec<SocketAddr> =
-            host_ips(&config, local_addr).into_iter().map(|ip| SocketAddr::new(ip, local_addr.port())).collect();
+        let hosts: Vec<SocketAddr> = host_ips(&config, local_addr)
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, local_addr.port()))
+            .collect();
         let mut local_candidates = Vec::new();
         for (i, h) in hosts.iter().enumerate() {
             local_candidates.push(LocalCandidate {
@@ -187,7 +193,13 @@ impl Shard {
     }
 
     /// One datagram from the shared socket. Bad input is counted, never returned.
-    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: BytesMut) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: BytesMut,
+    ) {
         self.io.c.bytes_rx += data.len() as u64;
         let kind = demux::classify(&data);
         let key = match kind {
@@ -198,7 +210,11 @@ impl Shard {
                 None => return self.io.drop("unknown_source"),
             },
         };
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
         let Some(conf) = self.conferences.get_mut(&key.0) else {
             return self.io.drop("unknown_source");
         };
@@ -210,7 +226,16 @@ impl Shard {
                 handle_dtls(now, ep, remote, data, &env, &mut self.io);
                 drive(now, ep, &env, &mut self.io, &mut self.by_addr);
             }
-            Kind::Rtp => handle_rtp(now, conf, key.1, remote, data, &env, &mut self.io, self.clock),
+            Kind::Rtp => handle_rtp(
+                now,
+                conf,
+                key.1,
+                remote,
+                data,
+                &env,
+                &mut self.io,
+                self.clock,
+            ),
             Kind::Rtcp => handle_rtcp(now, conf, key.1, remote, data, &mut self.io),
             Kind::Stun | Kind::Unknown => {}
         }
@@ -239,8 +264,16 @@ impl Shard {
             }
         };
         let ice_local = self.ice_local(local, remote);
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
-        let Some(ep) = self.conferences.get_mut(&key.0).and_then(|c| c.endpoints.get_mut(&key.1)) else {
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
+        let Some(ep) = self
+            .conferences
+            .get_mut(&key.0)
+            .and_then(|c| c.endpoints.get_mut(&key.1))
+        else {
             return self.io.drop("unknown_source");
         };
         let msg = TaggedBytesMut {
@@ -320,7 +353,10 @@ impl Shard {
                         fir_seq: HashMap::new(),
                     },
                 );
-                Ok(Reply::ConferenceCreated { audio_ssrc: Ssrc(audio_ssrc), video_ssrc: Ssrc(video_ssrc) })
+                Ok(Reply::ConferenceCreated {
+                    audio_ssrc: Ssrc(audio_ssrc),
+                    video_ssrc: Ssrc(video_ssrc),
+                })
             }
             Command::ExpireConference { conf } => {
                 if let Some(c) = self.conferences.remove(&conf) {
@@ -331,9 +367,18 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
-            Command::CreateEndpoint { conf, ep, ice_controlling, sctp, visitor } => {
+            Command::CreateEndpoint {
+                conf,
+                ep,
+                ice_controlling,
+                sctp,
+                visitor,
+            } => {
                 let consent = self.jittered(self.config.consent_interval);
-                let c = self.conferences.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))?;
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
                 if c.endpoints.contains_key(&ep) {
                     return Err(CommandError::EndpointExists { conf, ep });
                 }
@@ -379,17 +424,29 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
-            Command::SetRemoteTransport { conf, ep, transport } => self.set_remote_transport(now, conf, ep, transport),
+            Command::SetRemoteTransport {
+                conf,
+                ep,
+                transport,
+            } => self.set_remote_transport(now, conf, ep, transport),
             Command::SetSources { conf, ep, sources } => self.set_sources(conf, ep, sources),
             Command::ExpireEndpoint { conf, ep } => {
-                if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
+                if let Some(e) = self
+                    .conferences
+                    .get_mut(&conf)
+                    .and_then(|c| c.endpoints.remove(&ep))
+                {
                     tracing::info!(parent: &e.span, "endpoint expired by command");
                     self.forget_endpoint(now, e);
                 }
                 Ok(Reply::Done)
             }
             Command::SendDataChannelText { conf, ep, text } => {
-                let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
+                let env = Env {
+                    config: &self.config,
+                    provider: &self.provider,
+                    cert: &self.cert,
+                };
                 let e = self
                     .conferences
                     .get_mut(&conf)
@@ -397,8 +454,12 @@ impl Shard {
                     .endpoints
                     .get_mut(&ep)
                     .ok_or(CommandError::EndpointNotFound { conf, ep })?;
-                let sctp = e.sctp.as_mut().ok_or_else(|| CommandError::Invalid("data channel not open".into()))?;
-                sctp.send_text(now, &text).map_err(|m| CommandError::Invalid(m.into()))?;
+                let sctp = e
+                    .sctp
+                    .as_mut()
+                    .ok_or_else(|| CommandError::Invalid("data channel not open".into()))?;
+                sctp.send_text(now, &text)
+                    .map_err(|m| CommandError::Invalid(m.into()))?;
                 drive(now, e, &env, &mut self.io, &mut self.by_addr);
                 Ok(Reply::Done)
             }
@@ -407,7 +468,11 @@ impl Shard {
         }
     }
 
-    fn endpoint_mut(&mut self, conf: ConferenceId, ep: EndpointId) -> Result<&mut Endpoint, CommandError> {
+    fn endpoint_mut(
+        &mut self,
+        conf: ConferenceId,
+        ep: EndpointId,
+    ) -> Result<&mut Endpoint, CommandError> {
         self.conferences
             .get_mut(&conf)
             .ok_or(CommandError::ConferenceNotFound(conf))?
@@ -424,9 +489,19 @@ impl Shard {
         t: RemoteTransport,
     ) -> Result<Reply, CommandError> {
         let local_addr = self.local_addr;
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
-        let c = self.conferences.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))?;
-        let e = c.endpoints.get_mut(&ep).ok_or(CommandError::EndpointNotFound { conf, ep })?;
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
+        let c = self
+            .conferences
+            .get_mut(&conf)
+            .ok_or(CommandError::ConferenceNotFound(conf))?;
+        let e = c
+            .endpoints
+            .get_mut(&ep)
+            .ok_or(CommandError::EndpointNotFound { conf, ep })?;
         if !t.fingerprints.is_empty() {
             e.remote.fingerprints = t.fingerprints;
         }
@@ -436,7 +511,9 @@ impl Shard {
             e.dtls = Some(Dtls::new(role, local_addr));
         }
         for cand in t.candidates.into_iter().take(MAX_REMOTE_CANDIDATES) {
-            if e.remote.candidates.contains(&cand) || e.remote.candidates.len() >= MAX_REMOTE_CANDIDATES {
+            if e.remote.candidates.contains(&cand)
+                || e.remote.candidates.len() >= MAX_REMOTE_CANDIDATES
+            {
                 continue;
             }
             e.remote.candidates.push(cand);
@@ -459,7 +536,9 @@ impl Shard {
                         tracing::debug!(parent: &e.span, %cand, error = %err, "remote candidate refused");
                     }
                 }
-                Err(err) => tracing::debug!(parent: &e.span, %cand, error = %err, "bad remote candidate"),
+                Err(err) => {
+                    tracing::debug!(parent: &e.span, %cand, error = %err, "bad remote candidate")
+                }
             }
         }
         if let (Some(u), Some(p)) = (t.ufrag, t.pwd) {
@@ -483,11 +562,21 @@ impl Shard {
         sources: Vec<SourceDescription>,
     ) -> Result<Reply, CommandError> {
         let max = self.config.limits.max_ssrcs_per_endpoint;
-        let c = self.conferences.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))?;
-        let e = c.endpoints.get_mut(&ep).ok_or(CommandError::EndpointNotFound { conf, ep })?;
+        let c = self
+            .conferences
+            .get_mut(&conf)
+            .ok_or(CommandError::ConferenceNotFound(conf))?;
+        let e = c
+            .endpoints
+            .get_mut(&ep)
+            .ok_or(CommandError::EndpointNotFound { conf, ep })?;
         let mut set = HashMap::new();
         for s in &sources {
-            for ssrc in s.ssrcs.iter().chain(s.groups.iter().flat_map(|g| g.ssrcs.iter())) {
+            for ssrc in s
+                .ssrcs
+                .iter()
+                .chain(s.groups.iter().flat_map(|g| g.ssrcs.iter()))
+            {
                 set.insert(ssrc.0, s.kind);
             }
         }
@@ -529,7 +618,9 @@ impl Shard {
                 keep
             });
             for other in c.endpoints.values_mut() {
-                other.tx.retain(|ssrc, _| ep.sources.contains_key(ssrc) || ep.learned.contains(ssrc));
+                other
+                    .tx
+                    .retain(|ssrc, _| ep.sources.contains_key(ssrc) || ep.learned.contains(ssrc));
             }
         }
         let addr = ep.send_addr();
@@ -553,7 +644,11 @@ impl Shard {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let env = Env { config: &self.config, provider: &self.provider, cert: &self.cert };
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
         let mut expired: Vec<(Key, ExpireReason)> = Vec::new();
         let ntp = ntp_time(self.clock, now);
         for (cid, c) in self.conferences.iter_mut() {
@@ -592,10 +687,16 @@ impl Shard {
             }
         }
         for ((conf, ep), reason) in expired {
-            if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
+            if let Some(e) = self
+                .conferences
+                .get_mut(&conf)
+                .and_then(|c| c.endpoints.remove(&ep))
+            {
                 tracing::info!(parent: &e.span, ?reason, "endpoint expired");
                 self.forget_endpoint(now, e);
-                self.io.events.push_back(Event::EndpointExpired { conf, ep, reason });
+                self.io
+                    .events
+                    .push_back(Event::EndpointExpired { conf, ep, reason });
             }
         }
         self.recompute_timeout();
@@ -734,7 +835,13 @@ fn ntp_time(clock: ClockAnchor, now: Instant) -> u64 {
     (secs << 32) | frac
 }
 
-fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key, addr: SocketAddr, replace: bool) {
+fn map_addr(
+    by_addr: &mut HashMap<SocketAddr, Key>,
+    ep: &mut Endpoint,
+    key: Key,
+    addr: SocketAddr,
+    replace: bool,
+) {
     match by_addr.get(&addr) {
         Some(k) if *k == key => return,
         Some(_) if !replace => return,
@@ -751,7 +858,13 @@ fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key,
 
 /// Drain an endpoint's ICE and DTLS after any input: transmits, state changes, client
 /// DTLS start.
-fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &mut HashMap<SocketAddr, Key>) {
+fn drive(
+    now: Instant,
+    ep: &mut Endpoint,
+    env: &Env<'_>,
+    io: &mut Io,
+    by_addr: &mut HashMap<SocketAddr, Key>,
+) {
     let key = (ep.conf, ep.id);
     while let Some(t) = ep.ice.poll_write() {
         let to = t.transport.peer_addr;
@@ -764,11 +877,16 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
             rtc_ice::agent::Event::ConnectionStateChange(s) => {
                 tracing::debug!(parent: &ep.span, state = ?s, "ice state");
                 match s {
-                    ConnectionState::Connected | ConnectionState::Completed => ep.ice_connected = true,
+                    ConnectionState::Connected | ConnectionState::Completed => {
+                        ep.ice_connected = true
+                    }
                     ConnectionState::Failed => {
                         io.c.ice_failures += 1;
                         tracing::warn!(parent: &ep.span, "ICE failed");
-                        io.events.push_back(Event::IceFailed { conf: ep.conf, ep: ep.id });
+                        io.events.push_back(Event::IceFailed {
+                            conf: ep.conf,
+                            ep: ep.id,
+                        });
                     }
                     _ => {}
                 }
@@ -782,7 +900,11 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
                 map_addr(by_addr, ep, key, addr, true);
                 if first {
                     tracing::info!(parent: &ep.span, %addr, "ICE connected");
-                    io.events.push_back(Event::IceConnected { conf: ep.conf, ep: ep.id, remote: addr });
+                    io.events.push_back(Event::IceConnected {
+                        conf: ep.conf,
+                        ep: ep.id,
+                        remote: addr,
+                    });
                 } else {
                     tracing::debug!(parent: &ep.span, %addr, "ICE pair switched");
                 }
@@ -824,7 +946,14 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
     }
 }
 
-fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesMut, env: &Env<'_>, io: &mut Io) {
+fn handle_dtls(
+    now: Instant,
+    ep: &mut Endpoint,
+    remote: SocketAddr,
+    data: BytesMut,
+    env: &Env<'_>,
+    io: &mut Io,
+) {
     if !ep.is_validated(remote) {
         return io.drop("not_ice_validated");
     }
@@ -851,16 +980,27 @@ fn on_dtls_events(now: Instant, ep: &mut Endpoint, devs: Vec<DtlsEvent>, io: &mu
             DtlsEvent::Connected { srtp, profile } => {
                 tracing::info!(parent: &ep.span, ?profile, "DTLS connected");
                 ep.srtp = Some(srtp);
-                io.events.push_back(Event::DtlsConnected { conf: ep.conf, ep: ep.id });
+                io.events.push_back(Event::DtlsConnected {
+                    conf: ep.conf,
+                    ep: ep.id,
+                });
                 if ep.sctp_wanted && ep.sctp.is_none() {
-                    let key = ep.dtls.as_ref().and_then(|d| d.pinned()).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9)));
+                    let key = ep
+                        .dtls
+                        .as_ref()
+                        .and_then(|d| d.pinned())
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9)));
                     ep.sctp = Some(Sctp::new(key));
                 }
             }
             DtlsEvent::Failed(reason) => {
                 tracing::warn!(parent: &ep.span, %reason, "DTLS failed");
                 io.c.dtls_failures += 1;
-                io.events.push_back(Event::DtlsFailed { conf: ep.conf, ep: ep.id, reason });
+                io.events.push_back(Event::DtlsFailed {
+                    conf: ep.conf,
+                    ep: ep.id,
+                    reason,
+                });
             }
             DtlsEvent::Data(data) => match ep.sctp.as_mut() {
                 Some(sctp) => {
@@ -886,8 +1026,15 @@ fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
     }
     for ev in chev {
         match ev {
-            ChannelEvent::Open => io.events.push_back(Event::DataChannelOpen { conf: ep.conf, ep: ep.id }),
-            ChannelEvent::Text(text) => io.events.push_back(Event::DataChannelText { conf: ep.conf, ep: ep.id, text }),
+            ChannelEvent::Open => io.events.push_back(Event::DataChannelOpen {
+                conf: ep.conf,
+                ep: ep.id,
+            }),
+            ChannelEvent::Text(text) => io.events.push_back(Event::DataChannelText {
+                conf: ep.conf,
+                ep: ep.id,
+                text,
+            }),
             ChannelEvent::Closed => tracing::info!(parent: &ep.span, "data channel closed"),
         }
     }
@@ -937,7 +1084,9 @@ fn handle_rtp(
         return io.drop("visitor_media");
     }
     let known = ep.ssrc_known(h.ssrc);
-    let learning = !known && ep.sources.is_empty() && ep.learned.len() < env.config.limits.max_ssrcs_per_endpoint;
+    let learning = !known
+        && ep.sources.is_empty()
+        && ep.learned.len() < env.config.limits.max_ssrcs_per_endpoint;
     if !known && !learning {
         return io.drop("unknown_ssrc");
     }
@@ -956,14 +1105,19 @@ fn handle_rtp(
     }
     let arrival = now.saturating_duration_since(clock.instant).as_secs_f64();
     let rate = ep.clock_rate(h.pt, h.ssrc);
-    ep.rx.entry(h.ssrc).or_insert_with(|| RxStream::new(h.seq, rate)).update(h.seq, h.ts, arrival);
+    ep.rx
+        .entry(h.ssrc)
+        .or_insert_with(|| RxStream::new(h.seq, rate))
+        .update(h.seq, h.ts, arrival);
 
     for (rid, r) in conf.endpoints.iter_mut() {
         if *rid == from {
             continue;
         }
         let Some(dst) = r.send_addr() else { continue };
-        let Some(srtp) = r.srtp.as_mut() else { continue };
+        let Some(srtp) = r.srtp.as_mut() else {
+            continue;
+        };
         match srtp.protect_rtp(&plain) {
             Ok(enc) => {
                 io.c.rtp_tx += 1;
@@ -994,7 +1148,9 @@ struct KeyframeLimiter {
 
 impl KeyframeLimiter {
     fn allow(&self, media: u32, now: Instant) -> bool {
-        self.last.get(&media).is_none_or(|t| now.saturating_duration_since(*t) >= KEYFRAME_MIN_INTERVAL)
+        self.last
+            .get(&media)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= KEYFRAME_MIN_INTERVAL)
     }
     fn sent(&mut self, media: u32, now: Instant) {
         self.last.insert(media, now);
@@ -1010,7 +1166,14 @@ enum KeyframeRequest {
     Fir(u32),
 }
 
-fn handle_rtcp(now: Instant, conf: &mut Conference, from: EndpointId, remote: SocketAddr, data: BytesMut, io: &mut Io) {
+fn handle_rtcp(
+    now: Instant,
+    conf: &mut Conference,
+    from: EndpointId,
+    remote: SocketAddr,
+    data: BytesMut,
+    io: &mut Io,
+) {
     let Some(ep) = conf.endpoints.get_mut(&from) else {
         return io.drop("unknown_source");
     };
@@ -1052,7 +1215,13 @@ fn handle_rtcp(now: Instant, conf: &mut Conference, from: EndpointId, remote: So
 
 /// Route a receiver's PLI/FIR to the sender of the media SSRC, as from the bridge, at most
 /// once per [`KEYFRAME_MIN_INTERVAL`] per SSRC (media.md §5.3).
-fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, req: KeyframeRequest, io: &mut Io) {
+fn request_keyframe(
+    now: Instant,
+    conf: &mut Conference,
+    requester: EndpointId,
+    req: KeyframeRequest,
+    io: &mut Io,
+) {
     let media = match req {
         KeyframeRequest::Pli(s) | KeyframeRequest::Fir(s) => s,
     };
@@ -1066,8 +1235,12 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
         io.c.keyframe_suppressed += 1;
         return;
     }
-    let Some(ep) = conf.endpoints.get_mut(&owner) else { return };
-    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else { return };
+    let Some(ep) = conf.endpoints.get_mut(&owner) else {
+        return;
+    };
+    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else {
+        return;
+    };
     let mut buf = [0u8; 20];
     let n = match req {
         KeyframeRequest::Pli(_) => rtcp_min::write_pli(&mut buf, conf.video_ssrc, media),
@@ -1090,10 +1263,17 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
 
 /// The bridge's RR (for what it receives from `ep`) and SRs (for what it sends to `ep`).
 fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io: &mut Io) {
-    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else { return };
+    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else {
+        return;
+    };
     let mut buf = [0u8; 8 + 24 * 31];
     if !ep.rx.is_empty() {
-        let blocks: Vec<_> = ep.rx.iter_mut().take(31).map(|(ssrc, s)| s.report(*ssrc, now)).collect();
+        let blocks: Vec<_> = ep
+            .rx
+            .iter_mut()
+            .take(31)
+            .map(|(ssrc, s)| s.report(*ssrc, now))
+            .collect();
         let n = rtcp_min::write_rr(&mut buf, bridge_ssrc, &blocks);
         if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
             io.c.rtcp_tx += 1;
@@ -1102,7 +1282,9 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
     }
     for (ssrc, tx) in ep.tx.iter() {
         let elapsed = now.saturating_duration_since(tx.last_sent).as_secs_f64();
-        let rtp_ts = tx.last_rtp_ts.wrapping_add((elapsed * f64::from(tx.clock_rate)) as u32);
+        let rtp_ts = tx
+            .last_rtp_ts
+            .wrapping_add((elapsed * f64::from(tx.clock_rate)) as u32);
         let n = rtcp_min::write_sr(&mut buf, *ssrc, ntp, rtp_ts, tx.packets, tx.octets);
         if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
             io.c.rtcp_tx += 1;
@@ -1118,7 +1300,10 @@ mod tests {
 
     fn shard(config: SfuConfig) -> (Shard, Instant) {
         let now = Instant::now();
-        let clock = ClockAnchor { instant: now, system: SystemTime::now() };
+        let clock = ClockAnchor {
+            instant: now,
+            system: SystemTime::now(),
+        };
         let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
         (Shard::new(config, local, clock).expect("shard"), now)
     }
@@ -1152,7 +1337,11 @@ mod tests {
     }
 
     fn drops(s: &Shard, reason: &str) -> u64 {
-        s.stats().drops.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
+        s.stats()
+            .drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Commands enforce existence and the configured limits.
@@ -1168,19 +1357,44 @@ mod tests {
             s.handle_command(now, Command::CreateConference { conf: c1 }),
             Ok(Reply::ConferenceCreated { audio_ssrc, video_ssrc }) if audio_ssrc != video_ssrc
         ));
-        assert_eq!(s.handle_command(now, Command::CreateConference { conf: c1 }), Err(CommandError::ConferenceExists(c1)));
         assert_eq!(
-            s.handle_command(now, Command::CreateConference { conf: ConferenceId(2) }),
+            s.handle_command(now, Command::CreateConference { conf: c1 }),
+            Err(CommandError::ConferenceExists(c1))
+        );
+        assert_eq!(
+            s.handle_command(
+                now,
+                Command::CreateConference {
+                    conf: ConferenceId(2)
+                }
+            ),
             Err(CommandError::LimitReached("conferences"))
         );
-        assert_eq!(create(&mut s, now, 9, 1), Err(CommandError::ConferenceNotFound(ConferenceId(9))));
-        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else { panic!("endpoint not created") };
+        assert_eq!(
+            create(&mut s, now, 9, 1),
+            Err(CommandError::ConferenceNotFound(ConferenceId(9)))
+        );
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
+            panic!("endpoint not created")
+        };
         assert_eq!(t.fingerprint_sha256, s.fingerprint());
-        assert_eq!(t.candidates[0].addr, "127.0.0.1:10000".parse::<SocketAddr>().expect("literal"));
+        assert_eq!(
+            t.candidates[0].addr,
+            "127.0.0.1:10000".parse::<SocketAddr>().expect("literal")
+        );
         assert_eq!(t.candidates[0].kind, CandidateKind::Host);
         assert!(t.ufrag.len() >= 4 && t.pwd.len() >= 22);
-        assert_eq!(create(&mut s, now, 1, 1), Err(CommandError::EndpointExists { conf: c1, ep: EndpointId(1) }));
-        assert_eq!(create(&mut s, now, 1, 2), Err(CommandError::LimitReached("endpoints per conference")));
+        assert_eq!(
+            create(&mut s, now, 1, 1),
+            Err(CommandError::EndpointExists {
+                conf: c1,
+                ep: EndpointId(1)
+            })
+        );
+        assert_eq!(
+            create(&mut s, now, 1, 2),
+            Err(CommandError::LimitReached("endpoints per conference"))
+        );
         let src = |ssrcs: Vec<u32>| SourceDescription {
             kind: MediaKind::Video,
             name: "x-v0".into(),
@@ -1188,17 +1402,41 @@ mod tests {
             groups: vec![],
             video_type: None,
         };
-        let set = |s: &mut Shard, v| s.handle_command(now, Command::SetSources { conf: c1, ep: EndpointId(1), sources: vec![src(v)] });
+        let set = |s: &mut Shard, v| {
+            s.handle_command(
+                now,
+                Command::SetSources {
+                    conf: c1,
+                    ep: EndpointId(1),
+                    sources: vec![src(v)],
+                },
+            )
+        };
         assert_eq!(set(&mut s, vec![1, 2]), Ok(Reply::Done));
-        assert_eq!(set(&mut s, vec![1, 2, 3]), Err(CommandError::LimitReached("ssrcs per endpoint")));
+        assert_eq!(
+            set(&mut s, vec![1, 2, 3]),
+            Err(CommandError::LimitReached("ssrcs per endpoint"))
+        );
         assert_eq!(s.stats().endpoints, 1);
         // Expiry frees the ufrag demux entry: a check for it is now an unknown ufrag.
-        assert_eq!(s.handle_command(now, Command::ExpireConference { conf: c1 }), Ok(Reply::Done));
+        assert_eq!(
+            s.handle_command(now, Command::ExpireConference { conf: c1 }),
+            Ok(Reply::Done)
+        );
         assert_eq!(s.stats().conferences, 0);
         let from: SocketAddr = "127.0.0.1:4000".parse().expect("literal");
         s.handle_datagram(now, from, from, stun_request(&format!("{}:abcd", t.ufrag)));
         assert_eq!(drops(&s, "unknown_ufrag"), 1);
-        assert_eq!(s.handle_command(now, Command::ExpireEndpoint { conf: c1, ep: EndpointId(1) }), Ok(Reply::Done));
+        assert_eq!(
+            s.handle_command(
+                now,
+                Command::ExpireEndpoint {
+                    conf: c1,
+                    ep: EndpointId(1)
+                }
+            ),
+            Ok(Reply::Done)
+        );
     }
 
     /// Unknown or malformed datagrams are dropped by reason; an unauthenticated check with a
@@ -1208,20 +1446,37 @@ mod tests {
         let (mut s, now) = shard(SfuConfig::default());
         let local = "127.0.0.1:10000".parse().expect("literal");
         let from: SocketAddr = "127.0.0.1:5555".parse().expect("literal");
-        s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) }).expect("conf");
-        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else { panic!("endpoint not created") };
+        s.handle_command(
+            now,
+            Command::CreateConference {
+                conf: ConferenceId(1),
+            },
+        )
+        .expect("conf");
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
+            panic!("endpoint not created")
+        };
         s.handle_command(
             now,
             Command::SetRemoteTransport {
                 conf: ConferenceId(1),
                 ep: EndpointId(1),
-                transport: RemoteTransport { ufrag: Some("abcd".into()), pwd: Some("p".repeat(22)), ..Default::default() },
+                transport: RemoteTransport {
+                    ufrag: Some("abcd".into()),
+                    pwd: Some("p".repeat(22)),
+                    ..Default::default()
+                },
             },
         )
         .expect("transport");
         while s.poll_transmit().is_some() {}
 
-        s.handle_datagram(now, local, from, BytesMut::from(&[0x80u8, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]));
+        s.handle_datagram(
+            now,
+            local,
+            from,
+            BytesMut::from(&[0x80u8, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]),
+        );
         assert_eq!(drops(&s, "unknown_source"), 1);
         s.handle_datagram(now, local, from, BytesMut::from(&[0xFFu8; 40][..]));
         assert_eq!(drops(&s, "unknown_protocol"), 1);
@@ -1232,7 +1487,12 @@ mod tests {
         // Right ufrag, no MESSAGE-INTEGRITY: rejected by the agent, address not learned.
         s.handle_datagram(now, local, from, stun_request(&format!("{}:abcd", t.ufrag)));
         assert_eq!(drops(&s, "stun_rejected"), 1);
-        s.handle_datagram(now, local, from, BytesMut::from(&[22u8, 0xFE, 0xFD, 0, 0][..]));
+        s.handle_datagram(
+            now,
+            local,
+            from,
+            BytesMut::from(&[22u8, 0xFE, 0xFD, 0, 0][..]),
+        );
         assert_eq!(drops(&s, "unknown_source"), 2);
         assert!(s.poll_event().is_none());
         assert_eq!(s.stats().drops_total(), 6);
@@ -1257,7 +1517,10 @@ mod tests {
     #[test]
     fn ntp_from_anchor() {
         let now = Instant::now();
-        let clock = ClockAnchor { instant: now, system: UNIX_EPOCH + Duration::from_millis(1500) };
+        let clock = ClockAnchor {
+            instant: now,
+            system: UNIX_EPOCH + Duration::from_millis(1500),
+        };
         let ntp = ntp_time(clock, now + Duration::from_secs(1));
         assert_eq!(ntp >> 32, 2_208_988_800 + 2);
         assert_eq!((ntp & 0xFFFF_FFFF) >> 31, 1, "half a second");

@@ -25,14 +25,25 @@ fn config() -> SfuConfig {
 
 fn sources(audio: u32, video: u32) -> Vec<SourceDescription> {
     vec![
-        SourceDescription { kind: MediaKind::Audio, name: format!("{audio:x}-a0"), ssrcs: vec![Ssrc(audio)], groups: vec![], video_type: None },
-        SourceDescription { kind: MediaKind::Video, name: format!("{video:x}-v0"), ssrcs: vec![Ssrc(video)], groups: vec![], video_type: None },
+        SourceDescription {
+            kind: MediaKind::Audio,
+            name: format!("{audio:x}-a0"),
+            ssrcs: vec![Ssrc(audio)],
+            groups: vec![],
+            video_type: None,
+        },
+        SourceDescription {
+            kind: MediaKind::Video,
+            name: format!("{video:x}-v0"),
+            ssrcs: vec![Ssrc(video)],
+            groups: vec![],
+            video_type: None,
+        },
     ]
 }
 
 /// One participant: its id, client, and the bridge's transport for it.
 struct Peer {
-    ep: EndpointId,
     tag: u8,
     client: Client,
     bridge: LocalTransport,
@@ -41,6 +52,10 @@ struct Peer {
 /// Create the conference and one endpoint per `tags` entry; signal transports and sources.
 /// `corrupt` names endpoints whose signalled fingerprint gets one byte flipped.
 async fn setup(sfu: &Sfu, tags: &[u8], corrupt: &[u8]) -> Vec<Peer> {
+    setup_with(sfu, tags, corrupt, false).await
+}
+
+async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<Peer> {
     let h = &sfu.handle;
     match h.command(Command::CreateConference { conf: CONF }).await {
         Ok(Reply::ConferenceCreated { .. }) => {}
@@ -51,7 +66,13 @@ async fn setup(sfu: &Sfu, tags: &[u8], corrupt: &[u8]) -> Vec<Peer> {
     for &tag in tags {
         let ep = EndpointId(u32::from(tag));
         let bridge = match h
-            .command(Command::CreateEndpoint { conf: CONF, ep, ice_controlling: true, sctp: false, visitor: false })
+            .command(Command::CreateEndpoint {
+                conf: CONF,
+                ep,
+                ice_controlling: true,
+                sctp,
+                visitor: false,
+            })
             .await
         {
             Ok(Reply::EndpointCreated(t)) => t,
@@ -64,12 +85,29 @@ async fn setup(sfu: &Sfu, tags: &[u8], corrupt: &[u8]) -> Vec<Peer> {
         if corrupt.contains(&tag) {
             transport.fingerprints[0].value[0] ^= 0xFF;
         }
-        h.command(Command::SetRemoteTransport { conf: CONF, ep, transport }).await.expect("transport");
-        h.command(Command::SetSources { conf: CONF, ep, sources: sources(audio_ssrc(tag), video_ssrc(tag)) })
-            .await
-            .expect("sources");
+        h.command(Command::SetRemoteTransport {
+            conf: CONF,
+            ep,
+            transport,
+        })
+        .await
+        .expect("transport");
+        h.command(Command::SetSources {
+            conf: CONF,
+            ep,
+            sources: sources(audio_ssrc(tag), video_ssrc(tag)),
+        })
+        .await
+        .expect("sources");
         client.connect(&bridge);
-        peers.push(Peer { ep, tag, client, bridge });
+        if sctp {
+            client.open_data_channel();
+        }
+        peers.push(Peer {
+            tag,
+            client,
+            bridge,
+        });
     }
     let all: Vec<u8> = tags.to_vec();
     for p in peers.iter_mut() {
@@ -106,7 +144,8 @@ fn exchange(peers: &mut [Peer], senders: &[u8], duration: Duration) {
         }
         if now >= next_video {
             for p in peers.iter_mut().filter(|p| senders.contains(&p.tag)) {
-                p.client.send_video(now, &payload(p.tag, b'v', n_video, 900));
+                p.client
+                    .send_video(now, &payload(p.tag, b'v', n_video, 900));
             }
             n_video += 1;
             next_video += Duration::from_millis(33);
@@ -135,13 +174,23 @@ fn assert_payloads_intact(p: &Peer) {
         assert_ne!(tag, p.tag, "a client got its own media back");
         assert_eq!(r.ssrc, ssrc);
         assert_eq!(r.pt, pt);
-        assert_eq!(r.payload, payload(tag, kind, n, len), "payload bytes differ");
+        assert_eq!(
+            r.payload,
+            payload(tag, kind, n, len),
+            "payload bytes differ"
+        );
     }
 }
 
 fn wait_connected(peers: &mut [Peer], which: &[u8]) {
-    let mut clients: Vec<&mut Client> = peers.iter_mut().filter(|p| which.contains(&p.tag)).map(|p| &mut p.client).collect();
-    let ok = drive_until(&mut clients, Duration::from_secs(10), |cs| cs.iter().all(|c| c.connected));
+    let mut clients: Vec<&mut Client> = peers
+        .iter_mut()
+        .filter(|p| which.contains(&p.tag))
+        .map(|p| &mut p.client)
+        .collect();
+    let ok = drive_until(&mut clients, Duration::from_secs(10), |cs| {
+        cs.iter().all(|c| c.connected)
+    });
     assert!(ok, "clients did not connect");
 }
 
@@ -181,15 +230,28 @@ async fn two_clients_exchange_media() {
     }
     let events = drain_events(&mut sfu);
     for ep in [EndpointId(1), EndpointId(2)] {
-        assert!(events.iter().any(|e| matches!(e, Event::DtlsConnected { ep: x, .. } if *x == ep)), "{events:?}");
-        assert!(events.iter().any(|e| matches!(e, Event::IceConnected { ep: x, .. } if *x == ep)), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::DtlsConnected { ep: x, .. } if *x == ep)),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::IceConnected { ep: x, .. } if *x == ep)),
+            "{events:?}"
+        );
     }
     let stats = sfu.handle.stats().await;
     assert_eq!(stats.endpoints_connected, 2);
     assert_eq!(stats.dtls_failures, 0);
     assert!(stats.rtp_packets_received > 700, "{stats:?}");
     assert!(stats.rtp_packets_sent > 700, "{stats:?}");
-    assert!(stats.rtcp_packets_sent > 0, "bridge sent no RR/SR: {stats:?}");
+    assert!(
+        stats.rtcp_packets_sent > 0,
+        "bridge sent no RR/SR: {stats:?}"
+    );
     sfu.handle.shutdown().await;
 }
 
@@ -211,11 +273,29 @@ async fn wrong_fingerprint_fails_only_that_endpoint() {
 
     let events = drain_events(&mut sfu);
     assert!(
-        events.iter().any(|e| matches!(e, Event::DtlsFailed { ep: EndpointId(3), .. })),
+        events.iter().any(|e| matches!(
+            e,
+            Event::DtlsFailed {
+                ep: EndpointId(3),
+                ..
+            }
+        )),
         "no DtlsFailed for endpoint 3: {events:?}"
     );
-    assert!(!events.iter().any(|e| matches!(e, Event::DtlsConnected { ep: EndpointId(3), .. })));
-    assert!(!events.iter().any(|e| matches!(e, Event::DtlsFailed { ep: EndpointId(1) | EndpointId(2), .. })));
+    assert!(!events.iter().any(|e| matches!(
+        e,
+        Event::DtlsConnected {
+            ep: EndpointId(3),
+            ..
+        }
+    )));
+    assert!(!events.iter().any(|e| matches!(
+        e,
+        Event::DtlsFailed {
+            ep: EndpointId(1) | EndpointId(2),
+            ..
+        }
+    )));
     let stats = sfu.handle.stats().await;
     assert_eq!(stats.dtls_failures, 1, "{stats:?}");
     assert_eq!(stats.endpoints_connected, 2);
@@ -227,8 +307,16 @@ async fn wrong_fingerprint_fails_only_that_endpoint() {
         }
         let other = 3 - p.tag;
         let counts = p.client.counts();
-        assert!(counts.get(&audio_ssrc(other)).copied().unwrap_or(0) > 100, "{}: {counts:?}", p.tag);
-        assert!(counts.get(&video_ssrc(other)).copied().unwrap_or(0) > 60, "{}: {counts:?}", p.tag);
+        assert!(
+            counts.get(&audio_ssrc(other)).copied().unwrap_or(0) > 100,
+            "{}: {counts:?}",
+            p.tag
+        );
+        assert!(
+            counts.get(&video_ssrc(other)).copied().unwrap_or(0) > 60,
+            "{}: {counts:?}",
+            p.tag
+        );
         assert!(!counts.contains_key(&audio_ssrc(3)));
         assert_payloads_intact(p);
     }
@@ -269,16 +357,123 @@ async fn random_datagrams_are_counted_and_harmless() {
 
     let after = sfu.handle.stats().await;
     let dropped = after.drops_total() - before.drops_total();
-    assert!(dropped >= N * 95 / 100 && dropped <= N + 100, "dropped {dropped} of {N}: {:?}", after.drops);
+    assert!(
+        (N * 95 / 100..=N + 100).contains(&dropped),
+        "dropped {dropped} of {N}: {:?}",
+        after.drops
+    );
     for p in &peers {
         let counts = p.client.counts();
         let other = 3 - p.tag;
-        assert!(counts.get(&audio_ssrc(other)).copied().unwrap_or(0) > 100, "{}: {counts:?}", p.tag);
-        assert!(counts.get(&video_ssrc(other)).copied().unwrap_or(0) > 60, "{}: {counts:?}", p.tag);
+        assert!(
+            counts.get(&audio_ssrc(other)).copied().unwrap_or(0) > 100,
+            "{}: {counts:?}",
+            p.tag
+        );
+        assert!(
+            counts.get(&video_ssrc(other)).copied().unwrap_or(0) > 60,
+            "{}: {counts:?}",
+            p.tag
+        );
         assert_payloads_intact(p);
     }
     assert_eq!(after.endpoints_connected, 2);
     let _ = drain_events(&mut sfu);
+    sfu.handle.shutdown().await;
+}
+
+/// The bridge channel: the client opens the data channel (DCEP), the bridge reports it and
+/// its text messages, and text sent by the bridge (small and 20 KB) reaches the client.
+/// Also PLIs from one client reach the other, rate limited to one per 250 ms per SSRC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channel_and_keyframe_requests() {
+    common::init_log();
+    let mut sfu = start(config()).await.expect("start");
+    let peers = setup_with(&sfu, &[1, 2], &[], true).await;
+    let mut peers = tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        wait_connected(&mut peers, &[1, 2]);
+        let mut clients: Vec<&mut Client> = peers.iter_mut().map(|p| &mut p.client).collect();
+        assert!(
+            drive_until(&mut clients, Duration::from_secs(5), |cs| cs
+                .iter()
+                .all(|c| c.channel.is_some())),
+            "data channels did not open"
+        );
+        assert!(clients[0].send_text(r#"{"colibriClass":"EndpointStats"}"#));
+        drive_until(&mut clients, Duration::from_millis(300), |_| false);
+        peers
+    })
+    .await
+    .expect("client thread");
+
+    let events = drain_events(&mut sfu);
+    for ep in [EndpointId(1), EndpointId(2)] {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::DataChannelOpen { ep: x, .. } if *x == ep)),
+            "{events:?}"
+        );
+    }
+    assert!(
+        events.iter().any(|e| matches!(e, Event::DataChannelText { ep: EndpointId(1), text, .. } if text == r#"{"colibriClass":"EndpointStats"}"#)),
+        "{events:?}"
+    );
+    let hello = r#"{"colibriClass":"ServerHello"}"#.to_owned();
+    let big: String = std::iter::repeat_n('x', 20_000).collect();
+    for text in [hello.clone(), big.clone()] {
+        sfu.handle
+            .command(Command::SendDataChannelText {
+                conf: CONF,
+                ep: EndpointId(1),
+                text,
+            })
+            .await
+            .expect("send text");
+    }
+
+    let (peers, forwarded_pli) = tokio::task::spawn_blocking(move || {
+        let mut clients: Vec<&mut Client> = peers.iter_mut().map(|p| &mut p.client).collect();
+        assert!(
+            drive_until(&mut clients, Duration::from_secs(5), |cs| cs[0].texts.len()
+                >= 2),
+            "texts not received"
+        );
+        drop(clients);
+        // Client 2 asks for client 1's video every ~25 ms for 2 s while media flows.
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < Duration::from_secs(2) {
+            let now = Instant::now();
+            peers[0].client.send_video(now, &payload(1, b'v', n, 900));
+            peers[1].client.request_keyframe(video_ssrc(1));
+            n += 1;
+            for p in peers.iter_mut() {
+                p.client.drive(now);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let mut clients: Vec<&mut Client> = peers.iter_mut().map(|p| &mut p.client).collect();
+        drive_until(&mut clients, Duration::from_millis(300), |_| false);
+        let got = peers[0].client.keyframe_requests;
+        (peers, got)
+    })
+    .await
+    .expect("client thread");
+
+    assert_eq!(peers[0].client.texts, vec![hello, big]);
+    let stats = sfu.handle.stats().await;
+    assert!(
+        forwarded_pli >= 3,
+        "client 1 got {forwarded_pli} keyframe requests: {stats:?}"
+    );
+    assert!(forwarded_pli as u64 <= stats.keyframe_requests_forwarded);
+    assert!(
+        stats.keyframe_requests_forwarded <= 2000 / 250 + 2,
+        "{stats:?}"
+    );
+    assert!(stats.keyframe_requests_suppressed > 0, "{stats:?}");
     sfu.handle.shutdown().await;
 }
 

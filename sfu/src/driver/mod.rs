@@ -49,13 +49,20 @@ pub async fn start(config: SfuConfig) -> io::Result<Sfu> {
     let bind = SocketAddr::new(config.bind_ip, config.udp_port);
     let socket = bind_socket(bind)?;
     let local_addr = socket.local_addr()?;
-    let clock = ClockAnchor { instant: Instant::now(), system: SystemTime::now() };
+    let clock = ClockAnchor {
+        instant: Instant::now(),
+        system: SystemTime::now(),
+    };
     let shard = Shard::new(config, local_addr, clock).map_err(io::Error::other)?;
     let (tx, rx) = mpsc::channel(1024);
     let (etx, events) = mpsc::unbounded_channel();
     tracing::info!(%local_addr, fingerprint = shard.fingerprint(), "media socket bound");
     tokio::spawn(run(shard, socket, local_addr, rx, etx));
-    Ok(Sfu { handle: SfuHandle { tx }, events, local_addr })
+    Ok(Sfu {
+        handle: SfuHandle { tx },
+        events,
+        local_addr,
+    })
 }
 
 fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -146,7 +153,8 @@ impl SfuHandle {
             .send(Request::Command(cmd, tx))
             .await
             .map_err(|_| CommandError::Internal("media core stopped".into()))?;
-        rx.await.map_err(|_| CommandError::Internal("media core stopped".into()))?
+        rx.await
+            .map_err(|_| CommandError::Internal("media core stopped".into()))?
     }
 
     /// A snapshot of the counters.

@@ -150,11 +150,15 @@ pub fn parse_client_hello_srtp(body: &[u8]) -> Option<Vec<u16>> {
         if typ == EXT_USE_SRTP {
             let mut d = Reader(data);
             let plen = d.u16()? as usize;
-            if plen % 2 != 0 {
+            if !plen.is_multiple_of(2) {
                 return None;
             }
             let list = d.take(plen)?;
-            return Some(list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect());
+            return Some(
+                list.chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect(),
+            );
         }
     }
     Some(Vec::new())
@@ -229,7 +233,10 @@ mod tests {
     fn single_record_hello() {
         let body = hello_body(&[0x0001, 0x0008, 0x0007]);
         let mut a = HelloAssembler::default();
-        assert_eq!(a.feed(&record(&body, 0, body.len(), 0)), Feed::Complete(vec![1, 8, 7]));
+        assert_eq!(
+            a.feed(&record(&body, 0, body.len(), 0)),
+            Feed::Complete(vec![1, 8, 7])
+        );
     }
 
     /// A ClientHello split over two datagrams (as Chrome's 1.4 KB one is) reassembles, in
@@ -253,7 +260,10 @@ mod tests {
     fn hello_without_use_srtp() {
         let body = hello_body(&[]);
         let mut a = HelloAssembler::default();
-        assert_eq!(a.feed(&record(&body, 0, body.len(), 0)), Feed::Complete(vec![]));
+        assert_eq!(
+            a.feed(&record(&body, 0, body.len(), 0)),
+            Feed::Complete(vec![])
+        );
     }
 
     /// Lies about lengths and oversized messages are rejected; truncations never panic.

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rtc_dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
 use rtc_dtls::crypto::Certificate;
+use rtc_dtls::crypto_provider::RTCCryptoProvider;
 use rtc_dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc_dtls::crypto_provider::RTCCryptoProvider;
 use rtc_shared::TransportProtocol;
 
 use crate::config::SrtpProfile;
@@ -49,7 +49,10 @@ impl LocalCert {
             .map_err(|e| e.to_string())?;
         let der = cert.certificate.first().ok_or("certificate without DER")?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
-        Ok(Self { fingerprint_sha256: fingerprint_hex(digest.as_ref()), cert })
+        Ok(Self {
+            fingerprint_sha256: fingerprint_hex(digest.as_ref()),
+            cert,
+        })
     }
 }
 
@@ -90,7 +93,10 @@ pub enum Role {
 /// What the DTLS layer reports to its endpoint.
 pub enum DtlsEvent {
     /// Handshake done; SRTP keys are installed in the returned session.
-    Connected { srtp: Box<dyn Srtp>, profile: Profile },
+    Connected {
+        srtp: Box<dyn Srtp>,
+        profile: Profile,
+    },
     Failed(String),
     /// Decrypted application data (SCTP).
     Data(BytesMut),
@@ -100,7 +106,11 @@ pub enum DtlsEvent {
 
 enum State {
     /// Server: buffering the first flight until the ClientHello is complete.
-    AwaitHello { asm: HelloAssembler, buffered: Vec<BytesMut>, bytes: usize },
+    AwaitHello {
+        asm: HelloAssembler,
+        buffered: Vec<BytesMut>,
+        bytes: usize,
+    },
     Handshaking,
     Connected,
     Failed,
@@ -151,10 +161,21 @@ pub struct DtlsContext<'a> {
 impl Dtls {
     pub fn new(role: Role, local: SocketAddr) -> Self {
         let state = match role {
-            Role::Server => State::AwaitHello { asm: HelloAssembler::default(), buffered: Vec::new(), bytes: 0 },
+            Role::Server => State::AwaitHello {
+                asm: HelloAssembler::default(),
+                buffered: Vec::new(),
+                bytes: 0,
+            },
             Role::Client => State::Handshaking,
         };
-        Self { role, state, ep: DtlsEndpoint::new(local, TransportProtocol::UDP, None), key: None, started: None, local }
+        Self {
+            role,
+            state,
+            ep: DtlsEndpoint::new(local, TransportProtocol::UDP, None),
+            key: None,
+            started: None,
+            local,
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -175,11 +196,18 @@ impl Dtls {
     }
 
     /// Client role: start the handshake towards `remote`. No-op if already started.
-    pub fn connect(&mut self, now: Instant, remote: SocketAddr, ctx: &DtlsContext<'_>, out: &mut Vec<DtlsEvent>) {
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ctx: &DtlsContext<'_>,
+        out: &mut Vec<DtlsEvent>,
+    ) {
         if self.role != Role::Client || self.key.is_some() || self.is_failed() {
             return;
         }
-        let profiles: Vec<SrtpProtectionProfile> = ctx.allowed.iter().map(|p| to_dtls_profile(*p)).collect();
+        let profiles: Vec<SrtpProtectionProfile> =
+            ctx.allowed.iter().map(|p| to_dtls_profile(*p)).collect();
         let cfg = match build_config(ctx, profiles, true) {
             Ok(c) => c,
             Err(e) => return self.fail(e, out),
@@ -206,7 +234,11 @@ impl Dtls {
         }
         match &mut self.state {
             State::Failed => return Err(DtlsDrop::Failed),
-            State::AwaitHello { asm, buffered, bytes } => {
+            State::AwaitHello {
+                asm,
+                buffered,
+                bytes,
+            } => {
                 *bytes += data.len();
                 if *bytes > MAX_BUFFERED {
                     self.fail("first flight too large".into(), out);
@@ -294,7 +326,11 @@ impl Dtls {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => Profile::Aes128CmHmacSha1_80,
             other => return self.fail(format!("unsupported SRTP profile {other:?}"), out),
         };
-        let km = match state.export_keying_material("EXTRACTOR-dtls_srtp", &[], profile.keying_material_len()) {
+        let km = match state.export_keying_material(
+            "EXTRACTOR-dtls_srtp",
+            &[],
+            profile.keying_material_len(),
+        ) {
             Ok(km) => km,
             Err(e) => return self.fail(format!("keying material export: {e}"), out),
         };
@@ -304,7 +340,10 @@ impl Dtls {
         match RtcSrtp::new(profile, &keys) {
             Ok(srtp) => {
                 self.state = State::Connected;
-                out.push(DtlsEvent::Connected { srtp: Box::new(srtp), profile });
+                out.push(DtlsEvent::Connected {
+                    srtp: Box::new(srtp),
+                    profile,
+                });
             }
             Err(e) => self.fail(e, out),
         }
@@ -333,7 +372,9 @@ impl Dtls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retransmit = self.key.and_then(|k| self.ep.poll_timeout(&k));
         let deadline = match self.state {
-            State::AwaitHello { .. } | State::Handshaking => self.started.map(|s| s + HANDSHAKE_TIMEOUT),
+            State::AwaitHello { .. } | State::Handshaking => {
+                self.started.map(|s| s + HANDSHAKE_TIMEOUT)
+            }
             _ => None,
         };
         [retransmit, deadline].into_iter().flatten().min()
@@ -414,13 +455,22 @@ mod tests {
     fn profile_choice_prefers_gcm() {
         let both = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
         let chrome = [0x0001, 0x0008, 0x0007];
-        assert_eq!(choose_profile(&chrome, &both), SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm);
-        assert_eq!(choose_profile(&[1], &both), SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
+        assert_eq!(
+            choose_profile(&chrome, &both),
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm
+        );
+        assert_eq!(
+            choose_profile(&[1], &both),
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80
+        );
         assert_eq!(
             choose_profile(&chrome, &[SrtpProfile::Aes128CmHmacSha1_80]),
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80
         );
-        assert_eq!(choose_profile(&[], &both), SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
+        assert_eq!(
+            choose_profile(&[], &both),
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80
+        );
     }
 
     /// Fingerprints match by any supported hash, and a single flipped byte does not.
@@ -428,7 +478,11 @@ mod tests {
     fn fingerprint_check() {
         let der = b"not really a certificate";
         let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-        let good = Fingerprint { hash: "sha-256".into(), value: sha.as_ref().to_vec(), setup: None };
+        let good = Fingerprint {
+            hash: "sha-256".into(),
+            value: sha.as_ref().to_vec(),
+            setup: None,
+        };
         let mut bad = good.clone();
         bad.value[0] ^= 1;
         assert!(fingerprint_matches(der, std::slice::from_ref(&good)));

@@ -90,7 +90,11 @@ pub struct SessionKeys<'a> {
 
 /// Split DTLS-SRTP keying material (RFC 5764 §4.2: client key, server key, client salt,
 /// server salt). `None` if the length does not match the profile.
-pub fn split_keying_material(km: &[u8], profile: Profile, is_client: bool) -> Option<SessionKeys<'_>> {
+pub fn split_keying_material(
+    km: &[u8],
+    profile: Profile,
+    is_client: bool,
+) -> Option<SessionKeys<'_>> {
     let (k, s) = (profile.key_len(), profile.salt_len());
     if km.len() != profile.keying_material_len() {
         return None;
@@ -100,9 +104,19 @@ pub fn split_keying_material(km: &[u8], profile: Profile, is_client: bool) -> Op
     let client_salt = &km[2 * k..2 * k + s];
     let server_salt = &km[2 * k + s..];
     Some(if is_client {
-        SessionKeys { local_key: client_key, local_salt: client_salt, remote_key: server_key, remote_salt: server_salt }
+        SessionKeys {
+            local_key: client_key,
+            local_salt: client_salt,
+            remote_key: server_key,
+            remote_salt: server_salt,
+        }
     } else {
-        SessionKeys { local_key: server_key, local_salt: server_salt, remote_key: client_key, remote_salt: client_salt }
+        SessionKeys {
+            local_key: server_key,
+            local_salt: server_salt,
+            remote_key: client_key,
+            remote_salt: client_salt,
+        }
     })
 }
 
@@ -137,7 +151,10 @@ mod tests {
             let mut pli = [0u8; 12];
             crate::rtcp_min::write_pli(&mut pli, 1, 42);
             let enc = b.protect_rtcp(&pli).expect("protect rtcp");
-            assert_eq!(&a.unprotect_rtcp(&enc).expect("unprotect rtcp")[..], &pli[..]);
+            assert_eq!(
+                &a.unprotect_rtcp(&enc).expect("unprotect rtcp")[..],
+                &pli[..]
+            );
             assert_eq!(a.unprotect_rtcp(&enc), Err(SrtpError::Replay));
         }
     }

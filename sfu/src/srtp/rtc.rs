@@ -2,10 +2,10 @@
 //! has no in-place API); that is acknowledged and is why this sits behind the trait.
 
 use bytes::BytesMut;
+use rtc_shared::error::Error;
 use rtc_srtp::context::Context;
 use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
-use rtc_shared::error::Error;
 
 use super::{Profile, SessionKeys, Srtp, SrtpError};
 

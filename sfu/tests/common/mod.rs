@@ -9,9 +9,11 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use sfu::control::{Fingerprint, LocalTransport, RemoteTransport, Setup};
+use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::config::DtlsVersion;
 use str0m::format::Codec;
 use str0m::ice::IceCreds;
+use str0m::media::KeyframeRequestKind;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
@@ -59,6 +61,12 @@ pub struct Client {
     pub connected: bool,
     pub ice_state: Option<IceConnectionState>,
     pub received: Vec<Received>,
+    /// The bridge-channel data channel, once open.
+    pub channel: Option<ChannelId>,
+    /// Text messages received on the data channel.
+    pub texts: Vec<String>,
+    /// Keyframe requests (PLI/FIR) received for our send streams.
+    pub keyframe_requests: usize,
     next_timeout: Instant,
     audio_seq: u16,
     video_seq: u16,
@@ -77,8 +85,22 @@ impl Client {
             .set_dtls_version(DtlsVersion::Dtls12)
             .clear_codecs();
         let codecs = cfg.codec_config();
-        codecs.add_config(Pt::new_with_value(PT_OPUS), None, Codec::Opus, Frequency::FORTY_EIGHT_KHZ, Some(2), Default::default());
-        codecs.add_config(Pt::new_with_value(PT_VP8), None, Codec::Vp8, Frequency::NINETY_KHZ, None, Default::default());
+        codecs.add_config(
+            Pt::new_with_value(PT_OPUS),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            Default::default(),
+        );
+        codecs.add_config(
+            Pt::new_with_value(PT_VP8),
+            None,
+            Codec::Vp8,
+            Frequency::NINETY_KHZ,
+            None,
+            Default::default(),
+        );
         let mut rtc = cfg.build(now);
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
         socket.set_nonblocking(true).expect("nonblocking");
@@ -101,6 +123,9 @@ impl Client {
             connected: false,
             ice_state: None,
             received: Vec::new(),
+            channel: None,
+            texts: Vec::new(),
+            keyframe_requests: 0,
             next_timeout: now,
             audio_seq: 1000,
             video_seq: 5000,
@@ -115,7 +140,11 @@ impl Client {
         RemoteTransport {
             ufrag: Some(self.ice.ufrag.clone()),
             pwd: Some(self.ice.pass.clone()),
-            fingerprints: vec![Fingerprint { hash: fp.hash_func.clone(), value: fp.bytes.clone(), setup: Some(Setup::Active) }],
+            fingerprints: vec![Fingerprint {
+                hash: fp.hash_func.clone(),
+                value: fp.bytes.clone(),
+                setup: Some(Setup::Active),
+            }],
             candidates: vec![self.local],
         }
     }
@@ -124,7 +153,9 @@ impl Client {
     pub fn connect(&mut self, bridge: &LocalTransport) {
         for c in &bridge.candidates {
             if c.addr.ip().is_loopback() {
-                self.rtc.add_remote_candidate(Candidate::host(c.addr, "udp").expect("bridge candidate"));
+                self.rtc.add_remote_candidate(
+                    Candidate::host(c.addr, "udp").expect("bridge candidate"),
+                );
             }
         }
         let fp_bytes: Vec<u8> = bridge
@@ -135,9 +166,43 @@ impl Client {
         let mut api = self.rtc.direct_api();
         api.set_ice_lite(false);
         api.set_ice_controlling(false);
-        api.set_remote_ice_credentials(IceCreds { ufrag: bridge.ufrag.clone(), pass: bridge.pwd.clone() });
-        api.set_remote_fingerprint(str0m::config::Fingerprint { hash_func: "sha-256".into(), bytes: fp_bytes });
+        api.set_remote_ice_credentials(IceCreds {
+            ufrag: bridge.ufrag.clone(),
+            pass: bridge.pwd.clone(),
+        });
+        api.set_remote_fingerprint(str0m::config::Fingerprint {
+            hash_func: "sha-256".into(),
+            bytes: fp_bytes,
+        });
         api.start_dtls(true).expect("start dtls");
+    }
+
+    /// Open the bridge channel as lib-jitsi-meet does (SCTP client, DCEP OPEN). Call after
+    /// [`Client::connect`].
+    pub fn open_data_channel(&mut self) {
+        let mut api = self.rtc.direct_api();
+        api.start_sctp(true);
+        api.create_data_channel(ChannelConfig {
+            label: "JVB data channel".into(),
+            protocol: "http://jitsi.org/protocols/colibri".into(),
+            ..Default::default()
+        });
+    }
+
+    /// Send a text message on the open data channel; false if it is not open.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        let Some(id) = self.channel else { return false };
+        match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(false, text.as_bytes()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Ask the sender of `ssrc` (through the bridge) for a keyframe, with a PLI.
+    pub fn request_keyframe(&mut self, ssrc: u32) {
+        if let Some(rx) = self.rtc.direct_api().stream_rx(&Ssrc::from(ssrc)) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
     }
 
     /// Accept the given SSRCs (sent by other endpoints through the bridge).
@@ -154,7 +219,13 @@ impl Client {
         let ts = (now - self.started).as_millis() as u32 * 48;
         let ssrc = Ssrc::from(self.audio_ssrc);
         if let Some(s) = self.rtc.direct_api().stream_tx(&ssrc) {
-            s.write_rtp(RtpWrite::new(Pt::new_with_value(PT_OPUS), u64::from(seq).into(), ts, now, payload.to_vec()));
+            s.write_rtp(RtpWrite::new(
+                Pt::new_with_value(PT_OPUS),
+                u64::from(seq).into(),
+                ts,
+                now,
+                payload.to_vec(),
+            ));
         }
     }
 
@@ -165,20 +236,24 @@ impl Client {
         let ts = (now - self.started).as_millis() as u32 * 90;
         let ssrc = Ssrc::from(self.video_ssrc);
         if let Some(s) = self.rtc.direct_api().stream_tx(&ssrc) {
-            s.write_rtp(RtpWrite::new(Pt::new_with_value(PT_VP8), u64::from(seq).into(), ts, now, payload.to_vec()).marker(true));
+            s.write_rtp(
+                RtpWrite::new(
+                    Pt::new_with_value(PT_VP8),
+                    u64::from(seq).into(),
+                    ts,
+                    now,
+                    payload.to_vec(),
+                )
+                .marker(true),
+            );
         }
     }
 
     /// Read the socket, advance str0m, send what it wants sent. Call often.
     pub fn drive(&mut self, now: Instant) {
-        loop {
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    if let Ok(r) = Receive::new(Protocol::Udp, from, self.local, &self.buf[..n]) {
-                        let _ = self.rtc.handle_input(Input::Receive(now, r));
-                    }
-                }
-                Err(_) => break,
+        while let Ok((n, from)) = self.socket.recv_from(&mut self.buf) {
+            if let Ok(r) = Receive::new(Protocol::Udp, from, self.local, &self.buf[..n]) {
+                let _ = self.rtc.handle_input(Input::Receive(now, r));
             }
         }
         if now >= self.next_timeout {
@@ -206,6 +281,11 @@ impl Client {
         match e {
             Event::Connected => self.connected = true,
             Event::IceConnectionStateChange(s) => self.ice_state = Some(s),
+            Event::ChannelOpen(id, _) => self.channel = Some(id),
+            Event::ChannelData(d) => self
+                .texts
+                .push(String::from_utf8_lossy(&d.data).into_owned()),
+            Event::KeyframeRequest(_) => self.keyframe_requests += 1,
             Event::RtpPacket(p) => self.received.push(Received {
                 ssrc: *p.header.ssrc,
                 pt: *p.header.payload_type,
@@ -227,7 +307,11 @@ impl Client {
 }
 
 /// Drive `clients` until `done` holds or `timeout` passes; returns whether `done` held.
-pub fn drive_until(clients: &mut [&mut Client], timeout: Duration, mut done: impl FnMut(&[&mut Client]) -> bool) -> bool {
+pub fn drive_until(
+    clients: &mut [&mut Client],
+    timeout: Duration,
+    mut done: impl FnMut(&[&mut Client]) -> bool,
+) -> bool {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         let now = Instant::now();
