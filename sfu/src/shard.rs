@@ -1498,6 +1498,52 @@ mod tests {
         assert_eq!(s.stats().drops_total(), 6);
     }
 
+    /// The core expires endpoints itself: never connected within `connect_timeout`, or no
+    /// incoming traffic for `endpoint_timeout`; their demux entries go with them.
+    #[test]
+    fn expiry() {
+        for (endpoint_timeout, connect_timeout, reason) in [
+            (60, 120, ExpireReason::Inactive),
+            (60, 30, ExpireReason::NeverConnected),
+        ] {
+            let cfg = SfuConfig {
+                endpoint_timeout: Duration::from_secs(endpoint_timeout),
+                connect_timeout: Duration::from_secs(connect_timeout),
+                ..SfuConfig::default()
+            };
+            let (mut s, now) = shard(cfg);
+            s.handle_command(
+                now,
+                Command::CreateConference {
+                    conf: ConferenceId(1),
+                },
+            )
+            .expect("conf");
+            let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 7) else {
+                panic!("endpoint not created")
+            };
+            let first = endpoint_timeout.min(connect_timeout);
+            let deadline = s.poll_timeout().expect("an endpoint has a deadline");
+            assert!(deadline <= now + Duration::from_secs(first));
+            s.handle_timeout(now + Duration::from_secs(first) - Duration::from_millis(1));
+            assert_eq!(s.poll_event(), None, "expired too early");
+            s.handle_timeout(now + Duration::from_secs(first));
+            assert_eq!(
+                s.poll_event(),
+                Some(Event::EndpointExpired {
+                    conf: ConferenceId(1),
+                    ep: EndpointId(7),
+                    reason
+                })
+            );
+            assert_eq!(s.stats().endpoints, 0);
+            assert!(s.by_ufrag.is_empty() && s.by_addr.is_empty());
+            let from: SocketAddr = "127.0.0.1:4000".parse().expect("literal");
+            s.handle_datagram(now, from, from, stun_request(&format!("{}:abcd", t.ufrag)));
+            assert_eq!(drops(&s, "unknown_ufrag"), 1);
+        }
+    }
+
     /// One keyframe request per media SSRC per 250 ms; SSRCs are limited independently.
     #[test]
     fn keyframe_rate_limit() {

@@ -56,6 +56,17 @@ async fn setup(sfu: &Sfu, tags: &[u8], corrupt: &[u8]) -> Vec<Peer> {
 }
 
 async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<Peer> {
+    setup_full(sfu, tags, corrupt, sctp, &[], &[]).await
+}
+
+async fn setup_full(
+    sfu: &Sfu,
+    tags: &[u8],
+    corrupt: &[u8],
+    sctp: bool,
+    visitors: &[u8],
+    lying: &[u8],
+) -> Vec<Peer> {
     let h = &sfu.handle;
     match h.command(Command::CreateConference { conf: CONF }).await {
         Ok(Reply::ConferenceCreated { .. }) => {}
@@ -71,7 +82,7 @@ async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<P
                 ep,
                 ice_controlling: true,
                 sctp,
-                visitor: false,
+                visitor: visitors.contains(&tag),
             })
             .await
         {
@@ -95,7 +106,12 @@ async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<P
         h.command(Command::SetSources {
             conf: CONF,
             ep,
-            sources: sources(audio_ssrc(tag), video_ssrc(tag)),
+            // A lying endpoint signals SSRCs other than the ones it sends on.
+            sources: if lying.contains(&tag) {
+                sources(audio_ssrc(tag) + 0x100, video_ssrc(tag) + 0x100)
+            } else {
+                sources(audio_ssrc(tag), video_ssrc(tag))
+            },
         })
         .await
         .expect("sources");
@@ -474,6 +490,63 @@ async fn data_channel_and_keyframe_requests() {
         "{stats:?}"
     );
     assert!(stats.keyframe_requests_suppressed > 0, "{stats:?}");
+    sfu.handle.shutdown().await;
+}
+
+/// A visitor receives media but its own media is not forwarded; media on SSRCs a sender
+/// never signalled is dropped as `unknown_ssrc` and not forwarded either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_and_unknown_ssrc_media_not_forwarded() {
+    common::init_log();
+    let sfu = start(config()).await.expect("start");
+    // 1: normal, 2: visitor, 3: signals other SSRCs than it sends.
+    let peers = setup_full(&sfu, &[1, 2, 3], &[], false, &[2], &[3]).await;
+    let peers = tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        wait_connected(&mut peers, &[1, 2, 3]);
+        exchange(&mut peers, &[1, 2, 3], Duration::from_secs(2));
+        peers
+    })
+    .await
+    .expect("client thread");
+
+    let stats = sfu.handle.stats().await;
+    let drops = |r: &str| {
+        stats
+            .drops
+            .iter()
+            .find(|(k, _)| *k == r)
+            .map_or(0, |(_, n)| *n)
+    };
+    for p in &peers[1..] {
+        let counts = p.client.counts();
+        assert!(
+            counts.get(&audio_ssrc(1)).copied().unwrap_or(0) > 50,
+            "{}: {counts:?} {stats:?}",
+            p.tag
+        );
+        assert!(
+            counts.get(&video_ssrc(1)).copied().unwrap_or(0) > 30,
+            "{}: {counts:?} {stats:?}",
+            p.tag
+        );
+        assert_payloads_intact(p);
+    }
+    for p in &peers {
+        let counts = p.client.counts();
+        assert!(
+            !counts.contains_key(&audio_ssrc(2)) && !counts.contains_key(&video_ssrc(2)),
+            "visitor media forwarded to {}: {counts:?}",
+            p.tag
+        );
+        assert!(
+            !counts.contains_key(&audio_ssrc(3)) && !counts.contains_key(&video_ssrc(3)),
+            "unsignalled SSRC forwarded to {}: {counts:?}",
+            p.tag
+        );
+    }
+    assert!(drops("visitor_media") > 80, "{stats:?}");
+    assert!(drops("unknown_ssrc") > 80, "{stats:?}");
     sfu.handle.shutdown().await;
 }
 
