@@ -62,6 +62,8 @@ pub struct Endpoint {
     pub created: Instant,
     pub last_activity: Instant,
     pub next_report: Instant,
+    /// Cached earliest instant this endpoint needs a timeout (kept by the shard).
+    pub deadline: Instant,
     pub expired: bool,
 }
 
@@ -140,6 +142,7 @@ impl Endpoint {
             created: now,
             last_activity: now,
             next_report: now + Duration::from_secs(1),
+            deadline: now,
             expired: false,
         })
     }

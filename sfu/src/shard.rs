@@ -654,6 +654,9 @@ impl Shard {
         for (cid, c) in self.conferences.iter_mut() {
             let video_ssrc = c.video_ssrc;
             for (eid, ep) in c.endpoints.iter_mut() {
+                if ep.deadline > now {
+                    continue;
+                }
                 if ep.ice.poll_timeout().is_some_and(|t| t <= now) {
                     let _ = ep.ice.handle_timeout(now);
                 }
@@ -684,6 +687,7 @@ impl Shard {
                 } else if now >= ep.last_activity + self.config.endpoint_timeout {
                     expired.push(((*cid, *eid), ExpireReason::Inactive));
                 }
+                deadline(ep, &self.config);
             }
         }
         for ((conf, ep), reason) in expired {
@@ -699,7 +703,11 @@ impl Shard {
                     .push_back(Event::EndpointExpired { conf, ep, reason });
             }
         }
-        self.recompute_timeout();
+        self.next_timeout = self
+            .conferences
+            .values()
+            .flat_map(|c| c.endpoints.values().map(|e| e.deadline))
+            .min();
     }
 
     fn recompute_timeout(&mut self) {
@@ -802,7 +810,8 @@ fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// The earliest instant this endpoint needs `handle_timeout`.
+/// The earliest instant this endpoint needs `handle_timeout`; also caches it in the endpoint
+/// so `handle_timeout` can skip endpoints that are not due.
 fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
     let mut t = ep.last_activity + config.endpoint_timeout;
     if !ep.ice_connected {
@@ -820,6 +829,7 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
     if let Some(x) = ep.sctp.as_ref().and_then(|s| s.poll_timeout()) {
         t = t.min(x);
     }
+    ep.deadline = t;
     t
 }
 

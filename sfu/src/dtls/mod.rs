@@ -129,8 +129,6 @@ pub struct Dtls {
 /// Why a datagram was not accepted (for drop counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtlsDrop {
-    /// DTLS from a second address while the pinned one is in use.
-    OtherAddress,
     /// Malformed first flight, or too much of it.
     MalformedHello,
     /// The handshake failed earlier; nothing more is processed.
@@ -142,7 +140,6 @@ pub enum DtlsDrop {
 impl DtlsDrop {
     pub fn reason(self) -> &'static str {
         match self {
-            DtlsDrop::OtherAddress => "dtls_other_address",
             DtlsDrop::MalformedHello => "dtls_malformed_hello",
             DtlsDrop::Failed => "dtls_failed",
             DtlsDrop::Rejected => "dtls_rejected",
@@ -219,7 +216,8 @@ impl Dtls {
         }
     }
 
-    /// One DTLS datagram from `from` (already ICE-validated by the caller).
+    /// One DTLS datagram from `from` (already ICE-validated by the caller). The first one
+    /// pins the session's key address.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -228,10 +226,9 @@ impl Dtls {
         ctx: &DtlsContext<'_>,
         out: &mut Vec<DtlsEvent>,
     ) -> Result<(), DtlsDrop> {
-        match self.key {
-            Some(k) if k != from => return Err(DtlsDrop::OtherAddress),
-            _ => {}
-        }
+        // The session is keyed by the first address; records from another ICE-validated
+        // address (the peer switched pairs) belong to the same session.
+        let key = *self.key.get_or_insert(from);
         match &mut self.state {
             State::Failed => return Err(DtlsDrop::Failed),
             State::AwaitHello {
@@ -246,7 +243,6 @@ impl Dtls {
                 }
                 let feed = asm.feed(&data);
                 buffered.push(data);
-                self.key = Some(from);
                 self.started.get_or_insert(now);
                 match feed {
                     Feed::Incomplete => return Ok(()),
@@ -270,7 +266,7 @@ impl Dtls {
                             unreachable!("matched AwaitHello above")
                         };
                         for d in buffered {
-                            self.read(now, from, d, out);
+                            self.read(now, key, d, out);
                             if self.is_failed() {
                                 break;
                             }
@@ -282,7 +278,7 @@ impl Dtls {
             State::Handshaking | State::Connected => {}
         }
         let was_connected = self.is_connected();
-        self.read(now, from, data, out);
+        self.read(now, key, data, out);
         if was_connected && self.is_failed() {
             // Never report failure of an established session for one bad record.
             return Err(DtlsDrop::Rejected);
