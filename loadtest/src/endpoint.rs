@@ -16,7 +16,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::focus::BridgeTransport;
+use crate::focus::{BridgeTransport, ClientTransport};
 use crate::stats::{EndpointReport, Payload, Receiver};
 
 pub const AUDIO_PT: u8 = 111;
@@ -100,6 +100,17 @@ impl Peer {
             ufrag: creds.ufrag,
             pwd: creds.pass,
             rtc,
+        }
+    }
+}
+
+impl Peer {
+    /// What the focus forwards to the bridge for this peer.
+    pub fn transport(&self) -> ClientTransport {
+        ClientTransport {
+            ufrag: self.ufrag.clone(),
+            pwd: self.pwd.clone(),
+            fingerprint: self.fingerprint.clone(),
         }
     }
 }
@@ -219,7 +230,7 @@ pub async fn run(
                 }
                 if connected && profile.video_bps > 0 && now >= next_frame {
                     // A keyframe every 3 s is three times the size of a delta frame.
-                    let key = frame_no % (3 * profile.video_fps as u64) == 0;
+                    let key = frame_no.is_multiple_of(3 * profile.video_fps as u64);
                     let size = if key { frame_bytes * 3 } else { frame_bytes }.max(200);
                     let packets = size.div_ceil(1100);
                     for i in 0..packets {

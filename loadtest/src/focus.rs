@@ -35,6 +35,15 @@ impl BridgeTransport {
     }
 }
 
+/// The client side of a transport, as Jicofo forwards it from the session-accept.
+#[derive(Debug, Clone)]
+pub struct ClientTransport {
+    pub ufrag: String,
+    pub pwd: String,
+    /// SHA-256, colon-separated upper-case hex.
+    pub fingerprint: String,
+}
+
 /// A Colibri2-over-REST client.
 #[derive(Clone)]
 pub struct Focus {
@@ -86,9 +95,7 @@ impl Focus {
         &self,
         meeting_id: &str,
         endpoint: &str,
-        ufrag: &str,
-        pwd: &str,
-        fingerprint: &str,
+        client: &ClientTransport,
         audio_ssrc: u32,
         video_ssrc: Option<u32>,
     ) -> anyhow::Result<()> {
@@ -108,8 +115,8 @@ impl Focus {
                 "id": endpoint,
                 "transport": { "transport": {
                     "xmlns": "urn:xmpp:jingle:transports:ice-udp:1",
-                    "ufrag": ufrag, "pwd": pwd, "rtcp-mux": true,
-                    "fingerprints": [ { "fingerprint": fingerprint, "hash": "sha-256", "setup": "active" } ],
+                    "ufrag": client.ufrag, "pwd": client.pwd, "rtcp-mux": true,
+                    "fingerprints": [ { "fingerprint": client.fingerprint, "hash": "sha-256", "setup": "active" } ],
                     "candidates": [],
                 } },
                 "sources": sources,

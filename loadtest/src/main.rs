@@ -160,9 +160,7 @@ async fn run(args: &Args, rest: &str, pid: Option<u32>) -> anyhow::Result<Summar
                 .accept(
                     &meeting,
                     &name,
-                    &peer.ufrag,
-                    &peer.pwd,
-                    &peer.fingerprint,
+                    &peer.transport(),
                     a,
                     (profile.video_bps > 0).then_some(v),
                 )
