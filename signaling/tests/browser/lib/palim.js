@@ -1,20 +1,32 @@
 // Finding (or starting) the Palim bridge whose private REST port the test talks to.
 //
 //   PALIM_REST=http://127.0.0.1:8080   use a bridge that is already running;
-//   PALIM_BIN=/path/to/palim           spawn it (env PALIM_CONFIG passed through if set; PALIM_ARGS
-//                                      adds arguments, split on spaces);
-//   PALIM_CMD='shell command'          spawn it through `sh -c` (for anything else).
-// With PALIM_BIN/PALIM_CMD the REST base URL is PALIM_REST if given, else http://127.0.0.1:8080.
+//   PALIM_BIN=/path/to/palim           spawn it with env PALIM_CONFIG (default: palim-test.toml
+//                                      beside this folder: media on 127.0.0.1) and, unless
+//                                      PALIM_REST is set, `--rest-bind 127.0.0.1:<free port>`;
+//                                      PALIM_ARGS adds arguments (split on spaces);
+//   PALIM_CMD='shell command'          spawn it through `sh -c` (for anything else); the REST
+//                                      base URL is then PALIM_REST, else http://127.0.0.1:8080.
 // Readiness = GET /about/health answers 200.
 
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const TEST_CONFIG = join(dirname(fileURLToPath(import.meta.url)), '..', 'palim-test.toml');
 
 const DEFAULT_REST = 'http://127.0.0.1:8080';
 
 /** Describe what the environment asks for, or null when no bridge is configured. */
 export function bridgeConfig(env = process.env) {
   const rest = env.PALIM_REST;
-  if (env.PALIM_BIN) return { kind: 'bin', rest: rest || DEFAULT_REST, bin: env.PALIM_BIN, args: (env.PALIM_ARGS || '').split(/\s+/).filter(Boolean) };
+  if (env.PALIM_BIN) {
+    return {
+      kind: 'bin', rest, bin: env.PALIM_BIN, config: env.PALIM_CONFIG || TEST_CONFIG,
+      args: (env.PALIM_ARGS || '').split(/\s+/).filter(Boolean),
+    };
+  }
   if (env.PALIM_CMD) return { kind: 'cmd', rest: rest || DEFAULT_REST, cmd: env.PALIM_CMD };
   if (rest) return { kind: 'external', rest };
   return null;
@@ -49,8 +61,17 @@ export async function startBridge(cfg) {
     return { rest: cfg.rest, stop: async () => {}, output: () => '' };
   }
   const env = { ...process.env };
+  let args = cfg.args || [];
+  if (cfg.kind === 'bin') {
+    env.PALIM_CONFIG = cfg.config;
+    if (!cfg.rest) {
+      const port = await freeTcpPort();
+      args = ['--rest-bind', `127.0.0.1:${port}`, ...args];
+      cfg = { ...cfg, rest: `http://127.0.0.1:${port}` };
+    }
+  }
   const child = cfg.kind === 'bin'
-    ? spawn(cfg.bin, cfg.args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    ? spawn(cfg.bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn('sh', ['-c', cfg.cmd], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const lines = [];
   const keep = (prefix) => (chunk) => {
@@ -87,6 +108,17 @@ export async function startBridge(cfg) {
       }
     },
   };
+}
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 // Stop only the process (group) this test started, by its id.

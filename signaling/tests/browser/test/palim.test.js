@@ -1,0 +1,225 @@
+// Real browsers through the real bridge: headless Chromium pages join a meeting on Palim, driven
+// the way Jicofo drives JVB (Colibri2 JSON over the private REST port) and the way lib-jitsi-meet
+// drives Chromium (remote offer from Jingle, simulcast munging, bridge channel).
+//
+// Needs a bridge: PALIM_REST (running), PALIM_BIN or PALIM_CMD (spawned); see README.md.
+// Without one, every test here is skipped (and says why).
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser } from '../lib/browser.js';
+import { ColibriRest } from '../lib/jicofo.js';
+import { Focus } from '../lib/focus.js';
+import { bridgeConfig, startBridge } from '../lib/palim.js';
+
+const CFG = bridgeConfig();
+const SKIP = CFG ? false : 'no bridge configured: set PALIM_REST, PALIM_BIN or PALIM_CMD (see README.md)';
+const TIMEOUT_MS = Number(process.env.PALIM_TEST_TIMEOUT_MS || 30000);
+const MIN_FRAMES = 50;
+const VERBOSE = process.env.PALIM_TEST_VERBOSE === '1';
+const log = (...a) => console.log('[browser-test]', ...a);
+
+let bridge = null;
+let browser = null;
+
+before(async () => {
+  if (!CFG) return;
+  bridge = await startBridge(CFG);
+  log(`bridge REST at ${bridge.rest} (${CFG.kind})`);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (bridge) await bridge.stop();
+});
+
+function rest() {
+  return new ColibriRest(bridge.rest, { log: VERBOSE ? (l) => log(l) : () => {} });
+}
+
+/** One line per participant with the stats the brief asks to see. */
+function describeStats(name, s) {
+  const t = s.transport || {};
+  const parts = [
+    `${name}: pc=${s.connectionState} ice=${s.iceConnectionState}`,
+    `dtls=${t.dtlsState}/${t.dtlsRole} iceRole=${t.iceRole} srtp=${t.srtpCipher} dtlsCipher=${t.dtlsCipher} tls=${t.tlsVersion}`,
+    s.pair ? `pair=${s.pair.local}→${s.pair.remote} rtt=${s.pair.currentRoundTripTime} outBwe=${s.pair.availableOutgoingBitrate}` : 'pair=none',
+    `bridgeChannel=${s.bridgeChannel} msgs=[${[...new Set(s.bridgeMessages)].join(',')}](${s.bridgeMessages.length})`,
+  ];
+  for (const i of s.inbound) {
+    if (i.kind === 'video') {
+      parts.push(`in video ssrc=${i.ssrc} mid=${i.mid} ${i.codec} frames=${i.framesDecoded} key=${i.keyFramesDecoded} ${i.frameWidth}x${i.frameHeight} pkts=${i.packetsReceived} lost=${i.packetsLost} nack=${i.nackCount} pli=${i.pliCount} dec=${i.decoderImplementation}`);
+    } else {
+      parts.push(`in audio ssrc=${i.ssrc} mid=${i.mid} ${i.codec} pkts=${i.packetsReceived} lost=${i.packetsLost} jitter=${i.jitter}`);
+    }
+  }
+  for (const o of s.outbound) {
+    if (o.kind === 'video') {
+      parts.push(`out video ssrc=${o.ssrc} ${o.codec} frames=${o.framesEncoded} ${o.frameWidth}x${o.frameHeight} pkts=${o.packetsSent} limit=${o.qualityLimitationReason} pli=${o.pliCount} nack=${o.nackCount}`);
+    } else {
+      parts.push(`out audio ssrc=${o.ssrc} pkts=${o.packetsSent}`);
+    }
+  }
+  return parts.join('\n    ');
+}
+
+/** Poll a participant's stats until `check(stats)` is true or the timeout passes. */
+async function waitStats(p, check, timeoutMs = TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  let s = await p.stats();
+  while (!check(s) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    s = await p.stats();
+  }
+  return s;
+}
+
+function inboundFor(stats, kind, ssrc) {
+  return stats.inbound.find((i) => i.kind === kind && i.ssrc === ssrc);
+}
+
+/** Jicofo + LJM for N participants: allocate all, initiate all, accept all, then source-add. */
+async function meeting(focus, names, { bad = new Set() } = {}) {
+  const ps = [];
+  for (const name of names) {
+    const page = await browser.newPage(name);
+    ps.push(await focus.join(page, name));
+  }
+  for (const p of ps) await p.negotiate(); // session-initiate → page → answer
+  for (const p of ps) await p.sessionAccept({ badFingerprint: bad.has(p.endpointId) });
+  for (const p of ps) await p.sourceAdd(ps.filter((o) => o !== p)); // source-add of everybody else
+  return ps;
+}
+
+async function dumpOnFailure(t, ps) {
+  for (const p of ps) {
+    t.diagnostic(describeStats(p.endpointId, await p.stats()));
+    if (VERBOSE) t.diagnostic(`${p.endpointId} page log: ${(await p.pageLog()).join(' | ')}`);
+  }
+}
+
+async function expectDecodes(t, receiver, sender) {
+  const remote = receiver.remotes.find((r) => r.endpointId === sender.endpointId);
+  assert.ok(remote && remote.video, `${receiver.endpointId} was told ${sender.endpointId}'s video source`);
+  const s = await waitStats(receiver, (st) => (inboundFor(st, 'video', remote.video.ssrc)?.framesDecoded ?? 0) > MIN_FRAMES);
+  t.diagnostic(describeStats(receiver.endpointId, s));
+  const v = inboundFor(s, 'video', remote.video.ssrc);
+  assert.ok(v, `${receiver.endpointId} has an inbound-rtp for ${sender.endpointId}'s primary video SSRC ${remote.video.ssrc} (inbound: ${JSON.stringify(s.inbound.map((i) => [i.kind, i.ssrc]))})`);
+  assert.ok(v.framesDecoded > MIN_FRAMES, `${receiver.endpointId} decoded ${v.framesDecoded} frames of ${sender.endpointId}'s video within ${TIMEOUT_MS} ms (need > ${MIN_FRAMES})`);
+  assert.ok(v.frameWidth > 0 && v.frameHeight > 0);
+}
+
+async function expectAudio(t, receiver, sender) {
+  const remote = receiver.remotes.find((r) => r.endpointId === sender.endpointId);
+  assert.ok(remote && remote.audio);
+  const s = await waitStats(receiver, (st) => (inboundFor(st, 'audio', remote.audio.ssrc)?.packetsReceived ?? 0) > 0);
+  const a = inboundFor(s, 'audio', remote.audio.ssrc);
+  t.diagnostic(`${receiver.endpointId} ← ${sender.endpointId} audio ssrc=${remote.audio.ssrc}: packetsReceived=${a && a.packetsReceived} lost=${a && a.packetsLost}`);
+  assert.ok(a && a.packetsReceived > 0, `${receiver.endpointId} received audio packets from ${sender.endpointId}`);
+}
+
+function expectTransport(s, name) {
+  const t = s.transport || {};
+  assert.equal(t.dtlsState, 'connected', `${name} dtlsState`);
+  assert.equal(t.dtlsRole, 'client', `${name} is the DTLS client (a=setup:active)`);
+  assert.equal(t.iceRole, 'controlled', `${name} is ICE-controlled (the bridge controls)`);
+  assert.ok(t.srtpCipher, `${name} negotiated an SRTP profile`);
+  assert.equal(s.connectionState, 'connected', `${name} connectionState`);
+}
+
+describe('two Chromium pages talk through Palim', () => {
+  let focus;
+  let ps = [];
+
+  before(async () => {
+    if (SKIP) return;
+    focus = new Focus(rest());
+    ps = await meeting(focus, ['a1b2c3d4', 'b2c3d4e5']);
+    log(`meeting ${focus.meetingId} set up: ${ps.map((p) => p.endpointId).join(', ')}`);
+  });
+
+  after(async () => {
+    if (focus && focus.participants.length) await focus.expire().catch((e) => log(`expire failed: ${e.message}`));
+    for (const p of ps) await p.page.close().catch(() => {});
+  });
+
+  test('transport: ICE + DTLS up, browser is DTLS client and ICE-controlled', { skip: SKIP }, async (t) => {
+    for (const p of ps) {
+      const s = await waitStats(p, (st) => st.transport?.dtlsState === 'connected' && st.connectionState === 'connected');
+      try {
+        expectTransport(s, p.endpointId);
+      } catch (e) {
+        await dumpOnFailure(t, ps);
+        throw e;
+      }
+    }
+  });
+
+  test('bridge channel (SCTP data channel) opens', { skip: SKIP }, async (t) => {
+    for (const p of ps) {
+      const s = await waitStats(p, (st) => st.bridgeChannel === 'open');
+      t.diagnostic(`${p.endpointId} bridge channel ${s.bridgeChannel}, received ${JSON.stringify(s.bridgeMessages)}`);
+      assert.equal(s.bridgeChannel, 'open', `${p.endpointId} bridge channel state`);
+    }
+  });
+
+  test('A decodes B\'s video', { skip: SKIP }, async (t) => {
+    try { await expectDecodes(t, ps[0], ps[1]); } catch (e) { await dumpOnFailure(t, ps); throw e; }
+  });
+
+  test('B decodes A\'s video', { skip: SKIP }, async (t) => {
+    try { await expectDecodes(t, ps[1], ps[0]); } catch (e) { await dumpOnFailure(t, ps); throw e; }
+  });
+
+  test('audio flows both ways', { skip: SKIP }, async (t) => {
+    await expectAudio(t, ps[0], ps[1]);
+    await expectAudio(t, ps[1], ps[0]);
+  });
+});
+
+describe('a page with a corrupted fingerprint fails alone', () => {
+  let focus;
+  let ps = [];
+  const BAD = 'c3d4e5f6';
+
+  before(async () => {
+    if (SKIP) return;
+    focus = new Focus(rest());
+    ps = await meeting(focus, ['a1b2c3d4', 'b2c3d4e5', BAD], { bad: new Set([BAD]) });
+    log(`meeting ${focus.meetingId} set up with ${BAD}'s fingerprint corrupted`);
+  });
+
+  after(async () => {
+    if (focus && focus.participants.length) await focus.expire().catch((e) => log(`expire failed: ${e.message}`));
+    for (const p of ps) await p.page.close().catch(() => {});
+  });
+
+  test('the corrupted page ends in DTLS failed / connection failed', { skip: SKIP }, async (t) => {
+    const bad = ps[2];
+    const s = await waitStats(bad, (st) => st.transport?.dtlsState === 'failed' || st.connectionState === 'failed');
+    t.diagnostic(describeStats(bad.endpointId, s));
+    assert.ok(s.transport?.dtlsState === 'failed' || s.connectionState === 'failed',
+      `dtlsState=${s.transport?.dtlsState} connectionState=${s.connectionState}`);
+    assert.notEqual(s.transport?.dtlsState, 'connected');
+  });
+
+  test('the two good pages keep decoding each other', { skip: SKIP }, async (t) => {
+    try {
+      await expectDecodes(t, ps[0], ps[1]);
+      await expectDecodes(t, ps[1], ps[0]);
+      // Still decoding now that the third page has failed: frames keep coming.
+      const before = await Promise.all(ps.slice(0, 2).map((p) => p.stats()));
+      await new Promise((r) => setTimeout(r, 3000));
+      const later = await Promise.all(ps.slice(0, 2).map((p) => p.stats()));
+      for (const [i, p] of ps.slice(0, 2).entries()) {
+        const other = ps[1 - i];
+        const ssrc = p.remotes.find((r) => r.endpointId === other.endpointId).video.ssrc;
+        const f0 = inboundFor(before[i], 'video', ssrc).framesDecoded;
+        const f1 = inboundFor(later[i], 'video', ssrc).framesDecoded;
+        t.diagnostic(`${p.endpointId} ← ${other.endpointId}: framesDecoded ${f0} → ${f1} over 3 s`);
+        assert.ok(f1 > f0, `${p.endpointId} still decodes ${other.endpointId}'s video`);
+      }
+    } catch (e) { await dumpOnFailure(t, ps); throw e; }
+  });
+});
