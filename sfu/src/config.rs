@@ -69,6 +69,10 @@ impl Default for SfuConfig {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_conferences: 1000, max_endpoints_per_conference: 500, max_ssrcs_per_endpoint: 64 }
+        Self {
+            max_conferences: 1000,
+            max_endpoints_per_conference: 500,
+            max_ssrcs_per_endpoint: 64,
+        }
     }
 }

@@ -29,15 +29,31 @@ pub enum Command {
         visitor: bool,
     },
     /// Add payload types and RTP header extensions (additive, as JVB).
-    SetMedia { conf: ConferenceId, ep: EndpointId, media: MediaDescription },
+    SetMedia {
+        conf: ConferenceId,
+        ep: EndpointId,
+        media: MediaDescription,
+    },
     /// The client's transport: ICE credentials, candidates, DTLS fingerprints.
-    SetRemoteTransport { conf: ConferenceId, ep: EndpointId, transport: RemoteTransport },
+    SetRemoteTransport {
+        conf: ConferenceId,
+        ep: EndpointId,
+        transport: RemoteTransport,
+    },
     /// Replace the endpoint's whole source set (Colibri2 sends full sets, never deltas).
-    SetSources { conf: ConferenceId, ep: EndpointId, sources: Vec<SourceDescription> },
+    SetSources {
+        conf: ConferenceId,
+        ep: EndpointId,
+        sources: Vec<SourceDescription>,
+    },
     /// Remove an endpoint. Unknown endpoints are not an error.
     ExpireEndpoint { conf: ConferenceId, ep: EndpointId },
     /// Send a UTF-8 bridge-channel message to the endpoint over its SCTP data channel.
-    SendDataChannelText { conf: ConferenceId, ep: EndpointId, text: String },
+    SendDataChannelText {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
 }
 
 impl Command {
@@ -63,7 +79,10 @@ pub enum Reply {
     Done,
     /// The bridge's own SSRCs for RTCP it originates: Colibri2's feedback sources
     /// `jvb-a0` / `jvb-v0` (colibri.md §3.6).
-    ConferenceCreated { audio_ssrc: Ssrc, video_ssrc: Ssrc },
+    ConferenceCreated {
+        audio_ssrc: Ssrc,
+        video_ssrc: Ssrc,
+    },
     /// The bridge side of a new endpoint's transport.
     EndpointCreated(LocalTransport),
 }
@@ -212,19 +231,35 @@ pub enum GroupSemantics {
 #[non_exhaustive]
 pub enum Event {
     /// ICE selected a pair for the endpoint.
-    IceConnected { conf: ConferenceId, ep: EndpointId, remote: SocketAddr },
+    IceConnected {
+        conf: ConferenceId,
+        ep: EndpointId,
+        remote: SocketAddr,
+    },
     /// DTLS completed and SRTP keys are installed.
     DtlsConnected { conf: ConferenceId, ep: EndpointId },
     /// DTLS failed (wrong fingerprint, bad alert, timeout); the endpoint gets no media.
-    DtlsFailed { conf: ConferenceId, ep: EndpointId, reason: String },
+    DtlsFailed {
+        conf: ConferenceId,
+        ep: EndpointId,
+        reason: String,
+    },
     /// ICE failed or consent was lost.
     IceFailed { conf: ConferenceId, ep: EndpointId },
     /// The endpoint was expired by the core itself (no activity, never connected).
-    EndpointExpired { conf: ConferenceId, ep: EndpointId, reason: ExpireReason },
+    EndpointExpired {
+        conf: ConferenceId,
+        ep: EndpointId,
+        reason: ExpireReason,
+    },
     /// The client opened its bridge-channel data channel.
     DataChannelOpen { conf: ConferenceId, ep: EndpointId },
     /// A UTF-8 message arrived on the endpoint's data channel.
-    DataChannelText { conf: ConferenceId, ep: EndpointId, text: String },
+    DataChannelText {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

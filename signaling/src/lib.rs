@@ -1,2 +1,5 @@
 //! Palim's signaling: everything around the media core that speaks to Jicofo, browsers and
 //! operators. `signaling → sfu`; nothing here is on the per-packet path.
+
+pub mod config;
+pub mod server;

@@ -1,1 +1,86 @@
-fn main() {}
+//! The `palim` binary: parse flags, load the configuration, set up tracing, run the bridge
+//! until SIGINT or SIGTERM.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use signaling::config::Config;
+
+/// Palim, a videobridge for Jitsi Meet (a drop-in for jitsi-videobridge).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML). Without it the built-in defaults apply: REST on
+    /// 127.0.0.1:8080, media on UDP 10000, no XMPP. Also `PALIM_CONFIG`.
+    #[arg(long, short, env = "PALIM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override the media port (same as `ice.udp_port`; 0 picks a free one).
+    #[arg(long)]
+    udp_port: Option<u16>,
+    /// Override the private HTTP address (same as `rest.bind`).
+    #[arg(long)]
+    rest_bind: Option<std::net::SocketAddr>,
+    /// Check the configuration and print it (password redacted), then exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Config::from_toml(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    config.apply_env(&env).context("applying environment variables")?;
+    if let Some(port) = args.udp_port {
+        config.ice.udp_port = port;
+    }
+    if let Some(bind) = args.rest_bind {
+        config.rest.bind = bind;
+    }
+    // Validate the derived media config up front so a bad value stops the start.
+    config.sfu_config().context("media configuration")?;
+    if args.check_config {
+        println!("{config:#?}");
+        return Ok(());
+    }
+
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.filter.clone());
+    // rtc-dtls warns about every TLS 1.3 extension in Chrome's ClientHello (18 lines per
+    // handshake); those are expected, not a peer misbehaving.
+    let filter = format!("{filter},rtc_dtls::handshake=error");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(signaling::server::run(config, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -38,7 +38,11 @@ pub async fn start(config: SfuConfig) -> io::Result<Sfu> {
     let (tx, _rx) = mpsc::channel(1024);
     let (_etx, events) = mpsc::unbounded_channel();
     // Placeholder until the shard lands: see the sfu brief.
-    Ok(Sfu { handle: SfuHandle { tx }, events, local_addr: "0.0.0.0:0".parse().expect("literal") })
+    Ok(Sfu {
+        handle: SfuHandle { tx },
+        events,
+        local_addr: "0.0.0.0:0".parse().expect("literal"),
+    })
 }
 
 impl SfuHandle {
@@ -49,7 +53,8 @@ impl SfuHandle {
             .send(Request::Command(cmd, tx))
             .await
             .map_err(|_| CommandError::Internal("media core stopped".into()))?;
-        rx.await.map_err(|_| CommandError::Internal("media core stopped".into()))?
+        rx.await
+            .map_err(|_| CommandError::Internal("media core stopped".into()))?
     }
 
     /// A snapshot of the counters.

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install what the tests need when it is missing (Prosody, Chromium, the npm packages, the
+# build's C toolchain), then run every test: formatting, lints, unit, property and integration
+# tests (real Prosody, str0m clients), and the headless-Chromium interop test.
+# Safe to run again; it installs nothing that is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+need_apt=()
+command -v prosody >/dev/null 2>&1 || need_apt+=(prosody)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  echo "== installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Prosody's Debian package starts a system instance; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prosody >/dev/null 2>&1 || true; fi
+pkill -x lua5.4 -u prosody >/dev/null 2>&1 || true
+
+if [ -f signaling/tests/browser/package.json ]; then
+  echo "== npm packages for the browser test"
+  (cd signaling/tests/browser && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo test (unit, property, Prosody and str0m integration)"
+CI=${CI:-} cargo test --workspace
+
+if [ -f signaling/tests/browser/package.json ]; then
+  echo "== headless Chromium through Palim"
+  cargo build -p signaling --bin palim
+  (cd signaling/tests/browser && PALIM_BIN="$PWD/../../../target/debug/palim" node --test)
+fi

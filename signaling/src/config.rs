@@ -1,0 +1,452 @@
+//! The one typed configuration of the `palim` binary.
+//!
+//! Sources, later ones winning: the built-in defaults, `config.toml` (or the file named by
+//! `--config` / `PALIM_CONFIG`), then docker-jitsi-meet's environment variables
+//! (colibri.md §1.5), so Palim can take the `jvb` service's place unchanged.
+//! An empty file is a valid configuration: REST on 127.0.0.1:8080, media on UDP 10000, no XMPP.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `palim` can be told. Sections mirror `config.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sfu: SfuSection,
+    pub ice: IceSection,
+    pub xmpp: XmppSection,
+    pub rest: RestSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SfuSection {
+    /// Expire an endpoint after this long without incoming RTP, RTCP or ICE.
+    #[serde(with = "humantime_serde")]
+    pub endpoint_timeout: Duration,
+    /// Expire an endpoint whose ICE has not connected this long after creation.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub max_conferences: usize,
+    pub max_endpoints_per_conference: usize,
+    pub max_ssrcs_per_endpoint: usize,
+    /// SRTP profiles offered, in preference order: `aead_aes_128_gcm`, `aes_cm_128_hmac_sha1_80`.
+    pub srtp_profiles: Vec<SrtpProfileName>,
+    /// Seed for the non-cryptographic RNG; unset means random.
+    pub rng_seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SrtpProfileName {
+    AeadAes128Gcm,
+    AesCm128HmacSha1_80,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceSection {
+    /// Address the media socket binds to.
+    pub bind_address: IpAddr,
+    /// The single UDP port shared by every endpoint (docker: `JVB_PORT`).
+    pub udp_port: u16,
+    /// Host candidate addresses; empty means discovered from the machine's interfaces.
+    pub host_addresses: Vec<IpAddr>,
+    /// Public addresses to advertise, `ip` or `ip#port` (docker: `JVB_ADVERTISE_IPS`).
+    pub advertise_ips: Vec<String>,
+    /// Consent freshness interval toward the client.
+    #[serde(with = "humantime_serde")]
+    pub consent_interval: Duration,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppSection {
+    /// Log in to an XMPP server and serve Jicofo in its brewery.
+    pub enabled: bool,
+    /// XMPP server host (docker: `XMPP_SERVER`).
+    pub host: String,
+    /// c2s port (docker: `XMPP_PORT`).
+    pub port: u16,
+    /// The domain to log in to: the auth domain (docker: `XMPP_AUTH_DOMAIN`).
+    pub domain: String,
+    /// Localpart of the bridge's account (docker: `JVB_AUTH_USER`).
+    pub username: String,
+    /// The account's password (docker: `JVB_AUTH_PASSWORD`). Never logged.
+    pub password: String,
+    /// Brewery rooms to join (docker: `JVB_BREWERY_MUC@XMPP_INTERNAL_MUC_DOMAIN`).
+    pub muc_jids: Vec<String>,
+    /// Occupant nickname, unique per bridge (docker: `JVB_MUC_NICKNAME`). Empty: the hostname.
+    pub muc_nickname: String,
+    /// Trust any server certificate (docker always sets this).
+    pub disable_certificate_verification: bool,
+    /// Period of the stats presence.
+    #[serde(with = "humantime_serde")]
+    pub presence_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestSection {
+    /// Serve the private HTTP API (health, version, stats, Colibri2 over REST).
+    pub enabled: bool,
+    /// Where the private HTTP server listens (docker: `JVB_COLIBRI_PORT` sets the port).
+    pub bind: SocketAddr,
+    /// Accept `POST /colibri/v2/conferences` (JVB: `COLIBRI_REST_ENABLED`). This is how the
+    /// load harness and embedded setups allocate without an XMPP server.
+    pub colibri_enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter, e.g. `info` or `info,sfu=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for SfuSection {
+    fn default() -> Self {
+        let d = sfu::SfuConfig::default();
+        Self {
+            endpoint_timeout: d.endpoint_timeout,
+            connect_timeout: d.connect_timeout,
+            max_conferences: d.limits.max_conferences,
+            max_endpoints_per_conference: d.limits.max_endpoints_per_conference,
+            max_ssrcs_per_endpoint: d.limits.max_ssrcs_per_endpoint,
+            srtp_profiles: vec![SrtpProfileName::AeadAes128Gcm, SrtpProfileName::AesCm128HmacSha1_80],
+            rng_seed: None,
+        }
+    }
+}
+
+impl Default for IceSection {
+    fn default() -> Self {
+        let d = sfu::SfuConfig::default();
+        Self {
+            bind_address: d.bind_ip,
+            udp_port: d.udp_port,
+            host_addresses: Vec::new(),
+            advertise_ips: Vec::new(),
+            consent_interval: d.consent_interval,
+        }
+    }
+}
+
+impl Default for XmppSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: "xmpp.meet.jitsi".into(),
+            port: 5222,
+            domain: "auth.meet.jitsi".into(),
+            username: "jvb".into(),
+            password: String::new(),
+            muc_jids: vec!["jvbbrewery@internal-muc.meet.jitsi".into()],
+            muc_nickname: String::new(),
+            disable_certificate_verification: false,
+            presence_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for XmppSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XmppSection")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("domain", &self.domain)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("muc_jids", &self.muc_jids)
+            .field("muc_nickname", &self.muc_nickname)
+            .field(
+                "disable_certificate_verification",
+                &self.disable_certificate_verification,
+            )
+            .field("presence_interval", &self.presence_interval)
+            .finish()
+    }
+}
+
+impl Default for RestSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            colibri_enabled: true,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { filter: "info".into() }
+    }
+}
+
+/// Why a configuration was refused. Each message names the key or variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration file: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Parse a TOML document. Unknown keys are errors, missing keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Apply docker-jitsi-meet's environment variables on top (colibri.md §1.5). `env` is a
+    /// snapshot of the environment so tests need not mutate the process's.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        if let Some(v) = get("XMPP_SERVER") {
+            // A list of `host[:port]`; the first is used (one XMPP connection for now).
+            let first = v.split(',').map(str::trim).find(|s| !s.is_empty()).unwrap_or_default();
+            match first.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                    self.xmpp.host = h.trim_matches(['[', ']']).to_string();
+                    self.xmpp.port = parse_env("XMPP_SERVER", p)?;
+                }
+                _ => self.xmpp.host = first.to_string(),
+            }
+            self.xmpp.enabled = true;
+            // docker's JVB always trusts the XMPP server's certificate.
+            self.xmpp.disable_certificate_verification = true;
+        }
+        if let Some(v) = get("XMPP_PORT") {
+            self.xmpp.port = parse_env("XMPP_PORT", &v)?;
+        }
+        if let Some(v) = get("XMPP_AUTH_DOMAIN") {
+            self.xmpp.domain = v;
+        } else if let Some(v) = get("XMPP_DOMAIN") {
+            self.xmpp.domain = format!("auth.{v}");
+        }
+        if let Some(v) = get("JVB_AUTH_USER") {
+            self.xmpp.username = v;
+        }
+        if let Some(v) = get("JVB_AUTH_PASSWORD") {
+            self.xmpp.password = v;
+        }
+        let muc_domain =
+            get("XMPP_INTERNAL_MUC_DOMAIN").or_else(|| get("XMPP_DOMAIN").map(|d| format!("internal-muc.{d}")));
+        if get("JVB_BREWERY_MUC").is_some() || muc_domain.is_some() {
+            let room = get("JVB_BREWERY_MUC").unwrap_or_else(|| "jvbbrewery".into());
+            let domain = muc_domain.unwrap_or_else(|| "internal-muc.meet.jitsi".into());
+            self.xmpp.muc_jids = vec![if room.contains('@') {
+                room
+            } else {
+                format!("{room}@{domain}")
+            }];
+        }
+        if let Some(v) = get("JVB_MUC_NICKNAME") {
+            self.xmpp.muc_nickname = v;
+        }
+        if get("JVB_DISABLE_XMPP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+            self.xmpp.enabled = false;
+        }
+        if let Some(v) = get("JVB_PORT") {
+            self.ice.udp_port = parse_env("JVB_PORT", &v)?;
+        }
+        if let Some(v) = get("JVB_ADVERTISE_IPS") {
+            self.ice.advertise_ips = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = get("JVB_COLIBRI_PORT") {
+            let port: u16 = parse_env("JVB_COLIBRI_PORT", &v)?;
+            self.rest.bind.set_port(port);
+        }
+        if self.xmpp.enabled && self.xmpp.password.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "xmpp.password",
+                reason: "XMPP is enabled but no password is set (JVB_AUTH_PASSWORD)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The media core's configuration.
+    pub fn sfu_config(&self) -> Result<sfu::SfuConfig, ConfigError> {
+        let advertise = self
+            .ice
+            .advertise_ips
+            .iter()
+            .map(|s| parse_advertised(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.sfu.srtp_profiles.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "sfu.srtp_profiles",
+                reason: "must name at least one profile".into(),
+            });
+        }
+        Ok(sfu::SfuConfig {
+            bind_ip: self.ice.bind_address,
+            udp_port: self.ice.udp_port,
+            host_addresses: self.ice.host_addresses.clone(),
+            advertise,
+            endpoint_timeout: self.sfu.endpoint_timeout,
+            connect_timeout: self.sfu.connect_timeout,
+            consent_interval: self.ice.consent_interval,
+            limits: sfu::config::Limits {
+                max_conferences: self.sfu.max_conferences,
+                max_endpoints_per_conference: self.sfu.max_endpoints_per_conference,
+                max_ssrcs_per_endpoint: self.sfu.max_ssrcs_per_endpoint,
+            },
+            srtp_profiles: self
+                .sfu
+                .srtp_profiles
+                .iter()
+                .map(|p| match p {
+                    SrtpProfileName::AeadAes128Gcm => sfu::config::SrtpProfile::AeadAes128Gcm,
+                    SrtpProfileName::AesCm128HmacSha1_80 => sfu::config::SrtpProfile::Aes128CmHmacSha1_80,
+                })
+                .collect(),
+            rng_seed: self.sfu.rng_seed,
+        })
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+        var,
+        value: value.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// `ip` or `ip#port`, as docker's `JVB_ADVERTISE_IPS`.
+fn parse_advertised(s: &str) -> Result<sfu::config::AdvertisedAddr, ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        key: "ice.advertise_ips",
+        reason: format!("{s:?}: {reason}"),
+    };
+    let (ip, port) = match s.split_once('#') {
+        Some((ip, port)) => (
+            ip,
+            Some(port.parse::<u16>().map_err(|e| bad(format!("bad port: {e}")))?),
+        ),
+        None => (s, None),
+    };
+    let ip: IpAddr = ip.trim().parse().map_err(|e| bad(format!("bad address: {e}")))?;
+    Ok(sfu::config::AdvertisedAddr { ip, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// The documented default file parses and says exactly what the built-in defaults say,
+    /// so the file can't drift from the code.
+    #[test]
+    fn shipped_config_toml_matches_defaults() {
+        let text = include_str!("../../config.toml");
+        let parsed = Config::from_toml(text).expect("config.toml parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    /// An empty file is valid and means the defaults.
+    #[test]
+    fn empty_file_is_default() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    /// A typo is an error naming the key, not a silently ignored setting.
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = Config::from_toml("[ice]\nudp_prot = 1\n").unwrap_err().to_string();
+        assert!(err.contains("udp_prot"), "{err}");
+    }
+
+    /// docker-jitsi-meet's `jvb` service environment configures the same bridge.
+    #[test]
+    fn docker_env_overrides() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[
+            ("XMPP_SERVER", "xmpp.meet.jitsi:5223"),
+            ("XMPP_AUTH_DOMAIN", "auth.example.org"),
+            ("XMPP_INTERNAL_MUC_DOMAIN", "internal-muc.example.org"),
+            ("JVB_AUTH_USER", "jvb2"),
+            ("JVB_AUTH_PASSWORD", "s3cret"),
+            ("JVB_BREWERY_MUC", "jvbbrewery"),
+            ("JVB_PORT", "10001"),
+            ("JVB_ADVERTISE_IPS", "192.0.2.10, 198.51.100.7#12000"),
+            ("JVB_COLIBRI_PORT", "8081"),
+        ]))
+        .unwrap();
+        assert!(c.xmpp.enabled);
+        assert_eq!((c.xmpp.host.as_str(), c.xmpp.port), ("xmpp.meet.jitsi", 5223));
+        assert_eq!(c.xmpp.domain, "auth.example.org");
+        assert_eq!(c.xmpp.username, "jvb2");
+        assert_eq!(c.xmpp.password, "s3cret");
+        assert_eq!(c.xmpp.muc_jids, vec!["jvbbrewery@internal-muc.example.org".to_string()]);
+        assert!(c.xmpp.disable_certificate_verification);
+        assert_eq!(c.ice.udp_port, 10001);
+        assert_eq!(c.rest.bind.port(), 8081);
+        let sfu = c.sfu_config().unwrap();
+        assert_eq!(sfu.udp_port, 10001);
+        assert_eq!(sfu.advertise.len(), 2);
+        assert_eq!(sfu.advertise[1].port, Some(12000));
+        assert!(
+            !format!("{:?}", c.xmpp).contains("s3cret"),
+            "password must not be logged"
+        );
+    }
+
+    /// Bad values are clear errors naming the variable.
+    #[test]
+    fn bad_env_values_are_errors() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(&env(&[("JVB_PORT", "ten thousand")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("JVB_PORT"), "{err}");
+        let mut c = Config::default();
+        let err = c.apply_env(&env(&[("XMPP_SERVER", "xmpp")])).unwrap_err().to_string();
+        assert!(err.contains("password"), "{err}");
+        let mut c = Config::default();
+        c.ice.advertise_ips = vec!["not-an-ip".into()];
+        assert!(c.sfu_config().unwrap_err().to_string().contains("advertise_ips"));
+    }
+
+    /// `XMPP_DOMAIN` alone derives the auth and internal MUC domains the way docker does.
+    #[test]
+    fn xmpp_domain_derives_subdomains() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[("XMPP_DOMAIN", "meet.example.org"), ("JVB_AUTH_PASSWORD", "x")]))
+            .unwrap();
+        assert_eq!(c.xmpp.domain, "auth.meet.example.org");
+        assert_eq!(
+            c.xmpp.muc_jids,
+            vec!["jvbbrewery@internal-muc.meet.example.org".to_string()]
+        );
+        assert!(!c.xmpp.enabled, "XMPP_DOMAIN alone does not name a server");
+    }
+}
