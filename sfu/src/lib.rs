@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod id;
+pub mod wire;
 
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
@@ -21,3 +22,13 @@ pub mod stats;
 pub use config::SfuConfig;
 pub use stats::Stats;
 pub mod driver;
+
+pub mod demux;
+pub mod dtls;
+mod endpoint;
+pub mod rtcp_min;
+mod sctp;
+pub mod shard;
+pub mod srtp;
+
+pub use shard::{ClockAnchor, Shard, Transmit};

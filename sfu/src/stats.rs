@@ -15,6 +15,10 @@ pub struct Stats {
     pub bytes_sent: u64,
     pub dtls_failures: u64,
     pub ice_failures: u64,
+    /// PLI/FIR forwarded to a media sender.
+    pub keyframe_requests_forwarded: u64,
+    /// PLI/FIR suppressed by the per-SSRC rate limit (not counted as drops).
+    pub keyframe_requests_suppressed: u64,
     /// Dropped datagrams by reason (stable snake_case names, e.g. `unknown_source`,
     /// `malformed_rtp`, `srtp_auth_failed`, `srtp_replay`, `not_ice_validated`).
     pub drops: Vec<(&'static str, u64)>,

@@ -1,5 +1,8 @@
 //! Palim's signaling: everything around the media core that speaks to Jicofo, browsers and
 //! operators. `signaling → sfu`; nothing here is on the per-packet path.
 
+pub mod colibri2;
 pub mod config;
+pub mod rest;
 pub mod server;
+pub mod xmpp;

@@ -1,0 +1,326 @@
+//! One participant's transport and per-stream state: ICE agent, DTLS, SRTP, the SSRCs it
+//! may send, receive statistics (for our RRs) and send statistics (for our SRs).
+//!
+//! The shard owns the logic that crosses endpoints (forwarding, PLI routing); this file holds
+//! what belongs to one endpoint alone.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc_dtls::crypto_provider::RTCCryptoProvider;
+use rtc_ice::agent::agent_config::AgentConfig;
+use rtc_ice::agent::Agent;
+use rtc_ice::candidate::candidate_host::CandidateHostConfig;
+use rtc_ice::candidate::CandidateConfig;
+use rtc_ice::candidate::CandidateType;
+use rtc_ice::mdns::MulticastDnsMode;
+use rtc_ice::network_type::NetworkType;
+
+use crate::control::{MediaKind, RemoteTransport, Setup};
+use crate::dtls::{Dtls, Role};
+use crate::id::{ConferenceId, EndpointId};
+use crate::rtcp_min::ReportBlock;
+use crate::sctp::Sctp;
+use crate::srtp::Srtp;
+
+/// How many distinct ICE-validated remote addresses an endpoint remembers.
+const MAX_VALIDATED: usize = 16;
+/// How many signalled remote candidates are used.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub conf: ConferenceId,
+    pub span: tracing::Span,
+    pub visitor: bool,
+    pub sctp_wanted: bool,
+    pub ice: Agent,
+    pub ice_controlling: bool,
+    pub ice_started: bool,
+    pub ice_connected: bool,
+    pub local_ufrag: String,
+    /// Remote address of the ICE-selected pair.
+    pub selected: Option<SocketAddr>,
+    /// Addresses that passed an authenticated STUN exchange, oldest first.
+    pub validated: Vec<SocketAddr>,
+    /// Addresses in the shard's demux map that point at this endpoint.
+    pub demux_addrs: Vec<SocketAddr>,
+    pub remote: RemoteTransport,
+    pub dtls: Option<Dtls>,
+    pub srtp: Option<Box<dyn Srtp>>,
+    pub sctp: Option<Sctp>,
+    /// SSRCs from SetSources, with their media kind.
+    pub sources: HashMap<u32, MediaKind>,
+    /// SSRCs seen when no sources were signalled (capped).
+    pub learned: HashSet<u32>,
+    /// Clock rate per payload type, from SetMedia.
+    pub clock_rates: HashMap<u8, u32>,
+    pub rx: HashMap<u32, RxStream>,
+    pub tx: HashMap<u32, TxStream>,
+    pub created: Instant,
+    pub last_activity: Instant,
+    pub next_report: Instant,
+    /// Cached earliest instant this endpoint needs a timeout (kept by the shard).
+    pub deadline: Instant,
+    pub expired: bool,
+}
+
+impl Endpoint {
+    #[allow(clippy::too_many_arguments)] // constructor of a plain aggregate
+    pub fn new(
+        now: Instant,
+        conf: ConferenceId,
+        id: EndpointId,
+        ice_controlling: bool,
+        sctp: bool,
+        visitor: bool,
+        ufrag: String,
+        pwd: String,
+        hosts: &[SocketAddr],
+        keepalive: Duration,
+        provider: Arc<dyn RTCCryptoProvider>,
+        parent: &tracing::Span,
+    ) -> Result<Self, String> {
+        let cfg = AgentConfig {
+            local_ufrag: ufrag.clone(),
+            local_pwd: pwd,
+            is_controlling: ice_controlling,
+            multicast_dns_mode: MulticastDnsMode::Disabled,
+            candidate_types: vec![CandidateType::Host],
+            network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
+            // Chrome starts DTLS and media right after its first successful check; select
+            // peer-reflexive pairs at once (notes/chromium-interop.md §3.7).
+            prflx_acceptance_min_wait: Some(Duration::ZERO),
+            host_acceptance_min_wait: Some(Duration::ZERO),
+            keepalive_interval: Some(keepalive),
+            disconnected_timeout: Some(keepalive * 3),
+            failed_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        let mut ice = Agent::new(now, Arc::new(cfg), provider).map_err(|e| e.to_string())?;
+        for h in hosts {
+            let c = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: h.ip().to_string(),
+                    port: h.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .map_err(|e| e.to_string())?;
+            ice.add_local_candidate(c).map_err(|e| e.to_string())?;
+        }
+        let span = tracing::info_span!(parent: parent, "ep", id = id.0);
+        Ok(Self {
+            id,
+            conf,
+            span,
+            visitor,
+            sctp_wanted: sctp,
+            ice,
+            ice_controlling,
+            ice_started: false,
+            ice_connected: false,
+            local_ufrag: ufrag,
+            selected: None,
+            validated: Vec::new(),
+            demux_addrs: Vec::new(),
+            remote: RemoteTransport::default(),
+            dtls: None,
+            srtp: None,
+            sctp: None,
+            sources: HashMap::new(),
+            learned: HashSet::new(),
+            clock_rates: HashMap::new(),
+            rx: HashMap::new(),
+            tx: HashMap::new(),
+            created: now,
+            last_activity: now,
+            next_report: now + Duration::from_secs(1),
+            deadline: now,
+            expired: false,
+        })
+    }
+
+    /// The DTLS role implied by the remote `setup` (media.md §1.2).
+    pub fn dtls_role(&self) -> Role {
+        match self.remote.fingerprints.iter().find_map(|f| f.setup) {
+            Some(Setup::Passive) => Role::Client,
+            Some(Setup::Active) | Some(Setup::ActPass) | None => Role::Server,
+        }
+    }
+
+    /// Where to send: the ICE-selected pair, else the DTLS-pinned address (Chrome sends DTLS
+    /// and media before the controlling side selects a pair, chromium note §3.7).
+    pub fn send_addr(&self) -> Option<SocketAddr> {
+        self.selected.or_else(|| self.dtls.as_ref().and_then(|d| d.pinned()))
+    }
+
+    pub fn is_validated(&self, addr: SocketAddr) -> bool {
+        self.validated.contains(&addr)
+    }
+
+    pub fn add_validated(&mut self, addr: SocketAddr) {
+        if self.validated.contains(&addr) {
+            return;
+        }
+        if self.validated.len() >= MAX_VALIDATED {
+            let keep = [self.selected, self.dtls.as_ref().and_then(|d| d.pinned())];
+            if let Some(i) = self.validated.iter().position(|a| !keep.contains(&Some(*a))) {
+                self.validated.remove(i);
+            } else {
+                return;
+            }
+        }
+        self.validated.push(addr);
+    }
+
+    /// Is this SSRC allowed from this endpoint? (The learning cap is applied by the caller.)
+    pub fn ssrc_known(&self, ssrc: u32) -> bool {
+        if self.sources.is_empty() {
+            self.learned.contains(&ssrc)
+        } else {
+            self.sources.contains_key(&ssrc)
+        }
+    }
+
+    /// Clock rate for an RTP stream: signalled PT, else by kind.
+    pub fn clock_rate(&self, pt: u8, ssrc: u32) -> u32 {
+        if let Some(r) = self.clock_rates.get(&pt) {
+            return *r;
+        }
+        match self.sources.get(&ssrc) {
+            Some(MediaKind::Audio) => 48_000,
+            _ if pt == 111 => 48_000,
+            _ => 90_000,
+        }
+    }
+}
+
+/// Receive statistics for one SSRC (RFC 3550 appendix A.1, A.3, A.8).
+#[derive(Debug, Clone)]
+pub struct RxStream {
+    pub clock_rate: u32,
+    base_seq: u32,
+    max_seq: u16,
+    cycles: u32,
+    received: u32,
+    expected_prior: u32,
+    received_prior: u32,
+    jitter: f64,
+    last_transit: Option<f64>,
+    /// Middle 32 bits of the last SR's NTP time, and when it arrived.
+    last_sr: Option<(u32, Instant)>,
+}
+
+impl RxStream {
+    pub fn new(seq: u16, clock_rate: u32) -> Self {
+        Self {
+            clock_rate,
+            base_seq: u32::from(seq),
+            max_seq: seq,
+            cycles: 0,
+            received: 0,
+            expected_prior: 0,
+            received_prior: 0,
+            jitter: 0.0,
+            last_transit: None,
+            last_sr: None,
+        }
+    }
+
+    /// Record one authenticated packet. `arrival` is seconds on the shard's clock.
+    pub fn update(&mut self, seq: u16, rtp_ts: u32, arrival: f64) {
+        let delta = seq.wrapping_sub(self.max_seq);
+        if delta != 0 && delta < 0x8000 {
+            if seq < self.max_seq {
+                self.cycles = self.cycles.wrapping_add(1 << 16);
+            }
+            self.max_seq = seq;
+        }
+        self.received = self.received.wrapping_add(1);
+        let transit = arrival * f64::from(self.clock_rate) - f64::from(rtp_ts);
+        if let Some(prev) = self.last_transit {
+            let mut d = transit - prev;
+            // RTP timestamps wrap; a jump of more than half the range is a wrap, not jitter.
+            if d.abs() > f64::from(u32::MAX / 2) {
+                d = 0.0;
+            }
+            self.jitter += (d.abs() - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+    }
+
+    pub fn on_sender_report(&mut self, ntp: u64, now: Instant) {
+        self.last_sr = Some(((ntp >> 16) as u32, now));
+    }
+
+    /// A report block, advancing the "prior" counters used for fraction lost.
+    pub fn report(&mut self, ssrc: u32, now: Instant) -> ReportBlock {
+        let ext_max = self.cycles.wrapping_add(u32::from(self.max_seq));
+        let expected = ext_max.wrapping_sub(self.base_seq).wrapping_add(1);
+        let lost = i64::from(expected) - i64::from(self.received);
+        let expected_interval = expected.wrapping_sub(self.expected_prior);
+        let received_interval = self.received.wrapping_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
+        let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
+            0
+        } else {
+            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
+        };
+        let (lsr, dlsr) = match self.last_sr {
+            Some((mid, at)) => {
+                let d = now.saturating_duration_since(at);
+                (mid, (d.as_secs_f64() * 65536.0) as u32)
+            }
+            None => (0, 0),
+        };
+        ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: lost.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            ext_highest_seq: ext_max,
+            jitter: self.jitter as u32,
+            lsr,
+            dlsr,
+        }
+    }
+}
+
+/// What the bridge sent to one receiver on one SSRC (for its SR).
+#[derive(Debug, Clone)]
+pub struct TxStream {
+    pub packets: u32,
+    pub octets: u32,
+    pub last_rtp_ts: u32,
+    pub last_sent: Instant,
+    pub clock_rate: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loss, sequence wrap and fraction lost follow RFC 3550 A.3.
+    #[test]
+    fn rx_stream_loss_and_wrap() {
+        let now = Instant::now();
+        let mut s = RxStream::new(65530, 90_000);
+        for (i, seq) in [65530u16, 65531, 65533, 65535, 0, 1, 3].iter().enumerate() {
+            s.update(*seq, i as u32 * 3000, i as f64 / 30.0);
+        }
+        let r = s.report(7, now);
+        assert_eq!(r.ext_highest_seq, 65536 + 3);
+        assert_eq!(r.cumulative_lost, 3); // 65532, 65534, 2
+        assert_eq!(r.fraction_lost, (3 * 256 / 10) as u8);
+        // Nothing new: nothing lost in the interval.
+        assert_eq!(s.report(7, now).fraction_lost, 0);
+    }
+}

@@ -1,0 +1,1483 @@
+//! The unit of ownership: many conferences, the demux tables, timers, RNG and counters.
+//!
+//! Sans-IO: every input is a `handle_*(now, …)` call, every output a `poll_*` call; see the
+//! crate docs for the run-loop contract. Nothing here reads a clock or touches a socket.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rtc_dtls::crypto_provider::RTCCryptoProvider;
+use rtc_ice::state::ConnectionState;
+use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use sansio::Protocol;
+
+use crate::config::SfuConfig;
+use crate::control::{
+    CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport, RemoteTransport, Reply,
+    SourceDescription,
+};
+use crate::demux::{self, Kind};
+use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
+use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
+use crate::id::{ConferenceId, EndpointId, Ssrc};
+use crate::rtcp_min::{self, Rtcp};
+use crate::sctp::{ChannelEvent, Sctp};
+use crate::stats::Stats;
+
+/// At most one PLI/FIR per media SSRC per this interval is forwarded to its sender.
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// Interval between the bridge's own RR/SR towards each endpoint (jittered ±10 %).
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Demux entries one endpoint may own (signalled candidates plus validated addresses).
+const MAX_DEMUX_ADDRS: usize = 64;
+
+/// A datagram to send from the shared media socket.
+#[derive(Debug)]
+pub struct Transmit {
+    pub remote: SocketAddr,
+    pub data: BytesMut,
+}
+
+/// Ties the monotonic clock to wall-clock time, for RTCP SR NTP timestamps.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockAnchor {
+    pub instant: Instant,
+    pub system: SystemTime,
+}
+
+type Key = (ConferenceId, EndpointId);
+
+struct Conference {
+    span: tracing::Span,
+    /// Sender SSRC of the bridge's own RTCP (Colibri2 `jvb-v0`).
+    video_ssrc: u32,
+    endpoints: HashMap<EndpointId, Endpoint>,
+    /// Media SSRC → the endpoint that sends it (for PLI/FIR routing).
+    owners: HashMap<u32, EndpointId>,
+    keyframes: KeyframeLimiter,
+    fir_seq: HashMap<u32, u8>,
+}
+
+#[derive(Default)]
+struct Counters {
+    rtp_rx: u64,
+    rtp_tx: u64,
+    rtcp_rx: u64,
+    rtcp_tx: u64,
+    bytes_rx: u64,
+    bytes_tx: u64,
+    dtls_failures: u64,
+    ice_failures: u64,
+    keyframe_forwarded: u64,
+    keyframe_suppressed: u64,
+}
+
+/// Outputs and counters, kept apart from the conferences so both can be borrowed at once.
+#[derive(Default)]
+struct Io {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    c: Counters,
+    drops: BTreeMap<&'static str, u64>,
+}
+
+impl Io {
+    fn drop(&mut self, reason: &'static str) {
+        *self.drops.entry(reason).or_insert(0) += 1;
+    }
+    fn send(&mut self, remote: SocketAddr, data: BytesMut) {
+        self.c.bytes_tx += data.len() as u64;
+        self.transmits.push_back(Transmit { remote, data });
+    }
+}
+
+/// Read-only context the per-endpoint code needs.
+struct Env<'a> {
+    config: &'a SfuConfig,
+    provider: &'a Arc<dyn RTCCryptoProvider>,
+    cert: &'a LocalCert,
+}
+
+pub struct Shard {
+    config: SfuConfig,
+    provider: Arc<dyn RTCCryptoProvider>,
+    cert: LocalCert,
+    local_addr: SocketAddr,
+    hosts: Vec<SocketAddr>,
+    local_candidates: Vec<LocalCandidate>,
+    conferences: HashMap<ConferenceId, Conference>,
+    by_addr: HashMap<SocketAddr, Key>,
+    by_ufrag: HashMap<String, Key>,
+    io: Io,
+    rng: StdRng,
+    clock: ClockAnchor,
+    span: tracing::Span,
+    next_timeout: Option<Instant>,
+}
+
+impl Shard {
+    /// A shard serving the shared socket bound at `local_addr`. Generates the process
+    /// certificate; use [`Shard::with_cert`] to share one between shards.
+    pub fn new(config: SfuConfig, local_addr: SocketAddr, clock: ClockAnchor) -> Result<Self, String> {
+        let provider = rtc_dtls::crypto_provider::default_provider().map_err(|e| e.to_string())?;
+        let cert = LocalCert::generate(&provider)?;
+        Ok(Self::with_cert(config, local_addr, clock, provider, cert))
+    }
+
+    pub fn with_cert(
+        config: SfuConfig,
+        local_addr: SocketAddr,
+        clock: ClockAnchor,
+        provider: Arc<dyn RTCCryptoProvider>,
+        cert: LocalCert,
+    ) -> Self {
+        let hosts: Vec<SocketAddr> = host_ips(&config, local_addr)
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, local_addr.port()))
+            .collect();
+        let mut local_candidates = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            local_candidates.push(LocalCandidate {
+                addr: *h,
+                priority: priority(126, i),
+                foundation: (i + 1).to_string(),
+                kind: CandidateKind::Host,
+                related: None,
+            });
+        }
+        for (i, a) in config.advertise.iter().enumerate() {
+            local_candidates.push(LocalCandidate {
+                addr: SocketAddr::new(a.ip, a.port.unwrap_or(local_addr.port())),
+                priority: priority(100, i),
+                foundation: (hosts.len() + i + 1).to_string(),
+                kind: CandidateKind::Srflx,
+                related: hosts.first().copied(),
+            });
+        }
+        let seed = config.rng_seed.unwrap_or_else(|| rand::rng().random());
+        Self {
+            span: tracing::info_span!("shard", idx = 0),
+            config,
+            provider,
+            cert,
+            local_addr,
+            hosts,
+            local_candidates,
+            conferences: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            io: Io::default(),
+            rng: StdRng::seed_from_u64(seed),
+            clock,
+            next_timeout: None,
+        }
+    }
+
+    /// SHA-256 fingerprint of the process certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.cert.fingerprint_sha256
+    }
+
+    /// The host candidates' addresses.
+    pub fn host_addresses(&self) -> &[SocketAddr] {
+        &self.hosts
+    }
+
+    /// One datagram from the shared socket. Bad input is counted, never returned.
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: BytesMut) {
+        self.io.c.bytes_rx += data.len() as u64;
+        let kind = demux::classify(&data);
+        let key = match kind {
+            Kind::Stun => return self.handle_stun(now, local, remote, data),
+            Kind::Unknown => return self.io.drop("unknown_protocol"),
+            Kind::Dtls | Kind::Rtp | Kind::Rtcp => match self.by_addr.get(&remote) {
+                Some(k) => *k,
+                None => return self.io.drop("unknown_source"),
+            },
+        };
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
+        let Some(conf) = self.conferences.get_mut(&key.0) else {
+            return self.io.drop("unknown_source");
+        };
+        match kind {
+            Kind::Dtls => {
+                let Some(ep) = conf.endpoints.get_mut(&key.1) else {
+                    return self.io.drop("unknown_source");
+                };
+                handle_dtls(now, ep, remote, data, &env, &mut self.io);
+                drive(now, ep, &env, &mut self.io, &mut self.by_addr);
+            }
+            Kind::Rtp => handle_rtp(now, conf, key.1, remote, data, &env, &mut self.io, self.clock),
+            Kind::Rtcp => handle_rtcp(now, conf, key.1, remote, data, &mut self.io),
+            Kind::Stun | Kind::Unknown => {}
+        }
+        if let Some(ep) = conf.endpoints.get_mut(&key.1) {
+            let d = deadline(ep, &self.config);
+            self.next_timeout = min_opt(self.next_timeout, Some(d));
+        }
+    }
+
+    fn handle_stun(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: BytesMut) {
+        let Some(typ) = demux::stun_type(&data) else {
+            return self.io.drop("malformed_stun");
+        };
+        let key = if typ == demux::STUN_BINDING_REQUEST {
+            let Some(ufrag) = demux::stun_local_ufrag(&data) else {
+                return self.io.drop("malformed_stun");
+            };
+            match self.by_ufrag.get(ufrag) {
+                Some(k) => *k,
+                None => return self.io.drop("unknown_ufrag"),
+            }
+        } else {
+            match self.by_addr.get(&remote) {
+                Some(k) => *k,
+                None => return self.io.drop("unknown_source"),
+            }
+        };
+        let ice_local = self.ice_local(local, remote);
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
+        let Some(ep) = self
+            .conferences
+            .get_mut(&key.0)
+            .and_then(|c| c.endpoints.get_mut(&key.1))
+        else {
+            return self.io.drop("unknown_source");
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: ice_local,
+                peer_addr: remote,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: data,
+        };
+        match ep.ice.handle_read(msg) {
+            Ok(()) if typ == demux::STUN_BINDING_REQUEST || typ == demux::STUN_BINDING_SUCCESS => {
+                // Authenticated (USERNAME and MESSAGE-INTEGRITY checked by the agent).
+                ep.add_validated(remote);
+                ep.last_activity = now;
+                map_addr(&mut self.by_addr, ep, key, remote, true);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::trace!(parent: &ep.span, %remote, error = %e, "stun rejected");
+                self.io.drop("stun_rejected");
+            }
+        }
+        drive(now, ep, &env, &mut self.io, &mut self.by_addr);
+        let d = deadline(ep, &self.config);
+        self.next_timeout = min_opt(self.next_timeout, Some(d));
+    }
+
+    /// The local candidate address the agent knows for a datagram received on `local`
+    /// (the socket may be bound to the unspecified address).
+    fn ice_local(&self, local: SocketAddr, remote: SocketAddr) -> SocketAddr {
+        if self.hosts.contains(&local) {
+            return local;
+        }
+        let same_family = |h: &&SocketAddr| h.is_ipv4() == remote.is_ipv4();
+        self.hosts
+            .iter()
+            .filter(same_family)
+            .find(|h| h.ip().is_loopback() == remote.ip().is_loopback())
+            .or_else(|| self.hosts.iter().find(same_family))
+            .copied()
+            .unwrap_or(local)
+    }
+
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<Reply, CommandError> {
+        let r = self.command(now, cmd);
+        self.recompute_timeout();
+        r
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::CreateConference { conf } => {
+                if self.conferences.contains_key(&conf) {
+                    return Err(CommandError::ConferenceExists(conf));
+                }
+                if self.conferences.len() >= self.config.limits.max_conferences {
+                    return Err(CommandError::LimitReached("conferences"));
+                }
+                let audio_ssrc = self.random_ssrc();
+                let mut video_ssrc = self.random_ssrc();
+                while video_ssrc == audio_ssrc {
+                    video_ssrc = self.random_ssrc();
+                }
+                let span = tracing::info_span!(parent: &self.span, "conf", id = conf.0);
+                tracing::info!(parent: &span, "conference created");
+                self.conferences.insert(
+                    conf,
+                    Conference {
+                        span,
+                        video_ssrc,
+                        endpoints: HashMap::new(),
+                        owners: HashMap::new(),
+                        keyframes: KeyframeLimiter::default(),
+                        fir_seq: HashMap::new(),
+                    },
+                );
+                Ok(Reply::ConferenceCreated {
+                    audio_ssrc: Ssrc(audio_ssrc),
+                    video_ssrc: Ssrc(video_ssrc),
+                })
+            }
+            Command::ExpireConference { conf } => {
+                if let Some(c) = self.conferences.remove(&conf) {
+                    tracing::info!(parent: &c.span, "conference expired");
+                    for (_, ep) in c.endpoints {
+                        self.forget_endpoint(now, ep);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Command::CreateEndpoint {
+                conf,
+                ep,
+                ice_controlling,
+                sctp,
+                visitor,
+            } => {
+                let consent = self.jittered(self.config.consent_interval);
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                if c.endpoints.contains_key(&ep) {
+                    return Err(CommandError::EndpointExists { conf, ep });
+                }
+                if c.endpoints.len() >= self.config.limits.max_endpoints_per_conference {
+                    return Err(CommandError::LimitReached("endpoints per conference"));
+                }
+                let mut ufrag = rtc_ice::rand::generate_ufrag();
+                while self.by_ufrag.contains_key(&ufrag) {
+                    ufrag = rtc_ice::rand::generate_ufrag();
+                }
+                let pwd = rtc_ice::rand::generate_pwd();
+                let endpoint = Endpoint::new(
+                    now,
+                    conf,
+                    ep,
+                    ice_controlling,
+                    sctp,
+                    visitor,
+                    ufrag.clone(),
+                    pwd.clone(),
+                    &self.hosts,
+                    consent,
+                    self.provider.clone(),
+                    &c.span,
+                )
+                .map_err(CommandError::Internal)?;
+                tracing::info!(parent: &endpoint.span, visitor, sctp, "endpoint created");
+                c.endpoints.insert(ep, endpoint);
+                self.by_ufrag.insert(ufrag.clone(), (conf, ep));
+                Ok(Reply::EndpointCreated(LocalTransport {
+                    ufrag,
+                    pwd,
+                    fingerprint_sha256: self.cert.fingerprint_sha256.clone(),
+                    candidates: self.local_candidates.clone(),
+                }))
+            }
+            Command::SetMedia { conf, ep, media } => {
+                let e = self.endpoint_mut(conf, ep)?;
+                for pt in media.payload_types {
+                    if pt.clock_rate > 0 {
+                        e.clock_rates.insert(pt.pt, pt.clock_rate);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Command::SetRemoteTransport { conf, ep, transport } => self.set_remote_transport(now, conf, ep, transport),
+            Command::SetSources { conf, ep, sources } => self.set_sources(conf, ep, sources),
+            Command::ExpireEndpoint { conf, ep } => {
+                if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
+                    tracing::info!(parent: &e.span, "endpoint expired by command");
+                    self.forget_endpoint(now, e);
+                }
+                Ok(Reply::Done)
+            }
+            Command::SendDataChannelText { conf, ep, text } => {
+                let env = Env {
+                    config: &self.config,
+                    provider: &self.provider,
+                    cert: &self.cert,
+                };
+                let e = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?
+                    .endpoints
+                    .get_mut(&ep)
+                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                let sctp = e
+                    .sctp
+                    .as_mut()
+                    .ok_or_else(|| CommandError::Invalid("data channel not open".into()))?;
+                sctp.send_text(now, &text)
+                    .map_err(|m| CommandError::Invalid(m.into()))?;
+                drive(now, e, &env, &mut self.io, &mut self.by_addr);
+                Ok(Reply::Done)
+            }
+            #[allow(unreachable_patterns)] // Command is non_exhaustive for other crates only
+            _ => Err(CommandError::Invalid("unsupported command".into())),
+        }
+    }
+
+    fn endpoint_mut(&mut self, conf: ConferenceId, ep: EndpointId) -> Result<&mut Endpoint, CommandError> {
+        self.conferences
+            .get_mut(&conf)
+            .ok_or(CommandError::ConferenceNotFound(conf))?
+            .endpoints
+            .get_mut(&ep)
+            .ok_or(CommandError::EndpointNotFound { conf, ep })
+    }
+
+    fn set_remote_transport(
+        &mut self,
+        now: Instant,
+        conf: ConferenceId,
+        ep: EndpointId,
+        t: RemoteTransport,
+    ) -> Result<Reply, CommandError> {
+        let local_addr = self.local_addr;
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
+        let c = self
+            .conferences
+            .get_mut(&conf)
+            .ok_or(CommandError::ConferenceNotFound(conf))?;
+        let e = c
+            .endpoints
+            .get_mut(&ep)
+            .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+        if !t.fingerprints.is_empty() {
+            e.remote.fingerprints = t.fingerprints;
+        }
+        if e.dtls.is_none() && (!e.remote.fingerprints.is_empty() || t.ufrag.is_some()) {
+            let role = e.dtls_role();
+            tracing::debug!(parent: &e.span, ?role, "dtls role");
+            e.dtls = Some(Dtls::new(role, local_addr));
+        }
+        for cand in t.candidates.into_iter().take(MAX_REMOTE_CANDIDATES) {
+            if e.remote.candidates.contains(&cand) || e.remote.candidates.len() >= MAX_REMOTE_CANDIDATES {
+                continue;
+            }
+            e.remote.candidates.push(cand);
+            let network = if cand.is_ipv4() { "udp4" } else { "udp6" };
+            let _ = network;
+            let rc = rtc_ice::candidate::candidate_host::CandidateHostConfig {
+                base_config: rtc_ice::candidate::CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: cand.ip().to_string(),
+                    port: cand.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host();
+            match rc {
+                Ok(rc) => {
+                    if let Err(err) = e.ice.add_remote_candidate(rc) {
+                        tracing::debug!(parent: &e.span, %cand, error = %err, "remote candidate refused");
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(parent: &e.span, %cand, error = %err, "bad remote candidate")
+                }
+            }
+        }
+        if let (Some(u), Some(p)) = (t.ufrag, t.pwd) {
+            if !e.ice_started {
+                e.ice
+                    .start_connectivity_checks(now, e.ice_controlling, u.clone(), p.clone())
+                    .map_err(|err| CommandError::Invalid(format!("ICE credentials: {err}")))?;
+                e.ice_started = true;
+                e.remote.ufrag = Some(u);
+                e.remote.pwd = Some(p);
+            }
+        }
+        drive(now, e, &env, &mut self.io, &mut self.by_addr);
+        Ok(Reply::Done)
+    }
+
+    fn set_sources(
+        &mut self,
+        conf: ConferenceId,
+        ep: EndpointId,
+        sources: Vec<SourceDescription>,
+    ) -> Result<Reply, CommandError> {
+        let max = self.config.limits.max_ssrcs_per_endpoint;
+        let c = self
+            .conferences
+            .get_mut(&conf)
+            .ok_or(CommandError::ConferenceNotFound(conf))?;
+        let e = c
+            .endpoints
+            .get_mut(&ep)
+            .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+        let mut set = HashMap::new();
+        for s in &sources {
+            for ssrc in s.ssrcs.iter().chain(s.groups.iter().flat_map(|g| g.ssrcs.iter())) {
+                set.insert(ssrc.0, s.kind);
+            }
+        }
+        if set.len() > max {
+            return Err(CommandError::LimitReached("ssrcs per endpoint"));
+        }
+        let keyframes = &mut c.keyframes;
+        c.owners.retain(|ssrc, owner| {
+            let keep = *owner != ep;
+            if !keep {
+                keyframes.forget(*ssrc);
+            }
+            keep
+        });
+        for ssrc in set.keys() {
+            c.owners.insert(*ssrc, ep);
+        }
+        e.sources = set;
+        e.learned.clear();
+        e.rx.retain(|ssrc, _| e.sources.contains_key(ssrc));
+        Ok(Reply::Done)
+    }
+
+    /// Remove every trace of an endpoint already taken out of its conference.
+    fn forget_endpoint(&mut self, now: Instant, mut ep: Endpoint) {
+        for a in &ep.demux_addrs {
+            if self.by_addr.get(a) == Some(&(ep.conf, ep.id)) {
+                self.by_addr.remove(a);
+            }
+        }
+        self.by_ufrag.remove(&ep.local_ufrag);
+        if let Some(c) = self.conferences.get_mut(&ep.conf) {
+            let keyframes = &mut c.keyframes;
+            c.owners.retain(|ssrc, o| {
+                let keep = *o != ep.id;
+                if !keep {
+                    keyframes.forget(*ssrc);
+                }
+                keep
+            });
+            for other in c.endpoints.values_mut() {
+                other
+                    .tx
+                    .retain(|ssrc, _| ep.sources.contains_key(ssrc) || ep.learned.contains(ssrc));
+            }
+        }
+        let addr = ep.send_addr();
+        if let (Some(d), Some(addr)) = (ep.dtls.as_mut(), addr) {
+            d.close(now);
+            while let Some(b) = d.poll_transmit() {
+                self.io.send(addr, b);
+            }
+        }
+        let _ = ep.ice.close();
+        ep.expired = true;
+    }
+
+    /// Expire everything (close_notify to every connected endpoint).
+    pub fn shutdown(&mut self, now: Instant) {
+        let confs: Vec<ConferenceId> = self.conferences.keys().copied().collect();
+        for c in confs {
+            let _ = self.command(now, Command::ExpireConference { conf: c });
+        }
+        self.next_timeout = None;
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let env = Env {
+            config: &self.config,
+            provider: &self.provider,
+            cert: &self.cert,
+        };
+        let mut expired: Vec<(Key, ExpireReason)> = Vec::new();
+        let ntp = ntp_time(self.clock, now);
+        for (cid, c) in self.conferences.iter_mut() {
+            let video_ssrc = c.video_ssrc;
+            for (eid, ep) in c.endpoints.iter_mut() {
+                if ep.deadline > now {
+                    continue;
+                }
+                if ep.ice.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = ep.ice.handle_timeout(now);
+                }
+                let mut devs = Vec::new();
+                if let Some(d) = ep.dtls.as_mut() {
+                    if d.poll_timeout().is_some_and(|t| t <= now) {
+                        d.handle_timeout(now, &mut devs);
+                    }
+                }
+                on_dtls_events(now, ep, devs, &mut self.io);
+                if let Some(sctp) = ep.sctp.as_mut() {
+                    if sctp.poll_timeout().is_some_and(|t| t <= now) {
+                        let mut chev = Vec::new();
+                        sctp.handle_timeout(now, &mut chev);
+                        on_channel_events(ep, chev, &mut self.io);
+                    }
+                }
+                if now >= ep.next_report {
+                    let jitter = self.rng.random_range(900..1100);
+                    ep.next_report = now + REPORT_INTERVAL * jitter / 1000;
+                    send_reports(now, ep, video_ssrc, ntp, &mut self.io);
+                }
+                drive(now, ep, &env, &mut self.io, &mut self.by_addr);
+                if ep.ice.state() == ConnectionState::Failed {
+                    expired.push(((*cid, *eid), ExpireReason::IceFailed));
+                } else if !ep.ice_connected && now >= ep.created + self.config.connect_timeout {
+                    expired.push(((*cid, *eid), ExpireReason::NeverConnected));
+                } else if now >= ep.last_activity + self.config.endpoint_timeout {
+                    expired.push(((*cid, *eid), ExpireReason::Inactive));
+                }
+                deadline(ep, &self.config);
+            }
+        }
+        for ((conf, ep), reason) in expired {
+            if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
+                tracing::info!(parent: &e.span, ?reason, "endpoint expired");
+                self.forget_endpoint(now, e);
+                self.io.events.push_back(Event::EndpointExpired { conf, ep, reason });
+            }
+        }
+        self.next_timeout = self
+            .conferences
+            .values()
+            .flat_map(|c| c.endpoints.values().map(|e| e.deadline))
+            .min();
+    }
+
+    fn recompute_timeout(&mut self) {
+        let mut t = None;
+        for c in self.conferences.values_mut() {
+            for ep in c.endpoints.values_mut() {
+                t = min_opt(t, Some(deadline(ep, &self.config)));
+            }
+        }
+        self.next_timeout = t;
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.io.transmits.pop_front()?;
+        Some(t)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.io.events.pop_front()
+    }
+
+    /// When [`Shard::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut endpoints = 0;
+        let mut connected = 0;
+        for c in self.conferences.values() {
+            endpoints += c.endpoints.len();
+            connected += c.endpoints.values().filter(|e| e.srtp.is_some()).count();
+        }
+        let c = &self.io.c;
+        Stats {
+            conferences: self.conferences.len(),
+            endpoints,
+            endpoints_connected: connected,
+            rtp_packets_received: c.rtp_rx,
+            rtp_packets_sent: c.rtp_tx,
+            rtcp_packets_received: c.rtcp_rx,
+            rtcp_packets_sent: c.rtcp_tx,
+            bytes_received: c.bytes_rx,
+            bytes_sent: c.bytes_tx,
+            dtls_failures: c.dtls_failures,
+            ice_failures: c.ice_failures,
+            keyframe_requests_forwarded: c.keyframe_forwarded,
+            keyframe_requests_suppressed: c.keyframe_suppressed,
+            drops: self.io.drops.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    fn random_ssrc(&mut self) -> u32 {
+        loop {
+            let s: u32 = self.rng.random();
+            if s != 0 {
+                return s;
+            }
+        }
+    }
+
+    /// `d` randomised to 0.8–1.2× (JVB's consent-freshness `randomize-interval`).
+    fn jittered(&mut self, d: Duration) -> Duration {
+        d * self.rng.random_range(800..1200) / 1000
+    }
+}
+
+fn priority(type_pref: u32, index: usize) -> u32 {
+    let local_pref = 65535u32.saturating_sub(index as u32);
+    (type_pref << 24) | (local_pref << 8) | 255
+}
+
+/// Host candidate IPs: configured ones; else the bind address if specific; else every
+/// non-loopback IPv4 address plus 127.0.0.1.
+fn host_ips(config: &SfuConfig, local: SocketAddr) -> Vec<IpAddr> {
+    if !config.host_addresses.is_empty() {
+        return config.host_addresses.clone();
+    }
+    if !local.ip().is_unspecified() {
+        return vec![local.ip()];
+    }
+    let mut ips: Vec<IpAddr> = rtc_shared::ifaces::ifaces()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.addr.map(|a| a.ip()))
+        .filter(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    ips
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// The earliest instant this endpoint needs `handle_timeout`; also caches it in the endpoint
+/// so `handle_timeout` can skip endpoints that are not due.
+fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
+    let mut t = ep.last_activity + config.endpoint_timeout;
+    if !ep.ice_connected {
+        t = t.min(ep.created + config.connect_timeout);
+    }
+    if let Some(i) = ep.ice.poll_timeout() {
+        t = t.min(i);
+    }
+    if let Some(d) = ep.dtls.as_ref().and_then(|d| d.poll_timeout()) {
+        t = t.min(d);
+    }
+    if ep.srtp.is_some() {
+        t = t.min(ep.next_report);
+    }
+    if let Some(x) = ep.sctp.as_ref().and_then(|s| s.poll_timeout()) {
+        t = t.min(x);
+    }
+    ep.deadline = t;
+    t
+}
+
+/// NTP time (RFC 3550 §4) of `now`.
+fn ntp_time(clock: ClockAnchor, now: Instant) -> u64 {
+    let sys = match now.checked_duration_since(clock.instant) {
+        Some(d) => clock.system + d,
+        None => clock.system - clock.instant.duration_since(now),
+    };
+    let d = sys.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key, addr: SocketAddr, replace: bool) {
+    match by_addr.get(&addr) {
+        Some(k) if *k == key => return,
+        Some(_) if !replace => return,
+        _ => {}
+    }
+    if !ep.demux_addrs.contains(&addr) {
+        if ep.demux_addrs.len() >= MAX_DEMUX_ADDRS {
+            return;
+        }
+        ep.demux_addrs.push(addr);
+    }
+    by_addr.insert(addr, key);
+}
+
+/// Drain an endpoint's ICE and DTLS after any input: transmits, state changes, client
+/// DTLS start.
+fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &mut HashMap<SocketAddr, Key>) {
+    let key = (ep.conf, ep.id);
+    while let Some(t) = ep.ice.poll_write() {
+        let to = t.transport.peer_addr;
+        // Responses to our checks come back from where we sent them.
+        map_addr(by_addr, ep, key, to, false);
+        io.send(to, t.message);
+    }
+    while let Some(ev) = ep.ice.poll_event() {
+        match ev.event {
+            rtc_ice::agent::Event::ConnectionStateChange(s) => {
+                tracing::debug!(parent: &ep.span, state = ?s, "ice state");
+                match s {
+                    ConnectionState::Connected | ConnectionState::Completed => ep.ice_connected = true,
+                    ConnectionState::Failed => {
+                        io.c.ice_failures += 1;
+                        tracing::warn!(parent: &ep.span, "ICE failed");
+                        io.events.push_back(Event::IceFailed {
+                            conf: ep.conf,
+                            ep: ep.id,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            rtc_ice::agent::Event::SelectedCandidatePairChange(_, remote) => {
+                let addr = remote.addr();
+                let first = ep.selected.is_none();
+                ep.selected = Some(addr);
+                ep.ice_connected = true;
+                ep.add_validated(addr);
+                map_addr(by_addr, ep, key, addr, true);
+                if first {
+                    tracing::info!(parent: &ep.span, %addr, "ICE connected");
+                    io.events.push_back(Event::IceConnected {
+                        conf: ep.conf,
+                        ep: ep.id,
+                        remote: addr,
+                    });
+                } else {
+                    tracing::debug!(parent: &ep.span, %addr, "ICE pair switched");
+                }
+            }
+            _ => {}
+        }
+    }
+    // Client role: start the handshake once ICE found a working address.
+    let mut devs = Vec::new();
+    if let Some(d) = ep.dtls.as_mut() {
+        if d.role() == Role::Client && d.pinned().is_none() && !d.is_failed() {
+            if let Some(addr) = ep.selected.or_else(|| ep.validated.first().copied()) {
+                let ctx = DtlsContext {
+                    provider: env.provider,
+                    cert: env.cert,
+                    fingerprints: &ep.remote.fingerprints,
+                    allowed: &env.config.srtp_profiles,
+                };
+                d.connect(now, addr, &ctx, &mut devs);
+            }
+        }
+    }
+    on_dtls_events(now, ep, devs, io);
+    if let (Some(sctp), Some(d)) = (ep.sctp.as_mut(), ep.dtls.as_mut()) {
+        while let Some(pkts) = sctp.poll_transmit(now) {
+            for p in pkts {
+                if !d.write(now, &p) {
+                    io.drop("sctp_send_failed");
+                }
+            }
+        }
+    }
+    if let Some(addr) = ep.send_addr() {
+        if let Some(d) = ep.dtls.as_mut() {
+            while let Some(b) = d.poll_transmit() {
+                io.send(addr, b);
+            }
+        }
+    }
+}
+
+fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesMut, env: &Env<'_>, io: &mut Io) {
+    if !ep.is_validated(remote) {
+        return io.drop("not_ice_validated");
+    }
+    let Some(d) = ep.dtls.as_mut() else {
+        return io.drop("dtls_before_transport");
+    };
+    let ctx = DtlsContext {
+        provider: env.provider,
+        cert: env.cert,
+        fingerprints: &ep.remote.fingerprints,
+        allowed: &env.config.srtp_profiles,
+    };
+    let mut devs = Vec::new();
+    match d.handle_datagram(now, remote, data, &ctx, &mut devs) {
+        Ok(()) => ep.last_activity = now,
+        Err(reason) => io.drop(reason.reason()),
+    }
+    on_dtls_events(now, ep, devs, io);
+}
+
+fn on_dtls_events(now: Instant, ep: &mut Endpoint, devs: Vec<DtlsEvent>, io: &mut Io) {
+    for ev in devs {
+        match ev {
+            DtlsEvent::Connected { srtp, profile } => {
+                tracing::info!(parent: &ep.span, ?profile, "DTLS connected");
+                ep.srtp = Some(srtp);
+                io.events.push_back(Event::DtlsConnected {
+                    conf: ep.conf,
+                    ep: ep.id,
+                });
+                if ep.sctp_wanted && ep.sctp.is_none() {
+                    let key = ep
+                        .dtls
+                        .as_ref()
+                        .and_then(|d| d.pinned())
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9)));
+                    ep.sctp = Some(Sctp::new(key));
+                }
+            }
+            DtlsEvent::Failed(reason) => {
+                tracing::warn!(parent: &ep.span, %reason, "DTLS failed");
+                io.c.dtls_failures += 1;
+                io.events.push_back(Event::DtlsFailed {
+                    conf: ep.conf,
+                    ep: ep.id,
+                    reason,
+                });
+            }
+            DtlsEvent::Data(data) => match ep.sctp.as_mut() {
+                Some(sctp) => {
+                    let mut chev = Vec::new();
+                    sctp.handle_data(now, data, &mut chev);
+                    on_channel_events(ep, chev, io);
+                }
+                None => io.drop("sctp_not_enabled"),
+            },
+            DtlsEvent::Closed => {
+                tracing::info!(parent: &ep.span, "DTLS closed by peer");
+                ep.srtp = None;
+            }
+        }
+    }
+}
+
+fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
+    if let Some(sctp) = ep.sctp.as_mut() {
+        for d in sctp.drops.drain(..) {
+            io.drop(d);
+        }
+    }
+    for ev in chev {
+        match ev {
+            ChannelEvent::Open => io.events.push_back(Event::DataChannelOpen {
+                conf: ep.conf,
+                ep: ep.id,
+            }),
+            ChannelEvent::Text(text) => io.events.push_back(Event::DataChannelText {
+                conf: ep.conf,
+                ep: ep.id,
+                text,
+            }),
+            ChannelEvent::Closed => tracing::info!(parent: &ep.span, "data channel closed"),
+        }
+    }
+}
+
+/// The fields of a plain RTP header the bridge needs.
+struct RtpHeader {
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+}
+
+fn rtp_header(b: &[u8]) -> Option<RtpHeader> {
+    if b.len() < 12 || b[0] >> 6 != 2 {
+        return None;
+    }
+    Some(RtpHeader {
+        pt: b[1] & 0x7F,
+        seq: u16::from_be_bytes([b[2], b[3]]),
+        ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // the hot path takes its pieces explicitly
+fn handle_rtp(
+    now: Instant,
+    conf: &mut Conference,
+    from: EndpointId,
+    remote: SocketAddr,
+    data: BytesMut,
+    env: &Env<'_>,
+    io: &mut Io,
+    clock: ClockAnchor,
+) {
+    let Some(ep) = conf.endpoints.get_mut(&from) else {
+        return io.drop("unknown_source");
+    };
+    if !ep.is_validated(remote) {
+        return io.drop("not_ice_validated");
+    }
+    let Some(h) = rtp_header(&data) else {
+        return io.drop("malformed_rtp");
+    };
+    if ep.visitor {
+        return io.drop("visitor_media");
+    }
+    let known = ep.ssrc_known(h.ssrc);
+    let learning = !known && ep.sources.is_empty() && ep.learned.len() < env.config.limits.max_ssrcs_per_endpoint;
+    if !known && !learning {
+        return io.drop("unknown_ssrc");
+    }
+    let Some(srtp) = ep.srtp.as_mut() else {
+        return io.drop("srtp_not_ready");
+    };
+    let plain = match srtp.unprotect_rtp(&data) {
+        Ok(p) => p,
+        Err(e) => return io.drop(e.drop_reason(false)),
+    };
+    io.c.rtp_rx += 1;
+    ep.last_activity = now;
+    if learning {
+        ep.learned.insert(h.ssrc);
+        conf.owners.insert(h.ssrc, from);
+    }
+    let arrival = now.saturating_duration_since(clock.instant).as_secs_f64();
+    let rate = ep.clock_rate(h.pt, h.ssrc);
+    ep.rx
+        .entry(h.ssrc)
+        .or_insert_with(|| RxStream::new(h.seq, rate))
+        .update(h.seq, h.ts, arrival);
+
+    for (rid, r) in conf.endpoints.iter_mut() {
+        if *rid == from {
+            continue;
+        }
+        let Some(dst) = r.send_addr() else { continue };
+        let Some(srtp) = r.srtp.as_mut() else {
+            continue;
+        };
+        match srtp.protect_rtp(&plain) {
+            Ok(enc) => {
+                io.c.rtp_tx += 1;
+                io.send(dst, enc);
+                let tx = r.tx.entry(h.ssrc).or_insert(TxStream {
+                    packets: 0,
+                    octets: 0,
+                    last_rtp_ts: h.ts,
+                    last_sent: now,
+                    clock_rate: rate,
+                });
+                tx.packets = tx.packets.wrapping_add(1);
+                tx.octets = tx.octets.wrapping_add((plain.len() - 12) as u32);
+                tx.last_rtp_ts = h.ts;
+                tx.last_sent = now;
+            }
+            Err(_) => io.drop("srtp_protect_failed"),
+        }
+    }
+}
+
+/// At most one keyframe request per media SSRC per [`KEYFRAME_MIN_INTERVAL`], across all
+/// requesters (JVB's source-wide limit, media.md §5.3).
+#[derive(Default)]
+struct KeyframeLimiter {
+    last: HashMap<u32, Instant>,
+}
+
+impl KeyframeLimiter {
+    fn allow(&self, media: u32, now: Instant) -> bool {
+        self.last
+            .get(&media)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= KEYFRAME_MIN_INTERVAL)
+    }
+    fn sent(&mut self, media: u32, now: Instant) {
+        self.last.insert(media, now);
+    }
+    fn forget(&mut self, media: u32) {
+        self.last.remove(&media);
+    }
+}
+
+/// A keyframe request to route.
+enum KeyframeRequest {
+    Pli(u32),
+    Fir(u32),
+}
+
+fn handle_rtcp(now: Instant, conf: &mut Conference, from: EndpointId, remote: SocketAddr, data: BytesMut, io: &mut Io) {
+    let Some(ep) = conf.endpoints.get_mut(&from) else {
+        return io.drop("unknown_source");
+    };
+    if !ep.is_validated(remote) {
+        return io.drop("not_ice_validated");
+    }
+    let Some(srtp) = ep.srtp.as_mut() else {
+        return io.drop("srtp_not_ready");
+    };
+    let plain = match srtp.unprotect_rtcp(&data) {
+        Ok(p) => p,
+        Err(e) => return io.drop(e.drop_reason(true)),
+    };
+    io.c.rtcp_rx += 1;
+    ep.last_activity = now;
+    let mut requests = Vec::new();
+    for item in rtcp_min::parse_compound(&plain) {
+        match item {
+            Ok(Rtcp::SenderReport { ssrc, ntp, .. }) => {
+                if let Some(rx) = ep.rx.get_mut(&ssrc) {
+                    rx.on_sender_report(ntp, now);
+                }
+            }
+            Ok(Rtcp::Pli { media, .. }) => requests.push(KeyframeRequest::Pli(media)),
+            Ok(Rtcp::Fir { entries, .. }) => {
+                requests.extend(entries.take(8).map(|(ssrc, _)| KeyframeRequest::Fir(ssrc)));
+            }
+            Ok(Rtcp::ReceiverReport { .. }) | Ok(Rtcp::Other { .. }) => {}
+            Err(()) => {
+                io.drop("malformed_rtcp");
+                break;
+            }
+        }
+    }
+    for r in requests {
+        request_keyframe(now, conf, from, r, io);
+    }
+}
+
+/// Route a receiver's PLI/FIR to the sender of the media SSRC, as from the bridge, at most
+/// once per [`KEYFRAME_MIN_INTERVAL`] per SSRC (media.md §5.3).
+fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, req: KeyframeRequest, io: &mut Io) {
+    let media = match req {
+        KeyframeRequest::Pli(s) | KeyframeRequest::Fir(s) => s,
+    };
+    let Some(owner) = conf.owners.get(&media).copied() else {
+        return io.drop("keyframe_unknown_ssrc");
+    };
+    if owner == requester {
+        return;
+    }
+    if !conf.keyframes.allow(media, now) {
+        io.c.keyframe_suppressed += 1;
+        return;
+    }
+    let Some(ep) = conf.endpoints.get_mut(&owner) else {
+        return;
+    };
+    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else {
+        return;
+    };
+    let mut buf = [0u8; 20];
+    let n = match req {
+        KeyframeRequest::Pli(_) => rtcp_min::write_pli(&mut buf, conf.video_ssrc, media),
+        KeyframeRequest::Fir(_) => {
+            let seq = conf.fir_seq.entry(media).or_insert(0);
+            *seq = seq.wrapping_add(1);
+            rtcp_min::write_fir(&mut buf, conf.video_ssrc, media, *seq)
+        }
+    };
+    match srtp.protect_rtcp(&buf[..n]) {
+        Ok(enc) => {
+            conf.keyframes.sent(media, now);
+            io.c.keyframe_forwarded += 1;
+            io.c.rtcp_tx += 1;
+            io.send(dst, enc);
+        }
+        Err(_) => io.drop("srtcp_protect_failed"),
+    }
+}
+
+/// The bridge's RR (for what it receives from `ep`) and SRs (for what it sends to `ep`).
+fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io: &mut Io) {
+    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else {
+        return;
+    };
+    let mut buf = [0u8; 8 + 24 * 31];
+    if !ep.rx.is_empty() {
+        let blocks: Vec<_> = ep
+            .rx
+            .iter_mut()
+            .take(31)
+            .map(|(ssrc, s)| s.report(*ssrc, now))
+            .collect();
+        let n = rtcp_min::write_rr(&mut buf, bridge_ssrc, &blocks);
+        if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
+            io.c.rtcp_tx += 1;
+            io.send(dst, enc);
+        }
+    }
+    for (ssrc, tx) in ep.tx.iter() {
+        let elapsed = now.saturating_duration_since(tx.last_sent).as_secs_f64();
+        let rtp_ts = tx.last_rtp_ts.wrapping_add((elapsed * f64::from(tx.clock_rate)) as u32);
+        let n = rtcp_min::write_sr(&mut buf, *ssrc, ntp, rtp_ts, tx.packets, tx.octets);
+        if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
+            io.c.rtcp_tx += 1;
+            io.send(dst, enc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{MediaKind, SourceDescription};
+
+    fn shard(config: SfuConfig) -> (Shard, Instant) {
+        let now = Instant::now();
+        let clock = ClockAnchor {
+            instant: now,
+            system: SystemTime::now(),
+        };
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        (Shard::new(config, local, clock).expect("shard"), now)
+    }
+
+    fn create(s: &mut Shard, now: Instant, conf: u32, ep: u32) -> Result<Reply, CommandError> {
+        s.handle_command(
+            now,
+            Command::CreateEndpoint {
+                conf: ConferenceId(conf),
+                ep: EndpointId(ep),
+                ice_controlling: true,
+                sctp: false,
+                visitor: false,
+            },
+        )
+    }
+
+    fn stun_request(username: &str) -> BytesMut {
+        let mut attrs = vec![0x00, 0x06];
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[1; 12]);
+        m.extend_from_slice(&attrs);
+        BytesMut::from(&m[..])
+    }
+
+    fn drops(s: &Shard, reason: &str) -> u64 {
+        s.stats()
+            .drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Commands enforce existence and the configured limits.
+    #[test]
+    fn commands_and_limits() {
+        let mut cfg = SfuConfig::default();
+        cfg.limits.max_conferences = 1;
+        cfg.limits.max_endpoints_per_conference = 1;
+        cfg.limits.max_ssrcs_per_endpoint = 2;
+        let (mut s, now) = shard(cfg);
+        let c1 = ConferenceId(1);
+        assert!(matches!(
+            s.handle_command(now, Command::CreateConference { conf: c1 }),
+            Ok(Reply::ConferenceCreated { audio_ssrc, video_ssrc }) if audio_ssrc != video_ssrc
+        ));
+        assert_eq!(
+            s.handle_command(now, Command::CreateConference { conf: c1 }),
+            Err(CommandError::ConferenceExists(c1))
+        );
+        assert_eq!(
+            s.handle_command(now, Command::CreateConference { conf: ConferenceId(2) }),
+            Err(CommandError::LimitReached("conferences"))
+        );
+        assert_eq!(
+            create(&mut s, now, 9, 1),
+            Err(CommandError::ConferenceNotFound(ConferenceId(9)))
+        );
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
+            panic!("endpoint not created")
+        };
+        assert_eq!(t.fingerprint_sha256, s.fingerprint());
+        assert_eq!(
+            t.candidates[0].addr,
+            "127.0.0.1:10000".parse::<SocketAddr>().expect("literal")
+        );
+        assert_eq!(t.candidates[0].kind, CandidateKind::Host);
+        assert!(t.ufrag.len() >= 4 && t.pwd.len() >= 22);
+        assert_eq!(
+            create(&mut s, now, 1, 1),
+            Err(CommandError::EndpointExists {
+                conf: c1,
+                ep: EndpointId(1)
+            })
+        );
+        assert_eq!(
+            create(&mut s, now, 1, 2),
+            Err(CommandError::LimitReached("endpoints per conference"))
+        );
+        let src = |ssrcs: Vec<u32>| SourceDescription {
+            kind: MediaKind::Video,
+            name: "x-v0".into(),
+            ssrcs: ssrcs.into_iter().map(Ssrc).collect(),
+            groups: vec![],
+            video_type: None,
+        };
+        let set = |s: &mut Shard, v| {
+            s.handle_command(
+                now,
+                Command::SetSources {
+                    conf: c1,
+                    ep: EndpointId(1),
+                    sources: vec![src(v)],
+                },
+            )
+        };
+        assert_eq!(set(&mut s, vec![1, 2]), Ok(Reply::Done));
+        assert_eq!(
+            set(&mut s, vec![1, 2, 3]),
+            Err(CommandError::LimitReached("ssrcs per endpoint"))
+        );
+        assert_eq!(s.stats().endpoints, 1);
+        // Expiry frees the ufrag demux entry: a check for it is now an unknown ufrag.
+        assert_eq!(
+            s.handle_command(now, Command::ExpireConference { conf: c1 }),
+            Ok(Reply::Done)
+        );
+        assert_eq!(s.stats().conferences, 0);
+        let from: SocketAddr = "127.0.0.1:4000".parse().expect("literal");
+        s.handle_datagram(now, from, from, stun_request(&format!("{}:abcd", t.ufrag)));
+        assert_eq!(drops(&s, "unknown_ufrag"), 1);
+        assert_eq!(
+            s.handle_command(
+                now,
+                Command::ExpireEndpoint {
+                    conf: c1,
+                    ep: EndpointId(1)
+                }
+            ),
+            Ok(Reply::Done)
+        );
+    }
+
+    /// Unknown or malformed datagrams are dropped by reason; an unauthenticated check with a
+    /// valid ufrag does not map its address to the endpoint.
+    #[test]
+    fn demux_drops_by_reason() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let local = "127.0.0.1:10000".parse().expect("literal");
+        let from: SocketAddr = "127.0.0.1:5555".parse().expect("literal");
+        s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) })
+            .expect("conf");
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
+            panic!("endpoint not created")
+        };
+        s.handle_command(
+            now,
+            Command::SetRemoteTransport {
+                conf: ConferenceId(1),
+                ep: EndpointId(1),
+                transport: RemoteTransport {
+                    ufrag: Some("abcd".into()),
+                    pwd: Some("p".repeat(22)),
+                    ..Default::default()
+                },
+            },
+        )
+        .expect("transport");
+        while s.poll_transmit().is_some() {}
+
+        s.handle_datagram(
+            now,
+            local,
+            from,
+            BytesMut::from(&[0x80u8, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]),
+        );
+        assert_eq!(drops(&s, "unknown_source"), 1);
+        s.handle_datagram(now, local, from, BytesMut::from(&[0xFFu8; 40][..]));
+        assert_eq!(drops(&s, "unknown_protocol"), 1);
+        s.handle_datagram(now, local, from, BytesMut::from(&[0u8; 24][..]));
+        assert_eq!(drops(&s, "malformed_stun"), 1);
+        s.handle_datagram(now, local, from, stun_request("nobody:abcd"));
+        assert_eq!(drops(&s, "unknown_ufrag"), 1);
+        // Right ufrag, no MESSAGE-INTEGRITY: rejected by the agent, address not learned.
+        s.handle_datagram(now, local, from, stun_request(&format!("{}:abcd", t.ufrag)));
+        assert_eq!(drops(&s, "stun_rejected"), 1);
+        s.handle_datagram(now, local, from, BytesMut::from(&[22u8, 0xFE, 0xFD, 0, 0][..]));
+        assert_eq!(drops(&s, "unknown_source"), 2);
+        assert!(s.poll_event().is_none());
+        assert_eq!(s.stats().drops_total(), 6);
+    }
+
+    /// The core expires endpoints itself: never connected within `connect_timeout`, or no
+    /// incoming traffic for `endpoint_timeout`; their demux entries go with them.
+    #[test]
+    fn expiry() {
+        for (endpoint_timeout, connect_timeout, reason) in [
+            (60, 120, ExpireReason::Inactive),
+            (60, 30, ExpireReason::NeverConnected),
+        ] {
+            let cfg = SfuConfig {
+                endpoint_timeout: Duration::from_secs(endpoint_timeout),
+                connect_timeout: Duration::from_secs(connect_timeout),
+                ..SfuConfig::default()
+            };
+            let (mut s, now) = shard(cfg);
+            s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) })
+                .expect("conf");
+            let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 7) else {
+                panic!("endpoint not created")
+            };
+            let first = endpoint_timeout.min(connect_timeout);
+            let deadline = s.poll_timeout().expect("an endpoint has a deadline");
+            assert!(deadline <= now + Duration::from_secs(first));
+            s.handle_timeout(now + Duration::from_secs(first) - Duration::from_millis(1));
+            assert_eq!(s.poll_event(), None, "expired too early");
+            s.handle_timeout(now + Duration::from_secs(first));
+            assert_eq!(
+                s.poll_event(),
+                Some(Event::EndpointExpired {
+                    conf: ConferenceId(1),
+                    ep: EndpointId(7),
+                    reason
+                })
+            );
+            assert_eq!(s.stats().endpoints, 0);
+            assert!(s.by_ufrag.is_empty() && s.by_addr.is_empty());
+            let from: SocketAddr = "127.0.0.1:4000".parse().expect("literal");
+            s.handle_datagram(now, from, from, stun_request(&format!("{}:abcd", t.ufrag)));
+            assert_eq!(drops(&s, "unknown_ufrag"), 1);
+        }
+    }
+
+    /// One keyframe request per media SSRC per 250 ms; SSRCs are limited independently.
+    #[test]
+    fn keyframe_rate_limit() {
+        let now = Instant::now();
+        let mut l = KeyframeLimiter::default();
+        assert!(l.allow(1, now));
+        l.sent(1, now);
+        assert!(!l.allow(1, now + Duration::from_millis(100)));
+        assert!(l.allow(2, now + Duration::from_millis(100)));
+        assert!(!l.allow(1, now + Duration::from_millis(249)));
+        assert!(l.allow(1, now + KEYFRAME_MIN_INTERVAL));
+        l.forget(1);
+        assert!(l.allow(1, now));
+    }
+
+    /// NTP time follows the wall-clock anchor.
+    #[test]
+    fn ntp_from_anchor() {
+        let now = Instant::now();
+        let clock = ClockAnchor {
+            instant: now,
+            system: UNIX_EPOCH + Duration::from_millis(1500),
+        };
+        let ntp = ntp_time(clock, now + Duration::from_secs(1));
+        assert_eq!(ntp >> 32, 2_208_988_800 + 2);
+        assert_eq!((ntp & 0xFFFF_FFFF) >> 31, 1, "half a second");
+    }
+}
