@@ -53,8 +53,9 @@ fn main() -> anyhow::Result<()> {
 
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.filter.clone());
     // rtc-dtls warns about every TLS 1.3 extension in Chrome's ClientHello (18 lines per
-    // handshake); those are expected, not a peer misbehaving.
-    let filter = format!("{filter},rtc_dtls::handshake=error");
+    // handshake), and rtc-ice warns each time it pings before the client's first check
+    // arrived; both are the normal path, not a peer misbehaving.
+    let filter = format!("{filter},rtc_dtls::handshake=error,rtc_ice::agent=error");
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .init();
