@@ -1554,6 +1554,65 @@ mod tests {
         }
     }
 
+    /// Host candidates: the bound address when specific; with an unspecified bind, the
+    /// machine's IPv4 addresses plus 127.0.0.1 (tests run on loopback). Advertised public
+    /// addresses become srflx candidates related to the first host candidate.
+    #[test]
+    fn candidates() {
+        let any: SocketAddr = "0.0.0.0:10000".parse().expect("literal");
+        let ips = host_ips(&SfuConfig::default(), any);
+        assert_eq!(ips.last(), Some(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(ips.iter().filter(|ip| ip.is_loopback()).count(), 1);
+        assert!(ips.iter().all(|ip| ip.is_ipv4() && !ip.is_unspecified()));
+
+        let cfg = SfuConfig {
+            advertise: vec![
+                crate::config::AdvertisedAddr {
+                    ip: "198.51.100.7".parse().expect("literal"),
+                    port: None,
+                },
+                crate::config::AdvertisedAddr {
+                    ip: "203.0.113.9".parse().expect("literal"),
+                    port: Some(12000),
+                },
+            ],
+            ..SfuConfig::default()
+        };
+        let (mut s, now) = shard(cfg);
+        s.handle_command(
+            now,
+            Command::CreateConference {
+                conf: ConferenceId(1),
+            },
+        )
+        .expect("conf");
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
+            panic!("endpoint not created")
+        };
+        let host: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        assert_eq!(t.candidates.len(), 3);
+        assert_eq!(
+            (t.candidates[0].addr, t.candidates[0].kind),
+            (host, CandidateKind::Host)
+        );
+        assert_eq!(t.candidates[0].priority, (126 << 24) | (65535 << 8) | 255);
+        assert_eq!(
+            t.candidates[1].addr,
+            "198.51.100.7:10000".parse::<SocketAddr>().expect("literal")
+        );
+        assert_eq!(
+            t.candidates[2].addr,
+            "203.0.113.9:12000".parse::<SocketAddr>().expect("literal")
+        );
+        for c in &t.candidates[1..] {
+            assert_eq!((c.kind, c.related), (CandidateKind::Srflx, Some(host)));
+            assert!(c.priority < t.candidates[0].priority);
+        }
+        let foundations: std::collections::HashSet<_> =
+            t.candidates.iter().map(|c| &c.foundation).collect();
+        assert_eq!(foundations.len(), 3);
+    }
+
     /// One keyframe request per media SSRC per 250 ms; SSRCs are limited independently.
     #[test]
     fn keyframe_rate_limit() {
