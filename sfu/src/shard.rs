@@ -837,7 +837,10 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
 fn ntp_time(clock: ClockAnchor, now: Instant) -> u64 {
     let sys = match now.checked_duration_since(clock.instant) {
         Some(d) => clock.system + d,
-        None => clock.system - clock.instant.duration_since(now),
+        None => clock
+            .system
+            .checked_sub(clock.instant.duration_since(now))
+            .unwrap_or(UNIX_EPOCH),
     };
     let d = sys.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() + 2_208_988_800;
@@ -1140,7 +1143,9 @@ fn handle_rtp(
                     clock_rate: rate,
                 });
                 tx.packets = tx.packets.wrapping_add(1);
-                tx.octets = tx.octets.wrapping_add((plain.len() - 12) as u32);
+                tx.octets = tx
+                    .octets
+                    .wrapping_add(plain.len().saturating_sub(12) as u32);
                 tx.last_rtp_ts = h.ts;
                 tx.last_sent = now;
             }
