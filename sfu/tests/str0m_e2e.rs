@@ -56,7 +56,7 @@ async fn setup(sfu: &Sfu, tags: &[u8], corrupt: &[u8]) -> Vec<Peer> {
 }
 
 async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<Peer> {
-    setup_full(sfu, tags, corrupt, sctp, &[], &[]).await
+    setup_full(sfu, tags, corrupt, sctp, &[], &[], &[]).await
 }
 
 async fn setup_full(
@@ -66,6 +66,7 @@ async fn setup_full(
     sctp: bool,
     visitors: &[u8],
     lying: &[u8],
+    passive: &[u8],
 ) -> Vec<Peer> {
     let h = &sfu.handle;
     match h.command(Command::CreateConference { conf: CONF }).await {
@@ -92,6 +93,7 @@ async fn setup_full(
         assert_eq!(bridge.fingerprint_sha256.len(), 32 * 3 - 1);
         assert!(bridge.candidates.iter().any(|c| c.addr == sfu.local_addr));
         let mut client = Client::new(now, audio_ssrc(tag), video_ssrc(tag));
+        client.dtls_active = !passive.contains(&tag);
         let mut transport = client.remote_transport();
         if corrupt.contains(&tag) {
             transport.fingerprints[0].value[0] ^= 0xFF;
@@ -500,7 +502,7 @@ async fn visitor_and_unknown_ssrc_media_not_forwarded() {
     common::init_log();
     let sfu = start(config()).await.expect("start");
     // 1: normal, 2: visitor, 3: signals other SSRCs than it sends.
-    let peers = setup_full(&sfu, &[1, 2, 3], &[], false, &[2], &[3]).await;
+    let peers = setup_full(&sfu, &[1, 2, 3], &[], false, &[2], &[3], &[]).await;
     let peers = tokio::task::spawn_blocking(move || {
         let mut peers = peers;
         wait_connected(&mut peers, &[1, 2, 3]);
@@ -547,6 +549,48 @@ async fn visitor_and_unknown_ssrc_media_not_forwarded() {
     }
     assert!(drops("visitor_media") > 80, "{stats:?}");
     assert!(drops("unknown_ssrc") > 80, "{stats:?}");
+    sfu.handle.shutdown().await;
+}
+
+/// A client that answers `setup:passive` makes the bridge the DTLS client; media flows both
+/// ways with an active client in the same conference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_as_dtls_client() {
+    common::init_log();
+    let mut sfu = start(config()).await.expect("start");
+    let peers = setup_full(&sfu, &[1, 2], &[], false, &[], &[], &[2]).await;
+    let peers = tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        wait_connected(&mut peers, &[1, 2]);
+        exchange(&mut peers, &[1, 2], Duration::from_secs(2));
+        peers
+    })
+    .await
+    .expect("client thread");
+    for p in &peers {
+        let counts = p.client.counts();
+        let other = 3 - p.tag;
+        assert!(
+            counts.get(&audio_ssrc(other)).copied().unwrap_or(0) > 70,
+            "{}: {counts:?}",
+            p.tag
+        );
+        assert!(
+            counts.get(&video_ssrc(other)).copied().unwrap_or(0) > 40,
+            "{}: {counts:?}",
+            p.tag
+        );
+        assert_payloads_intact(p);
+    }
+    let events = drain_events(&mut sfu);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::DtlsConnected { .. }))
+            .count(),
+        2,
+        "{events:?}"
+    );
     sfu.handle.shutdown().await;
 }
 

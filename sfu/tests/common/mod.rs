@@ -58,6 +58,8 @@ pub struct Client {
     pub ice: IceCreds,
     pub audio_ssrc: u32,
     pub video_ssrc: u32,
+    /// DTLS role: true = active (client, as browsers answer), false = passive (server).
+    pub dtls_active: bool,
     pub connected: bool,
     pub ice_state: Option<IceConnectionState>,
     pub received: Vec<Received>,
@@ -120,6 +122,7 @@ impl Client {
             ice,
             audio_ssrc,
             video_ssrc,
+            dtls_active: true,
             connected: false,
             ice_state: None,
             received: Vec::new(),
@@ -143,7 +146,11 @@ impl Client {
             fingerprints: vec![Fingerprint {
                 hash: fp.hash_func.clone(),
                 value: fp.bytes.clone(),
-                setup: Some(Setup::Active),
+                setup: Some(if self.dtls_active {
+                    Setup::Active
+                } else {
+                    Setup::Passive
+                }),
             }],
             candidates: vec![self.local],
         }
@@ -174,7 +181,7 @@ impl Client {
             hash_func: "sha-256".into(),
             bytes: fp_bytes,
         });
-        api.start_dtls(true).expect("start dtls");
+        api.start_dtls(self.dtls_active).expect("start dtls");
     }
 
     /// Open the bridge channel as lib-jitsi-meet does (SCTP client, DCEP OPEN). Call after
