@@ -422,6 +422,14 @@ impl Shard {
                         e.clock_rates.insert(pt.pt, pt.clock_rate);
                     }
                 }
+                // Additive, as JVB: ids once signalled stay.
+                for x in media.extensions {
+                    if crate::rtp_ext::KEPT_URIS.contains(&x.uri.as_str())
+                        && !e.ext_keep.contains(&x.id)
+                    {
+                        e.ext_keep.push(x.id);
+                    }
+                }
                 Ok(Reply::Done)
             }
             Command::SetRemoteTransport {
@@ -1106,11 +1114,14 @@ fn handle_rtp(
     let Some(srtp) = ep.srtp.as_mut() else {
         return io.drop("srtp_not_ready");
     };
-    let plain = match srtp.unprotect_rtp(&data) {
+    let mut plain = match srtp.unprotect_rtp(&data) {
         Ok(p) => p,
         Err(e) => return io.drop(e.drop_reason(false)),
     };
     io.c.rtp_rx += 1;
+    if crate::rtp_ext::strip_extensions(&mut plain, &ep.ext_keep).is_err() {
+        return io.drop("malformed_rtp");
+    }
     ep.last_activity = now;
     if learning {
         ep.learned.insert(h.ssrc);
