@@ -64,11 +64,7 @@ pub fn stun_type(buf: &[u8]) -> Option<u16> {
     let typ = u16::from_be_bytes([buf[0], buf[1]]);
     let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
     let cookie = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if typ & 0xC000 != 0
-        || cookie != STUN_MAGIC_COOKIE
-        || !len.is_multiple_of(4)
-        || 20 + len > buf.len()
-    {
+    if typ & 0xC000 != 0 || cookie != STUN_MAGIC_COOKIE || !len.is_multiple_of(4) || 20 + len > buf.len() {
         return None;
     }
     Some(typ)
@@ -128,11 +124,7 @@ mod tests {
         assert_eq!(classify(&[0, 1, 2]), Kind::Unknown, "too short for STUN");
         assert_eq!(classify(&[22, 254, 253]), Kind::Dtls);
         assert_eq!(classify(&[0x80, 111, 0, 0]), Kind::Rtp);
-        assert_eq!(
-            classify(&[0x80, 0x80 | 100, 0, 0]),
-            Kind::Rtp,
-            "marker bit set"
-        );
+        assert_eq!(classify(&[0x80, 0x80 | 100, 0, 0]), Kind::Rtp, "marker bit set");
         assert_eq!(classify(&[0x81, 206, 0, 2]), Kind::Rtcp);
         assert_eq!(classify(&[0x80, 200]), Kind::Rtcp);
         assert_eq!(classify(&[0x80]), Kind::Unknown);

@@ -161,8 +161,7 @@ impl Endpoint {
     /// Where to send: the ICE-selected pair, else the DTLS-pinned address (Chrome sends DTLS
     /// and media before the controlling side selects a pair, chromium note §3.7).
     pub fn send_addr(&self) -> Option<SocketAddr> {
-        self.selected
-            .or_else(|| self.dtls.as_ref().and_then(|d| d.pinned()))
+        self.selected.or_else(|| self.dtls.as_ref().and_then(|d| d.pinned()))
     }
 
     pub fn is_validated(&self, addr: SocketAddr) -> bool {
@@ -175,11 +174,7 @@ impl Endpoint {
         }
         if self.validated.len() >= MAX_VALIDATED {
             let keep = [self.selected, self.dtls.as_ref().and_then(|d| d.pinned())];
-            if let Some(i) = self
-                .validated
-                .iter()
-                .position(|a| !keep.contains(&Some(*a)))
-            {
+            if let Some(i) = self.validated.iter().position(|a| !keep.contains(&Some(*a))) {
                 self.validated.remove(i);
             } else {
                 return;

@@ -90,10 +90,8 @@ impl<'a> Iterator for Compound<'a> {
         let fmt = pkt[0] & 0x1F;
         let pt = pkt[1];
         let padding = pkt[0] & 0x20 != 0;
-        let u32_at = |o: usize| -> Option<u32> {
-            pkt.get(o..o + 4)
-                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-        };
+        let u32_at =
+            |o: usize| -> Option<u32> { pkt.get(o..o + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])) };
         let body_end = if padding {
             let pad = pkt[len - 1] as usize;
             if pad == 0 || pad > len - 4 {
@@ -216,14 +214,7 @@ pub fn write_rr(buf: &mut [u8], sender: u32, blocks: &[ReportBlock]) -> usize {
 }
 
 /// Writes an SR without report blocks. Returns 28, or 0 if it does not fit.
-pub fn write_sr(
-    buf: &mut [u8],
-    ssrc: u32,
-    ntp: u64,
-    rtp_ts: u32,
-    packets: u32,
-    octets: u32,
-) -> usize {
+pub fn write_sr(buf: &mut [u8], ssrc: u32, ntp: u64, rtp_ts: u32, packets: u32, octets: u32) -> usize {
     if buf.len() < 28 {
         return 0;
     }
@@ -266,18 +257,9 @@ mod tests {
             })
         );
         assert_eq!(got[1], Ok(Rtcp::ReceiverReport { ssrc: 12 }));
-        assert_eq!(
-            got[2],
-            Ok(Rtcp::Pli {
-                sender: 13,
-                media: 14
-            })
-        );
+        assert_eq!(got[2], Ok(Rtcp::Pli { sender: 13, media: 14 }));
         match got[3] {
-            Ok(Rtcp::Fir {
-                sender: 15,
-                entries,
-            }) => {
+            Ok(Rtcp::Fir { sender: 15, entries }) => {
                 assert_eq!(entries.collect::<Vec<_>>(), vec![(16, 9)]);
             }
             ref other => panic!("expected FIR, got {other:?}"),

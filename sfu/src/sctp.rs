@@ -12,9 +12,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use rtc_datachannel::data_channel::{DataChannel, DataChannelConfig, DataChannelMessage};
 use rtc_sctp::{
-    Association, AssociationHandle, DatagramEvent, Endpoint as SctpEndpoint, EndpointConfig,
-    Event as SctpEvent, PayloadProtocolIdentifier as Ppi, ServerConfig, StreamEvent,
-    TransportConfig,
+    Association, AssociationHandle, DatagramEvent, Endpoint as SctpEndpoint, EndpointConfig, Event as SctpEvent,
+    PayloadProtocolIdentifier as Ppi, ServerConfig, StreamEvent, TransportConfig,
 };
 use rtc_shared::TransportProtocol;
 use sansio::Protocol;
@@ -93,10 +92,7 @@ impl Sctp {
                 }
                 // A reset of our channel's stream: the channel closed, the association lives.
                 SctpEvent::AssociationLost { id, reason }
-                    if self
-                        .channel
-                        .as_ref()
-                        .is_some_and(|c| c.stream_identifier() == id) =>
+                    if self.channel.as_ref().is_some_and(|c| c.stream_identifier() == id) =>
                 {
                     tracing::debug!(%reason, id, "data channel closed");
                     self.channel = None;
@@ -137,9 +133,7 @@ impl Sctp {
                     continue;
                 }
             };
-            let is_ours = channel
-                .as_ref()
-                .is_some_and(|c| c.stream_identifier() == id);
+            let is_ours = channel.as_ref().is_some_and(|c| c.stream_identifier() == id);
             if ppi == Ppi::Dcep && !is_ours {
                 if channel.is_some() {
                     drops.push("datachannel_rejected");
@@ -147,8 +141,7 @@ impl Sctp {
                 }
                 match DataChannel::accept(DataChannelConfig::default(), 0, id, ppi, &payload) {
                     Ok(dc) => {
-                        let (unordered, rel) =
-                            DataChannel::get_reliability_params(dc.config().channel_type);
+                        let (unordered, rel) = DataChannel::get_reliability_params(dc.config().channel_type);
                         let rel_val = dc.config().reliability_parameter;
                         if let Ok(mut s) = a.stream(id) {
                             let _ = s.set_reliability_params(unordered, rel, rel_val);

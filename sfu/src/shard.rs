@@ -18,8 +18,8 @@ use sansio::Protocol;
 
 use crate::config::SfuConfig;
 use crate::control::{
-    CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport,
-    RemoteTransport, Reply, SourceDescription,
+    CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport, RemoteTransport, Reply,
+    SourceDescription,
 };
 use crate::demux::{self, Kind};
 use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
@@ -123,11 +123,7 @@ pub struct Shard {
 impl Shard {
     /// A shard serving the shared socket bound at `local_addr`. Generates the process
     /// certificate; use [`Shard::with_cert`] to share one between shards.
-    pub fn new(
-        config: SfuConfig,
-        local_addr: SocketAddr,
-        clock: ClockAnchor,
-    ) -> Result<Self, String> {
+    pub fn new(config: SfuConfig, local_addr: SocketAddr, clock: ClockAnchor) -> Result<Self, String> {
         let provider = rtc_dtls::crypto_provider::default_provider().map_err(|e| e.to_string())?;
         let cert = LocalCert::generate(&provider)?;
         Ok(Self::with_cert(config, local_addr, clock, provider, cert))
@@ -193,13 +189,7 @@ impl Shard {
     }
 
     /// One datagram from the shared socket. Bad input is counted, never returned.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        local: SocketAddr,
-        remote: SocketAddr,
-        data: BytesMut,
-    ) {
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: BytesMut) {
         self.io.c.bytes_rx += data.len() as u64;
         let kind = demux::classify(&data);
         let key = match kind {
@@ -226,16 +216,7 @@ impl Shard {
                 handle_dtls(now, ep, remote, data, &env, &mut self.io);
                 drive(now, ep, &env, &mut self.io, &mut self.by_addr);
             }
-            Kind::Rtp => handle_rtp(
-                now,
-                conf,
-                key.1,
-                remote,
-                data,
-                &env,
-                &mut self.io,
-                self.clock,
-            ),
+            Kind::Rtp => handle_rtp(now, conf, key.1, remote, data, &env, &mut self.io, self.clock),
             Kind::Rtcp => handle_rtcp(now, conf, key.1, remote, data, &mut self.io),
             Kind::Stun | Kind::Unknown => {}
         }
@@ -424,26 +405,16 @@ impl Shard {
                 }
                 // Additive, as JVB: ids once signalled stay.
                 for x in media.extensions {
-                    if crate::rtp_ext::KEPT_URIS.contains(&x.uri.as_str())
-                        && !e.ext_keep.contains(&x.id)
-                    {
+                    if crate::rtp_ext::KEPT_URIS.contains(&x.uri.as_str()) && !e.ext_keep.contains(&x.id) {
                         e.ext_keep.push(x.id);
                     }
                 }
                 Ok(Reply::Done)
             }
-            Command::SetRemoteTransport {
-                conf,
-                ep,
-                transport,
-            } => self.set_remote_transport(now, conf, ep, transport),
+            Command::SetRemoteTransport { conf, ep, transport } => self.set_remote_transport(now, conf, ep, transport),
             Command::SetSources { conf, ep, sources } => self.set_sources(conf, ep, sources),
             Command::ExpireEndpoint { conf, ep } => {
-                if let Some(e) = self
-                    .conferences
-                    .get_mut(&conf)
-                    .and_then(|c| c.endpoints.remove(&ep))
-                {
+                if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
                     tracing::info!(parent: &e.span, "endpoint expired by command");
                     self.forget_endpoint(now, e);
                 }
@@ -476,11 +447,7 @@ impl Shard {
         }
     }
 
-    fn endpoint_mut(
-        &mut self,
-        conf: ConferenceId,
-        ep: EndpointId,
-    ) -> Result<&mut Endpoint, CommandError> {
+    fn endpoint_mut(&mut self, conf: ConferenceId, ep: EndpointId) -> Result<&mut Endpoint, CommandError> {
         self.conferences
             .get_mut(&conf)
             .ok_or(CommandError::ConferenceNotFound(conf))?
@@ -519,9 +486,7 @@ impl Shard {
             e.dtls = Some(Dtls::new(role, local_addr));
         }
         for cand in t.candidates.into_iter().take(MAX_REMOTE_CANDIDATES) {
-            if e.remote.candidates.contains(&cand)
-                || e.remote.candidates.len() >= MAX_REMOTE_CANDIDATES
-            {
+            if e.remote.candidates.contains(&cand) || e.remote.candidates.len() >= MAX_REMOTE_CANDIDATES {
                 continue;
             }
             e.remote.candidates.push(cand);
@@ -580,11 +545,7 @@ impl Shard {
             .ok_or(CommandError::EndpointNotFound { conf, ep })?;
         let mut set = HashMap::new();
         for s in &sources {
-            for ssrc in s
-                .ssrcs
-                .iter()
-                .chain(s.groups.iter().flat_map(|g| g.ssrcs.iter()))
-            {
+            for ssrc in s.ssrcs.iter().chain(s.groups.iter().flat_map(|g| g.ssrcs.iter())) {
                 set.insert(ssrc.0, s.kind);
             }
         }
@@ -699,16 +660,10 @@ impl Shard {
             }
         }
         for ((conf, ep), reason) in expired {
-            if let Some(e) = self
-                .conferences
-                .get_mut(&conf)
-                .and_then(|c| c.endpoints.remove(&ep))
-            {
+            if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
                 tracing::info!(parent: &e.span, ?reason, "endpoint expired");
                 self.forget_endpoint(now, e);
-                self.io
-                    .events
-                    .push_back(Event::EndpointExpired { conf, ep, reason });
+                self.io.events.push_back(Event::EndpointExpired { conf, ep, reason });
             }
         }
         self.next_timeout = self
@@ -856,13 +811,7 @@ fn ntp_time(clock: ClockAnchor, now: Instant) -> u64 {
     (secs << 32) | frac
 }
 
-fn map_addr(
-    by_addr: &mut HashMap<SocketAddr, Key>,
-    ep: &mut Endpoint,
-    key: Key,
-    addr: SocketAddr,
-    replace: bool,
-) {
+fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key, addr: SocketAddr, replace: bool) {
     match by_addr.get(&addr) {
         Some(k) if *k == key => return,
         Some(_) if !replace => return,
@@ -879,13 +828,7 @@ fn map_addr(
 
 /// Drain an endpoint's ICE and DTLS after any input: transmits, state changes, client
 /// DTLS start.
-fn drive(
-    now: Instant,
-    ep: &mut Endpoint,
-    env: &Env<'_>,
-    io: &mut Io,
-    by_addr: &mut HashMap<SocketAddr, Key>,
-) {
+fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &mut HashMap<SocketAddr, Key>) {
     let key = (ep.conf, ep.id);
     while let Some(t) = ep.ice.poll_write() {
         let to = t.transport.peer_addr;
@@ -898,9 +841,7 @@ fn drive(
             rtc_ice::agent::Event::ConnectionStateChange(s) => {
                 tracing::debug!(parent: &ep.span, state = ?s, "ice state");
                 match s {
-                    ConnectionState::Connected | ConnectionState::Completed => {
-                        ep.ice_connected = true
-                    }
+                    ConnectionState::Connected | ConnectionState::Completed => ep.ice_connected = true,
                     ConnectionState::Failed => {
                         io.c.ice_failures += 1;
                         tracing::warn!(parent: &ep.span, "ICE failed");
@@ -967,14 +908,7 @@ fn drive(
     }
 }
 
-fn handle_dtls(
-    now: Instant,
-    ep: &mut Endpoint,
-    remote: SocketAddr,
-    data: BytesMut,
-    env: &Env<'_>,
-    io: &mut Io,
-) {
+fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesMut, env: &Env<'_>, io: &mut Io) {
     if !ep.is_validated(remote) {
         return io.drop("not_ice_validated");
     }
@@ -1105,9 +1039,7 @@ fn handle_rtp(
         return io.drop("visitor_media");
     }
     let known = ep.ssrc_known(h.ssrc);
-    let learning = !known
-        && ep.sources.is_empty()
-        && ep.learned.len() < env.config.limits.max_ssrcs_per_endpoint;
+    let learning = !known && ep.sources.is_empty() && ep.learned.len() < env.config.limits.max_ssrcs_per_endpoint;
     if !known && !learning {
         return io.drop("unknown_ssrc");
     }
@@ -1154,9 +1086,7 @@ fn handle_rtp(
                     clock_rate: rate,
                 });
                 tx.packets = tx.packets.wrapping_add(1);
-                tx.octets = tx
-                    .octets
-                    .wrapping_add(plain.len().saturating_sub(12) as u32);
+                tx.octets = tx.octets.wrapping_add(plain.len().saturating_sub(12) as u32);
                 tx.last_rtp_ts = h.ts;
                 tx.last_sent = now;
             }
@@ -1192,14 +1122,7 @@ enum KeyframeRequest {
     Fir(u32),
 }
 
-fn handle_rtcp(
-    now: Instant,
-    conf: &mut Conference,
-    from: EndpointId,
-    remote: SocketAddr,
-    data: BytesMut,
-    io: &mut Io,
-) {
+fn handle_rtcp(now: Instant, conf: &mut Conference, from: EndpointId, remote: SocketAddr, data: BytesMut, io: &mut Io) {
     let Some(ep) = conf.endpoints.get_mut(&from) else {
         return io.drop("unknown_source");
     };
@@ -1241,13 +1164,7 @@ fn handle_rtcp(
 
 /// Route a receiver's PLI/FIR to the sender of the media SSRC, as from the bridge, at most
 /// once per [`KEYFRAME_MIN_INTERVAL`] per SSRC (media.md §5.3).
-fn request_keyframe(
-    now: Instant,
-    conf: &mut Conference,
-    requester: EndpointId,
-    req: KeyframeRequest,
-    io: &mut Io,
-) {
+fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, req: KeyframeRequest, io: &mut Io) {
     let media = match req {
         KeyframeRequest::Pli(s) | KeyframeRequest::Fir(s) => s,
     };
@@ -1308,9 +1225,7 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
     }
     for (ssrc, tx) in ep.tx.iter() {
         let elapsed = now.saturating_duration_since(tx.last_sent).as_secs_f64();
-        let rtp_ts = tx
-            .last_rtp_ts
-            .wrapping_add((elapsed * f64::from(tx.clock_rate)) as u32);
+        let rtp_ts = tx.last_rtp_ts.wrapping_add((elapsed * f64::from(tx.clock_rate)) as u32);
         let n = rtcp_min::write_sr(&mut buf, *ssrc, ntp, rtp_ts, tx.packets, tx.octets);
         if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
             io.c.rtcp_tx += 1;
@@ -1388,12 +1303,7 @@ mod tests {
             Err(CommandError::ConferenceExists(c1))
         );
         assert_eq!(
-            s.handle_command(
-                now,
-                Command::CreateConference {
-                    conf: ConferenceId(2)
-                }
-            ),
+            s.handle_command(now, Command::CreateConference { conf: ConferenceId(2) }),
             Err(CommandError::LimitReached("conferences"))
         );
         assert_eq!(
@@ -1472,13 +1382,8 @@ mod tests {
         let (mut s, now) = shard(SfuConfig::default());
         let local = "127.0.0.1:10000".parse().expect("literal");
         let from: SocketAddr = "127.0.0.1:5555".parse().expect("literal");
-        s.handle_command(
-            now,
-            Command::CreateConference {
-                conf: ConferenceId(1),
-            },
-        )
-        .expect("conf");
+        s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) })
+            .expect("conf");
         let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
             panic!("endpoint not created")
         };
@@ -1513,12 +1418,7 @@ mod tests {
         // Right ufrag, no MESSAGE-INTEGRITY: rejected by the agent, address not learned.
         s.handle_datagram(now, local, from, stun_request(&format!("{}:abcd", t.ufrag)));
         assert_eq!(drops(&s, "stun_rejected"), 1);
-        s.handle_datagram(
-            now,
-            local,
-            from,
-            BytesMut::from(&[22u8, 0xFE, 0xFD, 0, 0][..]),
-        );
+        s.handle_datagram(now, local, from, BytesMut::from(&[22u8, 0xFE, 0xFD, 0, 0][..]));
         assert_eq!(drops(&s, "unknown_source"), 2);
         assert!(s.poll_event().is_none());
         assert_eq!(s.stats().drops_total(), 6);
@@ -1538,13 +1438,8 @@ mod tests {
                 ..SfuConfig::default()
             };
             let (mut s, now) = shard(cfg);
-            s.handle_command(
-                now,
-                Command::CreateConference {
-                    conf: ConferenceId(1),
-                },
-            )
-            .expect("conf");
+            s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) })
+                .expect("conf");
             let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 7) else {
                 panic!("endpoint not created")
             };
@@ -1595,13 +1490,8 @@ mod tests {
             ..SfuConfig::default()
         };
         let (mut s, now) = shard(cfg);
-        s.handle_command(
-            now,
-            Command::CreateConference {
-                conf: ConferenceId(1),
-            },
-        )
-        .expect("conf");
+        s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) })
+            .expect("conf");
         let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
             panic!("endpoint not created")
         };
@@ -1624,8 +1514,7 @@ mod tests {
             assert_eq!((c.kind, c.related), (CandidateKind::Srflx, Some(host)));
             assert!(c.priority < t.candidates[0].priority);
         }
-        let foundations: std::collections::HashSet<_> =
-            t.candidates.iter().map(|c| &c.foundation).collect();
+        let foundations: std::collections::HashSet<_> = t.candidates.iter().map(|c| &c.foundation).collect();
         assert_eq!(foundations.len(), 3);
     }
 

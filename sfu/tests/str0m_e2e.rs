@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{drive_until, payload, Client, PT_OPUS, PT_VP8};
 use rand::{Rng, SeedableRng};
-use sfu::control::{
-    LocalTransport, MediaDescription, MediaKind, PayloadType, RtpExtension, SourceDescription,
-};
+use sfu::control::{LocalTransport, MediaDescription, MediaKind, PayloadType, RtpExtension, SourceDescription};
 use sfu::driver::{start, Sfu};
 use sfu::{Command, ConferenceId, EndpointId, Event, Reply, SfuConfig, Ssrc};
 
@@ -120,23 +118,15 @@ async fn setup_full(
         .await
         .expect("sources");
         for media in media_descriptions() {
-            h.command(Command::SetMedia {
-                conf: CONF,
-                ep,
-                media,
-            })
-            .await
-            .expect("media");
+            h.command(Command::SetMedia { conf: CONF, ep, media })
+                .await
+                .expect("media");
         }
         client.connect(&bridge);
         if sctp {
             client.open_data_channel();
         }
-        peers.push(Peer {
-            tag,
-            client,
-            bridge,
-        });
+        peers.push(Peer { tag, client, bridge });
     }
     let all: Vec<u8> = tags.to_vec();
     for p in peers.iter_mut() {
@@ -155,10 +145,7 @@ fn media_descriptions() -> Vec<MediaDescription> {
         uri: uri.to_owned(),
     };
     let common = [
-        ext(
-            2,
-            "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
-        ),
+        ext(2, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
         ext(
             3,
             "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
@@ -215,8 +202,7 @@ fn exchange(peers: &mut [Peer], senders: &[u8], duration: Duration) {
         }
         if now >= next_video {
             for p in peers.iter_mut().filter(|p| senders.contains(&p.tag)) {
-                p.client
-                    .send_video(now, &payload(p.tag, b'v', n_video, 900));
+                p.client.send_video(now, &payload(p.tag, b'v', n_video, 900));
             }
             n_video += 1;
             next_video += Duration::from_millis(33);
@@ -245,11 +231,7 @@ fn assert_payloads_intact(p: &Peer) {
         assert_ne!(tag, p.tag, "a client got its own media back");
         assert_eq!(r.ssrc, ssrc);
         assert_eq!(r.pt, pt);
-        assert_eq!(
-            r.payload,
-            payload(tag, kind, n, len),
-            "payload bytes differ"
-        );
+        assert_eq!(r.payload, payload(tag, kind, n, len), "payload bytes differ");
         // media.md §9: the sender's MID is stripped, the signalled audio level is kept.
         assert!(
             !r.has_mid && !r.has_twcc,
@@ -304,10 +286,7 @@ async fn two_clients_exchange_media() {
         let video = counts.get(&video_ssrc(3 - p.tag)).copied().unwrap_or(0);
         // 5 s at 50 and 30 packets/s; a starved test thread sends fewer, so compare with what
         // was actually sent (loopback loses nothing unless the machine is overloaded).
-        assert!(
-            other.sent_audio > 150 && other.sent_video > 90,
-            "sender starved"
-        );
+        assert!(other.sent_audio > 150 && other.sent_video > 90, "sender starved");
         assert!(
             audio * 10 >= other.sent_audio * 9,
             "endpoint {} got {audio} of {} audio packets",
@@ -343,10 +322,7 @@ async fn two_clients_exchange_media() {
     assert_eq!(stats.dtls_failures, 0);
     assert!(stats.rtp_packets_received > 700, "{stats:?}");
     assert!(stats.rtp_packets_sent > 700, "{stats:?}");
-    assert!(
-        stats.rtcp_packets_sent > 0,
-        "bridge sent no RR/SR: {stats:?}"
-    );
+    assert!(stats.rtcp_packets_sent > 0, "bridge sent no RR/SR: {stats:?}");
     sfu.handle.shutdown().await;
 }
 
@@ -368,22 +344,14 @@ async fn wrong_fingerprint_fails_only_that_endpoint() {
 
     let events = drain_events(&mut sfu);
     assert!(
-        events.iter().any(|e| matches!(
-            e,
-            Event::DtlsFailed {
-                ep: EndpointId(3),
-                ..
-            }
-        )),
+        events
+            .iter()
+            .any(|e| matches!(e, Event::DtlsFailed { ep: EndpointId(3), .. })),
         "no DtlsFailed for endpoint 3: {events:?}"
     );
-    assert!(!events.iter().any(|e| matches!(
-        e,
-        Event::DtlsConnected {
-            ep: EndpointId(3),
-            ..
-        }
-    )));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::DtlsConnected { ep: EndpointId(3), .. })));
     assert!(!events.iter().any(|e| matches!(
         e,
         Event::DtlsFailed {
@@ -531,8 +499,7 @@ async fn data_channel_and_keyframe_requests() {
     let (peers, forwarded_pli) = tokio::task::spawn_blocking(move || {
         let mut clients: Vec<&mut Client> = peers.iter_mut().map(|p| &mut p.client).collect();
         assert!(
-            drive_until(&mut clients, Duration::from_secs(5), |cs| cs[0].texts.len()
-                >= 2),
+            drive_until(&mut clients, Duration::from_secs(5), |cs| cs[0].texts.len() >= 2),
             "texts not received"
         );
         drop(clients);
@@ -564,10 +531,7 @@ async fn data_channel_and_keyframe_requests() {
         "client 1 got {forwarded_pli} keyframe requests: {stats:?}"
     );
     assert!(forwarded_pli as u64 <= stats.keyframe_requests_forwarded);
-    assert!(
-        stats.keyframe_requests_forwarded <= 2000 / 250 + 2,
-        "{stats:?}"
-    );
+    assert!(stats.keyframe_requests_forwarded <= 2000 / 250 + 2, "{stats:?}");
     assert!(stats.keyframe_requests_suppressed > 0, "{stats:?}");
     sfu.handle.shutdown().await;
 }
@@ -590,13 +554,7 @@ async fn visitor_and_unknown_ssrc_media_not_forwarded() {
     .expect("client thread");
 
     let stats = sfu.handle.stats().await;
-    let drops = |r: &str| {
-        stats
-            .drops
-            .iter()
-            .find(|(k, _)| *k == r)
-            .map_or(0, |(_, n)| *n)
-    };
+    let drops = |r: &str| stats.drops.iter().find(|(k, _)| *k == r).map_or(0, |(_, n)| *n);
     for p in &peers[1..] {
         let counts = p.client.counts();
         assert!(

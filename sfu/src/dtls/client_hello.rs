@@ -62,12 +62,10 @@ impl HelloAssembler {
             }
         }
         match self.total {
-            Some(total) if self.have.first() == Some(&(0, total)) => {
-                match parse_client_hello_srtp(&self.body) {
-                    Some(p) => Feed::Complete(p),
-                    None => Feed::Malformed,
-                }
-            }
+            Some(total) if self.have.first() == Some(&(0, total)) => match parse_client_hello_srtp(&self.body) {
+                Some(p) => Feed::Complete(p),
+                None => Feed::Malformed,
+            },
             _ => Feed::Incomplete,
         }
     }
@@ -154,11 +152,7 @@ pub fn parse_client_hello_srtp(body: &[u8]) -> Option<Vec<u16>> {
                 return None;
             }
             let list = d.take(plen)?;
-            return Some(
-                list.chunks_exact(2)
-                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                    .collect(),
-            );
+            return Some(list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect());
         }
     }
     Some(Vec::new())
@@ -233,10 +227,7 @@ mod tests {
     fn single_record_hello() {
         let body = hello_body(&[0x0001, 0x0008, 0x0007]);
         let mut a = HelloAssembler::default();
-        assert_eq!(
-            a.feed(&record(&body, 0, body.len(), 0)),
-            Feed::Complete(vec![1, 8, 7])
-        );
+        assert_eq!(a.feed(&record(&body, 0, body.len(), 0)), Feed::Complete(vec![1, 8, 7]));
     }
 
     /// A ClientHello split over two datagrams (as Chrome's 1.4 KB one is) reassembles, in
@@ -260,10 +251,7 @@ mod tests {
     fn hello_without_use_srtp() {
         let body = hello_body(&[]);
         let mut a = HelloAssembler::default();
-        assert_eq!(
-            a.feed(&record(&body, 0, body.len(), 0)),
-            Feed::Complete(vec![])
-        );
+        assert_eq!(a.feed(&record(&body, 0, body.len(), 0)), Feed::Complete(vec![]));
     }
 
     /// Lies about lengths and oversized messages are rejected; truncations never panic.

@@ -193,18 +193,11 @@ impl Dtls {
     }
 
     /// Client role: start the handshake towards `remote`. No-op if already started.
-    pub fn connect(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        ctx: &DtlsContext<'_>,
-        out: &mut Vec<DtlsEvent>,
-    ) {
+    pub fn connect(&mut self, now: Instant, remote: SocketAddr, ctx: &DtlsContext<'_>, out: &mut Vec<DtlsEvent>) {
         if self.role != Role::Client || self.key.is_some() || self.is_failed() {
             return;
         }
-        let profiles: Vec<SrtpProtectionProfile> =
-            ctx.allowed.iter().map(|p| to_dtls_profile(*p)).collect();
+        let profiles: Vec<SrtpProtectionProfile> = ctx.allowed.iter().map(|p| to_dtls_profile(*p)).collect();
         let cfg = match build_config(ctx, profiles, true) {
             Ok(c) => c,
             Err(e) => return self.fail(e, out),
@@ -231,11 +224,7 @@ impl Dtls {
         let key = *self.key.get_or_insert(from);
         match &mut self.state {
             State::Failed => return Err(DtlsDrop::Failed),
-            State::AwaitHello {
-                asm,
-                buffered,
-                bytes,
-            } => {
+            State::AwaitHello { asm, buffered, bytes } => {
                 *bytes += data.len();
                 if *bytes > MAX_BUFFERED {
                     self.fail("first flight too large".into(), out);
@@ -260,8 +249,7 @@ impl Dtls {
                             }
                         };
                         self.ep.set_server_config(Some(Arc::new(cfg)));
-                        let State::AwaitHello { buffered, .. } =
-                            std::mem::replace(&mut self.state, State::Handshaking)
+                        let State::AwaitHello { buffered, .. } = std::mem::replace(&mut self.state, State::Handshaking)
                         else {
                             unreachable!("matched AwaitHello above")
                         };
@@ -322,11 +310,7 @@ impl Dtls {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => Profile::Aes128CmHmacSha1_80,
             other => return self.fail(format!("unsupported SRTP profile {other:?}"), out),
         };
-        let km = match state.export_keying_material(
-            "EXTRACTOR-dtls_srtp",
-            &[],
-            profile.keying_material_len(),
-        ) {
+        let km = match state.export_keying_material("EXTRACTOR-dtls_srtp", &[], profile.keying_material_len()) {
             Ok(km) => km,
             Err(e) => return self.fail(format!("keying material export: {e}"), out),
         };
@@ -368,9 +352,7 @@ impl Dtls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retransmit = self.key.and_then(|k| self.ep.poll_timeout(&k));
         let deadline = match self.state {
-            State::AwaitHello { .. } | State::Handshaking => {
-                self.started.map(|s| s + HANDSHAKE_TIMEOUT)
-            }
+            State::AwaitHello { .. } | State::Handshaking => self.started.map(|s| s + HANDSHAKE_TIMEOUT),
             _ => None,
         };
         [retransmit, deadline].into_iter().flatten().min()

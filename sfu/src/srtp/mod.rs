@@ -90,11 +90,7 @@ pub struct SessionKeys<'a> {
 
 /// Split DTLS-SRTP keying material (RFC 5764 §4.2: client key, server key, client salt,
 /// server salt). `None` if the length does not match the profile.
-pub fn split_keying_material(
-    km: &[u8],
-    profile: Profile,
-    is_client: bool,
-) -> Option<SessionKeys<'_>> {
+pub fn split_keying_material(km: &[u8], profile: Profile, is_client: bool) -> Option<SessionKeys<'_>> {
     let (k, s) = (profile.key_len(), profile.salt_len());
     if km.len() != profile.keying_material_len() {
         return None;
@@ -151,10 +147,7 @@ mod tests {
             let mut pli = [0u8; 12];
             crate::rtcp_min::write_pli(&mut pli, 1, 42);
             let enc = b.protect_rtcp(&pli).expect("protect rtcp");
-            assert_eq!(
-                &a.unprotect_rtcp(&enc).expect("unprotect rtcp")[..],
-                &pli[..]
-            );
+            assert_eq!(&a.unprotect_rtcp(&enc).expect("unprotect rtcp")[..], &pli[..]);
             assert_eq!(a.unprotect_rtcp(&enc), Err(SrtpError::Replay));
         }
     }

@@ -26,8 +26,7 @@ impl RtcSrtp {
         };
         let provider = rtc_srtp::crypto::default_provider().map_err(|e| e.to_string())?;
         let crypto = provider.crypto();
-        let tx = Context::new(keys.local_key, keys.local_salt, p, None, None, crypto)
-            .map_err(|e| e.to_string())?;
+        let tx = Context::new(keys.local_key, keys.local_salt, p, None, None, crypto).map_err(|e| e.to_string())?;
         let rx = Context::new(
             keys.remote_key,
             keys.remote_salt,
@@ -43,15 +42,11 @@ impl RtcSrtp {
 
 fn map_err(e: Error) -> SrtpError {
     match e {
-        Error::SrtpSsrcDuplicated(..) | Error::SrtcpSsrcDuplicated(..) | Error::ErrDuplicated => {
-            SrtpError::Replay
+        Error::SrtpSsrcDuplicated(..) | Error::SrtcpSsrcDuplicated(..) | Error::ErrDuplicated => SrtpError::Replay,
+        Error::RtpFailedToVerifyAuthTag | Error::RtcpFailedToVerifyAuthTag | Error::ErrFailedToVerifyAuthTag => {
+            SrtpError::AuthFailed
         }
-        Error::RtpFailedToVerifyAuthTag
-        | Error::RtcpFailedToVerifyAuthTag
-        | Error::ErrFailedToVerifyAuthTag => SrtpError::AuthFailed,
-        Error::ErrTooShortRtp | Error::ErrTooShortRtcp | Error::RtcpInvalidLengthAuthTag(..) => {
-            SrtpError::Malformed
-        }
+        Error::ErrTooShortRtp | Error::ErrTooShortRtcp | Error::RtcpInvalidLengthAuthTag(..) => SrtpError::Malformed,
         // Remaining decode errors are header-parsing failures or AEAD open failures, which
         // for an attacker's or broken packet amount to "does not authenticate".
         _ => SrtpError::AuthFailed,

@@ -173,9 +173,8 @@ impl Client {
     pub fn connect(&mut self, bridge: &LocalTransport) {
         for c in &bridge.candidates {
             if c.addr.ip().is_loopback() {
-                self.rtc.add_remote_candidate(
-                    Candidate::host(c.addr, "udp").expect("bridge candidate"),
-                );
+                self.rtc
+                    .add_remote_candidate(Candidate::host(c.addr, "udp").expect("bridge candidate"));
             }
         }
         let fp_bytes: Vec<u8> = bridge
@@ -328,9 +327,7 @@ impl Client {
             Event::Connected => self.connected = true,
             Event::IceConnectionStateChange(s) => self.ice_state = Some(s),
             Event::ChannelOpen(id, _) => self.channel = Some(id),
-            Event::ChannelData(d) => self
-                .texts
-                .push(String::from_utf8_lossy(&d.data).into_owned()),
+            Event::ChannelData(d) => self.texts.push(String::from_utf8_lossy(&d.data).into_owned()),
             Event::KeyframeRequest(_) => self.keyframe_requests += 1,
             Event::RtpPacket(p) => self.received.push(Received {
                 ssrc: *p.header.ssrc,
