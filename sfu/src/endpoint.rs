@@ -57,6 +57,8 @@ pub struct Endpoint {
     pub learned: HashSet<u32>,
     /// Clock rate per payload type, from SetMedia.
     pub clock_rates: HashMap<u8, u32>,
+    /// Header-extension ids kept on packets forwarded from this endpoint (media.md §9).
+    pub ext_keep: Vec<u8>,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -137,6 +139,7 @@ impl Endpoint {
             sources: HashMap::new(),
             learned: HashSet::new(),
             clock_rates: HashMap::new(),
+            ext_keep: Vec::new(),
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,

@@ -403,6 +403,12 @@ impl Shard {
                         e.clock_rates.insert(pt.pt, pt.clock_rate);
                     }
                 }
+                // Additive, as JVB: ids once signalled stay.
+                for x in media.extensions {
+                    if crate::rtp_ext::KEPT_URIS.contains(&x.uri.as_str()) && !e.ext_keep.contains(&x.id) {
+                        e.ext_keep.push(x.id);
+                    }
+                }
                 Ok(Reply::Done)
             }
             Command::SetRemoteTransport { conf, ep, transport } => self.set_remote_transport(now, conf, ep, transport),
@@ -794,7 +800,10 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
 fn ntp_time(clock: ClockAnchor, now: Instant) -> u64 {
     let sys = match now.checked_duration_since(clock.instant) {
         Some(d) => clock.system + d,
-        None => clock.system - clock.instant.duration_since(now),
+        None => clock
+            .system
+            .checked_sub(clock.instant.duration_since(now))
+            .unwrap_or(UNIX_EPOCH),
     };
     let d = sys.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() + 2_208_988_800;
@@ -1037,11 +1046,14 @@ fn handle_rtp(
     let Some(srtp) = ep.srtp.as_mut() else {
         return io.drop("srtp_not_ready");
     };
-    let plain = match srtp.unprotect_rtp(&data) {
+    let mut plain = match srtp.unprotect_rtp(&data) {
         Ok(p) => p,
         Err(e) => return io.drop(e.drop_reason(false)),
     };
     io.c.rtp_rx += 1;
+    if crate::rtp_ext::strip_extensions(&mut plain, &ep.ext_keep).is_err() {
+        return io.drop("malformed_rtp");
+    }
     ep.last_activity = now;
     if learning {
         ep.learned.insert(h.ssrc);
@@ -1074,7 +1086,7 @@ fn handle_rtp(
                     clock_rate: rate,
                 });
                 tx.packets = tx.packets.wrapping_add(1);
-                tx.octets = tx.octets.wrapping_add((plain.len() - 12) as u32);
+                tx.octets = tx.octets.wrapping_add(plain.len().saturating_sub(12) as u32);
                 tx.last_rtp_ts = h.ts;
                 tx.last_sent = now;
             }
@@ -1451,6 +1463,59 @@ mod tests {
             s.handle_datagram(now, from, from, stun_request(&format!("{}:abcd", t.ufrag)));
             assert_eq!(drops(&s, "unknown_ufrag"), 1);
         }
+    }
+
+    /// Host candidates: the bound address when specific; with an unspecified bind, the
+    /// machine's IPv4 addresses plus 127.0.0.1 (tests run on loopback). Advertised public
+    /// addresses become srflx candidates related to the first host candidate.
+    #[test]
+    fn candidates() {
+        let any: SocketAddr = "0.0.0.0:10000".parse().expect("literal");
+        let ips = host_ips(&SfuConfig::default(), any);
+        assert_eq!(ips.last(), Some(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(ips.iter().filter(|ip| ip.is_loopback()).count(), 1);
+        assert!(ips.iter().all(|ip| ip.is_ipv4() && !ip.is_unspecified()));
+
+        let cfg = SfuConfig {
+            advertise: vec![
+                crate::config::AdvertisedAddr {
+                    ip: "198.51.100.7".parse().expect("literal"),
+                    port: None,
+                },
+                crate::config::AdvertisedAddr {
+                    ip: "203.0.113.9".parse().expect("literal"),
+                    port: Some(12000),
+                },
+            ],
+            ..SfuConfig::default()
+        };
+        let (mut s, now) = shard(cfg);
+        s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) })
+            .expect("conf");
+        let Ok(Reply::EndpointCreated(t)) = create(&mut s, now, 1, 1) else {
+            panic!("endpoint not created")
+        };
+        let host: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        assert_eq!(t.candidates.len(), 3);
+        assert_eq!(
+            (t.candidates[0].addr, t.candidates[0].kind),
+            (host, CandidateKind::Host)
+        );
+        assert_eq!(t.candidates[0].priority, (126 << 24) | (65535 << 8) | 255);
+        assert_eq!(
+            t.candidates[1].addr,
+            "198.51.100.7:10000".parse::<SocketAddr>().expect("literal")
+        );
+        assert_eq!(
+            t.candidates[2].addr,
+            "203.0.113.9:12000".parse::<SocketAddr>().expect("literal")
+        );
+        for c in &t.candidates[1..] {
+            assert_eq!((c.kind, c.related), (CandidateKind::Srflx, Some(host)));
+            assert!(c.priority < t.candidates[0].priority);
+        }
+        let foundations: std::collections::HashSet<_> = t.candidates.iter().map(|c| &c.foundation).collect();
+        assert_eq!(foundations.len(), 3);
     }
 
     /// One keyframe request per media SSRC per 250 ms; SSRCs are limited independently.

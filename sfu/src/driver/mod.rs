@@ -23,6 +23,9 @@ const RECV_BUFFER: usize = 10 * 1024 * 1024;
 const MAX_DATAGRAM: usize = 2048;
 /// Datagrams handled per wakeup before timers and commands get a turn.
 const RECV_BATCH: usize = 64;
+/// Receive arena size. Each datagram is `split_to` off the arena; once the pieces are dropped
+/// (the shard consumes them right away), `reserve` reclaims the space without the allocator.
+const ARENA: usize = 256 * 1024;
 
 /// A running media core.
 pub struct Sfu {
@@ -84,7 +87,7 @@ async fn run(
     mut requests: mpsc::Receiver<Request>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut arena = BytesMut::with_capacity(ARENA);
     loop {
         flush(&mut shard, &socket, &events).await;
         let wake = shard.poll_timeout();
@@ -96,14 +99,18 @@ async fn run(
         };
         tokio::select! {
             _ = sleep => shard.handle_timeout(Instant::now()),
-            r = socket.recv_from(&mut buf) => {
+            r = socket.recv_from(recv_buf(&mut arena)) => {
                 match r {
                     Ok((n, from)) => {
-                        shard.handle_datagram(Instant::now(), local, from, BytesMut::from(&buf[..n]));
+                        let d = take(&mut arena, n);
+                        shard.handle_datagram(Instant::now(), local, from, d);
                         // Drain what else is queued without waiting, up to a batch.
                         for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, from)) => shard.handle_datagram(Instant::now(), local, from, BytesMut::from(&buf[..n])),
+                            match socket.try_recv_from(recv_buf(&mut arena)) {
+                                Ok((n, from)) => {
+                                    let d = take(&mut arena, n);
+                                    shard.handle_datagram(Instant::now(), local, from, d);
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -126,6 +133,23 @@ async fn run(
             },
         }
     }
+}
+
+/// A `MAX_DATAGRAM` window at the start of the arena's spare capacity.
+fn recv_buf(arena: &mut BytesMut) -> &mut [u8] {
+    arena.clear();
+    if arena.capacity() < MAX_DATAGRAM {
+        arena.reserve(ARENA);
+    }
+    arena.resize(MAX_DATAGRAM, 0);
+    &mut arena[..]
+}
+
+/// Split the received datagram off the arena.
+fn take(arena: &mut BytesMut, n: usize) -> BytesMut {
+    let d = arena.split_to(n);
+    arena.clear();
+    d
 }
 
 async fn flush(shard: &mut Shard, socket: &UdpSocket, events: &mpsc::UnboundedSender<Event>) {

@@ -16,7 +16,7 @@ use str0m::ice::IceCreds;
 use str0m::media::KeyframeRequestKind;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 pub const PT_OPUS: u8 = 111;
@@ -49,6 +49,11 @@ pub struct Received {
     pub pt: u8,
     pub seq: u16,
     pub payload: Vec<u8>,
+    /// The packet carried a MID header extension (the bridge must strip it, media.md §9).
+    pub has_mid: bool,
+    /// The packet carried a transport-cc sequence number extension.
+    pub has_twcc: bool,
+    pub audio_level: Option<i8>,
 }
 
 pub struct Client {
@@ -58,6 +63,8 @@ pub struct Client {
     pub ice: IceCreds,
     pub audio_ssrc: u32,
     pub video_ssrc: u32,
+    /// DTLS role: true = active (client, as browsers answer), false = passive (server).
+    pub dtls_active: bool,
     pub connected: bool,
     pub ice_state: Option<IceConnectionState>,
     pub received: Vec<Received>,
@@ -67,6 +74,11 @@ pub struct Client {
     pub texts: Vec<String>,
     /// Keyframe requests (PLI/FIR) received for our send streams.
     pub keyframe_requests: usize,
+    /// Packets handed to str0m for sending.
+    pub sent_audio: usize,
+    pub sent_video: usize,
+    /// SRTP (not SRTCP) datagrams read from the socket.
+    pub srtp_datagrams: usize,
     next_timeout: Instant,
     audio_seq: u16,
     video_seq: u16,
@@ -120,12 +132,16 @@ impl Client {
             ice,
             audio_ssrc,
             video_ssrc,
+            dtls_active: true,
             connected: false,
             ice_state: None,
             received: Vec::new(),
             channel: None,
             texts: Vec::new(),
             keyframe_requests: 0,
+            sent_audio: 0,
+            sent_video: 0,
+            srtp_datagrams: 0,
             next_timeout: now,
             audio_seq: 1000,
             video_seq: 5000,
@@ -143,7 +159,11 @@ impl Client {
             fingerprints: vec![Fingerprint {
                 hash: fp.hash_func.clone(),
                 value: fp.bytes.clone(),
-                setup: Some(Setup::Active),
+                setup: Some(if self.dtls_active {
+                    Setup::Active
+                } else {
+                    Setup::Passive
+                }),
             }],
             candidates: vec![self.local],
         }
@@ -173,7 +193,7 @@ impl Client {
             hash_func: "sha-256".into(),
             bytes: fp_bytes,
         });
-        api.start_dtls(true).expect("start dtls");
+        api.start_dtls(self.dtls_active).expect("start dtls");
     }
 
     /// Open the bridge channel as lib-jitsi-meet does (SCTP client, DCEP OPEN). Call after
@@ -211,30 +231,46 @@ impl Client {
         api.expect_stream_rx(Ssrc::from(video_ssrc), None, Mid::from(MID_VIDEO), None);
     }
 
-    /// Send one Opus-shaped audio packet with `payload`.
+    /// Send one Opus-shaped audio packet with `payload`, with audio level and MID extensions
+    /// (str0m's standard ids: audio level 1, MID 4).
     pub fn send_audio(&mut self, now: Instant, payload: &[u8]) {
         self.audio_seq = self.audio_seq.wrapping_add(1);
+        self.sent_audio += 1;
         let seq = self.audio_seq;
         let ts = (now - self.started).as_millis() as u32 * 48;
         let ssrc = Ssrc::from(self.audio_ssrc);
+        let exts = ExtensionValues {
+            audio_level: Some(-30),
+            voice_activity: Some(true),
+            mid: Some(Mid::from(MID_AUDIO)),
+            ..Default::default()
+        };
         if let Some(s) = self.rtc.direct_api().stream_tx(&ssrc) {
-            s.write_rtp(RtpWrite::new(
-                Pt::new_with_value(PT_OPUS),
-                u64::from(seq).into(),
-                ts,
-                now,
-                payload.to_vec(),
-            ));
+            s.write_rtp(
+                RtpWrite::new(
+                    Pt::new_with_value(PT_OPUS),
+                    u64::from(seq).into(),
+                    ts,
+                    now,
+                    payload.to_vec(),
+                )
+                .ext_vals(exts),
+            );
         }
     }
 
     /// Send one VP8-shaped video packet with `payload`.
     pub fn send_video(&mut self, now: Instant, payload: &[u8]) {
         self.video_seq = self.video_seq.wrapping_add(1);
+        self.sent_video += 1;
         let seq = self.video_seq;
         let ts = (now - self.started).as_millis() as u32 * 90;
         let ssrc = Ssrc::from(self.video_ssrc);
         if let Some(s) = self.rtc.direct_api().stream_tx(&ssrc) {
+            let exts = ExtensionValues {
+                mid: Some(Mid::from(MID_VIDEO)),
+                ..Default::default()
+            };
             s.write_rtp(
                 RtpWrite::new(
                     Pt::new_with_value(PT_VP8),
@@ -243,21 +279,31 @@ impl Client {
                     now,
                     payload.to_vec(),
                 )
-                .marker(true),
+                .marker(true)
+                .ext_vals(exts),
             );
         }
     }
 
     /// Read the socket, advance str0m, send what it wants sent. Call often.
     pub fn drive(&mut self, now: Instant) {
+        // str0m's contract: drain poll_output after *every* handle_input, or events are lost.
         while let Ok((n, from)) = self.socket.recv_from(&mut self.buf) {
+            if n > 1 && (128..192).contains(&self.buf[0]) && !(192..224).contains(&self.buf[1]) {
+                self.srtp_datagrams += 1;
+            }
             if let Ok(r) = Receive::new(Protocol::Udp, from, self.local, &self.buf[..n]) {
                 let _ = self.rtc.handle_input(Input::Receive(now, r));
+                self.poll();
             }
         }
         if now >= self.next_timeout {
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
+        self.poll();
+    }
+
+    fn poll(&mut self) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -288,6 +334,9 @@ impl Client {
                 pt: *p.header.payload_type,
                 seq: p.header.sequence_number,
                 payload: p.payload.to_vec(),
+                has_mid: p.header.ext_vals.mid.is_some(),
+                has_twcc: p.header.ext_vals.transport_cc.is_some(),
+                audio_level: p.header.ext_vals.audio_level,
             }),
             _ => {}
         }
