@@ -22,7 +22,6 @@ const log = (...a) => console.log('[browser-test]', ...a);
 // Tests for known Palim bugs are `todo` (run and reported, not fatal) unless PALIM_TEST_STRICT=1.
 const STRICT = process.env.PALIM_TEST_STRICT === '1';
 const knownBug = (why) => (SKIP || STRICT ? false : `known Palim bug: ${why}`);
-const MID_BUG = 'forwards the sender\'s sdes:mid header extension (media.md §9 says strip it)';
 const SIMULCAST_BUG = 'forwards every simulcast encoding under its own SSRC (media.md §3.3/§3.5: one encoding, projected onto the primary SSRC)';
 
 let bridge = null;
@@ -216,7 +215,7 @@ describe('two Chromium pages talk through Palim', () => {
   });
 
   test('receivers get only the SSRCs signalled to them', {
-    skip: SKIP, todo: knownBug(`${SIMULCAST_BUG}; ${MID_BUG}`), timeout: 3 * TIMEOUT_MS,
+    skip: SKIP, todo: knownBug(SIMULCAST_BUG), timeout: 3 * TIMEOUT_MS,
   }, async (t) => {
     for (const p of ps) {
       const s = await p.stats();
@@ -314,7 +313,7 @@ describe('source-add arriving after the media', () => {
     for (const p of ps) await p.page.close().catch(() => {});
   });
 
-  test('late source-add is accepted and both pages decode', { skip: SKIP, todo: knownBug(MID_BUG), timeout: 3 * TIMEOUT_MS }, async (t) => {
+  test('late source-add is accepted and both pages decode', { skip: SKIP, timeout: 3 * TIMEOUT_MS }, async (t) => {
     if (setupError) {
       for (const p of ps) {
         const s = await p.stats();
