@@ -253,11 +253,19 @@ impl Client {
         while let Ok((n, from)) = self.socket.recv_from(&mut self.buf) {
             if let Ok(r) = Receive::new(Protocol::Udp, from, self.local, &self.buf[..n]) {
                 let _ = self.rtc.handle_input(Input::Receive(now, r));
+                // str0m keeps one received packet (RTP mode) until the next poll_output:
+                // poll after every input, or packets read in the same pass are lost.
+                self.poll();
             }
         }
         if now >= self.next_timeout {
             let _ = self.rtc.handle_input(Input::Timeout(now));
         }
+        self.poll();
+    }
+
+    /// Drain str0m's output until it asks for a timeout.
+    fn poll(&mut self) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
