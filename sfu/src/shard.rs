@@ -1285,8 +1285,13 @@ mod tests {
         assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
         assert!(matches!(create(&mut s, now, 1, 1), Ok(Reply::EndpointCreated(_))));
         let cap = SfuConfig::default().limits.max_ssrcs_per_endpoint;
-        let ep = |s: &Shard| &s.conferences[&c].endpoints[&EndpointId(1)];
-        assert!(!ep(&s).ssrc_known(7) && ep(&s).may_learn(cap), "never signalled: learns");
+        fn ep(s: &Shard) -> &Endpoint {
+            &s.conferences[&ConferenceId(1)].endpoints[&EndpointId(1)]
+        }
+        assert!(
+            !ep(&s).ssrc_known(7) && ep(&s).may_learn(cap),
+            "never signalled: learns"
+        );
         let set = |s: &mut Shard, ssrcs: Vec<u32>| {
             let sources = ssrcs
                 .into_iter()
@@ -1349,7 +1354,11 @@ mod tests {
                 clock_rate: 48_000,
             };
             let conf = s.conferences.get_mut(&c).expect("created above");
-            conf.endpoints.get_mut(&receiver).expect("created above").tx.insert(ssrc, tx);
+            conf.endpoints
+                .get_mut(&receiver)
+                .expect("created above")
+                .tx
+                .insert(ssrc, tx);
         }
         let cmd = Command::ExpireEndpoint {
             conf: c,
@@ -1358,7 +1367,11 @@ mod tests {
         assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
         let tx = &s.conferences[&c].endpoints[&receiver].tx;
         assert!(!tx.contains_key(&7), "the departed sender's stream is forgotten");
-        assert_eq!(tx.get(&9).map(|t| t.packets), Some(5), "the other sender's stream is kept");
+        assert_eq!(
+            tx.get(&9).map(|t| t.packets),
+            Some(5),
+            "the other sender's stream is kept"
+        );
     }
 
     /// Commands enforce existence and the configured limits.

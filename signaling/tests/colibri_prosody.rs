@@ -118,7 +118,10 @@ impl Palim {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {text:?}"));
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -169,7 +172,9 @@ fn stat<'a>(stats: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// colibri.md §1.6 item 3 and §2: the stats Jicofo needs, in the formats it parses.
 fn check_stats(st: &[(String, String)], conferences: u64, participants: u64) {
     let stress = stat(st, "stress_level").unwrap_or_else(|| panic!("no stress_level in {st:?}"));
-    let stress: f64 = stress.parse().unwrap_or_else(|_| panic!("stress_level {stress:?} is not a number"));
+    let stress: f64 = stress
+        .parse()
+        .unwrap_or_else(|_| panic!("stress_level {stress:?} is not a number"));
     assert!((0.0..1.0).contains(&stress), "stress_level {stress}");
     for (key, want) in [
         ("drain", "false"),
@@ -181,8 +186,16 @@ fn check_stats(st: &[(String, String)], conferences: u64, participants: u64) {
         assert_eq!(stat(st, key), Some(want), "stat {key} in {st:?}");
     }
     assert!(stat(st, "version").is_some_and(|v| !v.is_empty()), "version in {st:?}");
-    assert_eq!(stat(st, "conferences"), Some(conferences.to_string().as_str()), "{st:?}");
-    assert_eq!(stat(st, "participants"), Some(participants.to_string().as_str()), "{st:?}");
+    assert_eq!(
+        stat(st, "conferences"),
+        Some(conferences.to_string().as_str()),
+        "{st:?}"
+    );
+    assert_eq!(
+        stat(st, "participants"),
+        Some(participants.to_string().as_str()),
+        "{st:?}"
+    );
     let ts = stat(st, "current_timestamp").unwrap_or_else(|| panic!("no current_timestamp in {st:?}"));
     // yyyy-MM-dd HH:mm:ss.SSS
     assert_eq!(ts.len(), 23, "current_timestamp {ts:?}");
@@ -247,13 +260,19 @@ fn default_offer() -> String {
     let audio_exts = [
         ext(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
         ext(3, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
-        ext(5, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+        ext(
+            5,
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        ),
         ext(10, "urn:ietf:params:rtp-hdrext:sdes:mid"),
     ]
     .concat();
     let video_exts = [
         ext(3, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
-        ext(5, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+        ext(
+            5,
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        ),
         ext(10, "urn:ietf:params:rtp-hdrext:sdes:mid"),
         ext(
             11,
@@ -324,15 +343,13 @@ fn video_source(name: &str, ssrcs: &[u32], rtx: &[u32], video_type: &str) -> Str
 }
 
 fn audio_source(name: &str, ssrc: u32) -> String {
-    format!(r#"<media-source type="audio" id="{name}"><source xmlns="{SSMA}" ssrc="{ssrc}" name="{name}"/></media-source>"#)
+    format!(
+        r#"<media-source type="audio" id="{name}"><source xmlns="{SSMA}" ssrc="{ssrc}" name="{name}"/></media-source>"#
+    )
 }
 
 fn colon_hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -401,16 +418,13 @@ fn extensions(e: &StanzaError) -> Vec<(String, String)> {
         .collect()
 }
 
-fn check_error(
-    what: &str,
-    e: &StanzaError,
-    condition: Condition,
-    error_type: ErrorType,
-    ext: &[(&str, &str)],
-) {
+fn check_error(what: &str, e: &StanzaError, condition: Condition, error_type: ErrorType, ext: &[(&str, &str)]) {
     assert_eq!(e.condition, condition, "{what}: {e:?}");
     assert_eq!(e.error_type, error_type, "{what}: {e:?}");
-    assert!(e.text.as_deref().is_some_and(|t| !t.is_empty()), "{what}: no text: {e:?}");
+    assert!(
+        e.text.as_deref().is_some_and(|t| !t.is_empty()),
+        "{what}: no text: {e:?}"
+    );
     let want: Vec<(String, String)> = ext.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     assert_eq!(extensions(e), want, "{what}: colibri2 extensions of {e:?}");
 }
@@ -418,7 +432,12 @@ fn check_error(
 /// The feedback sources (§3.6): `jvb-a0` audio and `jvb-v0` video, one SSRC each.
 fn feedback_sources(what: &str, modified: &Element) -> (u32, u32) {
     let sources: Vec<&Element> = modified.children().filter(|c| c.is("sources", COLIBRI2)).collect();
-    assert_eq!(sources.len(), 1, "{what}: one conference-level sources: {}", to_string(modified));
+    assert_eq!(
+        sources.len(),
+        1,
+        "{what}: one conference-level sources: {}",
+        to_string(modified)
+    );
     let mut out = Vec::new();
     for (kind, id) in [("audio", "jvb-a0"), ("video", "jvb-v0")] {
         let ms = sources[0]
@@ -460,7 +479,10 @@ fn check_allocation(what: &str, modified: &Element, ep_id: &str) -> (LocalTransp
     let pwd = ice.attr("pwd").unwrap_or_default();
     assert!(ufrag.len() >= 4, "{what}: ufrag {ufrag:?} (RFC 8445: ≥ 4 chars)");
     assert!(pwd.len() >= 22, "{what}: pwd {pwd:?} (RFC 8445: ≥ 22 chars)");
-    assert!(ice.get_child("rtcp-mux", ICE_UDP).is_some(), "{what}: no rtcp-mux: {xml}");
+    assert!(
+        ice.get_child("rtcp-mux", ICE_UDP).is_some(),
+        "{what}: no rtcp-mux: {xml}"
+    );
 
     let fps: Vec<&Element> = ice.children().filter(|c| c.is("fingerprint", DTLS)).collect();
     assert_eq!(fps.len(), 1, "{what}: one fingerprint: {xml}");
@@ -492,13 +514,22 @@ fn check_allocation(what: &str, modified: &Element, ep_id: &str) -> (LocalTransp
             "protocol",
             "type",
         ] {
-            assert!(c.attr(a).is_some_and(|v| !v.is_empty()), "{what}: candidate without {a}: {xml}");
+            assert!(
+                c.attr(a).is_some_and(|v| !v.is_empty()),
+                "{what}: candidate without {a}: {xml}"
+            );
         }
         assert_eq!(c.attr("component"), Some("1"), "{what}");
         assert_eq!(c.attr("protocol"), Some("udp"), "{what}");
-        let ip: IpAddr = c.attr("ip").and_then(|s| s.parse().ok()).expect("candidate ip is an address");
+        let ip: IpAddr = c
+            .attr("ip")
+            .and_then(|s| s.parse().ok())
+            .expect("candidate ip is an address");
         let port: u16 = c.attr("port").and_then(|s| s.parse().ok()).expect("candidate port");
-        let priority: u32 = c.attr("priority").and_then(|s| s.parse().ok()).expect("candidate priority");
+        let priority: u32 = c
+            .attr("priority")
+            .and_then(|s| s.parse().ok())
+            .expect("candidate priority");
         let kind = match c.attr("type") {
             Some("host") => CandidateKind::Host,
             Some("srflx") => CandidateKind::Srflx,
@@ -567,13 +598,22 @@ async fn jicofo_meeting_through_prosody() {
     let room = "weeklysync@muc.meet.jitsi";
     let caps = ["source-names", "ssrc-rewriting"];
 
-    // Health check (§5) before anything else.
+    // Health check (§5) before anything else, over XMPP and on the private REST port.
     assert_eq!(focus.health_check(nick).await, Ok(None), "health check");
+    assert_eq!(
+        palim.rest_get("/about/health").await,
+        (200, String::new()),
+        "GET /about/health"
+    );
 
     // (1) Alice creates the conference. Sent as a whole stanza once, to check the envelope
     // (§8 check 14): same id, from = the bridge's occupant JID, type result.
     let mut iq = Element::bare("iq", CLIENT_NS);
-    for (k, v) in [("to", palim.occupant()), ("type", "get".into()), ("id", "k9Lm2-101".into())] {
+    for (k, v) in [
+        ("to", palim.occupant()),
+        ("type", "get".into()),
+        ("id", "k9Lm2-101".into()),
+    ] {
         iq.set_attr(
             minidom::rxml::Namespace::NONE,
             minidom::rxml::NcName::try_from(k).expect("static attribute name"),
@@ -590,7 +630,12 @@ async fn jicofo_meeting_through_prosody() {
         .send_iq_stanza(iq, IQ_WAIT)
         .await
         .unwrap_or_else(|e| panic!("allocate Alice: {e:?}"));
-    assert_eq!(reply.attr("type"), Some("result"), "allocate Alice: {}", to_string(&reply));
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "allocate Alice: {}",
+        to_string(&reply)
+    );
     assert_eq!(reply.attr("id"), Some("k9Lm2-101"));
     assert_eq!(reply.attr("from"), Some(palim.occupant().as_str()));
     // Prosody delivers the reply to the focus's real JID.
@@ -644,12 +689,7 @@ async fn jicofo_meeting_through_prosody() {
         let fp = colon_hex(&[0x0A + i as u8; 32]);
         let inner = format!(
             r#"<endpoint id="{id}" stats-id="{stats_id}">{}<sources>{}{}</sources><initial-last-n value="-1"/></endpoint>"#,
-            client_transport(
-                &format!("Vd7{i}"),
-                "m0x3c1Y0L7r0h9dq7f2Q1x1a",
-                &fp,
-                &[sink(i)]
-            ),
+            client_transport(&format!("Vd7{i}"), "m0x3c1Y0L7r0h9dq7f2Q1x1a", &fp, &[sink(i)]),
             audio_source(&format!("{id}-a0"), *audio),
             video_source(&format!("{id}-v0"), &sim, &rtx, "camera"),
         );
@@ -661,14 +701,15 @@ async fn jicofo_meeting_through_prosody() {
     // (4) transport-info: only the ICE transport.
     let inner = format!(
         r#"<endpoint id="b2c3d4e5" stats-id="Bob-Qz7">{}</endpoint>"#,
-        client_transport(
-            "Vd71",
-            "m0x3c1Y0L7r0h9dq7f2Q1x1a",
-            &colon_hex(&[0x0B; 32]),
-            &[sink(3)]
-        )
+        client_transport("Vd71", "m0x3c1Y0L7r0h9dq7f2Q1x1a", &colon_hex(&[0x0B; 32]), &[sink(3)])
     );
-    let m = modify(&focus, &palim, "transport-info Bob", conference_modify(meeting, None, &inner)).await;
+    let m = modify(
+        &focus,
+        &palim,
+        "transport-info Bob",
+        conference_modify(meeting, None, &inner),
+    )
+    .await;
     check_plain("transport-info Bob", &m, &[("b2c3d4e5", false)]);
 
     // (6) Source changes are full-set replacements: Alice adds a screen share, then stops it.
@@ -681,13 +722,24 @@ async fn jicofo_meeting_through_prosody() {
             "camera",
         ));
         if with_share {
-            s.push_str(&video_source("a1b2c3d4-v1", &[3_000_000_001], &[3_000_000_002], "desktop"));
+            s.push_str(&video_source(
+                "a1b2c3d4-v1",
+                &[3_000_000_001],
+                &[3_000_000_002],
+                "desktop",
+            ));
         }
         format!(r#"<endpoint id="a1b2c3d4" stats-id="Alice-Xy1"><sources>{s}</sources></endpoint>"#)
     };
     for share in [true, false] {
         let what = format!("source update Alice (screen share {share})");
-        let m = modify(&focus, &palim, &what, conference_modify(meeting, None, &alice_sources(share))).await;
+        let m = modify(
+            &focus,
+            &palim,
+            &what,
+            conference_modify(meeting, None, &alice_sources(share)),
+        )
+        .await;
         check_plain(&what, &m, &[("a1b2c3d4", false)]);
     }
     // Carol's sources cleared entirely (an empty set is valid).
@@ -695,7 +747,11 @@ async fn jicofo_meeting_through_prosody() {
         &focus,
         &palim,
         "clear Carol's sources",
-        conference_modify(meeting, None, r#"<endpoint id="c3d4e5f6" stats-id="Carol-Lp2"><sources/></endpoint>"#),
+        conference_modify(
+            meeting,
+            None,
+            r#"<endpoint id="c3d4e5f6" stats-id="Carol-Lp2"><sources/></endpoint>"#,
+        ),
     )
     .await;
     check_plain("clear Carol's sources", &m, &[("c3d4e5f6", false)]);
@@ -784,7 +840,11 @@ async fn jicofo_meeting_through_prosody() {
         &focus,
         &palim,
         "create without source-names",
-        conference_modify(meeting, None, &endpoint_create("f6a7b8c9", "Frank-2", &["ssrc-rewriting"])),
+        conference_modify(
+            meeting,
+            None,
+            &endpoint_create("f6a7b8c9", "Frank-2", &["ssrc-rewriting"]),
+        ),
     )
     .await;
     check_error(
@@ -851,7 +911,11 @@ async fn jicofo_meeting_through_prosody() {
     }
 
     // After all that, the bridge is healthy and a valid request still works.
-    assert_eq!(focus.health_check(nick).await, Ok(None), "health check after the errors");
+    assert_eq!(
+        focus.health_check(nick).await,
+        Ok(None),
+        "health check after the errors"
+    );
     let m = modify(
         &focus,
         &palim,
@@ -865,9 +929,14 @@ async fn jicofo_meeting_through_prosody() {
 
     // (9) The conference ends: one conference-level expire, answered with an empty
     // conference-modified; afterwards the meeting-id is unknown (check 58).
-    let m = modify(&focus, &palim, "expire conference", parse(&format!(
-        r#"<conference-modify xmlns="{COLIBRI2}" meeting-id="{meeting}" expire="true"/>"#
-    )))
+    let m = modify(
+        &focus,
+        &palim,
+        "expire conference",
+        parse(&format!(
+            r#"<conference-modify xmlns="{COLIBRI2}" meeting-id="{meeting}" expire="true"/>"#
+        )),
+    )
     .await;
     assert_eq!(m.children().count(), 0, "expire conference: {}", to_string(&m));
     let e = refused(
@@ -900,7 +969,8 @@ async fn jicofo_meeting_through_prosody() {
         let mut f = focus;
         let nick = nick.to_string();
         tokio::spawn(async move {
-            f.wait_presence(&nick, Duration::from_secs(15), |ev| !ev.available).await;
+            f.wait_presence(&nick, Duration::from_secs(15), |ev| !ev.available)
+                .await;
         })
     };
     palim.shutdown().await;
@@ -1029,11 +1099,7 @@ async fn media_through_xmpp_allocation() {
         .into_iter()
         .enumerate()
     {
-        let create = if i == 0 {
-            Some("mediatest@muc.meet.jitsi")
-        } else {
-            None
-        };
+        let create = if i == 0 { Some("mediatest@muc.meet.jitsi") } else { None };
         let what = format!("allocate {id}");
         let m = modify(
             &focus,
@@ -1101,7 +1167,11 @@ async fn media_through_xmpp_allocation() {
     // The operator's view agrees: every packet received was forwarded to the one other
     // participant, none dropped.
     let st = palim.stats().await;
-    let counter = |k: &str| st[k].as_u64().unwrap_or_else(|| panic!("/colibri/stats has no {k}: {st}"));
+    let counter = |k: &str| {
+        st[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/colibri/stats has no {k}: {st}"))
+    };
     let sent_by_clients = 2 * u64::from(n_audio + n_video);
     assert!(
         counter("rtp_packets_received") * 100 >= sent_by_clients * 95,
@@ -1133,7 +1203,11 @@ async fn media_through_xmpp_allocation() {
         &focus,
         &palim,
         "clear Bob's sources",
-        conference_modify(meeting, None, r#"<endpoint id="b2c3d4e5" stats-id="Bob-Qz7"><sources/></endpoint>"#),
+        conference_modify(
+            meeting,
+            None,
+            r#"<endpoint id="b2c3d4e5" stats-id="Bob-Qz7"><sources/></endpoint>"#,
+        ),
     )
     .await;
     check_plain("clear Bob's sources", &m, &[("b2c3d4e5", false)]);
@@ -1154,6 +1228,13 @@ async fn media_through_xmpp_allocation() {
         "Bob: audio {from_alice}/{n_audio} from Alice after the source update"
     );
     assert_payloads_intact(bob);
+    // ...because the bridge now refuses them, counted by reason.
+    let st = palim.stats().await;
+    let unknown = st["drops_unknown_ssrc"].as_u64().unwrap_or(0);
+    assert!(
+        unknown * 100 >= u64::from(n_audio) * 95,
+        "Bob's unsignalled packets should be dropped as unknown_ssrc: {st}"
+    );
 
     // Jicofo ends the meeting; the presence counts drop back to zero.
     wait_counts(&mut focus, nick, 1, 2).await;
