@@ -53,7 +53,11 @@ pub struct Endpoint {
     pub sctp: Option<Sctp>,
     /// SSRCs from SetSources, with their media kind.
     pub sources: HashMap<u32, MediaKind>,
-    /// SSRCs seen when no sources were signalled (capped).
+    /// Whether SetSources was ever applied. Until then the endpoint's SSRCs are learned from
+    /// its traffic; afterwards only the signalled set is accepted, so an empty set means
+    /// "forward nothing" (colibri.md §3.6: sources are replace-all).
+    pub sources_signalled: bool,
+    /// SSRCs seen before any sources were signalled (capped).
     pub learned: HashSet<u32>,
     /// Clock rate per payload type, from SetMedia.
     pub clock_rates: HashMap<u8, u32>,
@@ -137,6 +141,7 @@ impl Endpoint {
             srtp: None,
             sctp: None,
             sources: HashMap::new(),
+            sources_signalled: false,
             learned: HashSet::new(),
             clock_rates: HashMap::new(),
             ext_keep: Vec::new(),
@@ -183,9 +188,15 @@ impl Endpoint {
         self.validated.push(addr);
     }
 
+    /// Whether an SSRC not yet known may be learned from this endpoint's traffic: only while
+    /// no sources were ever signalled, and up to `cap` SSRCs.
+    pub fn may_learn(&self, cap: usize) -> bool {
+        !self.sources_signalled && self.learned.len() < cap
+    }
+
     /// Is this SSRC allowed from this endpoint? (The learning cap is applied by the caller.)
     pub fn ssrc_known(&self, ssrc: u32) -> bool {
-        if self.sources.is_empty() {
+        if !self.sources_signalled {
             self.learned.contains(&ssrc)
         } else {
             self.sources.contains_key(&ssrc)

@@ -564,6 +564,7 @@ impl Shard {
             c.owners.insert(*ssrc, ep);
         }
         e.sources = set;
+        e.sources_signalled = true;
         e.learned.clear();
         e.rx.retain(|ssrc, _| e.sources.contains_key(ssrc));
         Ok(Reply::Done)
@@ -586,10 +587,11 @@ impl Shard {
                 }
                 keep
             });
+            // The others stop sending the departed endpoint's streams: forget exactly those.
             for other in c.endpoints.values_mut() {
                 other
                     .tx
-                    .retain(|ssrc, _| ep.sources.contains_key(ssrc) || ep.learned.contains(ssrc));
+                    .retain(|ssrc, _| !ep.sources.contains_key(ssrc) && !ep.learned.contains(ssrc));
             }
         }
         let addr = ep.send_addr();
@@ -1039,7 +1041,7 @@ fn handle_rtp(
         return io.drop("visitor_media");
     }
     let known = ep.ssrc_known(h.ssrc);
-    let learning = !known && ep.sources.is_empty() && ep.learned.len() < env.config.limits.max_ssrcs_per_endpoint;
+    let learning = !known && ep.may_learn(env.config.limits.max_ssrcs_per_endpoint);
     if !known && !learning {
         return io.drop("unknown_ssrc");
     }
@@ -1283,6 +1285,105 @@ mod tests {
             .iter()
             .find(|(r, _)| *r == reason)
             .map_or(0, |(_, n)| *n)
+    }
+
+    /// SSRCs are learned from traffic only until sources are first signalled; after that
+    /// the signalled set is authoritative, and an empty set (colibri2 `<sources/>`, which
+    /// is replace-all) accepts nothing.
+    #[test]
+    fn learning_stops_once_sources_are_signalled() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(matches!(create(&mut s, now, 1, 1), Ok(Reply::EndpointCreated(_))));
+        let cap = SfuConfig::default().limits.max_ssrcs_per_endpoint;
+        fn ep(s: &Shard) -> &Endpoint {
+            &s.conferences[&ConferenceId(1)].endpoints[&EndpointId(1)]
+        }
+        assert!(
+            !ep(&s).ssrc_known(7) && ep(&s).may_learn(cap),
+            "never signalled: learns"
+        );
+        let set = |s: &mut Shard, ssrcs: Vec<u32>| {
+            let sources = ssrcs
+                .into_iter()
+                .map(|x| SourceDescription {
+                    kind: MediaKind::Audio,
+                    name: format!("x-a{x}"),
+                    ssrcs: vec![Ssrc(x)],
+                    groups: vec![],
+                    video_type: None,
+                })
+                .collect();
+            s.handle_command(
+                now,
+                Command::SetSources {
+                    conf: c,
+                    ep: EndpointId(1),
+                    sources,
+                },
+            )
+        };
+        assert_eq!(set(&mut s, vec![7]), Ok(Reply::Done));
+        assert!(ep(&s).ssrc_known(7) && !ep(&s).ssrc_known(8) && !ep(&s).may_learn(cap));
+        assert_eq!(set(&mut s, vec![]), Ok(Reply::Done));
+        assert!(!ep(&s).ssrc_known(7), "an empty set removes the SSRC");
+        assert!(!ep(&s).may_learn(cap), "an empty set is not 'unsignalled'");
+    }
+
+    /// When an endpoint leaves, the others forget the send streams of its SSRCs, and only
+    /// those (sender reports for everyone else's streams continue with their counters).
+    #[test]
+    fn expiry_forgets_only_the_departed_endpoints_send_streams() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        for ep in 1..=3 {
+            assert!(matches!(create(&mut s, now, 1, ep), Ok(Reply::EndpointCreated(_))));
+        }
+        let source = |x: u32| SourceDescription {
+            kind: MediaKind::Audio,
+            name: format!("x-a{x}"),
+            ssrcs: vec![Ssrc(x)],
+            groups: vec![],
+            video_type: None,
+        };
+        for (ep, ssrc) in [(1, 7), (2, 9)] {
+            let cmd = Command::SetSources {
+                conf: c,
+                ep: EndpointId(ep),
+                sources: vec![source(ssrc)],
+            };
+            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+        }
+        let receiver = EndpointId(3);
+        for ssrc in [7, 9] {
+            let tx = TxStream {
+                packets: 5,
+                octets: 500,
+                last_rtp_ts: 0,
+                last_sent: now,
+                clock_rate: 48_000,
+            };
+            let conf = s.conferences.get_mut(&c).expect("created above");
+            conf.endpoints
+                .get_mut(&receiver)
+                .expect("created above")
+                .tx
+                .insert(ssrc, tx);
+        }
+        let cmd = Command::ExpireEndpoint {
+            conf: c,
+            ep: EndpointId(1),
+        };
+        assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+        let tx = &s.conferences[&c].endpoints[&receiver].tx;
+        assert!(!tx.contains_key(&7), "the departed sender's stream is forgotten");
+        assert_eq!(
+            tx.get(&9).map(|t| t.packets),
+            Some(5),
+            "the other sender's stream is kept"
+        );
     }
 
     /// Commands enforce existence and the configured limits.

@@ -294,6 +294,8 @@ impl Client {
             }
             if let Ok(r) = Receive::new(Protocol::Udp, from, self.local, &self.buf[..n]) {
                 let _ = self.rtc.handle_input(Input::Receive(now, r));
+                // str0m keeps one received packet (RTP mode) until the next poll_output:
+                // poll after every input, or packets read in the same pass are lost.
                 self.poll();
             }
         }
@@ -303,6 +305,7 @@ impl Client {
         self.poll();
     }
 
+    /// Drain str0m's output until it asks for a timeout.
     fn poll(&mut self) {
         loop {
             match self.rtc.poll_output() {
