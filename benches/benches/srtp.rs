@@ -25,7 +25,10 @@ fn keys(profile: Profile) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    for (name, profile) in [("gcm128", Profile::AeadAes128Gcm), ("cm_sha1_80", Profile::Aes128CmHmacSha1_80)] {
+    for (name, profile) in [
+        ("gcm128", Profile::AeadAes128Gcm),
+        ("cm_sha1_80", Profile::Aes128CmHmacSha1_80),
+    ] {
         let km = keys(profile);
         let client = split_keying_material(&km, profile, true).expect("length matches");
         let server = split_keying_material(&km, profile, false).expect("length matches");

@@ -6,11 +6,17 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use sfu::srtp::{split_keying_material, InPlaceSrtp, Profile, RtcSrtp, Srtp, SrtpError};
 
-const PROFILES: [Profile; 3] = [Profile::AeadAes128Gcm, Profile::AeadAes256Gcm, Profile::Aes128CmHmacSha1_80];
+const PROFILES: [Profile; 3] = [
+    Profile::AeadAes128Gcm,
+    Profile::AeadAes256Gcm,
+    Profile::Aes128CmHmacSha1_80,
+];
 
 /// (ours as client, rtc-srtp as server) sharing one keying material.
 fn pair(profile: Profile, seed: u8) -> (InPlaceSrtp, RtcSrtp) {
-    let km: Vec<u8> = (0..profile.keying_material_len()).map(|i| (i as u8).wrapping_mul(seed | 1)).collect();
+    let km: Vec<u8> = (0..profile.keying_material_len())
+        .map(|i| (i as u8).wrapping_mul(seed | 1))
+        .collect();
     let c = split_keying_material(&km, profile, true).expect("length matches");
     let s = split_keying_material(&km, profile, false).expect("length matches");
     (

@@ -320,10 +320,7 @@ impl Dtls {
         match new_session(profile, &keys) {
             Ok(srtp) => {
                 self.state = State::Connected;
-                out.push(DtlsEvent::Connected {
-                    srtp,
-                    profile,
-                });
+                out.push(DtlsEvent::Connected { srtp, profile });
             }
             Err(e) => self.fail(e, out),
         }

@@ -71,10 +71,11 @@ enum Keys {
         key: LessSafeKey,
         salt: [u8; 12],
     },
+    // Boxed: an AES key schedule and an HMAC context are large; one allocation per session.
     Cm {
-        key: EncryptingKey,
+        key: Box<EncryptingKey>,
         salt: [u8; 14],
-        auth: hmac::Key,
+        auth: Box<hmac::Key>,
     },
 }
 
@@ -113,9 +114,9 @@ impl Keys {
                 let mut auth = [0u8; 20];
                 derive(master_key, master_salt, la, &mut auth)?;
                 Keys::Cm {
-                    key: ctr_key(session_key)?,
+                    key: Box::new(ctr_key(session_key)?),
                     salt,
-                    auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth),
+                    auth: Box::new(hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth)),
                 }
             }
         })
