@@ -129,8 +129,8 @@ impl Keys {
         }
     }
 
-    /// GCM IV, RFC 7714 §8.1 (RTP: `hi` = ROC, `lo` = SEQ) and §9.1 (RTCP: `hi` = 0,
-    /// `lo`... the 31-bit index spans the last 4 bytes, see `rtcp_nonce`).
+    /// GCM IV: (0x0000 || SSRC || `tail`) XOR salt, where `tail` is ROC || SEQ for RTP
+    /// (RFC 7714 §8.1) and 0x0000 || 0 || 31-bit SRTCP index for RTCP (§9.1).
     fn gcm_nonce(salt: &[u8; 12], ssrc: u32, tail: [u8; 6]) -> Nonce {
         let mut iv = [0u8; 12];
         iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
