@@ -1023,7 +1023,7 @@ fn handle_rtp(
     conf: &mut Conference,
     from: EndpointId,
     remote: SocketAddr,
-    data: BytesMut,
+    mut data: BytesMut,
     env: &Env<'_>,
     io: &mut Io,
     clock: ClockAnchor,
@@ -1048,10 +1048,11 @@ fn handle_rtp(
     let Some(srtp) = ep.srtp.as_mut() else {
         return io.drop("srtp_not_ready");
     };
-    let mut plain = match srtp.unprotect_rtp(&data) {
-        Ok(p) => p,
-        Err(e) => return io.drop(e.drop_reason(false)),
-    };
+    // Decrypted in the received buffer: no allocation on the receive side.
+    if let Err(e) = srtp.unprotect_rtp_in_place(&mut data) {
+        return io.drop(e.drop_reason(false));
+    }
+    let mut plain = data;
     io.c.rtp_rx += 1;
     if crate::rtp_ext::strip_extensions(&mut plain, &ep.ext_keep).is_err() {
         return io.drop("malformed_rtp");
@@ -1124,7 +1125,14 @@ enum KeyframeRequest {
     Fir(u32),
 }
 
-fn handle_rtcp(now: Instant, conf: &mut Conference, from: EndpointId, remote: SocketAddr, data: BytesMut, io: &mut Io) {
+fn handle_rtcp(
+    now: Instant,
+    conf: &mut Conference,
+    from: EndpointId,
+    remote: SocketAddr,
+    mut data: BytesMut,
+    io: &mut Io,
+) {
     let Some(ep) = conf.endpoints.get_mut(&from) else {
         return io.drop("unknown_source");
     };
@@ -1134,10 +1142,10 @@ fn handle_rtcp(now: Instant, conf: &mut Conference, from: EndpointId, remote: So
     let Some(srtp) = ep.srtp.as_mut() else {
         return io.drop("srtp_not_ready");
     };
-    let plain = match srtp.unprotect_rtcp(&data) {
-        Ok(p) => p,
-        Err(e) => return io.drop(e.drop_reason(true)),
-    };
+    if let Err(e) = srtp.unprotect_rtcp_in_place(&mut data) {
+        return io.drop(e.drop_reason(true));
+    }
+    let plain = data;
     io.c.rtcp_rx += 1;
     ep.last_activity = now;
     let mut requests = Vec::new();

@@ -26,7 +26,7 @@ use rtc_shared::TransportProtocol;
 
 use crate::config::SrtpProfile;
 use crate::control::Fingerprint;
-use crate::srtp::{split_keying_material, Profile, RtcSrtp, Srtp};
+use crate::srtp::{new_session, split_keying_material, Profile, Srtp};
 use client_hello::{Feed, HelloAssembler};
 
 /// Handshake deadline (JVB `jmt.dtls.handshake-timeout`).
@@ -317,13 +317,10 @@ impl Dtls {
         let Some(keys) = split_keying_material(km.as_ref(), profile, state.is_client()) else {
             return self.fail("keying material length".into(), out);
         };
-        match RtcSrtp::new(profile, &keys) {
+        match new_session(profile, &keys) {
             Ok(srtp) => {
                 self.state = State::Connected;
-                out.push(DtlsEvent::Connected {
-                    srtp: Box::new(srtp),
-                    profile,
-                });
+                out.push(DtlsEvent::Connected { srtp, profile });
             }
             Err(e) => self.fail(e, out),
         }

@@ -1,11 +1,14 @@
-//! SRTP behind a narrow trait, so an in-place aws-lc-rs transform can replace rtc-srtp later
-//! without touching the forwarding code.
+//! SRTP behind a narrow trait. Two implementations: [`InPlaceSrtp`] (our own, over aws-lc-rs,
+//! no per-packet allocation; the one in use) and [`RtcSrtp`] (rtc-srtp, kept as the
+//! independent implementation for cross-tests and selectable with the `rtc-srtp` feature).
 //!
 //! One [`Srtp`] value per endpoint holds both directions: the outbound context (local keys)
 //! and the inbound one (remote keys, with SRTP and SRTCP replay protection).
 
+mod inplace;
 mod rtc;
 
+pub use inplace::{derive as derive_session_key, InPlaceSrtp, MAX_SSRCS};
 pub use rtc::RtcSrtp;
 
 use bytes::BytesMut;
@@ -48,6 +51,8 @@ pub enum SrtpError {
     Replay,
     #[error("malformed packet")]
     Malformed,
+    #[error("too many SSRCs in one SRTP session")]
+    SsrcLimit,
     #[error("srtp error")]
     Other,
 }
@@ -62,6 +67,8 @@ impl SrtpError {
             (SrtpError::Replay, true) => "srtcp_replay",
             (SrtpError::Malformed, false) => "malformed_rtp",
             (SrtpError::Malformed, true) => "malformed_rtcp",
+            (SrtpError::SsrcLimit, false) => "srtp_ssrc_limit",
+            (SrtpError::SsrcLimit, true) => "srtcp_ssrc_limit",
             (SrtpError::Other, false) => "srtp_error",
             (SrtpError::Other, true) => "srtcp_error",
         }
@@ -78,6 +85,46 @@ pub trait Srtp: Send {
     fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, SrtpError>;
     /// Encrypt an outbound RTCP packet.
     fn protect_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, SrtpError>;
+
+    // In-place variants: `buf` holds the input and receives the output. [`InPlaceSrtp`]
+    // does this without allocating when `buf` has spare capacity for the tag (and SRTCP
+    // index); the defaults go through the copying methods above. On error `buf` holds
+    // unspecified bytes of the input's length or less.
+
+    /// [`Self::unprotect_rtp`] in place.
+    fn unprotect_rtp_in_place(&mut self, buf: &mut BytesMut) -> Result<(), SrtpError> {
+        *buf = self.unprotect_rtp(buf)?;
+        Ok(())
+    }
+    /// [`Self::protect_rtp`] in place.
+    fn protect_rtp_in_place(&mut self, buf: &mut BytesMut) -> Result<(), SrtpError> {
+        *buf = self.protect_rtp(buf)?;
+        Ok(())
+    }
+    /// [`Self::unprotect_rtcp`] in place.
+    fn unprotect_rtcp_in_place(&mut self, buf: &mut BytesMut) -> Result<(), SrtpError> {
+        *buf = self.unprotect_rtcp(buf)?;
+        Ok(())
+    }
+    /// [`Self::protect_rtcp`] in place.
+    fn protect_rtcp_in_place(&mut self, buf: &mut BytesMut) -> Result<(), SrtpError> {
+        *buf = self.protect_rtcp(buf)?;
+        Ok(())
+    }
+}
+
+/// Build the endpoint's SRTP session with the implementation selected at build time:
+/// [`InPlaceSrtp`], or [`RtcSrtp`] with the `rtc-srtp` feature (for cross-checking in a
+/// running bridge).
+pub fn new_session(profile: Profile, keys: &SessionKeys<'_>) -> Result<Box<dyn Srtp>, String> {
+    #[cfg(feature = "rtc-srtp")]
+    {
+        Ok(Box::new(RtcSrtp::new(profile, keys)?))
+    }
+    #[cfg(not(feature = "rtc-srtp"))]
+    {
+        Ok(Box::new(InPlaceSrtp::new(profile, keys).map_err(|e| e.to_string())?))
+    }
 }
 
 /// Keys for one endpoint, split from the DTLS exporter output.
