@@ -432,7 +432,9 @@ impl Conference {
             let sender = &mut self.clients[0];
             sender.write_video(now, 0, payload);
             out.clear();
-            sender.tick(now, &mut out);
+            // str0m sends queued RTP on its next timeout handling; force one now.
+            let _ = sender.rtc.handle_input(Input::Timeout(now));
+            sender.poll(&mut out);
             let before = v.len();
             for (from, data) in out.drain(..) {
                 // RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..=223).
