@@ -302,11 +302,14 @@ impl Conference {
                     sources: sources(audio_ssrc(i), video_ssrc(i)),
                 },
             ];
-            for cmd in cmds.into_iter().chain(
-                media_descriptions()
-                    .into_iter()
-                    .map(|media| Command::SetMedia { conf: CONF, ep, media }),
-            ) {
+            for cmd in cmds
+                .into_iter()
+                .chain(
+                    media_descriptions()
+                        .into_iter()
+                        .map(|media| Command::SetMedia { conf: CONF, ep, media }),
+                )
+            {
                 shard
                     .handle_command(start, cmd)
                     .map_err(|e| err(format!("command: {e:?}")))?;
@@ -368,7 +371,9 @@ impl Conference {
             .filter(|c| c.rtp_received.get(&vs).copied().unwrap_or(0) >= 1)
             .count();
         if got != receivers {
-            return Err(err(format!("{got} of {receivers} receivers decrypted the check packet")));
+            return Err(err(format!(
+                "{got} of {receivers} receivers decrypted the check packet"
+            )));
         }
         Ok(conf)
     }
@@ -446,7 +451,10 @@ impl Conference {
                 }
             }
             if v.len() != before + 1 {
-                return Err(err(format!("sender emitted {} RTP datagrams for one write", v.len() - before)));
+                return Err(err(format!(
+                    "sender emitted {} RTP datagrams for one write",
+                    v.len() - before
+                )));
             }
         }
         Ok(v)
@@ -497,10 +505,16 @@ fn sources(audio: u32, video: u32) -> Vec<SourceDescription> {
 
 /// What Jicofo would signal, with str0m's standard extension ids (as the e2e tests).
 fn media_descriptions() -> Vec<MediaDescription> {
-    let ext = |id, uri: &str| RtpExtension { id, uri: uri.to_owned() };
+    let ext = |id, uri: &str| RtpExtension {
+        id,
+        uri: uri.to_owned(),
+    };
     let common = [
         ext(2, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
-        ext(3, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+        ext(
+            3,
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        ),
         ext(4, "urn:ietf:params:rtp-hdrext:sdes:mid"),
     ];
     let pt = |pt, name: &str, clock_rate| PayloadType {
