@@ -1,1 +1,542 @@
-//! Criterion benches of the media core live in `benches/`.
+//! Criterion benches of the media core live in `benches/`; this library is their in-memory
+//! harness.
+//!
+//! [`Conference`] wires one real [`sfu::Shard`] to str0m 0.25 clients without sockets: every
+//! datagram a client emits is handed to [`Shard::handle_datagram`], every [`sfu::Transmit`]
+//! is delivered to the client owning its address, on a simulated clock. ICE, DTLS and SRTP
+//! are really negotiated (the same Direct-API client setup as `sfu/tests/common/mod.rs`:
+//! ICE controlled, DTLS active, RTP mode). Endpoint 0 is the sender; endpoints 1..=N receive.
+//!
+//! The measured path is then [`Conference::forward`]: one SRTP datagram produced by the
+//! sender's str0m (made ahead of time with [`Conference::make_video_packets`], outside any
+//! timing), `handle_datagram`, and draining `poll_transmit`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use sfu::config::SrtpProfile;
+use sfu::control::{
+    Fingerprint, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport, RtpExtension, Setup,
+    SourceDescription,
+};
+use sfu::{ClockAnchor, Command, ConferenceId, EndpointId, Reply, SfuConfig, Shard, Ssrc};
+use str0m::config::DtlsVersion;
+use str0m::format::Codec;
+use str0m::ice::IceCreds;
+use str0m::media::{Frequency, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+pub const PT_OPUS: u8 = 111;
+pub const PT_VP8: u8 = 100;
+const MID_AUDIO: &str = "0";
+const MID_VIDEO: &str = "1";
+const CONF: ConferenceId = ConferenceId(1);
+/// Size of the SRTP video datagrams the benches forward.
+pub const VIDEO_DATAGRAM_LEN: usize = 1200;
+
+static CRYPTO: Once = Once::new();
+
+fn init_crypto() {
+    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// The bridge's address (never bound: there are no sockets).
+pub fn bridge_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10000)
+}
+
+fn client_addr(i: usize) -> SocketAddr {
+    // 20000.. never collides with the bridge's port for the N ≤ 40000 used here.
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000 + i as u16)
+}
+
+fn audio_ssrc(i: usize) -> u32 {
+    0x1000_0000 + i as u32
+}
+
+fn video_ssrc(i: usize) -> u32 {
+    0x2000_0000 + i as u32
+}
+
+/// Setup failure (the harness is for benches and tests; errors are reported, not hidden).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+fn err(s: impl Into<String>) -> SetupError {
+    SetupError(s.into())
+}
+
+/// One in-memory str0m client.
+struct Client {
+    rtc: Rtc,
+    addr: SocketAddr,
+    ice: IceCreds,
+    next_timeout: Instant,
+    connected: bool,
+    /// RTP packets str0m decrypted and delivered, per SSRC.
+    rtp_received: HashMap<u32, usize>,
+    video_seq: u64,
+    started: Instant,
+}
+
+impl Client {
+    fn new(now: Instant, i: usize) -> Result<Self, SetupError> {
+        let ice = IceCreds::new();
+        let mut cfg = RtcConfig::new()
+            .set_local_ice_credentials(ice.clone())
+            .set_rtp_mode(true)
+            .set_dtls_version(DtlsVersion::Dtls12)
+            .clear_codecs();
+        let codecs = cfg.codec_config();
+        codecs.add_config(
+            Pt::new_with_value(PT_OPUS),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            Default::default(),
+        );
+        codecs.add_config(
+            Pt::new_with_value(PT_VP8),
+            None,
+            Codec::Vp8,
+            Frequency::NINETY_KHZ,
+            None,
+            Default::default(),
+        );
+        let mut rtc = cfg.build(now);
+        let addr = client_addr(i);
+        let cand = Candidate::host(addr, "udp").map_err(|e| err(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(cand);
+        {
+            let mut api = rtc.direct_api();
+            api.declare_media(Mid::from(MID_AUDIO), str0m::media::MediaKind::Audio);
+            api.declare_media(Mid::from(MID_VIDEO), str0m::media::MediaKind::Video);
+            api.declare_stream_tx(audio_ssrc(i).into(), None, Mid::from(MID_AUDIO), None);
+            api.declare_stream_tx(video_ssrc(i).into(), None, Mid::from(MID_VIDEO), None);
+        }
+        Ok(Self {
+            rtc,
+            addr,
+            ice,
+            next_timeout: now,
+            connected: false,
+            rtp_received: HashMap::new(),
+            video_seq: 5000,
+            started: now,
+        })
+    }
+
+    fn remote_transport(&mut self) -> RemoteTransport {
+        let ice = &self.ice;
+        let fp = self.rtc.direct_api().local_dtls_fingerprint().clone();
+        RemoteTransport {
+            ufrag: Some(ice.ufrag.clone()),
+            pwd: Some(ice.pass.clone()),
+            fingerprints: vec![Fingerprint {
+                hash: fp.hash_func.clone(),
+                value: fp.bytes.clone(),
+                setup: Some(Setup::Active),
+            }],
+            candidates: vec![self.addr],
+        }
+    }
+
+    fn connect(&mut self, bridge: &LocalTransport) -> Result<(), SetupError> {
+        for c in &bridge.candidates {
+            if c.addr == bridge_addr() {
+                let cand = Candidate::host(c.addr, "udp").map_err(|e| err(format!("bridge candidate: {e}")))?;
+                self.rtc.add_remote_candidate(cand);
+            }
+        }
+        let fp_bytes = bridge
+            .fingerprint_sha256
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| err(format!("bridge fingerprint: {e}")))?;
+        let mut api = self.rtc.direct_api();
+        api.set_ice_lite(false);
+        api.set_ice_controlling(false);
+        api.set_remote_ice_credentials(IceCreds {
+            ufrag: bridge.ufrag.clone(),
+            pass: bridge.pwd.clone(),
+        });
+        api.set_remote_fingerprint(str0m::config::Fingerprint {
+            hash_func: "sha-256".into(),
+            bytes: fp_bytes,
+        });
+        api.start_dtls(true).map_err(|e| err(format!("start dtls: {e}")))
+    }
+
+    /// Drain str0m's outputs: datagrams are appended to `out`, events recorded.
+    fn poll(&mut self, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => out.push((self.addr, t.contents.to_vec())),
+                Ok(Output::Event(Event::Connected)) => self.connected = true,
+                Ok(Output::Event(Event::RtpPacket(p))) => {
+                    *self.rtp_received.entry(*p.header.ssrc).or_insert(0) += 1;
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, data: &[u8], out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        if let Ok(r) = Receive::new(Protocol::Udp, from, self.addr, data) {
+            let _ = self.rtc.handle_input(Input::Receive(now, r));
+            self.poll(out);
+        }
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        if now >= self.next_timeout {
+            let _ = self.rtc.handle_input(Input::Timeout(now));
+        }
+        self.poll(out);
+    }
+
+    fn write_video(&mut self, now: Instant, i: usize, payload: Vec<u8>) {
+        self.video_seq += 1;
+        let ts = (now - self.started).as_millis() as u32 * 90;
+        let exts = ExtensionValues {
+            mid: Some(Mid::from(MID_VIDEO)),
+            ..Default::default()
+        };
+        if let Some(s) = self.rtc.direct_api().stream_tx(&video_ssrc(i).into()) {
+            s.write_rtp(
+                RtpWrite::new(Pt::new_with_value(PT_VP8), self.video_seq.into(), ts, now, payload)
+                    .marker(true)
+                    .ext_vals(exts),
+            );
+        }
+    }
+}
+
+/// A datagram ready for [`Conference::forward`]: sender address and SRTP bytes.
+pub struct Datagram {
+    pub from: SocketAddr,
+    pub data: BytesMut,
+}
+
+/// One conference on one shard: endpoint 0 sends, endpoints 1..=N receive.
+pub struct Conference {
+    pub shard: Shard,
+    clients: Vec<Client>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// The simulated clock.
+    pub now: Instant,
+    payload_len: usize,
+    packets_made: u32,
+}
+
+impl Conference {
+    /// Create the conference with `receivers` receivers, negotiate ICE/DTLS/SRTP for all
+    /// endpoints (bridge offering only `profile`), and check that one video packet from the
+    /// sender reaches every receiver decrypted.
+    pub fn new(receivers: usize, profile: SrtpProfile) -> Result<Self, SetupError> {
+        init_crypto();
+        let start = Instant::now();
+        let config = SfuConfig {
+            bind_ip: bridge_addr().ip(),
+            udp_port: bridge_addr().port(),
+            rng_seed: Some(7),
+            srtp_profiles: vec![profile],
+            ..SfuConfig::default()
+        };
+        let clock = ClockAnchor {
+            instant: start,
+            system: SystemTime::now(),
+        };
+        let mut shard = Shard::new(config, bridge_addr(), clock).map_err(err)?;
+        shard
+            .handle_command(start, Command::CreateConference { conf: CONF })
+            .map_err(|e| err(format!("create conference: {e:?}")))?;
+        let mut clients = Vec::new();
+        let mut by_addr = HashMap::new();
+        for i in 0..=receivers {
+            let ep = EndpointId(i as u32);
+            let bridge = match shard.handle_command(
+                start,
+                Command::CreateEndpoint {
+                    conf: CONF,
+                    ep,
+                    ice_controlling: true,
+                    sctp: false,
+                    visitor: false,
+                },
+            ) {
+                Ok(Reply::EndpointCreated(t)) => t,
+                other => return Err(err(format!("create endpoint: {other:?}"))),
+            };
+            let mut client = Client::new(start, i)?;
+            let transport = client.remote_transport();
+            let cmds = [
+                Command::SetRemoteTransport {
+                    conf: CONF,
+                    ep,
+                    transport,
+                },
+                Command::SetSources {
+                    conf: CONF,
+                    ep,
+                    sources: sources(audio_ssrc(i), video_ssrc(i)),
+                },
+            ];
+            for cmd in cmds
+                .into_iter()
+                .chain(
+                    media_descriptions()
+                        .into_iter()
+                        .map(|media| Command::SetMedia { conf: CONF, ep, media }),
+                )
+            {
+                shard
+                    .handle_command(start, cmd)
+                    .map_err(|e| err(format!("command: {e:?}")))?;
+            }
+            client.connect(&bridge)?;
+            if i > 0 {
+                let mut api = client.rtc.direct_api();
+                api.expect_stream_rx(audio_ssrc(0).into(), None, Mid::from(MID_AUDIO), None);
+                api.expect_stream_rx(video_ssrc(0).into(), None, Mid::from(MID_VIDEO), None);
+            }
+            by_addr.insert(client.addr, i);
+            clients.push(client);
+        }
+        let mut conf = Self {
+            shard,
+            clients,
+            by_addr,
+            now: start,
+            payload_len: 1000,
+            packets_made: 0,
+        };
+        // Run the simulated network until every client has DTLS-SRTP up (30 simulated s).
+        for _ in 0..30_000 {
+            conf.step(Duration::from_millis(1));
+            if conf.clients.iter().all(|c| c.connected) {
+                break;
+            }
+        }
+        let up = conf.clients.iter().filter(|c| c.connected).count();
+        if up != conf.clients.len() {
+            return Err(err(format!("{up} of {} clients connected", conf.clients.len())));
+        }
+        // Let ICE nomination and the last DTLS flights settle.
+        for _ in 0..200 {
+            conf.step(Duration::from_millis(5));
+        }
+        // Size the payload so the sender's SRTP datagram is VIDEO_DATAGRAM_LEN bytes.
+        let probe = conf.make_video_packets(1)?;
+        let len = probe[0].data.len();
+        conf.payload_len = (conf.payload_len + VIDEO_DATAGRAM_LEN)
+            .checked_sub(len)
+            .ok_or_else(|| err("video datagram overhead too large"))?;
+        // Correctness check of the whole path: one packet, through the shard, decrypted by
+        // every receiver's str0m.
+        let pkts = conf.make_video_packets(1)?;
+        if pkts[0].data.len() != VIDEO_DATAGRAM_LEN {
+            return Err(err(format!("datagram is {} bytes", pkts[0].data.len())));
+        }
+        for p in pkts.into_iter().chain(probe) {
+            conf.deliver_to_shard(p.from, p.data);
+        }
+        conf.flush();
+        for _ in 0..20 {
+            conf.step(Duration::from_millis(5));
+        }
+        let vs = video_ssrc(0);
+        let got = conf.clients[1..]
+            .iter()
+            .filter(|c| c.rtp_received.get(&vs).copied().unwrap_or(0) >= 1)
+            .count();
+        if got != receivers {
+            return Err(err(format!(
+                "{got} of {receivers} receivers decrypted the check packet"
+            )));
+        }
+        Ok(conf)
+    }
+
+    /// Number of receivers.
+    pub fn receivers(&self) -> usize {
+        self.clients.len() - 1
+    }
+
+    /// Advance the simulated clock by `dt` and run every client and the shard until quiet.
+    fn step(&mut self, dt: Duration) {
+        self.now += dt;
+        let now = self.now;
+        let mut out = Vec::new();
+        for c in self.clients.iter_mut() {
+            c.tick(now, &mut out);
+        }
+        for (from, data) in out {
+            self.deliver_to_shard(from, BytesMut::from(&data[..]));
+        }
+        if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+            self.shard.handle_timeout(now);
+        }
+        self.flush();
+    }
+
+    fn deliver_to_shard(&mut self, from: SocketAddr, data: BytesMut) {
+        self.shard.handle_datagram(self.now, bridge_addr(), from, data);
+    }
+
+    /// Deliver the shard's transmits to the clients, and their answers back, until quiet.
+    fn flush(&mut self) {
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            while let Some(t) = self.shard.poll_transmit() {
+                if let Some(&i) = self.by_addr.get(&t.remote) {
+                    self.clients[i].receive(self.now, bridge_addr(), &t.data, &mut out);
+                }
+            }
+            while self.shard.poll_event().is_some() {}
+            if out.is_empty() {
+                return;
+            }
+            for (from, data) in out {
+                self.deliver_to_shard(from, BytesMut::from(&data[..]));
+            }
+        }
+    }
+
+    /// `count` SRTP video datagrams from the sender, made by its str0m, in sequence order
+    /// (each can be forwarded once: SRTP replay protection drops repeats). The simulated
+    /// clock advances 1 ms per packet. Anything else the sender emits (RTCP) is discarded.
+    pub fn make_video_packets(&mut self, count: usize) -> Result<Vec<Datagram>, SetupError> {
+        let mut v = Vec::with_capacity(count);
+        let mut out = Vec::new();
+        for _ in 0..count {
+            self.now += Duration::from_millis(1);
+            let now = self.now;
+            self.packets_made = self.packets_made.wrapping_add(1);
+            let payload = payload(self.packets_made, self.payload_len);
+            let sender = &mut self.clients[0];
+            sender.write_video(now, 0, payload);
+            out.clear();
+            // str0m sends queued RTP on its next timeout handling; force one now.
+            let _ = sender.rtc.handle_input(Input::Timeout(now));
+            sender.poll(&mut out);
+            let before = v.len();
+            for (from, data) in out.drain(..) {
+                // RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..=223).
+                if data.len() > 1 && (128..192).contains(&data[0]) && !(192..224).contains(&data[1]) {
+                    v.push(Datagram {
+                        from,
+                        data: BytesMut::from(&data[..]),
+                    });
+                }
+            }
+            if v.len() != before + 1 {
+                return Err(err(format!(
+                    "sender emitted {} RTP datagrams for one write",
+                    v.len() - before
+                )));
+            }
+        }
+        Ok(v)
+    }
+
+    /// The measured path: one datagram into the shard, then drain `poll_transmit`. Returns
+    /// how many datagrams came out (dropped here: the receivers' str0m is not timed).
+    /// Never inlined, so callgrind can collect exactly this function (`--toggle-collect`).
+    #[inline(never)]
+    pub fn forward(&mut self, d: Datagram) -> usize {
+        self.shard.handle_datagram(self.now, bridge_addr(), d.from, d.data);
+        let mut n = 0;
+        while let Some(t) = self.shard.poll_transmit() {
+            std::hint::black_box(&t);
+            n += 1;
+        }
+        n
+    }
+}
+
+fn payload(n: u32, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(len);
+    p.extend_from_slice(&n.to_be_bytes());
+    while p.len() < len {
+        p.push((p.len() as u8).wrapping_mul(31));
+    }
+    p
+}
+
+fn sources(audio: u32, video: u32) -> Vec<SourceDescription> {
+    vec![
+        SourceDescription {
+            kind: MediaKind::Audio,
+            name: format!("{audio:x}-a0"),
+            ssrcs: vec![Ssrc(audio)],
+            groups: vec![],
+            video_type: None,
+        },
+        SourceDescription {
+            kind: MediaKind::Video,
+            name: format!("{video:x}-v0"),
+            ssrcs: vec![Ssrc(video)],
+            groups: vec![],
+            video_type: None,
+        },
+    ]
+}
+
+/// What Jicofo would signal, with str0m's standard extension ids (as the e2e tests).
+fn media_descriptions() -> Vec<MediaDescription> {
+    let ext = |id, uri: &str| RtpExtension {
+        id,
+        uri: uri.to_owned(),
+    };
+    let common = [
+        ext(2, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+        ext(
+            3,
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        ),
+        ext(4, "urn:ietf:params:rtp-hdrext:sdes:mid"),
+    ];
+    let pt = |pt, name: &str, clock_rate| PayloadType {
+        pt,
+        name: name.to_owned(),
+        clock_rate,
+        apt: None,
+    };
+    let mut audio_ext = common.to_vec();
+    audio_ext.push(ext(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"));
+    let mut video_ext = common.to_vec();
+    video_ext.push(ext(13, "urn:3gpp:video-orientation"));
+    vec![
+        MediaDescription {
+            kind: MediaKind::Audio,
+            payload_types: vec![pt(PT_OPUS, "opus", 48_000)],
+            extensions: audio_ext,
+        },
+        MediaDescription {
+            kind: MediaKind::Video,
+            payload_types: vec![pt(PT_VP8, "VP8", 90_000)],
+            extensions: video_ext,
+        },
+    ]
+}
