@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential; }
 cargo build --release -p signaling --bin palim -p loadtest --bin loadtest
-exec ./target/release/loadtest --spawn --conferences 1 --endpoints 4 --duration 10s "$@"
+# Defaults: 1 conference of 4 endpoints for 10 s (see `loadtest --help`).
+exec ./target/release/loadtest --spawn "$@"
