@@ -469,6 +469,8 @@ impl Conference {
         let mut n = 0;
         while let Some(t) = self.shard.poll_transmit() {
             std::hint::black_box(&t);
+            // As the driver does after sending: the buffer goes back to the shard's pool.
+            self.shard.recycle(t.data);
             n += 1;
         }
         n
@@ -522,6 +524,7 @@ fn media_descriptions() -> Vec<MediaDescription> {
         name: name.to_owned(),
         clock_rate,
         apt: None,
+        feedback: vec![],
     };
     let mut audio_ext = common.to_vec();
     audio_ext.push(ext(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"));

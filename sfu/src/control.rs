@@ -186,6 +186,8 @@ pub struct PayloadType {
     pub clock_rate: u32,
     /// For `rtx`: the payload type it retransmits (`apt`).
     pub apt: Option<u8>,
+    /// RTCP feedback as signalled: (`type`, `subtype`), e.g. (`nack`, `pli`), (`transport-cc`, None).
+    pub feedback: Vec<(String, Option<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,11 +25,14 @@ pub mod driver;
 
 pub mod demux;
 pub mod dtls;
+pub mod egress;
 mod endpoint;
+pub mod negotiated;
 pub mod rtcp_min;
 pub mod rtp_ext;
 mod sctp;
 pub mod shard;
+pub mod sources;
 pub mod srtp;
 
 pub use shard::{ClockAnchor, Shard, Transmit};

@@ -23,7 +23,10 @@ use crate::control::{
 };
 use crate::demux::{self, Kind};
 use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
+use crate::egress::{self, OutExtensions, OutHeader};
 use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
+use crate::sources::{SourceKey, SourceTable};
+use crate::wire::rtp::RtpHeader;
 use crate::id::{ConferenceId, EndpointId, Ssrc};
 use crate::rtcp_min::{self, Rtcp};
 use crate::sctp::{ChannelEvent, Sctp};
@@ -57,8 +60,11 @@ struct Conference {
     /// Sender SSRC of the bridge's own RTCP (Colibri2 `jvb-v0`).
     video_ssrc: u32,
     endpoints: HashMap<EndpointId, Endpoint>,
-    /// Media SSRC → the endpoint that sends it (for PLI/FIR routing).
-    owners: HashMap<u32, EndpointId>,
+    /// Every signalled (or learned) source and the route of each of its SSRCs.
+    sources: SourceTable,
+    /// Per audio source: silent packets in a row and packets dropped so far (the drop is
+    /// hidden from receivers by shifting sequence numbers, media.md §6).
+    silence: HashMap<SourceKey, Silence>,
     keyframes: KeyframeLimiter,
     fir_seq: HashMap<u32, u8>,
 }
@@ -84,7 +90,14 @@ struct Io {
     events: VecDeque<Event>,
     c: Counters,
     drops: BTreeMap<&'static str, u64>,
+    /// Send buffers given back by the driver after sending.
+    pool: Vec<BytesMut>,
 }
+
+/// Capacity of pooled send buffers: a full-size RTP packet plus header growth and SRTP tag.
+const BUF_CAPACITY: usize = 1600;
+/// Buffers kept in the pool at most.
+const POOL_MAX: usize = 4096;
 
 impl Io {
     fn drop(&mut self, reason: &'static str) {
@@ -93,6 +106,10 @@ impl Io {
     fn send(&mut self, remote: SocketAddr, data: BytesMut) {
         self.c.bytes_tx += data.len() as u64;
         self.transmits.push_back(Transmit { remote, data });
+    }
+    /// A send buffer from the pool (see [`Shard::recycle`]).
+    fn take_buf(&mut self) -> BytesMut {
+        self.pool.pop().unwrap_or_else(|| BytesMut::with_capacity(BUF_CAPACITY))
     }
 }
 
@@ -329,7 +346,8 @@ impl Shard {
                         span,
                         video_ssrc,
                         endpoints: HashMap::new(),
-                        owners: HashMap::new(),
+                        sources: SourceTable::default(),
+                        silence: HashMap::new(),
                         keyframes: KeyframeLimiter::default(),
                         fir_seq: HashMap::new(),
                     },
@@ -397,18 +415,8 @@ impl Shard {
                 }))
             }
             Command::SetMedia { conf, ep, media } => {
-                let e = self.endpoint_mut(conf, ep)?;
-                for pt in media.payload_types {
-                    if pt.clock_rate > 0 {
-                        e.clock_rates.insert(pt.pt, pt.clock_rate);
-                    }
-                }
-                // Additive, as JVB: ids once signalled stay.
-                for x in media.extensions {
-                    if crate::rtp_ext::KEPT_URIS.contains(&x.uri.as_str()) && !e.ext_keep.contains(&x.id) {
-                        e.ext_keep.push(x.id);
-                    }
-                }
+                // Additive, as JVB: payload types and ids once signalled stay.
+                self.endpoint_mut(conf, ep)?.neg.apply(&media);
                 Ok(Reply::Done)
             }
             Command::SetRemoteTransport { conf, ep, transport } => self.set_remote_transport(now, conf, ep, transport),
@@ -543,30 +551,32 @@ impl Shard {
             .endpoints
             .get_mut(&ep)
             .ok_or(CommandError::EndpointNotFound { conf, ep })?;
-        let mut set = HashMap::new();
-        for s in &sources {
-            for ssrc in s.ssrcs.iter().chain(s.groups.iter().flat_map(|g| g.ssrcs.iter())) {
-                set.insert(ssrc.0, s.kind);
-            }
-        }
-        if set.len() > max {
+        // Every SSRC signalled counts, used or not.
+        let mut all: Vec<u32> = sources
+            .iter()
+            .flat_map(|s| s.ssrcs.iter().chain(s.groups.iter().flat_map(|g| g.ssrcs.iter())))
+            .map(|x| x.0)
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        if all.len() > max {
             return Err(CommandError::LimitReached("ssrcs per endpoint"));
         }
-        let keyframes = &mut c.keyframes;
-        c.owners.retain(|ssrc, owner| {
-            let keep = *owner != ep;
-            if !keep {
-                keyframes.forget(*ssrc);
-            }
-            keep
-        });
-        for ssrc in set.keys() {
-            c.owners.insert(*ssrc, ep);
+        let removed = c
+            .sources
+            .set_endpoint_sources(ep, &sources)
+            .map_err(CommandError::Invalid)?;
+        for k in &removed {
+            c.keyframes.forget(*k);
+            c.silence.remove(k);
         }
-        e.sources = set;
         e.sources_signalled = true;
-        e.learned.clear();
-        e.rx.retain(|ssrc, _| e.sources.contains_key(ssrc));
+        e.learned = 0;
+        let table = &c.sources;
+        e.rx.retain(|ssrc, _| table.route(*ssrc).is_some_and(|r| r.owner == ep));
+        for other in c.endpoints.values_mut() {
+            other.tx.retain(|ssrc, _| !removed.contains(ssrc));
+        }
         Ok(Reply::Done)
     }
 
@@ -579,19 +589,14 @@ impl Shard {
         }
         self.by_ufrag.remove(&ep.local_ufrag);
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
-            let keyframes = &mut c.keyframes;
-            c.owners.retain(|ssrc, o| {
-                let keep = *o != ep.id;
-                if !keep {
-                    keyframes.forget(*ssrc);
-                }
-                keep
-            });
+            let removed = c.sources.remove_endpoint(ep.id);
+            for k in &removed {
+                c.keyframes.forget(*k);
+                c.silence.remove(k);
+            }
             // The others stop sending the departed endpoint's streams: forget exactly those.
             for other in c.endpoints.values_mut() {
-                other
-                    .tx
-                    .retain(|ssrc, _| !ep.sources.contains_key(ssrc) && !ep.learned.contains(ssrc));
+                other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             }
         }
         let addr = ep.send_addr();
@@ -683,6 +688,15 @@ impl Shard {
             }
         }
         self.next_timeout = t;
+    }
+
+    /// Give a sent datagram's buffer back, so the next forwarded packet reuses it instead of
+    /// allocating. Buffers still shared elsewhere or too small are simply dropped.
+    pub fn recycle(&mut self, mut data: BytesMut) {
+        if self.io.pool.len() < POOL_MAX && data.capacity() >= BUF_CAPACITY {
+            data.clear();
+            self.io.pool.push(data);
+        }
     }
 
     /// The next datagram to send.
@@ -997,25 +1011,17 @@ fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
     }
 }
 
-/// The fields of a plain RTP header the bridge needs.
-struct RtpHeader {
-    pt: u8,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
+/// Silence discard state of one audio source (media.md §6).
+#[derive(Debug, Default)]
+struct Silence {
+    /// Consecutive packets with level 127.
+    run: u32,
+    /// Packets dropped so far: subtracted from every later sequence number.
+    dropped: u16,
 }
 
-fn rtp_header(b: &[u8]) -> Option<RtpHeader> {
-    if b.len() < 12 || b[0] >> 6 != 2 {
-        return None;
-    }
-    Some(RtpHeader {
-        pt: b[1] & 0x7F,
-        seq: u16::from_be_bytes([b[2], b[3]]),
-        ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-    })
-}
+/// Forward at most this many silent packets in a row (JVB's `forwarded-silence-packets-limit`).
+const SILENCE_FORWARD_LIMIT: u32 = 3;
 
 #[allow(clippy::too_many_arguments)] // the hot path takes its pieces explicitly
 fn handle_rtp(
@@ -1034,17 +1040,19 @@ fn handle_rtp(
     if !ep.is_validated(remote) {
         return io.drop("not_ice_validated");
     }
-    let Some(h) = rtp_header(&data) else {
+    let Ok(h) = RtpHeader::parse(&data) else {
         return io.drop("malformed_rtp");
     };
     if ep.visitor {
         return io.drop("visitor_media");
     }
-    let known = ep.ssrc_known(h.ssrc);
-    let learning = !known && ep.may_learn(env.config.limits.max_ssrcs_per_endpoint);
-    if !known && !learning {
-        return io.drop("unknown_ssrc");
-    }
+    let ssrc = h.ssrc().0;
+    let route = match conf.sources.route(ssrc) {
+        Some(r) if r.owner == from => Some(*r),
+        Some(_) => return io.drop("foreign_ssrc"),
+        None if ep.may_learn(env.config.limits.max_ssrcs_per_endpoint) => None,
+        None => return io.drop("unknown_ssrc"),
+    };
     let Some(srtp) = ep.srtp.as_mut() else {
         return io.drop("srtp_not_ready");
     };
@@ -1052,45 +1060,131 @@ fn handle_rtp(
     if let Err(e) = srtp.unprotect_rtp_in_place(&mut data) {
         return io.drop(e.drop_reason(false));
     }
-    let mut plain = data;
     io.c.rtp_rx += 1;
-    if crate::rtp_ext::strip_extensions(&mut plain, &ep.ext_keep).is_err() {
-        return io.drop("malformed_rtp");
-    }
     ep.last_activity = now;
-    if learning {
-        ep.learned.insert(h.ssrc);
-        conf.owners.insert(h.ssrc, from);
+    // The padding count was encrypted: parse again.
+    let Ok(mut h) = RtpHeader::parse(&data) else {
+        return io.drop("malformed_rtp");
+    };
+    let route = match route {
+        Some(r) => r,
+        None => {
+            let kind = ep
+                .neg
+                .pt(h.pt())
+                .map_or(crate::control::MediaKind::Video, |p| p.kind);
+            let Some(r) = conf.sources.learn(from, ssrc, kind) else {
+                return io.drop("unknown_ssrc");
+            };
+            ep.learned += 1;
+            r
+        }
+    };
+    // RTX (RFC 4588): the original sequence number leads the payload.
+    if route.rtx {
+        let payload = h.payload_range();
+        if payload.len() < 2 {
+            return io.drop("rtx_padding");
+        }
+        let osn = u16::from_be_bytes([data[payload.start], data[payload.start + 1]]);
+        let apt = ep.neg.pt(h.pt()).and_then(|p| p.apt).unwrap_or(h.pt());
+        let Some(primary) = conf
+            .sources
+            .get(route.source)
+            .and_then(|s| s.encodings.get(usize::from(route.encoding)))
+            .map(|e| e.ssrc)
+        else {
+            return io.drop("unknown_ssrc");
+        };
+        // Move the header up over the OSN, then drop the two leading bytes.
+        data.copy_within(0..payload.start, 2);
+        let _ = data.split_to(2);
+        let Ok(h2) = RtpHeader::parse(&data) else {
+            return io.drop("malformed_rtp");
+        };
+        h = h2;
+        h.set_seq(&mut data, osn);
+        h.set_ssrc(&mut data, crate::id::Ssrc(primary));
+        h.set_pt(&mut data, apt);
     }
+    let ssrc = h.ssrc().0;
+    let seq = h.seq();
     let arrival = now.saturating_duration_since(clock.instant).as_secs_f64();
-    let rate = ep.clock_rate(h.pt, h.ssrc);
-    ep.rx
-        .entry(h.ssrc)
-        .or_insert_with(|| RxStream::new(h.seq, rate))
-        .update(h.seq, h.ts, arrival);
+    let rate = ep.neg.clock_rate(h.pt(), Some(route.kind));
+    let rx = ep.rx.entry(ssrc).or_insert_with(|| RxStream::new(seq, rate));
+    if !rx.seen.insert(seq) {
+        return io.drop("duplicate_rtp");
+    }
+    rx.update(seq, h.timestamp(), arrival);
+    if h.payload_range().is_empty() {
+        // Padding-only (probing): counted, never forwarded.
+        return io.drop("padding_only");
+    }
+    let sender_ext = ep.neg.ext;
 
+    let mut out_seq = seq;
+    if route.kind == crate::control::MediaKind::Audio {
+        let level = h.audio_level(&data, sender_ext.audio_level);
+        let silence = conf.silence.entry(route.source).or_default();
+        match level {
+            Some(l) if l.level == 127 => {
+                silence.run += 1;
+                if silence.run > SILENCE_FORWARD_LIMIT {
+                    silence.dropped = silence.dropped.wrapping_add(1);
+                    return io.drop("audio_silence");
+                }
+            }
+            Some(_) => silence.run = 0,
+            None => {}
+        }
+        out_seq = seq.wrapping_sub(silence.dropped);
+    }
+
+    let out = OutHeader {
+        ssrc: route.source,
+        seq: out_seq,
+        ts: h.timestamp(),
+        marker: h.marker(),
+        pt: h.pt(),
+    };
+    let payload_len = h.payload_range().len() as u32;
     for (rid, r) in conf.endpoints.iter_mut() {
         if *rid == from {
             continue;
         }
         let Some(dst) = r.send_addr() else { continue };
-        let Some(srtp) = r.srtp.as_mut() else {
+        if r.srtp.is_none() {
             continue;
+        }
+        let mut buf = io.take_buf();
+        let tcc = (r.neg.ext.transport_cc != 0).then(|| {
+            let s = r.tcc_out;
+            r.tcc_out = r.tcc_out.wrapping_add(1);
+            s
+        });
+        let exts = OutExtensions {
+            av1_dd: None,
+            transport_cc: tcc,
         };
-        match srtp.protect_rtp(&plain) {
-            Ok(enc) => {
+        if egress::write_packet(&mut buf, &data, &h, &sender_ext, &r.neg.ext, out, exts, None).is_none() {
+            io.drop("egress_too_large");
+            continue;
+        }
+        let Some(srtp) = r.srtp.as_mut() else { continue };
+        match srtp.protect_rtp_in_place(&mut buf) {
+            Ok(()) => {
                 io.c.rtp_tx += 1;
-                io.send(dst, enc);
-                let tx = r.tx.entry(h.ssrc).or_insert(TxStream {
+                io.send(dst, buf);
+                let tx = r.tx.entry(out.ssrc).or_insert(TxStream {
                     packets: 0,
                     octets: 0,
-                    last_rtp_ts: h.ts,
+                    last_rtp_ts: out.ts,
                     last_sent: now,
                     clock_rate: rate,
                 });
                 tx.packets = tx.packets.wrapping_add(1);
-                tx.octets = tx.octets.wrapping_add(plain.len().saturating_sub(12) as u32);
-                tx.last_rtp_ts = h.ts;
+                tx.octets = tx.octets.wrapping_add(payload_len);
+                tx.last_rtp_ts = out.ts;
                 tx.last_sent = now;
             }
             Err(_) => io.drop("srtp_protect_failed"),
@@ -1178,7 +1272,7 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     let media = match req {
         KeyframeRequest::Pli(s) | KeyframeRequest::Fir(s) => s,
     };
-    let Some(owner) = conf.owners.get(&media).copied() else {
+    let Some(owner) = conf.sources.route(media).map(|r| r.owner) else {
         return io.drop("keyframe_unknown_ssrc");
     };
     if owner == requester {
@@ -1308,8 +1402,9 @@ mod tests {
         fn ep(s: &Shard) -> &Endpoint {
             &s.conferences[&ConferenceId(1)].endpoints[&EndpointId(1)]
         }
+        let known = |s: &Shard, ssrc: u32| s.conferences[&ConferenceId(1)].sources.route(ssrc).is_some();
         assert!(
-            !ep(&s).ssrc_known(7) && ep(&s).may_learn(cap),
+            !known(&s, 7) && ep(&s).may_learn(cap),
             "never signalled: learns"
         );
         let set = |s: &mut Shard, ssrcs: Vec<u32>| {
@@ -1333,9 +1428,9 @@ mod tests {
             )
         };
         assert_eq!(set(&mut s, vec![7]), Ok(Reply::Done));
-        assert!(ep(&s).ssrc_known(7) && !ep(&s).ssrc_known(8) && !ep(&s).may_learn(cap));
+        assert!(known(&s, 7) && !known(&s, 8) && !ep(&s).may_learn(cap));
         assert_eq!(set(&mut s, vec![]), Ok(Reply::Done));
-        assert!(!ep(&s).ssrc_known(7), "an empty set removes the SSRC");
+        assert!(!known(&s, 7), "an empty set removes the SSRC");
         assert!(!ep(&s).may_learn(cap), "an empty set is not 'unsignalled'");
     }
 

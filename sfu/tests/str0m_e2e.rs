@@ -157,6 +157,7 @@ fn media_descriptions() -> Vec<MediaDescription> {
         name: name.to_owned(),
         clock_rate,
         apt: None,
+        feedback: vec![],
     };
     let mut audio_ext = common.to_vec();
     audio_ext.push(ext(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"));

@@ -806,6 +806,11 @@ fn media_description(media: &Media) -> MediaDescription {
                 name: pt.name.clone().unwrap_or_default(),
                 clock_rate: pt.clockrate.unwrap_or(0),
                 apt: pt.parameter("apt").and_then(|v| v.trim().parse().ok()),
+                feedback: pt
+                    .rtcp_fbs
+                    .iter()
+                    .map(|fb| (fb.fb_type.clone(), fb.subtype.clone()))
+                    .collect(),
             })
             .collect(),
         extensions: media
