@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    split_even, KeyframePolicy, OutPacket, RateModel, ShapeRng, FRAME_INTERVAL, MAX_PAYLOAD,
-    TRACKING_LEN, TS_PER_FRAME,
+    split_even, KeyframePolicy, OutPacket, RateModel, ShapeRng, FRAME_INTERVAL, MAX_PAYLOAD, TRACKING_LEN, TS_PER_FRAME,
 };
 
 /// One L3T3_KEY template: spatial id, temporal id, DTI per decode target (`-` not present,
@@ -23,13 +22,7 @@ pub struct Template {
     pub fdiffs: &'static [u8],
 }
 
-const fn tpl(
-    spatial: u8,
-    temporal: u8,
-    dtis: &'static str,
-    chain_diffs: [u8; 3],
-    fdiffs: &'static [u8],
-) -> Template {
+const fn tpl(spatial: u8, temporal: u8, dtis: &'static str, chain_diffs: [u8; 3], fdiffs: &'static [u8]) -> Template {
     Template {
         spatial,
         temporal,
@@ -193,9 +186,7 @@ impl Av1Svc {
             self.last_key_at = Some(at);
             self.key_requested = false;
         }
-        let rtp_ts = self
-            .ts_base
-            .wrapping_add((index as u32).wrapping_mul(TS_PER_FRAME));
+        let rtp_ts = self.ts_base.wrapping_add((index as u32).wrapping_mul(TS_PER_FRAME));
         for s in 0..3u8 {
             let within = if keyframe {
                 0
@@ -278,7 +269,7 @@ struct Bits {
 impl Bits {
     fn put(&mut self, value: u32, bits: u32) {
         for i in (0..bits).rev() {
-            if self.used % 8 == 0 {
+            if self.used.is_multiple_of(8) {
                 self.out.push(0);
             }
             let bit = ((value >> i) & 1) as u8;

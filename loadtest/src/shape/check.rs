@@ -25,30 +25,75 @@ pub struct FrameDone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
-    Malformed { seq: u16, what: &'static str },
-    Duplicate { seq: u16 },
-    TimestampBackwards { seq: u16, prev: u32, ts: u32 },
+    Malformed {
+        seq: u16,
+        what: &'static str,
+    },
+    Duplicate {
+        seq: u16,
+    },
+    TimestampBackwards {
+        seq: u16,
+        prev: u32,
+        ts: u32,
+    },
     /// VP8 picture ID not +1 (and not explained by loss or temporal-layer thinning).
-    PictureIdJump { seq: u16, expected: u16, got: u16 },
-    Tl0PicIdx { seq: u16, expected: u8, got: u8 },
+    PictureIdJump {
+        seq: u16,
+        expected: u16,
+        got: u16,
+    },
+    Tl0PicIdx {
+        seq: u16,
+        expected: u8,
+        got: u8,
+    },
     /// The first frame (after start) is not a keyframe.
-    StartOnDelta { seq: u16 },
+    StartOnDelta {
+        seq: u16,
+    },
     /// A VP8 delta frame of another encoding than the last keyframe's.
-    SwitchWithoutKeyframe { seq: u16, from: u8, to: u8 },
+    SwitchWithoutKeyframe {
+        seq: u16,
+        from: u8,
+        to: u8,
+    },
     /// Packets of one frame disagree, or a frame continues without its start.
-    InconsistentFrame { seq: u16, what: &'static str },
+    InconsistentFrame {
+        seq: u16,
+        what: &'static str,
+    },
     /// An AV1 frame before any template structure.
-    NoStructure { seq: u16 },
-    BadTemplate { seq: u16, template_id: u8 },
-    FrameNumberBackwards { seq: u16, prev: u16, got: u16 },
+    NoStructure {
+        seq: u16,
+    },
+    BadTemplate {
+        seq: u16,
+        template_id: u8,
+    },
+    FrameNumberBackwards {
+        seq: u16,
+        prev: u16,
+        got: u16,
+    },
     /// An AV1 frame whose referenced frame (by fdiff) was not received, without loss to explain it.
-    MissingReference { frame: u16, reference: u16 },
+    MissingReference {
+        frame: u16,
+        reference: u16,
+    },
     /// An AV1 frame whose chain (for a decode target it belongs to) is broken, without loss.
-    BrokenChain { frame: u16, chain: u8 },
+    BrokenChain {
+        frame: u16,
+        chain: u8,
+    },
     /// AV1: marker bit on a packet that does not end a frame.
-    MarkerMidFrame { seq: u16 },
+    MarkerMidFrame {
+        seq: u16,
+    },
     /// AV1: a new temporal unit began while the previous one never got its marker.
-    MissingMarker { seq: u16 },
+    MissingMarker {
+        seq: u16,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -401,14 +446,7 @@ impl Vp8Check {
             Some((l_pid, l_ts, l_tid, l_tl0)) => {
                 let dts = ts.wrapping_sub(l_ts) as i32;
                 if dts <= 0 {
-                    flag(
-                        v,
-                        Violation::TimestampBackwards {
-                            seq,
-                            prev: l_ts,
-                            ts,
-                        },
-                    );
+                    flag(v, Violation::TimestampBackwards { seq, prev: l_ts, ts });
                 }
                 let dpid = d.pid.wrapping_sub(l_pid) & 0x7fff;
                 let expected = (l_pid + 1) & 0x7fff;
@@ -417,9 +455,15 @@ impl Vp8Check {
                     0 => false,
                     n if n > 0x3fff => false,
                     n if loss => n < 0x100,
-                    // Temporal thinning: the bridge drops TL2 (and TL1) frames; a stream that
-                    // still carries TL2 has no legitimate gaps, and the pattern is 4 frames.
-                    n if l_tid < 2 && d.tid < 2 && n <= 4 => {
+                    // A keyframe references nothing: frames left out before it (a bridge
+                    // waiting for it after a switch) harm no one.
+                    n if keyframe && n < 0x100 => {
+                        self.stats.thinned += u64::from(n - 1);
+                        true
+                    }
+                    // Temporal thinning: a bridge may leave out frames of a higher TID than the
+                    // one it forwards next (they are not references for it).
+                    n if thinning_ok(l_tid, d.tid, n) => {
                         self.stats.thinned += u64::from(n - 1);
                         true
                     }
@@ -435,11 +479,7 @@ impl Vp8Check {
                         },
                     );
                 }
-                let expected_tl0 = if d.tid == 0 {
-                    l_tl0.wrapping_add(1)
-                } else {
-                    l_tl0
-                };
+                let expected_tl0 = if d.tid == 0 { l_tl0.wrapping_add(1) } else { l_tl0 };
                 if d.tl0 != expected_tl0 && !loss {
                     flag(
                         v,
@@ -504,6 +544,26 @@ impl Vp8Check {
             _ => {}
         }
     }
+}
+
+/// Whether a picture ID gap of `gap` (> 1) between a frame of TID `prev` and one of TID `cur`
+/// can be a bridge's temporal-layer filtering in L1T3, whose pattern is TIDs 0,2,1,2 (positions
+/// 0..3): the current frame's position is known for TL0 (0) and TL1 (2), the previous frame must
+/// sit `gap` positions earlier with a matching TID, and every frame in between must have a
+/// higher TID than the current one. A TL2 frame never follows a gap (its predecessor in the
+/// pattern is TL0 or TL1, which it may reference).
+fn thinning_ok(prev: u8, cur: u8, gap: u16) -> bool {
+    const PATTERN: [u8; 4] = [0, 2, 1, 2];
+    let pos: u16 = match cur {
+        0 => 4,
+        1 => 2,
+        _ => return false,
+    };
+    if gap > pos {
+        return false;
+    }
+    let prev_pos = usize::from(pos - gap);
+    PATTERN[prev_pos % 4] == prev && (prev_pos + 1..usize::from(pos)).all(|p| PATTERN[p % 4] > cur)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -695,12 +755,13 @@ fn parse_structure(r: &mut BitReader<'_>) -> Result<DdStructure, &'static str> {
     })
 }
 
+/// What one descriptor carries: a new structure, a new active decode targets mask, and the
+/// frame info (or the template id that no structure resolves).
+type ParsedDd = (Option<DdStructure>, Option<u32>, Result<FrameInfo, u8>);
+
 /// Parse a whole descriptor: the new structure (if attached), the active decode targets mask (if
 /// sent), and the frame info resolved against `current` (or the new structure).
-fn parse_dd(
-    dd: &[u8],
-    current: Option<&DdStructure>,
-) -> Result<(Option<DdStructure>, Option<u32>, Result<FrameInfo, u8>), &'static str> {
+fn parse_dd(dd: &[u8], current: Option<&DdStructure>) -> Result<ParsedDd, &'static str> {
     if dd.len() < 3 {
         return Err("DD shorter than its mandatory fields");
     }
@@ -809,6 +870,9 @@ pub struct Av1Check {
     loss_at: Option<u16>,
     /// Decoded frames by frame number (bit set = decodable frame received).
     decoded: Box<[u64; 1024]>,
+    /// Frames of which at least one packet arrived: a reference that arrived but could not be
+    /// decoded is the consequence of an earlier loss or violation, not a new one.
+    seen: Box<[u64; 1024]>,
     have_key: bool,
     tu: TuState,
     tu_ts: Option<u32>,
@@ -831,6 +895,7 @@ impl Av1Check {
             frame: None,
             loss_at: None,
             decoded: Box::new([0; 1024]),
+            seen: Box::new([0; 1024]),
             have_key: false,
             tu: TuState::default(),
             tu_ts: None,
@@ -877,18 +942,14 @@ impl Av1Check {
     }
 
     fn set_decoded(&mut self, n: u16, on: bool) {
-        let w = &mut self.decoded[usize::from(n >> 6)];
-        if on {
-            *w |= 1 << (n & 63);
-        } else {
-            *w &= !(1 << (n & 63));
-        }
+        set_bit(&mut self.decoded, n, on);
     }
 
-    /// Whether loss seen since frame `reference` can explain its absence.
+    /// Whether the absence of frame `reference` is explained: some of it arrived (so it was
+    /// lost or broken earlier, already counted), or loss was seen at or after it.
     fn loss_explains(&self, reference: u16) -> bool {
-        self.loss_at
-            .is_some_and(|l| l.wrapping_sub(reference) as i16 >= 0)
+        self.seen[usize::from(reference >> 6)] & (1 << (reference & 63)) != 0
+            || self.loss_at.is_some_and(|l| l.wrapping_sub(reference) as i16 >= 0)
     }
 
     fn packet(
@@ -961,6 +1022,7 @@ impl Av1Check {
                 ),
                 _ => {
                     self.abandon_frame();
+                    set_bit(&mut self.seen, info.frame_number, true);
                     self.frame = Some(Av1Frame {
                         number: info.frame_number,
                         ts,
@@ -1001,14 +1063,7 @@ impl Av1Check {
         }))
     }
 
-    fn start_frame(
-        &mut self,
-        seq: u16,
-        ts: u32,
-        info: &FrameInfo,
-        new_tu: bool,
-        v: &mut Option<Violation>,
-    ) {
+    fn start_frame(&mut self, seq: u16, ts: u32, info: &FrameInfo, new_tu: bool, v: &mut Option<Violation>) {
         self.abandon_frame();
         let number = info.frame_number;
         if let Some(prev) = self.frame {
@@ -1028,6 +1083,7 @@ impl Av1Check {
                 }
                 for k in 1..d as u16 {
                     self.set_decoded(prev.number.wrapping_add(k), false);
+                    set_bit(&mut self.seen, prev.number.wrapping_add(k), false);
                 }
             }
             if !new_tu && info.spatial <= prev.info.spatial && prev.ts == ts {
@@ -1041,6 +1097,7 @@ impl Av1Check {
             }
         }
         self.set_decoded(number, false);
+        set_bit(&mut self.seen, number, true);
         self.frame = Some(Av1Frame {
             number,
             ts,
@@ -1077,7 +1134,12 @@ impl Av1Check {
         let keyframe = info.fdiff_cnt == 0;
         let mut decodable = true;
         if !keyframe && !self.have_key {
-            flag(v, Violation::StartOnDelta { seq: f.next_seq.wrapping_sub(1) });
+            flag(
+                v,
+                Violation::StartOnDelta {
+                    seq: f.next_seq.wrapping_sub(1),
+                },
+            );
             decodable = false;
         }
         for &fd in &info.fdiffs[..info.fdiff_cnt] {
@@ -1146,11 +1208,26 @@ impl Av1Check {
     }
 }
 
+fn set_bit(bits: &mut [u64; 1024], n: u16, on: bool) {
+    let w = &mut bits[usize::from(n >> 6)];
+    if on {
+        *w |= 1 << (n & 63);
+    } else {
+        *w &= !(1 << (n & 63));
+    }
+}
+
 /// The AV1 aggregation header must agree with the descriptor (Z iff not first, Y iff not
 /// last), and a frame's first OBU header (when it is the only element) with its layer ids.
 fn check_av1_payload(seq: u16, payload: &[u8], info: &FrameInfo, v: &mut Option<Violation>) {
     let Some(&agg) = payload.first() else {
-        flag(v, Violation::Malformed { seq, what: "empty AV1 payload" });
+        flag(
+            v,
+            Violation::Malformed {
+                seq,
+                what: "empty AV1 payload",
+            },
+        );
         return;
     };
     let z = agg & 0x80 != 0;
@@ -1166,7 +1243,7 @@ fn check_av1_payload(seq: u16, payload: &[u8], info: &FrameInfo, v: &mut Option<
     }
     let w = (agg >> 4) & 0x03;
     if info.start && w == 1 {
-        if let Some(&[h, ext]) = payload.get(1..3).map(|s| <&[u8; 2]>::try_from(s).ok()).flatten() {
+        if let Some(&[h, ext]) = payload.get(1..3).and_then(|s| <&[u8; 2]>::try_from(s).ok()) {
             if h & 0x04 != 0 && (ext >> 5 != info.temporal || (ext >> 3) & 0x03 != info.spatial) {
                 flag(
                     v,
@@ -1177,5 +1254,482 @@ fn check_av1_payload(seq: u16, payload: &[u8], info: &FrameInfo, v: &mut Option<
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::av1::{Av1Config, Av1Svc, L3T3_KEY};
+    use super::super::vp8::{Vp8Config, Vp8Simulcast};
+    use super::super::{OutPacket, TRACKING_LEN};
+    use super::*;
+
+    /// A packet as a receiver sees it.
+    #[derive(Debug, Clone)]
+    struct Rx {
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+        dd: Vec<u8>,
+        // What the sender knew (for building mutations).
+        spatial: u8,
+        temporal: u8,
+        keyframe: bool,
+    }
+
+    fn generate<F: FnMut(Instant, &mut Vec<OutPacket>)>(ms: u64, mut poll: F) -> Vec<OutPacket> {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..ms / 10 {
+            poll(t0 + Duration::from_millis(i * 10), &mut out);
+        }
+        out
+    }
+
+    /// Number packets from near the wrap and write a tracking header where the sender allows it.
+    fn receive(pkts: impl IntoIterator<Item = OutPacket>) -> Vec<Rx> {
+        pkts.into_iter()
+            .enumerate()
+            .map(|(i, mut p)| {
+                let at = p.tracking_offset;
+                p.payload[at..at + TRACKING_LEN].fill(0xEE);
+                Rx {
+                    seq: 65_500u16.wrapping_add(i as u16),
+                    ts: p.rtp_ts,
+                    marker: p.marker,
+                    payload: p.payload,
+                    dd: p.dd,
+                    spatial: p.spatial,
+                    temporal: p.temporal,
+                    keyframe: p.keyframe,
+                }
+            })
+            .collect()
+    }
+
+    fn renumber(rx: &mut [Rx]) {
+        for (i, p) in rx.iter_mut().enumerate() {
+            p.seq = 65_500u16.wrapping_add(i as u16);
+        }
+    }
+
+    fn vp8(encoding: u8, ms: u64) -> Vec<Rx> {
+        let mut s = Vp8Simulcast::new(11, Vp8Config::default());
+        let pkts = generate(ms, |t, o| s.poll(t, o));
+        receive(pkts.into_iter().filter(|p| p.encoding == encoding))
+    }
+
+    fn av1(ms: u64) -> Vec<Rx> {
+        let mut s = Av1Svc::new(12, Av1Config::default());
+        receive(generate(ms, |t, o| s.poll(t, o)))
+    }
+
+    fn run_vp8(rx: &[Rx]) -> (Vp8Check, Vec<FrameDone>, Vec<Violation>) {
+        let mut c = Vp8Check::new();
+        let (mut done, mut bad) = (Vec::new(), Vec::new());
+        for p in rx {
+            match c.on_packet(p.seq, p.ts, p.marker, &p.payload) {
+                Ok(Some(f)) => done.push(f),
+                Ok(None) => {}
+                Err(v) => bad.push(v),
+            }
+        }
+        (c, done, bad)
+    }
+
+    fn run_av1(rx: &[Rx]) -> (Av1Check, Vec<FrameDone>, Vec<Violation>) {
+        let mut c = Av1Check::new();
+        let (mut done, mut bad) = (Vec::new(), Vec::new());
+        for p in rx {
+            match c.on_packet(p.seq, p.ts, p.marker, &p.payload, &p.dd) {
+                Ok(Some(f)) => done.push(f),
+                Ok(None) => {}
+                Err(v) => bad.push(v),
+            }
+        }
+        (c, done, bad)
+    }
+
+    /// Frames (first-packet indexes) of a stream.
+    fn frame_starts(rx: &[Rx]) -> Vec<usize> {
+        let mut starts = vec![0];
+        for i in 1..rx.len() {
+            if rx[i - 1].marker {
+                starts.push(i);
+            }
+        }
+        starts
+    }
+
+    /// Every generated encoding, as the bridge would forward it alone, is a valid stream: all
+    /// frames complete and decodable, keyframes at 0 s and 10 s, the encoding's resolution.
+    #[test]
+    fn vp8_generated_streams_pass() {
+        for (e, (w, h)) in [(320, 180), (640, 360), (1280, 720)].into_iter().enumerate() {
+            let rx = vp8(e as u8, 12_000);
+            let (c, done, bad) = run_vp8(&rx);
+            assert!(bad.is_empty(), "encoding {e}: {bad:?}");
+            let frames = rx.iter().filter(|p| p.marker).count() as u64;
+            assert_eq!(c.stats().frames, frames);
+            assert_eq!(c.stats().keyframes, 2);
+            assert_eq!(c.stats().lost + c.stats().incomplete + c.stats().undecodable, 0);
+            assert_eq!(c.resolution(), Some((w, h)));
+            assert!(done
+                .iter()
+                .all(|f| f.width == w && f.height == h && f.spatial == e as u8));
+            for tid in 0..3 {
+                assert!(done.iter().any(|f| f.temporal == tid));
+            }
+        }
+    }
+
+    /// A bridge forwarding only TL0+TL1 (or TL0) leaves picture ID gaps; that is valid.
+    #[test]
+    fn vp8_temporal_thinning_passes() {
+        for max_tid in [0u8, 1] {
+            let mut rx: Vec<Rx> = vp8(1, 5_000).into_iter().filter(|p| p.temporal <= max_tid).collect();
+            renumber(&mut rx);
+            let (c, done, bad) = run_vp8(&rx);
+            assert!(bad.is_empty(), "{bad:?}");
+            assert!(c.stats().thinned > 0);
+            assert_eq!(done.len(), rx.iter().filter(|p| p.marker).count());
+            assert!(done.iter().all(|f| f.temporal <= max_tid));
+        }
+    }
+
+    /// Emulates a bridge switching 180p -> 720p with continuous picture ID / TL0PICIDX / ts;
+    /// at the 720p keyframe it is valid and the resolution follows, at a delta frame it is not.
+    #[test]
+    fn vp8_switch_needs_keyframe() {
+        for at_keyframe in [true, false] {
+            let mut s = Vp8Simulcast::new(3, Vp8Config::default());
+            let t0 = Instant::now();
+            let mut pkts = Vec::new();
+            for i in 0..400u64 {
+                if i == 300 {
+                    s.request_keyframe(2);
+                }
+                s.poll(t0 + Duration::from_millis(i * 10), &mut pkts);
+            }
+            let rx_all = receive(pkts);
+            // Switch point: the 720p keyframe requested at 3 s, or the 720p frame just after it.
+            let key = rx_all
+                .iter()
+                .rposition(|p| p.spatial == 2 && p.keyframe && p.payload[0] & 0x10 != 0)
+                .expect("a requested keyframe exists");
+            let switch = if at_keyframe {
+                key
+            } else {
+                (key + 1..rx_all.len())
+                    .find(|&i| rx_all[i].spatial == 2 && rx_all[i].payload[0] & 0x10 != 0)
+                    .expect("a later frame exists")
+            };
+            let mut out: Vec<Rx> = Vec::new();
+            let (mut dpid, mut dtl0, mut dts) = (0u16, 0u8, 0u32);
+            let mut last: Option<(u16, u8, u32)> = None;
+            for (i, p) in rx_all.into_iter().enumerate() {
+                let want = if i < switch { 0 } else { 2 };
+                if p.spatial != want {
+                    continue;
+                }
+                let mut p = p;
+                let pid = (u16::from(p.payload[2] & 0x7f) << 8) | u16::from(p.payload[3]);
+                if i == switch {
+                    let (lp, lt, lts) = last.expect("frames before the switch");
+                    dpid = lp.wrapping_add(1).wrapping_sub(pid);
+                    let tl0 = p.payload[4];
+                    let next_tl0 = if p.temporal == 0 { lt.wrapping_add(1) } else { lt };
+                    dtl0 = next_tl0.wrapping_sub(tl0);
+                    dts = lts.wrapping_add(3000).wrapping_sub(p.ts);
+                }
+                let npid = pid.wrapping_add(dpid) & 0x7fff;
+                p.payload[2] = 0x80 | (npid >> 8) as u8;
+                p.payload[3] = npid as u8;
+                p.payload[4] = p.payload[4].wrapping_add(dtl0);
+                p.ts = p.ts.wrapping_add(dts);
+                last = Some((npid, p.payload[4], p.ts));
+                out.push(p);
+            }
+            renumber(&mut out);
+            let (c, done, bad) = run_vp8(&out);
+            if at_keyframe {
+                assert!(bad.is_empty(), "{bad:?}");
+                assert_eq!(c.resolution(), Some((1280, 720)));
+                assert!(done.iter().any(|f| f.height == 180));
+                assert_eq!(done.last().map(|f| f.height), Some(720));
+            } else {
+                assert!(
+                    bad.iter()
+                        .any(|v| matches!(v, Violation::SwitchWithoutKeyframe { from: 0, to: 2, .. })),
+                    "{bad:?}"
+                );
+            }
+        }
+    }
+
+    /// Loss (a sequence gap) is counted, not a violation; the lost TL0 frame makes later frames
+    /// undecodable until the next keyframe.
+    #[test]
+    fn vp8_lost_packet_is_counted() {
+        let mut rx = vp8(2, 12_000);
+        let starts = frame_starts(&rx);
+        // A multi-packet TL0 delta frame.
+        let f = starts
+            .windows(2)
+            .find(|w| w[1] - w[0] >= 2 && rx[w[0]].temporal == 0 && !rx[w[0]].keyframe)
+            .expect("720p has multi-packet TL0 frames")[0];
+        rx.remove(f + 1);
+        let (c, done, bad) = run_vp8(&rx);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(c.stats().lost, 1);
+        assert_eq!(c.stats().incomplete, 1);
+        assert!(c.stats().undecodable > 0);
+        let total = rx.iter().filter(|p| p.marker).count();
+        assert_eq!(done.len() as u64 + 1 + c.stats().undecodable, total as u64);
+        // Recovered at the 10 s keyframe.
+        assert!(done.last().is_some_and(|f| f.width == 1280));
+    }
+
+    /// A bridge that drops a frame (or a frame's first packet) and hides it by renumbering.
+    #[test]
+    fn vp8_hidden_drops_are_caught() {
+        let rx = vp8(2, 2_000);
+        let starts = frame_starts(&rx);
+        // A whole TL1 frame between two TL2 frames: no thinning explains it (the TL2 frame
+        // after it references it).
+        let (a, b) = (starts[6], starts[7]);
+        assert_eq!(rx[a].temporal, 1);
+        let mut dropped: Vec<Rx> = rx[..a].iter().chain(&rx[b..]).cloned().collect();
+        renumber(&mut dropped);
+        let (_, _, bad) = run_vp8(&dropped);
+        assert!(matches!(bad[..], [Violation::PictureIdJump { .. }]), "{bad:?}");
+        // Dropping one TL2 frame (non-reference) is a legitimate temporal down/up switch.
+        let (a, b) = (starts[5], starts[6]);
+        assert_eq!(rx[a].temporal, 2);
+        let mut tl2: Vec<Rx> = rx[..a].iter().chain(&rx[b..]).cloned().collect();
+        renumber(&mut tl2);
+        let (c, _, bad) = run_vp8(&tl2);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(c.stats().thinned, 1);
+        // First packet of a multi-packet frame.
+        let f = starts
+            .windows(2)
+            .skip(1)
+            .find(|w| w[1] - w[0] >= 2)
+            .expect("multi-packet frames")[0];
+        let mut headless = rx.clone();
+        headless.remove(f);
+        renumber(&mut headless);
+        let (_, _, bad) = run_vp8(&headless);
+        assert!(
+            bad.iter().any(|v| matches!(v, Violation::InconsistentFrame { .. })),
+            "{bad:?}"
+        );
+    }
+
+    /// Mutations of the descriptor and of the stream's start are caught.
+    #[test]
+    fn vp8_mutations_are_caught() {
+        let rx = vp8(0, 2_000);
+        let starts = frame_starts(&rx);
+        // Skip a picture ID: every frame from the 10th on gets pid + 1.
+        let mut skipped = rx.clone();
+        for p in &mut skipped[starts[10]..] {
+            let pid = ((u16::from(p.payload[2] & 0x7f) << 8) | u16::from(p.payload[3])) + 1;
+            p.payload[2] = 0x80 | ((pid >> 8) as u8 & 0x7f);
+            p.payload[3] = pid as u8;
+        }
+        let (_, _, bad) = run_vp8(&skipped);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(matches!(bad[0], Violation::PictureIdJump { .. }));
+        // Start on a delta frame.
+        let mut late = rx[starts[1]..].to_vec();
+        renumber(&mut late);
+        let (c, _, bad) = run_vp8(&late);
+        assert!(matches!(bad[..], [Violation::StartOnDelta { .. }]), "{bad:?}");
+        assert!(c.stats().undecodable > 0);
+        // Wrong TL0PICIDX on a TL0 frame.
+        let mut tl0 = rx.clone();
+        let f = starts[8];
+        assert_eq!(tl0[f].temporal, 0);
+        tl0[f].payload[4] = tl0[f].payload[4].wrapping_add(5);
+        let (_, _, bad) = run_vp8(&tl0);
+        assert!(bad.iter().any(|v| matches!(v, Violation::Tl0PicIdx { .. })), "{bad:?}");
+        // Duplicate packet and timestamp going backwards.
+        let mut dup = rx.clone();
+        dup.insert(3, dup[2].clone());
+        let (_, _, bad) = run_vp8(&dup);
+        assert!(matches!(bad[..], [Violation::Duplicate { .. }]), "{bad:?}");
+        let mut back = rx.clone();
+        for p in &mut back[starts[4]..] {
+            p.ts = p.ts.wrapping_sub(20_000);
+        }
+        let (_, _, bad) = run_vp8(&back);
+        assert!(matches!(bad[..], [Violation::TimestampBackwards { .. }]), "{bad:?}");
+    }
+
+    /// The full L3T3_KEY stream is valid: one FrameDone per temporal unit at 720p, and the
+    /// structure parsed by this (independent) reader is libwebrtc's table.
+    #[test]
+    fn av1_generated_stream_passes() {
+        let rx = av1(12_000);
+        let (c, done, bad) = run_av1(&rx);
+        assert!(bad.is_empty(), "{bad:?}");
+        let tus = rx.iter().filter(|p| p.marker).count();
+        assert_eq!(done.len(), tus);
+        assert_eq!(c.stats().keyframes, 2);
+        assert_eq!(c.stats().thinned + c.stats().undecodable + c.stats().incomplete, 0);
+        assert!(done.iter().all(|f| (f.width, f.height, f.spatial) == (1280, 720, 2)));
+        assert!(done[0].keyframe);
+        let s = c.structure().expect("structure received");
+        assert_eq!(s.decode_targets, 9);
+        assert_eq!(s.chains, 3);
+        assert_eq!(s.protected_by, vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(s.resolutions, vec![(320, 180), (640, 360), (1280, 720)]);
+        assert_eq!(s.templates.len(), L3T3_KEY.len());
+        for (got, want) in s.templates.iter().zip(L3T3_KEY.iter()) {
+            assert_eq!((got.spatial, got.temporal), (want.spatial, want.temporal));
+            let dtis: String = got.dtis.iter().map(|d| ['-', 'D', 'S', 'R'][usize::from(*d)]).collect();
+            assert_eq!(dtis, want.dtis);
+            assert_eq!(got.chain_diffs, want.chain_diffs.to_vec());
+            let f: Vec<u16> = want.fdiffs.iter().map(|&d| u16::from(d)).collect();
+            assert_eq!(got.fdiffs, f);
+        }
+    }
+
+    /// A bridge forwarding a lower decode target: drop the layers above, set the marker on the
+    /// last forwarded packet of each temporal unit, renumber. Valid, at that resolution.
+    fn forward(rx: &[Rx], max_s: u8, max_t: u8) -> Vec<Rx> {
+        let mut out: Vec<Rx> = rx
+            .iter()
+            .filter(|p| p.spatial <= max_s && p.temporal <= max_t)
+            .cloned()
+            .collect();
+        for i in 0..out.len() {
+            let last_of_tu = out.get(i + 1).is_none_or(|n| n.ts != out[i].ts);
+            out[i].marker = last_of_tu;
+        }
+        renumber(&mut out);
+        out
+    }
+
+    #[test]
+    fn av1_lower_decode_targets_pass() {
+        let rx = av1(4_000);
+        for (s, t, res) in [(1u8, 2u8, (640, 360)), (0, 0, (320, 180)), (2, 1, (1280, 720))] {
+            let fw = forward(&rx, s, t);
+            let (c, done, bad) = run_av1(&fw);
+            assert!(bad.is_empty(), "S{s}T{t}: {bad:?}");
+            assert_eq!(c.resolution(), Some(res));
+            assert_eq!(done.len(), fw.iter().filter(|p| p.marker).count());
+            assert!(done.iter().all(|f| f.spatial == s && f.temporal <= t));
+            assert!(c.stats().thinned > 0);
+        }
+    }
+
+    /// Dropping a needed frame is a violation when hidden (renumbered), loss when not.
+    #[test]
+    fn av1_dropped_reference_frame() {
+        let rx = av1(2_000);
+        // The S1 T0 frame of the 5th temporal unit (a T0 unit): S2 frames depend on it.
+        let tus: Vec<u32> = {
+            let mut v: Vec<u32> = rx.iter().map(|p| p.ts).collect();
+            v.dedup();
+            v
+        };
+        let victim = |p: &Rx| p.ts == tus[4] && p.spatial == 1;
+        assert!(rx.iter().any(|p| victim(p) && p.temporal == 0));
+        let mut hidden: Vec<Rx> = rx.iter().filter(|p| !victim(p)).cloned().collect();
+        renumber(&mut hidden);
+        let (_, _, bad) = run_av1(&hidden);
+        assert!(
+            bad.iter()
+                .any(|v| matches!(v, Violation::MissingReference { .. } | Violation::BrokenChain { .. })),
+            "{bad:?}"
+        );
+        let lost: Vec<Rx> = rx.iter().filter(|p| !victim(p)).cloned().collect();
+        let (c, done, bad) = run_av1(&lost);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(c.stats().lost > 0);
+        assert!(c.stats().undecodable > 0, "{:?}", c.stats());
+        // In L3T3_KEY spatial layers depend on each other only in the key unit: S2 (chain 2)
+        // keeps decoding while S1 waits for a keyframe.
+        assert_eq!(done.len(), rx.iter().filter(|p| p.marker).count());
+        assert!(done.iter().all(|f| f.spatial == 2));
+    }
+
+    /// Corrupted descriptors are caught.
+    #[test]
+    fn av1_corrupt_dd_is_caught() {
+        let rx = av1(1_000);
+        // No structure: the key unit's extended descriptor cut to the mandatory part.
+        let mut nostruct = rx.clone();
+        nostruct[0].dd.truncate(3);
+        let (_, _, bad) = run_av1(&nostruct);
+        assert!(matches!(bad[0], Violation::NoStructure { .. }), "{bad:?}");
+        // Truncated descriptor.
+        let mut short = rx.clone();
+        short[5].dd.truncate(2);
+        let (_, _, bad) = run_av1(&short);
+        assert!(matches!(bad[..], [Violation::Malformed { .. }]), "{bad:?}");
+        // A template id past the 15 templates (offset + 20 mod 64).
+        let mut tpl = rx.clone();
+        let offset = run_av1(&rx[..1]).0.structure().map(|s| s.template_id_offset);
+        let bad_id = (offset.expect("structure") + 20) % 64;
+        let i = rx.iter().position(|p| p.dd.len() == 3).expect("mandatory DDs");
+        tpl[i].dd[0] = (tpl[i].dd[0] & 0xc0) | bad_id;
+        let (_, _, bad) = run_av1(&tpl);
+        assert!(
+            bad.iter().any(|v| matches!(v, Violation::BadTemplate { .. })),
+            "{bad:?}"
+        );
+        // A frame number moved back by 3 on one frame's packets.
+        let mut back = rx.clone();
+        let n = u16::from_be_bytes([back[40].dd[1], back[40].dd[2]]);
+        let start_of_40 = (0..=40).rev().find(|&k| back[k].dd[0] & 0x80 != 0).expect("start");
+        for p in back[start_of_40..].iter_mut() {
+            if u16::from_be_bytes([p.dd[1], p.dd[2]]) != n {
+                break;
+            }
+            p.dd[1..3].copy_from_slice(&n.wrapping_sub(3).to_be_bytes());
+        }
+        let (_, _, bad) = run_av1(&back);
+        assert!(!bad.is_empty());
+        // Marker missing at the end of a temporal unit.
+        let mut nomark = rx.clone();
+        let m = nomark.iter().position(|p| p.marker).expect("markers");
+        nomark[m].marker = false;
+        let (_, _, bad) = run_av1(&nomark);
+        assert!(matches!(bad[..], [Violation::MissingMarker { .. }]), "{bad:?}");
+    }
+
+    /// Freezes: gaps above 500 ms between completed frames.
+    /// The L1T3 thinning rule: which gaps a temporal-layer filter can produce.
+    #[test]
+    fn thinning_rule() {
+        // Forwarding TL0+TL1: 0 _ 1 _ 0.
+        assert!(thinning_ok(0, 1, 2) && thinning_ok(1, 0, 2));
+        // Forwarding TL0 only, and a downswitch after a TL2 frame (pos 1 -> next TL0).
+        assert!(thinning_ok(0, 0, 4) && thinning_ok(2, 0, 3));
+        // A TL2 frame after a gap, a TL1 frame whose predecessor would be a TL2 at pos 0,
+        // a dropped TL1 before a TL0 while TL2 frames come through.
+        assert!(!thinning_ok(0, 2, 2) && !thinning_ok(2, 1, 2) && !thinning_ok(1, 0, 3));
+        assert!(!thinning_ok(0, 0, 5));
+    }
+
+    #[test]
+    fn freeze_detector_counts_long_gaps() {
+        let t0 = Instant::now();
+        let mut f = FreezeDetector::default();
+        let ms = |m| t0 + Duration::from_millis(m);
+        assert_eq!(f.on_frame(ms(0)), None);
+        assert_eq!(f.on_frame(ms(400)), None);
+        assert_eq!(f.on_frame(ms(1100)), Some(Duration::from_millis(700)));
+        assert_eq!(f.on_frame(ms(1133)), None);
+        assert_eq!(f.freezes, 1);
+        assert_eq!(f.longest, Duration::from_millis(700));
+        assert_eq!(f.frozen_for(ms(1500)), None);
+        assert_eq!(f.frozen_for(ms(2000)), Some(Duration::from_millis(867)));
     }
 }

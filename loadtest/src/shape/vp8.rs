@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    pattern_tid, split_even, KeyframePolicy, OutPacket, RateModel, ShapeRng, FRAME_INTERVAL,
-    MAX_PAYLOAD, TRACKING_LEN, TS_PER_FRAME,
+    pattern_tid, split_even, KeyframePolicy, OutPacket, RateModel, ShapeRng, FRAME_INTERVAL, MAX_PAYLOAD, TRACKING_LEN,
+    TS_PER_FRAME,
 };
 
 /// Length of the descriptor we write: X, I (M=1), L, T all present.
@@ -187,9 +187,7 @@ impl Vp8Simulcast {
         let header_len = if keyframe { 10 } else { 3 };
         let min = header_len + SHAPE_TAG_LEN + TRACKING_LEN + 16;
         let size = enc.rate.next_size(&mut self.rng, keyframe, n, min);
-        let rtp_ts = enc
-            .ts_base
-            .wrapping_add((index as u32).wrapping_mul(TS_PER_FRAME));
+        let rtp_ts = enc.ts_base.wrapping_add((index as u32).wrapping_mul(TS_PER_FRAME));
 
         // The frame: tag (+ keyframe start code and size), our shape tag, opaque data.
         let mut frame = vec![0u8; size];
@@ -275,7 +273,11 @@ mod tests {
                 .sum();
             let bps = bytes as f64 * 8.0 / 10.0;
             let ratio = bps / cfg.bitrate as f64;
-            assert!((0.85..=1.15).contains(&ratio), "encoding {e}: {bps} bps vs {}", cfg.bitrate);
+            assert!(
+                (0.85..=1.15).contains(&ratio),
+                "encoding {e}: {bps} bps vs {}",
+                cfg.bitrate
+            );
         }
     }
 
