@@ -10,6 +10,11 @@ use super::{
     split_even, KeyframePolicy, OutPacket, RateModel, ShapeRng, FRAME_INTERVAL, MAX_PAYLOAD, TRACKING_LEN, TS_PER_FRAME,
 };
 
+/// URI of the dependency descriptor header extension (negotiate it with an id, send
+/// [`OutPacket::dd`] as its body; it needs the two-byte header form when longer than 16 bytes).
+pub const DD_EXTENSION_URI: &str =
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+
 /// One L3T3_KEY template: spatial id, temporal id, DTI per decode target (`-` not present,
 /// `D` discardable, `S` switch, `R` required), chain diffs, frame diffs. Decode target
 /// `3 * s + t`; chain `s` protects decode targets of spatial layer `s`.

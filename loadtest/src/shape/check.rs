@@ -1705,6 +1705,39 @@ mod tests {
     }
 
     /// Freezes: gaps above 500 ms between completed frames.
+    /// Network input never panics: bit flips, truncations and garbage in payloads and
+    /// descriptors (deterministic from a seed) only ever produce values.
+    #[test]
+    fn garbage_never_panics() {
+        let vp8_rx = vp8(1, 1_000);
+        let av1_rx = av1(1_000);
+        for seed in 0..40u64 {
+            let mut rng = crate::shape::ShapeRng::new(seed);
+            let mut pick = |n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
+            let mut v = vp8_rx.clone();
+            let mut a = av1_rx.clone();
+            for _ in 0..200 {
+                let i = pick(v.len());
+                let len = v[i].payload.len();
+                match pick(3) {
+                    0 if len > 0 => v[i].payload[pick(len.min(16))] ^= 1 << pick(8),
+                    0 | 1 => v[i].payload.truncate(pick(12)),
+                    _ => v[i].seq = v[i].seq.wrapping_add(pick(5) as u16),
+                }
+                let j = pick(a.len());
+                let dl = a[j].dd.len();
+                match pick(4) {
+                    0 if dl > 0 => a[j].dd[pick(dl)] ^= 1 << pick(8),
+                    0 | 1 => a[j].dd.truncate(pick(dl + 1)),
+                    2 => a[j].payload.truncate(pick(4)),
+                    _ => a[j].dd = (0..pick(40)).map(|_| pick(256) as u8).collect(),
+                }
+            }
+            let _ = run_vp8(&v);
+            let _ = run_av1(&a);
+        }
+    }
+
     /// The L1T3 thinning rule: which gaps a temporal-layer filter can produce.
     #[test]
     fn thinning_rule() {
