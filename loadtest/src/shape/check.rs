@@ -325,17 +325,18 @@ impl Vp8Check {
                     }
                     f.next_seq = seq.wrapping_add(1);
                 }
-                _ if contiguous && in_frame => {
-                    flag(
-                        v,
-                        Violation::InconsistentFrame {
-                            seq,
-                            what: "packet continues no frame",
-                        },
-                    );
-                }
                 _ => {
-                    // The frame's start was lost: follow it as incomplete.
+                    // The frame's start was lost (or, without loss, never sent): follow the
+                    // frame as incomplete so the rest of its packets are not flagged again.
+                    if contiguous && in_frame {
+                        flag(
+                            v,
+                            Violation::InconsistentFrame {
+                                seq,
+                                what: "packet continues no frame",
+                            },
+                        );
+                    }
                     self.abandon_frame();
                     self.frame = Some(Vp8Frame {
                         pid: d.pid,
@@ -1013,14 +1014,16 @@ impl Av1Check {
                     }
                     f.next_seq = seq.wrapping_add(1);
                 }
-                _ if matches!(event, SeqEvent::Next) && in_frame => flag(
-                    v,
-                    Violation::InconsistentFrame {
-                        seq,
-                        what: "packet continues no frame",
-                    },
-                ),
                 _ => {
+                    if matches!(event, SeqEvent::Next) && in_frame {
+                        flag(
+                            v,
+                            Violation::InconsistentFrame {
+                                seq,
+                                what: "packet continues no frame",
+                            },
+                        );
+                    }
                     self.abandon_frame();
                     set_bit(&mut self.seen, info.frame_number, true);
                     self.frame = Some(Av1Frame {
@@ -1735,6 +1738,43 @@ mod tests {
             }
             let _ = run_vp8(&v);
             let _ = run_av1(&a);
+        }
+    }
+
+    /// Chrome's own descriptors (hex from a public traffic capture in LiveKit's DD tests): the
+    /// extended one parses into a 9-decode-target structure and the mandatory ones that follow
+    /// resolve against it.
+    #[test]
+    fn parses_chrome_captured_descriptors() {
+        let hex = |h: &str| -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("test hex"))
+                .collect()
+        };
+        let key = hex(concat!(
+            "c1017280081485214eafffaaaa863cf0430c10c302afc0aaa0063c00430010c002a000a80006000040",
+            "001d954926e082b04a0941b820ac1282503157f974000ca864330e222222eca8655304224230eca877",
+            "530077004200ef008601df010d"
+        ));
+        let (s, mask, info) = parse_dd(&key, None).expect("Chrome's structure parses");
+        let s = s.expect("structure attached");
+        let info = info.expect("template resolves");
+        assert_eq!(info.frame_number, 0x0172);
+        // Chrome's full-SVC L3T3 (not _KEY): every field lines up, down to the render
+        // resolutions of a 480x270 capture, which a misread bit anywhere would scramble.
+        assert_eq!((s.decode_targets, s.templates.len(), s.chains), (9, 15, 3));
+        assert_eq!(s.protected_by, vec![0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(s.resolutions, vec![(120, 67), (240, 135), (480, 270)]);
+        assert_eq!(mask, Some(0x1ff));
+        assert_eq!(s.templates[1].dtis, vec![2; 9]);
+        assert!(s.templates[1].fdiffs.is_empty());
+        // Later packets announce only the S0/S1 decode targets as active.
+        let (_, mask, _) = parse_dd(&hex("86017340fc"), Some(&s)).expect("parses");
+        assert_eq!(mask, Some(0x3f));
+        for h in ["86017340fc", "46017340fc", "c3017540fc", "860173", "8b0174", "c30175"] {
+            let (_, _, info) = parse_dd(&hex(h), Some(&s)).expect("parses");
+            assert!(info.is_ok(), "{h}");
         }
     }
 
