@@ -1631,6 +1631,48 @@ mod tests {
         }
     }
 
+    /// As JVB's AV1 filter does: forward a frame iff its DTI for the target decode target is
+    /// not "not present". In L3T3_KEY that drops the lower spatial layers after the key unit.
+    #[test]
+    fn av1_dti_filtered_forwarding_passes() {
+        let rx = av1(4_000);
+        for (dt, res) in [(5usize, (640, 360)), (2, (320, 180)), (7, (1280, 720))] {
+            // Recover each packet's template from the sender's layer ids and key flag.
+            let mut out: Vec<Rx> = Vec::new();
+            let mut n_in_tu = 0u64;
+            let mut last_ts = None;
+            for p in &rx {
+                if last_ts != Some(p.ts) && p.spatial == 0 && p.dd[0] & 0x80 != 0 {
+                    if last_ts.is_some() {
+                        n_in_tu += 1;
+                    }
+                    if p.keyframe {
+                        n_in_tu = 0;
+                    }
+                    last_ts = Some(p.ts);
+                }
+                let within = if p.keyframe {
+                    0
+                } else {
+                    [1, 3, 2, 4][(n_in_tu % 4) as usize]
+                };
+                let t = &L3T3_KEY[usize::from(p.spatial) * 5 + within];
+                if t.dtis.as_bytes()[dt] != b'-' {
+                    out.push(p.clone());
+                }
+            }
+            for i in 0..out.len() {
+                out[i].marker = out.get(i + 1).is_none_or(|n| n.ts != out[i].ts);
+            }
+            renumber(&mut out);
+            let (c, done, bad) = run_av1(&out);
+            assert!(bad.is_empty(), "DT {dt}: {bad:?}");
+            assert_eq!(c.resolution(), Some(res));
+            assert_eq!(done.len(), out.iter().filter(|p| p.marker).count());
+            assert!(done.iter().all(|f| usize::from(f.temporal) <= dt % 3));
+        }
+    }
+
     /// Dropping a needed frame is a violation when hidden (renumbered), loss when not.
     #[test]
     fn av1_dropped_reference_frame() {

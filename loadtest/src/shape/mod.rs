@@ -6,6 +6,14 @@
 //! * [`av1::Av1Svc`]: one AV1 stream in L3T3_KEY with the dependency descriptor (DD).
 //! * [`check::Vp8Check`], [`check::Av1Check`], [`check::FreezeDetector`]: receiver-side checks.
 //!
+//! Use (per sender): `poll(now, &mut out)` at or after `poll_timeout()`, send each
+//! [`OutPacket`] on the SSRC of its `encoding` with its `rtp_ts`/`marker` (and, for AV1, `dd` as
+//! the dependency-descriptor extension body, see [`av1::DD_EXTENSION_URI`]), after writing the
+//! harness's 24-byte tracking header at `tracking_offset`; call `request_keyframe` on PLI/FIR.
+//! Per receiver and forwarded source: feed every packet to a `Vp8Check`/`Av1Check`, count the
+//! `Err(Violation)`s, feed each `Ok(Some(FrameDone))` time to a `FreezeDetector`, and report
+//! `resolution()` and `stats()`.
+//!
 //! Everything here is pure: no sockets, no str0m types, time comes in as `now: Instant`, and the
 //! only randomness is a [`ShapeRng`] seeded by the caller, so one seed gives identical bytes.
 //! This is deliberately an implementation independent of `sfu/src/codec/`: each checks the other.
