@@ -220,6 +220,20 @@ fn exchange(peers: &mut [Peer], senders: &[u8], duration: Duration) {
 /// Every packet a client received carries exactly the bytes its sender wrote, and came from
 /// an SSRC of the sender named in the payload.
 fn assert_payloads_intact(p: &Peer) {
+    // The bridge numbers everything it sends to one receiver in one transport-wide sequence
+    // (media.md §4.2), independent of what the senders numbered.
+    let mut seqs: Vec<u16> = p.client.received.iter().filter_map(|r| r.twcc).collect();
+    let n = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "transport-wide sequence numbers repeat at {}", p.tag);
+    if let (Some(lo), Some(hi)) = (seqs.first(), seqs.last()) {
+        assert!(
+            usize::from(hi - lo) < n + 64,
+            "transport-wide sequence numbers not dense at {}: {lo}..{hi} for {n}",
+            p.tag
+        );
+    }
     for r in &p.client.received {
         assert!(r.payload.len() >= 6, "short payload {r:?}");
         let (tag, kind) = (r.payload[0], r.payload[1]);
@@ -234,10 +248,8 @@ fn assert_payloads_intact(p: &Peer) {
         assert_eq!(r.pt, pt);
         assert_eq!(r.payload, payload(tag, kind, n, len), "payload bytes differ");
         // media.md §9: the sender's MID is stripped, the signalled audio level is kept.
-        assert!(
-            !r.has_mid && !r.has_twcc,
-            "sender's MID/TWCC extension forwarded: {r:?}"
-        );
+        assert!(!r.has_mid, "sender's MID extension forwarded: {r:?}");
+        assert!(r.twcc.is_some(), "no transport-wide sequence number from the bridge: {r:?}");
         if kind == b'a' {
             assert_eq!(r.audio_level, Some(-30), "audio level not forwarded");
         }

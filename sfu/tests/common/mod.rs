@@ -52,7 +52,8 @@ pub struct Received {
     /// The packet carried a MID header extension (the bridge must strip it, media.md §9).
     pub has_mid: bool,
     /// The packet carried a transport-cc sequence number extension.
-    pub has_twcc: bool,
+    /// The transport-wide sequence number on the packet, if any.
+    pub twcc: Option<u16>,
     pub audio_level: Option<i8>,
 }
 
@@ -338,7 +339,7 @@ impl Client {
                 seq: p.header.sequence_number,
                 payload: p.payload.to_vec(),
                 has_mid: p.header.ext_vals.mid.is_some(),
-                has_twcc: p.header.ext_vals.transport_cc.is_some(),
+                twcc: p.header.ext_vals.transport_cc,
                 audio_level: p.header.ext_vals.audio_level,
             }),
             _ => {}
