@@ -22,7 +22,8 @@ use crate::control::{RemoteTransport, Setup};
 use crate::negotiated::Negotiated;
 use crate::dtls::{Dtls, Role};
 use crate::id::{ConferenceId, EndpointId};
-use crate::rtcp_min::ReportBlock;
+use crate::id::Ssrc;
+use crate::wire::rtcp::ReportBlock;
 use crate::sctp::Sctp;
 use crate::srtp::Srtp;
 
@@ -62,6 +63,8 @@ pub struct Endpoint {
     pub neg: Negotiated,
     /// Next transport-wide sequence number on packets sent to this endpoint.
     pub tcc_out: u16,
+    /// The last REMB value the endpoint sent (bps).
+    pub remb_bps: Option<u64>,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -143,6 +146,7 @@ impl Endpoint {
             learned: 0,
             neg: Negotiated::default(),
             tcc_out: 1,
+            remb_bps: None,
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,
@@ -209,6 +213,8 @@ pub struct RxStream {
     last_sr: Option<(u32, Instant)>,
     /// Recently seen sequence numbers (duplicate and RTX-copy detection).
     pub seen: SeqWindow,
+    /// The sender's last NTP ↔ RTP mapping (from its SR) and when it arrived.
+    pub sr_mapping: Option<(u64, u32, Instant)>,
 }
 
 impl RxStream {
@@ -225,6 +231,7 @@ impl RxStream {
             last_transit: None,
             last_sr: None,
             seen: SeqWindow::default(),
+            sr_mapping: None,
         }
     }
 
@@ -250,8 +257,9 @@ impl RxStream {
         self.last_transit = Some(transit);
     }
 
-    pub fn on_sender_report(&mut self, ntp: u64, now: Instant) {
+    pub fn on_sender_report(&mut self, ntp: u64, rtp_ts: u32, now: Instant) {
         self.last_sr = Some(((ntp >> 16) as u32, now));
+        self.sr_mapping = Some((ntp, rtp_ts, now));
     }
 
     /// A report block, advancing the "prior" counters used for fraction lost.
@@ -277,7 +285,7 @@ impl RxStream {
             None => (0, 0),
         };
         ReportBlock {
-            ssrc,
+            ssrc: Ssrc(ssrc),
             fraction_lost,
             cumulative_lost: lost.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
             ext_highest_seq: ext_max,

@@ -28,8 +28,6 @@ pub mod dtls;
 pub mod egress;
 mod endpoint;
 pub mod negotiated;
-pub mod rtcp_min;
-pub mod rtp_ext;
 mod sctp;
 pub mod shard;
 pub mod sources;

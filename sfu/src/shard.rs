@@ -28,7 +28,7 @@ use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
 use crate::sources::{SourceKey, SourceTable};
 use crate::wire::rtp::RtpHeader;
 use crate::id::{ConferenceId, EndpointId, Ssrc};
-use crate::rtcp_min::{self, Rtcp};
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket, SenderInfo};
 use crate::sctp::{ChannelEvent, Sctp};
 use crate::stats::Stats;
 
@@ -1214,6 +1214,7 @@ impl KeyframeLimiter {
 }
 
 /// A keyframe request to route.
+#[derive(Debug, Clone, Copy)]
 enum KeyframeRequest {
     Pli(u32),
     Fir(u32),
@@ -1242,29 +1243,43 @@ fn handle_rtcp(
     let plain = data;
     io.c.rtcp_rx += 1;
     ep.last_activity = now;
-    let mut requests = Vec::new();
-    for item in rtcp_min::parse_compound(&plain) {
+    // Keyframe requests are routed after the walk (they need the whole conference); a compound
+    // packet carries a handful at most, the rest are dropped and counted.
+    let mut requests = [None::<KeyframeRequest>; MAX_KEYFRAME_REQUESTS];
+    let mut n_req = 0;
+    let mut push = |r: KeyframeRequest, io: &mut Io| {
+        if n_req < MAX_KEYFRAME_REQUESTS {
+            requests[n_req] = Some(r);
+            n_req += 1;
+        } else {
+            io.drop("keyframe_requests_excess");
+        }
+    };
+    for item in RtcpCompound::new(&plain) {
         match item {
-            Ok(Rtcp::SenderReport { ssrc, ntp, .. }) => {
-                if let Some(rx) = ep.rx.get_mut(&ssrc) {
-                    rx.on_sender_report(ntp, now);
+            Ok(RtcpPacket::SenderReport(sr)) => {
+                if let Some(rx) = ep.rx.get_mut(&sr.ssrc.0) {
+                    rx.on_sender_report(sr.info.ntp_time, sr.info.rtp_time, now);
                 }
             }
-            Ok(Rtcp::Pli { media, .. }) => requests.push(KeyframeRequest::Pli(media)),
-            Ok(Rtcp::Fir { entries, .. }) => {
-                requests.extend(entries.take(8).map(|(ssrc, _)| KeyframeRequest::Fir(ssrc)));
+            Ok(RtcpPacket::Pli(p)) => push(KeyframeRequest::Pli(p.media.0), io),
+            Ok(RtcpPacket::Fir(f)) => {
+                for e in f.entries {
+                    push(KeyframeRequest::Fir(e.ssrc.0), io);
+                }
             }
-            Ok(Rtcp::ReceiverReport { .. }) | Ok(Rtcp::Other { .. }) => {}
-            Err(()) => {
-                io.drop("malformed_rtcp");
-                break;
-            }
+            Ok(RtcpPacket::Remb(r)) => ep.remb_bps = Some(r.bitrate),
+            Ok(_) => {}
+            Err(_) => io.drop("malformed_rtcp"),
         }
     }
-    for r in requests {
+    for r in requests.into_iter().flatten() {
         request_keyframe(now, conf, from, r, io);
     }
 }
+
+/// Keyframe requests honoured per compound RTCP packet.
+const MAX_KEYFRAME_REQUESTS: usize = 8;
 
 /// Route a receiver's PLI/FIR to the sender of the media SSRC, as from the bridge, at most
 /// once per [`KEYFRAME_MIN_INTERVAL`] per SSRC (media.md §5.3).
@@ -1290,12 +1305,15 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     };
     let mut buf = [0u8; 20];
     let n = match req {
-        KeyframeRequest::Pli(_) => rtcp_min::write_pli(&mut buf, conf.video_ssrc, media),
+        KeyframeRequest::Pli(_) => rtcp::write_pli(&mut buf, Ssrc(conf.video_ssrc), Ssrc(media)),
         KeyframeRequest::Fir(_) => {
             let seq = conf.fir_seq.entry(media).or_insert(0);
             *seq = seq.wrapping_add(1);
-            rtcp_min::write_fir(&mut buf, conf.video_ssrc, media, *seq)
+            rtcp::write_fir(&mut buf, Ssrc(conf.video_ssrc), Ssrc(media), *seq)
         }
+    };
+    let Ok(n) = n else {
+        return io.drop("rtcp_write_failed");
     };
     match srtp.protect_rtcp(&buf[..n]) {
         Ok(enc) => {
@@ -1321,8 +1339,10 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
             .take(31)
             .map(|(ssrc, s)| s.report(*ssrc, now))
             .collect();
-        let n = rtcp_min::write_rr(&mut buf, bridge_ssrc, &blocks);
-        if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
+        let n = rtcp::write_rr(&mut buf, Ssrc(bridge_ssrc), &blocks).unwrap_or(0);
+        if n == 0 {
+            io.drop("rtcp_write_failed");
+        } else if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
             io.c.rtcp_tx += 1;
             io.send(dst, enc);
         }
@@ -1330,7 +1350,16 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
     for (ssrc, tx) in ep.tx.iter() {
         let elapsed = now.saturating_duration_since(tx.last_sent).as_secs_f64();
         let rtp_ts = tx.last_rtp_ts.wrapping_add((elapsed * f64::from(tx.clock_rate)) as u32);
-        let n = rtcp_min::write_sr(&mut buf, *ssrc, ntp, rtp_ts, tx.packets, tx.octets);
+        let info = SenderInfo {
+            ntp_time: ntp,
+            rtp_time: rtp_ts,
+            packet_count: tx.packets,
+            octet_count: tx.octets,
+        };
+        let Ok(n) = rtcp::write_sr(&mut buf, Ssrc(*ssrc), &info, &[]) else {
+            io.drop("rtcp_write_failed");
+            continue;
+        };
         if let Ok(enc) = srtp.protect_rtcp(&buf[..n]) {
             io.c.rtcp_tx += 1;
             io.send(dst, enc);
