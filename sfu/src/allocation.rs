@@ -596,10 +596,15 @@ impl Allocator {
         }
         let max_oversend = i64::try_from(cfg.max_oversend_bps).unwrap_or(i64::MAX);
         if allow_oversend && st.oversend >= 0 && target < st.oversend {
-            for k in (target + 1..=st.oversend).rev() {
-                if cands[k as usize].bps <= max_bps.saturating_add(max_oversend) {
-                    target = k;
-                }
+            // The highest layer up to the oversend layer within budget + max-oversend-bitrate.
+            // (JVB's loop ends at the lowest such layer; media.md §3.2 and conformance check 39
+            // describe the highest, which is what oversending is for.)
+            let cap = max_bps.saturating_add(max_oversend);
+            if let Some(k) = (target + 1..=st.oversend)
+                .rev()
+                .find(|&k| cands[k as usize].bps <= cap)
+            {
+                target = k;
             }
         }
         if allow_oversend && target < 0 && st.oversend >= 0 && n == 1 {
@@ -613,4 +618,340 @@ impl Allocator {
 
 fn bps(l: &Layer) -> i64 {
     i64::try_from(l.bitrate_bps).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RX: EndpointId = EndpointId(100);
+
+    /// VP8 3×3 simulcast camera: 180/360/720p × 7.5/15/30 fps, bitrates incl. dependencies.
+    fn camera(name: &'static str, owner: u32) -> Source<&'static str> {
+        let heights = [180, 360, 720];
+        let fps = [7.5, 15.0, 30.0];
+        let kbps = [[50, 100, 150], [150, 300, 500], [400, 800, 1500]];
+        let mut layers = Vec::new();
+        for e in 0..3 {
+            for t in 0..3 {
+                layers.push(Layer {
+                    id: LayerId::new(e as u8, 0, t as u8),
+                    height: heights[e],
+                    fps: fps[t],
+                    bitrate_bps: kbps[e][t] * 1000,
+                    active: true,
+                });
+            }
+        }
+        Source {
+            name,
+            owner: EndpointId(owner),
+            video_type: VideoType::Camera,
+            layers,
+        }
+    }
+
+    /// Screenshare with three single-temporal encodings 360/720/1080p at 5 fps.
+    fn desktop(name: &'static str, owner: u32) -> Source<&'static str> {
+        let layers = [(360, 200), (720, 600), (1080, 1200)]
+            .iter()
+            .enumerate()
+            .map(|(e, &(h, kbps))| Layer {
+                id: LayerId::new(e as u8, 0, 0),
+                height: h,
+                fps: 5.0,
+                bitrate_bps: kbps * 1000,
+                active: true,
+            })
+            .collect();
+        Source {
+            name,
+            owner: EndpointId(owner),
+            video_type: VideoType::Desktop,
+            layers,
+        }
+    }
+
+    fn l(e: u8, t: u8) -> LayerId {
+        LayerId::new(e, 0, t)
+    }
+
+    fn settings(msg: &str) -> ReceiverSettings<&'static str> {
+        let cfg = AllocConfig::default();
+        let mut s = ReceiverSettings::new(&cfg);
+        let crate::bridge_channel::Incoming::ReceiverVideoConstraints(m) =
+            crate::bridge_channel::parse(msg).expect("test message parses")
+        else {
+            panic!("not a ReceiverVideoConstraints")
+        };
+        s.apply(&m, &cfg, |n| Some(Box::leak(n.to_owned().into_boxed_str()) as &'static str));
+        s
+    }
+
+    fn run(
+        s: &ReceiverSettings<&'static str>,
+        sources: &[Source<&'static str>],
+        bwe: Option<u64>,
+    ) -> Allocation<&'static str> {
+        let mut out = Allocation::default();
+        Allocator::new().allocate(
+            &AllocInput {
+                receiver: RX,
+                settings: s,
+                sources,
+                bandwidth_bps: bwe,
+            },
+            &AllocConfig::default(),
+            &mut out,
+        );
+        out
+    }
+
+    impl Allocator {
+        fn candidates<K>(&self, sources: &[Source<K>], i: usize) -> Vec<LayerId> {
+            let st = self.states[i];
+            self.cands[st.start..st.start + st.len]
+                .iter()
+                .map(|c| sources[st.src].layers[c.layer].id)
+                .collect()
+        }
+    }
+
+    fn candidates(s: &ReceiverSettings<&'static str>, sources: &[Source<&'static str>]) -> Vec<LayerId> {
+        let mut a = Allocator::new();
+        let mut out = Allocation::default();
+        let input = AllocInput {
+            receiver: RX,
+            settings: s,
+            sources,
+            bandwidth_bps: None,
+        };
+        a.allocate(&input, &AllocConfig::default(), &mut out);
+        a.candidates(sources, 0)
+    }
+
+    /// §3.2 step 3: a 3×3 camera with a high constraint considers 180p@7.5/15/30, 360p@30, 720p@30.
+    #[test]
+    fn camera_candidates_3x3() {
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a-v0":{"maxHeight":720}}}"#);
+        let src = [camera("a-v0", 1)];
+        assert_eq!(candidates(&s, &src), vec![l(0, 0), l(0, 1), l(0, 2), l(1, 2), l(2, 2)]);
+        let out = run(&s, &src, None);
+        assert_eq!(out.sources[0].target, Some(l(2, 2)));
+        assert_eq!(out.sources[0].ideal, Some(l(2, 2)));
+        assert_eq!(out.forwarded, vec!["a-v0"]);
+    }
+
+    /// Conformance 37: the 180p default gets encoding 0 at 30 fps with unlimited bandwidth.
+    #[test]
+    fn default_180_gets_encoding0_tl2() {
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":180}}"#);
+        let src = [camera("a-v0", 1)];
+        assert_eq!(candidates(&s, &src), vec![l(0, 0), l(0, 1), l(0, 2)]);
+        assert_eq!(run(&s, &src, None).sources[0].target, Some(l(0, 2)));
+    }
+
+    /// Our addition: maxFrameRate 15 removes the 30 fps layers.
+    #[test]
+    fn max_frame_rate_drops_tl2() {
+        let s = settings(
+            r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a-v0":{"maxHeight":720,"maxFrameRate":15}}}"#,
+        );
+        let src = [camera("a-v0", 1)];
+        let c = candidates(&s, &src);
+        assert!(c.iter().all(|x| x.temporal < 2), "{c:?}");
+        assert_eq!(c, vec![l(0, 0), l(0, 1), l(1, 1), l(2, 1)]);
+        assert_eq!(run(&s, &src, None).sources[0].target, Some(l(2, 1)));
+    }
+
+    /// Tile view: budget steps select lower layers; below the lowest layer the source is suspended.
+    #[test]
+    fn budget_steps_pick_lower_layers() {
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#);
+        let src = [camera("a-v0", 1)];
+        let at = |bwe| run(&s, &src, Some(bwe)).sources[0].target;
+        assert_eq!(at(2_000_000), Some(l(2, 2)));
+        assert_eq!(at(600_000), Some(l(1, 2)));
+        assert_eq!(at(350_000), Some(l(0, 2)));
+        assert_eq!(at(120_000), Some(l(0, 1)));
+        assert_eq!(at(40_000), None);
+        let out = run(&s, &src, Some(40_000));
+        assert!(out.sources[0].suspended);
+        assert!(out.forwarded.is_empty());
+        assert_eq!(out.sources[0].ideal, Some(l(2, 2)));
+    }
+
+    /// lastN = 1 forwards only the first source in speech order; a selected source goes first.
+    #[test]
+    fn last_n_one_forwards_one() {
+        let src = [camera("a-v0", 1), camera("b-v0", 2), camera("c-v0", 3)];
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1}"#);
+        let out = run(&s, &src, None);
+        assert_eq!(out.forwarded, vec!["a-v0"]);
+        assert_eq!(out.get("b-v0").map(|x| x.effective), Some(VideoConstraints::NOTHING));
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1,"selectedSources":["c-v0"]}"#);
+        assert_eq!(run(&s, &src, None).forwarded, vec!["c-v0"]);
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":0}"#);
+        assert!(run(&s, &src, None).forwarded.is_empty());
+        // Sources with maxHeight 0 do not use up lastN.
+        let s = settings(
+            r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1,"constraints":{"a-v0":{"maxHeight":0}}}"#,
+        );
+        assert_eq!(run(&s, &src, None).forwarded, vec!["b-v0"]);
+    }
+
+    /// Stage view: thumbnails get nothing until the on-stage source reaches its preferred layer.
+    #[test]
+    fn on_stage_gate() {
+        let src = [camera("t-v0", 1), camera("s-v0", 2)];
+        let s = settings(
+            r#"{"colibriClass":"ReceiverVideoConstraints","onStageSources":["s-v0"],
+                "defaultConstraints":{"maxHeight":180},"constraints":{"s-v0":{"maxHeight":720}}}"#,
+        );
+        // 600 kbps: on-stage jumps to 360p@30 (preferred, 500k), the thumbnail gets 180p@7.5.
+        let out = run(&s, &src, Some(600_000));
+        assert_eq!(out.sources[0].source, "s-v0");
+        assert_eq!(out.sources[0].target, Some(l(1, 2)));
+        assert_eq!(out.get("t-v0").and_then(|x| x.target), Some(l(0, 0)));
+        // 400 kbps: on-stage cannot reach preferred, so the thumbnail gets nothing.
+        let out = run(&s, &src, Some(400_000));
+        assert_eq!(out.sources[0].target, Some(l(0, 2)));
+        assert_eq!(out.get("t-v0").and_then(|x| x.target), None);
+        assert_eq!(out.forwarded, vec!["s-v0"]);
+        assert!(!out.oversending);
+    }
+
+    /// A screenshare on stage is oversent up to budget + 500 kbps; a camera never is.
+    #[test]
+    fn desktop_oversend() {
+        let src = [desktop("d-v0", 1)];
+        let s = settings(
+            r#"{"colibriClass":"ReceiverVideoConstraints","onStageSources":["d-v0"],"defaultConstraints":{"maxHeight":-1}}"#,
+        );
+        let out = run(&s, &src, Some(900_000));
+        assert_eq!(out.sources[0].target, Some(l(2, 0)));
+        assert!(out.oversending);
+        let out = run(&s, &src, Some(100_000));
+        assert_eq!(out.sources[0].target, Some(l(1, 0)));
+        assert!(out.oversending);
+        // Not on stage: no oversending, the budget rules.
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":-1}}"#);
+        let out = run(&s, &src, Some(900_000));
+        assert_eq!(out.sources[0].target, Some(l(1, 0)));
+        assert!(!out.oversending);
+        let out = run(&s, &src, Some(100_000));
+        assert_eq!(out.sources[0].target, None);
+    }
+
+    /// No video before the first constraints; the first message without defaultConstraints
+    /// sets 180p; later messages keep omitted fields.
+    #[test]
+    fn nothing_before_first_constraints() {
+        let cfg = AllocConfig::default();
+        let src = [camera("a-v0", 1), camera("me-v0", 100)];
+        let mut s: ReceiverSettings<&'static str> = ReceiverSettings::new(&cfg);
+        assert!(run(&s, &src, None).forwarded.is_empty());
+        let parse = |t: &str| match crate::bridge_channel::parse(t) {
+            Ok(crate::bridge_channel::Incoming::ReceiverVideoConstraints(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let resolve = |n: &str| ["a-v0", "me-v0"].into_iter().find(|x| *x == n);
+        assert!(s.apply(&parse(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":5}"#), &cfg, resolve));
+        assert_eq!(s.default_constraints.max_height, 180);
+        let out = run(&s, &src, None);
+        // The receiver's own source is never allocated.
+        assert_eq!(out.forwarded, vec!["a-v0"]);
+        assert_eq!(out.sources.len(), 1);
+        assert_eq!(out.sources[0].target, Some(l(0, 2)));
+        let m = parse(r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#);
+        assert!(s.apply(&m, &cfg, resolve));
+        assert!(!s.apply(&parse(r#"{"colibriClass":"ReceiverVideoConstraints"}"#), &cfg, resolve));
+        assert_eq!(s.default_constraints.max_height, 720);
+        assert_eq!(s.last_n, 5);
+        // assumedBandwidthBps is ignored without a configured limit.
+        let m = parse(r#"{"colibriClass":"ReceiverVideoConstraints","assumedBandwidthBps":100000}"#);
+        s.apply(&m, &cfg, resolve);
+        assert_eq!(s.assumed_bandwidth_bps, None);
+        let cfg2 = AllocConfig {
+            assumed_bandwidth_limit: Some(60_000),
+            ..AllocConfig::default()
+        };
+        s.apply(&m, &cfg2, resolve);
+        assert_eq!(s.assumed_bandwidth_bps, Some(100_000));
+        let mut out = Allocation::default();
+        let input = AllocInput { receiver: RX, settings: &s, sources: &src, bandwidth_bps: None };
+        Allocator::new().allocate(&input, &cfg2, &mut out);
+        assert_eq!(out.budget_bps, Some(60_000));
+        assert_eq!(out.sources[0].target, Some(l(0, 0)));
+    }
+
+    /// Disabled sources sort last and get nothing.
+    #[test]
+    fn disabled_sources_last() {
+        let mut off = camera("x-v0", 1);
+        off.video_type = VideoType::Disabled;
+        let src = [off, camera("b-v0", 2)];
+        let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","selectedSources":["x-v0"]}"#);
+        let out = run(&s, &src, None);
+        assert_eq!(out.sources[0].source, "b-v0");
+        assert_eq!(out.sources[1].source, "x-v0");
+        assert_eq!(out.sources[1].effective, VideoConstraints::NOTHING);
+        assert_eq!(out.forwarded, vec!["b-v0"]);
+    }
+
+    /// SenderSourceConstraints = max effective height over receivers (−1 unlimited, 0 none).
+    #[test]
+    fn sender_constraints_max_over_receivers() {
+        let src = [camera("a-v0", 1), camera("b-v0", 2)];
+        let r180 = run(&settings(r#"{"colibriClass":"ReceiverVideoConstraints"}"#), &src, None);
+        let r720 = run(
+            &settings(r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a-v0":{"maxHeight":720}}}"#),
+            &src,
+            None,
+        );
+        let unl = run(
+            &settings(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1,"defaultConstraints":{"maxHeight":-1}}"#),
+            &src,
+            None,
+        );
+        assert_eq!(sender_constraints("a-v0", [&r180]), 180);
+        assert_eq!(sender_constraints("a-v0", [&r180, &r720]), 720);
+        assert_eq!(sender_constraints("a-v0", [&r180, &r720, &unl]), -1);
+        // lastN 1 leaves b-v0 out for `unl`.
+        assert_eq!(sender_constraints("b-v0", [&unl]), 0);
+        assert_eq!(sender_constraints("b-v0", [&r720, &unl]), 180);
+        assert_eq!(sender_constraints::<&str>("b-v0", []), 0);
+        assert_eq!(combine_max_height(360, -1), -1);
+    }
+
+    proptest! {
+        /// Cameras never get more than the budget and never a layer above their maxHeight
+        /// (180p is the floor: the lowest layer is always a candidate).
+        #[test]
+        fn camera_allocation_fits_budget(
+            bwe in 0u64..4_000_000,
+            n in 1usize..6,
+            scale in prop::collection::vec(1u64..4, 6),
+            max_h in prop::sample::select(vec![180, 360, 720, -1]),
+        ) {
+            let names = ["a", "b", "c", "d", "e", "f"];
+            let src: Vec<_> = (0..n).map(|i| {
+                let mut c = camera(names[i], i as u32 + 1);
+                for l in &mut c.layers { l.bitrate_bps *= scale[i]; }
+                c
+            }).collect();
+            let s = settings(&format!(
+                r#"{{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{{"maxHeight":{max_h}}}}}"#));
+            let out = run(&s, &src, Some(bwe));
+            prop_assert!(out.target_bps() <= bwe);
+            prop_assert!(!out.oversending);
+            for x in &out.sources {
+                if let Some(t) = x.target {
+                    let layer = src.iter().find(|s| s.name == x.source).and_then(|s| s.layers.iter().find(|l| l.id == t));
+                    prop_assert!(layer.is_some_and(|l| max_h == -1 || l.height <= max_h.max(180)));
+                }
+            }
+        }
+    }
 }
