@@ -849,3 +849,295 @@ impl Serialize for AudioSourceMapping<'_> {
         m.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(text: &str) -> Incoming {
+        match parse(text) {
+            Ok(m) => m,
+            Err(e) => panic!("{text}: {e}"),
+        }
+    }
+
+    /// Every client/relay message of media.md §2.4 parses into the right variant and values.
+    #[test]
+    fn parses_every_incoming_message() {
+        assert_eq!(p(r#"{"colibriClass":"ClientHello"}"#), Incoming::ClientHello);
+        assert_eq!(
+            p(r#"{"colibriClass":"ServerHello","version":"2.3.250-gabcdef"}"#),
+            Incoming::ServerHello { version: Some("2.3.250-gabcdef".into()) }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"LastNChangedEvent","lastN":5}"#),
+            Incoming::LastNChanged { last_n: 5 }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"SourceVideoTypeMessage","sourceName":"a1b2c3d4-v1","videoType":"desktop"}"#),
+            Incoming::SourceVideoType {
+                source_name: "a1b2c3d4-v1".into(),
+                video_type: VideoType::Desktop,
+                endpoint_id: None
+            }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"SourceVideoTypeMessage","sourceName":"x-v0","videoType":"desktop_HIGH_fps","endpointId":"x"}"#),
+            Incoming::SourceVideoType {
+                source_name: "x-v0".into(),
+                video_type: VideoType::DesktopHighFps,
+                endpoint_id: Some("x".into())
+            }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"VideoTypeMessage","videoType":"none"}"#),
+            Incoming::VideoType { video_type: VideoType::Disabled }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"EndpointConnectivityStatusChangeEvent","endpoint":"a1b2c3d4","active":"false"}"#),
+            Incoming::EndpointConnectivityStatusChange { endpoint: "a1b2c3d4".into(), active: false }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"AddReceiver","bridgeId":"jvb-eu-1","sourceName":"a1b2c3d4-v0","videoConstraints":{"maxHeight":720,"maxFrameRate":-1.0}}"#),
+            Incoming::AddReceiver {
+                bridge_id: "jvb-eu-1".into(),
+                source_name: "a1b2c3d4-v0".into(),
+                constraints: VideoConstraints { max_height: 720, max_frame_rate: -1.0 }
+            }
+        );
+        assert_eq!(
+            p(r#"{"colibriClass":"RemoveReceiver","bridgeId":"jvb-eu-1","endpointId":"a1b2c3d4"}"#),
+            Incoming::RemoveReceiver { bridge_id: "jvb-eu-1".into(), endpoint_id: "a1b2c3d4".into() }
+        );
+    }
+
+    #[test]
+    fn parses_receiver_video_constraints() {
+        let m = p(r#"{"colibriClass":"ReceiverVideoConstraints",
+             "lastN":20,
+             "selectedSources":["a1b2c3d4-v0"],
+             "onStageSources":["e5f6a7b8-v1"],
+             "defaultConstraints":{"maxHeight":180},
+             "constraints":{"e5f6a7b8-v1":{"maxHeight":2160,"maxFrameRate":30},
+                            "0badcafe-v0":{"maxHeight":0}},
+             "assumedBandwidthBps":-1,
+             "someFutureField":{"x":1}}"#);
+        let Incoming::ReceiverVideoConstraints(c) = m else { panic!("{m:?}") };
+        assert_eq!(c.last_n, Some(20));
+        assert_eq!(c.selected_sources.as_deref(), Some(&["a1b2c3d4-v0".to_string()][..]));
+        assert_eq!(c.on_stage_sources.as_deref(), Some(&["e5f6a7b8-v1".to_string()][..]));
+        assert_eq!(c.default_constraints, Some(VideoConstraints { max_height: 180, max_frame_rate: -1.0 }));
+        let cs = c.constraints.expect("constraints present");
+        assert_eq!(cs.len(), 2);
+        let get = |n: &str| cs.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(get("e5f6a7b8-v1"), Some(VideoConstraints { max_height: 2160, max_frame_rate: 30.0 }));
+        assert_eq!(get("0badcafe-v0"), Some(VideoConstraints { max_height: 0, max_frame_rate: -1.0 }));
+        assert_eq!(c.assumed_bandwidth_bps, None);
+
+        let Incoming::ReceiverVideoConstraints(c) = p(r#"{"colibriClass":"ReceiverVideoConstraints"}"#) else {
+            panic!()
+        };
+        assert_eq!(c, ReceiverVideoConstraints::default());
+    }
+
+    #[test]
+    fn parses_audio_subscription_both_forms() {
+        let sub = |t| match p(t) {
+            Incoming::ReceiverAudioSubscription(s) => s,
+            m => panic!("{m:?}"),
+        };
+        let s = sub(r#"{"colibriClass":"ReceiverAudioSubscription","all":true,"include":[],"exclude":["a1b2c3d4-a0"]}"#);
+        assert_eq!(s, AudioSubscription { all: true, include: vec![], exclude: vec!["a1b2c3d4-a0".into()] });
+        let s = sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Include","list":["a1b2c3d4-a0"]}"#);
+        assert_eq!(s, AudioSubscription { all: false, include: vec!["a1b2c3d4-a0".into()], exclude: vec![] });
+        let s = sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Exclude","list":["x"]}"#);
+        assert_eq!(s, AudioSubscription { all: true, include: vec![], exclude: vec!["x".into()] });
+        assert!(sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"All"}"#).all);
+        assert!(!sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"None"}"#).all);
+        assert!(matches!(
+            parse(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Some"}"#),
+            Err(ChannelError::InvalidValue { .. })
+        ));
+    }
+
+    /// EndpointMessage and EndpointStats keep unknown fields; relaying overwrites `from`.
+    #[test]
+    fn endpoint_message_and_stats_relay() {
+        let m = p(r#"{"colibriClass":"EndpointMessage","to":"","from":"spoofed","msgPayload":{"type":"e2e-ping-request","id":7},"extra":[1,2]}"#);
+        let Incoming::EndpointMessage(m) = m else { panic!("{m:?}") };
+        assert_eq!(m.to, "");
+        assert_eq!(m.from.as_deref(), Some("spoofed"));
+        let mut out = String::new();
+        write_endpoint_message(&mut out, "1a2b3c4d", &m).expect("encodes");
+        let v: Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(
+            v,
+            json!({"colibriClass":"EndpointMessage","to":"","from":"1a2b3c4d",
+                   "msgPayload":{"type":"e2e-ping-request","id":7},"extra":[1,2]})
+        );
+        assert!(matches!(
+            parse(r#"{"colibriClass":"EndpointMessage","msgPayload":{}}"#),
+            Err(ChannelError::InvalidValue { class: "EndpointMessage", .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"colibriClass":"EndpointMessage","to":5}"#),
+            Err(ChannelError::InvalidValue { .. })
+        ));
+
+        let s = p(r#"{"colibriClass":"EndpointStats","bitrate":{"upload":812,"download":1400},"connectionQuality":100,
+             "jvbRTT":38,"maxEnabledResolution":720,"packetLoss":{"total":0,"upload":0,"download":0},"serverRegion":"eu-west"}"#);
+        let Incoming::EndpointStats(s) = s else { panic!("{s:?}") };
+        assert_eq!(s.from, None);
+        write_endpoint_stats(&mut out, "ep1", &s).expect("encodes");
+        let v: Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["colibriClass"], "EndpointStats");
+        assert_eq!(v["from"], "ep1");
+        assert_eq!(v["bitrate"]["download"], 1400);
+        assert_eq!(v["serverRegion"], "eu-west");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(8));
+    }
+
+    /// Each malformed input is rejected with its own error.
+    #[test]
+    fn rejections() {
+        assert!(matches!(parse("{\"colibriClass\":"), Err(ChannelError::InvalidJson(_))));
+        assert!(matches!(parse("not json"), Err(ChannelError::InvalidJson(_))));
+        assert!(matches!(parse(r#"{"colibriClass":"ClientHello"} x"#), Err(ChannelError::InvalidJson(_))));
+        assert!(matches!(parse("[1,2]"), Err(ChannelError::NotAnObject)));
+        assert!(matches!(parse(r#"{"lastN":3}"#), Err(ChannelError::MissingClass)));
+        assert!(matches!(parse(r#"{"colibriClass":7}"#), Err(ChannelError::ClassNotString)));
+        assert!(matches!(
+            parse(r#"{"colibriClass":"PinnedEndpointChangedEvent"}"#),
+            Err(ChannelError::UnknownClass(c)) if c == "PinnedEndpointChangedEvent"
+        ));
+        // Duplicate keys: top level, and inside the constraints map.
+        assert!(matches!(
+            parse(r#"{"colibriClass":"LastNChangedEvent","lastN":1,"lastN":2}"#),
+            Err(ChannelError::DuplicateKey(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a-v0":{"maxHeight":1},"a-v0":{"maxHeight":2}}}"#),
+            Err(ChannelError::DuplicateKey(k)) if k.contains("a-v0")
+        ));
+        assert!(matches!(
+            parse(r#"{"colibriClass":"EndpointMessage","to":"","msgPayload":{"a":1,"a":2}}"#),
+            Err(ChannelError::DuplicateKey(_))
+        ));
+        // Oversize: refused before parsing (the text is not even valid JSON).
+        let big = "x".repeat(MAX_MESSAGE_LEN + 1);
+        assert!(matches!(parse(&big), Err(ChannelError::TooLarge { .. })));
+        // Wrong types and out-of-range values.
+        for bad in [
+            r#"{"colibriClass":"LastNChangedEvent","lastN":"5"}"#,
+            r#"{"colibriClass":"LastNChangedEvent"}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1.5}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","selectedSources":"a-v0"}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a-v0":{"maxHeight":"720"}}}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","constraints":[]}"#,
+            r#"{"colibriClass":"SourceVideoTypeMessage","sourceName":"a-v0","videoType":"hologram"}"#,
+            r#"{"colibriClass":"SourceVideoTypeMessage","videoType":"camera"}"#,
+        ] {
+            assert!(matches!(parse(bad), Err(ChannelError::InvalidMessage { .. })), "{bad}");
+        }
+        for bad in [
+            r#"{"colibriClass":"LastNChangedEvent","lastN":-2}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":-5}}"#,
+            r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a":{"maxFrameRate":-3}}}"#,
+            r#"{"colibriClass":"EndpointConnectivityStatusChangeEvent","endpoint":"a","active":"maybe"}"#,
+        ] {
+            assert!(matches!(parse(bad), Err(ChannelError::InvalidValue { .. })), "{bad}");
+        }
+    }
+
+    /// Serializers write what JVB writes; checked field by field after parsing back.
+    #[test]
+    fn serializers_round_trip() {
+        let mut out = String::with_capacity(16);
+        let obj = |s: &str| -> Map<String, Value> {
+            match serde_json::from_str(s) {
+                Ok(Value::Object(m)) => m,
+                other => panic!("{s}: {other:?}"),
+            }
+        };
+
+        write_server_hello(&mut out, None).expect("encodes");
+        assert_eq!(out, r#"{"colibriClass":"ServerHello"}"#);
+        write_server_hello(&mut out, Some("1.0")).expect("encodes");
+        assert_eq!(obj(&out)["version"], "1.0");
+
+        write_forwarded_sources(&mut out, &["a1b2c3d4-v0", "e5f6a7b8-v1"]).expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "ForwardedSources");
+        assert_eq!(m["forwardedSources"], json!(["a1b2c3d4-v0", "e5f6a7b8-v1"]));
+        write_forwarded_sources::<&str>(&mut out, &[]).expect("encodes");
+        assert_eq!(obj(&out)["forwardedSources"], json!([]));
+
+        write_sender_source_constraints(&mut out, "a1b2c3d4-v0", 360).expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "SenderSourceConstraints");
+        assert_eq!(m["sourceName"], "a1b2c3d4-v0");
+        assert_eq!(m["maxHeight"], 360);
+
+        let prev = vec!["e5f6a7b8".to_string(), "0badcafe".to_string()];
+        write_dominant_speaker(&mut out, "a1b2c3d4", &prev, false).expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "DominantSpeakerEndpointChangeEvent");
+        assert_eq!(m["dominantSpeakerEndpoint"], "a1b2c3d4");
+        assert_eq!(m["previousSpeakers"], json!(["e5f6a7b8", "0badcafe"]));
+        assert_eq!(m["silence"], false);
+
+        write_connectivity_status(&mut out, "a1b2c3d4", false).expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "EndpointConnectivityStatusChangeEvent");
+        assert_eq!(m["endpoint"], "a1b2c3d4");
+        assert_eq!(m["active"], "false");
+        // The bridge's own output parses with our (relay-side) parser.
+        assert_eq!(
+            parse(&out).expect("parses"),
+            Incoming::EndpointConnectivityStatusChange { endpoint: "a1b2c3d4".into(), active: false }
+        );
+
+        write_connection_stats(&mut out, 2_450_000).expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "ConnectionStats");
+        assert_eq!(m["estimatedDownlinkBandwidth"], 2_450_000);
+
+        write_video_sources_map(
+            &mut out,
+            &[VideoSourceMapping {
+                source: "a1b2c3d4-v0",
+                owner: "a1b2c3d4",
+                ssrc: 3482117731,
+                rtx: Some(1790244380),
+                video_type: VideoType::Camera,
+                mid: Some("v0"),
+            }],
+        )
+        .expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "VideoSourcesMap");
+        assert_eq!(
+            m["mappedSources"],
+            json!([{"source":"a1b2c3d4-v0","owner":"a1b2c3d4","ssrc":3482117731u32,"rtx":1790244380u32,"videoType":"CAMERA","mid":"v0"}])
+        );
+
+        write_audio_sources_map(
+            &mut out,
+            &[AudioSourceMapping { source: "a1b2c3d4-a0", owner: "a1b2c3d4", ssrc: 2012883412, mid: None }],
+        )
+        .expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["colibriClass"], "AudioSourcesMap");
+        assert_eq!(
+            m["mappedSources"],
+            json!([{"source":"a1b2c3d4-a0","owner":"a1b2c3d4","ssrc":2012883412u32}])
+        );
+
+        write_synthetic_source_sending(&mut out, "55555555-a0.hi", true, 3_840_000).expect("encodes");
+        let m = obj(&out);
+        assert_eq!(m["sourceName"], "55555555-a0.hi");
+        assert_eq!(m["sending"], true);
+        assert_eq!(m["timestamp"], 3_840_000);
+    }
+}
