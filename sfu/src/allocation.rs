@@ -317,12 +317,7 @@ impl Allocator {
     }
 
     /// Runs the allocation for one receiver into `out` (cleared first).
-    pub fn allocate<K: Copy + Eq>(
-        &mut self,
-        input: &AllocInput<'_, K>,
-        cfg: &AllocConfig,
-        out: &mut Allocation<K>,
-    ) {
+    pub fn allocate<K: Copy + Eq>(&mut self, input: &AllocInput<'_, K>, cfg: &AllocConfig, out: &mut Allocation<K>) {
         out.sources.clear();
         out.forwarded.clear();
         out.oversending = false;
@@ -392,8 +387,7 @@ impl Allocator {
         let eligible = |i: usize| sources[i].owner != input.receiver;
         for name in s.on_stage.iter().chain(s.selected.iter()) {
             if let Some(i) = sources.iter().position(|x| x.name == *name) {
-                if eligible(i) && sources[i].video_type.is_enabled() && !self.order.contains(&i)
-                {
+                if eligible(i) && sources[i].video_type.is_enabled() && !self.order.contains(&i) {
                     self.order.push(i);
                 }
             }
@@ -489,13 +483,8 @@ impl Allocator {
                     let below_pref = l.height < pref_h;
                     let within_max = !c.height_is_limited() || l.height <= c.max_height;
                     let fps_ok = l.fps < 0.0 || l.fps >= eff_pref_fps;
-                    if (below_pref || (within_max && fps_ok) || l.height == min_height)
-                        && (no_active || l.active)
-                    {
-                        self.cands.push(Cand {
-                            layer: j,
-                            bps: bps(l),
-                        });
+                    if (below_pref || (within_max && fps_ok) || l.height == min_height) && (no_active || l.active) {
+                        self.cands.push(Cand { layer: j, bps: bps(l) });
                     }
                 }
                 let eff_pref_h = pref_h.max(min_height);
@@ -519,11 +508,7 @@ impl Allocator {
                     }
                 }
                 if self.cands.len() == start {
-                    let min_h = pool
-                        .iter()
-                        .filter(|&&j| active(j))
-                        .map(|&j| layers[j].height)
-                        .min();
+                    let min_h = pool.iter().filter(|&&j| active(j)).map(|&j| layers[j].height).min();
                     if let Some(min_h) = min_h {
                         for &j in pool {
                             if active(j) && layers[j].height == min_h {
@@ -600,10 +585,7 @@ impl Allocator {
             // (JVB's loop ends at the lowest such layer; media.md §3.2 and conformance check 39
             // describe the highest, which is what oversending is for.)
             let cap = max_bps.saturating_add(max_oversend);
-            if let Some(k) = (target + 1..=st.oversend)
-                .rev()
-                .find(|&k| cands[k as usize].bps <= cap)
-            {
+            if let Some(k) = (target + 1..=st.oversend).rev().find(|&k| cands[k as usize].bps <= cap) {
                 target = k;
             }
         }
@@ -685,7 +667,9 @@ mod tests {
         else {
             panic!("not a ReceiverVideoConstraints")
         };
-        s.apply(&m, &cfg, |n| Some(Box::leak(n.to_owned().into_boxed_str()) as &'static str));
+        s.apply(&m, &cfg, |n| {
+            Some(Box::leak(n.to_owned().into_boxed_str()) as &'static str)
+        });
         s
     }
 
@@ -795,9 +779,8 @@ mod tests {
         let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":0}"#);
         assert!(run(&s, &src, None).forwarded.is_empty());
         // Sources with maxHeight 0 do not use up lastN.
-        let s = settings(
-            r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1,"constraints":{"a-v0":{"maxHeight":0}}}"#,
-        );
+        let s =
+            settings(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":1,"constraints":{"a-v0":{"maxHeight":0}}}"#);
         assert_eq!(run(&s, &src, None).forwarded, vec!["b-v0"]);
     }
 
@@ -857,7 +840,11 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let resolve = |n: &str| ["a-v0", "me-v0"].into_iter().find(|x| *x == n);
-        assert!(s.apply(&parse(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":5}"#), &cfg, resolve));
+        assert!(s.apply(
+            &parse(r#"{"colibriClass":"ReceiverVideoConstraints","lastN":5}"#),
+            &cfg,
+            resolve
+        ));
         assert_eq!(s.default_constraints.max_height, 180);
         let out = run(&s, &src, None);
         // The receiver's own source is never allocated.
@@ -880,7 +867,12 @@ mod tests {
         s.apply(&m, &cfg2, resolve);
         assert_eq!(s.assumed_bandwidth_bps, Some(100_000));
         let mut out = Allocation::default();
-        let input = AllocInput { receiver: RX, settings: &s, sources: &src, bandwidth_bps: None };
+        let input = AllocInput {
+            receiver: RX,
+            settings: &s,
+            sources: &src,
+            bandwidth_bps: None,
+        };
         Allocator::new().allocate(&input, &cfg2, &mut out);
         assert_eq!(out.budget_bps, Some(60_000));
         assert_eq!(out.sources[0].target, Some(l(0, 0)));

@@ -195,14 +195,12 @@ impl LayerTable {
     /// Every layer of the table in JVB's order (encoding, then spatial, then temporal).
     pub fn layers(&self) -> impl Iterator<Item = LayerId> + '_ {
         (0..self.encodings).flat_map(move |e| {
-            (0..self.spatial)
-                .flat_map(move |s| (0..self.temporal).map(move |t| LayerId::new(e, s, t)))
+            (0..self.spatial).flat_map(move |s| (0..self.temporal).map(move |t| LayerId::new(e, s, t)))
         })
     }
 
     fn slot(&self, l: LayerId) -> Option<usize> {
-        if l.encoding >= self.encodings || l.spatial >= self.spatial || l.temporal >= self.temporal
-        {
+        if l.encoding >= self.encodings || l.spatial >= self.spatial || l.temporal >= self.temporal {
             return None;
         }
         let (s, t) = (usize::from(self.spatial), usize::from(self.temporal));

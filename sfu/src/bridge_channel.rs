@@ -44,10 +44,7 @@ pub enum ChannelError {
         source: serde_json::Error,
     },
     #[error("invalid {class} message: {reason}")]
-    InvalidValue {
-        class: &'static str,
-        reason: &'static str,
-    },
+    InvalidValue { class: &'static str, reason: &'static str },
     #[error("cannot encode message: {0}")]
     Encode(#[source] serde_json::Error),
 }
@@ -59,11 +56,15 @@ pub enum Incoming {
     /// Ping; reply with [`write_server_hello`] on the same channel.
     ClientHello,
     /// Relays answer a ClientHello with this; clients never send it.
-    ServerHello { version: Option<String> },
+    ServerHello {
+        version: Option<String>,
+    },
     EndpointMessage(EndpointMessage),
     EndpointStats(EndpointStats),
     /// `lastN`: −1 unlimited, 0 no video.
-    LastNChanged { last_n: i32 },
+    LastNChanged {
+        last_n: i32,
+    },
     ReceiverVideoConstraints(ReceiverVideoConstraints),
     ReceiverAudioSubscription(AudioSubscription),
     /// `endpoint_id` is only present on relay links.
@@ -73,9 +74,14 @@ pub enum Incoming {
         endpoint_id: Option<String>,
     },
     /// Deprecated per-endpoint form; maps to source `<endpointId>-v0`.
-    VideoType { video_type: VideoType },
+    VideoType {
+        video_type: VideoType,
+    },
     /// Relay only: another bridge reports an endpoint's media (in)activity.
-    EndpointConnectivityStatusChange { endpoint: String, active: bool },
+    EndpointConnectivityStatusChange {
+        endpoint: String,
+        active: bool,
+    },
     /// Relay only: the other bridge wants `source_name` with these constraints.
     AddReceiver {
         bridge_id: String,
@@ -203,8 +209,7 @@ impl VideoType {
 impl<'de> Deserialize<'de> for VideoType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        VideoType::from_wire(&s)
-            .ok_or_else(|| de::Error::custom(format_args!("unknown videoType {s:?}")))
+        VideoType::from_wire(&s).ok_or_else(|| de::Error::custom(format_args!("unknown videoType {s:?}")))
     }
 }
 
@@ -242,11 +247,7 @@ pub fn parse(text: &str) -> Result<Incoming, ChannelError> {
                 }
             };
             let from = take_from(&mut map, "EndpointMessage")?;
-            Ok(Incoming::EndpointMessage(EndpointMessage {
-                to,
-                from,
-                fields: map,
-            }))
+            Ok(Incoming::EndpointMessage(EndpointMessage { to, from, fields: map }))
         }
         "EndpointStats" => {
             let from = take_from(&mut map, "EndpointStats")?;
@@ -348,10 +349,7 @@ pub fn write_server_hello(out: &mut String, version: Option<&str>) -> Result<(),
 }
 
 /// `ForwardedSources` with the video sources that currently have a target layer.
-pub fn write_forwarded_sources<S: AsRef<str>>(
-    out: &mut String,
-    sources: &[S],
-) -> Result<(), ChannelError> {
+pub fn write_forwarded_sources<S: AsRef<str>>(out: &mut String, sources: &[S]) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "ForwardedSources")?;
         m.serialize_entry("forwardedSources", &StrList(sources))
@@ -388,11 +386,7 @@ pub fn write_dominant_speaker<S: AsRef<str>>(
 }
 
 /// `EndpointConnectivityStatusChangeEvent`; `active` is written as the string JVB uses.
-pub fn write_connectivity_status(
-    out: &mut String,
-    endpoint: &str,
-    active: bool,
-) -> Result<(), ChannelError> {
+pub fn write_connectivity_status(out: &mut String, endpoint: &str, active: bool) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "EndpointConnectivityStatusChangeEvent")?;
         m.serialize_entry("endpoint", endpoint)?;
@@ -401,10 +395,7 @@ pub fn write_connectivity_status(
 }
 
 /// `ConnectionStats` with the receiver's downlink estimate in bps.
-pub fn write_connection_stats(
-    out: &mut String,
-    estimated_downlink_bps: u64,
-) -> Result<(), ChannelError> {
+pub fn write_connection_stats(out: &mut String, estimated_downlink_bps: u64) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "ConnectionStats")?;
         m.serialize_entry("estimatedDownlinkBandwidth", &estimated_downlink_bps)
@@ -412,10 +403,7 @@ pub fn write_connection_stats(
 }
 
 /// `VideoSourcesMap` (incremental: pass only new or changed mappings).
-pub fn write_video_sources_map(
-    out: &mut String,
-    mapped: &[VideoSourceMapping<'_>],
-) -> Result<(), ChannelError> {
+pub fn write_video_sources_map(out: &mut String, mapped: &[VideoSourceMapping<'_>]) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "VideoSourcesMap")?;
         m.serialize_entry("mappedSources", mapped)
@@ -423,10 +411,7 @@ pub fn write_video_sources_map(
 }
 
 /// `AudioSourcesMap` (incremental: pass only new or changed mappings).
-pub fn write_audio_sources_map(
-    out: &mut String,
-    mapped: &[AudioSourceMapping<'_>],
-) -> Result<(), ChannelError> {
+pub fn write_audio_sources_map(out: &mut String, mapped: &[AudioSourceMapping<'_>]) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "AudioSourcesMap")?;
         m.serialize_entry("mappedSources", mapped)
@@ -450,11 +435,7 @@ pub fn write_synthetic_source_sending(
 
 /// Relays an `EndpointMessage` with `from` set by the bridge (anti-spoofing) and every other
 /// field unchanged.
-pub fn write_endpoint_message(
-    out: &mut String,
-    from: &str,
-    msg: &EndpointMessage,
-) -> Result<(), ChannelError> {
+pub fn write_endpoint_message(out: &mut String, from: &str, msg: &EndpointMessage) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "EndpointMessage")?;
         m.serialize_entry("to", &msg.to)?;
@@ -467,11 +448,7 @@ pub fn write_endpoint_message(
 }
 
 /// Relays `EndpointStats` with `from` set by the bridge.
-pub fn write_endpoint_stats(
-    out: &mut String,
-    from: &str,
-    stats: &EndpointStats,
-) -> Result<(), ChannelError> {
+pub fn write_endpoint_stats(out: &mut String, from: &str, stats: &EndpointStats) -> Result<(), ChannelError> {
     write_object(out, |m| {
         m.serialize_entry("colibriClass", "EndpointStats")?;
         m.serialize_entry("from", from)?;
@@ -489,9 +466,7 @@ pub fn write_endpoint_stats(
 /// last one silently; Jackson's STRICT_DUPLICATE_DETECTION rejects the message).
 fn parse_strict(text: &str) -> Result<Value, ChannelError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = StrictValue
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v));
+    let value = StrictValue.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     value.map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             // StrictValue accepts any JSON, so its only data error is a duplicate key.
@@ -566,18 +541,11 @@ impl<'de> Visitor<'de> for StrictValue {
     }
 }
 
-fn typed<T: de::DeserializeOwned>(
-    class: &'static str,
-    map: Map<String, Value>,
-) -> Result<T, ChannelError> {
-    serde_json::from_value(Value::Object(map))
-        .map_err(|source| ChannelError::InvalidMessage { class, source })
+fn typed<T: de::DeserializeOwned>(class: &'static str, map: Map<String, Value>) -> Result<T, ChannelError> {
+    serde_json::from_value(Value::Object(map)).map_err(|source| ChannelError::InvalidMessage { class, source })
 }
 
-fn take_from(
-    map: &mut Map<String, Value>,
-    class: &'static str,
-) -> Result<Option<String>, ChannelError> {
+fn take_from(map: &mut Map<String, Value>, class: &'static str) -> Result<Option<String>, ChannelError> {
     match map.remove("from") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -785,7 +753,9 @@ fn receiver_audio_subscription(map: Map<String, Value>) -> Result<Incoming, Chan
 /// string's buffer.
 fn write_object<F>(out: &mut String, body: F) -> Result<(), ChannelError>
 where
-    F: FnOnce(&mut serde_json::ser::Compound<'_, &mut Vec<u8>, serde_json::ser::CompactFormatter>) -> Result<(), serde_json::Error>,
+    F: FnOnce(
+        &mut serde_json::ser::Compound<'_, &mut Vec<u8>, serde_json::ser::CompactFormatter>,
+    ) -> Result<(), serde_json::Error>,
 {
     let mut buf = std::mem::take(out).into_bytes();
     buf.clear();
@@ -868,7 +838,9 @@ mod tests {
         assert_eq!(p(r#"{"colibriClass":"ClientHello"}"#), Incoming::ClientHello);
         assert_eq!(
             p(r#"{"colibriClass":"ServerHello","version":"2.3.250-gabcdef"}"#),
-            Incoming::ServerHello { version: Some("2.3.250-gabcdef".into()) }
+            Incoming::ServerHello {
+                version: Some("2.3.250-gabcdef".into())
+            }
         );
         assert_eq!(
             p(r#"{"colibriClass":"LastNChangedEvent","lastN":5}"#),
@@ -883,7 +855,9 @@ mod tests {
             }
         );
         assert_eq!(
-            p(r#"{"colibriClass":"SourceVideoTypeMessage","sourceName":"x-v0","videoType":"desktop_HIGH_fps","endpointId":"x"}"#),
+            p(
+                r#"{"colibriClass":"SourceVideoTypeMessage","sourceName":"x-v0","videoType":"desktop_HIGH_fps","endpointId":"x"}"#
+            ),
             Incoming::SourceVideoType {
                 source_name: "x-v0".into(),
                 video_type: VideoType::DesktopHighFps,
@@ -892,23 +866,36 @@ mod tests {
         );
         assert_eq!(
             p(r#"{"colibriClass":"VideoTypeMessage","videoType":"none"}"#),
-            Incoming::VideoType { video_type: VideoType::Disabled }
+            Incoming::VideoType {
+                video_type: VideoType::Disabled
+            }
         );
         assert_eq!(
             p(r#"{"colibriClass":"EndpointConnectivityStatusChangeEvent","endpoint":"a1b2c3d4","active":"false"}"#),
-            Incoming::EndpointConnectivityStatusChange { endpoint: "a1b2c3d4".into(), active: false }
+            Incoming::EndpointConnectivityStatusChange {
+                endpoint: "a1b2c3d4".into(),
+                active: false
+            }
         );
         assert_eq!(
-            p(r#"{"colibriClass":"AddReceiver","bridgeId":"jvb-eu-1","sourceName":"a1b2c3d4-v0","videoConstraints":{"maxHeight":720,"maxFrameRate":-1.0}}"#),
+            p(
+                r#"{"colibriClass":"AddReceiver","bridgeId":"jvb-eu-1","sourceName":"a1b2c3d4-v0","videoConstraints":{"maxHeight":720,"maxFrameRate":-1.0}}"#
+            ),
             Incoming::AddReceiver {
                 bridge_id: "jvb-eu-1".into(),
                 source_name: "a1b2c3d4-v0".into(),
-                constraints: VideoConstraints { max_height: 720, max_frame_rate: -1.0 }
+                constraints: VideoConstraints {
+                    max_height: 720,
+                    max_frame_rate: -1.0
+                }
             }
         );
         assert_eq!(
             p(r#"{"colibriClass":"RemoveReceiver","bridgeId":"jvb-eu-1","endpointId":"a1b2c3d4"}"#),
-            Incoming::RemoveReceiver { bridge_id: "jvb-eu-1".into(), endpoint_id: "a1b2c3d4".into() }
+            Incoming::RemoveReceiver {
+                bridge_id: "jvb-eu-1".into(),
+                endpoint_id: "a1b2c3d4".into()
+            }
         );
     }
 
@@ -923,16 +910,36 @@ mod tests {
                             "0badcafe-v0":{"maxHeight":0}},
              "assumedBandwidthBps":-1,
              "someFutureField":{"x":1}}"#);
-        let Incoming::ReceiverVideoConstraints(c) = m else { panic!("{m:?}") };
+        let Incoming::ReceiverVideoConstraints(c) = m else {
+            panic!("{m:?}")
+        };
         assert_eq!(c.last_n, Some(20));
         assert_eq!(c.selected_sources.as_deref(), Some(&["a1b2c3d4-v0".to_string()][..]));
         assert_eq!(c.on_stage_sources.as_deref(), Some(&["e5f6a7b8-v1".to_string()][..]));
-        assert_eq!(c.default_constraints, Some(VideoConstraints { max_height: 180, max_frame_rate: -1.0 }));
+        assert_eq!(
+            c.default_constraints,
+            Some(VideoConstraints {
+                max_height: 180,
+                max_frame_rate: -1.0
+            })
+        );
         let cs = c.constraints.expect("constraints present");
         assert_eq!(cs.len(), 2);
         let get = |n: &str| cs.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
-        assert_eq!(get("e5f6a7b8-v1"), Some(VideoConstraints { max_height: 2160, max_frame_rate: 30.0 }));
-        assert_eq!(get("0badcafe-v0"), Some(VideoConstraints { max_height: 0, max_frame_rate: -1.0 }));
+        assert_eq!(
+            get("e5f6a7b8-v1"),
+            Some(VideoConstraints {
+                max_height: 2160,
+                max_frame_rate: 30.0
+            })
+        );
+        assert_eq!(
+            get("0badcafe-v0"),
+            Some(VideoConstraints {
+                max_height: 0,
+                max_frame_rate: -1.0
+            })
+        );
         assert_eq!(c.assumed_bandwidth_bps, None);
 
         let Incoming::ReceiverVideoConstraints(c) = p(r#"{"colibriClass":"ReceiverVideoConstraints"}"#) else {
@@ -947,12 +954,34 @@ mod tests {
             Incoming::ReceiverAudioSubscription(s) => s,
             m => panic!("{m:?}"),
         };
-        let s = sub(r#"{"colibriClass":"ReceiverAudioSubscription","all":true,"include":[],"exclude":["a1b2c3d4-a0"]}"#);
-        assert_eq!(s, AudioSubscription { all: true, include: vec![], exclude: vec!["a1b2c3d4-a0".into()] });
+        let s =
+            sub(r#"{"colibriClass":"ReceiverAudioSubscription","all":true,"include":[],"exclude":["a1b2c3d4-a0"]}"#);
+        assert_eq!(
+            s,
+            AudioSubscription {
+                all: true,
+                include: vec![],
+                exclude: vec!["a1b2c3d4-a0".into()]
+            }
+        );
         let s = sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Include","list":["a1b2c3d4-a0"]}"#);
-        assert_eq!(s, AudioSubscription { all: false, include: vec!["a1b2c3d4-a0".into()], exclude: vec![] });
+        assert_eq!(
+            s,
+            AudioSubscription {
+                all: false,
+                include: vec!["a1b2c3d4-a0".into()],
+                exclude: vec![]
+            }
+        );
         let s = sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Exclude","list":["x"]}"#);
-        assert_eq!(s, AudioSubscription { all: true, include: vec![], exclude: vec!["x".into()] });
+        assert_eq!(
+            s,
+            AudioSubscription {
+                all: true,
+                include: vec![],
+                exclude: vec!["x".into()]
+            }
+        );
         assert!(sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"All"}"#).all);
         assert!(!sub(r#"{"colibriClass":"ReceiverAudioSubscription","mode":"None"}"#).all);
         assert!(matches!(
@@ -964,8 +993,12 @@ mod tests {
     /// EndpointMessage and EndpointStats keep unknown fields; relaying overwrites `from`.
     #[test]
     fn endpoint_message_and_stats_relay() {
-        let m = p(r#"{"colibriClass":"EndpointMessage","to":"","from":"spoofed","msgPayload":{"type":"e2e-ping-request","id":7},"extra":[1,2]}"#);
-        let Incoming::EndpointMessage(m) = m else { panic!("{m:?}") };
+        let m = p(
+            r#"{"colibriClass":"EndpointMessage","to":"","from":"spoofed","msgPayload":{"type":"e2e-ping-request","id":7},"extra":[1,2]}"#,
+        );
+        let Incoming::EndpointMessage(m) = m else {
+            panic!("{m:?}")
+        };
         assert_eq!(m.to, "");
         assert_eq!(m.from.as_deref(), Some("spoofed"));
         let mut out = String::new();
@@ -978,15 +1011,20 @@ mod tests {
         );
         assert!(matches!(
             parse(r#"{"colibriClass":"EndpointMessage","msgPayload":{}}"#),
-            Err(ChannelError::InvalidValue { class: "EndpointMessage", .. })
+            Err(ChannelError::InvalidValue {
+                class: "EndpointMessage",
+                ..
+            })
         ));
         assert!(matches!(
             parse(r#"{"colibriClass":"EndpointMessage","to":5}"#),
             Err(ChannelError::InvalidValue { .. })
         ));
 
-        let s = p(r#"{"colibriClass":"EndpointStats","bitrate":{"upload":812,"download":1400},"connectionQuality":100,
-             "jvbRTT":38,"maxEnabledResolution":720,"packetLoss":{"total":0,"upload":0,"download":0},"serverRegion":"eu-west"}"#);
+        let s = p(
+            r#"{"colibriClass":"EndpointStats","bitrate":{"upload":812,"download":1400},"connectionQuality":100,
+             "jvbRTT":38,"maxEnabledResolution":720,"packetLoss":{"total":0,"upload":0,"download":0},"serverRegion":"eu-west"}"#,
+        );
         let Incoming::EndpointStats(s) = s else { panic!("{s:?}") };
         assert_eq!(s.from, None);
         write_endpoint_stats(&mut out, "ep1", &s).expect("encodes");
@@ -1003,10 +1041,16 @@ mod tests {
     fn rejections() {
         assert!(matches!(parse("{\"colibriClass\":"), Err(ChannelError::InvalidJson(_))));
         assert!(matches!(parse("not json"), Err(ChannelError::InvalidJson(_))));
-        assert!(matches!(parse(r#"{"colibriClass":"ClientHello"} x"#), Err(ChannelError::InvalidJson(_))));
+        assert!(matches!(
+            parse(r#"{"colibriClass":"ClientHello"} x"#),
+            Err(ChannelError::InvalidJson(_))
+        ));
         assert!(matches!(parse("[1,2]"), Err(ChannelError::NotAnObject)));
         assert!(matches!(parse(r#"{"lastN":3}"#), Err(ChannelError::MissingClass)));
-        assert!(matches!(parse(r#"{"colibriClass":7}"#), Err(ChannelError::ClassNotString)));
+        assert!(matches!(
+            parse(r#"{"colibriClass":7}"#),
+            Err(ChannelError::ClassNotString)
+        ));
         assert!(matches!(
             parse(r#"{"colibriClass":"PinnedEndpointChangedEvent"}"#),
             Err(ChannelError::UnknownClass(c)) if c == "PinnedEndpointChangedEvent"
@@ -1095,7 +1139,10 @@ mod tests {
         // The bridge's own output parses with our (relay-side) parser.
         assert_eq!(
             parse(&out).expect("parses"),
-            Incoming::EndpointConnectivityStatusChange { endpoint: "a1b2c3d4".into(), active: false }
+            Incoming::EndpointConnectivityStatusChange {
+                endpoint: "a1b2c3d4".into(),
+                active: false
+            }
         );
 
         write_connection_stats(&mut out, 2_450_000).expect("encodes");
@@ -1124,7 +1171,12 @@ mod tests {
 
         write_audio_sources_map(
             &mut out,
-            &[AudioSourceMapping { source: "a1b2c3d4-a0", owner: "a1b2c3d4", ssrc: 2012883412, mid: None }],
+            &[AudioSourceMapping {
+                source: "a1b2c3d4-a0",
+                owner: "a1b2c3d4",
+                ssrc: 2012883412,
+                mid: None,
+            }],
         )
         .expect("encodes");
         let m = obj(&out);

@@ -201,12 +201,11 @@ impl SpeakerDetector {
             0 => None,
             1 => Some(self.speakers[0].id),
             _ => {
-                let (dom_idx, mut new_id) =
-                    match self.speakers.iter().position(|s| Some(s.id) == self.dominant) {
-                        Some(i) => (i, None),
-                        // Nominate one (the longest-known speaker) and let the others compete.
-                        None => (0, Some(self.speakers[0].id)),
-                    };
+                let (dom_idx, mut new_id) = match self.speakers.iter().position(|s| Some(s.id) == self.dominant) {
+                    Some(i) => (i, None),
+                    // Nominate one (the longest-known speaker) and let the others compete.
+                    None => (0, Some(self.speakers[0].id)),
+                };
                 self.speakers[dom_idx].evaluate();
                 let dom = self.speakers[dom_idx].scores;
                 let mut best_c2 = C2;
@@ -369,10 +368,8 @@ fn binomial(n: u32, r: u32) -> f64 {
     let r = r.min(n);
     let k = r.max(n - r);
     let mut t: u64 = 1;
-    let mut j = 1u64;
-    for i in (k + 1..=n).rev() {
+    for (j, i) in (1u64..).zip((k + 1..=n).rev()) {
         t = t * u64::from(i) / j;
-        j += 1;
     }
     t as f64
 }
@@ -380,9 +377,7 @@ fn binomial(n: u32, r: u32) -> f64 {
 fn score(v: u8, n: u32, p: f64, lambda: f64) -> f64 {
     let v32 = u32::from(v).min(n);
     let vf = f64::from(v32);
-    let s = binomial(n, v32).ln() + vf * p.ln() + (f64::from(n) - vf) * (1.0 - p).ln()
-        - lambda.ln()
-        + lambda * vf;
+    let s = binomial(n, v32).ln() + vf * p.ln() + (f64::from(n) - vf) * (1.0 - p).ln() - lambda.ln() + lambda * vf;
     s.max(MIN_SCORE)
 }
 
@@ -447,11 +442,14 @@ mod tests {
         let mut d = SpeakerDetector::new(DEFAULT_RECENT_SPEAKERS);
         warmup(&mut d, &mut t);
         // A talks for 3 s and becomes dominant (it may already be, as the nominated one).
-        run(&mut d, &mut t, 150, |s| [(A, Some(speech(s))), (B, Some(NOISE)), (C, Some(SILENCE))]);
+        run(&mut d, &mut t, 150, |s| {
+            [(A, Some(speech(s))), (B, Some(NOISE)), (C, Some(SILENCE))]
+        });
         assert_eq!(d.dominant(), Some(A));
         // A stops, B talks: B must win within 1 s (50 steps).
-        let changes =
-            run(&mut d, &mut t, 100, |s| [(A, Some(NOISE)), (B, Some(speech(s))), (C, None)]);
+        let changes = run(&mut d, &mut t, 100, |s| {
+            [(A, Some(NOISE)), (B, Some(speech(s))), (C, None)]
+        });
         let first_b = changes.iter().find(|(_, c)| c.dominant == B).map(|(s, _)| *s);
         let step = first_b.expect("B never became dominant");
         assert!(step <= 50, "B took {step} steps");
@@ -467,7 +465,9 @@ mod tests {
         let mut t = Instant::now();
         let mut d = SpeakerDetector::new(DEFAULT_RECENT_SPEAKERS);
         warmup(&mut d, &mut t);
-        run(&mut d, &mut t, 150, |s| [(A, Some(speech(s))), (B, Some(NOISE)), (C, Some(NOISE))]);
+        run(&mut d, &mut t, 150, |s| {
+            [(A, Some(speech(s))), (B, Some(NOISE)), (C, Some(NOISE))]
+        });
         assert_eq!(d.dominant(), Some(A));
         let changes = run(&mut d, &mut t, 150, |s| {
             let b = if (40..50).contains(&s) { Some(10) } else { Some(NOISE) };
@@ -485,7 +485,13 @@ mod tests {
         d.level(t0, A, 30);
         assert_eq!(d.poll_timeout(), Some(t0));
         let c = d.tick(t0).expect("single speaker is dominant");
-        assert_eq!(c, DominantChange { dominant: A, previous: None });
+        assert_eq!(
+            c,
+            DominantChange {
+                dominant: A,
+                previous: None
+            }
+        );
         assert_eq!(d.poll_timeout(), Some(t0 + LEVEL_IDLE_TIMEOUT));
         d.tick(t0 + LEVEL_IDLE_TIMEOUT);
         let mut t = t0 + LEVEL_IDLE_TIMEOUT;
@@ -504,8 +510,12 @@ mod tests {
         let mut t = Instant::now();
         let mut d = SpeakerDetector::new(DEFAULT_RECENT_SPEAKERS);
         warmup(&mut d, &mut t);
-        run(&mut d, &mut t, 100, |s| [(A, Some(speech(s))), (B, Some(NOISE)), (C, Some(NOISE))]);
-        run(&mut d, &mut t, 100, |s| [(A, Some(NOISE)), (B, Some(speech(s))), (C, Some(NOISE))]);
+        run(&mut d, &mut t, 100, |s| {
+            [(A, Some(speech(s))), (B, Some(NOISE)), (C, Some(NOISE))]
+        });
+        run(&mut d, &mut t, 100, |s| {
+            [(A, Some(NOISE)), (B, Some(speech(s))), (C, Some(NOISE))]
+        });
         assert_eq!(d.dominant(), Some(B));
         assert!(d.remove_endpoint(B));
         assert_eq!(d.dominant(), Some(A));
