@@ -268,6 +268,21 @@ pub fn sender_constraints<'a, K: Copy + Eq + 'a>(
         .fold(0, combine_max_height)
 }
 
+/// `videobridge.cc.bwe-change-threshold`.
+pub const BWE_CHANGE_THRESHOLD: f64 = 0.15;
+/// `videobridge.cc.max-time-between-calculations`: re-allocate at least this often.
+pub const MAX_TIME_BETWEEN_CALCULATIONS: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a new bandwidth estimate should trigger a re-allocation: it differs from the one the
+/// last allocation acted on by more than `threshold` (a fraction), or changes from/to unknown.
+pub fn bwe_changed(last: Option<u64>, new: Option<u64>, threshold: f64) -> bool {
+    match (last, new) {
+        (None, None) => false,
+        (Some(a), Some(b)) => (a.abs_diff(b) as f64) > threshold * a as f64,
+        _ => true,
+    }
+}
+
 /// Combines two max-height demands: −1 (unlimited) wins, else the larger.
 pub fn combine_max_height(a: i32, b: i32) -> i32 {
     if a == -1 || b == -1 {
@@ -915,6 +930,19 @@ mod tests {
         assert_eq!(sender_constraints("b-v0", [&r720, &unl]), 180);
         assert_eq!(sender_constraints::<&str>("b-v0", []), 0);
         assert_eq!(combine_max_height(360, -1), -1);
+    }
+
+    /// BWE changes below 15 % do not trigger; unknown <-> known always does.
+    #[test]
+    fn bwe_change_threshold() {
+        assert!(!bwe_changed(Some(1_000_000), Some(1_140_000), BWE_CHANGE_THRESHOLD));
+        assert!(!bwe_changed(Some(1_000_000), Some(860_000), BWE_CHANGE_THRESHOLD));
+        assert!(bwe_changed(Some(1_000_000), Some(1_160_000), BWE_CHANGE_THRESHOLD));
+        assert!(bwe_changed(Some(1_000_000), Some(840_000), BWE_CHANGE_THRESHOLD));
+        assert!(bwe_changed(None, Some(1), BWE_CHANGE_THRESHOLD));
+        assert!(bwe_changed(Some(1), None, BWE_CHANGE_THRESHOLD));
+        assert!(!bwe_changed(None, None, BWE_CHANGE_THRESHOLD));
+        assert!(bwe_changed(Some(0), Some(1), BWE_CHANGE_THRESHOLD));
     }
 
     proptest! {
