@@ -459,7 +459,8 @@ mod tests {
         assert_eq!(d.order().len(), 3);
     }
 
-    /// A 200 ms cough from another endpoint does not steal the floor from an active speaker.
+    /// A 200 ms cough from another endpoint does not steal the floor from the active speaker,
+    /// neither while they talk nor during a short pause between their sentences.
     #[test]
     fn short_cough_does_not_steal() {
         let mut t = Instant::now();
@@ -472,6 +473,13 @@ mod tests {
         let changes = run(&mut d, &mut t, 150, |s| {
             let b = if (40..50).contains(&s) { Some(10) } else { Some(NOISE) };
             [(A, Some(speech(s))), (B, b), (C, Some(NOISE))]
+        });
+        assert!(changes.is_empty(), "changes: {changes:?}");
+        // The same cough during a 400 ms pause of A: the long interval still favours A.
+        let changes = run(&mut d, &mut t, 150, |s| {
+            let a = if (40..60).contains(&s) { NOISE } else { speech(s) };
+            let b = if (45..55).contains(&s) { Some(10) } else { Some(NOISE) };
+            [(A, Some(a)), (B, b), (C, Some(NOISE))]
         });
         assert!(changes.is_empty(), "changes: {changes:?}");
         assert_eq!(d.dominant(), Some(A));
