@@ -14,6 +14,11 @@ pub mod control;
 pub mod id;
 pub mod wire;
 
+pub mod allocation;
+pub mod bitrate;
+pub mod bridge_channel;
+pub mod speaker;
+
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
 pub mod config;
