@@ -16,6 +16,7 @@ pub mod wire;
 
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
+pub mod codec;
 pub mod config;
 pub mod stats;
 
