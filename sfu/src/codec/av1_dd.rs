@@ -395,6 +395,16 @@ impl DependencyDescriptor {
         }
     }
 
+    /// The active decode targets after this frame: the sent bitmask; else all targets of an
+    /// attached structure; else `previous` (the mask in force before this frame).
+    pub fn effective_active_decode_targets(&self, previous: u32) -> u32 {
+        match (self.active_decode_targets, &self.attached_structure) {
+            (Some(m), _) => m,
+            (None, Some(s)) => all_targets(s.decode_target_count),
+            (None, None) => previous,
+        }
+    }
+
     /// Bitmask of the decode targets this frame is part of (DTI ≠ not present).
     pub fn present_decode_targets(&self) -> u32 {
         self.frame
@@ -424,6 +434,15 @@ impl DependencyDescriptor {
             || self.custom_dtis
             || self.custom_fdiffs
             || self.custom_chains
+    }
+}
+
+/// Bitmask with the low `count` bits set (all decode targets of a structure).
+pub fn all_targets(count: u8) -> u32 {
+    if count >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << count) - 1
     }
 }
 
@@ -678,7 +697,7 @@ impl<'a> BitWriter<'a> {
 
     /// Zero-pads to a byte boundary and returns the length in bytes.
     fn finish(mut self) -> usize {
-        while self.pos % 8 != 0 {
+        while !self.pos.is_multiple_of(8) {
             // Cannot fail: the byte holding `pos` was reached by the last `put`.
             let _ = self.put(0, 1);
         }
@@ -852,6 +871,7 @@ mod tests {
         }
         assert_eq!(s.decode_target_for(3, 0), None);
         assert_eq!(s.resolution(2), Some((1280, 720)));
+        assert_eq!(dd.effective_active_decode_targets(0b1), 0x1ff);
 
         // A delta frame of S1T0 (template 5), with an active mask limited to S0/S1 targets.
         let delta = DependencyDescriptor {
@@ -869,10 +889,13 @@ mod tests {
         assert_eq!(p.dti(3), S);
         assert_eq!(p.dti(0), N);
         assert_eq!(p.active_decode_targets, Some(0b000_111_111));
+        assert_eq!(p.effective_active_decode_targets(0x1ff), 0b000_111_111);
         // Template 3 (S0T2) is only in DT 2, discardable.
         let t3 = parse(&[0x03, 0x00, 0x03], Some(s)).unwrap();
         assert_eq!(t3.present_decode_targets(), 0b100);
         assert_eq!(t3.dti(2), D);
+        assert_eq!(t3.effective_active_decode_targets(0b111), 0b111);
+        assert_eq!(all_targets(32), u32::MAX);
         // The minimal form is 3 bytes.
         assert_eq!(
             write(
