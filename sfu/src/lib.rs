@@ -21,6 +21,7 @@ pub mod speaker;
 
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
+pub mod codec;
 pub mod config;
 pub mod stats;
 
