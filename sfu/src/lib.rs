@@ -13,6 +13,7 @@
 pub mod control;
 pub mod id;
 pub mod wire;
+pub mod bwe;
 
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
