@@ -10,10 +10,10 @@
 //! [`driver`] is the only async module: it owns the shared UDP socket (one port for every
 //! endpoint of every conference, as JVB) and feeds a shard from tokio.
 
+pub mod bwe;
 pub mod control;
 pub mod id;
 pub mod wire;
-pub mod bwe;
 
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};

@@ -156,7 +156,13 @@ impl TwccGenerator {
     /// Writes the next feedback packet into `out` if one is due at `now`; returns its length.
     /// Call again until it returns `None`: a long window is split into several packets.
     /// `out` should hold at least 1200 bytes; a shorter one just gets fewer packets per feedback.
-    pub fn poll_feedback(&mut self, now: Instant, sender_ssrc: Ssrc, media_ssrc: Ssrc, out: &mut [u8]) -> Option<usize> {
+    pub fn poll_feedback(
+        &mut self,
+        now: Instant,
+        sender_ssrc: Ssrc,
+        media_ssrc: Ssrc,
+        out: &mut [u8],
+    ) -> Option<usize> {
         if self.next_deadline()? > now {
             return None;
         }
@@ -263,7 +269,9 @@ mod tests {
         }
         assert_eq!(g.next_deadline(), Some(t0 + INTERVAL));
         let mut buf = [0u8; 1500];
-        assert!(g.poll_feedback(t0 + Duration::from_millis(99), Ssrc(1), Ssrc(2), &mut buf).is_none());
+        assert!(g
+            .poll_feedback(t0 + Duration::from_millis(99), Ssrc(1), Ssrc(2), &mut buf)
+            .is_none());
         let n = g.poll_feedback(t0 + INTERVAL, Ssrc(1), Ssrc(2), &mut buf).unwrap();
         let tcc = parse(&buf[..n]);
         assert_eq!(tcc.sender, Ssrc(1));
@@ -297,7 +305,9 @@ mod tests {
         let t1 = t0 + INTERVAL;
         g.record(11, t1 + Duration::from_millis(5), true);
         assert_eq!(g.next_deadline(), Some(t1 + MARKER_INTERVAL));
-        let n = g.poll_feedback(t1 + MARKER_INTERVAL, Ssrc(1), Ssrc(2), &mut buf).unwrap();
+        let n = g
+            .poll_feedback(t1 + MARKER_INTERVAL, Ssrc(1), Ssrc(2), &mut buf)
+            .unwrap();
         let tcc = parse(&buf[..n]);
         assert_eq!(tcc.fb_pkt_count, 1);
         assert_eq!(tcc.base_seq, 11);

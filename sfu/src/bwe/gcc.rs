@@ -218,7 +218,8 @@ impl LinkCapacity {
         self.estimate_kbps.map(|e| (e + 3.0 * self.deviation(e)) * 1000.0)
     }
     fn lower_bps(&self) -> Option<f64> {
-        self.estimate_kbps.map(|e| (e - 3.0 * self.deviation(e)).max(0.0) * 1000.0)
+        self.estimate_kbps
+            .map(|e| (e - 3.0 * self.deviation(e)).max(0.0) * 1000.0)
     }
     fn on_overuse(&mut self, acked_bps: f64) {
         let sample = acked_bps / 1000.0;
@@ -614,6 +615,10 @@ impl SendSideBwe {
             Some(p) if usage != BandwidthUsage::Overusing => {
                 if p > self.aimd.bps {
                     self.aimd.set_estimate(p, now);
+                    // As libwebrtc's `SetSendBitrate`: the probe result is the new target
+                    // (still capped by the delay-based estimate below).
+                    self.target = p;
+                    self.min_history = [(None, 0.0); 64];
                 }
                 self.stats.probe_results += 1;
             }
@@ -681,7 +686,8 @@ impl SendSideBwe {
         if let Some(prev) = self.previous {
             let send_delta = (cur.last_send - prev.last_send) as f64 / 1000.0;
             let recv_delta = (cur.last_arrival - prev.last_arrival) as f64 / 1000.0;
-            self.trend.update(recv_delta, send_delta, cur.last_arrival as f64 / 1000.0);
+            self.trend
+                .update(recv_delta, send_delta, cur.last_arrival as f64 / 1000.0);
         }
         self.previous = Some(cur);
         self.current = Some(Group {
@@ -830,7 +836,13 @@ mod tests {
                 arr.push(Some(send_us + 20_000));
                 seq = seq.wrapping_add(1);
             }
-            feed(&mut bwe, base, &arr, t0 + Duration::from_millis((round as u64 + 1) * 100 + 20), round as u8);
+            feed(
+                &mut bwe,
+                base,
+                &arr,
+                t0 + Duration::from_millis((round as u64 + 1) * 100 + 20),
+                round as u8,
+            );
         }
         assert_ne!(bwe.usage(), BandwidthUsage::Overusing);
         assert_eq!(bwe.stats().overuses, 0);
@@ -856,7 +868,13 @@ mod tests {
                 arr.push(Some(link_free + 20_000));
                 seq = seq.wrapping_add(1);
             }
-            feed(&mut bwe, base, &arr, t0 + Duration::from_millis((round as u64 + 1) * 100 + 20), round as u8);
+            feed(
+                &mut bwe,
+                base,
+                &arr,
+                t0 + Duration::from_millis((round as u64 + 1) * 100 + 20),
+                round as u8,
+            );
         }
         assert!(bwe.stats().overuses > 0);
         let e = bwe.estimate_bps();

@@ -94,7 +94,11 @@ impl NackGenerator {
                         self.missing.remove(0);
                         self.stats.given_up += 1;
                     }
-                    self.missing.push(Missing { seq: s, due: now, sent: 0 });
+                    self.missing.push(Missing {
+                        seq: s,
+                        due: now,
+                        sent: 0,
+                    });
                 }
             }
             self.highest = Some(ext);
@@ -161,7 +165,9 @@ mod tests {
         assert_eq!(g.next_deadline(), Some(t0));
         let n = g.poll_nack(t0, Ssrc(1), Ssrc(7), &mut buf).unwrap();
         assert_eq!(nacked(&buf[..n]), vec![65535, 0, 1]);
-        assert!(g.poll_nack(t0 + Duration::from_millis(149), Ssrc(1), Ssrc(7), &mut buf).is_none());
+        assert!(g
+            .poll_nack(t0 + Duration::from_millis(149), Ssrc(1), Ssrc(7), &mut buf)
+            .is_none());
         // 0 arrives: cancelled.
         g.on_packet(0, t0 + Duration::from_millis(100));
         let mut t = t0;

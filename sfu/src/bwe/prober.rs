@@ -63,7 +63,10 @@ enum State {
     Init,
     /// Waiting for the result of probes at `rate`; probe further if the estimate exceeds
     /// `further`.
-    Waiting { since: Instant, further: f64 },
+    Waiting {
+        since: Instant,
+        further: f64,
+    },
     Complete,
 }
 
@@ -129,7 +132,11 @@ impl ProbeController {
         if at.is_none_or(|t| now.saturating_duration_since(t) > DROP_WINDOW) || estimate_bps >= max {
             self.recent_max = (estimate_bps, Some(now));
         }
-        if (estimate_bps as f64) < DROP_THRESHOLD * self.recent_max.0 as f64 && self.drop.is_none_or(|(_, t)| now.saturating_duration_since(t) > DROP_WINDOW) {
+        if (estimate_bps as f64) < DROP_THRESHOLD * self.recent_max.0 as f64
+            && self
+                .drop
+                .is_none_or(|(_, t)| now.saturating_duration_since(t) > DROP_WINDOW)
+        {
             self.drop = Some((self.recent_max.0, now));
             self.drop_probed = false;
         }
@@ -234,7 +241,11 @@ impl ProbeController {
                 }
             }
         }
-        if self.app_limited() && self.last_probe.is_none_or(|t| now.saturating_duration_since(t) >= ALR_PROBE_INTERVAL) {
+        if self.app_limited()
+            && self
+                .last_probe
+                .is_none_or(|t| now.saturating_duration_since(t) >= ALR_PROBE_INTERVAL)
+        {
             let mut rate = 2 * self.estimate_bps;
             if self.alr_since.is_none() {
                 rate = rate.min(self.demand_bps.max(self.estimate_bps + 1));
@@ -377,9 +388,15 @@ mod tests {
         // need 1.5 Mbps, room 0.5 Mbps: 0.5 Mbps × 15 ms = 937.5 bytes.
         let t = t0 + PADDING_PERIOD;
         assert_eq!(b.padding_bytes(t, 2_000_000, 500_000, 1_000_000), 937);
-        assert_eq!(b.padding_bytes(t + Duration::from_millis(5), 2_000_000, 500_000, 1_000_000), 0);
+        assert_eq!(
+            b.padding_bytes(t + Duration::from_millis(5), 2_000_000, 500_000, 1_000_000),
+            0
+        );
         assert_eq!(b.padding_bytes(t + PADDING_PERIOD, 2_000_000, 500_000, 1_000_000), 938);
         // at the ideal already: nothing.
-        assert_eq!(b.padding_bytes(t + 2 * PADDING_PERIOD, 2_000_000, 2_000_000, 1_000_000), 0);
+        assert_eq!(
+            b.padding_bytes(t + 2 * PADDING_PERIOD, 2_000_000, 2_000_000, 1_000_000),
+            0
+        );
     }
 }

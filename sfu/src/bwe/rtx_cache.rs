@@ -274,10 +274,16 @@ mod tests {
         c.insert(7, &packet(7, b"x"), t0);
         let rtt = Some(Duration::from_millis(100)); // min(90, 95) = 90 ms
         assert_eq!(c.on_nack(7, t0 + Duration::from_millis(89), rtt), Resend::TooSoon);
-        assert!(matches!(c.on_nack(7, t0 + Duration::from_millis(90), rtt), Resend::Send(_)));
+        assert!(matches!(
+            c.on_nack(7, t0 + Duration::from_millis(90), rtt),
+            Resend::Send(_)
+        ));
         // Just resent: too soon again; unknown RTT always resends.
         assert_eq!(c.on_nack(7, t0 + Duration::from_millis(100), rtt), Resend::TooSoon);
-        assert!(matches!(c.on_nack(7, t0 + Duration::from_millis(100), None), Resend::Send(_)));
+        assert!(matches!(
+            c.on_nack(7, t0 + Duration::from_millis(100), None),
+            Resend::Send(_)
+        ));
         assert_eq!(c.on_nack(8, t0, None), Resend::Miss);
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.not_resent_delay), (2, 1, 2));
@@ -285,7 +291,10 @@ mod tests {
         c.insert(9, &packet(9, b"y"), t0);
         let rtt = Some(Duration::from_millis(20)); // min(18, 15) = 15 ms
         assert_eq!(c.on_nack(9, t0 + Duration::from_millis(14), rtt), Resend::TooSoon);
-        assert!(matches!(c.on_nack(9, t0 + Duration::from_millis(15), rtt), Resend::Send(_)));
+        assert!(matches!(
+            c.on_nack(9, t0 + Duration::from_millis(15), rtt),
+            Resend::Send(_)
+        ));
         assert!(!c.is_idle(t0 + Duration::from_secs(14)));
         assert!(c.is_idle(t0 + IDLE_TIMEOUT));
     }
