@@ -364,4 +364,58 @@ mod tests {
         }
         assert_eq!(total, CAPACITY);
     }
+
+    proptest::proptest! {
+        /// Whatever the order, loss and spacing, the feedbacks written (split into small
+        /// packets) describe exactly the recorded arrivals (to 250 µs), each seq once, in order.
+        #[test]
+        fn feedback_describes_exactly_the_arrivals(
+            start in proptest::prelude::any::<u16>(),
+            pkts in proptest::collection::vec((proptest::prelude::any::<bool>(), 0u64..3_000, 0u8..4), 1..600),
+            buf_len in 64usize..1500,
+        ) {
+            let t0 = Instant::now();
+            let mut g = TwccGenerator::new();
+            // (seq offset, arrival µs); packets are recorded in order of arrival, with a
+            // little reordering (swap with the previous when `k == 0`).
+            let mut order: Vec<(u16, u64)> = Vec::new();
+            let mut t = 0u64;
+            for (i, (received, gap, k)) in pkts.iter().enumerate() {
+                t += gap;
+                if *received {
+                    order.push((i as u16, t));
+                    let n = order.len();
+                    if *k == 0 && n >= 2 {
+                        order.swap(n - 1, n - 2);
+                        let (a, b) = (order[n - 2].1, order[n - 1].1);
+                        order[n - 2].1 = b;
+                        order[n - 1].1 = a;
+                    }
+                }
+            }
+            proptest::prop_assume!(!order.is_empty());
+            let mut expected = std::collections::BTreeMap::new();
+            for (off, us) in &order {
+                g.record(start.wrapping_add(*off), t0 + Duration::from_micros(*us), false);
+                expected.insert(*off, *us);
+            }
+            let mut buf = vec![0u8; buf_len];
+            let now = t0 + Duration::from_secs(5);
+            let mut got = Vec::new();
+            while let Some(n) = g.poll_feedback(now, Ssrc(1), Ssrc(2), &mut buf) {
+                got.extend(decode(&parse(&buf[..n])));
+                proptest::prop_assert!(got.len() <= 600);
+            }
+            let last = *expected.keys().next_back().unwrap();
+            // Everything from the first recorded packet (which starts the window; older seqs
+            // arriving later are late) to the newest; arrivals relative to the first.
+            let (first_arrived, epoch) = order[0];
+            proptest::prop_assert_eq!(got.len(), usize::from(last - first_arrived) + 1);
+            for (i, (seq, at)) in got.iter().enumerate() {
+                let off = first_arrived + i as u16;
+                proptest::prop_assert_eq!(*seq, start.wrapping_add(off));
+                proptest::prop_assert_eq!(*at, expected.get(&off).map(|us| (*us - epoch) as i64 / 250 * 250));
+            }
+        }
+    }
 }

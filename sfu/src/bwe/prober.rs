@@ -143,7 +143,7 @@ impl ProbeController {
         self.estimate_bps = estimate_bps;
         if let State::Waiting { further, .. } = self.state {
             if estimate_bps as f64 > further {
-                self.probe(now, &[2 * estimate_bps], true);
+                self.probe(now, &[estimate_bps.saturating_mul(2)], true);
             }
         }
     }
@@ -219,7 +219,11 @@ impl ProbeController {
         }
         match self.state {
             State::Init => {
-                self.probe(now, &[3 * self.initial_bps, 6 * self.initial_bps], true);
+                self.probe(
+                    now,
+                    &[self.initial_bps.saturating_mul(3), self.initial_bps.saturating_mul(6)],
+                    true,
+                );
                 return;
             }
             State::Waiting { since, .. } => {
@@ -246,9 +250,9 @@ impl ProbeController {
                 .last_probe
                 .is_none_or(|t| now.saturating_duration_since(t) >= ALR_PROBE_INTERVAL)
         {
-            let mut rate = 2 * self.estimate_bps;
+            let mut rate = self.estimate_bps.saturating_mul(2);
             if self.alr_since.is_none() {
-                rate = rate.min(self.demand_bps.max(self.estimate_bps + 1));
+                rate = rate.min(self.demand_bps.max(self.estimate_bps.saturating_add(1)));
             }
             self.probe(now, &[rate], true);
         }

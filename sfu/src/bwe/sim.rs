@@ -219,19 +219,46 @@ fn step_down_and_up() {
 
 #[test]
 fn random_loss_and_rtt() {
-    let s = Scenario {
-        rates: vec![(0.0, 2e6)],
-        one_way: Duration::from_millis(50),
-        loss: 0.05,
-        seed: 7,
-        demand_bps: 4_000_000,
-        seconds: 12,
-    };
-    let t = run(&s);
-    print("2 Mbps, 5 % loss, 100 ms RTT", &t);
-    for ms in [10_000, 11_000, 11_900] {
-        let e = at(&t, ms) as f64;
-        assert!((e - 2e6).abs() <= 0.3 * 2e6, "estimate at {ms} ms: {e}");
+    for seed in [7, 8, 9, 10, 11] {
+        let s = Scenario {
+            rates: vec![(0.0, 2e6)],
+            one_way: Duration::from_millis(50),
+            loss: 0.05,
+            seed,
+            demand_bps: 4_000_000,
+            seconds: 12,
+        };
+        let t = run(&s);
+        print(&format!("2 Mbps, 5 % loss, 100 ms RTT, seed {seed}"), &t);
+        for ms in [10_000, 11_000, 11_900] {
+            let e = at(&t, ms) as f64;
+            assert!((e - 2e6).abs() <= 0.3 * 2e6, "seed {seed}: estimate at {ms} ms: {e}");
+        }
+    }
+}
+
+#[test]
+fn step_down_and_up_other_seeds_with_loss() {
+    // The step up at different phases of the 5 s headroom-probe period.
+    for (seed, up_at) in [(2u64, 30.0), (3, 32.5), (4, 34.0)] {
+        let mut s = step_scenario(seed);
+        s.rates[2].0 = up_at;
+        s.seconds = 44;
+        s.loss = 0.01;
+        let up_ms = (up_at * 1000.0) as u64;
+        let t = run(&s);
+        print(&format!("step with 1 % loss, seed {seed}"), &t);
+        let down = t
+            .iter()
+            .find(|(ms, e)| *ms >= 20_000 && *e < 750_000)
+            .map(|(ms, _)| ms - 20_000);
+        let up = t
+            .iter()
+            .find(|(ms, e)| *ms >= up_ms && *e > 2_400_000)
+            .map(|(ms, _)| ms - up_ms);
+        eprintln!("seed {seed}, up at {up_at} s: below 0.75 Mbps after {down:?} ms, above 2.4 Mbps after {up:?} ms");
+        assert!(down.is_some_and(|d| d <= 2_000), "seed {seed}: {down:?}");
+        assert!(up.is_some_and(|d| d <= 8_000), "seed {seed}: {up:?}");
     }
 }
 
