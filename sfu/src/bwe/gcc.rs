@@ -69,6 +69,8 @@ struct Sent {
     size: u32,
     /// 0 if not a probe.
     cluster: u32,
+    /// Already reported received by a feedback.
+    acked: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -380,6 +382,8 @@ pub struct BweStats {
     pub lost: u64,
     /// Reported packets we have no send record of.
     pub unknown: u64,
+    /// Packets reported received again (ignored).
+    pub duplicates: u64,
     /// Overuse verdicts.
     pub overuses: u64,
     /// Probe results applied.
@@ -452,7 +456,8 @@ impl SendSideBwe {
                     seq: u64::MAX,
                     send_us: 0,
                     size: 0,
-                    cluster: 0
+                    cluster: 0,
+                    acked: false,
                 };
                 HISTORY
             ]
@@ -533,6 +538,7 @@ impl SendSideBwe {
             send_us: us,
             size: size as u32,
             cluster,
+            acked: false,
         };
     }
 
@@ -574,7 +580,10 @@ impl SendSideBwe {
                 }
                 Some(d) => {
                     arrival += i64::from(d) * 250;
-                    if known {
+                    if known && s.acked {
+                        self.stats.duplicates += 1;
+                    } else if known {
+                        self.sent[(seq as usize) & (HISTORY - 1)].acked = true;
                         received += 1;
                         if self.scratch.len() < self.scratch.capacity() {
                             self.scratch.push((arrival, s.send_us, s.size, s.cluster));
@@ -880,6 +889,22 @@ mod tests {
         let e = bwe.estimate_bps();
         assert!(e < 1_000_000, "estimate {e}");
         assert!(e > 500_000, "estimate {e}");
+    }
+
+    #[test]
+    fn duplicate_feedback_is_ignored() {
+        let t0 = Instant::now();
+        let mut bwe = SendSideBwe::new(1_000_000);
+        let arr: Vec<Option<i64>> = (0..50).map(|k| Some(k * 10_000 + 20_000)).collect();
+        for k in 0..50u16 {
+            bwe.on_sent(k, 1250, t0 + Duration::from_millis(u64::from(k) * 10));
+        }
+        feed(&mut bwe, 0, &arr, t0 + Duration::from_millis(600), 0);
+        let acked = bwe.stats().acked_bps;
+        assert!(acked > 900_000 && acked < 1_100_000, "{acked}");
+        feed(&mut bwe, 0, &arr, t0 + Duration::from_millis(610), 1);
+        assert_eq!(bwe.stats().duplicates, 50);
+        assert_eq!(bwe.stats().acked_bps, acked);
     }
 
     #[test]
