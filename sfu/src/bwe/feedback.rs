@@ -213,7 +213,10 @@ impl TwccGenerator {
         let len = match write_twcc(out, sender_ssrc, media_ssrc, &fb) {
             Ok(len) => len,
             Err(e) => {
+                // Only with a tiny `out`: retry at the next interval rather than spin.
                 tracing::debug!(error = %e, "transport-cc feedback does not fit");
+                self.last_feedback = Some(now);
+                self.continuation = false;
                 return None;
             }
         };

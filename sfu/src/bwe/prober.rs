@@ -149,6 +149,9 @@ impl ProbeController {
     }
 
     fn probe(&mut self, now: Instant, rates: &[u64], further: bool) {
+        // Even if no cluster results (rates capped at or below the estimate), the periodic
+        // timer restarts, so a deadline is never left in the past.
+        self.last_probe = Some(now);
         let mut last = 0;
         for &r in rates {
             let r = r.min(MAX_PROBE_BPS);
@@ -173,7 +176,6 @@ impl ProbeController {
             self.state = State::Complete;
             return;
         }
-        self.last_probe = Some(now);
         self.state = if further && last < MAX_PROBE_BPS {
             State::Waiting {
                 since: now,
@@ -194,7 +196,8 @@ impl ProbeController {
         match self.state {
             // The initial probes go out as soon as the first estimate is known.
             State::Init => return self.recent_max.1,
-            State::Waiting { since, .. } => min(since + RESULT_TIMEOUT),
+            // Only the result timeout matters until the result is in.
+            State::Waiting { since, .. } => return Some(since + RESULT_TIMEOUT),
             State::Complete => {}
         }
         if let Some((_, at)) = self.drop.filter(|_| !self.drop_probed) {
@@ -381,6 +384,31 @@ mod tests {
         p.on_estimate(1_000_000, t0 + Duration::from_secs(3));
         p.handle_timeout(t0 + Duration::from_millis(3_600));
         assert_eq!(p.poll_cluster().map(|c| c.bitrate_bps), Some(1_700_000));
+    }
+
+    /// A due deadline is always consumed by `handle_timeout` (no busy loop), also when the
+    /// estimate is above the probe cap.
+    #[test]
+    fn deadlines_make_progress() {
+        let t0 = Instant::now();
+        let mut p = ProbeController::new(1_000_000);
+        p.set_demand(20_000_000);
+        p.on_estimate(1_000_000, t0);
+        let mut now = t0;
+        let mut polls = 0;
+        for _ in 0..100 {
+            let Some(d) = p.next_deadline() else { break };
+            now = now.max(d);
+            p.handle_timeout(now);
+            while p.poll_cluster().is_some() {}
+            polls += 1;
+            p.on_estimate(8_000_000, now);
+            assert!(
+                p.next_deadline().is_none_or(|d2| d2 > now),
+                "deadline not advanced at {polls}"
+            );
+        }
+        assert!(now >= t0 + Duration::from_secs(60));
     }
 
     #[test]
