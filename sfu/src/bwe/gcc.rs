@@ -120,6 +120,9 @@ impl Trendline {
 
     fn update(&mut self, recv_delta_ms: f64, send_delta_ms: f64, arrival_ms: f64) {
         let delta = recv_delta_ms - send_delta_ms;
+        if !delta.is_finite() || !arrival_ms.is_finite() {
+            return;
+        }
         self.num_deltas = (self.num_deltas + 1).min(1000);
         let first = *self.first_arrival_ms.get_or_insert(arrival_ms);
         self.accumulated += delta;
@@ -165,6 +168,9 @@ impl Trendline {
             return;
         }
         let modified = f64::from(self.num_deltas.min(60)) * trend * TREND_GAIN;
+        if !modified.is_finite() {
+            return;
+        }
         if modified > self.threshold {
             if self.time_over_using < 0.0 {
                 self.time_over_using = ts_delta_ms / 2.0;
@@ -927,5 +933,36 @@ mod tests {
         }
         assert!(bwe.estimate_bps() >= MIN_BPS);
         assert!(bwe.estimate_bps() <= 100_000);
+    }
+
+    proptest::proptest! {
+        /// Arbitrary (hostile) feedback never panics and keeps the estimate within bounds.
+        #[test]
+        fn arbitrary_feedback_is_harmless(
+            fbs in proptest::collection::vec(
+                (proptest::prelude::any::<u16>(), proptest::prelude::any::<u32>(),
+                 proptest::collection::vec(proptest::option::of(proptest::prelude::any::<i16>()), 1..200)),
+                1..20),
+            loss in proptest::prelude::any::<u8>(),
+        ) {
+            let t0 = Instant::now();
+            let mut bwe = SendSideBwe::default();
+            for k in 0..2000u16 {
+                bwe.on_sent(k, 1000, t0 + Duration::from_millis(u64::from(k)));
+            }
+            let mut buf = [0u8; 2000];
+            for (i, (base, reference, packets)) in fbs.iter().enumerate() {
+                let fb = TwccFeedback { base_seq: *base % 2100, reference_time: *reference, fb_pkt_count: i as u8, packets };
+                let n = write_twcc(&mut buf, Ssrc(1), Ssrc(2), &fb).unwrap();
+                let Some(Ok(RtcpPacket::TransportCc(t))) = RtcpCompound::new(&buf[..n]).next() else {
+                    panic!("parse");
+                };
+                let now = t0 + Duration::from_millis(2000 + 50 * i as u64);
+                bwe.on_feedback(&t, now);
+                bwe.on_receiver_report(loss, Some(Duration::from_millis(u64::from(loss))), now);
+                let e = bwe.estimate_bps();
+                proptest::prop_assert!((MIN_BPS..=MAX_BPS).contains(&e), "estimate {}", e);
+            }
+        }
     }
 }
