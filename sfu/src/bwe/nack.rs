@@ -216,4 +216,40 @@ mod tests {
         let n = g.poll_nack(t0, Ssrc(1), Ssrc(7), &mut buf).unwrap();
         assert!(n <= 64);
     }
+
+    proptest::proptest! {
+        /// Whatever arrives (reordered, duplicated, jumping, wrapping), a NACK only names seqs
+        /// that have not arrived, state stays bounded, and nothing is NACKed more than 10 times.
+        #[test]
+        fn nacks_only_missing_and_bounded(
+            start in proptest::prelude::any::<u16>(),
+            steps in proptest::collection::vec((-20i32..150, 0u64..200), 1..400),
+        ) {
+            let t0 = Instant::now();
+            let mut g = NackGenerator::new();
+            let mut received = std::collections::HashSet::new();
+            let mut counts = std::collections::HashMap::new();
+            let mut seq = start;
+            let mut now = t0;
+            let mut buf = [0u8; 1500];
+            for (delta, dt) in steps {
+                seq = seq.wrapping_add(delta as u16);
+                now += Duration::from_millis(dt);
+                g.on_packet(seq, now);
+                received.insert(seq);
+                proptest::prop_assert!(g.missing().count() <= CAPACITY);
+                while let Some(n) = g.poll_nack(now, Ssrc(1), Ssrc(2), &mut buf) {
+                    for s in nacked(&buf[..n]) {
+                        proptest::prop_assert!(!received.contains(&s), "NACKed {} which arrived", s);
+                        let c = counts.entry(s).or_insert(0u8);
+                        *c += 1;
+                        proptest::prop_assert!(*c <= MAX_REQUESTS);
+                    }
+                }
+                if let Some(d) = g.next_deadline() {
+                    proptest::prop_assert!(d > now);
+                }
+            }
+        }
+    }
 }
