@@ -10,6 +10,7 @@
 //! [`driver`] is the only async module: it owns the shared UDP socket (one port for every
 //! endpoint of every conference, as JVB) and feeds a shard from tokio.
 
+pub mod bwe;
 pub mod control;
 pub mod id;
 pub mod wire;
