@@ -27,6 +27,7 @@ pub mod demux;
 pub mod dtls;
 mod endpoint;
 pub mod rtcp_min;
+pub mod projection;
 pub mod rtp_ext;
 mod sctp;
 pub mod shard;
