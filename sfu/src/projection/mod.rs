@@ -670,6 +670,24 @@ impl Projection {
                 self.target.map_or(0, |t| t.spatial),
                 self.cur_dt.map(|d| d.active_mask),
             ),
+            Codec::Vp9 => {
+                // A keyframe picture's upper layers are switching points and follow in the same
+                // picture, so the marker belongs to the target layer; otherwise to the highest
+                // layer forwarded now. Pending an encoding switch up (`ds == MAX`) the sender's
+                // marker is kept.
+                let ds = self
+                    .target
+                    .map_or(0, |t| self.desired(m.encoding, &t).0);
+                let independent = m.keyframe && m.start_of_frame && m.spatial == 0;
+                let sid = if ds == u8::MAX {
+                    u8::MAX
+                } else if independent {
+                    ds.max(self.cur_spatial)
+                } else {
+                    self.cur_spatial
+                };
+                (sid, None)
+            }
             _ => (self.cur_spatial, None),
         };
         let idx = self.record(FrameRec {
