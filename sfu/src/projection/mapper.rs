@@ -33,7 +33,7 @@ impl Unwrap {
     /// value is higher than every value seen before.
     pub(crate) fn update(&mut self, v: u32) -> (i64, bool) {
         let ext = self.extend(v);
-        let newest = self.max.map_or(true, |m| ext > m);
+        let newest = self.max.is_none_or(|m| ext > m);
         if newest {
             self.max = Some(ext);
         }

@@ -423,26 +423,21 @@ impl Projection {
         let (e16, t16) = (i16::from(e), i16::from(t.encoding));
         let out_of_phase = self
             .group_start
-            .map_or(true, |g| now.saturating_duration_since(g) > KEYFRAME_GROUP);
+            .is_none_or(|g| now.saturating_duration_since(g) > KEYFRAME_GROUP);
         // JVB: a new group only starts when moving towards the target is possible at all.
         let possible = (e16 > cur && cur < t16) || (e16 < cur && cur > t16);
         if out_of_phase && possible {
             self.group_start = Some(now);
             e16 <= t16
         } else {
-            (cur <= e16 && e16 <= t16) || (e16 <= t16 && t16 < cur)
+            // Up (or same) towards the target, or down to at most the target.
+            e16 <= t16 && (cur <= e16 || t16 < cur)
         }
     }
 
     /// Decides a frame seen for the first time; records it and returns its history index, or the
     /// reason it is dropped without recording (frames of other encodings are not remembered).
-    fn decide(
-        &mut self,
-        now: Instant,
-        m: &PacketMeta,
-        ext: i64,
-        is_head: bool,
-    ) -> Result<usize, DropReason> {
+    fn decide(&mut self, now: Instant, m: &PacketMeta, ext: i64, is_head: bool) -> Result<usize, DropReason> {
         let t = self.target.ok_or(DropReason::Suspended)?;
         if self.codec == Codec::Av1 && m.av1.is_none() {
             self.want_keyframe = true;
@@ -598,12 +593,7 @@ impl Projection {
 
     /// Records a dropped frame of the current encoding (so its other packets are dropped too and
     /// its picture ID / TL0PICIDX / frame number leave no gap).
-    fn record_drop(
-        &mut self,
-        m: &PacketMeta,
-        _ext: i64,
-        reason: DropReason,
-    ) -> Result<usize, DropReason> {
+    fn record_drop(&mut self, m: &PacketMeta, _ext: i64, reason: DropReason) -> Result<usize, DropReason> {
         let st = &mut self.encs[usize::from(m.encoding)];
         let new_picture = st.last_pic_ts != Some(m.ts);
         if let (Some(p), true) = (m.picture_id, new_picture) {
@@ -666,18 +656,13 @@ impl Projection {
         }
         st.last_pic_ts = Some(m.ts);
         let (marker_sid, active_dts) = match self.codec {
-            Codec::Av1 => (
-                self.target.map_or(0, |t| t.spatial),
-                self.cur_dt.map(|d| d.active_mask),
-            ),
+            Codec::Av1 => (self.target.map_or(0, |t| t.spatial), self.cur_dt.map(|d| d.active_mask)),
             Codec::Vp9 => {
                 // A keyframe picture's upper layers are switching points and follow in the same
                 // picture, so the marker belongs to the target layer; otherwise to the highest
                 // layer forwarded now. Pending an encoding switch up (`ds == MAX`) the sender's
                 // marker is kept.
-                let ds = self
-                    .target
-                    .map_or(0, |t| self.desired(m.encoding, &t).0);
+                let ds = self.target.map_or(0, |t| self.desired(m.encoding, &t).0);
                 let independent = m.keyframe && m.start_of_frame && m.spatial == 0;
                 let sid = if ds == u8::MAX {
                     u8::MAX

@@ -13,11 +13,7 @@ pub enum SlotAssignment<K> {
     Existing { slot: usize, ssrc: u32 },
     /// The source was given this slot: announce the mapping before media. `evicted` is the
     /// source that lost the slot (LRU), if any.
-    Assigned {
-        slot: usize,
-        ssrc: u32,
-        evicted: Option<K>,
-    },
+    Assigned { slot: usize, ssrc: u32, evicted: Option<K> },
 }
 
 /// Observable state of one slot (for source maps and stats).
@@ -88,9 +84,7 @@ impl<K: Copy + Eq> SsrcSlots<K> {
             .slots
             .iter()
             .position(|s| s.source.is_none())
-            .or_else(|| {
-                (0..self.slots.len()).min_by_key(|&i| self.slots[i].last_used)
-            })?;
+            .or_else(|| (0..self.slots.len()).min_by_key(|&i| self.slots[i].last_used))?;
         let video = self.video;
         let s = &mut self.slots[i];
         let evicted = s.source.replace(source);
@@ -115,13 +109,7 @@ impl<K: Copy + Eq> SsrcSlots<K> {
 
     /// The slot SSRC and rewritten seq/ts for a packet of `source` (already projected), or `None`
     /// if the source has no slot or (video) its slot still waits for a keyframe start.
-    pub fn rewrite(
-        &mut self,
-        source: K,
-        seq: u16,
-        ts: u32,
-        keyframe_start: bool,
-    ) -> Option<(u32, u16, u32)> {
+    pub fn rewrite(&mut self, source: K, seq: u16, ts: u32, keyframe_start: bool) -> Option<(u32, u16, u32)> {
         let i = self.slot_of(source)?;
         self.clock += 1;
         let now = self.clock;
@@ -184,11 +172,35 @@ mod tests {
     #[test]
     fn lru_remap_announces() {
         let mut p: SsrcSlots<u32> = SsrcSlots::new(&[100, 200], true);
-        assert!(matches!(p.activate(1), Some(SlotAssignment::Assigned { ssrc: 100, evicted: None, .. })));
-        assert!(matches!(p.activate(2), Some(SlotAssignment::Assigned { ssrc: 200, evicted: None, .. })));
-        assert!(matches!(p.activate(1), Some(SlotAssignment::Existing { ssrc: 100, .. })));
+        assert!(matches!(
+            p.activate(1),
+            Some(SlotAssignment::Assigned {
+                ssrc: 100,
+                evicted: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p.activate(2),
+            Some(SlotAssignment::Assigned {
+                ssrc: 200,
+                evicted: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p.activate(1),
+            Some(SlotAssignment::Existing { ssrc: 100, .. })
+        ));
         // 2 is now least recently used.
-        assert!(matches!(p.activate(3), Some(SlotAssignment::Assigned { ssrc: 200, evicted: Some(2), .. })));
+        assert!(matches!(
+            p.activate(3),
+            Some(SlotAssignment::Assigned {
+                ssrc: 200,
+                evicted: Some(2),
+                ..
+            })
+        ));
         assert_eq!(p.source_of(200), Some(3));
         assert_eq!(p.source_of(100), Some(1));
     }

@@ -55,7 +55,16 @@ fn temporal_drop_leaves_no_gap() {
         if tid == 0 && i > 0 {
             tl0 = tl0.wrapping_add(1);
         }
-        let m = vp8(0, tid, 100 + i as u16, 3000 * i as u32, 500 + i as u16, tl0, i == 0, tid > 0);
+        let m = vp8(
+            0,
+            tid,
+            100 + i as u16,
+            3000 * i as u32,
+            500 + i as u16,
+            tl0,
+            i == 0,
+            tid > 0,
+        );
         out.push(p.on_packet(after(t0, 33 * i as u64), &m));
     }
     let fw: Vec<Rewrite> = out
@@ -103,7 +112,10 @@ fn upswitch_waits_for_keyframe() {
     let t0 = Instant::now();
     let mut p = Projection::new(1, Codec::Vp8, 1, 1);
     p.set_target(layer(0, 0));
-    assert!(matches!(p.on_packet(t0, &vp8(0, 0, 1, 0, 1, 1, true, false)), Verdict::Forward(_)));
+    assert!(matches!(
+        p.on_packet(t0, &vp8(0, 0, 1, 0, 1, 1, true, false)),
+        Verdict::Forward(_)
+    ));
     assert_eq!(p.needs_keyframe(), None);
     p.set_target(layer(1, 2));
     assert_eq!(p.needs_keyframe(), Some(1));
@@ -171,7 +183,7 @@ fn suspend_and_resume() {
     );
     let k = fwd(p.on_packet(after(t0, 1000), &vp8(0, 0, 4, 9000, 4, 4, true, false)));
     assert_eq!((k.seq, k.picture_id, k.tl0picidx), (2, Some(2), Some(2)));
-    assert!(k.ts >= 1 + 90_000);
+    assert!(k.ts > 90_000);
 }
 
 /// A temporal up-switch happens only at a switching point.
@@ -252,17 +264,30 @@ fn vp9_spatial_switch_and_marker() {
     }));
     let a = fwd(p.on_packet(t0, &svc(0, 0, 1, 1, true, true, false)));
     let b = fwd(p.on_packet(t0, &svc(1, 0, 2, 1, false, true, false)));
-    assert_eq!(p.on_packet(t0, &svc(2, 0, 3, 1, false, true, true)), Verdict::Drop(DropReason::AboveTarget));
+    assert_eq!(
+        p.on_packet(t0, &svc(2, 0, 3, 1, false, true, true)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
     assert!(!a.marker && b.marker);
     assert_eq!((a.picture_id, b.picture_id), (Some(1), Some(1)));
     // Down to S0: marker moves to S0.
-    p.set_target(Some(Layer { encoding: 0, spatial: 0, temporal: 0, decode_target: None }));
+    p.set_target(Some(Layer {
+        encoding: 0,
+        spatial: 0,
+        temporal: 0,
+        decode_target: None,
+    }));
     let c = fwd(p.on_packet(t0, &svc(0, 0, 4, 2, false, false, false)));
     assert!(p.on_packet(t0, &svc(1, 0, 5, 2, false, false, false)) != Verdict::Forward(c));
     assert!(c.marker);
     assert_eq!((c.seq, c.picture_id), (3, Some(2)));
     // Up again to S2: S1 without switching point is held back and a keyframe is wanted.
-    p.set_target(Some(Layer { encoding: 0, spatial: 2, temporal: 0, decode_target: None }));
+    p.set_target(Some(Layer {
+        encoding: 0,
+        spatial: 2,
+        temporal: 0,
+        decode_target: None,
+    }));
     fwd(p.on_packet(t0, &svc(0, 0, 7, 3, false, false, false)));
     assert_eq!(
         p.on_packet(t0, &svc(1, 0, 8, 3, false, false, false)),
@@ -315,13 +340,22 @@ fn av1_decode_target_switch() {
     // Two DTs: 0 = S0 only, 1 = S0+S1.
     p.set_target(dt(0, 0b01, 0));
     let k = fwd(p.on_packet(t0, &av1(0, 1, 100, true, 0b11, 0b11)));
-    assert_eq!((k.frame_number, k.active_decode_targets, k.marker), (Some(100), Some(0b01), true));
-    assert_eq!(p.on_packet(t0, &av1(1, 2, 101, false, 0b10, 0b10)), Verdict::Drop(DropReason::AboveTarget));
+    assert_eq!(
+        (k.frame_number, k.active_decode_targets, k.marker),
+        (Some(100), Some(0b01), true)
+    );
+    assert_eq!(
+        p.on_packet(t0, &av1(1, 2, 101, false, 0b10, 0b10)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
     p.set_target(dt(1, 0b11, 1));
     // Not a switch for DT 1: keep DT 0.
     let a = fwd(p.on_packet(t0, &av1(0, 3, 102, false, 0b11, 0b00)));
     assert_eq!(p.needs_keyframe(), Some(0));
-    assert_eq!(p.on_packet(t0, &av1(1, 4, 103, false, 0b10, 0b00)), Verdict::Drop(DropReason::AboveTarget));
+    assert_eq!(
+        p.on_packet(t0, &av1(1, 4, 103, false, 0b10, 0b00)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
     let b = fwd(p.on_packet(t0, &av1(0, 5, 104, false, 0b11, 0b10)));
     let c = fwd(p.on_packet(t0, &av1(1, 6, 105, false, 0b10, 0b00)));
     assert_eq!(p.needs_keyframe(), None);
@@ -333,7 +367,10 @@ fn av1_decode_target_switch() {
     assert_eq!(c.active_decode_targets, Some(0b11));
     assert!(!b.marker && c.marker);
     // Unparsable frame: dropped, keyframe wanted.
-    let bad = PacketMeta { av1: None, ..av1(0, 7, 106, false, 0, 0) };
+    let bad = PacketMeta {
+        av1: None,
+        ..av1(0, 7, 106, false, 0, 0)
+    };
     assert_eq!(p.on_packet(t0, &bad), Verdict::Drop(DropReason::NoLayerInfo));
     assert_eq!(p.needs_keyframe(), Some(0));
 }
@@ -450,7 +487,7 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
                 vec![]
             } else {
                 match k {
-                    0 | 1 | 2 => vec![last_tl0[e]],
+                    0..=2 => vec![last_tl0[e]],
                     _ => vec![last_tl1[e]],
                 }
             };
@@ -459,7 +496,14 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
                 tl0[e] = tl0[e].wrapping_add(1);
             }
             let f = frames.len();
-            frames.push(SimFrame { enc: e as u8, tid, key, refs, delivered: 0, forwarded: 0 });
+            frames.push(SimFrame {
+                enc: e as u8,
+                tid,
+                key,
+                refs,
+                delivered: 0,
+                forwarded: 0,
+            });
             if tid == 0 {
                 last_tl0[e] = f;
             }
@@ -560,11 +604,22 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
         }
     }
     assert!(switches >= 10 || ticks < 200, "too few switches");
-    SimResult { frames, out, lost, late_dropped, segments: segments + 2, violations }
+    SimResult {
+        frames,
+        out,
+        lost,
+        late_dropped,
+        segments: segments + 2,
+        violations,
+    }
 }
 
 fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
-    prop_assert!(r.violations.is_empty(), "{:?}", &r.violations[..r.violations.len().min(5)]);
+    prop_assert!(
+        r.violations.is_empty(),
+        "{:?}",
+        &r.violations[..r.violations.len().min(5)]
+    );
     // No duplicate output seq; gaps only where the input had them.
     let mut seqs: Vec<i64> = r.out.iter().map(|o| o.seq).collect();
     seqs.sort_unstable();
@@ -628,7 +683,7 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
                 let base = r.frames[o.frame].tid == 0;
                 prop_assert_eq!(dt, u8::from(base), "tl0picidx not continuous");
             } else {
-                prop_assert!(dp >= 1 && dp < 200, "picture id went back: {} -> {}", q.pid, o.pid);
+                prop_assert!((1..200).contains(&dp), "picture id went back: {} -> {}", q.pid, o.pid);
                 prop_assert!(dt < 100, "tl0picidx went back");
             }
         }
@@ -641,8 +696,7 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
 #[test]
 fn simulation_switches_encodings() {
     let r = simulate(42, 0, false, 600);
-    let encs: std::collections::HashSet<u8> =
-        r.out.iter().map(|o| r.frames[o.frame].enc).collect();
+    let encs: std::collections::HashSet<u8> = r.out.iter().map(|o| r.frames[o.frame].enc).collect();
     assert!(encs.len() >= 2, "only {encs:?}");
     assert!(r.segments >= 5);
     check(&r, true).unwrap();
