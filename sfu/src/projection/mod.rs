@@ -73,11 +73,14 @@ pub struct PacketMeta {
     /// non-inter-predicted S0, AV1 key frame with the template structure). Only needs to be set
     /// on the frame's first packet.
     pub keyframe: bool,
-    /// From this frame on, its spatial/temporal layer (and those below it) is decodable given
-    /// only frames of lower layers the projection already forwards: VP8 layer sync (Y), a VP9
-    /// frame after a U point or without inter-picture prediction of its spatial layer. For AV1
-    /// use [`PacketMeta::av1`] instead.
+    /// Temporal switching point: the frame's temporal layer may start here, because the frame
+    /// references only lower temporal layers (VP8 layer sync Y; VP9: a frame following a U point
+    /// of a lower layer). For AV1 use [`PacketMeta::av1`] instead.
     pub switching_point: bool,
+    /// Spatial switching point: the frame's spatial layer (> 0) may start here, because the
+    /// frame references no earlier picture of its spatial layer (VP9 P=0, e.g. the upper layers
+    /// of a keyframe picture).
+    pub spatial_switching_point: bool,
     /// VP8/VP9 15-bit picture ID.
     pub picture_id: Option<u16>,
     pub tl0picidx: Option<u8>,
@@ -487,26 +490,33 @@ impl Projection {
         // Down-switches take effect at once (at this frame boundary).
         self.cur_spatial = self.cur_spatial.min(ds);
         self.cur_temporal = self.cur_temporal.min(dt);
-        if sid > ds || tid > dt {
-            return self.record_drop(m, ext, DropReason::AboveTarget);
+        if tid > dt {
+            return self.record_drop(m, true, DropReason::AboveTarget);
         }
-        let can_switch = is_head && m.start_of_frame && m.switching_point;
+        if sid > ds {
+            return self.record_drop(m, false, DropReason::AboveTarget);
+        }
+        let fresh = is_head && m.start_of_frame;
+        let can_switch = fresh && m.switching_point;
         if sid > self.cur_spatial {
-            if can_switch && sid == self.cur_spatial + 1 && tid <= self.cur_temporal {
+            let spatial_ok = fresh && m.spatial_switching_point;
+            if spatial_ok && sid == self.cur_spatial + 1 && tid <= self.cur_temporal {
                 tracing::debug!(ssrc = self.ssrc, sid, "spatial up-switch");
                 self.cur_spatial = sid;
             } else {
                 if m.encoding == t.encoding {
                     self.want_keyframe = true;
                 }
-                return self.record_drop(m, ext, DropReason::AwaitingSwitchPoint);
+                return self.record_drop(m, false, DropReason::AwaitingSwitchPoint);
             }
         } else if tid > self.cur_temporal {
-            if can_switch {
+            // In SVC a picture's temporal switch is taken at its lowest spatial layer, so the
+            // upper layers (predicted from it) never go without it.
+            if can_switch && sid == 0 {
                 tracing::trace!(ssrc = self.ssrc, tid, "temporal up-switch");
                 self.cur_temporal = tid;
             } else {
-                return self.record_drop(m, ext, DropReason::AwaitingSwitchPoint);
+                return self.record_drop(m, true, DropReason::AwaitingSwitchPoint);
             }
         }
         if self.codec == Codec::Vp9 && sid == self.cur_spatial && self.cur_spatial >= ds {
@@ -543,11 +553,11 @@ impl Projection {
             }
         }
         let Some(cur) = self.cur_dt else {
-            return self.record_drop(m, ext, DropReason::AboveTarget);
+            return self.record_drop(m, true, DropReason::AboveTarget);
         };
         let bit = 1u32.checked_shl(u32::from(cur.index)).unwrap_or(0);
         if dti.present & bit == 0 {
-            return self.record_drop(m, ext, DropReason::AboveTarget);
+            return self.record_drop(m, true, DropReason::AboveTarget);
         }
         Ok(self.accept(now, m, ext))
     }
@@ -593,9 +603,11 @@ impl Projection {
 
     /// Records a dropped frame of the current encoding (so its other packets are dropped too and
     /// its picture ID / TL0PICIDX / frame number leave no gap).
-    fn record_drop(&mut self, m: &PacketMeta, _ext: i64, reason: DropReason) -> Result<usize, DropReason> {
+    /// `whole_picture`: the reason applies to every spatial layer of the picture (temporal), so
+    /// its picture ID and TL0PICIDX go too.
+    fn record_drop(&mut self, m: &PacketMeta, whole_picture: bool, reason: DropReason) -> Result<usize, DropReason> {
         let st = &mut self.encs[usize::from(m.encoding)];
-        let new_picture = st.last_pic_ts != Some(m.ts);
+        let new_picture = whole_picture && st.last_pic_ts != Some(m.ts);
         if let (Some(p), true) = (m.picture_id, new_picture) {
             let (pe, _) = st.pid_u.update(u32::from(p));
             st.pid.drop_value(pe);

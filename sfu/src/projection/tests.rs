@@ -243,6 +243,7 @@ fn svc(sid: u8, tid: u8, seq: u16, pic: u16, key: bool, switch: bool, end_pic: b
         end_of_frame: true,
         keyframe: key,
         switching_point: switch,
+        spatial_switching_point: switch,
         picture_id: Some(pic),
         tl0picidx: Some(pic as u8),
         ..PacketMeta::default()
@@ -400,6 +401,8 @@ impl Rng {
 #[derive(Debug, Clone)]
 struct SimFrame {
     enc: u8,
+    /// Picture index (VP8: one frame per picture; SVC: one frame per spatial layer).
+    pic: usize,
     tid: u8,
     key: bool,
     refs: Vec<usize>,
@@ -498,6 +501,7 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
             let f = frames.len();
             frames.push(SimFrame {
                 enc: e as u8,
+                pic: f,
                 tid,
                 key,
                 refs,
@@ -673,6 +677,10 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
             continue;
         }
         seen.insert(o.frame, o);
+        if let Some(q) = prev.filter(|q| r.frames[q.frame].pic == r.frames[o.frame].pic) {
+            prop_assert_eq!((q.pid, q.tl0, q.ts), (o.pid, o.tl0, o.ts), "one picture, one id");
+            continue;
+        }
         if let Some(q) = prev {
             let dp = o.pid.wrapping_sub(q.pid) & 0x7fff;
             let dt = o.tl0.wrapping_sub(q.tl0);
@@ -690,6 +698,182 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
         prev = Some(o);
     }
     Ok(())
+}
+
+/// A VP9 L3T3 full-SVC sender (one encoding; S1/S2 predicted from the layer below in every
+/// picture and from their own layer's earlier pictures except in keyframe pictures), with the
+/// same loss/reorder/target-switch treatment.
+fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult {
+    let mut rng = Rng(seed | 1);
+    let t0 = Instant::now();
+    let mut p = Projection::new(9, Codec::Vp9, 65_000, 7);
+    let svc_layer = |s: u8, t: u8| {
+        Some(Layer {
+            encoding: 0,
+            spatial: s,
+            temporal: t,
+            decode_target: None,
+        })
+    };
+    p.set_target(svc_layer(2, 2));
+    let mut seq = rng.next() as u16;
+    let mut ts = rng.next() as u32;
+    let mut pid = (rng.next() as u16) & 0x7fff;
+    let mut tl0 = rng.next() as u8;
+    let mut pattern = 0usize;
+    let mut last_tl0 = [usize::MAX; 3];
+    let mut last_tl1 = [usize::MAX; 3];
+    let mut key_due: Option<usize> = None;
+    let mut frames: Vec<SimFrame> = vec![];
+    let mut out = vec![];
+    let (mut lost, mut late_dropped, mut segments) = (0, 0, 2);
+    let mut max_seen: Option<i64> = None;
+    let mut unwrap_in = Unwrap::new(16);
+    let mut out_unwrap = Unwrap::new(16);
+    let mut violations = vec![];
+    for tick in 0..ticks {
+        let now = after(t0, 33 * tick as u64);
+        if rng.chance(8) {
+            let t = if rng.chance(10) {
+                None
+            } else {
+                svc_layer(rng.below(3) as u8, rng.below(3) as u8)
+            };
+            if t.is_none() && p.target().is_some() {
+                segments += 1;
+            }
+            p.set_target(t);
+        }
+        let key = key_due == Some(tick) || tick == 0 || rng.chance(1);
+        if key {
+            key_due = None;
+            pattern = 0;
+        }
+        let k = pattern % 4;
+        pattern += 1;
+        let tid = [0u8, 2, 1, 2][k];
+        if tid == 0 {
+            tl0 = tl0.wrapping_add(1);
+        }
+        let pic = frames.len();
+        let mut batch: Vec<(usize, PacketMeta)> = vec![];
+        for sid in 0..3usize {
+            let f = frames.len();
+            let mut refs = vec![];
+            if sid > 0 {
+                refs.push(f - 1);
+            }
+            if !key {
+                refs.push(if k == 3 { last_tl1[sid] } else { last_tl0[sid] });
+            }
+            frames.push(SimFrame {
+                enc: 0,
+                pic,
+                tid,
+                key,
+                refs,
+                delivered: 0,
+                forwarded: 0,
+            });
+            if tid == 0 {
+                last_tl0[sid] = f;
+            }
+            if tid == 1 {
+                last_tl1[sid] = f;
+            }
+            let n = 1 + rng.below(2) as usize;
+            for i in 0..n {
+                batch.push((
+                    f,
+                    PacketMeta {
+                        spatial: sid as u8,
+                        temporal: tid,
+                        seq,
+                        ts,
+                        marker: sid == 2 && i == n - 1,
+                        start_of_frame: i == 0,
+                        end_of_frame: i == n - 1,
+                        keyframe: key && sid == 0 && i == 0,
+                        switching_point: key || k == 1 || k == 2,
+                        spatial_switching_point: key,
+                        picture_id: Some(pid),
+                        tl0picidx: Some(tl0),
+                        ..PacketMeta::default()
+                    },
+                ));
+                seq = seq.wrapping_add(1);
+            }
+        }
+        ts = ts.wrapping_add(3000);
+        pid = (pid + 1) & 0x7fff;
+        if reorder {
+            for i in 1..batch.len() {
+                if rng.chance(15) {
+                    batch.swap(i - 1, i);
+                }
+            }
+        }
+        for (f, m) in batch {
+            if rng.chance(loss_pct) {
+                lost += 1;
+                continue;
+            }
+            frames[f].delivered += 1;
+            let (ext, _) = unwrap_in.update(u32::from(m.seq));
+            let late = max_seen.is_some_and(|x| ext < x);
+            if !late {
+                max_seen = Some(ext);
+            }
+            let target = p.target();
+            match p.on_packet(now, &m) {
+                Verdict::Drop(_) => late_dropped += usize::from(late),
+                Verdict::Forward(r) => {
+                    frames[f].forwarded += 1;
+                    let (oseq, _) = out_unwrap.update(u32::from(r.seq));
+                    match target {
+                        None => violations.push(format!("forwarded while suspended: {f}")),
+                        Some(t) if frames[f].forwarded == 1 => {
+                            if m.spatial > t.spatial || m.temporal > t.temporal {
+                                violations.push(format!("frame {f} above target {t:?}"));
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                    out.push(Out {
+                        frame: f,
+                        seq: oseq,
+                        ts: r.ts,
+                        pid: r.picture_id.unwrap_or(0),
+                        tl0: r.tl0picidx.unwrap_or(0),
+                    });
+                }
+            }
+        }
+        if let (Some(_), None) = (p.needs_keyframe(), key_due) {
+            key_due = Some(tick + 3);
+        }
+    }
+    SimResult {
+        frames,
+        out,
+        lost,
+        late_dropped,
+        segments,
+        violations,
+    }
+}
+
+/// The SVC simulation reaches every spatial layer (so the property test exercises switching).
+#[test]
+fn svc_simulation_switches_layers() {
+    let r = simulate_svc(7, 0, false, 600);
+    let mut sids = [0usize; 3];
+    for o in &r.out {
+        let f = &r.frames[o.frame];
+        sids[o.frame - f.pic] += 1;
+    }
+    assert!(sids.iter().all(|&n| n > 20), "{sids:?}");
+    check(&r, true).unwrap();
 }
 
 /// The simulation forwards from several encodings (so the property test exercises switching).
@@ -718,6 +902,20 @@ proptest! {
     fn simulcast_lossless(seed in any::<u64>()) {
         let r = simulate(seed, 0, false, 400);
         check(&r, true)?;
+    }
+
+    /// VP9 SVC, lossless and in order: gap-free, exactly continuous, decodable.
+    #[test]
+    fn svc_lossless(seed in any::<u64>()) {
+        let r = simulate_svc(seed, 0, false, 300);
+        check(&r, true)?;
+    }
+
+    /// VP9 SVC with loss and reordering.
+    #[test]
+    fn svc_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
+        let r = simulate_svc(seed, loss, reorder, 300);
+        check(&r, false)?;
     }
 
     /// With loss and bounded reordering: no duplicates, gaps only from input holes, decodable
