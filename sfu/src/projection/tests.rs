@@ -417,6 +417,7 @@ struct Out {
     ts: u32,
     pid: u16,
     tl0: u8,
+    marker: bool,
 }
 
 struct SimResult {
@@ -599,6 +600,7 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
                         ts: r.ts,
                         pid: r.picture_id.unwrap_or(0),
                         tl0: r.tl0picidx.unwrap_or(0),
+                        marker: r.marker,
                     });
                 }
             }
@@ -664,6 +666,20 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
                 d,
                 rf.tid
             );
+        }
+    }
+    // Without loss, the last forwarded packet of every picture carries the marker (SVC: the end
+    // of the highest forwarded spatial layer).
+    if exact {
+        let mut last: HashMap<usize, Out> = HashMap::new();
+        for o in &r.out {
+            let e = last.entry(r.frames[o.frame].pic).or_insert(*o);
+            if o.seq > e.seq {
+                *e = *o;
+            }
+        }
+        for (pic, o) in last {
+            prop_assert!(o.marker, "picture {} ends without marker (frame {})", pic, o.frame);
         }
     }
     // Per frame, in output order: picture ID +1, TL0PICIDX +1 on base frames, ts increasing.
@@ -845,6 +861,7 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimRes
                         ts: r.ts,
                         pid: r.picture_id.unwrap_or(0),
                         tl0: r.tl0picidx.unwrap_or(0),
+                        marker: r.marker,
                     });
                 }
             }
