@@ -303,6 +303,12 @@ impl Projection {
         self.cur_enc
     }
 
+    /// For RTCP SR translation (§3.4): the `out - in` RTP timestamp delta of `encoding` if it is
+    /// the encoding being forwarded (SRs of other encodings are dropped).
+    pub fn rtp_ts_offset(&self, encoding: u8) -> Option<u32> {
+        (self.cur_enc == Some(encoding)).then(|| self.encs[usize::from(encoding)].ts_offset)
+    }
+
     /// Sets the layer to forward; `None` suspends at once (a keyframe is needed to resume).
     pub fn set_target(&mut self, target: Option<Layer>) {
         if target == self.target {
@@ -543,7 +549,10 @@ impl Projection {
         if let Some(w) = want {
             if self.cur_dt.map(|c| c.index) != Some(w.index) {
                 let bit = 1u32.checked_shl(u32::from(w.index)).unwrap_or(0);
-                if is_head && m.start_of_frame && dti.switch & bit != 0 {
+                // Down to a target the current one contains (its frames were all forwarded): at
+                // once. Otherwise at a frame that is "switch" for the wanted target.
+                let contained = self.cur_dt.is_some_and(|c| c.active_mask & bit != 0);
+                if contained || (is_head && m.start_of_frame && dti.switch & bit != 0) {
                     tracing::debug!(ssrc = self.ssrc, dt = w.index, "decode target switch");
                     self.cur_dt = Some(w);
                     self.want_keyframe = false;

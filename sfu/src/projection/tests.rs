@@ -416,7 +416,7 @@ struct Out {
     seq: i64,
     ts: u32,
     pid: u16,
-    tl0: u8,
+    tl0: Option<u8>,
     marker: bool,
 }
 
@@ -599,7 +599,7 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
                         seq: oseq,
                         ts: r.ts,
                         pid: r.picture_id.unwrap_or(0),
-                        tl0: r.tl0picidx.unwrap_or(0),
+                        tl0: r.tl0picidx,
                         marker: r.marker,
                     });
                 }
@@ -699,16 +699,21 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
         }
         if let Some(q) = prev {
             let dp = o.pid.wrapping_sub(q.pid) & 0x7fff;
-            let dt = o.tl0.wrapping_sub(q.tl0);
+            let dt = match (o.tl0, q.tl0) {
+                (Some(a), Some(b)) => Some(a.wrapping_sub(b)),
+                _ => None,
+            };
             let dts = o.ts.wrapping_sub(q.ts);
             prop_assert!(dts > 0 && dts < 0x8000_0000, "ts not increasing: {} -> {}", q.ts, o.ts);
             if exact {
                 prop_assert_eq!(dp, 1, "picture id not continuous");
                 let base = r.frames[o.frame].tid == 0;
-                prop_assert_eq!(dt, u8::from(base), "tl0picidx not continuous");
+                if let Some(dt) = dt {
+                    prop_assert_eq!(dt, u8::from(base), "tl0picidx not continuous");
+                }
             } else {
                 prop_assert!((1..200).contains(&dp), "picture id went back: {} -> {}", q.pid, o.pid);
-                prop_assert!(dt < 100, "tl0picidx went back");
+                prop_assert!(dt.is_none_or(|d| d < 100), "tl0picidx went back");
             }
         }
         prev = Some(o);
@@ -719,18 +724,27 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
 /// A VP9 L3T3 full-SVC sender (one encoding; S1/S2 predicted from the layer below in every
 /// picture and from their own layer's earlier pictures except in keyframe pictures), with the
 /// same loss/reorder/target-switch treatment.
-fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult {
+///
+/// With `av1`, the sender is AV1 L1T3 with the dependency descriptor instead: decode target `d`
+/// = temporal layers 0..=d, frame numbers instead of picture IDs.
+fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool) -> SimResult {
     let mut rng = Rng(seed | 1);
     let t0 = Instant::now();
-    let mut p = Projection::new(9, Codec::Vp9, 65_000, 7);
+    let codec = if av1 { Codec::Av1 } else { Codec::Vp9 };
+    let spatial_layers = if av1 { 1 } else { 3 };
+    let mut p = Projection::new(9, codec, 65_000, 7);
     let svc_layer = |s: u8, t: u8| {
         Some(Layer {
             encoding: 0,
-            spatial: s,
+            spatial: if av1 { 0 } else { s },
             temporal: t,
-            decode_target: None,
+            decode_target: av1.then_some(DecodeTarget {
+                index: t,
+                active_mask: (2u32 << t) - 1,
+            }),
         })
     };
+    let mut fnum = rng.next() as u16;
     p.set_target(svc_layer(2, 2));
     let mut seq = rng.next() as u16;
     let mut ts = rng.next() as u32;
@@ -773,7 +787,7 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimRes
         }
         let pic = frames.len();
         let mut batch: Vec<(usize, PacketMeta)> = vec![];
-        for sid in 0..3usize {
+        for sid in 0..spatial_layers {
             let f = frames.len();
             let mut refs = vec![];
             if sid > 0 {
@@ -806,19 +820,27 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimRes
                         temporal: tid,
                         seq,
                         ts,
-                        marker: sid == 2 && i == n - 1,
+                        marker: sid == spatial_layers - 1 && i == n - 1,
                         start_of_frame: i == 0,
                         end_of_frame: i == n - 1,
                         keyframe: key && sid == 0 && i == 0,
                         switching_point: key || k == 1 || k == 2,
                         spatial_switching_point: key,
-                        picture_id: Some(pid),
-                        tl0picidx: Some(tl0),
+                        picture_id: (!av1).then_some(pid),
+                        tl0picidx: (!av1).then_some(tl0),
+                        frame_number: av1.then_some(fnum),
+                        av1: av1.then(|| {
+                            // DT d holds temporal layers 0..=d; sync frames are switch points.
+                            let present = 0b111 & !((1u32 << tid) - 1);
+                            let switch = if key || k != 3 { present } else { 0 };
+                            Av1Dti { present, switch }
+                        }),
                         ..PacketMeta::default()
                     },
                 ));
                 seq = seq.wrapping_add(1);
             }
+            fnum = fnum.wrapping_add(1);
         }
         ts = ts.wrapping_add(3000);
         pid = (pid + 1) & 0x7fff;
@@ -859,8 +881,8 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimRes
                         frame: f,
                         seq: oseq,
                         ts: r.ts,
-                        pid: r.picture_id.unwrap_or(0),
-                        tl0: r.tl0picidx.unwrap_or(0),
+                        pid: r.picture_id.or(r.frame_number).unwrap_or(0),
+                        tl0: r.tl0picidx,
                         marker: r.marker,
                     });
                 }
@@ -883,7 +905,7 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimRes
 /// The SVC simulation reaches every spatial layer (so the property test exercises switching).
 #[test]
 fn svc_simulation_switches_layers() {
-    let r = simulate_svc(7, 0, false, 600);
+    let r = simulate_svc(7, 0, false, 600, false);
     let mut sids = [0usize; 3];
     for o in &r.out {
         let f = &r.frames[o.frame];
@@ -924,14 +946,28 @@ proptest! {
     /// VP9 SVC, lossless and in order: gap-free, exactly continuous, decodable.
     #[test]
     fn svc_lossless(seed in any::<u64>()) {
-        let r = simulate_svc(seed, 0, false, 300);
+        let r = simulate_svc(seed, 0, false, 300, false);
         check(&r, true)?;
     }
 
     /// VP9 SVC with loss and reordering.
     #[test]
     fn svc_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
-        let r = simulate_svc(seed, loss, reorder, 300);
+        let r = simulate_svc(seed, loss, reorder, 300, false);
+        check(&r, false)?;
+    }
+
+    /// AV1 L1T3 with decode-target switches, lossless: frame numbers exactly continuous.
+    #[test]
+    fn av1_lossless(seed in any::<u64>()) {
+        let r = simulate_svc(seed, 0, false, 300, true);
+        check(&r, true)?;
+    }
+
+    /// AV1 with loss and reordering.
+    #[test]
+    fn av1_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
+        let r = simulate_svc(seed, loss, reorder, 300, true);
         check(&r, false)?;
     }
 
