@@ -47,9 +47,6 @@ pub(crate) fn wrap(v: i64, bits: u32) -> u32 {
     (v & ((1i64 << bits) - 1)) as u32
 }
 
-/// How many dropped runs a mapper remembers. Older inputs become unmappable ("too old").
-const RUNS: usize = 64;
-
 #[derive(Debug, Clone, Copy, Default)]
 struct Run {
     /// First dropped input value.
@@ -64,14 +61,15 @@ struct Run {
 /// extended output values: `out = in - offset(in)`, where the offset grows by one for every value
 /// that was dropped *when it was the newest value* (so dropped frames leave no gap). Values that
 /// were missing at that time (losses) keep their slot, so late arrivals map into it and the
-/// receiver sees (and NACKs) real losses. Fixed-size: no allocation.
+/// receiver sees (and NACKs) real losses. Fixed-size: no allocation. `N` dropped runs are
+/// remembered; inputs older than the oldest become unmappable ("too old").
 #[derive(Debug, Clone)]
-pub(crate) struct DropMapper {
+pub(crate) struct DropMapper<const N: usize> {
     /// Inputs below this are unmappable.
     floor: i64,
     /// Offset for inputs in `[floor, runs[0].first)`.
     base_offset: i64,
-    runs: [Run; RUNS],
+    runs: [Run; N],
     /// Ring: index of the oldest run and number of runs.
     start: usize,
     len: usize,
@@ -82,12 +80,12 @@ pub(crate) struct DropMapper {
     active: bool,
 }
 
-impl Default for DropMapper {
+impl<const N: usize> Default for DropMapper<N> {
     fn default() -> Self {
         Self {
             floor: 0,
             base_offset: 0,
-            runs: [Run::default(); RUNS],
+            runs: [Run::default(); N],
             start: 0,
             len: 0,
             head: 0,
@@ -97,7 +95,7 @@ impl Default for DropMapper {
     }
 }
 
-impl DropMapper {
+impl<const N: usize> DropMapper<N> {
     /// Starts a new segment: input `first_in` maps to `first_out`; older inputs are unmappable.
     pub(crate) fn reset(&mut self, first_in: i64, first_out: i64) {
         self.floor = first_in;
@@ -117,7 +115,7 @@ impl DropMapper {
     }
 
     fn run(&self, i: usize) -> &Run {
-        &self.runs[(self.start + i) % RUNS]
+        &self.runs[(self.start + i) % N]
     }
 
     /// The output for `v`, or `None` if `v` is too old, was itself dropped, or would collide with
@@ -165,22 +163,22 @@ impl DropMapper {
             self.run(self.len - 1).offset
         };
         if self.len > 0 {
-            let last = (self.start + self.len - 1) % RUNS;
+            let last = (self.start + self.len - 1) % N;
             if self.runs[last].end == v {
                 self.runs[last].end = v + 1;
                 self.runs[last].offset += 1;
                 return;
             }
         }
-        if self.len == RUNS {
+        if self.len == N {
             // Forget the oldest run: inputs before its end become too old.
             let old = self.runs[self.start];
             self.floor = old.end;
             self.base_offset = old.offset;
-            self.start = (self.start + 1) % RUNS;
+            self.start = (self.start + 1) % N;
             self.len -= 1;
         }
-        let idx = (self.start + self.len) % RUNS;
+        let idx = (self.start + self.len) % N;
         self.runs[idx] = Run {
             first: v,
             end: v + 1,
@@ -210,7 +208,7 @@ mod tests {
     /// Drops at the head close the gap; a lost value keeps its slot for a late arrival.
     #[test]
     fn mapper_skips_head_drops_keeps_losses() {
-        let mut m = DropMapper::default();
+        let mut m = DropMapper::<8>::default();
         m.reset(100, 1);
         assert_eq!(m.map(100), Some(1));
         m.advance(100);

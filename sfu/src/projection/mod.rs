@@ -23,7 +23,7 @@ pub use ssrc_slots::{SlotAssignment, SlotState, SsrcSlots};
 /// Most simulcast encodings a source may have.
 pub const MAX_ENCODINGS: usize = 4;
 /// Frames remembered for late/reordered packets (all layers of the current encoding).
-const FRAME_HISTORY: usize = 128;
+const FRAME_HISTORY: usize = 64;
 /// 90 kHz ticks of one frame at 30 fps: the least a timestamp advances across an encoding switch.
 const MIN_SWITCH_TICKS: u32 = 3000;
 /// Keyframes of several encodings arriving within this window form one "keyframe group".
@@ -188,13 +188,14 @@ const EMPTY_FRAME: FrameRec = FrameRec {
 #[derive(Debug, Clone)]
 struct EncState {
     seq_u: Unwrap,
-    seq: DropMapper,
+    /// Seq runs: one per dropped frame between forwarded ones, ~1-2 s of history.
+    seq: DropMapper<32>,
     pid_u: Unwrap,
-    pid: DropMapper,
+    pid: DropMapper<8>,
     tl0_u: Unwrap,
-    tl0: DropMapper,
+    tl0: DropMapper<8>,
     fnum_u: Unwrap,
-    fnum: DropMapper,
+    fnum: DropMapper<8>,
     /// `out_ts - in_ts` for the current segment of this encoding.
     ts_offset: u32,
     /// Picture of the newest frame seen (VP9: spatial frames of one picture share a picture ID).
@@ -445,7 +446,7 @@ impl Projection {
     }
 
     /// Decides a frame seen for the first time; records it and returns its history index, or the
-    /// reason it is dropped without recording (frames of other encodings are not remembered).
+    /// reason it is dropped without recording (frames of other encodings are not remembered)..
     fn decide(&mut self, now: Instant, m: &PacketMeta, ext: i64, is_head: bool) -> Result<usize, DropReason> {
         let t = self.target.ok_or(DropReason::Suspended)?;
         if self.codec == Codec::Av1 && m.av1.is_none() {
@@ -696,12 +697,17 @@ impl Projection {
             }
             _ => (self.cur_spatial, None),
         };
+        // A frame too old to map its picture ID etc. is dropped rather than sent with the
+        // sender's values.
+        let unmappable = (m.picture_id.is_some() && picture_id.is_none())
+            || (m.tl0picidx.is_some() && tl0.is_none())
+            || (m.frame_number.is_some() && frame_number.is_none());
         let idx = self.record(FrameRec {
             valid: true,
             enc: m.encoding,
             sid: m.spatial,
             ts: m.ts,
-            accepted: true,
+            accepted: !unmappable,
             out_ts,
             picture_id,
             tl0,
@@ -710,7 +716,9 @@ impl Projection {
             marker_sid,
             end_seen: false,
         });
-        self.last_accepted = Some(idx);
+        if !unmappable {
+            self.last_accepted = Some(idx);
+        }
         idx
     }
 

@@ -979,3 +979,10 @@ proptest! {
         check(&r, false)?;
     }
 }
+
+/// A projection exists per (receiver, source) pair: keep it a few kB and allocation-free.
+#[test]
+fn projection_is_small() {
+    let size = std::mem::size_of::<Projection>();
+    assert!(size < 10_000, "Projection is {size} bytes");
+}
