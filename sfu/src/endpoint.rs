@@ -18,6 +18,7 @@ use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
 
+use crate::bwe::{NackGenerator, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
 use crate::negotiated::Negotiated;
 use crate::dtls::{Dtls, Role};
@@ -65,6 +66,16 @@ pub struct Endpoint {
     pub tcc_out: u16,
     /// The last REMB value the endpoint sent (bps).
     pub remb_bps: Option<u64>,
+    /// Transport-cc feedback toward this endpoint as a sender (media.md §4.1).
+    pub twcc_rx: TwccGenerator,
+    /// The last media SSRC received, named in feedback packets.
+    pub last_media_ssrc: u32,
+    /// Send-side bandwidth estimate of the path toward this endpoint (media.md §4.2).
+    pub bwe: SendSideBwe,
+    /// What was sent to this endpoint per outgoing video SSRC, for NACKs (media.md §5.2).
+    pub rtx_cache: HashMap<u32, RtxCache>,
+    /// RTX encapsulation per outgoing video SSRC (its FID partner), when negotiated.
+    pub rtx_enc: HashMap<u32, RtxEncoder>,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -147,6 +158,11 @@ impl Endpoint {
             neg: Negotiated::default(),
             tcc_out: 1,
             remb_bps: None,
+            twcc_rx: TwccGenerator::new(),
+            last_media_ssrc: 0,
+            bwe: SendSideBwe::default(),
+            rtx_cache: HashMap::new(),
+            rtx_enc: HashMap::new(),
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,
@@ -198,7 +214,7 @@ impl Endpoint {
 }
 
 /// Receive statistics for one SSRC (RFC 3550 appendix A.1, A.3, A.8).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RxStream {
     pub clock_rate: u32,
     base_seq: u32,
@@ -215,6 +231,8 @@ pub struct RxStream {
     pub seen: SeqWindow,
     /// The sender's last NTP ↔ RTP mapping (from its SR) and when it arrived.
     pub sr_mapping: Option<(u64, u32, Instant)>,
+    /// NACKs toward the sender for this stream (video only, media.md §5.1).
+    pub nack: Option<NackGenerator>,
 }
 
 impl RxStream {
@@ -232,6 +250,7 @@ impl RxStream {
             last_sr: None,
             seen: SeqWindow::default(),
             sr_mapping: None,
+            nack: None,
         }
     }
 

@@ -35,6 +35,7 @@ pub mod dtls;
 pub mod egress;
 mod endpoint;
 pub mod negotiated;
+pub mod projection;
 mod sctp;
 pub mod shard;
 pub mod sources;

@@ -16,6 +16,7 @@ use rtc_ice::state::ConnectionState;
 use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sansio::Protocol;
 
+use crate::bwe::NackGenerator;
 use crate::config::SfuConfig;
 use crate::control::{
     CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport, RemoteTransport, Reply,
@@ -81,6 +82,8 @@ struct Counters {
     ice_failures: u64,
     keyframe_forwarded: u64,
     keyframe_suppressed: u64,
+    nacks_sent: u64,
+    retransmissions: u64,
 }
 
 /// Outputs and counters, kept apart from the conferences so both can be borrowed at once.
@@ -650,6 +653,9 @@ impl Shard {
                         on_channel_events(ep, chev, &mut self.io);
                     }
                 }
+                if ep.srtp.is_some() {
+                    send_uplink_feedback(now, ep, video_ssrc, &mut self.io);
+                }
                 if now >= ep.next_report {
                     let jitter = self.rng.random_range(900..1100);
                     ep.next_report = now + REPORT_INTERVAL * jitter / 1000;
@@ -808,8 +814,54 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
     if let Some(x) = ep.sctp.as_ref().and_then(|s| s.poll_timeout()) {
         t = t.min(x);
     }
+    if ep.srtp.is_some() {
+        if let Some(x) = ep.twcc_rx.next_deadline() {
+            t = t.min(x);
+        }
+        for rx in ep.rx.values() {
+            if let Some(x) = rx.nack.as_ref().and_then(|n| n.next_deadline()) {
+                t = t.min(x);
+            }
+        }
+    }
     ep.deadline = t;
     t
+}
+
+/// Transport-cc feedback and NACKs due toward `ep` as a sender.
+fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) {
+    let (Some(dst), Some(srtp)) = (ep.send_addr(), ep.srtp.as_mut()) else {
+        return;
+    };
+    let mut buf = [0u8; 1200];
+    let media = Ssrc(ep.last_media_ssrc);
+    if ep.twcc_rx.next_deadline().is_some_and(|t| t <= now) {
+        while let Some(n) = ep.twcc_rx.poll_feedback(now, Ssrc(bridge_ssrc), media, &mut buf) {
+            match srtp.protect_rtcp(&buf[..n]) {
+                Ok(enc) => {
+                    io.c.rtcp_tx += 1;
+                    io.send(dst, enc);
+                }
+                Err(_) => io.drop("srtcp_protect_failed"),
+            }
+        }
+    }
+    for (ssrc, rx) in ep.rx.iter_mut() {
+        let Some(nack) = rx.nack.as_mut() else { continue };
+        if !nack.next_deadline().is_some_and(|t| t <= now) {
+            continue;
+        }
+        while let Some(n) = nack.poll_nack(now, Ssrc(bridge_ssrc), Ssrc(*ssrc), &mut buf) {
+            match srtp.protect_rtcp(&buf[..n]) {
+                Ok(enc) => {
+                    io.c.rtcp_tx += 1;
+                    io.c.nacks_sent += 1;
+                    io.send(dst, enc);
+                }
+                Err(_) => io.drop("srtcp_protect_failed"),
+            }
+        }
+    }
 }
 
 /// NTP time (RFC 3550 §4) of `now`.
@@ -1066,6 +1118,12 @@ fn handle_rtp(
     let Ok(mut h) = RtpHeader::parse(&data) else {
         return io.drop("malformed_rtp");
     };
+    // Every packet counts for the sender's bandwidth estimate, RTX and padding included.
+    if ep.neg.ext.transport_cc != 0 {
+        if let Some(tw) = h.transport_cc_seq(&data, ep.neg.ext.transport_cc) {
+            ep.twcc_rx.record(tw, now, h.marker());
+        }
+    }
     let route = match route {
         Some(r) => r,
         None => {
@@ -1116,6 +1174,12 @@ fn handle_rtp(
         return io.drop("duplicate_rtp");
     }
     rx.update(seq, h.timestamp(), arrival);
+    if route.kind == crate::control::MediaKind::Video {
+        rx.nack.get_or_insert_with(NackGenerator::new).on_packet(seq, now);
+        ep.last_media_ssrc = ssrc;
+    } else if ep.last_media_ssrc == 0 {
+        ep.last_media_ssrc = ssrc;
+    }
     if h.payload_range().is_empty() {
         // Padding-only (probing): counted, never forwarded.
         return io.drop("padding_only");
