@@ -20,6 +20,7 @@ use rtc_ice::network_type::NetworkType;
 
 use crate::bwe::{NackGenerator, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
+use crate::receiver::Receiver;
 use crate::negotiated::Negotiated;
 use crate::dtls::{Dtls, Role};
 use crate::id::{ConferenceId, EndpointId};
@@ -76,6 +77,14 @@ pub struct Endpoint {
     pub rtx_cache: HashMap<u32, RtxCache>,
     /// RTX encapsulation per outgoing video SSRC (its FID partner), when negotiated.
     pub rtx_enc: HashMap<u32, RtxEncoder>,
+    /// The Colibri2 endpoint id (bridge-channel messages name endpoints by it).
+    pub name: String,
+    /// What this endpoint receives: its constraints, allocation and projections.
+    pub recv: Receiver,
+    /// Bridge-channel messages received and not yet processed (bounded, as JVB's queue).
+    pub channel_in: std::collections::VecDeque<String>,
+    /// Whether the SCTP data channel is open.
+    pub channel_open: bool,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -163,6 +172,10 @@ impl Endpoint {
             bwe: SendSideBwe::default(),
             rtx_cache: HashMap::new(),
             rtx_enc: HashMap::new(),
+            name: String::new(),
+            recv: Receiver::default(),
+            channel_in: std::collections::VecDeque::new(),
+            channel_open: false,
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,

@@ -84,6 +84,7 @@ async fn setup_full(
                 ice_controlling: true,
                 sctp,
                 visitor: visitors.contains(&tag),
+                name: format!("ep{tag}"),
             })
             .await
         {
