@@ -3,6 +3,8 @@
 
 pub mod colibri2;
 pub mod config;
+pub mod ops;
 pub mod rest;
 pub mod server;
+pub mod stun;
 pub mod xmpp;

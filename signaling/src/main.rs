@@ -64,24 +64,51 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting tokio")?;
-    runtime.block_on(signaling::server::run(config, shutdown_signal()))
+    runtime.block_on(async move {
+        let ops = signaling::server::new_ops(&config);
+        tokio::spawn(handle_signals(ops.clone()));
+        signaling::server::run_with(config, ops).await
+    })?;
+    // Don't wait for blocked tasks (an XMPP write, a REST client) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// First SIGTERM or SIGINT: graceful shutdown (new conferences refused, exit once the last
+/// endpoint has left). Second: stop now; if that takes more than 5 s the watchdog exits.
+async fn handle_signals(ops: std::sync::Arc<signaling::ops::Ops>) {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut count = 0;
+    loop {
+        #[cfg(unix)]
+        let term_fut = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term_fut = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term_fut => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        count += 1;
+        if count == 1 {
+            tracing::info!("signal received: graceful shutdown (send it again to stop now)");
+            ops.request_shutdown(true);
+        } else {
+            tracing::warn!("second signal: stopping now");
+            ops.force_stop();
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(4500));
+                eprintln!("palim: forced stop took too long; exiting");
+                std::process::exit(1);
+            });
+            return;
+        }
+    }
 }
