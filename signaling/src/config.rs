@@ -272,8 +272,9 @@ impl Default for LogSection {
 /// Why a configuration was refused. Each message names the key or variable at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid configuration file: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// toml's message names the line, shows the key and says why.
+    #[error("{0}")]
+    Parse(toml::de::Error),
     #[error("environment variable {var}={value:?}: {reason}")]
     Env {
         var: &'static str,
@@ -282,6 +283,12 @@ pub enum ConfigError {
     },
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl From<toml::de::Error> for ConfigError {
+    fn from(e: toml::de::Error) -> Self {
+        ConfigError::Parse(e)
+    }
 }
 
 impl Config {
@@ -386,6 +393,45 @@ impl Config {
                 key: "xmpp.password",
                 reason: "XMPP is enabled but no password is set (JVB_AUTH_PASSWORD)".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Every check that needs more than the types: the media config, XMPP server and room
+    /// names, STUN server addresses. Errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.sfu_config()?;
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        for s in &self.ice.stun_servers {
+            match s.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+                _ => return Err(invalid("ice.stun_servers", format!("{s:?} is not host:port"))),
+            }
+        }
+        for s in &self.xmpp.additional_servers {
+            split_host_port("xmpp.additional_servers", s)
+                .map_err(|e| invalid("xmpp.additional_servers", e.to_string()))?;
+        }
+        if self.xmpp.enabled {
+            if self.xmpp.host.is_empty() {
+                return Err(invalid("xmpp.host", "empty".into()));
+            }
+            for j in &self.xmpp.muc_jids {
+                let ok =
+                    matches!(j.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty() && !j.contains('/'));
+                if !ok {
+                    return Err(invalid(
+                        "xmpp.muc_jids",
+                        format!("{j:?} is not a bare room JID (room@domain)"),
+                    ));
+                }
+            }
+            if self.xmpp.muc_nickname.contains('/') {
+                return Err(invalid("xmpp.muc_nickname", "must not contain '/'".into()));
+            }
+        }
+        if self.xmpp.presence_interval.is_zero() {
+            return Err(invalid("xmpp.presence_interval", "must be more than 0".into()));
         }
         Ok(())
     }
