@@ -42,20 +42,58 @@ fn text(o: &Output) -> (String, String) {
 fn bad_config_names_file_key_and_reason() {
     let cases = [
         ("unknown-key.toml", "[ice]\nudp_prot = 1\n", "udp_prot", "unknown field"),
-        ("wrong-type.toml", "[ice]\nudp_port = \"ten\"\n", "udp_port", "invalid type"),
-        ("bad-address.toml", "[rest]\nbind = \"localhost\"\n", "bind", "invalid socket address"),
-        ("bad-advertise.toml", "[ice]\nadvertise_ips = [\"1.2.3\"]\n", "ice.advertise_ips", "bad address"),
-        ("bad-stun.toml", "[ice]\nstun_servers = [\"stun.example.org\"]\n", "ice.stun_servers", "host:port"),
-        ("bad-room.toml", "[xmpp]\nenabled = true\npassword = \"x\"\nmuc_jids = [\"brewery\"]\n", "xmpp.muc_jids", "bare room JID"),
-        ("bad-duration.toml", "[shutdown]\nshutting_down_delay = \"soon\"\n", "shutting_down_delay", "invalid"),
-        ("unknown-section.toml", "[octo]\nenabled = true\n", "octo", "unknown field"),
+        (
+            "wrong-type.toml",
+            "[ice]\nudp_port = \"ten\"\n",
+            "udp_port",
+            "invalid type",
+        ),
+        (
+            "bad-address.toml",
+            "[rest]\nbind = \"localhost\"\n",
+            "bind",
+            "invalid socket address",
+        ),
+        (
+            "bad-advertise.toml",
+            "[ice]\nadvertise_ips = [\"1.2.3\"]\n",
+            "ice.advertise_ips",
+            "bad address",
+        ),
+        (
+            "bad-stun.toml",
+            "[ice]\nstun_servers = [\"stun.example.org\"]\n",
+            "ice.stun_servers",
+            "host:port",
+        ),
+        (
+            "bad-room.toml",
+            "[xmpp]\nenabled = true\npassword = \"x\"\nmuc_jids = [\"brewery\"]\n",
+            "xmpp.muc_jids",
+            "bare room JID",
+        ),
+        (
+            "bad-duration.toml",
+            "[shutdown]\nshutting_down_delay = \"soon\"\n",
+            "shutting_down_delay",
+            "invalid",
+        ),
+        (
+            "unknown-section.toml",
+            "[octo]\nenabled = true\n",
+            "octo",
+            "unknown field",
+        ),
     ];
     for (name, body, key, reason) in cases {
         let path = tmp_file(name, body);
         let out = palim(&["--config", path.to_str().expect("utf-8 path"), "--check-config"]);
         let (stdout, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{name}: {stdout}{stderr}");
-        assert!(stderr.contains(path.to_str().expect("utf-8")), "{name}: file missing in {stderr}");
+        assert!(
+            stderr.contains(path.to_str().expect("utf-8")),
+            "{name}: file missing in {stderr}"
+        );
         assert!(stderr.contains(key), "{name}: key {key} missing in {stderr}");
         assert!(stderr.contains(reason), "{name}: reason {reason:?} missing in {stderr}");
         assert!(!stderr.contains("Stack backtrace"), "{stderr}");
@@ -72,7 +110,10 @@ fn bad_environment_names_the_variable() {
         .expect("run palim");
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("JVB_PORT") && stderr.contains("invalid digit"), "{stderr}");
+    assert!(
+        stderr.contains("JVB_PORT") && stderr.contains("invalid digit"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -82,7 +123,9 @@ fn bad_jvb_conf_names_file_key_and_reason() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(path.to_str().expect("utf-8")) && stderr.contains("videobridge.ice.udp.port") && stderr.contains("out of range"),
+        stderr.contains(path.to_str().expect("utf-8"))
+            && stderr.contains("videobridge.ice.udp.port")
+            && stderr.contains("out of range"),
         "{stderr}"
     );
     // --config and --jvb-conf are exclusive.
@@ -95,15 +138,31 @@ fn bad_jvb_conf_names_file_key_and_reason() {
 #[test]
 fn jvb_conf_check_config_equals_equivalent_toml() {
     let data = manifest().join("tests/data/jvb");
-    let from_jvb = palim(&["--jvb-conf", data.join("jvb.conf").to_str().expect("utf-8"), "--check-config"]);
-    let from_toml = palim(&["--config", data.join("equivalent.toml").to_str().expect("utf-8"), "--check-config"]);
+    let from_jvb = palim(&[
+        "--jvb-conf",
+        data.join("jvb.conf").to_str().expect("utf-8"),
+        "--check-config",
+    ]);
+    let from_toml = palim(&[
+        "--config",
+        data.join("equivalent.toml").to_str().expect("utf-8"),
+        "--check-config",
+    ]);
     let (jvb_out, jvb_err) = text(&from_jvb);
     let (toml_out, toml_err) = text(&from_toml);
     assert!(from_jvb.status.success(), "{jvb_err}");
     assert!(from_toml.status.success(), "{toml_err}");
-    let config_part = |s: &str| s.lines().take_while(|l| !l.starts_with("ignored")).collect::<Vec<_>>().join("\n");
+    let config_part = |s: &str| {
+        s.lines()
+            .take_while(|l| !l.starts_with("ignored"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(config_part(&jvb_out), config_part(&toml_out));
-    assert!(jvb_out.contains("ignored (no Palim equivalent): ") && jvb_out.contains("websockets"), "{jvb_out}");
+    assert!(
+        jvb_out.contains("ignored (no Palim equivalent): ") && jvb_out.contains("websockets"),
+        "{jvb_out}"
+    );
     assert!(!jvb_out.contains("Zq7#xV@p"), "the password is redacted");
 }
 

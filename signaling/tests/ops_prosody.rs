@@ -182,7 +182,10 @@ shutting_down_delay = "1m"
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("{method} {path}: not an HTTP response: {text:?}"));
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -273,7 +276,9 @@ fn bridge_transport(modified: &Element) -> LocalTransport {
         .filter(|c| c.is("candidate", ICE_UDP))
         .map(|c| LocalCandidate {
             addr: SocketAddr::new(
-                c.attr("ip").and_then(|s| s.parse::<IpAddr>().ok()).expect("candidate ip"),
+                c.attr("ip")
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                    .expect("candidate ip"),
                 c.attr("port").and_then(|s| s.parse().ok()).expect("candidate port"),
             ),
             priority: c.attr("priority").and_then(|s| s.parse().ok()).unwrap_or(1),
@@ -293,7 +298,10 @@ fn bridge_transport(modified: &Element) -> LocalTransport {
 async fn modify(focus: &TestFocus, palim: &PalimProcess, what: &str, req: Element) -> Element {
     match focus.client.send_iq(&palim.occupant(), IqType::Get, req, IQ_WAIT).await {
         Ok(Some(el)) if el.is("conference-modified", COLIBRI2) => el,
-        other => panic!("{what}: expected conference-modified, got {other:?}; log:\n{}", palim.logs()),
+        other => panic!(
+            "{what}: expected conference-modified, got {other:?}; log:\n{}",
+            palim.logs()
+        ),
     }
 }
 
@@ -318,7 +326,13 @@ async fn two_party_call(focus: &TestFocus, palim: &PalimProcess, meeting: &str) 
     for (i, tag) in [1u8, 2].into_iter().enumerate() {
         let id = format!("ep{tag}");
         let create = (i == 0).then_some("opsroom@muc.meet.jitsi");
-        let m = modify(focus, palim, "allocate", conference_modify(meeting, create, &endpoint_create(&id))).await;
+        let m = modify(
+            focus,
+            palim,
+            "allocate",
+            conference_modify(meeting, create, &endpoint_create(&id)),
+        )
+        .await;
         let bridge = bridge_transport(&m);
         let mut client = Client::new(now, audio_ssrc(tag), video_ssrc(tag));
         let rt = client.remote_transport();
@@ -480,7 +494,12 @@ async fn graceful_shutdown_keeps_media_then_exits_zero() {
             stat(ev, "graceful_shutdown") == Some("true")
         })
         .await;
-    assert_eq!(stat(&ev, "shutting_down"), Some("false"), "graceful first: {:?}", ev.stats);
+    assert_eq!(
+        stat(&ev, "shutting_down"),
+        Some("false"),
+        "graceful first: {:?}",
+        ev.stats
+    );
     palim.assert_running();
     let st = palim.stats().await;
     assert_eq!(st["graceful_shutdown"], true, "{st}");
@@ -494,7 +513,11 @@ async fn graceful_shutdown_keeps_media_then_exits_zero() {
         .send_iq(
             &palim.occupant(),
             IqType::Get,
-            conference_modify("11111111-2222-3333-4444-555555555555", Some("new@muc.meet.jitsi"), &endpoint_create("x1")),
+            conference_modify(
+                "11111111-2222-3333-4444-555555555555",
+                Some("new@muc.meet.jitsi"),
+                &endpoint_create("x1"),
+            ),
             IQ_WAIT,
         )
         .await;
@@ -523,11 +546,15 @@ async fn graceful_shutdown_keeps_media_then_exits_zero() {
         &focus,
         &palim,
         "expire conference",
-        parse(&format!(r#"<conference-modify xmlns="{COLIBRI2}" meeting-id="{meeting}" expire="true"/>"#)),
+        parse(&format!(
+            r#"<conference-modify xmlns="{COLIBRI2}" meeting-id="{meeting}" expire="true"/>"#
+        )),
     )
     .await;
     let ev = focus
-        .wait_presence(nick, Duration::from_secs(5), |ev| stat(ev, "shutting_down") == Some("true"))
+        .wait_presence(nick, Duration::from_secs(5), |ev| {
+            stat(ev, "shutting_down") == Some("true")
+        })
         .await;
     assert!(ev.available);
     let status = palim.wait_exit(Duration::from_secs(15)).await;
@@ -549,7 +576,11 @@ async fn second_sigterm_exits_within_5s() {
         &focus,
         &palim,
         "allocate",
-        conference_modify("22222222-3333-4444-5555-666666666666", Some("r@muc.meet.jitsi"), &endpoint_create("e1")),
+        conference_modify(
+            "22222222-3333-4444-5555-666666666666",
+            Some("r@muc.meet.jitsi"),
+            &endpoint_create("e1"),
+        ),
     )
     .await;
     palim.sigterm();
@@ -582,7 +613,10 @@ async fn rejoins_after_prosody_restart_and_media_never_stops() {
         if palim.stats().await["muc_clients_connected"] == 0 {
             break;
         }
-        assert!(down.elapsed() < Duration::from_secs(10), "Palim did not notice Prosody stopping");
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "Palim did not notice Prosody stopping"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Health does not depend on XMPP.

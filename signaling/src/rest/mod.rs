@@ -79,6 +79,9 @@ impl Default for RestFlags {
     }
 }
 
+/// `/colibri/stats` as last computed, and when.
+type CachedStats = (Instant, Map<String, Value>);
+
 /// What the routes need.
 #[derive(Clone)]
 pub struct RestState {
@@ -90,7 +93,7 @@ pub struct RestState {
     pub flags: RestFlags,
     /// `/colibri/stats` is recomputed at most this often (0: every request).
     pub stats_interval: Duration,
-    stats_cache: Arc<Mutex<Option<(Instant, Map<String, Value>)>>>,
+    stats_cache: Arc<Mutex<Option<CachedStats>>>,
 }
 
 impl RestState {
