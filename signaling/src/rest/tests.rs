@@ -710,3 +710,28 @@ async fn stats_cached_for_the_interval() {
     assert_eq!(before, after, "served from the cache");
     assert_eq!(serde_json::from_str::<Value>(&after).expect("JSON")["conferences"], 0);
 }
+
+/// Every metric the Grafana dashboard queries exists.
+#[test]
+fn dashboard_uses_only_existing_metrics() {
+    let dash = include_str!("../../../docs/grafana-dashboard.json");
+    let v: Value = serde_json::from_str(dash).expect("dashboard is JSON");
+    assert!(v["panels"].as_array().is_some_and(|p| p.len() >= 10));
+    let names = metric_names();
+    let mut used = 0;
+    for prefix in ["jitsi_jvb_", "palim_"] {
+        for (i, _) in dash.match_indices(prefix) {
+            let name: String = dash[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = name.strip_suffix("_total").unwrap_or(&name);
+            assert!(
+                names.iter().any(|n| n == family),
+                "dashboard uses unknown metric {name}"
+            );
+            used += 1;
+        }
+    }
+    assert!(used > 20, "{used}");
+}
