@@ -63,6 +63,8 @@ pub struct Ops {
     xmpp_disconnects: AtomicU64,
     /// `force` stops the process now (a second SIGTERM).
     force_tx: watch::Sender<bool>,
+    /// Bumped whenever something presence shows changed (drain, shutdown state).
+    presence_tx: watch::Sender<u64>,
     graceful_since: Mutex<Option<Instant>>,
     pub started: SystemTime,
 }
@@ -72,6 +74,7 @@ impl Ops {
     pub fn new(refuse_new: Arc<AtomicBool>, initial_drain: bool, require_valid_address: bool) -> Arc<Self> {
         let (state_tx, _) = watch::channel(ShutdownState::Running);
         let (force_tx, _) = watch::channel(false);
+        let (presence_tx, _) = watch::channel(0);
         Arc::new(Ops {
             state: AtomicU8::new(0),
             state_tx,
@@ -83,6 +86,7 @@ impl Ops {
             xmpp: Mutex::new(XmppCounts::default()),
             xmpp_disconnects: AtomicU64::new(0),
             force_tx,
+            presence_tx,
             graceful_since: Mutex::new(None),
             started: SystemTime::now(),
         })
@@ -100,6 +104,11 @@ impl Ops {
     /// Changes of the shutdown state.
     pub fn watch_state(&self) -> watch::Receiver<ShutdownState> {
         self.state_tx.subscribe()
+    }
+
+    /// Changes that the stats presence should announce at once (drain, shutdown state).
+    pub fn watch_presence(&self) -> watch::Receiver<u64> {
+        self.presence_tx.subscribe()
     }
 
     /// Resolves when a forced stop is requested.
@@ -132,6 +141,7 @@ impl Ops {
         }
         tracing::info!(from = prev.as_str(), to = target.as_str(), "shutdown state");
         self.state_tx.send_replace(target);
+        self.presence_tx.send_modify(|n| *n += 1);
     }
 
     /// When GRACEFUL_SHUTDOWN began.
@@ -157,6 +167,7 @@ impl Ops {
         let prev = self.drain.swap(on, Ordering::Relaxed);
         if prev != on {
             tracing::info!(drain = on, "drain mode");
+            self.presence_tx.send_modify(|n| *n += 1);
         }
     }
 

@@ -141,7 +141,7 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
 
 /// The shutdown state machine (colibri.md §7.1). Returns when the process should exit.
 async fn drive_shutdown(config: &Config, ops: &Ops, colibri: &Colibri2Handler, clients: &[XmppClient]) {
-    let mut state_rx = ops.watch_state();
+    let mut presence_rx = ops.watch_presence();
     let mut force_rx = ops.watch_force();
     let mut tick = tokio::time::interval(SHUTDOWN_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -152,9 +152,9 @@ async fn drive_shutdown(config: &Config, ops: &Ops, colibri: &Colibri2Handler, c
         }
         tokio::select! {
             _ = force_rx.changed() => continue,
-            r = state_rx.changed() => {
+            r = presence_rx.changed() => {
                 if r.is_ok() {
-                    // Tell Jicofo at once (graceful_shutdown / shutting_down).
+                    // Tell Jicofo at once (drain / graceful_shutdown / shutting_down).
                     for c in clients {
                         c.refresh_presence();
                     }

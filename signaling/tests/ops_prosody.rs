@@ -485,7 +485,20 @@ async fn graceful_shutdown_keeps_media_then_exits_zero() {
     let meeting = "0c7a1e52-3f4b-4d7a-9e1f-6b2d8c9a4e10";
     let peers = two_party_call(&focus, &palim, meeting).await;
     let media = Media::start(peers);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Drain is announced at once and refuses nothing by itself.
+    assert_eq!(palim.rest("POST", "/colibri/drain/enable", "").await.0, 200);
+    let t = Instant::now();
+    focus
+        .wait_presence(nick, Duration::from_secs(3), |ev| stat(ev, "drain") == Some("true"))
+        .await;
+    println!("drain=true in presence {:?} after the REST call", t.elapsed());
+    assert_eq!(palim.rest("GET", "/colibri/drain", "").await.1, r#"{"drain":true}"#);
+    assert_eq!(palim.rest("POST", "/colibri/drain/disable", "").await.0, 200);
+    focus
+        .wait_presence(nick, Duration::from_secs(3), |ev| stat(ev, "drain") == Some("false"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // SIGTERM: GRACEFUL_SHUTDOWN, advertised.
     palim.sigterm();
