@@ -59,7 +59,7 @@ pub struct Ops {
     /// Every address the bridge advertises (host, static mappings, STUN); empty: none usable.
     addresses: Mutex<Vec<IpAddr>>,
     require_valid_address: bool,
-    xmpp: Mutex<XmppCounts>,
+    xmpp_clients: Mutex<Vec<crate::xmpp::XmppClient>>,
     xmpp_disconnects: AtomicU64,
     /// `force` stops the process now (a second SIGTERM).
     force_tx: watch::Sender<bool>,
@@ -83,7 +83,7 @@ impl Ops {
             media_alive: AtomicBool::new(true),
             addresses: Mutex::new(Vec::new()),
             require_valid_address,
-            xmpp: Mutex::new(XmppCounts::default()),
+            xmpp_clients: Mutex::new(Vec::new()),
             xmpp_disconnects: AtomicU64::new(0),
             force_tx,
             presence_tx,
@@ -204,9 +204,10 @@ impl Ops {
         Ok(())
     }
 
-    pub fn set_xmpp(&self, counts: XmppCounts) {
-        if let Ok(mut x) = self.xmpp.lock() {
-            *x = counts;
+    /// The XMPP connections, read live for stats.
+    pub fn set_xmpp_clients(&self, clients: Vec<crate::xmpp::XmppClient>) {
+        if let Ok(mut x) = self.xmpp_clients.lock() {
+            *x = clients;
         }
     }
 
@@ -214,9 +215,20 @@ impl Ops {
         self.xmpp_disconnects.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections and rooms, as of now.
     pub fn xmpp(&self) -> XmppCounts {
-        let mut c = self.xmpp.lock().map(|x| x.clone()).unwrap_or_default();
-        c.disconnects = self.xmpp_disconnects.load(Ordering::Relaxed);
+        let mut c = XmppCounts {
+            disconnects: self.xmpp_disconnects.load(Ordering::Relaxed),
+            ..XmppCounts::default()
+        };
+        let clients = self.xmpp_clients.lock().map(|x| x.clone()).unwrap_or_default();
+        c.clients_configured = clients.len();
+        for client in &clients {
+            let st = client.state();
+            c.clients_connected += usize::from(st.connected);
+            c.mucs_configured += st.rooms.len();
+            c.mucs_joined += st.rooms.iter().filter(|r| r.joined).count();
+        }
         c
     }
 }

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::colibri2::{Colibri2Handler, HandlerConfig};
 use crate::config::{split_host_port, Config, XmppSection};
-use crate::ops::{Ops, ShutdownState, XmppCounts};
+use crate::ops::{Ops, ShutdownState};
 use crate::rest::{self, RestFlags, RestState};
 use crate::xmpp::{self, BridgeStats, IncomingIq, IqHandler, IqResponse, StanzaError, XmppClient, XmppConfig};
 
@@ -102,7 +102,10 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
             info!(%host, rooms = ?config.xmpp.muc_jids, "XMPP client started");
             clients.push(client);
         }
-        tokio::spawn(watch_xmpp(clients.clone(), ops.clone()));
+        ops.set_xmpp_clients(clients.clone());
+        for client in &clients {
+            tokio::spawn(count_disconnects(client.clone(), ops.clone()));
+        }
     }
 
     if config.rest.enabled {
@@ -184,28 +187,16 @@ async fn drive_shutdown(config: &Config, ops: &Ops, colibri: &Colibri2Handler, c
     }
 }
 
-/// Keeps [`Ops`]' XMPP counts current and counts lost connections.
-async fn watch_xmpp(clients: Vec<XmppClient>, ops: Arc<Ops>) {
-    let mut was_connected = vec![false; clients.len()];
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        let mut c = XmppCounts {
-            clients_configured: clients.len(),
-            ..XmppCounts::default()
-        };
-        for (i, client) in clients.iter().enumerate() {
-            let st = client.state();
-            if st.connected {
-                c.clients_connected += 1;
-            } else if was_connected[i] {
-                ops.count_xmpp_disconnect();
-            }
-            was_connected[i] = st.connected;
-            c.mucs_configured += st.rooms.len();
-            c.mucs_joined += st.rooms.iter().filter(|r| r.joined).count();
+/// Counts each lost XMPP session (connected → not connected) for `xmpp_disconnects`.
+async fn count_disconnects(client: XmppClient, ops: Arc<Ops>) {
+    let mut rx = client.watch_state();
+    let mut was_connected = rx.borrow_and_update().connected;
+    while rx.changed().await.is_ok() {
+        let connected = rx.borrow_and_update().connected;
+        if was_connected && !connected {
+            ops.count_xmpp_disconnect();
         }
-        ops.set_xmpp(c);
+        was_connected = connected;
     }
 }
 

@@ -46,8 +46,15 @@ async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) 
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read");
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("HTTP status");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -65,7 +72,9 @@ async fn stun_responder(public: SocketAddr) -> (SocketAddr, tokio::sync::oneshot
                 continue;
             }
             let txid: [u8; 12] = buf[8..20].try_into().expect("12 bytes");
-            let _ = sock.send_to(&signaling::stun::binding_success(&txid, public), from).await;
+            let _ = sock
+                .send_to(&signaling::stun::binding_success(&txid, public), from)
+                .await;
             if let Some(tx) = tx.take() {
                 let _ = tx.send(from);
             }
@@ -159,11 +168,16 @@ async fn stun_mapping_is_advertised_and_makes_health_pass() {
         cands.contains(&(public.ip(), media_port, "srflx".into())),
         "mapped IP advertised with the media port: {cands:?}"
     );
-    assert!(cands.contains(&(IpAddr::V4(Ipv4Addr::LOCALHOST), media_port, "host".into())), "{cands:?}");
+    assert!(
+        cands.contains(&(IpAddr::V4(Ipv4Addr::LOCALHOST), media_port, "host".into())),
+        "{cands:?}"
+    );
     let (_, dbg) = http(bridge.rest, "GET", "/debug", "").await;
     let v: Value = serde_json::from_str(&dbg).expect("JSON");
     assert!(
-        v["addresses"].as_array().is_some_and(|a| a.iter().any(|x| x == "203.0.113.9")),
+        v["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "203.0.113.9")),
         "{dbg}"
     );
     bridge.stop().await;
@@ -195,8 +209,14 @@ async fn static_mappings_and_require_valid_address() {
         .find(|c| c.2 == "host")
         .map(|c| c.1)
         .expect("a host candidate");
-    assert!(cands.contains(&("198.51.100.7".parse().expect("ip"), 30000, "srflx".into())), "{cands:?}");
-    assert!(cands.contains(&("192.0.2.44".parse().expect("ip"), host_port, "srflx".into())), "{cands:?}");
+    assert!(
+        cands.contains(&("198.51.100.7".parse().expect("ip"), 30000, "srflx".into())),
+        "{cands:?}"
+    );
+    assert!(
+        cands.contains(&("192.0.2.44".parse().expect("ip"), host_port, "srflx".into())),
+        "{cands:?}"
+    );
     bridge.stop().await;
 }
 

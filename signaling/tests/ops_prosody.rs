@@ -55,7 +55,13 @@ struct PalimProcess {
 
 impl PalimProcess {
     fn start(prosody: &Prosody, nick: &str) -> Self {
+        Self::start_with(prosody, nick, &[])
+    }
+
+    /// `more_servers`: c2s ports of further Prosodys on 127.0.0.1 (same accounts).
+    fn start_with(prosody: &Prosody, nick: &str, more_servers: &[u16]) -> Self {
         let rest_port = free_tcp_port();
+        let additional: Vec<String> = more_servers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
         let dir = prosody.dir().join(format!("palim-{nick}"));
         std::fs::create_dir_all(&dir).expect("palim test dir");
         let config = format!(
@@ -76,6 +82,7 @@ muc_jids = ["{BREWERY}"]
 muc_nickname = "{nick}"
 disable_certificate_verification = true
 presence_interval = "1s"
+additional_servers = [{additional}]
 
 [rest]
 bind = "127.0.0.1:{rest_port}"
@@ -89,6 +96,7 @@ shutting_down_delay = "1m"
             domain = support::AUTH_DOMAIN,
             user = JVB.0,
             pass = JVB.1,
+            additional = additional.join(", "),
         );
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -664,4 +672,67 @@ async fn rejoins_after_prosody_restart_and_media_never_stops() {
     let report = media.finish();
     println!("media across the XMPP outage: {report:?}");
     check_media(&report, "across the XMPP outage");
+}
+
+/// Two XMPP servers (JVB's several `xmpp-client.configs`): one connection and one brewery
+/// presence each; Colibri2 from either brewery is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_xmpp_servers_each_get_presence() {
+    let nick = "palim-ops-shards";
+    let Some(prosody1) = Prosody::start_or_skip("ops_shard1").await else {
+        return;
+    };
+    let Some(prosody2) = Prosody::start_or_skip("ops_shard2").await else {
+        return;
+    };
+    let mut focus1 = TestFocus::join(&prosody1).await;
+    let mut focus2 = TestFocus::join(&prosody2).await;
+    let mut palim = PalimProcess::start_with(&prosody1, nick, &[prosody2.port()]);
+    for focus in [&mut focus1, &mut focus2] {
+        focus
+            .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
+            .await;
+    }
+    palim.assert_running();
+    // Palim marks a room joined when its own presence comes back, which may be a moment
+    // after the focus saw it.
+    let t = Instant::now();
+    loop {
+        let st = palim.stats().await;
+        assert_eq!(st["muc_clients_configured"], 2, "{st}");
+        if st["muc_clients_connected"] == 2 && st["mucs_joined"] == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each server's Jicofo can allocate.
+    modify(
+        &focus1,
+        &palim,
+        "allocate via server 1",
+        conference_modify(
+            "44444444-0000-0000-0000-000000000001",
+            Some("a@muc.meet.jitsi"),
+            &endpoint_create("s1"),
+        ),
+    )
+    .await;
+    modify(
+        &focus2,
+        &palim,
+        "allocate via server 2",
+        conference_modify(
+            "44444444-0000-0000-0000-000000000002",
+            Some("b@muc.meet.jitsi"),
+            &endpoint_create("s2"),
+        ),
+    )
+    .await;
+    // Both presences count both conferences.
+    for focus in [&mut focus1, &mut focus2] {
+        focus
+            .wait_presence(nick, Duration::from_secs(5), |ev| stat(ev, "conferences") == Some("2"))
+            .await;
+    }
 }
