@@ -16,11 +16,13 @@ mod support;
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
 
 use common::{payload, Client};
 use minidom::Element;
@@ -58,8 +60,22 @@ impl PalimProcess {
         Self::start_with(prosody, nick, &[])
     }
 
+    /// With another `[ice]` section.
+    fn start_ice(prosody: &Prosody, nick: &str, ice: &str) -> Self {
+        Self::start_full(prosody, nick, &[], ice)
+    }
+
     /// `more_servers`: c2s ports of further Prosodys on 127.0.0.1 (same accounts).
     fn start_with(prosody: &Prosody, nick: &str, more_servers: &[u16]) -> Self {
+        Self::start_full(
+            prosody,
+            nick,
+            more_servers,
+            "bind_address = \"127.0.0.1\"\nudp_port = 0\nhost_addresses = [\"127.0.0.1\"]",
+        )
+    }
+
+    fn start_full(prosody: &Prosody, nick: &str, more_servers: &[u16], ice: &str) -> Self {
         let rest_port = free_tcp_port();
         let additional: Vec<String> = more_servers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
         let dir = prosody.dir().join(format!("palim-{nick}"));
@@ -67,9 +83,7 @@ impl PalimProcess {
         let config = format!(
             r#"
 [ice]
-bind_address = "127.0.0.1"
-udp_port = 0
-host_addresses = ["127.0.0.1"]
+{ice}
 
 [xmpp]
 enabled = true
@@ -735,4 +749,130 @@ async fn several_xmpp_servers_each_get_presence() {
             .wait_presence(nick, Duration::from_secs(5), |ev| stat(ev, "conferences") == Some("2"))
             .await;
     }
+}
+
+/// The media socket bound to `::` (dual stack, Linux's default) serves IPv4 clients (two
+/// str0m clients exchange media) and IPv6 clients (a hand-made ICE check from ::1 is
+/// answered) on the same port, with a host candidate of each family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_media_port() {
+    let nick = "palim-ops-v6";
+    let Some(prosody) = Prosody::start_or_skip("ops_v6").await else {
+        return;
+    };
+    let mut focus = TestFocus::join(&prosody).await;
+    let palim = PalimProcess::start_ice(
+        &prosody,
+        nick,
+        "bind_address = \"::\"\nudp_port = 0\nhost_addresses = [\"127.0.0.1\", \"::1\"]",
+    );
+    focus
+        .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
+        .await;
+    let peers = two_party_call(&focus, &palim, "55555555-0000-0000-0000-000000000001").await;
+    let media = Media::start(peers);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = media.finish();
+    println!("IPv4 clients through a dual-stack socket: {report:?}");
+    check_media(&report, "dual stack");
+
+    // An IPv6 client: the same port answers its ICE connectivity check on ::1.
+    let meeting = "55555555-0000-0000-0000-000000000002";
+    let m = modify(
+        &focus,
+        &palim,
+        "allocate v6",
+        conference_modify(meeting, Some("v6@muc.meet.jitsi"), &endpoint_create("v6")),
+    )
+    .await;
+    let bridge = bridge_transport(&m);
+    let v4 = bridge
+        .candidates
+        .iter()
+        .find(|c| c.addr.is_ipv4())
+        .expect("an IPv4 host candidate")
+        .addr;
+    let v6 = bridge
+        .candidates
+        .iter()
+        .find(|c| c.addr.is_ipv6())
+        .unwrap_or_else(|| panic!("no IPv6 candidate: {:?}", bridge.candidates))
+        .addr;
+    assert_eq!(v4.port(), v6.port(), "one port for both families");
+    let client = UdpSocket::bind("[::1]:0").await.expect("bind ::1");
+    let (ufrag, pwd) = ("v6cl", "v6clientpassword0123456789");
+    let inner = format!(
+        r#"<endpoint id="v6" stats-id="v6-s"><transport><transport xmlns="{ICE_UDP}" ufrag="{ufrag}" pwd="{pwd}"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fp}</fingerprint><candidate component="1" foundation="1" generation="0" id="c0" network="1" priority="2130706431" protocol="udp" type="host" ip="::1" port="{port}"/></transport></transport></endpoint>"#,
+        fp = colon_hex(&[0xAB; 32]),
+        port = client.local_addr().expect("addr").port(),
+    );
+    modify(&focus, &palim, "v6 transport", conference_modify(meeting, None, &inner)).await;
+    let txid = [0x5a; 12];
+    let req = ice_check(&txid, &format!("{}:{ufrag}", bridge.ufrag), &bridge.pwd);
+    let mut buf = [0u8; 1500];
+    let mut answer = None;
+    for _ in 0..10 {
+        client.send_to(&req, v6).await.expect("send the check");
+        if let Ok(Ok((n, from))) = tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await {
+            if from == v6 {
+                answer = signaling::stun::parse_binding_response(&buf[..n], &txid);
+                if answer.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    let mapped = answer.unwrap_or_else(|| panic!("no ICE answer on {v6}; log:\n{}", palim.logs()));
+    assert_eq!(
+        mapped,
+        client.local_addr().expect("addr"),
+        "XOR-MAPPED-ADDRESS is the v6 client"
+    );
+}
+
+/// An ICE connectivity check as a controlled client sends it (RFC 8445 §7.2.2): USERNAME,
+/// PRIORITY, ICE-CONTROLLED, MESSAGE-INTEGRITY (key: the bridge's password), FINGERPRINT.
+fn ice_check(txid: &[u8; 12], username: &str, key: &str) -> Vec<u8> {
+    fn attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        out.extend_from_slice(value);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    fn set_len(m: &mut [u8], len: usize) {
+        m[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    }
+    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+    m.extend_from_slice(txid);
+    attr(&mut m, 0x0006, username.as_bytes());
+    attr(&mut m, 0x0024, &0x6e7f_ffffu32.to_be_bytes());
+    attr(&mut m, 0x8029, &0x1122_3344_5566_7788u64.to_be_bytes());
+    // MESSAGE-INTEGRITY over the message with the length counting it.
+    let len = m.len() - 20 + 24;
+    set_len(&mut m, len);
+    let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&k, &m);
+    attr(&mut m, 0x0008, tag.as_ref());
+    let len = m.len() - 20 + 8;
+    set_len(&mut m, len);
+    let crc = crc32(&m) ^ 0x5354_554e;
+    attr(&mut m, 0x8028, &crc.to_be_bytes());
+    m
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
