@@ -837,7 +837,7 @@ fn ice_check(txid: &[u8; 12], username: &str, key: &str) -> Vec<u8> {
         out.extend_from_slice(&ty.to_be_bytes());
         out.extend_from_slice(&(value.len() as u16).to_be_bytes());
         out.extend_from_slice(value);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     }
