@@ -306,7 +306,11 @@ impl Config {
             // A list of `host[:port]`: one connection each (docker: one `shardN` each).
             let mut servers = v.split(',').map(str::trim).filter(|s| !s.is_empty());
             let first = servers.next().unwrap_or_default();
-            let (host, port) = split_host_port("XMPP_SERVER", first)?;
+            let (host, port) = split_host_port(first).map_err(|reason| ConfigError::Env {
+                var: "XMPP_SERVER",
+                value: v.clone(),
+                reason,
+            })?;
             self.xmpp.host = host;
             if let Some(p) = port {
                 self.xmpp.port = p;
@@ -409,8 +413,7 @@ impl Config {
             }
         }
         for s in &self.xmpp.additional_servers {
-            split_host_port("xmpp.additional_servers", s)
-                .map_err(|e| invalid("xmpp.additional_servers", e.to_string()))?;
+            split_host_port(s).map_err(|reason| invalid("xmpp.additional_servers", reason))?;
         }
         if self.xmpp.enabled {
             if self.xmpp.host.is_empty() {
@@ -501,30 +504,21 @@ fn parse_bool_env(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-pub fn split_host_port(var: &'static str, s: &str) -> Result<(String, Option<u16>), ConfigError> {
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the error is the reason.
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     let s = s.trim();
+    let port = |p: &str| p.parse::<u16>().map_err(|e| format!("{s:?}: bad port: {e}"));
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, tail) = rest.split_once(']').ok_or_else(|| ConfigError::Env {
-            var,
-            value: s.into(),
-            reason: "unclosed '['".into(),
-        })?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => Some(parse_env(var, p)?),
+        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("{s:?}: unclosed '['"))?;
+        let p = match tail.strip_prefix(':') {
+            Some(p) => Some(port(p)?),
             None if tail.is_empty() => None,
-            None => {
-                return Err(ConfigError::Env {
-                    var,
-                    value: s.into(),
-                    reason: "junk after ']'".into(),
-                })
-            }
+            None => return Err(format!("{s:?}: junk after ']'")),
         };
-        return Ok((host.to_string(), port));
+        return Ok((host.to_string(), p));
     }
     match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), Some(parse_env(var, p)?))),
+        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), Some(port(p)?))),
         _ => Ok((s.to_string(), None)),
     }
 }

@@ -265,7 +265,7 @@ fn xmpp_configs(x: &XmppSection) -> anyhow::Result<Vec<XmppConfig>> {
     };
     let mut servers = vec![(x.host.clone(), x.port)];
     for s in &x.additional_servers {
-        let (host, port) = split_host_port("xmpp.additional_servers", s)?;
+        let (host, port) = split_host_port(s).map_err(|reason| anyhow::anyhow!("xmpp.additional_servers: {reason}"))?;
         servers.push((host, port.unwrap_or(x.port)));
     }
     Ok(servers

@@ -390,7 +390,7 @@ async fn shutdown(State(state): State<RestState>, body: Bytes) -> Response {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-        None => false,
+        None => return (StatusCode::BAD_REQUEST, "expected {\"graceful-shutdown\": true|false}").into_response(),
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,

@@ -529,6 +529,9 @@ async fn shutdown_graceful_then_immediate() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A body without the key shuts nothing down.
+    let (status, _) = call(&router, Method::POST, "/colibri/shutdown", "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(ops.state(), ShutdownState::Running);
 
     let (status, _) = call(
