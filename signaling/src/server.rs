@@ -61,7 +61,9 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
         match crate::stun::discover(local, &config.ice.stun_servers, STUN_TIMEOUT).await {
             Ok(mapped) => {
                 info!(%mapped, "public address from STUN");
-                if !sfu_config.advertise.iter().any(|a| a.ip == mapped.ip()) {
+                // No NAT (the mapping is one of our own addresses): nothing to add.
+                let own = sfu_config.host_addresses.contains(&mapped.ip()) || sfu_config.bind_ip == mapped.ip();
+                if !own && !sfu_config.advertise.iter().any(|a| a.ip == mapped.ip()) {
                     sfu_config.advertise.push(sfu::config::AdvertisedAddr {
                         ip: mapped.ip(),
                         port: None,
@@ -130,13 +132,21 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
     drive_shutdown(&config, &ops, &colibri, &clients).await;
     info!(state = ops.state().as_str(), "shutting down");
     // Leave the brewery first so Jicofo stops choosing this bridge.
-    for client in &clients {
-        if tokio::time::timeout(XMPP_LEAVE_TIMEOUT, client.shutdown())
-            .await
-            .is_err()
-        {
-            warn!("leaving the XMPP server timed out");
+    // All servers at once, one bound for all (a second SIGTERM must exit within 5 s).
+    let leaving: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            tokio::spawn(async move { c.shutdown().await })
+        })
+        .collect();
+    let all_left = async {
+        for l in leaving {
+            let _ = l.await;
         }
+    };
+    if tokio::time::timeout(XMPP_LEAVE_TIMEOUT, all_left).await.is_err() {
+        warn!("leaving the XMPP servers timed out");
     }
     handle.shutdown().await;
     Ok(())
