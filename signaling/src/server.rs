@@ -74,9 +74,10 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
         }
     }
     let addresses = advertised_ips(&sfu_config);
+    let media_addr = SocketAddr::new(sfu_config.bind_ip, sfu_config.udp_port);
     let sfu = sfu::driver::start(sfu_config)
         .await
-        .context("starting the media core")?;
+        .with_context(|| format!("binding the media port {media_addr} (ice.bind_address, ice.udp_port)"))?;
     info!(media = %sfu.local_addr, ?addresses, "media core started");
     ops.set_addresses(addresses);
     let handle = sfu.handle.clone();

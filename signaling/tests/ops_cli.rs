@@ -283,3 +283,21 @@ fn docker_entrypoint_defaults_and_switches() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("XmppSection {\n        enabled: false"), "{stdout}");
 }
+
+/// A media port that cannot be bound stops the start with the address and the keys to change.
+#[test]
+fn busy_media_port_fails_the_start() {
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    let port = busy.local_addr().expect("addr").port();
+    let path = tmp_file(
+        "busy.toml",
+        &format!("[ice]\nbind_address = \"127.0.0.1\"\nudp_port = {port}\n[rest]\nbind = \"127.0.0.1:0\"\n"),
+    );
+    let out = palim(&["--config", path.to_str().expect("utf-8")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding the media port 127.0.0.1:{port}")) && stderr.contains("ice.udp_port"),
+        "{stderr}"
+    );
+}
