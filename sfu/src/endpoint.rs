@@ -20,14 +20,14 @@ use rtc_ice::network_type::NetworkType;
 
 use crate::bwe::{NackGenerator, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
-use crate::receiver::Receiver;
-use crate::negotiated::Negotiated;
 use crate::dtls::{Dtls, Role};
-use crate::id::{ConferenceId, EndpointId};
 use crate::id::Ssrc;
-use crate::wire::rtcp::ReportBlock;
+use crate::id::{ConferenceId, EndpointId};
+use crate::negotiated::Negotiated;
+use crate::receiver::Receiver;
 use crate::sctp::Sctp;
 use crate::srtp::Srtp;
+use crate::wire::rtcp::ReportBlock;
 
 /// How many distinct ICE-validated remote addresses an endpoint remembers.
 const MAX_VALIDATED: usize = 16;
@@ -349,7 +349,10 @@ pub struct SeqWindow {
 
 impl Default for SeqWindow {
     fn default() -> Self {
-        Self { bits: [0; 16], max: None }
+        Self {
+            bits: [0; 16],
+            max: None,
+        }
     }
 }
 

@@ -33,14 +33,14 @@ pub mod driver;
 pub mod demux;
 pub mod dtls;
 pub mod egress;
-pub mod video;
 mod endpoint;
-pub mod receiver;
 pub mod negotiated;
 pub mod projection;
+pub mod receiver;
 mod sctp;
 pub mod shard;
 pub mod sources;
 pub mod srtp;
+pub mod video;
 
 pub use shard::{ClockAnchor, Shard, Transmit};

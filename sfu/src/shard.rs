@@ -16,14 +16,10 @@ use rtc_ice::state::ConnectionState;
 use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sansio::Protocol;
 
-use crate::bwe::NackGenerator;
 use crate::allocation::{AllocConfig, AllocInput, Allocator};
-use crate::config::SfuConfig;
-use crate::speaker::SpeakerDetector;
+use crate::bwe::NackGenerator;
 use crate::bwe::RtxCache;
-use crate::negotiated::Codec;
-use crate::projection::Verdict;
-use crate::video::{self, VideoState};
+use crate::config::SfuConfig;
 use crate::control::{
     CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport, RemoteTransport, Reply,
     SourceDescription,
@@ -32,12 +28,16 @@ use crate::demux::{self, Kind};
 use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
 use crate::egress::{self, OutExtensions, OutHeader};
 use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
-use crate::sources::{SourceKey, SourceTable};
-use crate::wire::rtp::RtpHeader;
 use crate::id::{ConferenceId, EndpointId, Ssrc};
-use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket, SenderInfo};
+use crate::negotiated::Codec;
+use crate::projection::Verdict;
 use crate::sctp::{ChannelEvent, Sctp};
+use crate::sources::{SourceKey, SourceTable};
+use crate::speaker::SpeakerDetector;
 use crate::stats::Stats;
+use crate::video::{self, VideoState};
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket, SenderInfo};
+use crate::wire::rtp::RtpHeader;
 
 /// At most one PLI/FIR per media SSRC per this interval is forwarded to its sender.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -759,7 +759,12 @@ impl Shard {
         self.next_timeout = self
             .conferences
             .values()
-            .flat_map(|c| c.endpoints.values().map(|e| e.deadline).chain(std::iter::once(c.next_tick)))
+            .flat_map(|c| {
+                c.endpoints
+                    .values()
+                    .map(|e| e.deadline)
+                    .chain(std::iter::once(c.next_tick))
+            })
             .min();
     }
 
@@ -1220,10 +1225,7 @@ fn handle_rtp(
     let route = match route {
         Some(r) => r,
         None => {
-            let kind = ep
-                .neg
-                .pt(h.pt())
-                .map_or(crate::control::MediaKind::Video, |p| p.kind);
+            let kind = ep.neg.pt(h.pt()).map_or(crate::control::MediaKind::Video, |p| p.kind);
             let Some(r) = conf.sources.learn(from, ssrc, kind) else {
                 return io.drop("unknown_ssrc");
             };
@@ -1312,7 +1314,17 @@ fn handle_rtp(
             id => h.extension(&data, id),
         };
         let payload = h.payload(&data);
-        match video::classify(now, state, codec, route.encoding, seq, h.timestamp(), h.marker(), payload, dd_ext) {
+        match video::classify(
+            now,
+            state,
+            codec,
+            route.encoding,
+            seq,
+            h.timestamp(),
+            h.marker(),
+            payload,
+            dd_ext,
+        ) {
             Ok(c) => classified = Some(c),
             Err(reason) => {
                 io.drop(reason);
@@ -1517,10 +1529,16 @@ fn handle_rtcp(
                 }
             }
             Ok(RtcpPacket::ReceiverReport(rr)) => on_report_blocks(now, ep, rr.blocks, clock),
-            Ok(RtcpPacket::Pli(p)) => push(KeyframeRequest::Pli(current_encoding_ssrc(ep, &conf.sources, p.media.0)), io),
+            Ok(RtcpPacket::Pli(p)) => push(
+                KeyframeRequest::Pli(current_encoding_ssrc(ep, &conf.sources, p.media.0)),
+                io,
+            ),
             Ok(RtcpPacket::Fir(f)) => {
                 for e in f.entries {
-                    push(KeyframeRequest::Fir(current_encoding_ssrc(ep, &conf.sources, e.ssrc.0)), io);
+                    push(
+                        KeyframeRequest::Fir(current_encoding_ssrc(ep, &conf.sources, e.ssrc.0)),
+                        io,
+                    );
                 }
             }
             Ok(RtcpPacket::Remb(r)) => ep.remb_bps = Some(r.bitrate),
@@ -1762,7 +1780,9 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
             }
             Incoming::ReceiverVideoConstraints(c) => {
                 let sources = &conf.sources;
-                let Some(ep) = conf.endpoints.get_mut(&from) else { return };
+                let Some(ep) = conf.endpoints.get_mut(&from) else {
+                    return;
+                };
                 let changed = ep.recv.settings.apply(&c, &conf.alloc_cfg, |name| {
                     sources.iter().find(|s| s.name == name).map(|s| s.key)
                 });
@@ -1771,7 +1791,9 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
                 }
             }
             Incoming::LastNChanged { last_n } => {
-                let Some(ep) = conf.endpoints.get_mut(&from) else { return };
+                let Some(ep) = conf.endpoints.get_mut(&from) else {
+                    return;
+                };
                 if ep.recv.settings.set_last_n(last_n) {
                     conf.realloc = true;
                 }
@@ -1858,7 +1880,11 @@ fn channel_opened(now: Instant, conf: &mut Conference, ep: EndpointId, io: &mut 
         .endpoints
         .get(&ep)
         .and_then(|r| r.recv.announced.as_ref())
-        .map(|keys| keys.iter().filter_map(|k| conf.sources.get(*k).map(|s| s.name.clone())).collect())
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| conf.sources.get(*k).map(|s| s.name.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     if bc::write_forwarded_sources(&mut out, &fwd).is_ok() {
         if let Some(r) = conf.endpoints.get_mut(&ep) {
@@ -1889,7 +1915,11 @@ fn conference_tick(now: Instant, conf: &mut Conference, io: &mut Io) {
         conf.realloc = true;
     }
     let bwe_moved = conf.endpoints.values().any(|e| {
-        crate::allocation::bwe_changed(e.recv.alloc_bwe, receiver_bwe(e), crate::allocation::BWE_CHANGE_THRESHOLD)
+        crate::allocation::bwe_changed(
+            e.recv.alloc_bwe,
+            receiver_bwe(e),
+            crate::allocation::BWE_CHANGE_THRESHOLD,
+        )
     });
     if conf.realloc || bwe_moved || now >= conf.last_alloc + MAX_TIME_BETWEEN_ALLOCATIONS {
         reallocate(now, conf, io);
@@ -1988,7 +2018,9 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     let ids: Vec<EndpointId> = conf.endpoints.keys().copied().collect();
     let mut out = std::mem::take(&mut conf.scratch);
     for rid in ids {
-        let Some(r) = conf.endpoints.get_mut(&rid) else { continue };
+        let Some(r) = conf.endpoints.get_mut(&rid) else {
+            continue;
+        };
         let bwe = receiver_bwe(r);
         r.recv.alloc_bwe = bwe;
         let input = AllocInput {
@@ -2044,7 +2076,9 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             continue;
         }
         conf.sender_max.insert(src.name, max);
-        let Some(info) = conf.sources.get(src.name) else { continue };
+        let Some(info) = conf.sources.get(src.name) else {
+            continue;
+        };
         if let Some(owner) = conf.endpoints.get_mut(&info.owner) {
             if owner.channel_open && bc::write_sender_source_constraints(&mut out, &info.name, max).is_ok() {
                 channel_send(now, owner, &out, io);
@@ -2146,10 +2180,7 @@ mod tests {
             &s.conferences[&ConferenceId(1)].endpoints[&EndpointId(1)]
         }
         let known = |s: &Shard, ssrc: u32| s.conferences[&ConferenceId(1)].sources.route(ssrc).is_some();
-        assert!(
-            !known(&s, 7) && ep(&s).may_learn(cap),
-            "never signalled: learns"
-        );
+        assert!(!known(&s, 7) && ep(&s).may_learn(cap), "never signalled: learns");
         let set = |s: &mut Shard, ssrcs: Vec<u32>| {
             let sources = ssrcs
                 .into_iter()
