@@ -50,6 +50,13 @@ pub enum Command {
     },
     /// Remove an endpoint. Unknown endpoints are not an error.
     ExpireEndpoint { conf: ConferenceId, ep: EndpointId },
+    /// A bridge-channel message from the endpoint that arrived outside SCTP (the colibri-ws
+    /// websocket); handled exactly as one from its data channel.
+    BridgeChannelMessage {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
     /// Send a UTF-8 bridge-channel message to the endpoint over its SCTP data channel.
     SendDataChannelText {
         conf: ConferenceId,
@@ -69,7 +76,8 @@ impl Command {
             | Command::SetRemoteTransport { conf, .. }
             | Command::SetSources { conf, .. }
             | Command::ExpireEndpoint { conf, .. }
-            | Command::SendDataChannelText { conf, .. } => *conf,
+            | Command::SendDataChannelText { conf, .. }
+            | Command::BridgeChannelMessage { conf, .. } => *conf,
         }
     }
 }

@@ -491,6 +491,34 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
+            Command::BridgeChannelMessage { conf, ep, text } => {
+                let env = Env {
+                    config: &self.config,
+                    provider: &self.provider,
+                    cert: &self.cert,
+                };
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let e = c
+                    .endpoints
+                    .get_mut(&ep)
+                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                if e.channel_in.len() >= crate::receiver::CHANNEL_QUEUE {
+                    self.io.drop("channel_queue_full");
+                    return Err(CommandError::LimitReached("bridge-channel queue"));
+                }
+                e.channel_in.push_back(text);
+                process_channel(now, c, ep, &mut self.io);
+                if c.channel_dirty {
+                    c.channel_dirty = false;
+                    for e in c.endpoints.values_mut() {
+                        drive(now, e, &env, &mut self.io, &mut self.by_addr);
+                    }
+                }
+                Ok(Reply::Done)
+            }
             Command::SendDataChannelText { conf, ep, text } => {
                 let env = Env {
                     config: &self.config,

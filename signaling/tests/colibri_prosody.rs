@@ -1186,7 +1186,10 @@ async fn media_through_xmpp_allocation() {
     // packets that arrive before the receiver's constraints (no video before them, media.md
     // §10 check 25).
     let (sent, received) = (counter("rtp_packets_sent"), counter("rtp_packets_received"));
-    assert!(sent <= received && sent * 100 >= received * 98, "sent {sent} of {received}: {st}");
+    assert!(
+        sent <= received && sent * 100 >= received * 98,
+        "sent {sent} of {received}: {st}"
+    );
     assert_eq!(counter("drops_total"), 0, "{st}");
     assert_eq!(counter("endpoints_connected"), 2, "{st}");
     for p in &peers {
