@@ -341,19 +341,10 @@ pub struct TxStream {
 /// The last [`SeqWindow::SPAN`] sequence numbers of a stream, to drop duplicates (an RTX
 /// copy of a packet that did arrive, a sender's double send). SRTP's replay window works on
 /// the encrypted stream per SSRC and cannot see RTX copies of the original SSRC.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SeqWindow {
     bits: [u64; 16],
     max: Option<u16>,
-}
-
-impl Default for SeqWindow {
-    fn default() -> Self {
-        Self {
-            bits: [0; 16],
-            max: None,
-        }
-    }
 }
 
 impl SeqWindow {

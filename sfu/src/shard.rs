@@ -964,7 +964,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
     }
     for (ssrc, rx) in ep.rx.iter_mut() {
         let Some(nack) = rx.nack.as_mut() else { continue };
-        if !nack.next_deadline().is_some_and(|t| t <= now) {
+        if nack.next_deadline().is_none_or(|t| t > now) {
             continue;
         }
         while let Some(n) = nack.poll_nack(now, Ssrc(bridge_ssrc), Ssrc(*ssrc), &mut buf) {
