@@ -57,6 +57,13 @@ pub enum Command {
         ep: EndpointId,
         text: String,
     },
+    /// The endpoint's colibri-ws websocket connected (`open`) or went away. While it is the
+    /// active channel, messages for the endpoint come out as [`Event::BridgeChannelSend`].
+    BridgeChannelWebSocket {
+        conf: ConferenceId,
+        ep: EndpointId,
+        open: bool,
+    },
     /// Send a UTF-8 bridge-channel message to the endpoint over its SCTP data channel.
     SendDataChannelText {
         conf: ConferenceId,
@@ -77,7 +84,8 @@ impl Command {
             | Command::SetSources { conf, .. }
             | Command::ExpireEndpoint { conf, .. }
             | Command::SendDataChannelText { conf, .. }
-            | Command::BridgeChannelMessage { conf, .. } => *conf,
+            | Command::BridgeChannelMessage { conf, .. }
+            | Command::BridgeChannelWebSocket { conf, .. } => *conf,
         }
     }
 }
@@ -268,6 +276,12 @@ pub enum Event {
     DataChannelOpen { conf: ConferenceId, ep: EndpointId },
     /// A UTF-8 message arrived on the endpoint's data channel.
     DataChannelText {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
+    /// A bridge-channel message for the endpoint's websocket (its active channel, media.md §2.1).
+    BridgeChannelSend {
         conf: ConferenceId,
         ep: EndpointId,
         text: String,
