@@ -230,8 +230,8 @@ async fn receivers_get_their_encoding_and_switch_at_keyframes() {
             let requested = clients[0].keyframe_requests > requests_seen;
             requests_seen = clients[0].keyframe_requests;
             for e in 0..3 {
-                let periodic = (n + 20 * e as u32) % 60 == 0;
-                let keyframe = n % 4 == 0 && (periodic || requested || n == 0);
+                let periodic = (n + 20 * e as u32).is_multiple_of(60);
+                let keyframe = n.is_multiple_of(4) && (periodic || requested || n == 0);
                 if PATTERN[(n % 4) as usize] == 0 {
                     tl0[e] = tl0[e].wrapping_add(1);
                 }
