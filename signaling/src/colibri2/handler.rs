@@ -474,6 +474,12 @@ impl Colibri2Handler {
         }
         if let Some(n) = ep.initial_last_n {
             state.info.initial_last_n = Some(n);
+            self.command(Command::SetInitialLastN {
+                conf: conf_id,
+                ep: ep_id,
+                last_n: n,
+            })
+            .await?;
         }
         if let Some(ice) = ep.transport.as_ref().and_then(|t| t.ice.as_ref()) {
             let transport = remote_transport(ice);
@@ -499,8 +505,14 @@ impl Colibri2Handler {
             state.info.source_names = names;
         }
         if let Some(fm) = ep.force_mute {
-            // No core command yet: recorded so it can be applied when one exists.
             state.info.force_mute = fm;
+            self.command(Command::SetForceMute {
+                conf: conf_id,
+                ep: ep_id,
+                audio: fm.audio,
+                video: fm.video,
+            })
+            .await?;
         }
         if ep.transport.as_ref().is_some_and(|t| t.ice_restart) {
             // In-place ICE restart is not supported: answer without a transport, and Jicofo

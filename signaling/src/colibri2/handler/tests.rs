@@ -99,7 +99,9 @@ impl FakeCore {
             | Command::SetRemoteTransport { conf, ep, .. }
             | Command::SetSources { conf, ep, .. }
             | Command::SendDataChannelText { conf, ep, .. }
-            | Command::BridgeChannelMessage { conf, ep, .. } => known(&st, conf, ep),
+            | Command::BridgeChannelMessage { conf, ep, .. }
+            | Command::SetForceMute { conf, ep, .. }
+            | Command::SetInitialLastN { conf, ep, .. } => known(&st, conf, ep),
             _ => Ok(Reply::Done),
         }
     }
@@ -301,9 +303,15 @@ async fn session_accept_applies_transport_and_sources_and_answers_bare_endpoint(
     assert_eq!(resp, expected, "{}", to_string(&resp));
 
     let log = core.log();
-    assert_eq!(log.len(), 2, "{log:?}");
-    let Command::SetRemoteTransport { transport, .. } = &log[0] else {
-        panic!("{:?}", log[0])
+    assert_eq!(log.len(), 3, "{log:?}");
+    // §3.10 order: initial-last-n, then the transport, then the sources.
+    assert!(
+        matches!(log[0], Command::SetInitialLastN { last_n: -1, .. }),
+        "{:?}",
+        log[0]
+    );
+    let Command::SetRemoteTransport { transport, .. } = &log[1] else {
+        panic!("{:?}", log[1])
     };
     assert_eq!(transport.ufrag.as_deref(), Some("Vd7e"));
     assert_eq!(transport.pwd.as_deref(), Some("m0x3c1Y0L7r0h9dq7f2Q1x1a"));
@@ -316,8 +324,8 @@ async fn session_accept_applies_transport_and_sources_and_answers_bare_endpoint(
         ["198.51.100.20:53211".parse::<SocketAddr>().expect("addr")]
     );
 
-    let Command::SetSources { sources, .. } = &log[1] else {
-        panic!("{:?}", log[1])
+    let Command::SetSources { sources, .. } = &log[2] else {
+        panic!("{:?}", log[2])
     };
     assert_eq!(sources.len(), 2);
     assert_eq!(sources[0].name, "a1b2c3d4-a0");
