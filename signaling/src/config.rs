@@ -731,7 +731,8 @@ mod tests {
         let c = Config::from_toml("[websockets]\nenabled = true\npublic_bind = \"127.0.0.1:9090\"\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("websockets.domains"), "{err}");
-        let ok = "[websockets]\nenabled = true\npublic_bind = \"127.0.0.1:9090\"\ndomains = [\"meet.example.org:443\"]\n";
+        let ok =
+            "[websockets]\nenabled = true\npublic_bind = \"127.0.0.1:9090\"\ndomains = [\"meet.example.org:443\"]\n";
         let c = Config::from_toml(ok).unwrap();
         c.validate().unwrap();
         assert_eq!(c.websockets.server_id, "default-id");

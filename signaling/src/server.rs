@@ -105,7 +105,11 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
             .websockets
             .public_bind
             .context("websockets.enabled needs websockets.public_bind")?;
-        let app = crate::ws::router(hub.clone(), colibri.clone(), WsSettings::from_config(&config.websockets));
+        let app = crate::ws::router(
+            hub.clone(),
+            colibri.clone(),
+            WsSettings::from_config(&config.websockets),
+        );
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding the public HTTP server to {bind} (websockets.public_bind)"))?;

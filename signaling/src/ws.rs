@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -557,10 +557,7 @@ async fn close(socket: &mut WebSocket, hub: &WsHub, reason: CloseReason) {
     {
         return;
     }
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-    .await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = socket.recv().await {} }).await;
 }
 
 /// The protocol layer's "message too long" (size limit), as opposed to a broken connection.
@@ -664,7 +661,10 @@ mod tests {
         let id2 = hub.register(C, E, tx2, c2);
         assert_eq!(r1.try_recv(), Ok(CloseReason::REPLACED));
         assert_eq!(hub.stats.replaced.load(Ordering::Relaxed), 1);
-        assert!(!hub.unregister(C, E, id1), "the replaced socket must not remove its successor");
+        assert!(
+            !hub.unregister(C, E, id1),
+            "the replaced socket must not remove its successor"
+        );
         assert!(hub.is_connected(C, E));
         hub.endpoint_gone_hook().0(C, E);
         assert_eq!(r2.try_recv(), Ok(CloseReason::ENDPOINT_CLOSED));

@@ -762,12 +762,7 @@ fn ws_password() -> String {
 }
 
 /// One URL per configured domain (media.md §2.1).
-fn web_socket_urls(
-    ws: &WebSocketAdvert,
-    conf: ConferenceId,
-    endpoint: &str,
-    password: &str,
-) -> Vec<super::WebSocket> {
+fn web_socket_urls(ws: &WebSocketAdvert, conf: ConferenceId, endpoint: &str, password: &str) -> Vec<super::WebSocket> {
     let scheme = if ws.tls { "wss" } else { "ws" };
     ws.domains
         .iter()
