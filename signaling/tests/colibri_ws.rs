@@ -492,3 +492,16 @@ async fn disabled_by_default() {
     );
     bridge.stop().await;
 }
+
+/// The media core expiring the endpoint on its own (ICE never connected within
+/// `sfu.connect_timeout`) closes its websocket with 1001 "endpoint closed" too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_expiry_closes_the_socket() {
+    let bridge = Bridge::start(|c| c.sfu.connect_timeout = Duration::from_secs(1));
+    let url = bridge.allocate("m-core", true, "a1", None).await.remove(0);
+    let mut ws = connect(&url).await;
+    until_class(&mut ws, "ForwardedSources").await;
+    assert_eq!(close_frame(&mut ws).await, (1001, "endpoint closed".to_owned()));
+    assert_eq!(refused(&url).await.0, 403);
+    bridge.stop().await;
+}
