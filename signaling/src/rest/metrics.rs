@@ -286,6 +286,41 @@ fn families(s: &Snapshot) -> Vec<Family> {
     );
     one(
         P,
+        "nacks_sent",
+        Counter,
+        "NACKs sent toward senders for uplink loss.",
+        core.nacks_sent as f64,
+    );
+    one(
+        P,
+        "retransmissions",
+        Counter,
+        "Packets retransmitted to receivers from the bridge's cache.",
+        core.retransmissions as f64,
+    );
+    one(
+        P,
+        "bridge_channel_messages_received",
+        Counter,
+        "Bridge-channel messages received from endpoints (SCTP and websocket).",
+        core.channel_messages_received as f64,
+    );
+    one(
+        P,
+        "bridge_channel_messages_sent",
+        Counter,
+        "Bridge-channel messages sent to endpoints.",
+        core.channel_messages_sent as f64,
+    );
+    one(
+        P,
+        "projection_dropped_packets",
+        Counter,
+        "Video packets not forwarded to a receiver because it gets another layer.",
+        core.projection_drops as f64,
+    );
+    one(
+        P,
         "xmpp_clients_configured",
         Gauge,
         "XMPP connections configured.",

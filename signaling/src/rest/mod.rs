@@ -323,6 +323,8 @@ pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
     put("rtcp_packets_sent", json!(core.rtcp_packets_sent));
     put("keyframe_requests_forwarded", json!(core.keyframe_requests_forwarded));
     put("keyframe_requests_suppressed", json!(core.keyframe_requests_suppressed));
+    put("nacks_sent", json!(core.nacks_sent));
+    put("retransmissions", json!(core.retransmissions));
     put("drops_total", json!(core.drops_total()));
     for (reason, n) in &core.drops {
         put(&format!("drops_{reason}"), json!(n));
