@@ -144,6 +144,8 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
                 let from = second_of(&shared, Instant::now()) + 1;
                 sleep_until_second(&shared, from).await;
                 sleep_until_second(&shared, from + scenario.duration.as_secs() as u32).await;
+                // Let the endpoints flush, and the sampler record, the window's last second.
+                tokio::time::sleep(Duration::from_millis(400)).await;
                 ((from, from + scenario.duration.as_secs() as u32), None)
             }
             Mode::Ramp => {
@@ -272,8 +274,8 @@ async fn ramp(
         let from = second_of(shared, Instant::now()) + 1;
         let to = from + r.step_duration.as_secs() as u32;
         sleep_until_second(shared, to).await;
-        // Let the endpoints flush the window's last second.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Let the endpoints flush, and the sampler record, the window's last second.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let (bin, bridge, harness) = {
             let c = shared.collector.lock().map_err(|_| anyhow::anyhow!("collector lock poisoned"))?;
             (
