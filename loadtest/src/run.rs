@@ -158,6 +158,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     }
     .await;
 
+    let end = second_of(&shared, Instant::now());
     let _ = stop_tx.send(true);
     let mut reports = Vec::new();
     for t in joiner.tasks.drain(..) {
@@ -177,7 +178,10 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     let (window, ramp) = outcome?;
     reports.sort_by_key(|r| r.index);
     let collector = shared.collector.lock().map_err(|_| anyhow::anyhow!("collector lock poisoned"))?;
-    Ok(summarise(scenario, joiner.conferences, &collector, window, ramp, reports))
+    let mut summary = summarise(scenario, joiner.conferences, &collector, window, ramp, reports);
+    // The second in which we stopped is partial: leave it out of the plots.
+    summary.series.truncate(end as usize);
+    Ok(summary)
 }
 
 /// Adds conferences at the scenario's join rate and keeps the endpoint tasks.
