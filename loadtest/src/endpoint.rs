@@ -280,8 +280,8 @@ impl Endpoint {
             if s.sends_audio {
                 api.declare_stream_tx(Ssrc::from(ssrcs.audio), None, amid, None);
             }
-            for e in 0..encodings {
-                let rid = (encodings > 1).then(|| Rid::from(RIDS[e]));
+            for (e, name) in RIDS.iter().enumerate().take(encodings) {
+                let rid = (encodings > 1).then(|| Rid::from(*name));
                 let tx = api.declare_stream_tx(Ssrc::from(ssrcs.video[e]), Some(Ssrc::from(ssrcs.rtx[e])), vmid, rid);
                 tx.set_rtx_cache(1024, Duration::from_secs(2), None);
             }
@@ -489,7 +489,16 @@ impl Endpoint {
         let tx = &mut self.video_tx[e];
         let seq = tx.seq;
         tx.seq += 1;
-        self.write(self.ssrcs.video[e], self.video_pt, seq, p.rtp_ts, now, p.payload, p.marker, ext)
+        self.write(
+            self.ssrcs.video[e],
+            self.video_pt,
+            seq,
+            p.rtp_ts,
+            now,
+            p.payload,
+            p.marker,
+            ext,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -295,7 +295,10 @@ mod tests {
         assert_eq!(parsed.len(), 2);
         let video = &v[1];
         assert_eq!(video["ssrc-groups"][0]["semantics"], "SIM");
-        assert_eq!(video["ssrc-groups"][0]["sources"], json!([s.video[0], s.video[1], s.video[2]]));
+        assert_eq!(
+            video["ssrc-groups"][0]["sources"],
+            json!([s.video[0], s.video[1], s.video[2]])
+        );
         assert_eq!(video["ssrc-groups"][1]["semantics"], "FID");
         assert_eq!(video["sources"].as_array().map(Vec::len), Some(6));
         // Audio only: no video source at all.

@@ -47,7 +47,10 @@ impl LinkConfig {
     /// Reject values that make no sense, with a message naming the key.
     pub fn validate(&self, what: &str) -> Result<(), String> {
         if !(0.0..=100.0).contains(&self.loss_percent) {
-            return Err(format!("{what}.loss_percent must be within 0..=100, not {}", self.loss_percent));
+            return Err(format!(
+                "{what}.loss_percent must be within 0..=100, not {}",
+                self.loss_percent
+            ));
         }
         for (k, v) in [("delay_ms", self.delay_ms), ("jitter_ms", self.jitter_ms)] {
             if !(0.0..=60_000.0).contains(&v) {

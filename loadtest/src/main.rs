@@ -26,7 +26,11 @@ use crate::run::{Summary, Target};
 use crate::scenario::{Codec, Mode, Scenario};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Load harness for Colibri2 videobridges (Palim, JVB)", args_override_self = true)]
+#[command(
+    version,
+    about = "Load harness for Colibri2 videobridges (Palim, JVB)",
+    args_override_self = true
+)]
 struct Args {
     /// Scenario file (TOML); flags below override its values.
     #[arg(long, short)]

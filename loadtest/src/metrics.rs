@@ -208,11 +208,7 @@ impl Collector {
 
     /// The per-second series of the run, for JSON and plots.
     pub fn series(&self) -> Vec<SecondPoint> {
-        let n = self
-            .bins
-            .len()
-            .max(self.bridge.len())
-            .max(self.endpoints.len());
+        let n = self.bins.len().max(self.bridge.len()).max(self.endpoints.len());
         (0..n)
             .map(|s| {
                 let empty = Bin::default();

@@ -217,7 +217,9 @@ pub fn charts(series: &[SecondPoint]) -> Vec<String> {
             &[
                 line("received", &|p| p.rx_pps as f64),
                 line("sent", &|p| p.sent_pps as f64),
-                line("bridge sent", &|p| p.bridge_forwarded_pps.map_or(f64::NAN, |v| v as f64)),
+                line("bridge sent", &|p| {
+                    p.bridge_forwarded_pps.map_or(f64::NAN, |v| v as f64)
+                }),
             ],
         ),
         line_chart(
@@ -301,7 +303,7 @@ pub fn html(title: &str, summary: &[(String, String)], charts: &[String], extra:
         s.push_str(c);
         s.push('\n');
     }
-    let _ = write!(s, "<h2>Scenario</h2><pre>{}</pre></body></html>\n", esc(scenario_toml));
+    let _ = writeln!(s, "<h2>Scenario</h2><pre>{}</pre></body></html>", esc(scenario_toml));
     s
 }
 

@@ -106,7 +106,10 @@ struct Shared {
 
 pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary> {
     let focus = Focus::new(&target.rest);
-    focus.health().await.with_context(|| format!("the bridge at {} is not reachable", target.rest))?;
+    focus
+        .health()
+        .await
+        .with_context(|| format!("the bridge at {} is not reachable", target.rest))?;
     let cert = endpoint::shared_cert()?;
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -177,7 +180,10 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     }
     let (window, ramp) = outcome?;
     reports.sort_by_key(|r| r.index);
-    let collector = shared.collector.lock().map_err(|_| anyhow::anyhow!("collector lock poisoned"))?;
+    let collector = shared
+        .collector
+        .lock()
+        .map_err(|_| anyhow::anyhow!("collector lock poisoned"))?;
     let mut summary = summarise(scenario, joiner.conferences, &collector, window, ramp, reports);
     // The second in which we stopped is partial: leave it out of the plots.
     summary.series.truncate(end as usize);
@@ -221,9 +227,20 @@ impl Joiner<'_> {
                 anyhow::bail!("the answer for {name} has no sctp port 5000: Jicofo would fail this allocation");
             }
             let socket = UdpSocket::bind("127.0.0.1:0").await?;
-            let encodings = if sends_video { crate::video::encodings_of(s.codec) } else { 0 };
+            let encodings = if sends_video {
+                crate::video::encodings_of(s.codec)
+            } else {
+                0
+            };
             self.focus
-                .accept(&meeting(c), &name, &peer.transport(), &ssrcs_of(index), sends_audio, encodings)
+                .accept(
+                    &meeting(c),
+                    &name,
+                    &peer.transport(),
+                    &ssrcs_of(index),
+                    sends_audio,
+                    encodings,
+                )
                 .await
                 .with_context(|| format!("session-accept for {name}"))?;
             let peers = (0..n)
@@ -249,7 +266,8 @@ impl Joiner<'_> {
                 collector: self.shared.collector.clone(),
                 connected_count: self.shared.connected.clone(),
             };
-            self.tasks.push(tokio::spawn(endpoint::run(peer, setup, self.stop.clone())));
+            self.tasks
+                .push(tokio::spawn(endpoint::run(peer, setup, self.stop.clone())));
             self.shared.joined.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -281,7 +299,10 @@ async fn ramp(
         // Let the endpoints flush, and the sampler record, the window's last second.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let (bin, bridge, harness) = {
-            let c = shared.collector.lock().map_err(|_| anyhow::anyhow!("collector lock poisoned"))?;
+            let c = shared
+                .collector
+                .lock()
+                .map_err(|_| anyhow::anyhow!("collector lock poisoned"))?;
             (
                 c.window(from as usize, to as usize),
                 mean_cpu(&c.bridge, from, to),
@@ -511,17 +532,31 @@ impl Summary {
     pub fn rows(&self) -> Vec<(String, String)> {
         let t = &self.totals;
         let mut rows = vec![
-            ("scenario".into(), format!("{} ({:?})", self.scenario.name, self.scenario.mode)),
+            (
+                "scenario".into(),
+                format!("{} ({:?})", self.scenario.name, self.scenario.mode),
+            ),
             (
                 "endpoints connected".into(),
-                format!("{}/{} in {} conference(s)", self.connected, self.endpoints, self.conferences),
+                format!(
+                    "{}/{} in {} conference(s)",
+                    self.connected, self.endpoints, self.conferences
+                ),
             ),
             ("codec".into(), format!("{:?}", self.scenario.codec)),
             (
                 "measured window".into(),
-                format!("{} s (t = {}..{} s)", self.window.1.saturating_sub(self.window.0), self.window.0, self.window.1),
+                format!(
+                    "{} s (t = {}..{} s)",
+                    self.window.1.saturating_sub(self.window.0),
+                    self.window.0,
+                    self.window.1
+                ),
             ),
-            ("join time".into(), format!("p50 {:.0} ms, max {:.0} ms", t.join_ms_p50, t.join_ms_max)),
+            (
+                "join time".into(),
+                format!("p50 {:.0} ms, max {:.0} ms", t.join_ms_p50, t.join_ms_max),
+            ),
             (
                 "packets".into(),
                 format!(
@@ -548,7 +583,13 @@ impl Summary {
                 "layers at end".into(),
                 self.layers_at_end
                     .iter()
-                    .map(|(h, n)| if *h == 0 { format!("none: {n}") } else { format!("{h}p: {n}") })
+                    .map(|(h, n)| {
+                        if *h == 0 {
+                            format!("none: {n}")
+                        } else {
+                            format!("{h}p: {n}")
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
             ),

@@ -219,10 +219,16 @@ impl Scenario {
             return Err("conferences and endpoints must be at least 1".into());
         }
         if self.endpoints > 500 {
-            return Err(format!("endpoints per conference must be ≤ 500, not {}", self.endpoints));
+            return Err(format!(
+                "endpoints per conference must be ≤ 500, not {}",
+                self.endpoints
+            ));
         }
         if !(self.join_rate > 0.0 && self.join_rate <= 1000.0) {
-            return Err(format!("join_rate must be within (0, 1000] per second, not {}", self.join_rate));
+            return Err(format!(
+                "join_rate must be within (0, 1000] per second, not {}",
+                self.join_rate
+            ));
         }
         if self.duration < Duration::from_secs(1) {
             return Err("duration must be at least 1s".into());
@@ -239,7 +245,10 @@ impl Scenario {
             c.uplink.validate(&format!("class[{i}].uplink"))?;
             c.downlink.validate(&format!("class[{i}].downlink"))?;
             if c.endpoints.is_empty() && c.per_conference == 0 {
-                return Err(format!("class[{i}] ({}) selects no endpoints: give endpoints or per_conference", c.name));
+                return Err(format!(
+                    "class[{i}] ({}) selects no endpoints: give endpoints or per_conference",
+                    c.name
+                ));
             }
         }
         if self.mode == Mode::Ramp {

@@ -110,7 +110,10 @@ fn bad_scenario_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("endpionts") && lines[0].contains("bad.toml"), "{stderr}");
+    assert!(
+        lines[0].contains("endpionts") && lines[0].contains("bad.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
