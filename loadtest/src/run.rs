@@ -123,6 +123,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
         target.rest.clone(),
         target.pid,
         target.progress,
+        planned_seconds(scenario),
         stop_rx.clone(),
     ));
     let mut joiner = Joiner {
@@ -394,6 +395,7 @@ async fn sample_loop(
     rest: String,
     pid: Option<u32>,
     progress: bool,
+    planned: Option<u32>,
     mut stop: watch::Receiver<bool>,
 ) {
     let tty = std::io::stderr().is_terminal();
@@ -447,7 +449,8 @@ async fn sample_loop(
         };
         if progress {
             if tty {
-                eprint!("\r\x1b[2K{line}");
+                let bar = planned.map_or(String::new(), |p| progress_bar(s, p, 20));
+                eprint!("\r\x1b[2K{bar}{line}");
             } else if s.is_multiple_of(5) {
                 eprintln!("{line}");
             }
@@ -455,6 +458,20 @@ async fn sample_loop(
         (last_bridge, last_self, last_fwd) = (bridge, me, fwd);
         s += 1;
     }
+}
+
+/// How long a steady run should take (joins, warmup, duration), for the progress bar.
+fn planned_seconds(s: &Scenario) -> Option<u32> {
+    (s.mode == Mode::Steady).then(|| {
+        let joins = f64::from(s.conferences * s.endpoints) / s.join_rate;
+        (joins + s.warmup.as_secs_f64() + s.duration.as_secs_f64()).ceil() as u32 + 2
+    })
+}
+
+/// `[#######.............] ` for `done` of `total`.
+fn progress_bar(done: u32, total: u32, width: usize) -> String {
+    let filled = (done.min(total) as usize * width) / total.max(1) as usize;
+    format!("[{}{}] ", "#".repeat(filled), ".".repeat(width - filled))
 }
 
 /// RTP packets the bridge has sent so far, from its `/colibri/stats`.
@@ -625,5 +642,25 @@ impl Summary {
             ));
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_bar_fills_and_saturates() {
+        assert_eq!(progress_bar(0, 10, 10), "[..........] ");
+        assert_eq!(progress_bar(5, 10, 10), "[#####.....] ");
+        assert_eq!(progress_bar(15, 10, 10), "[##########] ");
+        let s = Scenario {
+            conferences: 2,
+            endpoints: 5,
+            join_rate: 10.0,
+            ..Default::default()
+        };
+        // 1 s of joins + 3 s warmup + 10 s measured + 2 s slack.
+        assert_eq!(planned_seconds(&s), Some(16));
     }
 }
