@@ -105,6 +105,8 @@ pub struct Bin {
     /// Packets the receivers should have got, from the per-stream counters.
     pub expected: u64,
     pub latency_us: Histogram,
+    /// How late endpoint tasks woke for their timers (the harness's scheduling lag).
+    pub lag_us: Histogram,
     pub frames: u64,
     pub freezes: u64,
     pub violations: u64,
@@ -120,6 +122,7 @@ impl Bin {
         self.rx_bytes += o.rx_bytes;
         self.expected += o.expected;
         self.latency_us.merge(&o.latency_us);
+        self.lag_us.merge(&o.lag_us);
         self.frames += o.frames;
         self.freezes += o.freezes;
         self.violations += o.violations;
@@ -129,10 +132,13 @@ impl Bin {
     }
 
     pub fn clear(&mut self) {
-        let mut hist = std::mem::take(&mut self.latency_us);
-        hist.clear();
+        let mut latency_us = std::mem::take(&mut self.latency_us);
+        let mut lag_us = std::mem::take(&mut self.lag_us);
+        latency_us.clear();
+        lag_us.clear();
         *self = Bin {
-            latency_us: hist,
+            latency_us,
+            lag_us,
             ..Default::default()
         };
     }
@@ -224,6 +230,7 @@ impl Collector {
                     latency_ms_p50: nan_none(b.latency_us.percentile(50.0)),
                     latency_ms_p95: nan_none(b.latency_us.percentile(95.0)),
                     latency_ms_p99: nan_none(b.latency_us.percentile(99.0)),
+                    harness_lag_ms_p99: nan_none(b.lag_us.percentile(99.0)),
                     frames: b.frames,
                     freezes: b.freezes,
                     violations: b.violations,
@@ -261,6 +268,8 @@ pub struct SecondPoint {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub latency_ms_p99: Option<f64>,
+    /// p99 of how late endpoint tasks woke: large values mean the harness was the bottleneck.
+    pub harness_lag_ms_p99: Option<f64>,
     pub frames: u64,
     pub freezes: u64,
     pub violations: u64,

@@ -273,6 +273,12 @@ pub fn charts(series: &[SecondPoint]) -> Vec<String> {
         ],
     ));
     out.push(line_chart(
+        "Harness timer lag, p99 (how late endpoint tasks ran)",
+        "time (s)",
+        "ms",
+        &[line("lag p99", &|p| opt(p.harness_lag_ms_p99))],
+    ));
+    out.push(line_chart(
         "Endpoints joined",
         "time (s)",
         "endpoints",

@@ -58,6 +58,8 @@ pub struct Totals {
     pub frames: u64,
     pub freezes: u64,
     pub violations: u64,
+    /// p99 of how late endpoint tasks woke for their timers (harness scheduling lag).
+    pub harness_lag_ms_p99: f64,
     /// Over the whole run (all endpoints).
     pub corrupt_packets: u64,
     pub join_ms_p50: f64,
@@ -536,6 +538,7 @@ fn summarise(
         frames: bin.frames,
         freezes: bin.freezes,
         violations: bin.violations,
+        harness_lag_ms_p99: bin.lag_us.percentile(99.0) / 1000.0,
         corrupt_packets: reports.iter().map(|r| r.corrupt_packets).sum(),
         join_ms_p50: joins.get(joins.len() / 2).copied().unwrap_or(f64::NAN),
         join_ms_max: joins.last().copied().unwrap_or(f64::NAN),
@@ -635,6 +638,18 @@ impl Summary {
             ));
         }
         rows.push(("harness (this process)".into(), proc_row(&self.harness)));
+        rows.push((
+            "harness timer lag p99".into(),
+            format!(
+                "{:.1} ms{}",
+                self.totals.harness_lag_ms_p99,
+                if self.totals.harness_lag_ms_p99 > 20.0 {
+                    " (the harness could not keep up: its latency and loss numbers include its own delay)"
+                } else {
+                    ""
+                }
+            ),
+        ));
         if let Some(r) = &self.ramp {
             rows.push((
                 "capacity".into(),
