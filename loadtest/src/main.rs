@@ -12,6 +12,8 @@ mod metrics;
 mod report;
 mod run;
 mod scenario;
+#[allow(dead_code)] // shape generators and checks: not every accessor is used by the harness
+mod shape;
 mod video;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket as StdUdp};

@@ -27,6 +27,8 @@ pub enum Command {
         sctp: bool,
         /// A visitor never sends media: nothing from it is forwarded except PLI/FIR.
         visitor: bool,
+        /// The endpoint's Colibri2 id (as the bridge channel names endpoints).
+        name: String,
     },
     /// Add payload types and RTP header extensions (additive, as JVB).
     SetMedia {
@@ -48,6 +50,20 @@ pub enum Command {
     },
     /// Remove an endpoint. Unknown endpoints are not an error.
     ExpireEndpoint { conf: ConferenceId, ep: EndpointId },
+    /// A bridge-channel message from the endpoint that arrived outside SCTP (the colibri-ws
+    /// websocket); handled exactly as one from its data channel.
+    BridgeChannelMessage {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
+    /// The endpoint's colibri-ws websocket connected (`open`) or went away. While it is the
+    /// active channel, messages for the endpoint come out as [`Event::BridgeChannelSend`].
+    BridgeChannelWebSocket {
+        conf: ConferenceId,
+        ep: EndpointId,
+        open: bool,
+    },
     /// Send a UTF-8 bridge-channel message to the endpoint over its SCTP data channel.
     SendDataChannelText {
         conf: ConferenceId,
@@ -67,7 +83,9 @@ impl Command {
             | Command::SetRemoteTransport { conf, .. }
             | Command::SetSources { conf, .. }
             | Command::ExpireEndpoint { conf, .. }
-            | Command::SendDataChannelText { conf, .. } => *conf,
+            | Command::SendDataChannelText { conf, .. }
+            | Command::BridgeChannelMessage { conf, .. }
+            | Command::BridgeChannelWebSocket { conf, .. } => *conf,
         }
     }
 }
@@ -186,6 +204,8 @@ pub struct PayloadType {
     pub clock_rate: u32,
     /// For `rtx`: the payload type it retransmits (`apt`).
     pub apt: Option<u8>,
+    /// RTCP feedback as signalled: (`type`, `subtype`), e.g. (`nack`, `pli`), (`transport-cc`, None).
+    pub feedback: Vec<(String, Option<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +276,12 @@ pub enum Event {
     DataChannelOpen { conf: ConferenceId, ep: EndpointId },
     /// A UTF-8 message arrived on the endpoint's data channel.
     DataChannelText {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
+    /// A bridge-channel message for the endpoint's websocket (its active channel, media.md §2.1).
+    BridgeChannelSend {
         conf: ConferenceId,
         ep: EndpointId,
         text: String,

@@ -4,7 +4,7 @@
 //! The shard owns the logic that crosses endpoints (forwarding, PLI routing); this file holds
 //! what belongs to one endpoint alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,12 +18,16 @@ use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
 
-use crate::control::{MediaKind, RemoteTransport, Setup};
+use crate::bwe::{NackGenerator, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
+use crate::control::{RemoteTransport, Setup};
 use crate::dtls::{Dtls, Role};
+use crate::id::Ssrc;
 use crate::id::{ConferenceId, EndpointId};
-use crate::rtcp_min::ReportBlock;
+use crate::negotiated::Negotiated;
+use crate::receiver::Receiver;
 use crate::sctp::Sctp;
 use crate::srtp::Srtp;
+use crate::wire::rtcp::ReportBlock;
 
 /// How many distinct ICE-validated remote addresses an endpoint remembers.
 const MAX_VALIDATED: usize = 16;
@@ -51,18 +55,40 @@ pub struct Endpoint {
     pub dtls: Option<Dtls>,
     pub srtp: Option<Box<dyn Srtp>>,
     pub sctp: Option<Sctp>,
-    /// SSRCs from SetSources, with their media kind.
-    pub sources: HashMap<u32, MediaKind>,
     /// Whether SetSources was ever applied. Until then the endpoint's SSRCs are learned from
     /// its traffic; afterwards only the signalled set is accepted, so an empty set means
     /// "forward nothing" (colibri.md §3.6: sources are replace-all).
     pub sources_signalled: bool,
-    /// SSRCs seen before any sources were signalled (capped).
-    pub learned: HashSet<u32>,
-    /// Clock rate per payload type, from SetMedia.
-    pub clock_rates: HashMap<u8, u32>,
-    /// Header-extension ids kept on packets forwarded from this endpoint (media.md §9).
-    pub ext_keep: Vec<u8>,
+    /// SSRCs learned from traffic before any sources were signalled (capped).
+    pub learned: usize,
+    /// Payload types, feedback and extension ids from SetMedia.
+    pub neg: Negotiated,
+    /// Next transport-wide sequence number on packets sent to this endpoint.
+    pub tcc_out: u16,
+    /// The last REMB value the endpoint sent (bps).
+    pub remb_bps: Option<u64>,
+    /// Transport-cc feedback toward this endpoint as a sender (media.md §4.1).
+    pub twcc_rx: TwccGenerator,
+    /// The last media SSRC received, named in feedback packets.
+    pub last_media_ssrc: u32,
+    /// Send-side bandwidth estimate of the path toward this endpoint (media.md §4.2).
+    pub bwe: SendSideBwe,
+    /// What was sent to this endpoint per outgoing video SSRC, for NACKs (media.md §5.2).
+    pub rtx_cache: HashMap<u32, RtxCache>,
+    /// RTX encapsulation per outgoing video SSRC (its FID partner), when negotiated.
+    pub rtx_enc: HashMap<u32, RtxEncoder>,
+    /// The Colibri2 endpoint id (bridge-channel messages name endpoints by it).
+    pub name: String,
+    /// What this endpoint receives: its constraints, allocation and projections.
+    pub recv: Receiver,
+    /// Bridge-channel messages received and not yet processed (bounded, as JVB's queue).
+    pub channel_in: std::collections::VecDeque<String>,
+    /// Whether the SCTP data channel is open.
+    pub channel_open: bool,
+    /// Whether a colibri-ws websocket is connected.
+    pub ws_open: bool,
+    /// The channel that last received a message is the active one (media.md §2.1).
+    pub ws_active: bool,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -140,11 +166,22 @@ impl Endpoint {
             dtls: None,
             srtp: None,
             sctp: None,
-            sources: HashMap::new(),
             sources_signalled: false,
-            learned: HashSet::new(),
-            clock_rates: HashMap::new(),
-            ext_keep: Vec::new(),
+            learned: 0,
+            neg: Negotiated::default(),
+            tcc_out: 1,
+            remb_bps: None,
+            twcc_rx: TwccGenerator::new(),
+            last_media_ssrc: 0,
+            bwe: SendSideBwe::default(),
+            rtx_cache: HashMap::new(),
+            rtx_enc: HashMap::new(),
+            name: String::new(),
+            recv: Receiver::default(),
+            channel_in: std::collections::VecDeque::new(),
+            channel_open: false,
+            ws_open: false,
+            ws_active: false,
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,
@@ -191,33 +228,12 @@ impl Endpoint {
     /// Whether an SSRC not yet known may be learned from this endpoint's traffic: only while
     /// no sources were ever signalled, and up to `cap` SSRCs.
     pub fn may_learn(&self, cap: usize) -> bool {
-        !self.sources_signalled && self.learned.len() < cap
-    }
-
-    /// Is this SSRC allowed from this endpoint? (The learning cap is applied by the caller.)
-    pub fn ssrc_known(&self, ssrc: u32) -> bool {
-        if !self.sources_signalled {
-            self.learned.contains(&ssrc)
-        } else {
-            self.sources.contains_key(&ssrc)
-        }
-    }
-
-    /// Clock rate for an RTP stream: signalled PT, else by kind.
-    pub fn clock_rate(&self, pt: u8, ssrc: u32) -> u32 {
-        if let Some(r) = self.clock_rates.get(&pt) {
-            return *r;
-        }
-        match self.sources.get(&ssrc) {
-            Some(MediaKind::Audio) => 48_000,
-            _ if pt == 111 => 48_000,
-            _ => 90_000,
-        }
+        !self.sources_signalled && self.learned < cap
     }
 }
 
 /// Receive statistics for one SSRC (RFC 3550 appendix A.1, A.3, A.8).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RxStream {
     pub clock_rate: u32,
     base_seq: u32,
@@ -230,6 +246,12 @@ pub struct RxStream {
     last_transit: Option<f64>,
     /// Middle 32 bits of the last SR's NTP time, and when it arrived.
     last_sr: Option<(u32, Instant)>,
+    /// Recently seen sequence numbers (duplicate and RTX-copy detection).
+    pub seen: SeqWindow,
+    /// The sender's last NTP ↔ RTP mapping (from its SR) and when it arrived.
+    pub sr_mapping: Option<(u64, u32, Instant)>,
+    /// NACKs toward the sender for this stream (video only, media.md §5.1).
+    pub nack: Option<NackGenerator>,
 }
 
 impl RxStream {
@@ -245,6 +267,9 @@ impl RxStream {
             jitter: 0.0,
             last_transit: None,
             last_sr: None,
+            seen: SeqWindow::default(),
+            sr_mapping: None,
+            nack: None,
         }
     }
 
@@ -270,8 +295,9 @@ impl RxStream {
         self.last_transit = Some(transit);
     }
 
-    pub fn on_sender_report(&mut self, ntp: u64, now: Instant) {
+    pub fn on_sender_report(&mut self, ntp: u64, rtp_ts: u32, now: Instant) {
         self.last_sr = Some(((ntp >> 16) as u32, now));
+        self.sr_mapping = Some((ntp, rtp_ts, now));
     }
 
     /// A report block, advancing the "prior" counters used for fraction lost.
@@ -297,7 +323,7 @@ impl RxStream {
             None => (0, 0),
         };
         ReportBlock {
-            ssrc,
+            ssrc: Ssrc(ssrc),
             fraction_lost,
             cumulative_lost: lost.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
             ext_highest_seq: ext_max,
@@ -318,11 +344,74 @@ pub struct TxStream {
     pub clock_rate: u32,
 }
 
+/// The last [`SeqWindow::SPAN`] sequence numbers of a stream, to drop duplicates (an RTX
+/// copy of a packet that did arrive, a sender's double send). SRTP's replay window works on
+/// the encrypted stream per SSRC and cannot see RTX copies of the original SSRC.
+#[derive(Debug, Clone, Default)]
+pub struct SeqWindow {
+    bits: [u64; 16],
+    max: Option<u16>,
+}
+
+impl SeqWindow {
+    pub const SPAN: u16 = 1024;
+
+    fn bit(&mut self, seq: u16) -> (&mut u64, u64) {
+        let i = usize::from(seq % Self::SPAN);
+        (&mut self.bits[i / 64], 1u64 << (i % 64))
+    }
+
+    /// Record `seq`; false if it was seen already or is too old to tell.
+    pub fn insert(&mut self, seq: u16) -> bool {
+        let Some(max) = self.max else {
+            self.max = Some(seq);
+            let (w, m) = self.bit(seq);
+            *w |= m;
+            return true;
+        };
+        let delta = crate::wire::rtp::seq_delta(max, seq);
+        if delta > 0 {
+            if delta as u16 >= Self::SPAN {
+                self.bits = [0; 16];
+            } else {
+                for k in 1..=delta as u16 {
+                    let (w, m) = self.bit(max.wrapping_add(k));
+                    *w &= !m;
+                }
+            }
+            self.max = Some(seq);
+        } else if delta.unsigned_abs() >= Self::SPAN {
+            return false;
+        }
+        let (w, m) = self.bit(seq);
+        if *w & m != 0 {
+            return false;
+        }
+        *w |= m;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Loss, sequence wrap and fraction lost follow RFC 3550 A.3.
+    #[test]
+    fn seq_window_drops_duplicates_across_wrap() {
+        let mut w = SeqWindow::default();
+        assert!(w.insert(65530));
+        assert!(w.insert(65535));
+        assert!(w.insert(3), "forward across the wrap");
+        assert!(!w.insert(65535), "duplicate");
+        assert!(w.insert(65533), "late but new");
+        assert!(!w.insert(65533));
+        assert!(!w.insert(3));
+        assert!(w.insert(3 + 2000), "a big jump resets");
+        assert!(!w.insert(3), "too old to tell is dropped");
+        assert!(w.insert(3 + 1999));
+    }
+
     #[test]
     fn rx_stream_loss_and_wrap() {
         let now = Instant::now();

@@ -10,12 +10,19 @@
 //! [`driver`] is the only async module: it owns the shared UDP socket (one port for every
 //! endpoint of every conference, as JVB) and feeds a shard from tokio.
 
+pub mod bwe;
 pub mod control;
 pub mod id;
 pub mod wire;
 
+pub mod allocation;
+pub mod bitrate;
+pub mod bridge_channel;
+pub mod speaker;
+
 pub use control::{Command, CommandError, Event, Reply};
 pub use id::{ConferenceId, EndpointId, Ssrc};
+pub mod codec;
 pub mod config;
 pub mod stats;
 
@@ -25,11 +32,15 @@ pub mod driver;
 
 pub mod demux;
 pub mod dtls;
+pub mod egress;
 mod endpoint;
-pub mod rtcp_min;
-pub mod rtp_ext;
+pub mod negotiated;
+pub mod projection;
+pub mod receiver;
 mod sctp;
 pub mod shard;
+pub mod sources;
 pub mod srtp;
+pub mod video;
 
 pub use shard::{ClockAnchor, Shard, Transmit};

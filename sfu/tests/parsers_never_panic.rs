@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use sfu::demux;
 use sfu::dtls::client_hello::{parse_client_hello_srtp, HelloAssembler};
-use sfu::rtcp_min::parse_compound;
+use sfu::wire::rtcp::{RtcpCompound, RtcpPacket};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -31,9 +31,12 @@ proptest! {
     #[test]
     fn rtcp_any_bytes(mut data in proptest::collection::vec(any::<u8>(), 0..400)) {
         if let Some(b) = data.first_mut() { *b = 0x80 | (*b & 0x3F); }
-        for item in parse_compound(&data) {
-            if let Ok(sfu::rtcp_min::Rtcp::Fir { entries, .. }) = item {
-                let _ = entries.count();
+        for item in RtcpCompound::new(&data) {
+            match item {
+                Ok(RtcpPacket::Fir(f)) => { let _ = f.entries.count(); }
+                Ok(RtcpPacket::Nack(n)) => { let _ = n.lost_seqs().count(); }
+                Ok(RtcpPacket::TransportCc(t)) => { let _ = t.packets().count(); }
+                _ => {}
             }
         }
     }

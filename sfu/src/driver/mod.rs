@@ -163,6 +163,7 @@ async fn flush(shard: &mut Shard, socket: &UdpSocket, events: &mpsc::UnboundedSe
             }
             Err(e) => tracing::debug!(error = %e, remote = %t.remote, "send failed"),
         }
+        shard.recycle(t.data);
     }
     while let Some(ev) = shard.poll_event() {
         let _ = events.send(ev);

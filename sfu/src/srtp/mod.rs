@@ -192,7 +192,7 @@ mod tests {
             assert_eq!(b.unprotect_rtp(&enc2), Err(SrtpError::AuthFailed));
 
             let mut pli = [0u8; 12];
-            crate::rtcp_min::write_pli(&mut pli, 1, 42);
+            crate::wire::rtcp::write_pli(&mut pli, crate::id::Ssrc(1), crate::id::Ssrc(42)).expect("a PLI is 12 bytes");
             let enc = b.protect_rtcp(&pli).expect("protect rtcp");
             assert_eq!(&a.unprotect_rtcp(&enc).expect("unprotect rtcp")[..], &pli[..]);
             assert_eq!(a.unprotect_rtcp(&enc), Err(SrtpError::Replay));

@@ -385,6 +385,7 @@ impl Colibri2Handler {
                     ice_controlling: transport.ice_controlling,
                     sctp,
                     visitor,
+                    name: ep.id.clone(),
                 })
                 .await
                 .map_err(err)?;
@@ -806,6 +807,11 @@ fn media_description(media: &Media) -> MediaDescription {
                 name: pt.name.clone().unwrap_or_default(),
                 clock_rate: pt.clockrate.unwrap_or(0),
                 apt: pt.parameter("apt").and_then(|v| v.trim().parse().ok()),
+                feedback: pt
+                    .rtcp_fbs
+                    .iter()
+                    .map(|fb| (fb.fb_type.clone(), fb.subtype.clone()))
+                    .collect(),
             })
             .collect(),
         extensions: media
