@@ -15,7 +15,7 @@ use serde::Serialize;
 use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::config::{DtlsCert, Fingerprint};
 use str0m::format::Codec as Str0mCodec;
-use str0m::media::{Frequency, MediaKind, Mid, Pt, Rid};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionSerializer, ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -26,7 +26,8 @@ use crate::focus::{BridgeTransport, ClientTransport};
 use crate::link::{Link, LinkStats};
 use crate::metrics::{Bin, Collector};
 use crate::scenario::{Codec, LinkPair, ReceiverConstraints};
-use crate::video::{StreamId, Tracking, VideoPacket, VideoSender, TRACKING_LEN};
+use crate::shape::check::FrameDone;
+use crate::video::{StreamId, Tracking, VideoCheck, VideoPacket, VideoSender, TRACKING_LEN};
 
 pub const AUDIO_PT: u8 = 111;
 pub const VP8_PT: u8 = 100;
@@ -175,6 +176,8 @@ pub struct EndpointReport {
     pub longest_freeze_ms: f64,
     pub violations: u64,
     pub keyframe_requests_received: u64,
+    /// PLIs this endpoint sent because it had no keyframe to start decoding from.
+    pub keyframe_requests_sent: u64,
     /// Per video sender (global index): the height of the layer received last (0: none).
     pub layers: Vec<(u32, u32)>,
     pub uplink: LinkStats,
@@ -204,6 +207,7 @@ struct Endpoint {
     downlink: Option<Link>,
     video: Option<VideoSender>,
     video_pt: u8,
+    codec: Codec,
     ssrcs: Ssrcs,
     audio: TxStream,
     video_tx: [TxStream; 3],
@@ -231,6 +235,10 @@ struct TxStream {
 #[derive(Default)]
 struct RxState {
     streams: HashMap<StreamId, StreamRx>,
+    /// A validator per received video SSRC.
+    checks: HashMap<u32, VideoCheck>,
+    /// When we last sent a PLI per SSRC.
+    pli_at: HashMap<u32, Instant>,
     /// Per video sender: frames and freezes.
     senders: HashMap<u32, SenderRx>,
 }
@@ -242,9 +250,22 @@ struct StreamRx {
 
 struct SenderRx {
     last_frame: Option<Instant>,
-    height: u32,
+    /// Per received SSRC of this sender: the height of its last completed frame, and when.
+    heights: Vec<(u32, u32, Instant)>,
     last_packet: Instant,
     frozen: bool,
+}
+
+impl SenderRx {
+    /// The layer received: the highest one that completed a frame in the last second.
+    fn height(&self, now: Instant) -> u32 {
+        self.heights
+            .iter()
+            .filter(|h| now.saturating_duration_since(h.2) < Duration::from_secs(1))
+            .map(|h| h.1)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 impl Endpoint {
@@ -320,6 +341,7 @@ impl Endpoint {
             downlink: (!down.is_perfect()).then(|| Link::new(down, link_seed + 1, s.epoch)),
             video,
             video_pt,
+            codec: s.codec,
             ssrcs,
             audio: TxStream {
                 seq: 1000 + u64::from(s.index),
@@ -352,8 +374,8 @@ impl Endpoint {
                 if self.sends_audio {
                     wake = wake.min(self.next_audio);
                 }
-                if let Some(t) = self.video.as_ref().and_then(|v| v.poll_timeout()) {
-                    wake = wake.min(t);
+                if let Some(v) = &self.video {
+                    wake = wake.min(v.poll_timeout().unwrap_or(now));
                 }
             }
             for l in [&self.uplink, &self.downlink].into_iter().flatten() {
@@ -376,7 +398,12 @@ impl Endpoint {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => self.on_timeout(Instant::now())?,
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    // How late this task ran: the harness's own scheduling lag.
+                    self.bin.lag_us.record(now.saturating_duration_since(wake).as_micros().min(u128::from(u32::MAX)) as u32);
+                    self.on_timeout(now)?
+                }
                 _ = stop.changed() => return Ok(()),
             }
             if *stop.borrow() {
@@ -595,15 +622,52 @@ impl Endpoint {
                 }
             }
             Event::RtpPacket(p) => {
-                let marker = p.header.marker;
-                self.on_media(now, &p.payload, marker);
+                let h = &p.header;
+                let video = *h.payload_type == self.video_pt;
+                let frame = if video {
+                    let dd = h.ext_vals.user_values.get::<DdBytes>().map(|d| d.0.as_slice());
+                    let codec = self.codec;
+                    let check = self.rx.checks.entry(*h.ssrc).or_insert_with(|| VideoCheck::new(codec));
+                    let result = check.on_packet(h.sequence_number, h.timestamp, h.marker, &p.payload, dd);
+                    if check.needs_keyframe() {
+                        self.ask_keyframe(now, *h.ssrc);
+                    }
+                    match result {
+                        Ok(done) => done,
+                        Err(v) => {
+                            self.bin.violations += 1;
+                            self.report.violations += 1;
+                            if self.report.violations <= 3 {
+                                tracing::info!(index = self.index, ssrc = *h.ssrc, violation = ?v, "stream violation");
+                            }
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.on_media(now, &p.payload, video.then_some((*h.ssrc, frame)));
             }
             _ => {}
         }
     }
 
-    /// One RTP packet through the bridge: latency, loss, frames, freezes.
-    fn on_media(&mut self, now: Instant, payload: &[u8], marker: bool) {
+    /// Ask for a keyframe on `ssrc` with a PLI, as a browser's decoder does, at most every 500 ms.
+    fn ask_keyframe(&mut self, now: Instant, ssrc: u32) {
+        let last = self.rx.pli_at.entry(ssrc).or_insert(now - Duration::from_secs(10));
+        if now.saturating_duration_since(*last) < Duration::from_millis(500) {
+            return;
+        }
+        *last = now;
+        if let Some(rx) = self.rtc.direct_api().stream_rx(&Ssrc::from(ssrc)) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.report.keyframe_requests_sent += 1;
+        }
+    }
+
+    /// One RTP packet through the bridge: latency, loss, and for video (its SSRC and the frame it
+    /// completed, if any) frames, freezes and the layer received.
+    fn on_media(&mut self, now: Instant, payload: &[u8], video: Option<(u32, Option<FrameDone>)>) {
         self.bin.rx_packets += 1;
         self.bin.rx_bytes += payload.len() as u64;
         self.report.received_packets += 1;
@@ -648,14 +712,21 @@ impl Endpoint {
         };
         self.bin.expected += expected;
         self.report.expected_packets += expected;
-        if t.stream.is_video() && marker {
+        if let Some((ssrc, frame)) = video.filter(|_| t.stream.is_video()) {
             let sender = self.rx.senders.entry(t.stream.sender()).or_insert(SenderRx {
                 last_frame: None,
-                height: 0,
+                heights: Vec::new(),
                 last_packet: now,
                 frozen: false,
             });
             sender.last_packet = now;
+            let Some(frame) = frame else { return };
+            if frame.height > 0 {
+                match sender.heights.iter_mut().find(|h| h.0 == ssrc) {
+                    Some(h) => (h.1, h.2) = (u32::from(frame.height), now),
+                    None => sender.heights.push((ssrc, u32::from(frame.height), now)),
+                }
+            }
             if let Some(last) = sender.last_frame {
                 let gap = now.saturating_duration_since(last);
                 if gap > FREEZE && !sender.frozen {
@@ -698,7 +769,7 @@ impl Endpoint {
             let now = Instant::now();
             for v in &self.video_senders {
                 let h = match self.rx.senders.get(v) {
-                    Some(s) if now.saturating_duration_since(s.last_packet) < Duration::from_secs(1) => s.height,
+                    Some(s) if now.saturating_duration_since(s.last_packet) < Duration::from_secs(1) => s.height(now),
                     _ => 0,
                 };
                 *self.bin.layers.entry(h).or_default() += 1;
@@ -720,7 +791,7 @@ impl Endpoint {
         r.layers = self
             .video_senders
             .iter()
-            .map(|v| (*v, self.rx.senders.get(v).map_or(0, |s| s.height)))
+            .map(|v| (*v, self.rx.senders.get(v).map_or(0, |s| s.height(Instant::now()))))
             .collect();
         r.uplink = self.uplink.as_ref().map(|l| l.stats()).unwrap_or_default();
         r.downlink = self.downlink.as_ref().map(|l| l.stats()).unwrap_or_default();

@@ -72,8 +72,11 @@ pub struct ProcTotals {
     /// 100 = one core busy over the window.
     pub cpu_percent: Option<f64>,
     pub rss_mib: Option<f64>,
-    /// RTP packets the bridge sent in the window (its /colibri/stats).
+    /// RTP packets the bridge reported sending in the window (its /colibri/stats; coarse when
+    /// the bridge refreshes its stats less often than every second).
     pub forwarded_packets: Option<u64>,
+    /// CPU over the window divided by the RTP packets the endpoints received from the bridge
+    /// in it (every one of which the bridge forwarded).
     pub cpu_us_per_forwarded_packet: Option<f64>,
 }
 
@@ -504,7 +507,7 @@ fn summarise(
     let bin = c.window(from, to);
     let mut joins: Vec<f64> = reports.iter().filter_map(|r| r.join_ms).collect();
     joins.sort_by(f64::total_cmp);
-    let proc_totals = |v: &[Option<ProcSample>], forwarded: Option<u64>| {
+    let proc_totals = |v: &[Option<ProcSample>], forwarded: Option<u64>, received: u64| {
         let samples: Vec<ProcSample> = v.iter().take(to).skip(from).filter_map(|p| *p).collect();
         if samples.is_empty() {
             return ProcTotals::default();
@@ -515,7 +518,7 @@ fn summarise(
             cpu_percent: Some(cpu / samples.len() as f64 * 100.0),
             rss_mib: samples.last().map(|p| p.rss_bytes as f64 / 1048576.0),
             forwarded_packets: forwarded,
-            cpu_us_per_forwarded_packet: forwarded.filter(|&f| f > 0).map(|f| cpu * 1e6 / f as f64),
+            cpu_us_per_forwarded_packet: (received > 0).then(|| cpu * 1e6 / received as f64),
         }
     };
     let fwd: Vec<u64> = c.forwarded.iter().take(to).skip(from).filter_map(|f| *f).collect();
@@ -550,8 +553,8 @@ fn summarise(
         connected: reports.iter().filter(|r| r.connected).count() as u32,
         window,
         totals,
-        bridge: proc_totals(&c.bridge, forwarded),
-        harness: proc_totals(&c.harness, None),
+        bridge: proc_totals(&c.bridge, forwarded, bin.rx_packets),
+        harness: proc_totals(&c.harness, None, 0),
         layers_at_end,
         ramp,
         series: c.series(),
@@ -631,10 +634,17 @@ impl Summary {
             _ => "n/a".into(),
         };
         rows.push(("bridge".into(), proc_row(&self.bridge)));
-        if let (Some(f), Some(us)) = (self.bridge.forwarded_packets, self.bridge.cpu_us_per_forwarded_packet) {
+        if let Some(us) = self.bridge.cpu_us_per_forwarded_packet {
+            let stats = self
+                .bridge
+                .forwarded_packets
+                .map_or(String::new(), |f| format!("; its stats: {f} RTP packets sent"));
             rows.push((
                 "bridge per forwarded packet".into(),
-                format!("{us:.2} µs CPU ({f} RTP packets sent)"),
+                format!(
+                    "{us:.2} µs CPU ({} packets received{stats})",
+                    self.totals.received_packets
+                ),
             ));
         }
         rows.push(("harness (this process)".into(), proc_row(&self.harness)));

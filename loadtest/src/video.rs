@@ -9,47 +9,60 @@ use std::time::{Duration, Instant};
 
 use crate::scenario::Codec;
 
-/// One RTP packet's worth of generated video (the same fields as `shape::OutPacket`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoPacket {
-    pub encoding: u8,
-    pub spatial: u8,
-    pub temporal: u8,
-    pub keyframe: bool,
-    pub rtp_ts: u32,
-    pub marker: bool,
-    pub payload: Vec<u8>,
-    pub tracking_offset: usize,
-    pub dd: Vec<u8>,
-}
+use crate::shape::av1::{Av1Config, Av1Svc};
+use crate::shape::check::{Av1Check, FrameDone, Violation, Vp8Check};
+use crate::shape::vp8::{Vp8Config, Vp8Simulcast};
+pub use crate::shape::OutPacket as VideoPacket;
 
 /// How many SSRCs (simulcast encodings) a sender of `codec` uses.
 pub fn encodings_of(codec: Codec) -> usize {
-    // Until the browser shapes are wired in, every codec is sent as the single VP8 shape.
-    let _ = codec;
-    1
+    match codec {
+        Codec::Vp8Simulcast => Vp8Config::default().encodings.len(),
+        Codec::Av1Svc | Codec::Vp8 => 1,
+    }
 }
 
 /// A video source of one endpoint.
 pub enum VideoSender {
+    Simulcast(Vp8Simulcast),
+    Av1(Av1Svc),
     Single(SingleVp8),
 }
 
 impl VideoSender {
     pub fn new(codec: Codec, seed: u64, bitrate_scale: f64, now: Instant) -> Self {
-        let _ = (codec, seed);
-        Self::Single(SingleVp8::new((500_000.0 * bitrate_scale) as u32, now))
+        match codec {
+            Codec::Vp8Simulcast => {
+                let mut cfg = Vp8Config::default();
+                for e in &mut cfg.encodings {
+                    e.bitrate = (f64::from(e.bitrate) * bitrate_scale) as u32;
+                }
+                Self::Simulcast(Vp8Simulcast::new(seed, cfg))
+            }
+            Codec::Av1Svc => {
+                let mut cfg = Av1Config::default();
+                for l in &mut cfg.layers {
+                    l.bitrate = (f64::from(l.bitrate) * bitrate_scale) as u32;
+                }
+                Self::Av1(Av1Svc::new(seed, cfg))
+            }
+            Codec::Vp8 => Self::Single(SingleVp8::new((500_000.0 * bitrate_scale) as u32, now)),
+        }
     }
 
     /// How many SSRCs (simulcast encodings) this sender uses.
     pub fn encodings(&self) -> usize {
         match self {
-            Self::Single(_) => 1,
+            Self::Simulcast(s) => s.encoding_count(),
+            Self::Av1(_) | Self::Single(_) => 1,
         }
     }
 
+    /// When the next frame is due (`None`: now).
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self {
+            Self::Simulcast(s) => s.poll_timeout(),
+            Self::Av1(s) => s.poll_timeout(),
             Self::Single(s) => Some(s.next_frame),
         }
     }
@@ -57,6 +70,8 @@ impl VideoSender {
     /// Packets due at `now`, appended to `out`.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<VideoPacket>) {
         match self {
+            Self::Simulcast(s) => s.poll(now, out),
+            Self::Av1(s) => s.poll(now, out),
             Self::Single(s) => s.poll(now, out),
         }
     }
@@ -64,10 +79,62 @@ impl VideoSender {
     /// A keyframe request for `encoding` (`None`: all of them).
     pub fn request_keyframe(&mut self, encoding: Option<u8>) {
         match self {
-            Self::Single(s) => {
-                let _ = encoding;
-                s.key_requested = true
-            }
+            Self::Simulcast(s) => match encoding {
+                Some(e) => s.request_keyframe(e),
+                None => (0..s.encoding_count() as u8).for_each(|e| s.request_keyframe(e)),
+            },
+            Self::Av1(s) => s.request_keyframe(),
+            Self::Single(s) => s.key_requested = true,
+        }
+    }
+}
+
+/// The receiver's judge of one received video SSRC (the shape validators; the single VP8 shape
+/// has no full descriptor, so it is only counted by marker bits).
+pub enum VideoCheck {
+    Vp8(Box<Vp8Check>),
+    Av1(Box<Av1Check>),
+    Marker,
+}
+
+impl VideoCheck {
+    pub fn new(codec: Codec) -> Self {
+        match codec {
+            Codec::Vp8Simulcast => Self::Vp8(Box::default()),
+            Codec::Av1Svc => Self::Av1(Box::default()),
+            Codec::Vp8 => Self::Marker,
+        }
+    }
+
+    /// True while the receiver cannot decode: no keyframe seen yet (a browser asks for one).
+    pub fn needs_keyframe(&self) -> bool {
+        match self {
+            Self::Vp8(c) => c.resolution().is_none(),
+            Self::Av1(c) => c.resolution().is_none(),
+            Self::Marker => false,
+        }
+    }
+
+    /// One received packet: a completed frame (with its height when known), nothing yet, or a
+    /// violation.
+    pub fn on_packet(
+        &mut self,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+        dd: Option<&[u8]>,
+    ) -> Result<Option<FrameDone>, Violation> {
+        match self {
+            Self::Vp8(c) => c.on_packet(seq, ts, marker, payload),
+            Self::Av1(c) => c.on_packet(seq, ts, marker, payload, dd.unwrap_or(&[])),
+            Self::Marker => Ok(marker.then_some(FrameDone {
+                keyframe: false,
+                width: 0,
+                height: 0,
+                spatial: 0,
+                temporal: 0,
+            })),
         }
     }
 }
