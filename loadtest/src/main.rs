@@ -230,16 +230,17 @@ fn render_report(summary: &Summary, scenario_text: &str) -> String {
     let mut extra = String::new();
     let mut charts = report::charts(&summary.series);
     if let Some(r) = &summary.ramp {
-        extra.push_str("<h2>Ramp</h2><table><tr><th>endpoints</th><th>loss %</th><th>p99 ms</th><th>received pkt/s</th><th>bridge CPU %</th><th>harness CPU %</th><th></th></tr>");
+        extra.push_str("<h2>Ramp</h2><table><tr><th>endpoints</th><th>loss %</th><th>p99 ms</th><th>received pkt/s</th><th>bridge CPU %</th><th>harness CPU %</th><th>harness lag p99 ms</th><th></th></tr>");
         for s in &r.steps {
             extra.push_str(&format!(
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td>{}</td></tr>",
                 s.endpoints,
                 s.loss_percent,
                 s.latency_ms_p99,
                 s.received_pps,
                 s.bridge_cpu_percent.map_or("n/a".into(), |v| format!("{v:.0}")),
                 s.harness_cpu_percent.map_or("n/a".into(), |v| format!("{v:.0}")),
+                s.harness_lag_ms_p99,
                 if s.good { "good" } else { "over the limits" },
             ));
         }

@@ -98,6 +98,9 @@ pub struct RampStep {
     pub received_pps: f64,
     pub bridge_cpu_percent: Option<f64>,
     pub harness_cpu_percent: Option<f64>,
+    /// p99 of the harness's timer lag in the step: large means the harness, not the bridge,
+    /// may have been the limit.
+    pub harness_lag_ms_p99: f64,
     pub good: bool,
 }
 
@@ -288,7 +291,7 @@ async fn ramp(
 ) -> anyhow::Result<RampResult> {
     let r = s.ramp;
     let mut steps: Vec<RampStep> = Vec::new();
-    let stopped_because;
+    let mut stopped_because;
     loop {
         let endpoints_after = (joiner.conferences + r.step_conferences) * s.endpoints;
         if endpoints_after > r.max_endpoints {
@@ -327,18 +330,21 @@ async fn ramp(
             received_pps: bin.rx_packets as f64 / f64::from(to - from),
             bridge_cpu_percent: bridge,
             harness_cpu_percent: harness,
+            harness_lag_ms_p99: bin.lag_us.percentile(99.0) / 1000.0,
             good,
         };
         eprintln!(
-            "ramp: {} endpoints: loss {:.2} %, p99 {:.1} ms, {:.0} pkt/s received, bridge {}, harness {} → {}",
+            "ramp: {} endpoints: loss {:.2} %, p99 {:.1} ms, {:.0} pkt/s received, bridge {}, harness {} (timer lag p99 {:.1} ms) → {}",
             step.endpoints,
             loss,
             p99,
             step.received_pps,
             pct(bridge),
             pct(harness),
+            step.harness_lag_ms_p99,
             if good { "good" } else { "over the limits" }
         );
+        let lag = step.harness_lag_ms_p99;
         steps.push(step);
         if !good {
             stopped_because = if bin.rx_packets == 0 {
@@ -348,6 +354,11 @@ async fn ramp(
             } else {
                 format!("p99 latency {p99:.1} ms > {} ms", r.max_p99_ms)
             };
+            if lag > 20.0 {
+                stopped_because.push_str(&format!(
+                    "; the harness lagged {lag:.0} ms (p99), so it may have been the limit, not the bridge"
+                ));
+            }
             break;
         }
     }
