@@ -418,6 +418,8 @@ async fn sample_loop(
     let mut last_bridge = pid.and_then(proc_usage);
     let mut last_self = self_usage();
     let mut last_fwd = bridge_sent_packets(&rest).await;
+    // The last second in which the bridge's counter changed (seconds after it are still 0).
+    let mut fwd_changed: Option<usize> = None;
     let mut s: u32 = 1;
     loop {
         let at = shared.epoch + Duration::from_secs(u64::from(s)) + Duration::from_millis(200);
@@ -439,13 +441,24 @@ async fn sample_loop(
         let line = {
             let Ok(mut c) = shared.collector.lock() else { return };
             c.set_proc(second, sample(bridge, last_bridge), sample(me, last_self));
-            c.set_forwarded(
-                second,
-                match (fwd, last_fwd) {
-                    (Some(a), Some(b)) if a >= b => Some(a - b),
-                    _ => None,
-                },
-            );
+            // The bridge may refresh its stats every few seconds: spread each change evenly
+            // over the seconds since the previous change.
+            match (fwd, last_fwd) {
+                (Some(a), Some(b)) if a > b => {
+                    let start = fwd_changed.map_or(0, |c| c + 1).min(second);
+                    let per = (a - b) / (second + 1 - start) as u64;
+                    for t in start..=second {
+                        c.set_forwarded(t, Some(per));
+                    }
+                    fwd_changed = Some(second);
+                    last_fwd = fwd;
+                }
+                (Some(_), Some(_)) => c.set_forwarded(second, Some(0)),
+                _ => {
+                    c.set_forwarded(second, None);
+                    last_fwd = fwd;
+                }
+            }
             c.set_endpoints(second, shared.joined.load(Ordering::Relaxed));
             let empty = Bin::default();
             let b = c.bins.get(second).unwrap_or(&empty);
@@ -471,7 +484,7 @@ async fn sample_loop(
                 eprintln!("{line}");
             }
         }
-        (last_bridge, last_self, last_fwd) = (bridge, me, fwd);
+        (last_bridge, last_self) = (bridge, me);
         s += 1;
     }
 }
