@@ -239,6 +239,8 @@ struct RxState {
     checks: HashMap<u32, VideoCheck>,
     /// When we last sent a PLI per SSRC.
     pli_at: HashMap<u32, Instant>,
+    /// When each video SSRC last completed a frame.
+    last_done: HashMap<u32, Instant>,
     /// Per video sender: frames and freezes.
     senders: HashMap<u32, SenderRx>,
 }
@@ -629,7 +631,15 @@ impl Endpoint {
                     let codec = self.codec;
                     let check = self.rx.checks.entry(*h.ssrc).or_insert_with(|| VideoCheck::new(codec));
                     let result = check.on_packet(h.sequence_number, h.timestamp, h.marker, &p.payload, dd);
-                    if check.needs_keyframe() {
+                    let undecodable = check.needs_keyframe();
+                    // A browser asks for a keyframe when it cannot decode: nothing to start from
+                    // yet, or media arriving but no frame completed for a second (unrecovered loss).
+                    let last_done = self.rx.last_done.entry(*h.ssrc).or_insert(now);
+                    if matches!(result, Ok(Some(_))) {
+                        *last_done = now;
+                    }
+                    let stalled = now.saturating_duration_since(*last_done) > Duration::from_secs(1);
+                    if undecodable || stalled {
                         self.ask_keyframe(now, *h.ssrc);
                     }
                     match result {
