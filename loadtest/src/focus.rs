@@ -7,7 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::endpoint::parse_colon_hex;
+use crate::endpoint::{
+    parse_colon_hex, Ssrcs, AUDIO_PT, AV1_PT, AV1_RTX_PT, DD_URI, EXT_ABS_SEND_TIME, EXT_AUDIO_LEVEL, EXT_DD, EXT_TWCC,
+    VP8_PT, VP8_RTX_PT,
+};
+use crate::scenario::Codec;
 
 /// The bridge side of one endpoint's transport, from the allocation answer.
 #[derive(Debug, Clone)]
@@ -64,12 +68,27 @@ impl Focus {
         }
     }
 
+    /// Check the bridge answers on its REST API at all.
+    pub async fn health(&self) -> anyhow::Result<()> {
+        let agent = self.agent.clone();
+        let url = format!("{}/about/health", self.base);
+        tokio::task::spawn_blocking(move || {
+            let resp = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+            if !resp.status().is_success() {
+                bail!("GET {url}: HTTP {}", resp.status());
+            }
+            Ok(())
+        })
+        .await?
+    }
+
     /// Allocate one endpoint, creating the conference with the first one, as Jicofo does.
     pub async fn allocate(
         &self,
         meeting_id: &str,
         create_conference: bool,
         endpoint: &str,
+        codec: Codec,
     ) -> anyhow::Result<BridgeTransport> {
         let mut body = json!({
             "meeting-id": meeting_id,
@@ -77,7 +96,7 @@ impl Focus {
                 "id": endpoint,
                 "create": true,
                 "stats-id": format!("{endpoint}-stats"),
-                "medias": medias(),
+                "medias": medias(codec),
                 "transport": { "ice-controlling": true, "sctp": {} },
                 "capabilities": ["source-names"],
             } ],
@@ -90,25 +109,17 @@ impl Focus {
         parse_transport(&answer, endpoint)
     }
 
-    /// Forward the client's transport and sources, as Jicofo does on session-accept.
+    /// Forward the client's transport and sources, as Jicofo does on session-accept: audio, and
+    /// video as one source whose SSRCs form a SIM group (simulcast) with an FID (RTX) partner each.
     pub async fn accept(
         &self,
         meeting_id: &str,
         endpoint: &str,
         client: &ClientTransport,
-        audio_ssrc: u32,
-        video_ssrc: Option<u32>,
+        ssrcs: &Ssrcs,
+        audio: bool,
+        video_encodings: usize,
     ) -> anyhow::Result<()> {
-        let mut sources = vec![json!({
-            "type": "audio", "id": format!("{endpoint}-a0"),
-            "sources": [ { "ssrc": audio_ssrc, "name": format!("{endpoint}-a0") } ],
-        })];
-        if let Some(v) = video_ssrc {
-            sources.push(json!({
-                "type": "video", "id": format!("{endpoint}-v0"),
-                "sources": [ { "ssrc": v, "name": format!("{endpoint}-v0"), "videoType": "camera" } ],
-            }));
-        }
         let body = json!({
             "meeting-id": meeting_id,
             "endpoints": [ {
@@ -119,7 +130,7 @@ impl Focus {
                     "fingerprints": [ { "fingerprint": client.fingerprint, "hash": "sha-256", "setup": "active" } ],
                     "candidates": [],
                 } },
-                "sources": sources,
+                "sources": sources_json(endpoint, ssrcs, audio, video_encodings),
             } ],
         });
         self.patch(meeting_id, body).await.map(|_| ())
@@ -164,27 +175,62 @@ impl Focus {
     }
 }
 
-/// Jicofo's default offer for audio and video (colibri.md §3.4), trimmed to what the harness sends.
-fn medias() -> Value {
+/// The `sources` of one endpoint in Colibri2 JSON: audio, and video as one source (named
+/// `<endpoint>-v0`, as jitsi-meet names sources) with SIM and FID groups.
+pub fn sources_json(endpoint: &str, ssrcs: &Ssrcs, audio: bool, video_encodings: usize) -> Value {
+    let mut sources = Vec::new();
+    if audio {
+        sources.push(json!({
+            "type": "audio", "id": format!("{endpoint}-a0"),
+            "sources": [ { "ssrc": ssrcs.audio, "name": format!("{endpoint}-a0") } ],
+        }));
+    }
+    if video_encodings > 0 {
+        let name = format!("{endpoint}-v0");
+        let mut list = Vec::new();
+        let mut groups = Vec::new();
+        for e in 0..video_encodings.min(3) {
+            list.push(json!({ "ssrc": ssrcs.video[e], "name": name, "videoType": "camera" }));
+            list.push(json!({ "ssrc": ssrcs.rtx[e], "name": name, "videoType": "camera" }));
+            groups.push(json!({ "semantics": "FID", "sources": [ssrcs.video[e], ssrcs.rtx[e]] }));
+        }
+        if video_encodings > 1 {
+            let sim: Vec<u32> = ssrcs.video[..video_encodings.min(3)].to_vec();
+            groups.insert(0, json!({ "semantics": "SIM", "sources": sim }));
+        }
+        sources.push(json!({ "type": "video", "id": name, "sources": list, "ssrc-groups": groups }));
+    }
+    Value::Array(sources)
+}
+
+/// Jicofo's default offer for audio and video (colibri.md §3.4), trimmed to what the harness
+/// sends: Opus, and AV1 41 (rtx 42) or VP8 100 (rtx 96), with Jicofo's extension ids.
+fn medias(codec: Codec) -> Value {
     let video_fb = json!([ { "type": "ccm", "subtype": "fir" }, { "type": "nack" }, { "type": "nack", "subtype": "pli" },
                            { "type": "goog-remb" }, { "type": "transport-cc" } ]);
+    let (name, pt, rtx) = match codec {
+        Codec::Av1Svc => ("AV1", AV1_PT, AV1_RTX_PT),
+        Codec::Vp8Simulcast | Codec::Vp8 => ("VP8", VP8_PT, VP8_RTX_PT),
+    };
     json!([
         { "type": "audio",
           "payload-types": [
-            { "name": "opus", "id": "111", "clockrate": "48000", "channels": "2",
+            { "name": "opus", "id": AUDIO_PT.to_string(), "clockrate": "48000", "channels": "2",
               "parameters": { "minptime": "10", "useinbandfec": "1" }, "rtcp-fbs": [ { "type": "transport-cc" } ] },
             { "name": "telephone-event", "id": "126", "clockrate": "8000" } ],
           "rtp-hdrexts": [
-            { "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 1 },
-            { "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "id": 5 } ],
+            { "uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": EXT_AUDIO_LEVEL },
+            { "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": EXT_ABS_SEND_TIME },
+            { "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "id": EXT_TWCC } ],
           "extmap-allow-mixed": true },
         { "type": "video",
           "payload-types": [
-            { "name": "VP8", "id": "100", "clockrate": "90000", "rtcp-fbs": video_fb },
-            { "name": "rtx", "id": "96", "clockrate": "90000", "parameters": { "apt": "100" } } ],
+            { "name": name, "id": pt.to_string(), "clockrate": "90000", "rtcp-fbs": video_fb },
+            { "name": "rtx", "id": rtx.to_string(), "clockrate": "90000", "parameters": { "apt": pt.to_string() } } ],
           "rtp-hdrexts": [
-            { "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": 3 },
-            { "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "id": 5 } ],
+            { "uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": EXT_ABS_SEND_TIME },
+            { "uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "id": EXT_TWCC },
+            { "uri": DD_URI, "id": EXT_DD } ],
           "extmap-allow-mixed": true },
     ])
 }
@@ -232,4 +278,33 @@ fn parse_transport(answer: &Value, endpoint: &str) -> anyhow::Result<BridgeTrans
         candidates,
         sctp_port,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::ssrcs_of;
+
+    /// The sources parse with the bridge's own Colibri2 JSON model, with the SIM and FID groups.
+    #[test]
+    fn simulcast_sources_are_valid_colibri2_json() {
+        let s = ssrcs_of(3);
+        let v = sources_json("ep3", &s, true, 3);
+        let parsed: Vec<signaling::colibri2::json::JsonMediaSource> =
+            serde_json::from_value(v.clone()).expect("bridge's JSON model accepts it");
+        assert_eq!(parsed.len(), 2);
+        let video = &v[1];
+        assert_eq!(video["ssrc-groups"][0]["semantics"], "SIM");
+        assert_eq!(
+            video["ssrc-groups"][0]["sources"],
+            json!([s.video[0], s.video[1], s.video[2]])
+        );
+        assert_eq!(video["ssrc-groups"][1]["semantics"], "FID");
+        assert_eq!(video["sources"].as_array().map(Vec::len), Some(6));
+        // Audio only: no video source at all.
+        assert_eq!(sources_json("x", &s, true, 0).as_array().map(Vec::len), Some(1));
+        // One encoding (AV1): no SIM group, one FID.
+        let one = sources_json("x", &s, false, 1);
+        assert_eq!(one[0]["ssrc-groups"].as_array().map(Vec::len), Some(1));
+    }
 }

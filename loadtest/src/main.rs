@@ -1,33 +1,42 @@
 //! `loadtest`: plays Jicofo plus many real WebRTC endpoints (str0m) against a Colibri2 bridge,
-//! and reports throughput, latency, loss and the bridge's CPU.
+//! behind emulated links, and reports throughput, latency, loss, freezes, layers and CPU.
 //!
-//! `loadtest --spawn` starts Palim itself on embedded defaults (free ports on 127.0.0.1), so one
-//! command shows a meeting's worth of traffic on a fresh machine.
+//! `loadtest --spawn --scenario scenarios/meeting.toml --report report.html` starts Palim itself
+//! on embedded defaults (free ports on 127.0.0.1), so one command shows a meeting's worth of
+//! traffic on a fresh machine. See docs/loadtest.md.
 
 mod endpoint;
 mod focus;
-#[allow(dead_code)] // shape generators and checks: wired into the harness by another change
+mod link;
+mod metrics;
+mod report;
+mod run;
+mod scenario;
+#[allow(dead_code)] // shape generators and checks: not every accessor is used by the harness
 mod shape;
-mod stats;
+mod video;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket as StdUdp};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use serde::Serialize;
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
 
-use crate::endpoint::{ssrcs_of, EndpointSetup, Peer, SendProfile};
-use crate::focus::Focus;
-use crate::stats::{percentile, proc_usage, EndpointReport};
+use crate::run::{Summary, Target};
+use crate::scenario::{Codec, Mode, Scenario};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Load harness for Colibri2 videobridges (Palim, JVB)")]
+#[command(
+    version,
+    about = "Load harness for Colibri2 videobridges (Palim, JVB)",
+    args_override_self = true
+)]
 struct Args {
+    /// Scenario file (TOML); flags below override its values.
+    #[arg(long, short)]
+    scenario: Option<PathBuf>,
     /// Start Palim (the `palim` binary next to this one, or --palim) on free loopback ports.
     #[arg(long)]
     spawn: bool,
@@ -40,49 +49,63 @@ struct Args {
     /// PID of the bridge, to measure its CPU when not spawning.
     #[arg(long)]
     bridge_pid: Option<u32>,
-    #[arg(long, default_value_t = 1)]
-    conferences: u32,
+    #[arg(long)]
+    conferences: Option<u32>,
     /// Endpoints per conference.
-    #[arg(long, default_value_t = 4)]
-    endpoints: u32,
-    /// How long to measure once everyone has joined.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Pause between joins.
-    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-    join_interval: Duration,
-    /// Video bitrate per sender in kbps (0: audio only).
-    #[arg(long, default_value_t = 500)]
-    video_kbps: u32,
+    #[arg(long)]
+    endpoints: Option<u32>,
+    /// Endpoints joined per second.
+    #[arg(long)]
+    join_rate: Option<f64>,
+    /// Measured time once everyone has joined (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Time between the last join and the start of measuring.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    #[arg(long, value_enum)]
+    codec: Option<Codec>,
+    /// Endpoints per conference sending video (-1: all).
+    #[arg(long, allow_negative_numbers = true)]
+    video_senders: Option<i32>,
+    /// Endpoints per conference sending audio (-1: all).
+    #[arg(long, allow_negative_numbers = true)]
+    audio_senders: Option<i32>,
+    /// Scale the senders' video bitrates.
+    #[arg(long)]
+    bitrate_scale: Option<f64>,
+    /// Receivers' ReceiverVideoConstraints defaultConstraints.maxHeight.
+    #[arg(long, allow_negative_numbers = true)]
+    max_height: Option<i32>,
+    /// Receivers' ReceiverVideoConstraints lastN.
+    #[arg(long, allow_negative_numbers = true)]
+    last_n: Option<i32>,
+    /// Random loss in percent on every endpoint's default uplink and downlink.
+    #[arg(long)]
+    loss: Option<f64>,
+    /// One-way delay in ms on every endpoint's default uplink and downlink.
+    #[arg(long)]
+    delay_ms: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Ramp mode: add conferences until loss or p99 latency exceed the scenario's limits.
+    #[arg(long)]
+    ramp: bool,
     /// Write the JSON result here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report (SVG plots) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Worker threads of the harness's runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
-#[derive(Debug, Serialize)]
-struct Summary {
-    conferences: u32,
-    endpoints: u32,
-    connected: u32,
-    duration_s: f64,
-    sent_packets: u64,
-    received_packets: u64,
-    expected_packets: u64,
-    loss_percent: f64,
-    corrupt_packets: u64,
-    received_pps: f64,
-    latency_ms_p50: f64,
-    latency_ms_p95: f64,
-    latency_ms_p99: f64,
-    join_ms_p50: f64,
-    join_ms_max: f64,
-    bridge_cpu_s: Option<f64>,
-    bridge_rss_mib: Option<f64>,
-    bridge_cpu_us_per_forwarded_packet: Option<f64>,
-    endpoints_detail: Vec<EndpointReport>,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -90,8 +113,19 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let (scenario, scenario_text) = scenario_of(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
     let mut bridge = if args.spawn {
@@ -99,20 +133,34 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let rest = bridge
-        .as_ref()
-        .map(|b| b.rest.clone())
-        .unwrap_or_else(|| args.rest.clone());
-    let pid = bridge.as_ref().map(|b| b.child.id()).or(args.bridge_pid);
-    let result = runtime.block_on(run(&args, &rest, pid));
+    let target = Target {
+        rest: bridge
+            .as_ref()
+            .map(|b| b.rest.clone())
+            .unwrap_or_else(|| args.rest.clone()),
+        pid: bridge.as_ref().map(|b| b.child.id()).or(args.bridge_pid),
+        progress: !args.quiet,
+    };
+    eprintln!(
+        "scenario {}: {} × {} endpoints ({:?}, {:?}) through {}",
+        scenario.name, scenario.conferences, scenario.endpoints, scenario.codec, scenario.mode, target.rest
+    );
+    let result = runtime.block_on(run::run(&scenario, &target));
     if let Some(b) = bridge.as_mut() {
         b.stop();
     }
     let summary = result?;
-    print_summary(&summary);
+    for (k, v) in summary.rows() {
+        println!("{k:<28} {v}");
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, render_report(&summary, &scenario_text))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
     }
     if summary.connected < summary.endpoints {
         bail!(
@@ -121,178 +169,119 @@ fn main() -> anyhow::Result<()> {
             summary.endpoints
         );
     }
-    if summary.endpoints > 1 && summary.received_packets == 0 {
+    if summary.endpoints > 1 && summary.totals.received_packets == 0 && summary.ramp.is_none() {
         bail!("no media went through the bridge");
     }
     Ok(())
 }
 
-async fn run(args: &Args, rest: &str, pid: Option<u32>) -> anyhow::Result<Summary> {
-    let focus = Focus::new(rest);
-    let epoch = Instant::now();
-    let cert = endpoint::shared_cert()?;
-    let profile = SendProfile {
-        video_bps: args.video_kbps * 1000,
-        ..Default::default()
+/// The scenario file (or the defaults) with the flags applied, and its text for the report.
+fn scenario_of(args: &Args) -> anyhow::Result<(Scenario, String)> {
+    let (mut s, text) = match &args.scenario {
+        Some(p) => {
+            let s = Scenario::load(p)?;
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            (s, text)
+        }
+        None => (Scenario::default(), String::new()),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let n = args.endpoints;
-    eprintln!(
-        "joining {} conference(s) × {} endpoints through {rest}",
-        args.conferences, n
-    );
-
-    for c in 0..args.conferences {
-        let meeting = format!("loadtest-{}-{c}", std::process::id());
-        for e in 0..n {
-            let index = c * n + e;
-            let name = format!("ep{index:05x}");
-            let peer = Peer::new(&cert, Instant::now());
-            let bridge = focus
-                .allocate(&meeting, e == 0, &name)
-                .await
-                .with_context(|| format!("allocating {name}"))?;
-            if bridge.sctp_port != Some(5000) {
-                bail!("the answer for {name} has no sctp port 5000: Jicofo would fail this allocation");
+    let mut overrides = Vec::new();
+    macro_rules! set {
+        ($flag:ident => $($field:ident).+) => {
+            if let Some(v) = args.$flag {
+                s.$($field).+ = v;
+                overrides.push(format!("{} = {:?}", stringify!($flag), v));
             }
-            let socket = UdpSocket::bind("127.0.0.1:0").await?;
-            let (a, v) = ssrcs_of(index);
-            focus
-                .accept(
-                    &meeting,
-                    &name,
-                    &peer.transport(),
-                    a,
-                    (profile.video_bps > 0).then_some(v),
-                )
-                .await
-                .with_context(|| format!("session-accept for {name}"))?;
-            let peers = (0..n).filter(|&o| o != e).map(|o| c * n + o).collect();
-            let setup = EndpointSetup {
-                index,
-                socket,
-                bridge,
-                peers,
-                profile,
-                epoch,
-            };
-            tasks.push(tokio::spawn(endpoint::run(peer, setup, stop_rx.clone())));
-            tokio::time::sleep(args.join_interval).await;
+        };
+    }
+    set!(conferences => conferences);
+    set!(endpoints => endpoints);
+    set!(join_rate => join_rate);
+    set!(duration => duration);
+    set!(warmup => warmup);
+    set!(codec => codec);
+    set!(video_senders => video_senders);
+    set!(audio_senders => audio_senders);
+    set!(bitrate_scale => video_bitrate_scale);
+    set!(max_height => receiver.max_height);
+    set!(last_n => receiver.last_n);
+    set!(seed => seed);
+    set!(loss => link.uplink.loss_percent);
+    set!(loss => link.downlink.loss_percent);
+    set!(delay_ms => link.uplink.delay_ms);
+    set!(delay_ms => link.downlink.delay_ms);
+    if args.ramp {
+        s.mode = Mode::Ramp;
+        overrides.push("mode = ramp".into());
+    }
+    s.validate()
+        .map_err(|m| anyhow::anyhow!("scenario (after command-line overrides): {m}"))?;
+    let mut text = text;
+    if !overrides.is_empty() {
+        text.push_str("\n# command-line overrides:\n");
+        for o in overrides {
+            text.push_str(&format!("# {o}\n"));
         }
     }
+    Ok((s, text))
+}
 
-    // Let everyone connect, then measure a steady window.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_before = pid.and_then(proc_usage);
-    let sent_before = bridge_sent_packets(rest).await;
-    let window = Instant::now();
-    tokio::time::sleep(args.duration).await;
-    let cpu_after = pid.and_then(proc_usage);
-    let sent_after = bridge_sent_packets(rest).await;
-    let window = window.elapsed();
-    let _ = stop_tx.send(true);
-
-    let mut reports = Vec::new();
-    for t in tasks {
-        match t.await? {
-            Ok(r) => reports.push(r),
-            Err(e) => eprintln!("endpoint failed: {e:#}"),
+fn render_report(summary: &Summary, scenario_text: &str) -> String {
+    let mut extra = String::new();
+    let mut charts = report::charts(&summary.series);
+    if let Some(r) = &summary.ramp {
+        extra.push_str("<h2>Ramp</h2><table><tr><th>endpoints</th><th>loss %</th><th>p99 ms</th><th>received pkt/s</th><th>bridge CPU %</th><th>harness CPU %</th><th>harness lag p99 ms</th><th></th></tr>");
+        for s in &r.steps {
+            extra.push_str(&format!(
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td>{}</td></tr>",
+                s.endpoints,
+                s.loss_percent,
+                s.latency_ms_p99,
+                s.received_pps,
+                s.bridge_cpu_percent.map_or("n/a".into(), |v| format!("{v:.0}")),
+                s.harness_cpu_percent.map_or("n/a".into(), |v| format!("{v:.0}")),
+                s.harness_lag_ms_p99,
+                if s.good { "good" } else { "over the limits" },
+            ));
         }
-    }
-    for c in 0..args.conferences {
-        let _ = focus.expire(&format!("loadtest-{}-{c}", std::process::id())).await;
-    }
-
-    let mut lat: Vec<u32> = reports
-        .iter_mut()
-        .flat_map(|r| std::mem::take(&mut r.receive.latencies_us))
-        .collect();
-    lat.sort_unstable();
-    let mut joins: Vec<u32> = reports.iter().filter_map(|r| r.connect_ms.map(|m| m as u32)).collect();
-    joins.sort_unstable();
-    let received: u64 = reports.iter().map(|r| r.receive.received).sum();
-    let expected: u64 = reports.iter().map(|r| r.receive.expected).sum();
-    let cpu = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) => Some((a.0 - b.0, a.1)),
-        _ => None,
-    };
-    let forwarded = match (sent_before, sent_after) {
-        (Some(b), Some(a)) if a > b => Some(a - b),
-        _ => None,
-    };
-    Ok(Summary {
-        conferences: args.conferences,
-        endpoints: args.conferences * n,
-        connected: reports.iter().filter(|r| r.connected).count() as u32,
-        duration_s: window.as_secs_f64(),
-        sent_packets: reports.iter().map(|r| r.sent_packets).sum(),
-        received_packets: received,
-        expected_packets: expected,
-        loss_percent: if expected > 0 {
-            100.0 * (expected.saturating_sub(received)) as f64 / expected as f64
-        } else {
-            0.0
-        },
-        corrupt_packets: reports.iter().map(|r| r.receive.corrupt).sum(),
-        received_pps: received as f64 / (args.duration.as_secs_f64() + 2.0),
-        latency_ms_p50: percentile(&lat, 50.0) / 1000.0,
-        latency_ms_p95: percentile(&lat, 95.0) / 1000.0,
-        latency_ms_p99: percentile(&lat, 99.0) / 1000.0,
-        join_ms_p50: percentile(&joins, 50.0),
-        join_ms_max: joins.last().map(|&m| f64::from(m)).unwrap_or(f64::NAN),
-        bridge_cpu_s: cpu.map(|c| c.0),
-        bridge_rss_mib: cpu.map(|c| c.1 as f64 / 1048576.0),
-        bridge_cpu_us_per_forwarded_packet: match (cpu, forwarded) {
-            (Some(c), Some(f)) => Some(c.0 * 1e6 / f as f64),
-            _ => None,
-        },
-        endpoints_detail: reports,
-    })
-}
-
-/// RTP packets the bridge has sent so far, from its `/colibri/stats`.
-async fn bridge_sent_packets(rest: &str) -> Option<u64> {
-    let url = format!("{}/colibri/stats", rest.trim_end_matches('/'));
-    tokio::task::spawn_blocking(move || {
-        let text = ureq::get(&url).call().ok()?.body_mut().read_to_string().ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v.get("packets_sent")
-            .or_else(|| v.get("rtp_packets_sent"))
-            .and_then(|p| p.as_u64())
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-fn print_summary(s: &Summary) {
-    println!("== loadtest result");
-    println!(
-        "endpoints connected   {}/{} in {} conference(s)",
-        s.connected, s.endpoints, s.conferences
-    );
-    println!(
-        "join time             p50 {:.0} ms, max {:.0} ms",
-        s.join_ms_p50, s.join_ms_max
-    );
-    println!(
-        "packets               sent {}, received {} ({:.0}/s), loss {:.2} %, corrupt {}",
-        s.sent_packets, s.received_packets, s.received_pps, s.loss_percent, s.corrupt_packets
-    );
-    println!(
-        "latency               p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-        s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99
-    );
-    if let (Some(cpu), Some(rss)) = (s.bridge_cpu_s, s.bridge_rss_mib) {
-        println!(
-            "bridge                {:.2} CPU-s over {:.1} s, RSS {:.1} MiB",
-            cpu, s.duration_s, rss
+        extra.push_str(&format!(
+            "</table><p>Capacity: <b>{} endpoints</b> (stopped: {}).</p>",
+            r.capacity_endpoints,
+            report::esc(&r.stopped_because)
+        ));
+        let xs = |f: &dyn Fn(&run::RampStep) -> f64| -> Vec<(f64, f64)> {
+            r.steps.iter().map(|s| (f64::from(s.endpoints), f(s))).collect()
+        };
+        charts.insert(
+            0,
+            report::line_chart(
+                "Ramp: loss and p99 latency per step",
+                "endpoints",
+                "% / ms",
+                &[
+                    report::Series {
+                        name: "loss %".into(),
+                        points: xs(&|s| s.loss_percent),
+                    },
+                    report::Series {
+                        name: "p99 ms".into(),
+                        points: xs(&|s| s.latency_ms_p99),
+                    },
+                    report::Series {
+                        name: "bridge CPU %".into(),
+                        points: xs(&|s| s.bridge_cpu_percent.unwrap_or(f64::NAN)),
+                    },
+                ],
+            ),
         );
     }
-    if let Some(us) = s.bridge_cpu_us_per_forwarded_packet {
-        println!("bridge CPU per forwarded packet  {us:.2} µs");
-    }
+    report::html(
+        &format!("Palim load test: {}", summary.scenario.name),
+        &summary.rows(),
+        &charts,
+        &extra,
+        scenario_text,
+    )
 }
 
 /// A Palim process started by the harness on free loopback ports.
