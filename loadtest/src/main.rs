@@ -6,6 +6,7 @@
 
 mod endpoint;
 mod focus;
+mod janus;
 #[allow(dead_code)] // shape generators and checks: wired into the harness by another change
 mod shape;
 mod stats;
@@ -83,6 +84,10 @@ struct Summary {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `loadtest janus ...`: the same endpoints against Janus's videoroom (janus.rs).
+    if std::env::args().nth(1).as_deref() == Some("janus") {
+        return janus::main(std::env::args().skip(1));
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
