@@ -117,7 +117,11 @@ pub fn main(argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if summary.connected < summary.endpoints {
-        bail!("{} of {} endpoints never connected", summary.endpoints - summary.connected, summary.endpoints);
+        bail!(
+            "{} of {} endpoints never connected",
+            summary.endpoints - summary.connected,
+            summary.endpoints
+        );
     }
     if summary.endpoints > 1 && summary.received_packets == 0 {
         bail!("no media went through Janus");
@@ -157,8 +161,15 @@ impl Client {
 
     fn post_blocking(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let mut resp = self.agent.post(&url).send_json(body).with_context(|| format!("POST {url}"))?;
-        let text = resp.body_mut().read_to_string().with_context(|| format!("POST {url}"))?;
+        let mut resp = self
+            .agent
+            .post(&url)
+            .send_json(body)
+            .with_context(|| format!("POST {url}"))?;
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("POST {url}"))?;
         serde_json::from_str(&text).with_context(|| format!("POST {url}: not JSON: {text}"))
     }
 
@@ -188,7 +199,10 @@ struct Signal {
 impl Signal {
     async fn connect(base: &str) -> anyhow::Result<Self> {
         let client = Arc::new(Client::new(base));
-        let session = match client.post(String::new(), api::create_session(&client.transaction())).await? {
+        let session = match client
+            .post(String::new(), api::create_session(&client.transaction()))
+            .await?
+        {
             Reply::Success { id: Some(id), .. } => id,
             r => bail!("create session: unexpected {r:?}"),
         };
@@ -238,7 +252,10 @@ impl Signal {
 
     async fn trickle_done(&self, handle: u64) -> anyhow::Result<()> {
         let req = api::trickle_completed(&self.client.transaction());
-        self.client.post(format!("/{}/{handle}", self.session), req).await.map(|_| ())
+        self.client
+            .post(format!("/{}/{handle}", self.session), req)
+            .await
+            .map(|_| ())
     }
 
     /// The next plugin event of `handle` that matches `want`; a plugin error on it fails.
@@ -349,7 +366,10 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
     };
     let n = args.endpoints;
     let base_room = 100_000 + u64::from(std::process::id() % 100_000) * 100;
-    eprintln!("joining {} room(s) × {n} participants through {}", args.conferences, args.url);
+    eprintln!(
+        "joining {} room(s) × {n} participants through {}",
+        args.conferences, args.url
+    );
 
     // Publishers first, room by room.
     let mut publishers = Vec::new();
@@ -381,8 +401,12 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
             let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
             let (offer, pending) = sdp.apply().ok_or_else(|| anyhow!("str0m made no offer"))?;
-            sig.message(handle, body::configure_publish(), Some(&Jsep::offer(offer.to_sdp_string())))
-                .await?;
+            sig.message(
+                handle,
+                body::configure_publish(),
+                Some(&Jsep::offer(offer.to_sdp_string())),
+            )
+            .await?;
             sig.trickle_done(handle).await?;
             let ev = sig.wait(handle, "publisher answer", |e| e.jsep.is_some()).await?;
             let jsep = ev.jsep.ok_or_else(|| anyhow!("answer event without jsep"))?;
@@ -390,7 +414,12 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             rtc.sdp_api()
                 .accept_answer(pending, answer)
                 .map_err(|e| anyhow!("accepting Janus's answer: {e}"))?;
-            let plan = SendPlan { index, audio, video, profile };
+            let plan = SendPlan {
+                index,
+                audio,
+                video,
+                profile,
+            };
             publishers.push(tokio::spawn(peer_loop(
                 rtc,
                 socket,
@@ -424,7 +453,9 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             let handle = sig.attach().await?;
             sig.message(handle, body::join_subscriber(room, &others), None).await?;
             let ev = sig
-                .wait(handle, "subscriber offer", |e| e.videoroom() == Some("attached") && e.jsep.is_some())
+                .wait(handle, "subscriber offer", |e| {
+                    e.videoroom() == Some("attached") && e.jsep.is_some()
+                })
                 .await?;
             let jsep = ev.jsep.ok_or_else(|| anyhow!("attached event without jsep"))?;
             let offer = SdpOffer::from_sdp_string(&jsep.sdp).map_err(|e| anyhow!("Janus offer: {e}"))?;
@@ -445,8 +476,10 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
                 started,
                 Arc::clone(&forwarded),
             ))));
-            sig.wait(handle, "started", |e| e.data.as_ref().is_some_and(|d| d.get("started").is_some()))
-                .await?;
+            sig.wait(handle, "started", |e| {
+                e.data.as_ref().is_some_and(|d| d.get("started").is_some())
+            })
+            .await?;
             tokio::time::sleep(args.join_interval).await;
         }
     }
@@ -548,7 +581,9 @@ async fn peer_loop(
     let mut out = PeerOutcome::default();
     let mut receiver = Receiver::default();
     let mut buf = vec![0u8; 2048];
-    let (index, profile) = plan.as_ref().map_or((0, SendProfile::default()), |p| (p.index, p.profile));
+    let (index, profile) = plan
+        .as_ref()
+        .map_or((0, SendProfile::default()), |p| (p.index, p.profile));
     let video_on = plan.is_some() && profile.video_bps > 0;
     let fps = profile.video_fps.max(1);
     let frame_interval = Duration::from_secs(1) / fps;
@@ -668,8 +703,14 @@ fn write(
 
 fn print_summary(s: &Summary) {
     println!("== loadtest janus result");
-    println!("endpoints connected   {}/{} in {} room(s)", s.connected, s.endpoints, s.conferences);
-    println!("join time             p50 {:.0} ms, max {:.0} ms", s.join_ms_p50, s.join_ms_max);
+    println!(
+        "endpoints connected   {}/{} in {} room(s)",
+        s.connected, s.endpoints, s.conferences
+    );
+    println!(
+        "join time             p50 {:.0} ms, max {:.0} ms",
+        s.join_ms_p50, s.join_ms_max
+    );
     println!(
         "packets               sent {}, received {}, forwarded in window {} ({:.0}/s), loss {:.2} %, corrupt {}",
         s.sent_packets, s.received_packets, s.forwarded_packets, s.received_pps, s.loss_percent, s.corrupt_packets
@@ -679,7 +720,10 @@ fn print_summary(s: &Summary) {
         s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99
     );
     if let (Some(cpu), Some(rss)) = (s.bridge_cpu_s, s.bridge_rss_mib) {
-        println!("janus                 {cpu:.2} CPU-s over {:.1} s, RSS {rss:.1} MiB", s.duration_s);
+        println!(
+            "janus                 {cpu:.2} CPU-s over {:.1} s, RSS {rss:.1} MiB",
+            s.duration_s
+        );
     }
     if let Some(us) = s.bridge_cpu_us_per_forwarded_packet {
         println!("janus CPU per forwarded packet  {us:.2} µs");

@@ -43,11 +43,17 @@ pub struct Jsep {
 
 impl Jsep {
     pub fn offer(sdp: String) -> Self {
-        Self { kind: "offer".into(), sdp }
+        Self {
+            kind: "offer".into(),
+            sdp,
+        }
     }
 
     pub fn answer(sdp: String) -> Self {
-        Self { kind: "answer".into(), sdp }
+        Self {
+            kind: "answer".into(),
+            sdp,
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -260,31 +266,49 @@ mod tests {
         let v = json!({ "janus": "success", "transaction": "x", "data": { "id": 4_503_599_627_370_495u64 } });
         assert_eq!(
             parse_reply(&v),
-            Ok(Reply::Success { id: Some(4_503_599_627_370_495), data: None })
+            Ok(Reply::Success {
+                id: Some(4_503_599_627_370_495),
+                data: None
+            })
         );
-        assert_eq!(parse_reply(&json!({ "janus": "ack", "transaction": "x" })), Ok(Reply::Ack));
+        assert_eq!(
+            parse_reply(&json!({ "janus": "ack", "transaction": "x" })),
+            Ok(Reply::Ack)
+        );
 
         let created = json!({ "janus": "success", "sender": 1,
             "plugindata": { "plugin": VIDEOROOM, "data": { "videoroom": "created", "room": 5 } } });
         match parse_reply(&created) {
-            Ok(Reply::Success { id: None, data: Some(d) }) => assert_eq!(d["room"], 5),
+            Ok(Reply::Success {
+                id: None,
+                data: Some(d),
+            }) => assert_eq!(d["room"], 5),
             other => panic!("unexpected {other:?}"),
         }
 
         let core = json!({ "janus": "error", "error": { "code": 458, "reason": "No such session 5" } });
         assert_eq!(
             parse_reply(&core),
-            Err(ApiError::Janus { code: 458, reason: "No such session 5".into() })
+            Err(ApiError::Janus {
+                code: 458,
+                reason: "No such session 5".into()
+            })
         );
 
         let plugin = json!({ "janus": "success", "sender": 1, "plugindata": { "plugin": VIDEOROOM,
             "data": { "videoroom": "event", "error_code": 427, "error": "Room 5 already exists" } } });
         assert_eq!(
             parse_reply(&plugin),
-            Err(ApiError::Plugin { code: 427, reason: "Room 5 already exists".into() })
+            Err(ApiError::Plugin {
+                code: 427,
+                reason: "Room 5 already exists".into()
+            })
         );
 
-        assert!(matches!(parse_reply(&json!({ "hello": 1 })), Err(ApiError::Malformed(_))));
+        assert!(matches!(
+            parse_reply(&json!({ "hello": 1 })),
+            Err(ApiError::Malformed(_))
+        ));
         assert!(matches!(parse_reply(&json!("ack")), Err(ApiError::Malformed(_))));
     }
 
@@ -307,16 +331,28 @@ mod tests {
         assert_eq!(ev[0].data.as_ref().and_then(|d| d["id"].as_u64()), Some(333));
         assert_eq!(ev[1].jsep, Some(Jsep::offer("v=0".into())));
         assert_eq!((ev[2].kind.as_str(), ev[2].data.is_none()), ("webrtcup", true));
-        assert_eq!(ev[3].error(), Some(ApiError::Plugin { code: 428, reason: "No such feed (9)".into() }));
+        assert_eq!(
+            ev[3].error(),
+            Some(ApiError::Plugin {
+                code: 428,
+                reason: "No such feed (9)".into()
+            })
+        );
         assert_eq!(ev[0].error(), None);
 
         // A single object (maxev=1) works too; a session-level error is an error.
-        assert_eq!(parse_events(&json!({ "janus": "hangup", "sender": 5 })).map(|e| e.len()), Ok(1));
+        assert_eq!(
+            parse_events(&json!({ "janus": "hangup", "sender": 5 })).map(|e| e.len()),
+            Ok(1)
+        );
         assert!(matches!(
             parse_events(&json!({ "janus": "error", "error": { "code": 458, "reason": "gone" } })),
             Err(ApiError::Janus { code: 458, .. })
         ));
-        assert!(matches!(parse_events(&json!([{ "sender": 1 }])), Err(ApiError::Malformed(_))));
+        assert!(matches!(
+            parse_events(&json!([{ "sender": 1 }])),
+            Err(ApiError::Malformed(_))
+        ));
         assert!(matches!(parse_events(&json!(3)), Err(ApiError::Malformed(_))));
     }
 }
