@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Palim beside Janus (issue 3, item 7): the same str0m endpoints and the same media (Opus +
 # one 500 kbps VP8 stream per participant, every participant receives every other one of its
-# room) against Palim and then against Janus 1.1.2's videoroom, one SFU at a time, each SFU
-# pinned to one core and the harness to the other. Prints a comparison table.
+# room) against Palim and then against Janus 1.1.2's videoroom, one SFU at a time. Optionally
+# the SFU is pinned to one core and the harness to the other. Prints a comparison table.
 #
 # Usage (as root, needs `apt-get install -y janus`):
 #   scripts/janus-bench.sh                 scenarios 2x5 and 4x8 (rooms x participants)
 #   scripts/janus-bench.sh 1x3 3x6         other scenarios
-# Environment: DURATION (30s), VIDEO_KBPS (500), SFU_CPU (1), HARNESS_CPU (0), REPEAT (1),
+# Environment: DURATION (30s), VIDEO_KBPS (500), REPEAT (1),
+#   SFU_CPU / HARNESS_CPU (unset: no pinning; e.g. SFU_CPU=1 HARNESS_CPU=0 pins with taskset),
 #   OUT (result dir; default a new /tmp/janus-bench.* dir), NO_BUILD=1 (use existing binaries),
 #   CARGO_TARGET_DIR (where the release binaries are).
 #
@@ -22,8 +23,10 @@ ROOT=$(cd "$HERE/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DURATION=${DURATION:-30s}
 VIDEO_KBPS=${VIDEO_KBPS:-500}
-SFU_CPU=${SFU_CPU:-1}
-HARNESS_CPU=${HARNESS_CPU:-0}
+SFU_CPU=${SFU_CPU:-}
+HARNESS_CPU=${HARNESS_CPU:-}
+SFU_PIN=(); [ -z "$SFU_CPU" ] || SFU_PIN=(taskset -c "$SFU_CPU")
+HARNESS_PIN=(); [ -z "$HARNESS_CPU" ] || HARNESS_PIN=(taskset -c "$HARNESS_CPU")
 REPEAT=${REPEAT:-1}
 OUT=${OUT:-$(mktemp -d /tmp/janus-bench.XXXXXX)}
 SCENARIOS=("$@")
@@ -54,18 +57,18 @@ trap stop_palim EXIT
 run_palim() { # rooms participants json
 	local rest udp
 	rest=$(free_port SOCK_STREAM); udp=$(free_port SOCK_DGRAM)
-	env -u XMPP_SERVER RUST_LOG=warn taskset -c "$SFU_CPU" "$PALIM" --udp-port "$udp" --rest-bind "127.0.0.1:$rest" \
+	env -u XMPP_SERVER RUST_LOG=warn "${SFU_PIN[@]}" "$PALIM" --udp-port "$udp" --rest-bind "127.0.0.1:$rest" \
 		> "$3.palim.log" 2>&1 &
 	PALIM_PID=$!
 	for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$rest/about/health" && break; sleep 0.2; done
-	taskset -c "$HARNESS_CPU" "$LOADTEST" --rest "http://127.0.0.1:$rest" --bridge-pid "$PALIM_PID" \
+	"${HARNESS_PIN[@]}" "$LOADTEST" --rest "http://127.0.0.1:$rest" --bridge-pid "$PALIM_PID" \
 		--conferences "$1" --endpoints "$2" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" --json "$3" \
 		> "$3.out" 2>&1 || echo "palim run $1x$2 failed (see $3.out)" >&2
 	stop_palim
 }
 
 run_janus() { # rooms participants json
-	JANUS_CPUS="$SFU_CPU" "$HERE/janus/run.sh" -- taskset -c "$HARNESS_CPU" "$LOADTEST" janus \
+	JANUS_CPUS="$SFU_CPU" "$HERE/janus/run.sh" -- "${HARNESS_PIN[@]}" "$LOADTEST" janus \
 		--conferences "$1" --endpoints "$2" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" --json "$3" \
 		> "$3.out" 2>&1 || echo "janus run $1x$2 failed (see $3.out)" >&2
 }
@@ -83,7 +86,7 @@ done
 # CPU-seconds per million forwarded packets equals CPU µs per forwarded packet.
 # Forwarded: Palim's own RTP-sent counter; for Janus, the RTP packets its subscribers received.
 echo
-echo "results in $OUT (DURATION=$DURATION, VIDEO_KBPS=$VIDEO_KBPS, SFU on CPU $SFU_CPU, harness on CPU $HARNESS_CPU)"
+echo "results in $OUT (DURATION=$DURATION, VIDEO_KBPS=$VIDEO_KBPS, SFU on CPU ${SFU_CPU:-any}, harness on CPU ${HARNESS_CPU:-any})"
 printf '%-6s %-6s %-3s %8s %9s %10s %7s %8s %8s %8s %12s\n' \
 	sfu scen run conn fwd_pps fwd_total loss% p50_ms p99_ms cpu_s "cpu_s/Mpkt"
 for s in "${SCENARIOS[@]}"; do

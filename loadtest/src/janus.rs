@@ -271,7 +271,7 @@ impl Signal {
                 return None;
             }
             if let Some(err) = e.error() {
-                return Some(Err(anyhow!("waiting for {what}: {err}")));
+                return Some(Err(anyhow::Error::new(err).context(format!("waiting for {what}"))));
             }
             want(e).then_some(Ok(()))
         };
@@ -286,7 +286,7 @@ impl Signal {
                 .ok_or_else(|| anyhow!("long poll stopped while waiting for {what}"))?;
             match check(&e) {
                 Some(r) => return r.map(|()| e),
-                None if e.kind == "event" => self.pending.push(e),
+                None if e.kind == "event" || e.kind == "webrtcup" => self.pending.push(e),
                 None => tracing::debug!(kind = e.kind, sender = e.sender, "janus notice"),
             }
         }
@@ -374,6 +374,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
     // Publishers first, room by room.
     let mut publishers = Vec::new();
     let mut feeds: Vec<Vec<u64>> = Vec::new();
+    let mut publisher_handles = Vec::new();
     for c in 0..args.conferences {
         let room = base_room + u64::from(c);
         let admin = sig.attach().await?;
@@ -395,6 +396,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
                 .and_then(Value::as_u64)
                 .ok_or_else(|| anyhow!("joined event without a feed id"))?;
             room_feeds.push(feed);
+            publisher_handles.push(handle);
 
             let (mut rtc, socket) = bound_peer(&cert, args.client_ip).await?;
             let mut sdp = rtc.sdp_api();
@@ -433,6 +435,10 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
         }
         feeds.push(room_feeds);
     }
+    // Janus refuses subscriptions to a feed whose PeerConnection is not up yet ("No such feed").
+    for &h in &publisher_handles {
+        sig.wait(h, "publisher webrtcup", |e| e.kind == "webrtcup").await?;
+    }
 
     // Then one subscriber PeerConnection per participant, to every other feed of its room.
     let mut subscribers = Vec::new();
@@ -451,12 +457,27 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             }
             let started = Instant::now();
             let handle = sig.attach().await?;
-            sig.message(handle, body::join_subscriber(room, &others), None).await?;
-            let ev = sig
-                .wait(handle, "subscriber offer", |e| {
-                    e.videoroom() == Some("attached") && e.jsep.is_some()
-                })
-                .await?;
+            // A feed can still be settling after webrtcup: retry "No such feed" (428) a few times.
+            let mut attempt = 0;
+            let ev = loop {
+                sig.message(handle, body::join_subscriber(room, &others), None).await?;
+                match sig
+                    .wait(handle, "subscriber offer", |e| {
+                        e.videoroom() == Some("attached") && e.jsep.is_some()
+                    })
+                    .await
+                {
+                    Ok(ev) => break ev,
+                    Err(e)
+                        if attempt < 5 && matches!(e.downcast_ref(), Some(api::ApiError::Plugin { code: 428, .. })) =>
+                    {
+                        attempt += 1;
+                        tracing::info!(attempt, "feed not ready, retrying the subscription");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let jsep = ev.jsep.ok_or_else(|| anyhow!("attached event without jsep"))?;
             let offer = SdpOffer::from_sdp_string(&jsep.sdp).map_err(|e| anyhow!("Janus offer: {e}"))?;
             let (mut rtc, socket) = bound_peer(&cert, args.client_ip).await?;
