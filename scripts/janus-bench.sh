@@ -102,7 +102,7 @@ for s in "${SCENARIOS[@]}"; do
 				   (if $fwd then ($fwd / .duration_s | floor) else "-" end),
 				   (if $fwd then ($fwd | round) else "-" end),
 				   (.loss_percent * 100 | round / 100), (.latency_ms_p50 * 100 | round / 100),
-				   (.latency_ms_p99 * 100 | round / 100), (.bridge_cpu_s // "-"),
+				   (.latency_ms_p99 * 100 | round / 100), (if .bridge_cpu_s then (.bridge_cpu_s * 100 | round / 100) else "-" end),
 				   (if .bridge_cpu_us_per_forwarded_packet then (.bridge_cpu_us_per_forwarded_packet * 100 | round / 100) else "-" end)]
 				| @tsv' "$f" | awk -F'\t' '{ printf "%-6s %-6s %-3s %8s %9s %10s %7s %8s %8s %8s %12s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11 }'
 		done
