@@ -10,7 +10,8 @@
 # Environment: DURATION (30s), VIDEO_KBPS (500), REPEAT (1),
 #   SFU_CPU / HARNESS_CPU (unset: no pinning; e.g. SFU_CPU=1 HARNESS_CPU=0 pins with taskset),
 #   OUT (result dir; default a new /tmp/janus-bench.* dir), NO_BUILD=1 (use existing binaries),
-#   CARGO_TARGET_DIR (where the release binaries are).
+#   CARGO_TARGET_DIR (where the release binaries are), TABLE_ONLY=1 (only print the table of the
+#   results already in OUT).
 #
 # Janus runs in a network namespace behind a veth pair (scripts/janus/run.sh, from the shared
 # recipe: libnice never uses loopback); Palim runs on 127.0.0.1 as `loadtest` expects. Both
@@ -36,7 +37,7 @@ SCENARIOS=("$@")
 [ -x /usr/bin/janus ] || { echo "janus-bench: apt-get install -y janus" >&2; exit 1; }
 mkdir -p "$OUT"
 
-if [ "${NO_BUILD:-0}" != 1 ]; then
+if [ "${NO_BUILD:-0}" != 1 ] && [ "${TABLE_ONLY:-0}" != 1 ]; then
 	(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p loadtest -p signaling --bin loadtest --bin palim)
 fi
 LOADTEST=$TARGET/release/loadtest
@@ -74,6 +75,7 @@ run_janus() { # rooms participants json
 }
 
 for s in "${SCENARIOS[@]}"; do
+	[ "${TABLE_ONLY:-0}" != 1 ] || break
 	rooms=${s%x*}; n=${s#*x}
 	for r in $(seq 1 "$REPEAT"); do
 		echo "== $s run $r: palim" >&2
