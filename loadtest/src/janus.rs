@@ -25,7 +25,7 @@ use serde_json::Value;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc};
@@ -68,7 +68,16 @@ pub struct JanusArgs {
     /// Write the JSON result here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// EXPERIMENTAL, NOT WORKING YET: publish VP8 as simulcast (rids f, h, q at 1, 1/4 and 1/16
+    /// of --video-kbps, highest first as Janus expects). Janus 1.1.2 accepts the three encodings
+    /// and says it relays one, but no video reaches the str0m subscribers (audio does); cause not
+    /// found. Not like for like with the Palim harness either, which sends one stream.
+    #[arg(long)]
+    simulcast: bool,
 }
+
+/// Simulcast encodings, highest first, with their share of the video bitrate.
+const SIMULCAST: [(&str, u32); 3] = [("f", 1), ("h", 4), ("q", 16)];
 
 /// The Palim summary's fields, plus what only this runner knows.
 #[derive(Debug, Serialize)]
@@ -341,6 +350,8 @@ struct SendPlan {
     index: u32,
     audio: Mid,
     video: Mid,
+    /// One entry per encoding: rid (None without simulcast) and bitrate divisor.
+    layers: Vec<(Option<Rid>, u32)>,
     profile: SendProfile,
 }
 
@@ -401,7 +412,22 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             let (mut rtc, socket) = bound_peer(&cert, args.client_ip).await?;
             let mut sdp = rtc.sdp_api();
             let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let layers: Vec<(Option<Rid>, u32)> = if args.simulcast {
+                SIMULCAST
+                    .iter()
+                    .map(|&(rid, div)| (Some(Rid::from(rid)), div))
+                    .collect()
+            } else {
+                vec![(None, 1)]
+            };
+            let simulcast = args.simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for &(rid, _) in &SIMULCAST {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
             let (offer, pending) = sdp.apply().ok_or_else(|| anyhow!("str0m made no offer"))?;
             sig.message(
                 handle,
@@ -412,6 +438,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             sig.trickle_done(handle).await?;
             let ev = sig.wait(handle, "publisher answer", |e| e.jsep.is_some()).await?;
             let jsep = ev.jsep.ok_or_else(|| anyhow!("answer event without jsep"))?;
+            tracing::debug!(offer = %offer.to_sdp_string(), answer = %jsep.sdp, "publisher negotiation");
             let answer = SdpAnswer::from_sdp_string(&jsep.sdp).map_err(|e| anyhow!("Janus answer: {e}"))?;
             rtc.sdp_api()
                 .accept_answer(pending, answer)
@@ -420,6 +447,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
                 index,
                 audio,
                 video,
+                layers,
                 profile,
             };
             publishers.push(tokio::spawn(peer_loop(
@@ -608,10 +636,21 @@ async fn peer_loop(
     let video_on = plan.is_some() && profile.video_bps > 0;
     let fps = profile.video_fps.max(1);
     let frame_interval = Duration::from_secs(1) / fps;
-    let frame_bytes = (profile.video_bps / 8 / fps) as usize;
-    // Same sequence and timestamp starts as endpoint.rs.
+    // Same sequence and timestamp starts as endpoint.rs; one sequence per encoding.
     let mut audio = (1000 + u64::from(index), index.wrapping_mul(7919));
-    let mut video = (1000 + u64::from(index), index.wrapping_mul(7919));
+    let mut video_ts = index.wrapping_mul(7919);
+    let mut video: Vec<(Option<Rid>, usize, u64)> = plan.as_ref().map_or_else(Vec::new, |p| {
+        p.layers
+            .iter()
+            .map(|&(rid, div)| {
+                (
+                    rid,
+                    (profile.video_bps / div.max(1) / 8 / fps) as usize,
+                    1000 + u64::from(index),
+                )
+            })
+            .collect()
+    });
     let mut next_audio = Instant::now();
     let mut next_frame = Instant::now();
     let mut frame_no: u64 = 0;
@@ -666,22 +705,25 @@ async fn peer_loop(
                     if now >= next_audio {
                         let payload = Payload::encode(index, audio.0 as u32, epoch, now, profile.audio_bytes);
                         audio.1 = audio.1.wrapping_add(960);
-                        write(&mut rtc, plan.audio, AUDIO_PT, &mut audio.0, audio.1, now, payload, false)?;
+                        write(&mut rtc, (plan.audio, None), AUDIO_PT, &mut audio.0, audio.1, now, payload, false)?;
                         out.sent += 1;
                         next_audio += Duration::from_millis(20);
                     }
                     if video_on && now >= next_frame {
                         // A keyframe every 3 s is three times the size of a delta frame (as endpoint.rs).
                         let key = frame_no.is_multiple_of(3 * u64::from(fps));
-                        let size = if key { frame_bytes * 3 } else { frame_bytes }.max(200);
-                        let packets = size.div_ceil(1100);
-                        for i in 0..packets {
-                            let mut payload = Payload::encode(index, video.0 as u32, epoch, now, size / packets);
-                            payload[0] = if i == 0 { 0x10 } else { 0x00 };
-                            write(&mut rtc, plan.video, VIDEO_PT, &mut video.0, video.1, now, payload, i + 1 == packets)?;
-                            out.sent += 1;
+                        for (rid, frame_bytes, seq) in video.iter_mut() {
+                            let size = if key { *frame_bytes * 3 } else { *frame_bytes }.max(200);
+                            let packets = size.div_ceil(1100);
+                            for i in 0..packets {
+                                let mut payload = Payload::encode(index, *seq as u32, epoch, now, size / packets);
+                                payload[0] = if i == 0 { 0x10 } else { 0x00 };
+                                let last = i + 1 == packets;
+                                write(&mut rtc, (plan.video, *rid), VIDEO_PT, seq, video_ts, now, payload, last)?;
+                                out.sent += 1;
+                            }
                         }
-                        video.1 = video.1.wrapping_add(90_000 / fps);
+                        video_ts = video_ts.wrapping_add(90_000 / fps);
                         frame_no += 1;
                         next_frame += frame_interval;
                     }
@@ -705,7 +747,7 @@ async fn peer_loop(
 #[allow(clippy::too_many_arguments)]
 fn write(
     rtc: &mut Rtc,
-    mid: Mid,
+    (mid, rid): (Mid, Option<Rid>),
     pt: u8,
     seq: &mut u64,
     ts: u32,
@@ -715,8 +757,8 @@ fn write(
 ) -> anyhow::Result<()> {
     let mut api = rtc.direct_api();
     let tx = api
-        .stream_tx_by_mid(mid, None)
-        .ok_or_else(|| anyhow!("no send stream on mid {mid}"))?;
+        .stream_tx_by_mid(mid, rid)
+        .ok_or_else(|| anyhow!("no send stream on mid {mid} rid {rid:?}"))?;
     tx.write_rtp(RtpWrite::new(Pt::from(pt), (*seq).into(), ts, now, payload).marker(marker));
     *seq += 1;
     Ok(())
