@@ -12,6 +12,7 @@
 
 mod api;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::endpoint::{shared_cert, SendProfile, AUDIO_PT, VIDEO_PT};
+use crate::shape::vp8::{Vp8Config, Vp8Simulcast};
 use crate::stats::{percentile, proc_usage, EndpointReport, Payload, ReceiveReport, Receiver};
 use api::{body, Jsep, Reply};
 
@@ -68,16 +70,19 @@ pub struct JanusArgs {
     /// Write the JSON result here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// EXPERIMENTAL, NOT WORKING YET: publish VP8 as simulcast (rids f, h, q at 1, 1/4 and 1/16
-    /// of --video-kbps, highest first as Janus expects). Janus 1.1.2 accepts the three encodings
-    /// and says it relays one, but no video reaches the str0m subscribers (audio does); cause not
-    /// found. Not like for like with the Palim harness either, which sends one stream.
+    /// Publish browser-shaped VP8 simulcast from the shape generator (180p/360p/720p, L1T3,
+    /// 200 k / 500 k / 1.5 M, rids q/h/f listed highest first as Janus expects) instead of the
+    /// single stream; --video-kbps is then ignored. Janus forwards one substream (the top one)
+    /// to each subscriber. Loss is then counted from the RTP sequence numbers Janus writes.
+    /// Not like for like with the Palim harness, which sends one stream.
     #[arg(long)]
     simulcast: bool,
 }
 
-/// Simulcast encodings, highest first, with their share of the video bitrate.
-const SIMULCAST: [(&str, u32); 3] = [("f", 1), ("h", 4), ("q", 16)];
+/// Simulcast rids by shape-generator encoding index (0 = 180p … 2 = 720p).
+const RIDS: [&str; 3] = ["q", "h", "f"];
+/// Marks the tracking bytes in a shape-generator packet (as `stats::Payload` does).
+const TRACK_MAGIC: &[u8; 4] = b"PLM1";
 
 /// The Palim summary's fields, plus what only this runner knows.
 #[derive(Debug, Serialize)]
@@ -350,8 +355,8 @@ struct SendPlan {
     index: u32,
     audio: Mid,
     video: Mid,
-    /// One entry per encoding: rid (None without simulcast) and bitrate divisor.
-    layers: Vec<(Option<Rid>, u32)>,
+    /// Send shape-generator VP8 simulcast instead of the single stream.
+    simulcast: bool,
     profile: SendProfile,
 }
 
@@ -412,17 +417,9 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
             let (mut rtc, socket) = bound_peer(&cert, args.client_ip).await?;
             let mut sdp = rtc.sdp_api();
             let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let layers: Vec<(Option<Rid>, u32)> = if args.simulcast {
-                SIMULCAST
-                    .iter()
-                    .map(|&(rid, div)| (Some(Rid::from(rid)), div))
-                    .collect()
-            } else {
-                vec![(None, 1)]
-            };
             let simulcast = args.simulcast.then(|| {
                 let mut s = Simulcast::new();
-                for &(rid, _) in &SIMULCAST {
+                for rid in RIDS.iter().rev() {
                     s.add_send_layer(SimulcastLayer::new(rid));
                 }
                 s
@@ -447,7 +444,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
                 index,
                 audio,
                 video,
-                layers,
+                simulcast: args.simulcast,
                 profile,
             };
             publishers.push(tokio::spawn(peer_loop(
@@ -458,6 +455,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
                 epoch,
                 started,
                 Arc::clone(&forwarded),
+                args.simulcast,
             )));
             tokio::time::sleep(args.join_interval).await;
         }
@@ -524,6 +522,7 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
                 epoch,
                 started,
                 Arc::clone(&forwarded),
+                args.simulcast,
             ))));
             sig.wait(handle, "started", |e| {
                 e.data.as_ref().is_some_and(|d| d.get("started").is_some())
@@ -616,7 +615,8 @@ async fn run(args: &JanusArgs) -> anyhow::Result<Summary> {
 }
 
 /// Drive one str0m peer until `stop`: send the harness's audio and video when `plan` is set,
-/// and count and check everything that arrives.
+/// and count and check everything that arrives (loss from RTP sequence numbers when `seq_loss`).
+#[allow(clippy::too_many_arguments)]
 async fn peer_loop(
     mut rtc: Rtc,
     socket: UdpSocket,
@@ -625,32 +625,30 @@ async fn peer_loop(
     epoch: Instant,
     started: Instant,
     forwarded: Arc<AtomicU64>,
+    seq_loss: bool,
 ) -> anyhow::Result<PeerOutcome> {
     let local = socket.local_addr()?;
     let mut out = PeerOutcome::default();
     let mut receiver = Receiver::default();
+    let mut seq_receiver = SeqReceiver::default();
     let mut buf = vec![0u8; 2048];
     let (index, profile) = plan
         .as_ref()
         .map_or((0, SendProfile::default()), |p| (p.index, p.profile));
-    let video_on = plan.is_some() && profile.video_bps > 0;
+    let mut shape = plan
+        .as_ref()
+        .filter(|p| p.simulcast)
+        .map(|p| Vp8Simulcast::new(u64::from(p.index) + 1, Vp8Config::default()));
+    let mut shape_out = Vec::new();
+    let mut shape_seq = [1000 + u64::from(index); 3];
+    let mut shape_counter: u32 = 0;
+    let video_on = plan.is_some() && shape.is_none() && profile.video_bps > 0;
     let fps = profile.video_fps.max(1);
     let frame_interval = Duration::from_secs(1) / fps;
     // Same sequence and timestamp starts as endpoint.rs; one sequence per encoding.
     let mut audio = (1000 + u64::from(index), index.wrapping_mul(7919));
-    let mut video_ts = index.wrapping_mul(7919);
-    let mut video: Vec<(Option<Rid>, usize, u64)> = plan.as_ref().map_or_else(Vec::new, |p| {
-        p.layers
-            .iter()
-            .map(|&(rid, div)| {
-                (
-                    rid,
-                    (profile.video_bps / div.max(1) / 8 / fps) as usize,
-                    1000 + u64::from(index),
-                )
-            })
-            .collect()
-    });
+    let mut video = (1000 + u64::from(index), index.wrapping_mul(7919));
+    let frame_bytes = (profile.video_bps / 8 / fps) as usize;
     let mut next_audio = Instant::now();
     let mut next_frame = Instant::now();
     let mut frame_no: u64 = 0;
@@ -672,7 +670,17 @@ async fn peer_loop(
                     RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => out.disconnects += 1,
                     RtcEvent::RtpPacket(p) => {
                         forwarded.fetch_add(1, Ordering::Relaxed);
-                        receiver.on_packet(&p.payload, *p.header.ssrc, epoch, Instant::now());
+                        if seq_loss {
+                            seq_receiver.on_packet(*p.header.ssrc, *p.seq_no, &p.payload, epoch, Instant::now());
+                        } else {
+                            receiver.on_packet(&p.payload, *p.header.ssrc, epoch, Instant::now());
+                        }
+                    }
+                    RtcEvent::KeyframeRequest(k) => {
+                        let enc = k.rid.and_then(|rid| RIDS.iter().position(|r| **r == *rid));
+                        if let (Some(s), Some(enc)) = (shape.as_mut(), enc) {
+                            s.request_keyframe(enc as u8);
+                        }
                     }
                     _ => {}
                 },
@@ -687,6 +695,9 @@ async fn peer_loop(
             wake = wake.min(next_audio);
             if video_on {
                 wake = wake.min(next_frame);
+            }
+            if let Some(s) = &shape {
+                wake = wake.min(s.poll_timeout().unwrap_or(timeout.min(Instant::now())));
             }
         }
         tokio::select! {
@@ -712,20 +723,31 @@ async fn peer_loop(
                     if video_on && now >= next_frame {
                         // A keyframe every 3 s is three times the size of a delta frame (as endpoint.rs).
                         let key = frame_no.is_multiple_of(3 * u64::from(fps));
-                        for (rid, frame_bytes, seq) in video.iter_mut() {
-                            let size = if key { *frame_bytes * 3 } else { *frame_bytes }.max(200);
-                            let packets = size.div_ceil(1100);
-                            for i in 0..packets {
-                                let mut payload = Payload::encode(index, *seq as u32, epoch, now, size / packets);
-                                payload[0] = if i == 0 { 0x10 } else { 0x00 };
-                                let last = i + 1 == packets;
-                                write(&mut rtc, (plan.video, *rid), VIDEO_PT, seq, video_ts, now, payload, last)?;
-                                out.sent += 1;
-                            }
+                        let size = if key { frame_bytes * 3 } else { frame_bytes }.max(200);
+                        let packets = size.div_ceil(1100);
+                        for i in 0..packets {
+                            let mut payload = Payload::encode(index, video.0 as u32, epoch, now, size / packets);
+                            payload[0] = if i == 0 { 0x10 } else { 0x00 };
+                            let last = i + 1 == packets;
+                            write(&mut rtc, (plan.video, None), VIDEO_PT, &mut video.0, video.1, now, payload, last)?;
+                            out.sent += 1;
                         }
-                        video_ts = video_ts.wrapping_add(90_000 / fps);
+                        video.1 = video.1.wrapping_add(90_000 / fps);
                         frame_no += 1;
                         next_frame += frame_interval;
+                    }
+                    if let Some(s) = shape.as_mut() {
+                        if s.poll_timeout().is_none_or(|t| now >= t) {
+                            s.poll(now, &mut shape_out);
+                        }
+                        for mut pkt in shape_out.drain(..) {
+                            let enc = usize::from(pkt.encoding).min(RIDS.len() - 1);
+                            write_tracking(&mut pkt.payload, pkt.tracking_offset, index, shape_counter, epoch, now);
+                            shape_counter = shape_counter.wrapping_add(1);
+                            let mid_rid = (plan.video, Some(Rid::from(RIDS[enc])));
+                            write(&mut rtc, mid_rid, VIDEO_PT, &mut shape_seq[enc], pkt.rtp_ts, now, pkt.payload, pkt.marker)?;
+                            out.sent += 1;
+                        }
                     }
                 }
                 if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
@@ -739,9 +761,70 @@ async fn peer_loop(
         }
     }
     if plan.is_none() {
-        out.receive = Some(receiver.finish());
+        out.receive = Some(if seq_loss {
+            seq_receiver.finish()
+        } else {
+            receiver.finish()
+        });
     }
     Ok(out)
+}
+
+/// Write the harness's tracking bytes (magic, sender, counter, send µs) where the shape
+/// generator left room for them.
+fn write_tracking(payload: &mut [u8], offset: usize, sender: u32, counter: u32, epoch: Instant, now: Instant) {
+    let us = now.saturating_duration_since(epoch).as_micros() as u64;
+    if let Some(t) = payload.get_mut(offset..offset + 20) {
+        t[0..4].copy_from_slice(TRACK_MAGIC);
+        t[4..8].copy_from_slice(&sender.to_be_bytes());
+        t[8..12].copy_from_slice(&counter.to_be_bytes());
+        t[12..20].copy_from_slice(&us.to_be_bytes());
+    }
+}
+
+/// Send time (µs since epoch) from the tracking bytes, wherever they are in the payload.
+fn read_tracking(payload: &[u8]) -> Option<u64> {
+    let at = payload.windows(4).position(|w| w == TRACK_MAGIC)?;
+    let us = payload.get(at + 12..at + 20)?;
+    Some(u64::from_be_bytes(us.try_into().ok()?))
+}
+
+/// Receive counters for streams whose payload counters are not contiguous (a simulcast
+/// subscription switches substreams): loss from the extended RTP sequence numbers the SFU
+/// writes, latency from the tracking bytes.
+#[derive(Default)]
+struct SeqReceiver {
+    /// ssrc → (lowest, highest extended sequence number, packets)
+    streams: HashMap<u32, (u64, u64, u64)>,
+    latencies_us: Vec<u32>,
+    untracked: u64,
+}
+
+impl SeqReceiver {
+    fn on_packet(&mut self, ssrc: u32, seq: u64, payload: &[u8], epoch: Instant, now: Instant) {
+        let s = self.streams.entry(ssrc).or_insert((seq, seq, 0));
+        s.0 = s.0.min(seq);
+        s.1 = s.1.max(seq);
+        s.2 += 1;
+        match read_tracking(payload) {
+            Some(sent) => {
+                let now_us = now.saturating_duration_since(epoch).as_micros() as u64;
+                self.latencies_us
+                    .push(now_us.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+            }
+            None => self.untracked += 1,
+        }
+    }
+
+    fn finish(self) -> ReceiveReport {
+        ReceiveReport {
+            streams: self.streams.len(),
+            received: self.streams.values().map(|s| s.2).sum(),
+            expected: self.streams.values().map(|s| s.1 - s.0 + 1).sum(),
+            corrupt: self.untracked,
+            latencies_us: self.latencies_us,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -790,5 +873,29 @@ fn print_summary(s: &Summary) {
     }
     if let Some(us) = s.bridge_cpu_us_per_forwarded_packet {
         println!("janus CPU per forwarded packet  {us:.2} µs");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tracking bytes written at the generator's offset are found again; loss comes from gaps
+    /// in the sequence numbers, and packets without tracking bytes are counted.
+    #[test]
+    fn seq_receiver_counts_loss_and_latency() {
+        let epoch = Instant::now();
+        let sent = epoch + Duration::from_millis(3);
+        let mut r = SeqReceiver::default();
+        for seq in [10u64, 11, 13, 12, 15] {
+            let mut p = vec![0x90u8; 300];
+            write_tracking(&mut p, 17, 1, seq as u32, epoch, sent);
+            r.on_packet(7, seq, &p, epoch, sent + Duration::from_millis(2));
+        }
+        r.on_packet(8, 100, &[0u8; 50], epoch, sent);
+        let rep = r.finish();
+        assert_eq!((rep.streams, rep.received, rep.expected, rep.corrupt), (2, 6, 7, 1));
+        assert_eq!(rep.latencies_us, vec![2000; 5]);
+        assert_eq!(read_tracking(&[1, 2, 3]), None);
     }
 }
