@@ -10,6 +10,7 @@
 # Environment: DURATION (30s), VIDEO_KBPS (500), REPEAT (1),
 #   SFU_CPU / HARNESS_CPU (unset: no pinning; e.g. SFU_CPU=1 HARNESS_CPU=0 pins with taskset),
 #   OUT (result dir; default a new /tmp/janus-bench.* dir), NO_BUILD=1 (use existing binaries),
+#   JANUS_EXTRA (more `loadtest janus` flags, e.g. --simulcast), SKIP_PALIM=1 (Janus rows only),
 #   CARGO_TARGET_DIR (where the release binaries are), TABLE_ONLY=1 (only print the table of the
 #   results already in OUT).
 #
@@ -70,7 +71,7 @@ run_palim() { # rooms participants json
 
 run_janus() { # rooms participants json
 	JANUS_CPUS="$SFU_CPU" "$HERE/janus/run.sh" -- "${HARNESS_PIN[@]}" "$LOADTEST" janus \
-		--conferences "$1" --endpoints "$2" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" --json "$3" \
+		--conferences "$1" --endpoints "$2" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" --json "$3" ${JANUS_EXTRA:-} \
 		> "$3.out" 2>&1 || echo "janus run $1x$2 failed (see $3.out)" >&2
 }
 
@@ -78,8 +79,10 @@ for s in "${SCENARIOS[@]}"; do
 	[ "${TABLE_ONLY:-0}" != 1 ] || break
 	rooms=${s%x*}; n=${s#*x}
 	for r in $(seq 1 "$REPEAT"); do
-		echo "== $s run $r: palim" >&2
-		run_palim "$rooms" "$n" "$OUT/palim-$s-$r.json"
+		if [ "${SKIP_PALIM:-0}" != 1 ]; then
+			echo "== $s run $r: palim" >&2
+			run_palim "$rooms" "$n" "$OUT/palim-$s-$r.json"
+		fi
 		echo "== $s run $r: janus" >&2
 		run_janus "$rooms" "$n" "$OUT/janus-$s-$r.json"
 	done
