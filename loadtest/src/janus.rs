@@ -97,6 +97,8 @@ pub struct Summary {
     expected_packets: u64,
     loss_percent: f64,
     corrupt_packets: u64,
+    /// Over the measured window (the Palim summary divides the whole run's count by
+    /// duration + 2 s).
     received_pps: f64,
     latency_ms_p50: f64,
     latency_ms_p95: f64,
