@@ -7,6 +7,7 @@
 
 mod endpoint;
 mod focus;
+mod janus;
 mod link;
 mod metrics;
 mod report;
@@ -106,6 +107,16 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // `loadtest janus ...`: the same kind of endpoints against Janus's videoroom (janus.rs).
+    if std::env::args().nth(1).as_deref() == Some("janus") {
+        return match janus::main(std::env::args().skip(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest janus: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
