@@ -19,13 +19,14 @@ export class Participant {
     this.remotes = []; // remote sources currently signalled to this participant
     this.simulcastState = null;
     this.encodings = null;
+    this.maxMessageSize = undefined; // a=max-message-size of the offer (undefined: LJM's 262144)
   }
 
   /** Jingle offer → page: setRemoteDescription, createAnswer, LJM munging, setLocalDescription. */
   async negotiate() {
     this.version += 1;
     const bridge = { ...this.bridge, feedback: this.focus.feedback };
-    this.offerSdp = buildOffer({ bridge, version: this.version, remotes: this.remotes });
+    this.offerSdp = buildOffer({ bridge, version: this.version, remotes: this.remotes, maxMessageSize: this.maxMessageSize });
     const raw = await this.page.evaluate((sdp) => window.palimClient.applyOffer(sdp), this.offerSdp);
     const munged = this.focus.simulcast ? mungeSimulcast(raw, this.simulcastState) : { sdp: raw, state: null };
     this.simulcastState = munged.state;
@@ -81,9 +82,16 @@ export class Focus {
     this.simulcast = simulcast;
   }
 
-  /** Allocate a participant on the bridge (the first one creates the conference), then prepare its page. */
-  async join(page, endpointId, { width, height } = {}) {
+  /**
+   * Allocate a participant on the bridge (the first one creates the conference), then prepare its
+   * page. `opts` go to the page's init(): width, height, frameRate, codec, scalabilityMode,
+   * constraints, applySenderConstraints; `maxMessageSize` (not LJM: a client that lets itself send
+   * bigger bridge-channel messages) goes into this participant's offers.
+   */
+  async join(page, endpointId, opts = {}) {
+    const { maxMessageSize, ...pageOpts } = opts;
     const p = new Participant(this, page, endpointId);
+    p.maxMessageSize = maxMessageSize;
     const first = this.feedback === null;
     const body = allocateRequest({
       meetingId: this.meetingId, roomName: this.roomName, endpointId, statsId: p.statsId, createConference: first,
@@ -96,7 +104,7 @@ export class Focus {
       }
       this.feedback = p.bridge.feedback;
     }
-    await page.evaluate((o) => window.palimClient.init(o), { endpointId, width, height });
+    await page.evaluate((o) => window.palimClient.init(o), { ...pageOpts, endpointId });
     this.participants.push(p);
     return p;
   }

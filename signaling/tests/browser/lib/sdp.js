@@ -62,10 +62,11 @@ function ssrcLines(ssrc, cname, msid) {
  * @param {object} o
  * @param {object} o.bridge       parseAllocation() output (ICE, fingerprints, candidates, sctpPort, feedback)
  * @param {number} o.version      o= session version (increment on every renegotiation)
+ * @param {number} o.maxMessageSize a=max-message-size of the data m-line (LJM: 262144)
  * @param {Array}  o.remotes      remote participants' sources, in join order:
  *        { endpointId, audio: {ssrc, msid}|null, video: {ssrc, rtx, msid}|null }
  */
-export function buildOffer({ bridge, version = 1, remotes = [] }) {
+export function buildOffer({ bridge, version = 1, remotes = [], maxMessageSize = 262144 }) {
   const tl = transportLines(bridge);
   const audioPts = AUDIO_PAYLOAD_TYPES;
   const videoPts = VIDEO_PAYLOAD_TYPES;
@@ -107,7 +108,7 @@ export function buildOffer({ bridge, version = 1, remotes = [] }) {
     ...tl,
     'a=mid:data',
     `a=sctp-port:${bridge.sctpPort}`,
-    'a=max-message-size:262144',
+    `a=max-message-size:${maxMessageSize}`,
   ]);
 
   // Each remote source on its own m-line, appended in the order the sources were added (LJM in
