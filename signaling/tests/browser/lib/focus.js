@@ -20,13 +20,14 @@ export class Participant {
     this.simulcastState = null;
     this.encodings = null;
     this.maxMessageSize = undefined; // a=max-message-size of the offer (undefined: LJM's 262144)
+    this.videoCodec = null; // codec put first on the offer's video m-lines (null: Jicofo's order)
   }
 
   /** Jingle offer → page: setRemoteDescription, createAnswer, LJM munging, setLocalDescription. */
   async negotiate() {
     this.version += 1;
     const bridge = { ...this.bridge, feedback: this.focus.feedback };
-    this.offerSdp = buildOffer({ bridge, version: this.version, remotes: this.remotes, maxMessageSize: this.maxMessageSize });
+    this.offerSdp = buildOffer({ bridge, version: this.version, remotes: this.remotes, maxMessageSize: this.maxMessageSize, videoCodec: this.videoCodec });
     const raw = await this.page.evaluate((sdp) => window.palimClient.applyOffer(sdp), this.offerSdp);
     const munged = this.focus.simulcast ? mungeSimulcast(raw, this.simulcastState) : { sdp: raw, state: null };
     this.simulcastState = munged.state;
@@ -92,6 +93,7 @@ export class Focus {
     const { maxMessageSize, ...pageOpts } = opts;
     const p = new Participant(this, page, endpointId);
     p.maxMessageSize = maxMessageSize;
+    p.videoCodec = opts.codec && opts.codec !== 'VP8' ? opts.codec : null;
     const first = this.feedback === null;
     const body = allocateRequest({
       meetingId: this.meetingId, roomName: this.roomName, endpointId, statsId: p.statsId, createConference: first,

@@ -18,7 +18,7 @@
     remoteVideoSources: [], // source names of remote video, for ReceiverVideoConstraints
     constraints: null, // the ReceiverVideoConstraints to send on open (null: the 2-person default)
     simulcastApplied: false,
-    codec: 'VP8', // preferred video codec (first in the answer), as LJM's CodecSelection
+    codec: 'VP8', // preferred video codec (put first in the offer by the test)
     scalabilityMode: null, // SVC mode on the one active encoding (AV1/VP9), as LJM in full-SVC mode
     senderConstraints: [], // SenderSourceConstraints maxHeight values applied, in order
     applySenderConstraints: true,
@@ -27,7 +27,8 @@
 
     /**
      * getUserMedia (fake devices), the PeerConnection, the local tracks and the data channel.
-     * `codec` ('VP8' | 'VP9' | 'AV1') is put first in the answer; `scalabilityMode` (e.g.
+     * `codec` ('VP8' | 'VP9' | 'AV1') is the codec the test put first in the offer (lib/sdp.js,
+     * as LJM's codec-order munging does; it sets the SVC bitrate); `scalabilityMode` (e.g.
      * 'L3T3_KEY') makes the first encoding an SVC stream and the other two inactive (LJM's full
      * SVC mode); `constraints` replaces the ReceiverVideoConstraints sent on channel open;
      * `source: 'canvas'` replaces the fake camera by canvasTrack().
@@ -213,24 +214,8 @@
     /** setRemoteDescription(offer) + createAnswer; returns the raw answer for munging in node. */
     async applyOffer(sdp) {
       await this.pc.setRemoteDescription({ type: 'offer', sdp });
-      if (this.codec !== 'VP8') this.preferCodec(this.codec);
       const answer = await this.pc.createAnswer();
       return answer.sdp;
-    },
-
-    /**
-     * Put `mime` (and its profile-0 variant for VP9) first on the local video transceiver, as
-     * LJM's codec selection does; the sender then encodes with it.
-     */
-    preferCodec(name) {
-      const t = this.pc.getTransceivers().find((x) => x.sender.track && x.sender.track.kind === 'video');
-      if (!t || !t.setCodecPreferences) throw new Error('no video transceiver / setCodecPreferences');
-      const all = RTCRtpReceiver.getCapabilities('video').codecs;
-      const mime = `video/${name}`.toLowerCase();
-      const first = all.filter((c) => c.mimeType.toLowerCase() === mime && (name !== 'VP9' || /profile-id=0/.test(c.sdpFmtpLine || '')));
-      if (first.length === 0) throw new Error(`Chromium cannot receive ${name}`);
-      t.setCodecPreferences([...first, ...all.filter((c) => !first.includes(c))]);
-      note(`codec preference ${name} first`);
     },
 
     /**
