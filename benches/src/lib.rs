@@ -283,6 +283,7 @@ impl Conference {
                     ice_controlling: true,
                     sctp: false,
                     visitor: false,
+                    name: format!("ep{i}"),
                 },
             ) {
                 Ok(Reply::EndpointCreated(t)) => t,

@@ -27,6 +27,8 @@ pub enum Command {
         sctp: bool,
         /// A visitor never sends media: nothing from it is forwarded except PLI/FIR.
         visitor: bool,
+        /// The endpoint's Colibri2 id (as the bridge channel names endpoints).
+        name: String,
     },
     /// Add payload types and RTP header extensions (additive, as JVB).
     SetMedia {

@@ -64,7 +64,13 @@ pub fn write_packet(
         }
     }
     copy(src, h, (from.audio_level, to.audio_level), &mut list, &mut n);
-    copy(src, h, (from.video_orientation, to.video_orientation), &mut list, &mut n);
+    copy(
+        src,
+        h,
+        (from.video_orientation, to.video_orientation),
+        &mut list,
+        &mut n,
+    );
     match exts.av1_dd {
         Some(dd) if to.av1_dd != 0 => {
             list[n] = (to.av1_dd, dd);
@@ -154,7 +160,10 @@ mod tests {
         )
         .expect("fits");
         let o = RtpHeader::parse(&out).expect("output parses");
-        assert_eq!((o.ssrc(), o.seq(), o.timestamp(), o.marker()), (Ssrc(77), 500, 9000, true));
+        assert_eq!(
+            (o.ssrc(), o.seq(), o.timestamp(), o.marker()),
+            (Ssrc(77), 500, 9000, true)
+        );
         assert!(!o.has_padding());
         assert_eq!(o.payload(&out), b"payload");
         assert_eq!(&out[at..], b"payload");

@@ -20,13 +20,14 @@ use rtc_ice::network_type::NetworkType;
 
 use crate::bwe::{NackGenerator, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
-use crate::negotiated::Negotiated;
 use crate::dtls::{Dtls, Role};
-use crate::id::{ConferenceId, EndpointId};
 use crate::id::Ssrc;
-use crate::wire::rtcp::ReportBlock;
+use crate::id::{ConferenceId, EndpointId};
+use crate::negotiated::Negotiated;
+use crate::receiver::Receiver;
 use crate::sctp::Sctp;
 use crate::srtp::Srtp;
+use crate::wire::rtcp::ReportBlock;
 
 /// How many distinct ICE-validated remote addresses an endpoint remembers.
 const MAX_VALIDATED: usize = 16;
@@ -76,6 +77,14 @@ pub struct Endpoint {
     pub rtx_cache: HashMap<u32, RtxCache>,
     /// RTX encapsulation per outgoing video SSRC (its FID partner), when negotiated.
     pub rtx_enc: HashMap<u32, RtxEncoder>,
+    /// The Colibri2 endpoint id (bridge-channel messages name endpoints by it).
+    pub name: String,
+    /// What this endpoint receives: its constraints, allocation and projections.
+    pub recv: Receiver,
+    /// Bridge-channel messages received and not yet processed (bounded, as JVB's queue).
+    pub channel_in: std::collections::VecDeque<String>,
+    /// Whether the SCTP data channel is open.
+    pub channel_open: bool,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -163,6 +172,10 @@ impl Endpoint {
             bwe: SendSideBwe::default(),
             rtx_cache: HashMap::new(),
             rtx_enc: HashMap::new(),
+            name: String::new(),
+            recv: Receiver::default(),
+            channel_in: std::collections::VecDeque::new(),
+            channel_open: false,
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,
@@ -336,7 +349,10 @@ pub struct SeqWindow {
 
 impl Default for SeqWindow {
     fn default() -> Self {
-        Self { bits: [0; 16], max: None }
+        Self {
+            bits: [0; 16],
+            max: None,
+        }
     }
 }
 

@@ -36,9 +36,11 @@ pub mod egress;
 mod endpoint;
 pub mod negotiated;
 pub mod projection;
+pub mod receiver;
 mod sctp;
 pub mod shard;
 pub mod sources;
 pub mod srtp;
+pub mod video;
 
 pub use shard::{ClockAnchor, Shard, Transmit};

@@ -223,7 +223,12 @@ mod tests {
                     "VP8",
                     90_000,
                     None,
-                    &[("ccm", Some("fir")), ("nack", None), ("nack", Some("pli")), ("transport-cc", None)],
+                    &[
+                        ("ccm", Some("fir")),
+                        ("nack", None),
+                        ("nack", Some("pli")),
+                        ("transport-cc", None),
+                    ],
                 ),
                 pt(96, "rtx", 90_000, Some(100), &[]),
                 pt(41, "AV1", 90_000, None, &[]),
@@ -255,6 +260,9 @@ mod tests {
         assert!(n.transport_cc());
         assert!(!n.remb_only());
         assert!(n.pt(127).is_none());
-        assert!(n.pt(200).is_none(), "out-of-range payload types are absent, not a panic");
+        assert!(
+            n.pt(200).is_none(),
+            "out-of-range payload types are absent, not a panic"
+        );
     }
 }

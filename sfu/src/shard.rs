@@ -16,7 +16,9 @@ use rtc_ice::state::ConnectionState;
 use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sansio::Protocol;
 
+use crate::allocation::{AllocConfig, AllocInput, Allocator};
 use crate::bwe::NackGenerator;
+use crate::bwe::RtxCache;
 use crate::config::SfuConfig;
 use crate::control::{
     CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport, RemoteTransport, Reply,
@@ -26,15 +28,25 @@ use crate::demux::{self, Kind};
 use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
 use crate::egress::{self, OutExtensions, OutHeader};
 use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
-use crate::sources::{SourceKey, SourceTable};
-use crate::wire::rtp::RtpHeader;
 use crate::id::{ConferenceId, EndpointId, Ssrc};
-use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket, SenderInfo};
+use crate::negotiated::Codec;
+use crate::projection::Verdict;
 use crate::sctp::{ChannelEvent, Sctp};
+use crate::sources::{SourceKey, SourceTable};
+use crate::speaker::SpeakerDetector;
 use crate::stats::Stats;
+use crate::video::{self, VideoState};
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket, SenderInfo};
+use crate::wire::rtp::RtpHeader;
 
 /// At most one PLI/FIR per media SSRC per this interval is forwarded to its sender.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// Period of the conference timer: dominant speaker, allocation triggers.
+pub const CONFERENCE_TICK: Duration = Duration::from_millis(100);
+/// Re-allocate at least this often (bitrates of layers move; JVB: 5 s).
+pub const MAX_TIME_BETWEEN_ALLOCATIONS: Duration = Duration::from_secs(1);
+/// Recent speakers announced besides the dominant one (JVB's `recent-speakers-count`).
+const RECENT_SPEAKERS: usize = 10;
 /// Interval between the bridge's own RR/SR towards each endpoint (jittered ±10 %).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Demux entries one endpoint may own (signalled candidates plus validated addresses).
@@ -66,6 +78,25 @@ struct Conference {
     /// Per audio source: silent packets in a row and packets dropped so far (the drop is
     /// hidden from receivers by shifting sequence numbers, media.md §6).
     silence: HashMap<SourceKey, Silence>,
+    /// Per video source: codec, layers, heights and bitrates learnt from the bitstream.
+    video: HashMap<SourceKey, VideoState>,
+    /// Video types announced over the bridge channel (`SourceVideoTypeMessage`), which override
+    /// the signalled one.
+    video_types: HashMap<SourceKey, crate::bridge_channel::VideoType>,
+    speaker: SpeakerDetector,
+    allocator: Allocator,
+    alloc_cfg: AllocConfig,
+    /// Something changed that needs a new allocation for every receiver.
+    realloc: bool,
+    last_alloc: Instant,
+    /// Conference-level timer (dominant speaker, allocation).
+    next_tick: Instant,
+    /// `SenderSourceConstraints` last sent per source.
+    sender_max: HashMap<SourceKey, i32>,
+    /// Bridge-channel output was queued on some endpoint: drive them all.
+    channel_dirty: bool,
+    /// Scratch buffer for outgoing bridge-channel messages.
+    scratch: String,
     keyframes: KeyframeLimiter,
     fir_seq: HashMap<u32, u8>,
 }
@@ -84,6 +115,10 @@ struct Counters {
     keyframe_suppressed: u64,
     nacks_sent: u64,
     retransmissions: u64,
+    channel_rx: u64,
+    channel_tx: u64,
+    channel_ignored: u64,
+    projection_drops: u64,
 }
 
 /// Outputs and counters, kept apart from the conferences so both can be borrowed at once.
@@ -235,9 +270,18 @@ impl Shard {
                 };
                 handle_dtls(now, ep, remote, data, &env, &mut self.io);
                 drive(now, ep, &env, &mut self.io, &mut self.by_addr);
+                if !ep.channel_in.is_empty() {
+                    process_channel(now, conf, key.1, &mut self.io);
+                }
+                if conf.channel_dirty {
+                    conf.channel_dirty = false;
+                    for e in conf.endpoints.values_mut() {
+                        drive(now, e, &env, &mut self.io, &mut self.by_addr);
+                    }
+                }
             }
             Kind::Rtp => handle_rtp(now, conf, key.1, remote, data, &env, &mut self.io, self.clock),
-            Kind::Rtcp => handle_rtcp(now, conf, key.1, remote, data, &mut self.io),
+            Kind::Rtcp => handle_rtcp(now, conf, key.1, remote, data, &mut self.io, self.clock),
             Kind::Stun | Kind::Unknown => {}
         }
         if let Some(ep) = conf.endpoints.get_mut(&key.1) {
@@ -351,6 +395,17 @@ impl Shard {
                         endpoints: HashMap::new(),
                         sources: SourceTable::default(),
                         silence: HashMap::new(),
+                        video: HashMap::new(),
+                        video_types: HashMap::new(),
+                        speaker: SpeakerDetector::new(RECENT_SPEAKERS),
+                        allocator: Allocator::new(),
+                        alloc_cfg: AllocConfig::default(),
+                        realloc: false,
+                        last_alloc: now,
+                        next_tick: now + CONFERENCE_TICK,
+                        sender_max: HashMap::new(),
+                        channel_dirty: false,
+                        scratch: String::new(),
                         keyframes: KeyframeLimiter::default(),
                         fir_seq: HashMap::new(),
                     },
@@ -375,6 +430,7 @@ impl Shard {
                 ice_controlling,
                 sctp,
                 visitor,
+                name,
             } => {
                 let consent = self.jittered(self.config.consent_interval);
                 let c = self
@@ -407,8 +463,12 @@ impl Shard {
                     &c.span,
                 )
                 .map_err(CommandError::Internal)?;
-                tracing::info!(parent: &endpoint.span, visitor, sctp, "endpoint created");
+                tracing::info!(parent: &endpoint.span, visitor, sctp, %name, "endpoint created");
+                let mut endpoint = endpoint;
+                endpoint.name = name;
                 c.endpoints.insert(ep, endpoint);
+                c.speaker.add_endpoint(ep);
+                c.realloc = true;
                 self.by_ufrag.insert(ufrag.clone(), (conf, ep));
                 Ok(Reply::EndpointCreated(LocalTransport {
                     ufrag,
@@ -572,13 +632,19 @@ impl Shard {
         for k in &removed {
             c.keyframes.forget(*k);
             c.silence.remove(k);
+            c.video.remove(k);
+            c.video_types.remove(k);
+            c.sender_max.remove(k);
         }
+        c.realloc = true;
         e.sources_signalled = true;
         e.learned = 0;
         let table = &c.sources;
         e.rx.retain(|ssrc, _| table.route(*ssrc).is_some_and(|r| r.owner == ep));
         for other in c.endpoints.values_mut() {
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
+            other.recv.projections.retain(|k, _| !removed.contains(k));
+            other.rtx_cache.retain(|k, _| !removed.contains(k));
         }
         Ok(Reply::Done)
     }
@@ -596,10 +662,17 @@ impl Shard {
             for k in &removed {
                 c.keyframes.forget(*k);
                 c.silence.remove(k);
+                c.video.remove(k);
+                c.video_types.remove(k);
+                c.sender_max.remove(k);
             }
+            c.speaker.remove_endpoint(ep.id);
+            c.realloc = true;
             // The others stop sending the departed endpoint's streams: forget exactly those.
             for other in c.endpoints.values_mut() {
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
+                other.recv.projections.retain(|k, _| !removed.contains(k));
+                other.rtx_cache.retain(|k, _| !removed.contains(k));
             }
         }
         let addr = ep.send_addr();
@@ -631,6 +704,10 @@ impl Shard {
         let mut expired: Vec<(Key, ExpireReason)> = Vec::new();
         let ntp = ntp_time(self.clock, now);
         for (cid, c) in self.conferences.iter_mut() {
+            if now >= c.next_tick {
+                c.next_tick = now + CONFERENCE_TICK;
+                conference_tick(now, c, &mut self.io);
+            }
             let video_ssrc = c.video_ssrc;
             for (eid, ep) in c.endpoints.iter_mut() {
                 if ep.deadline > now {
@@ -682,13 +759,19 @@ impl Shard {
         self.next_timeout = self
             .conferences
             .values()
-            .flat_map(|c| c.endpoints.values().map(|e| e.deadline))
+            .flat_map(|c| {
+                c.endpoints
+                    .values()
+                    .map(|e| e.deadline)
+                    .chain(std::iter::once(c.next_tick))
+            })
             .min();
     }
 
     fn recompute_timeout(&mut self) {
         let mut t = None;
         for c in self.conferences.values_mut() {
+            t = min_opt(t, Some(c.next_tick));
             for ep in c.endpoints.values_mut() {
                 t = min_opt(t, Some(deadline(ep, &self.config)));
             }
@@ -742,6 +825,11 @@ impl Shard {
             ice_failures: c.ice_failures,
             keyframe_requests_forwarded: c.keyframe_forwarded,
             keyframe_requests_suppressed: c.keyframe_suppressed,
+            nacks_sent: c.nacks_sent,
+            retransmissions: c.retransmissions,
+            channel_messages_received: c.channel_rx,
+            channel_messages_sent: c.channel_tx,
+            projection_drops: c.projection_drops,
             drops: self.io.drops.iter().map(|(k, v)| (*k, *v)).collect(),
         }
     }
@@ -1049,16 +1137,26 @@ fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
     }
     for ev in chev {
         match ev {
-            ChannelEvent::Open => io.events.push_back(Event::DataChannelOpen {
-                conf: ep.conf,
-                ep: ep.id,
-            }),
-            ChannelEvent::Text(text) => io.events.push_back(Event::DataChannelText {
-                conf: ep.conf,
-                ep: ep.id,
-                text,
-            }),
-            ChannelEvent::Closed => tracing::info!(parent: &ep.span, "data channel closed"),
+            ChannelEvent::Open => {
+                ep.channel_open = true;
+                // Processed with the conference at hand: the current state goes out first.
+                ep.channel_in.push_front(String::new());
+                io.events.push_back(Event::DataChannelOpen {
+                    conf: ep.conf,
+                    ep: ep.id,
+                });
+            }
+            ChannelEvent::Text(text) => {
+                if ep.channel_in.len() >= crate::receiver::CHANNEL_QUEUE {
+                    io.drop("channel_queue_full");
+                } else {
+                    ep.channel_in.push_back(text);
+                }
+            }
+            ChannelEvent::Closed => {
+                ep.channel_open = false;
+                tracing::info!(parent: &ep.span, "data channel closed");
+            }
         }
     }
 }
@@ -1127,10 +1225,7 @@ fn handle_rtp(
     let route = match route {
         Some(r) => r,
         None => {
-            let kind = ep
-                .neg
-                .pt(h.pt())
-                .map_or(crate::control::MediaKind::Video, |p| p.kind);
+            let kind = ep.neg.pt(h.pt()).map_or(crate::control::MediaKind::Video, |p| p.kind);
             let Some(r) = conf.sources.learn(from, ssrc, kind) else {
                 return io.drop("unknown_ssrc");
             };
@@ -1185,10 +1280,16 @@ fn handle_rtp(
         return io.drop("padding_only");
     }
     let sender_ext = ep.neg.ext;
+    let codec = ep.neg.pt(h.pt()).map_or(Codec::Other, |p| p.codec);
+    let is_video = route.kind == crate::control::MediaKind::Video;
 
     let mut out_seq = seq;
-    if route.kind == crate::control::MediaKind::Audio {
+    let mut classified = None;
+    if !is_video {
         let level = h.audio_level(&data, sender_ext.audio_level);
+        if let Some(l) = level {
+            conf.speaker.level(now, from, l.level);
+        }
         let silence = conf.silence.entry(route.source).or_default();
         match level {
             Some(l) if l.level == 127 => {
@@ -1202,16 +1303,47 @@ fn handle_rtp(
             None => {}
         }
         out_seq = seq.wrapping_sub(silence.dropped);
+    } else {
+        let encodings = conf.sources.get(route.source).map_or(1, |s| s.encodings.len() as u8);
+        let state = conf
+            .video
+            .entry(route.source)
+            .or_insert_with(|| VideoState::new(encodings));
+        let dd_ext = match sender_ext.av1_dd {
+            0 => None,
+            id => h.extension(&data, id),
+        };
+        let payload = h.payload(&data);
+        match video::classify(
+            now,
+            state,
+            codec,
+            route.encoding,
+            seq,
+            h.timestamp(),
+            h.marker(),
+            payload,
+            dd_ext,
+        ) {
+            Ok(c) => classified = Some(c),
+            Err(reason) => {
+                io.drop(reason);
+                // An AV1 stream without its structure needs a keyframe (as JVB).
+                if reason == "av1_dd_unusable" {
+                    request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(ssrc), io);
+                }
+                return;
+            }
+        }
+        if state.layering_changed {
+            state.layering_changed = false;
+            conf.realloc = true;
+        }
     }
 
-    let out = OutHeader {
-        ssrc: route.source,
-        seq: out_seq,
-        ts: h.timestamp(),
-        marker: h.marker(),
-        pt: h.pt(),
-    };
+    let mut keyframe_wanted: Option<u8> = None;
     let payload_len = h.payload_range().len() as u32;
+    let mut dd_buf = [0u8; 255];
     for (rid, r) in conf.endpoints.iter_mut() {
         if *rid == from {
             continue;
@@ -1220,6 +1352,41 @@ fn handle_rtp(
         if r.srtp.is_none() {
             continue;
         }
+        let mut out = OutHeader {
+            ssrc: route.source,
+            seq: out_seq,
+            ts: h.timestamp(),
+            marker: h.marker(),
+            pt: h.pt(),
+        };
+        let mut rewrite = None;
+        let mut dd_len = 0;
+        if let Some(cl) = classified.as_ref() {
+            let Some(p) = r.recv.projections.get_mut(&route.source) else {
+                continue;
+            };
+            let verdict = p.on_packet(now, &cl.meta);
+            if let Some(e) = p.needs_keyframe() {
+                keyframe_wanted = Some(e);
+            }
+            let rw = match verdict {
+                Verdict::Forward(rw) => rw,
+                Verdict::Drop(_) => {
+                    io.c.projection_drops += 1;
+                    continue;
+                }
+            };
+            out.seq = rw.seq;
+            out.ts = rw.ts;
+            out.marker = rw.marker;
+            if let (Some(dd), Some(mask)) = (cl.dd.as_ref(), rw.active_decode_targets) {
+                let mut d = dd.clone();
+                d.active_decode_targets = Some(mask);
+                let structure = conf.video.get(&route.source).and_then(|v| v.av1_structure.as_ref());
+                dd_len = crate::codec::av1_dd::write(&d, structure, &mut dd_buf).unwrap_or(0);
+            }
+            rewrite = Some(rw);
+        }
         let mut buf = io.take_buf();
         let tcc = (r.neg.ext.transport_cc != 0).then(|| {
             let s = r.tcc_out;
@@ -1227,12 +1394,33 @@ fn handle_rtp(
             s
         });
         let exts = OutExtensions {
-            av1_dd: None,
+            av1_dd: (dd_len > 0).then(|| &dd_buf[..dd_len]),
             transport_cc: tcc,
         };
-        if egress::write_packet(&mut buf, &data, &h, &sender_ext, &r.neg.ext, out, exts, None).is_none() {
+        let Some(at) = egress::write_packet(&mut buf, &data, &h, &sender_ext, &r.neg.ext, out, exts, None) else {
             io.drop("egress_too_large");
             continue;
+        };
+        if let (Some(cl), Some(rw)) = (classified.as_ref(), rewrite) {
+            if let (Some(pid), Some(tl0)) = (rw.picture_id, rw.tl0picidx) {
+                let payload = &mut buf[at..];
+                let ok = match (&cl.vp8, &cl.vp9) {
+                    (Some(d), _) => crate::codec::vp8::rewrite(payload, d, pid, tl0).is_ok(),
+                    (_, Some(d)) => crate::codec::vp9::rewrite(payload, d, pid, tl0).is_ok(),
+                    _ => true,
+                };
+                if !ok {
+                    io.drop("codec_rewrite_failed");
+                }
+            }
+            // What was sent, for the receiver's NACKs (video only, media.md §5.2).
+            r.rtx_cache
+                .entry(out.ssrc)
+                .or_insert_with(|| RtxCache::new(now))
+                .insert(out.seq, &buf, now);
+        }
+        if let Some(t) = tcc {
+            r.bwe.on_sent(t, buf.len(), now);
         }
         let Some(srtp) = r.srtp.as_mut() else { continue };
         match srtp.protect_rtp_in_place(&mut buf) {
@@ -1254,7 +1442,20 @@ fn handle_rtp(
             Err(_) => io.drop("srtp_protect_failed"),
         }
     }
+    if let Some(e) = keyframe_wanted {
+        let media = conf
+            .sources
+            .get(route.source)
+            .and_then(|s| s.encodings.get(usize::from(e)))
+            .map(|x| x.ssrc);
+        if let Some(media) = media {
+            request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
+        }
+    }
 }
+
+/// The requester id of keyframe requests the bridge makes itself (layer switches).
+const BRIDGE: EndpointId = EndpointId(u32::MAX);
 
 /// At most one keyframe request per media SSRC per [`KEYFRAME_MIN_INTERVAL`], across all
 /// requesters (JVB's source-wide limit, media.md §5.3).
@@ -1291,6 +1492,7 @@ fn handle_rtcp(
     remote: SocketAddr,
     mut data: BytesMut,
     io: &mut Io,
+    clock: ClockAnchor,
 ) {
     let Some(ep) = conf.endpoints.get_mut(&from) else {
         return io.drop("unknown_source");
@@ -1326,19 +1528,116 @@ fn handle_rtcp(
                     rx.on_sender_report(sr.info.ntp_time, sr.info.rtp_time, now);
                 }
             }
-            Ok(RtcpPacket::Pli(p)) => push(KeyframeRequest::Pli(p.media.0), io),
+            Ok(RtcpPacket::ReceiverReport(rr)) => on_report_blocks(now, ep, rr.blocks, clock),
+            Ok(RtcpPacket::Pli(p)) => push(
+                KeyframeRequest::Pli(current_encoding_ssrc(ep, &conf.sources, p.media.0)),
+                io,
+            ),
             Ok(RtcpPacket::Fir(f)) => {
                 for e in f.entries {
-                    push(KeyframeRequest::Fir(e.ssrc.0), io);
+                    push(
+                        KeyframeRequest::Fir(current_encoding_ssrc(ep, &conf.sources, e.ssrc.0)),
+                        io,
+                    );
                 }
             }
             Ok(RtcpPacket::Remb(r)) => ep.remb_bps = Some(r.bitrate),
+            Ok(RtcpPacket::TransportCc(t)) => ep.bwe.on_feedback(&t, now),
+            Ok(RtcpPacket::Nack(n)) => {
+                let media = n.media.0;
+                for seq in n.lost_seqs() {
+                    retransmit(now, ep, &conf.sources, media, seq, io);
+                }
+            }
             Ok(_) => {}
             Err(_) => io.drop("malformed_rtcp"),
         }
     }
     for r in requests.into_iter().flatten() {
         request_keyframe(now, conf, from, r, io);
+    }
+}
+
+/// The SSRC a receiver's keyframe request really concerns: the encoding its projection of
+/// that source currently forwards (it only knows the source's primary SSRC, §3.5).
+fn current_encoding_ssrc(r: &Endpoint, sources: &SourceTable, media: u32) -> u32 {
+    r.recv
+        .projections
+        .get(&media)
+        .and_then(|p| p.current_encoding())
+        .and_then(|e| sources.get(media)?.encodings.get(usize::from(e)))
+        .map_or(media, |e| e.ssrc)
+}
+
+/// RTT and loss from a receiver's report blocks about what we send it.
+fn on_report_blocks(now: Instant, ep: &mut Endpoint, blocks: crate::wire::rtcp::ReportBlocks<'_>, clock: ClockAnchor) {
+    let mid = (ntp_time(clock, now) >> 16) as u32;
+    let mut rtt = None;
+    let mut lost = 0u8;
+    for b in blocks {
+        if !ep.tx.contains_key(&b.ssrc.0) {
+            continue;
+        }
+        lost = lost.max(b.fraction_lost);
+        if b.lsr != 0 {
+            let units = mid.wrapping_sub(b.lsr).wrapping_sub(b.dlsr);
+            // Anything above a minute is a wrap or a bogus block.
+            if units < 60 * 65536 {
+                rtt = Some(Duration::from_micros(u64::from(units) * 1_000_000 / 65536));
+            }
+        }
+    }
+    ep.bwe.on_receiver_report(lost, rtt, now);
+}
+
+/// Answer one NACKed sequence number from the receiver's cache (media.md §5.2): RTX when the
+/// receiver negotiated it for this payload type and the source has an RTX SSRC, else plain.
+fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32, seq: u16, io: &mut Io) {
+    let rtt = r.bwe.rtt();
+    let Some(dst) = r.send_addr() else { return };
+    let Some(cache) = r.rtx_cache.get_mut(&media) else {
+        return io.drop("nack_unknown_ssrc");
+    };
+    let original = match cache.on_nack(seq, now, rtt) {
+        crate::bwe::Resend::Send(b) => b,
+        crate::bwe::Resend::TooSoon => return,
+        crate::bwe::Resend::Miss => return io.drop("nack_cache_miss"),
+    };
+    let mut buf = io.take_buf();
+    let pt = original.get(1).map_or(0, |b| b & 0x7F);
+    let rtx_ssrc = sources.get(media).and_then(|s| s.encodings.first()).and_then(|e| e.rtx);
+    match (r.neg.rtx_pt(pt), rtx_ssrc) {
+        (Some(rtx_pt), Some(rtx_ssrc)) => {
+            let enc = r
+                .rtx_enc
+                .entry(media)
+                .or_insert_with(|| crate::bwe::RtxEncoder::new(Ssrc(rtx_ssrc), rtx_pt));
+            buf.resize(original.len() + 2 + egress::SRTP_TRAILER, 0);
+            match enc.encapsulate(original, &mut buf) {
+                Ok(n) => buf.truncate(n),
+                Err(_) => return io.drop("rtx_encapsulate_failed"),
+            }
+        }
+        _ => buf.extend_from_slice(original),
+    }
+    // A fresh transport-wide sequence number: the receiver's estimator sees a new packet.
+    if r.neg.ext.transport_cc != 0 {
+        if let Ok(h) = RtpHeader::parse(&buf) {
+            let t = r.tcc_out;
+            if h.set_transport_cc_seq(&mut buf, r.neg.ext.transport_cc, t).is_ok() {
+                r.tcc_out = r.tcc_out.wrapping_add(1);
+                r.bwe.on_sent(t, buf.len(), now);
+            }
+        }
+    }
+    let Some(srtp) = r.srtp.as_mut() else { return };
+    match srtp.protect_rtp_in_place(&mut buf) {
+        Ok(()) => {
+            io.c.retransmissions += 1;
+            io.c.rtp_tx += 1;
+            io.send(dst, buf);
+        }
+        Err(_) => io.drop("srtp_protect_failed"),
     }
 }
 
@@ -1431,6 +1730,390 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
     }
 }
 
+/// Queue a bridge-channel message to `ep` over its SCTP data channel (the caller drives the
+/// endpoint afterwards). Without an open channel the message is dropped and counted.
+fn channel_send(now: Instant, ep: &mut Endpoint, text: &str, io: &mut Io) {
+    match ep.sctp.as_mut() {
+        Some(sctp) if ep.channel_open => {
+            if sctp.send_text(now, text).is_err() {
+                io.drop("channel_send_failed");
+            } else {
+                io.c.channel_tx += 1;
+            }
+        }
+        _ => io.drop("channel_unavailable"),
+    }
+}
+
+/// Handle the bridge-channel messages queued on `from` (media.md §2).
+fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &mut Io) {
+    use crate::bridge_channel::{self as bc, Incoming};
+    let Some(ep) = conf.endpoints.get_mut(&from) else {
+        return;
+    };
+    let queued = std::mem::take(&mut ep.channel_in);
+    let from_name = ep.name.clone();
+    for text in queued {
+        if text.is_empty() {
+            // The channel just opened: the current state goes out (§2.1).
+            channel_opened(now, conf, from, io);
+            continue;
+        }
+        io.c.channel_rx += 1;
+        let msg = match bc::parse(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(ep = %from_name, error = %e, "bridge-channel message refused");
+                io.drop(channel_error_reason(&e));
+                continue;
+            }
+        };
+        match msg {
+            Incoming::ClientHello => {
+                let mut out = std::mem::take(&mut conf.scratch);
+                if bc::write_server_hello(&mut out, Some(env!("CARGO_PKG_VERSION"))).is_ok() {
+                    if let Some(ep) = conf.endpoints.get_mut(&from) {
+                        channel_send(now, ep, &out, io);
+                    }
+                }
+                conf.scratch = out;
+            }
+            Incoming::ReceiverVideoConstraints(c) => {
+                let sources = &conf.sources;
+                let Some(ep) = conf.endpoints.get_mut(&from) else {
+                    return;
+                };
+                let changed = ep.recv.settings.apply(&c, &conf.alloc_cfg, |name| {
+                    sources.iter().find(|s| s.name == name).map(|s| s.key)
+                });
+                if changed {
+                    conf.realloc = true;
+                }
+            }
+            Incoming::LastNChanged { last_n } => {
+                let Some(ep) = conf.endpoints.get_mut(&from) else {
+                    return;
+                };
+                if ep.recv.settings.set_last_n(last_n) {
+                    conf.realloc = true;
+                }
+            }
+            Incoming::EndpointMessage(m) => {
+                let mut out = std::mem::take(&mut conf.scratch);
+                if bc::write_endpoint_message(&mut out, &from_name, &m).is_ok() {
+                    let broadcast = m.to.is_empty();
+                    for (id, r) in conf.endpoints.iter_mut() {
+                        if *id != from && (broadcast || r.name == m.to) {
+                            channel_send(now, r, &out, io);
+                        }
+                    }
+                    conf.channel_dirty = true;
+                }
+                conf.scratch = out;
+            }
+            Incoming::EndpointStats(st) => {
+                let mut out = std::mem::take(&mut conf.scratch);
+                if bc::write_endpoint_stats(&mut out, &from_name, &st).is_ok() {
+                    for (id, r) in conf.endpoints.iter_mut() {
+                        if *id != from {
+                            channel_send(now, r, &out, io);
+                        }
+                    }
+                    conf.channel_dirty = true;
+                }
+                conf.scratch = out;
+            }
+            Incoming::SourceVideoType {
+                source_name,
+                video_type,
+                ..
+            } => {
+                if let Some(s) = conf.sources.iter().find(|s| s.name == source_name && s.owner == from) {
+                    conf.video_types.insert(s.key, video_type);
+                    conf.realloc = true;
+                }
+            }
+            Incoming::VideoType { video_type } => {
+                let name = format!("{from_name}-v0");
+                if let Some(s) = conf.sources.iter().find(|s| s.name == name && s.owner == from) {
+                    conf.video_types.insert(s.key, video_type);
+                    conf.realloc = true;
+                }
+            }
+            // Audio subscriptions and relay messages are accepted and not acted on yet.
+            _ => io.c.channel_ignored += 1,
+        }
+    }
+}
+
+fn channel_error_reason(e: &crate::bridge_channel::ChannelError) -> &'static str {
+    use crate::bridge_channel::ChannelError as E;
+    match e {
+        E::TooLarge { .. } => "channel_too_large",
+        E::InvalidJson(..) => "channel_invalid_json",
+        E::DuplicateKey { .. } => "channel_duplicate_key",
+        E::UnknownClass(..) => "channel_unknown_class",
+        _ => "channel_invalid_message",
+    }
+}
+
+/// A receiver's channel opened: tell it what it is getting and who speaks (§2.1).
+fn channel_opened(now: Instant, conf: &mut Conference, ep: EndpointId, io: &mut Io) {
+    use crate::bridge_channel as bc;
+    let names = |conf: &Conference, id: EndpointId| conf.endpoints.get(&id).map(|e| e.name.clone());
+    let mut out = std::mem::take(&mut conf.scratch);
+    if let Some(dominant) = conf.speaker.dominant().and_then(|d| names(conf, d)) {
+        let previous: Vec<String> = conf
+            .speaker
+            .previous_speakers()
+            .iter()
+            .filter_map(|p| names(conf, *p))
+            .collect();
+        if bc::write_dominant_speaker(&mut out, &dominant, &previous, false).is_ok() {
+            if let Some(r) = conf.endpoints.get_mut(&ep) {
+                channel_send(now, r, &out, io);
+            }
+        }
+    }
+    // Re-announce what is forwarded (an empty list included) and our own sources' constraints.
+    let fwd: Vec<String> = conf
+        .endpoints
+        .get(&ep)
+        .and_then(|r| r.recv.announced.as_ref())
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| conf.sources.get(*k).map(|s| s.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if bc::write_forwarded_sources(&mut out, &fwd).is_ok() {
+        if let Some(r) = conf.endpoints.get_mut(&ep) {
+            channel_send(now, r, &out, io);
+        }
+    }
+    let own: Vec<(String, i32)> = conf
+        .sources
+        .iter()
+        .filter(|s| s.owner == ep && s.kind == crate::control::MediaKind::Video)
+        .filter_map(|s| conf.sender_max.get(&s.key).map(|h| (s.name.clone(), *h)))
+        .collect();
+    for (name, h) in own {
+        if bc::write_sender_source_constraints(&mut out, &name, h).is_ok() {
+            if let Some(r) = conf.endpoints.get_mut(&ep) {
+                channel_send(now, r, &out, io);
+            }
+        }
+    }
+    conf.scratch = out;
+    conf.channel_dirty = true;
+}
+
+/// The conference timer: dominant speaker decisions and allocation triggers.
+fn conference_tick(now: Instant, conf: &mut Conference, io: &mut Io) {
+    if let Some(change) = conf.speaker.tick(now) {
+        announce_dominant(now, conf, change.dominant, io);
+        conf.realloc = true;
+    }
+    let bwe_moved = conf.endpoints.values().any(|e| {
+        crate::allocation::bwe_changed(
+            e.recv.alloc_bwe,
+            receiver_bwe(e),
+            crate::allocation::BWE_CHANGE_THRESHOLD,
+        )
+    });
+    if conf.realloc || bwe_moved || now >= conf.last_alloc + MAX_TIME_BETWEEN_ALLOCATIONS {
+        reallocate(now, conf, io);
+    }
+}
+
+fn announce_dominant(now: Instant, conf: &mut Conference, dominant: EndpointId, io: &mut Io) {
+    use crate::bridge_channel as bc;
+    let Some(name) = conf.endpoints.get(&dominant).map(|e| e.name.clone()) else {
+        return;
+    };
+    let previous: Vec<String> = conf
+        .speaker
+        .previous_speakers()
+        .iter()
+        .filter_map(|p| conf.endpoints.get(p).map(|e| e.name.clone()))
+        .collect();
+    let mut out = std::mem::take(&mut conf.scratch);
+    if bc::write_dominant_speaker(&mut out, &name, &previous, false).is_ok() {
+        for r in conf.endpoints.values_mut() {
+            if r.channel_open {
+                channel_send(now, r, &out, io);
+            }
+        }
+    }
+    conf.scratch = out;
+    tracing::debug!(parent: &conf.span, dominant = %name, "dominant speaker");
+}
+
+/// The estimate an allocation may trust for `ep` (media.md §3.2 `trustBwe`): transport-cc
+/// negotiated (else REMB, else none = unlimited).
+fn receiver_bwe(ep: &Endpoint) -> Option<u64> {
+    if ep.neg.transport_cc() {
+        Some(ep.bwe.estimate_bps())
+    } else {
+        ep.remb_bps
+    }
+}
+
+/// Run the allocator for every receiver and apply the result to its projections (§3.2).
+fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
+    use crate::allocation::{Layer as AllocLayer, Source as AllocSource};
+    use crate::bridge_channel::{self as bc, VideoType as BcVideoType};
+    conf.realloc = false;
+    conf.last_alloc = now;
+    // Sources in speech order: the speaker order first, then the rest by endpoint id.
+    let mut order: Vec<EndpointId> = conf.speaker.order().to_vec();
+    let mut rest: Vec<EndpointId> = conf.endpoints.keys().filter(|e| !order.contains(e)).copied().collect();
+    rest.sort_unstable();
+    order.extend(rest);
+    let mut sources: Vec<AllocSource<SourceKey>> = Vec::new();
+    for owner in &order {
+        let mut mine: Vec<&crate::sources::SourceInfo> = conf
+            .sources
+            .iter()
+            .filter(|s| s.owner == *owner && s.kind == crate::control::MediaKind::Video)
+            .collect();
+        mine.sort_by_key(|s| s.key);
+        for s in mine {
+            let video_type = conf.video_types.get(&s.key).copied().unwrap_or(match s.video_type {
+                Some(crate::control::VideoType::Desktop) => BcVideoType::Desktop,
+                _ => BcVideoType::Camera,
+            });
+            let state = conf
+                .video
+                .entry(s.key)
+                .or_insert_with(|| VideoState::new(s.encodings.len() as u8));
+            let (e_n, s_n, t_n) = state.layers.dimensions();
+            let mut layers = Vec::with_capacity(usize::from(e_n) * usize::from(s_n) * usize::from(t_n));
+            for e in 0..e_n {
+                for sp in 0..s_n {
+                    for t in 0..t_n {
+                        let id = crate::bitrate::LayerId {
+                            encoding: e,
+                            spatial: sp,
+                            temporal: t,
+                        };
+                        layers.push(AllocLayer {
+                            id,
+                            height: i32::from(state.height_of(id)),
+                            fps: 30.0 / f64::from(1u32 << (t_n - 1 - t)),
+                            bitrate_bps: state.layers.bitrate_bps(now, id),
+                            active: state.layers.is_active(now, id),
+                        });
+                    }
+                }
+            }
+            sources.push(AllocSource {
+                name: s.key,
+                owner: s.owner,
+                video_type,
+                layers,
+            });
+        }
+    }
+    let ids: Vec<EndpointId> = conf.endpoints.keys().copied().collect();
+    let mut out = std::mem::take(&mut conf.scratch);
+    for rid in ids {
+        let Some(r) = conf.endpoints.get_mut(&rid) else {
+            continue;
+        };
+        let bwe = receiver_bwe(r);
+        r.recv.alloc_bwe = bwe;
+        let input = AllocInput {
+            receiver: rid,
+            settings: &r.recv.settings,
+            sources: &sources,
+            bandwidth_bps: bwe,
+        };
+        conf.allocator.allocate(&input, &conf.alloc_cfg, &mut r.recv.alloc);
+        for sa in &r.recv.alloc.sources {
+            let target = sa.target.map(|l| {
+                let state = conf.video.get(&sa.source);
+                projection_layer(l, state)
+            });
+            match (target, r.recv.projections.get_mut(&sa.source)) {
+                (Some(t), Some(p)) => p.set_target(Some(t)),
+                (Some(t), None) => {
+                    let codec = conf
+                        .video
+                        .get(&sa.source)
+                        .and_then(|v| v.codec)
+                        .unwrap_or(crate::projection::Codec::Generic);
+                    let mut p = crate::projection::Projection::new(sa.source, codec, 1, 1);
+                    p.set_target(Some(t));
+                    r.recv.projections.insert(sa.source, p);
+                }
+                (None, Some(p)) => p.set_target(None),
+                (None, None) => {}
+            }
+        }
+        // Projections of sources no longer allocated at all are suspended.
+        for (k, p) in r.recv.projections.iter_mut() {
+            if r.recv.alloc.get(*k).is_none() {
+                p.set_target(None);
+            }
+        }
+        let fwd = &r.recv.alloc.forwarded;
+        if r.recv.announced.as_ref() != Some(fwd) {
+            r.recv.announced = Some(fwd.clone());
+            let names: Vec<&str> = fwd
+                .iter()
+                .filter_map(|k| conf.sources.get(*k).map(|s| s.name.as_str()))
+                .collect();
+            if r.channel_open && bc::write_forwarded_sources(&mut out, &names).is_ok() {
+                channel_send(now, r, &out, io);
+            }
+        }
+    }
+    // What each sender needs to send: the largest height any receiver gets (§2.4).
+    for src in &sources {
+        let max = crate::allocation::sender_constraints(src.name, conf.endpoints.values().map(|e| &e.recv.alloc));
+        if conf.sender_max.get(&src.name) == Some(&max) {
+            continue;
+        }
+        conf.sender_max.insert(src.name, max);
+        let Some(info) = conf.sources.get(src.name) else {
+            continue;
+        };
+        if let Some(owner) = conf.endpoints.get_mut(&info.owner) {
+            if owner.channel_open && bc::write_sender_source_constraints(&mut out, &info.name, max).is_ok() {
+                channel_send(now, owner, &out, io);
+            }
+        }
+    }
+    conf.scratch = out;
+    conf.channel_dirty = true;
+}
+
+/// The projection's view of an allocated layer (AV1: with its decode target).
+fn projection_layer(l: crate::bitrate::LayerId, state: Option<&VideoState>) -> crate::projection::Layer {
+    let decode_target = state.and_then(|v| v.av1_structure.as_ref()).and_then(|s| {
+        let dt = s.decode_target_for(l.spatial, l.temporal)?;
+        let mut mask = 0u32;
+        for i in 0..usize::from(s.decode_target_count).min(32) {
+            if let Some(layer) = s.decode_target_layer(i) {
+                if layer.spatial_id <= l.spatial && layer.temporal_id <= l.temporal {
+                    mask |= 1 << i;
+                }
+            }
+        }
+        Some(crate::projection::DecodeTarget {
+            index: dt as u8,
+            active_mask: mask,
+        })
+    });
+    crate::projection::Layer {
+        encoding: l.encoding,
+        spatial: l.spatial,
+        temporal: l.temporal,
+        decode_target,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1455,6 +2138,7 @@ mod tests {
                 ice_controlling: true,
                 sctp: false,
                 visitor: false,
+                name: format!("ep{ep}"),
             },
         )
     }
@@ -1496,10 +2180,7 @@ mod tests {
             &s.conferences[&ConferenceId(1)].endpoints[&EndpointId(1)]
         }
         let known = |s: &Shard, ssrc: u32| s.conferences[&ConferenceId(1)].sources.route(ssrc).is_some();
-        assert!(
-            !known(&s, 7) && ep(&s).may_learn(cap),
-            "never signalled: learns"
-        );
+        assert!(!known(&s, 7) && ep(&s).may_learn(cap), "never signalled: learns");
         let set = |s: &mut Shard, ssrcs: Vec<u32>| {
             let sources = ssrcs
                 .into_iter()

@@ -245,7 +245,13 @@ mod tests {
         t.set_endpoint_sources(ep, &[sim_source(100)]).expect("fresh SSRCs");
         let s = t.get(100).expect("keyed by the first SIM SSRC");
         assert_eq!(s.encodings.len(), 3);
-        assert_eq!(s.encodings[2], Encoding { ssrc: 102, rtx: Some(112) });
+        assert_eq!(
+            s.encodings[2],
+            Encoding {
+                ssrc: 102,
+                rtx: Some(112)
+            }
+        );
         let r = t.route(111).expect("RTX of encoding 1");
         assert_eq!((r.source, r.encoding, r.rtx), (100, 1, true));
         let r = t.route(102).expect("encoding 2");
@@ -257,7 +263,8 @@ mod tests {
     #[test]
     fn replace_all_and_foreign_ssrcs() {
         let mut t = SourceTable::default();
-        t.set_endpoint_sources(EndpointId(1), &[sim_source(100)]).expect("fresh");
+        t.set_endpoint_sources(EndpointId(1), &[sim_source(100)])
+            .expect("fresh");
         assert!(t.set_endpoint_sources(EndpointId(2), &[sim_source(100)]).is_err());
         let removed = t
             .set_endpoint_sources(EndpointId(1), &[sim_source(200)])

@@ -19,6 +19,15 @@ pub struct Stats {
     pub keyframe_requests_forwarded: u64,
     /// PLI/FIR suppressed by the per-SSRC rate limit (not counted as drops).
     pub keyframe_requests_suppressed: u64,
+    /// NACKs the bridge sent toward senders (uplink loss).
+    pub nacks_sent: u64,
+    /// Packets the bridge retransmitted to receivers from its cache.
+    pub retransmissions: u64,
+    /// Bridge-channel messages received / sent.
+    pub channel_messages_received: u64,
+    pub channel_messages_sent: u64,
+    /// Video packets a receiver's projection did not forward (layers it does not get).
+    pub projection_drops: u64,
     /// Dropped datagrams by reason (stable snake_case names, e.g. `unknown_source`,
     /// `malformed_rtp`, `srtp_auth_failed`, `srtp_replay`, `not_ice_validated`).
     pub drops: Vec<(&'static str, u64)>,

@@ -52,12 +52,15 @@ struct Peer {
 /// Create the conference and one endpoint per `tags` entry; signal transports and sources.
 /// `corrupt` names endpoints whose signalled fingerprint gets one byte flipped.
 async fn setup(sfu: &Sfu, tags: &[u8], corrupt: &[u8]) -> Vec<Peer> {
-    setup_with(sfu, tags, corrupt, false).await
+    setup_with(sfu, tags, corrupt, true).await
 }
 
 async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<Peer> {
     setup_full(sfu, tags, corrupt, sctp, &[], &[], &[]).await
 }
+
+/// Every endpoint opens the bridge channel (its client sends receiver constraints on open:
+/// no video is forwarded before them).
 
 async fn setup_full(
     sfu: &Sfu,
@@ -84,6 +87,7 @@ async fn setup_full(
                 ice_controlling: true,
                 sctp,
                 visitor: visitors.contains(&tag),
+                name: format!("ep{tag}"),
             })
             .await
         {
@@ -235,9 +239,11 @@ fn assert_payloads_intact(p: &Peer) {
         );
     }
     for r in &p.client.received {
-        assert!(r.payload.len() >= 6, "short payload {r:?}");
-        let (tag, kind) = (r.payload[0], r.payload[1]);
-        let n = u32::from_be_bytes([r.payload[2], r.payload[3], r.payload[4], r.payload[5]]);
+        let at = if r.pt == PT_VP8 { common::VP8_PREFIX } else { 0 };
+        assert!(r.payload.len() >= at + 6, "short payload {r:?}");
+        let b = &r.payload[at..];
+        let (tag, kind) = (b[0], b[1]);
+        let n = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
         let (len, ssrc, pt) = match kind {
             b'a' => (80, audio_ssrc(tag), PT_OPUS),
             b'v' => (900, video_ssrc(tag), PT_VP8),
@@ -249,7 +255,10 @@ fn assert_payloads_intact(p: &Peer) {
         assert_eq!(r.payload, payload(tag, kind, n, len), "payload bytes differ");
         // media.md §9: the sender's MID is stripped, the signalled audio level is kept.
         assert!(!r.has_mid, "sender's MID extension forwarded: {r:?}");
-        assert!(r.twcc.is_some(), "no transport-wide sequence number from the bridge: {r:?}");
+        assert!(
+            r.twcc.is_some(),
+            "no transport-wide sequence number from the bridge: {r:?}"
+        );
         if kind == b'a' {
             assert_eq!(r.audio_level, Some(-30), "audio level not forwarded");
         }
@@ -476,8 +485,34 @@ async fn data_channel_and_keyframe_requests() {
                 .all(|c| c.channel.is_some())),
             "data channels did not open"
         );
-        assert!(clients[0].send_text(r#"{"colibriClass":"EndpointStats"}"#));
-        drive_until(&mut clients, Duration::from_millis(300), |_| false);
+        assert!(clients[0].send_text(r#"{"colibriClass":"EndpointStats","rtt":12}"#));
+        // The bridge relays it to the others with `from` set to the sender's endpoint id.
+        assert!(
+            drive_until(&mut clients, Duration::from_secs(3), |cs| cs[1]
+                .texts
+                .iter()
+                .any(|t| t.contains("EndpointStats")
+                    && t.contains(r#""from":"ep1""#)
+                    && t.contains(r#""rtt":12"#))),
+            "EndpointStats not relayed: {:?}",
+            clients[1].texts
+        );
+        assert!(
+            !clients[0].texts.iter().any(|t| t.contains("EndpointStats")),
+            "EndpointStats echoed to its sender"
+        );
+        // Not JSON, and an unknown class: refused without closing the channel.
+        assert!(clients[0].send_text("{not json"));
+        assert!(clients[0].send_text(r#"{"colibriClass":"NoSuchThing"}"#));
+        assert!(clients[0].send_text(r#"{"colibriClass":"ClientHello"}"#));
+        assert!(
+            drive_until(&mut clients, Duration::from_secs(3), |cs| cs[0]
+                .texts
+                .iter()
+                .any(|t| t.contains("ServerHello"))),
+            "no ServerHello in reply to ClientHello: {:?}",
+            clients[0].texts
+        );
         peers
     })
     .await
@@ -492,10 +527,15 @@ async fn data_channel_and_keyframe_requests() {
             "{events:?}"
         );
     }
-    assert!(
-        events.iter().any(|e| matches!(e, Event::DataChannelText { ep: EndpointId(1), text, .. } if text == r#"{"colibriClass":"EndpointStats"}"#)),
-        "{events:?}"
-    );
+    let stats = sfu.handle.stats().await;
+    for reason in ["channel_invalid_json", "channel_unknown_class"] {
+        assert_eq!(
+            stats.drops.iter().find(|(r, _)| *r == reason).map(|(_, n)| *n),
+            Some(1),
+            "{reason}: {:?}",
+            stats.drops
+        );
+    }
     let hello = r#"{"colibriClass":"ServerHello"}"#.to_owned();
     let big: String = std::iter::repeat_n('x', 20_000).collect();
     for text in [hello.clone(), big.clone()] {
@@ -512,7 +552,10 @@ async fn data_channel_and_keyframe_requests() {
     let (peers, forwarded_pli) = tokio::task::spawn_blocking(move || {
         let mut clients: Vec<&mut Client> = peers.iter_mut().map(|p| &mut p.client).collect();
         assert!(
-            drive_until(&mut clients, Duration::from_secs(5), |cs| cs[0].texts.len() >= 2),
+            drive_until(&mut clients, Duration::from_secs(5), |cs| cs[0]
+                .texts
+                .iter()
+                .any(|t| t.len() == 20_000)),
             "texts not received"
         );
         drop(clients);
@@ -537,7 +580,14 @@ async fn data_channel_and_keyframe_requests() {
     .await
     .expect("client thread");
 
-    assert_eq!(peers[0].client.texts, vec![hello, big]);
+    // The bridge's own messages (ForwardedSources, …) come too; ours arrive whole and in order.
+    let ours: Vec<&String> = peers[0]
+        .client
+        .texts
+        .iter()
+        .filter(|t| **t == hello || **t == big)
+        .collect();
+    assert_eq!(ours, vec![&hello, &big], "texts sent through SendDataChannelText");
     let stats = sfu.handle.stats().await;
     assert!(
         forwarded_pli >= 3,
@@ -556,7 +606,7 @@ async fn visitor_and_unknown_ssrc_media_not_forwarded() {
     common::init_log();
     let sfu = start(config()).await.expect("start");
     // 1: normal, 2: visitor, 3: signals other SSRCs than it sends.
-    let peers = setup_full(&sfu, &[1, 2, 3], &[], false, &[2], &[3], &[]).await;
+    let peers = setup_full(&sfu, &[1, 2, 3], &[], true, &[2], &[3], &[]).await;
     let peers = tokio::task::spawn_blocking(move || {
         let mut peers = peers;
         wait_connected(&mut peers, &[1, 2, 3]);
@@ -606,7 +656,7 @@ async fn visitor_and_unknown_ssrc_media_not_forwarded() {
 async fn bridge_as_dtls_client() {
     common::init_log();
     let mut sfu = start(config()).await.expect("start");
-    let peers = setup_full(&sfu, &[1, 2], &[], false, &[], &[], &[2]).await;
+    let peers = setup_full(&sfu, &[1, 2], &[], true, &[], &[], &[2]).await;
     let peers = tokio::task::spawn_blocking(move || {
         let mut peers = peers;
         wait_connected(&mut peers, &[1, 2]);

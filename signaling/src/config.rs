@@ -20,6 +20,7 @@ pub struct Config {
     pub ice: IceSection,
     pub xmpp: XmppSection,
     pub rest: RestSection,
+    pub shutdown: ShutdownSection,
     pub log: LogSection,
 }
 
@@ -62,6 +63,12 @@ pub struct IceSection {
     /// Consent freshness interval toward the client.
     #[serde(with = "humantime_serde")]
     pub consent_interval: Duration,
+    /// STUN servers (`host:port`) asked once at start for this host's public address, which is
+    /// then advertised like an `advertise_ips` entry (docker: `JVB_STUN_SERVERS`).
+    pub stun_servers: Vec<String>,
+    /// `/about/health` fails unless some advertised address is public (not private, loopback
+    /// or link-local). JVB: `videobridge.health.require-valid-address` (docker: `JVB_REQUIRE_VALID_ADDRESS`).
+    pub require_valid_address: bool,
 }
 
 #[derive(Clone, Deserialize, PartialEq)]
@@ -88,6 +95,16 @@ pub struct XmppSection {
     /// Period of the stats presence.
     #[serde(with = "humantime_serde")]
     pub presence_interval: Duration,
+    /// More XMPP servers (`host` or `host:port`), each with its own connection and brewery
+    /// presence, same account and rooms (JVB: one `xmpp-client.configs` entry each; docker:
+    /// the rest of the comma-separated `XMPP_SERVER`).
+    pub additional_servers: Vec<String>,
+    /// First delay before reconnecting after the XMPP connection is lost; doubled after each
+    /// failed attempt up to `reconnect_max_delay`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -100,6 +117,41 @@ pub struct RestSection {
     /// Accept `POST /colibri/v2/conferences` (JVB: `COLIBRI_REST_ENABLED`). This is how the
     /// load harness and embedded setups allocate without an XMPP server.
     pub colibri_enabled: bool,
+    /// `GET /about/health` (JVB `videobridge.rest.health.enabled`).
+    pub health_enabled: bool,
+    /// `GET /about/version` (JVB `rest.version.enabled`).
+    pub version_enabled: bool,
+    /// `GET /colibri/stats` (JVB: part of `videobridge.apis.rest.enabled`).
+    pub stats_enabled: bool,
+    /// How often `/colibri/stats` is recomputed (JVB `videobridge.stats.interval`, 5 s); 0
+    /// computes it on every request.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// `GET /metrics`, Prometheus and OpenMetrics (JVB `videobridge.rest.prometheus.enabled`).
+    pub prometheus_enabled: bool,
+    /// `GET /colibri/drain`, `POST /colibri/drain/{enable,disable}` (JVB `videobridge.rest.drain.enabled`).
+    pub drain_enabled: bool,
+    /// `POST /colibri/shutdown` (JVB `videobridge.rest.shutdown.enabled`, docker
+    /// `SHUTDOWN_REST_ENABLED`). Off by default: anyone who reaches the port could stop the bridge.
+    pub shutdown_enabled: bool,
+    /// `GET /debug`, `/debug/{conference}`, `/debug/{conference}/{endpoint}` (JVB `videobridge.rest.debug.enabled`).
+    pub debug_enabled: bool,
+}
+
+/// Graceful shutdown and drain (colibri.md §7; JVB `videobridge.shutdown.*`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    /// In GRACEFUL_SHUTDOWN, move to SHUTTING_DOWN once at most this many endpoints remain.
+    pub graceful_shutdown_min_participants: usize,
+    /// ...or once this long has passed in GRACEFUL_SHUTDOWN.
+    #[serde(with = "humantime_serde")]
+    pub graceful_shutdown_max_duration: Duration,
+    /// In SHUTTING_DOWN, exit after this long, or as soon as no endpoint is left.
+    #[serde(with = "humantime_serde")]
+    pub shutting_down_delay: Duration,
+    /// Start in drain mode (JVB `videobridge.initial-drain-mode`).
+    pub initial_drain_mode: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -133,6 +185,8 @@ impl Default for IceSection {
             host_addresses: Vec::new(),
             advertise_ips: Vec::new(),
             consent_interval: d.consent_interval,
+            stun_servers: Vec::new(),
+            require_valid_address: false,
         }
     }
 }
@@ -150,6 +204,9 @@ impl Default for XmppSection {
             muc_nickname: String::new(),
             disable_certificate_verification: false,
             presence_interval: Duration::from_secs(5),
+            additional_servers: Vec::new(),
+            reconnect_delay: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_secs(5),
         }
     }
 }
@@ -170,6 +227,9 @@ impl fmt::Debug for XmppSection {
                 &self.disable_certificate_verification,
             )
             .field("presence_interval", &self.presence_interval)
+            .field("additional_servers", &self.additional_servers)
+            .field("reconnect_delay", &self.reconnect_delay)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
             .finish()
     }
 }
@@ -180,6 +240,25 @@ impl Default for RestSection {
             enabled: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             colibri_enabled: true,
+            health_enabled: true,
+            version_enabled: true,
+            stats_enabled: true,
+            stats_interval: Duration::from_secs(5),
+            prometheus_enabled: true,
+            drain_enabled: true,
+            shutdown_enabled: false,
+            debug_enabled: true,
+        }
+    }
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        Self {
+            graceful_shutdown_min_participants: 0,
+            graceful_shutdown_max_duration: Duration::from_secs(24 * 3600),
+            shutting_down_delay: Duration::from_secs(60),
+            initial_drain_mode: false,
         }
     }
 }
@@ -193,8 +272,9 @@ impl Default for LogSection {
 /// Why a configuration was refused. Each message names the key or variable at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid configuration file: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// toml's message names the line, shows the key and says why.
+    #[error("{0}")]
+    Parse(toml::de::Error),
     #[error("environment variable {var}={value:?}: {reason}")]
     Env {
         var: &'static str,
@@ -203,6 +283,12 @@ pub enum ConfigError {
     },
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl From<toml::de::Error> for ConfigError {
+    fn from(e: toml::de::Error) -> Self {
+        ConfigError::Parse(e)
+    }
 }
 
 impl Config {
@@ -217,15 +303,19 @@ impl Config {
         let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
 
         if let Some(v) = get("XMPP_SERVER") {
-            // A list of `host[:port]`; the first is used (one XMPP connection for now).
-            let first = v.split(',').map(str::trim).find(|s| !s.is_empty()).unwrap_or_default();
-            match first.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
-                    self.xmpp.host = h.trim_matches(['[', ']']).to_string();
-                    self.xmpp.port = parse_env("XMPP_SERVER", p)?;
-                }
-                _ => self.xmpp.host = first.to_string(),
+            // A list of `host[:port]`: one connection each (docker: one `shardN` each).
+            let mut servers = v.split(',').map(str::trim).filter(|s| !s.is_empty());
+            let first = servers.next().unwrap_or_default();
+            let (host, port) = split_host_port(first).map_err(|reason| ConfigError::Env {
+                var: "XMPP_SERVER",
+                value: v.clone(),
+                reason,
+            })?;
+            self.xmpp.host = host;
+            if let Some(p) = port {
+                self.xmpp.port = p;
             }
+            self.xmpp.additional_servers = servers.map(String::from).collect();
             self.xmpp.enabled = true;
             // docker's JVB always trusts the XMPP server's certificate.
             self.xmpp.disable_certificate_verification = true;
@@ -258,8 +348,10 @@ impl Config {
         if let Some(v) = get("JVB_MUC_NICKNAME") {
             self.xmpp.muc_nickname = v;
         }
-        if get("JVB_DISABLE_XMPP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-            self.xmpp.enabled = false;
+        if let Some(v) = get("JVB_DISABLE_XMPP") {
+            if parse_bool_env("JVB_DISABLE_XMPP", &v)? {
+                self.xmpp.enabled = false;
+            }
         }
         if let Some(v) = get("JVB_PORT") {
             self.ice.udp_port = parse_env("JVB_PORT", &v)?;
@@ -272,6 +364,30 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        if let Some(v) = get("JVB_STUN_SERVERS") {
+            self.ice.stun_servers = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = get("JVB_DISABLE_STUN") {
+            if parse_bool_env("JVB_DISABLE_STUN", &v)? {
+                self.ice.stun_servers.clear();
+            }
+        }
+        if let Some(v) = get("JVB_REQUIRE_VALID_ADDRESS") {
+            self.ice.require_valid_address = parse_bool_env("JVB_REQUIRE_VALID_ADDRESS", &v)?;
+        }
+        if let Some(v) = get("COLIBRI_REST_ENABLED") {
+            let on = parse_bool_env("COLIBRI_REST_ENABLED", &v)?;
+            self.rest.colibri_enabled = on;
+            self.rest.stats_enabled = on;
+        }
+        if let Some(v) = get("SHUTDOWN_REST_ENABLED") {
+            self.rest.shutdown_enabled = parse_bool_env("SHUTDOWN_REST_ENABLED", &v)?;
+        }
         if let Some(v) = get("JVB_COLIBRI_PORT") {
             let port: u16 = parse_env("JVB_COLIBRI_PORT", &v)?;
             self.rest.bind.set_port(port);
@@ -281,6 +397,44 @@ impl Config {
                 key: "xmpp.password",
                 reason: "XMPP is enabled but no password is set (JVB_AUTH_PASSWORD)".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Every check that needs more than the types: the media config, XMPP server and room
+    /// names, STUN server addresses. Errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.sfu_config()?;
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        for s in &self.ice.stun_servers {
+            match s.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
+                _ => return Err(invalid("ice.stun_servers", format!("{s:?} is not host:port"))),
+            }
+        }
+        for s in &self.xmpp.additional_servers {
+            split_host_port(s).map_err(|reason| invalid("xmpp.additional_servers", reason))?;
+        }
+        if self.xmpp.enabled {
+            if self.xmpp.host.is_empty() {
+                return Err(invalid("xmpp.host", "empty".into()));
+            }
+            for j in &self.xmpp.muc_jids {
+                let ok =
+                    matches!(j.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty() && !j.contains('/'));
+                if !ok {
+                    return Err(invalid(
+                        "xmpp.muc_jids",
+                        format!("{j:?} is not a bare room JID (room@domain)"),
+                    ));
+                }
+            }
+            if self.xmpp.muc_nickname.contains('/') {
+                return Err(invalid("xmpp.muc_nickname", "must not contain '/'".into()));
+            }
+        }
+        if self.xmpp.presence_interval.is_zero() {
+            return Err(invalid("xmpp.presence_interval", "must be more than 0".into()));
         }
         Ok(())
     }
@@ -335,6 +489,38 @@ where
         value: value.into(),
         reason: e.to_string(),
     })
+}
+
+/// docker's booleans: `1`/`0`, `true`/`false` (any case).
+fn parse_bool_env(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var,
+            value: value.into(),
+            reason: "expected 1/0 or true/false".into(),
+        }),
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the error is the reason.
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+    let s = s.trim();
+    let port = |p: &str| p.parse::<u16>().map_err(|e| format!("{s:?}: bad port: {e}"));
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("{s:?}: unclosed '['"))?;
+        let p = match tail.strip_prefix(':') {
+            Some(p) => Some(port(p)?),
+            None if tail.is_empty() => None,
+            None => return Err(format!("{s:?}: junk after ']'")),
+        };
+        return Ok((host.to_string(), p));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), Some(port(p)?))),
+        _ => Ok((s.to_string(), None)),
+    }
 }
 
 /// `ip` or `ip#port`, as docker's `JVB_ADVERTISE_IPS`.

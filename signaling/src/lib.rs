@@ -3,6 +3,9 @@
 
 pub mod colibri2;
 pub mod config;
+pub mod jvbconf;
+pub mod ops;
 pub mod rest;
 pub mod server;
+pub mod stun;
 pub mod xmpp;

@@ -2,6 +2,8 @@
 //! (when configured) the XMPP client, and runs them until shutdown.
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,40 +12,112 @@ use sfu::Event;
 use tracing::{info, warn};
 
 use crate::colibri2::{Colibri2Handler, HandlerConfig};
-use crate::config::{Config, XmppSection};
-use crate::rest::{self, RestState};
+use crate::config::{split_host_port, Config, XmppSection};
+use crate::ops::{Ops, ShutdownState};
+use crate::rest::{self, RestFlags, RestState};
 use crate::xmpp::{self, BridgeStats, IncomingIq, IqHandler, IqResponse, StanzaError, XmppClient, XmppConfig};
 
 /// JVB's background expiry: conferences with no endpoints older than 20 s, checked every minute.
 const IDLE_CONFERENCE_AGE: Duration = Duration::from_secs(20);
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the shutdown state machine re-checks the endpoint count.
+const SHUTDOWN_TICK: Duration = Duration::from_millis(250);
+/// In SHUTTING_DOWN with no endpoint left, stay this long so the `shutting_down` presence
+/// reaches the brewery before we leave it.
+const SHUTTING_DOWN_MIN: Duration = Duration::from_secs(1);
+/// Bound on leaving the brewery at exit.
+const XMPP_LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the STUN query at start.
+const STUN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Run the bridge until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let sfu = sfu::driver::start(config.sfu_config()?)
+/// Run the bridge until `shutdown` resolves, then stop at once (no graceful phase). Tests and
+/// embedders use this; the binary uses [`run_with`] and drives [`Ops`] from signals.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let ops = new_ops(&config);
+    let stopper = ops.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.force_stop();
+    });
+    run_with(config, ops).await
+}
+
+/// The [`Ops`] for `config` (its own refuse-new-conferences flag, initial drain mode).
+pub fn new_ops(config: &Config) -> Arc<Ops> {
+    Ops::new(
+        Arc::new(AtomicBool::new(false)),
+        config.shutdown.initial_drain_mode,
+        config.ice.require_valid_address,
+    )
+}
+
+/// Run the bridge until the shutdown state machine in `ops` says to exit: a graceful
+/// shutdown once the last endpoint has left (or the limits of `[shutdown]` passed), or a
+/// forced stop ([`Ops::force_stop`]). Returns `Ok` on a clean exit.
+pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
+    let mut sfu_config = config.sfu_config()?;
+    if !config.ice.stun_servers.is_empty() {
+        let local = SocketAddr::new(config.ice.bind_address, config.ice.udp_port);
+        match crate::stun::discover(local, &config.ice.stun_servers, STUN_TIMEOUT).await {
+            Ok(mapped) => {
+                info!(%mapped, "public address from STUN");
+                // No NAT (the mapping is one of our own addresses): nothing to add.
+                let own = sfu_config.host_addresses.contains(&mapped.ip()) || sfu_config.bind_ip == mapped.ip();
+                if !own && !sfu_config.advertise.iter().any(|a| a.ip == mapped.ip()) {
+                    sfu_config.advertise.push(sfu::config::AdvertisedAddr {
+                        ip: mapped.ip(),
+                        port: None,
+                    });
+                }
+            }
+            Err(e) => warn!(error = %e, "STUN mapping failed; advertising the other addresses only"),
+        }
+    }
+    let addresses = advertised_ips(&sfu_config);
+    let media_addr = SocketAddr::new(sfu_config.bind_ip, sfu_config.udp_port);
+    let sfu = sfu::driver::start(sfu_config)
         .await
-        .context("starting the media core")?;
-    info!(media = %sfu.local_addr, "media core started");
+        .with_context(|| format!("binding the media port {media_addr} (ice.bind_address, ice.udp_port)"))?;
+    info!(media = %sfu.local_addr, ?addresses, "media core started");
+    ops.set_addresses(addresses);
     let handle = sfu.handle.clone();
-    let colibri = Arc::new(Colibri2Handler::new(Arc::new(handle.clone()), HandlerConfig::default()));
+    let colibri = Arc::new(Colibri2Handler::new(
+        Arc::new(handle.clone()),
+        HandlerConfig {
+            graceful_shutdown: ops.refuse_flag(),
+            ..HandlerConfig::default()
+        },
+    ));
 
-    tokio::spawn(route_events(sfu.events, colibri.clone()));
+    tokio::spawn(route_events(sfu.events, colibri.clone(), ops.clone()));
     tokio::spawn(expire_idle(colibri.clone()));
 
-    let xmpp_client = if config.xmpp.enabled {
-        let xcfg = xmpp_config(&config.xmpp);
-        let iq = Arc::new(ColibriIq::new(colibri.clone()));
-        let stats_colibri = colibri.clone();
-        let presence: Arc<dyn xmpp::PresenceSource> = Arc::new(move || presence_stats(&stats_colibri));
-        let client = XmppClient::spawn(xcfg, iq, Some(presence)).context("starting the XMPP client")?;
-        info!(host = %config.xmpp.host, rooms = ?config.xmpp.muc_jids, "XMPP client started");
-        Some(client)
-    } else {
-        None
-    };
+    let mut clients = Vec::new();
+    if config.xmpp.enabled {
+        let iq = Arc::new(ColibriIq::new(colibri.clone(), ops.clone()));
+        for xcfg in xmpp_configs(&config.xmpp)? {
+            let stats_colibri = colibri.clone();
+            let stats_ops = ops.clone();
+            let presence: Arc<dyn xmpp::PresenceSource> = Arc::new(move || presence_stats(&stats_colibri, &stats_ops));
+            let host = format!("{}:{}", xcfg.host, xcfg.port);
+            let client = XmppClient::spawn(xcfg, iq.clone(), Some(presence))
+                .with_context(|| format!("starting the XMPP client for {host}"))?;
+            info!(%host, rooms = ?config.xmpp.muc_jids, "XMPP client started");
+            clients.push(client);
+        }
+        ops.set_xmpp_clients(clients.clone());
+        for client in &clients {
+            tokio::spawn(count_disconnects(client.clone(), ops.clone()));
+        }
+    }
 
     if config.rest.enabled {
-        let state = RestState::new(colibri.clone());
+        let health_ops = ops.clone();
+        let state = RestState::new(colibri.clone())
+            .with_ops(ops.clone())
+            .with_flags(RestFlags::from_config(&config.rest))
+            .with_stats_interval(config.rest.stats_interval)
+            .with_health(Arc::new(move || health_ops.health()));
         let app = rest::router(state);
         let listener = tokio::net::TcpListener::bind(config.rest.bind)
             .await
@@ -56,18 +130,117 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         });
     }
 
-    shutdown.await;
-    info!("shutting down");
-    if let Some(client) = &xmpp_client {
-        // Leave the brewery first so Jicofo stops choosing this bridge.
-        client.shutdown().await;
+    drive_shutdown(&config, &ops, &colibri, &clients).await;
+    info!(state = ops.state().as_str(), "shutting down");
+    // Leave the brewery first so Jicofo stops choosing this bridge.
+    // All servers at once, one bound for all (a second SIGTERM must exit within 5 s).
+    let leaving: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            tokio::spawn(async move { c.shutdown().await })
+        })
+        .collect();
+    let all_left = async {
+        for l in leaving {
+            let _ = l.await;
+        }
+    };
+    if tokio::time::timeout(XMPP_LEAVE_TIMEOUT, all_left).await.is_err() {
+        warn!("leaving the XMPP servers timed out");
     }
     handle.shutdown().await;
     Ok(())
 }
 
-/// What the core reports, applied to the signaling state.
-async fn route_events(mut events: tokio::sync::mpsc::UnboundedReceiver<Event>, colibri: Arc<Colibri2Handler>) {
+/// The shutdown state machine (colibri.md §7.1). Returns when the process should exit.
+async fn drive_shutdown(config: &Config, ops: &Ops, colibri: &Colibri2Handler, clients: &[XmppClient]) {
+    let mut presence_rx = ops.watch_presence();
+    let mut force_rx = ops.watch_force();
+    let mut tick = tokio::time::interval(SHUTDOWN_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutting_since: Option<Instant> = None;
+    loop {
+        if ops.is_forced() {
+            return;
+        }
+        tokio::select! {
+            _ = force_rx.changed() => continue,
+            r = presence_rx.changed() => {
+                if r.is_ok() {
+                    // Tell Jicofo at once (drain / graceful_shutdown / shutting_down).
+                    for c in clients {
+                        c.refresh_presence();
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let endpoints = colibri.counts().endpoints;
+        match ops.state() {
+            ShutdownState::Running => {}
+            ShutdownState::GracefulShutdown => {
+                let elapsed = ops.graceful_since().map(|t| t.elapsed()).unwrap_or_default();
+                if endpoints <= config.shutdown.graceful_shutdown_min_participants
+                    || elapsed >= config.shutdown.graceful_shutdown_max_duration
+                {
+                    ops.advance(ShutdownState::ShuttingDown);
+                }
+            }
+            ShutdownState::ShuttingDown => {
+                let since = *shutting_since.get_or_insert_with(Instant::now);
+                let waited = since.elapsed();
+                if waited >= config.shutdown.shutting_down_delay || (endpoints == 0 && waited >= SHUTTING_DOWN_MIN) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Counts each lost XMPP session (connected → not connected) for `xmpp_disconnects`.
+async fn count_disconnects(client: XmppClient, ops: Arc<Ops>) {
+    let mut rx = client.watch_state();
+    let mut was_connected = rx.borrow_and_update().connected;
+    while rx.changed().await.is_ok() {
+        let connected = rx.borrow_and_update().connected;
+        if was_connected && !connected {
+            ops.count_xmpp_disconnect();
+        }
+        was_connected = connected;
+    }
+}
+
+/// The IPs the bridge's candidates carry, as the core chooses them (host addresses, else the
+/// bound address, else the interfaces' IPv4 addresses plus loopback), plus the advertised ones.
+fn advertised_ips(c: &sfu::SfuConfig) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if !c.host_addresses.is_empty() {
+        c.host_addresses.clone()
+    } else if !c.bind_ip.is_unspecified() {
+        vec![c.bind_ip]
+    } else {
+        let mut v: Vec<IpAddr> = rtc_shared::ifaces::ifaces()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.addr.map(|a| a.ip()))
+            .filter(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+            .collect();
+        v.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        v
+    };
+    ips.extend(c.advertise.iter().map(|a| a.ip));
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// What the core reports, applied to the signaling state. The channel closing means the core
+/// stopped: health fails from then on.
+async fn route_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    colibri: Arc<Colibri2Handler>,
+    ops: Arc<Ops>,
+) {
     while let Some(event) = events.recv().await {
         match event {
             Event::EndpointExpired { conf, ep, reason } => {
@@ -78,6 +251,7 @@ async fn route_events(mut events: tokio::sync::mpsc::UnboundedReceiver<Event>, c
             other => tracing::debug!(event = ?other, "media core event"),
         }
     }
+    ops.set_media_alive(false);
 }
 
 async fn expire_idle(colibri: Arc<Colibri2Handler>) {
@@ -93,25 +267,35 @@ async fn expire_idle(colibri: Arc<Colibri2Handler>) {
     }
 }
 
-/// `[xmpp]` of the file onto the client's own configuration.
-fn xmpp_config(x: &XmppSection) -> XmppConfig {
+/// `[xmpp]` of the file onto the clients' own configurations: one per server.
+fn xmpp_configs(x: &XmppSection) -> anyhow::Result<Vec<XmppConfig>> {
     let nickname = if x.muc_nickname.is_empty() {
         default_nickname()
     } else {
         x.muc_nickname.clone()
     };
-    XmppConfig {
-        host: x.host.clone(),
-        port: x.port,
-        domain: x.domain.clone(),
-        username: x.username.clone(),
-        password: xmpp::Password::new(x.password.clone()),
-        muc_jids: x.muc_jids.clone(),
-        muc_nickname: nickname,
-        disable_certificate_verification: x.disable_certificate_verification,
-        presence_interval: x.presence_interval,
-        ..XmppConfig::default()
+    let mut servers = vec![(x.host.clone(), x.port)];
+    for s in &x.additional_servers {
+        let (host, port) = split_host_port(s).map_err(|reason| anyhow::anyhow!("xmpp.additional_servers: {reason}"))?;
+        servers.push((host, port.unwrap_or(x.port)));
     }
+    Ok(servers
+        .into_iter()
+        .map(|(host, port)| XmppConfig {
+            host,
+            port,
+            domain: x.domain.clone(),
+            username: x.username.clone(),
+            password: xmpp::Password::new(x.password.clone()),
+            muc_jids: x.muc_jids.clone(),
+            muc_nickname: nickname.clone(),
+            disable_certificate_verification: x.disable_certificate_verification,
+            presence_interval: x.presence_interval,
+            reconnect_delay: x.reconnect_delay,
+            reconnect_max_delay: x.reconnect_max_delay,
+            ..XmppConfig::default()
+        })
+        .collect())
 }
 
 /// JVB uses the host name as its occupant nickname.
@@ -124,19 +308,22 @@ fn default_nickname() -> String {
 }
 
 /// The stats presence (colibri.md §2).
-fn presence_stats(colibri: &Colibri2Handler) -> Vec<(String, String)> {
+fn presence_stats(colibri: &Colibri2Handler, ops: &Ops) -> Vec<(String, String)> {
     let counts = colibri.counts();
-    let draining = colibri
-        .graceful_shutdown_flag()
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let state = ops.state();
     let stats = BridgeStats {
-        // A first, load-independent measure: endpoints against a nominal 1,000 per bridge.
-        // Replaced by a packet-rate measure once the core reports one.
-        stress_level: counts.endpoints as f64 / 1000.0,
-        graceful_shutdown: draining,
+        stress_level: rest::stress_level(counts.endpoints),
+        drain: ops.drain(),
+        graceful_shutdown: state == ShutdownState::GracefulShutdown,
+        shutting_down: state == ShutdownState::ShuttingDown,
+        healthy: ops.health().is_ok(),
         conferences: counts.conferences as u64,
         participants: counts.endpoints as u64,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        extra: vec![
+            ("endpoints".into(), counts.endpoints.to_string()),
+            ("octo_endpoints".into(), "0".into()),
+        ],
         ..BridgeStats::default()
     };
     stats.to_pairs(std::time::SystemTime::now())
@@ -145,12 +332,12 @@ fn presence_stats(colibri: &Colibri2Handler) -> Vec<(String, String)> {
 /// Colibri2 IQs from the brewery, handed to the handler one at a time in the order Jicofo sent
 /// them (JVB answers each conference's requests in order; one queue keeps that trivially).
 struct ColibriIq {
-    colibri: Arc<Colibri2Handler>,
+    ops: Arc<Ops>,
     queue: tokio::sync::mpsc::UnboundedSender<(IncomingIq, tokio::sync::oneshot::Sender<IqResponse>)>,
 }
 
 impl ColibriIq {
-    fn new(colibri: Arc<Colibri2Handler>) -> Self {
+    fn new(colibri: Arc<Colibri2Handler>, ops: Arc<Ops>) -> Self {
         let (queue, mut rx) =
             tokio::sync::mpsc::unbounded_channel::<(IncomingIq, tokio::sync::oneshot::Sender<IqResponse>)>();
         let worker = colibri.clone();
@@ -170,7 +357,7 @@ impl ColibriIq {
                 let _ = reply.send(response);
             }
         });
-        Self { colibri, queue }
+        Self { ops, queue }
     }
 }
 
@@ -211,7 +398,6 @@ impl IqHandler for ColibriIq {
     }
 
     fn health_check(&self) -> Result<(), String> {
-        let _ = &self.colibri;
-        Ok(())
+        self.ops.health()
     }
 }

@@ -71,6 +71,8 @@ impl Palim {
             .port();
         config.rest.enabled = true;
         config.rest.bind = SocketAddr::from(([127, 0, 0, 1], rest_port));
+        // The test reads counters right after the traffic: no 5 s stats cache.
+        config.rest.stats_interval = Duration::ZERO;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(signaling::server::run(config, async move {
             let _ = stopped.await;

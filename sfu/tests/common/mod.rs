@@ -73,6 +73,9 @@ pub struct Client {
     pub channel: Option<ChannelId>,
     /// Text messages received on the data channel.
     pub texts: Vec<String>,
+    /// Sent on the data channel as soon as it opens, as lib-jitsi-meet sends its receiver
+    /// constraints (the bridge forwards no video before them, media.md §10 check 25).
+    pub on_open: Option<String>,
     /// Keyframe requests (PLI/FIR) received for our send streams.
     pub keyframe_requests: usize,
     /// Packets handed to str0m for sending.
@@ -81,6 +84,7 @@ pub struct Client {
     /// SRTP (not SRTCP) datagrams read from the socket.
     pub srtp_datagrams: usize,
     next_timeout: Instant,
+    pending: Vec<String>,
     audio_seq: u16,
     video_seq: u16,
     started: Instant,
@@ -138,12 +142,14 @@ impl Client {
             ice_state: None,
             received: Vec::new(),
             channel: None,
+            on_open: Some(DEFAULT_CONSTRAINTS.to_owned()),
             texts: Vec::new(),
             keyframe_requests: 0,
             sent_audio: 0,
             sent_video: 0,
             srtp_datagrams: 0,
             next_timeout: now,
+            pending: Vec::new(),
             audio_seq: 1000,
             video_seq: 5000,
             started: now,
@@ -324,13 +330,25 @@ impl Client {
                 }
             }
         }
+        if !self.pending.is_empty() {
+            for text in std::mem::take(&mut self.pending) {
+                self.send_text(&text);
+            }
+            self.poll();
+        }
     }
 
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Connected => self.connected = true,
             Event::IceConnectionStateChange(s) => self.ice_state = Some(s),
-            Event::ChannelOpen(id, _) => self.channel = Some(id),
+            Event::ChannelOpen(id, _) => {
+                self.channel = Some(id);
+                if let Some(text) = self.on_open.take() {
+                    // Sent after this poll: the channel is usable once the event is out.
+                    self.pending.push(text);
+                }
+            }
             Event::ChannelData(d) => self.texts.push(String::from_utf8_lossy(&d.data).into_owned()),
             Event::KeyframeRequest(_) => self.keyframe_requests += 1,
             Event::RtpPacket(p) => self.received.push(Received {
@@ -376,9 +394,44 @@ pub fn drive_until(
     false
 }
 
-/// A payload that names its sender, kind and sequence, so receivers can check bytes.
+/// The receiver constraints every test client sends when its channel opens.
+pub const DEFAULT_CONSTRAINTS: &str =
+    r#"{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{"maxHeight":720}}"#;
+
+/// Length of the VP8 prefix of video payloads: a 4-byte payload descriptor (15-bit picture
+/// ID, no temporal layers: the bridge projects it as a generic stream) and a 10-byte keyframe
+/// header of 640x360.
+pub const VP8_PREFIX: usize = 14;
+
+fn vp8_keyframe_prefix(n: u32) -> [u8; VP8_PREFIX] {
+    let pid = (n & 0x7FFF) as u16;
+    [
+        0x90, // X=1, S=1, PID=0
+        0x80, // I=1
+        0x80 | (pid >> 8) as u8,
+        pid as u8,
+        0x10,
+        0x00,
+        0x00, // frame tag: keyframe (P=0), show_frame
+        0x9d,
+        0x01,
+        0x2a, // start code
+        0x80,
+        0x02, // width 640
+        0x68,
+        0x01, // height 360
+    ]
+}
+
+/// A payload that names its sender, kind and sequence, so receivers can check bytes. Video
+/// payloads start with a valid VP8 keyframe prefix ([`VP8_PREFIX`] bytes) so the bridge can
+/// classify them; the tag, kind and sequence follow it.
 pub fn payload(tag: u8, kind: u8, n: u32, len: usize) -> Vec<u8> {
-    let mut p = vec![tag, kind];
+    let mut p = Vec::with_capacity(len);
+    if kind == b'v' {
+        p.extend_from_slice(&vp8_keyframe_prefix(n));
+    }
+    p.extend_from_slice(&[tag, kind]);
     p.extend_from_slice(&n.to_be_bytes());
     while p.len() < len {
         p.push((p.len() as u8).wrapping_mul(31).wrapping_add(tag));

@@ -385,6 +385,7 @@ impl Colibri2Handler {
                     ice_controlling: transport.ice_controlling,
                     sctp,
                     visitor,
+                    name: ep.id.clone(),
                 })
                 .await
                 .map_err(err)?;

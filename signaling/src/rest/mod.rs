@@ -1,21 +1,26 @@
-//! The private HTTP API (media.md §8.2): Colibri2 over JSON, health, version and stats, as JVB
-//! serves them on port 8080.
+//! The private HTTP API (media.md §8.2): Colibri2 over JSON, health, version, stats,
+//! Prometheus metrics, drain, shutdown and debug dumps, as JVB serves them on port 8080.
 //!
 //! Every body is bounded ([`BODY_LIMIT`]); malformed JSON is a 400 with the parser's message.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::colibri2::{Colibri2Error, Colibri2Handler};
+use crate::colibri2::handler::EndpointInfo;
+use crate::colibri2::{Colibri2Error, Colibri2Handler, ConferenceInfo};
+use crate::config::RestSection;
+use crate::ops::{Ops, ShutdownState};
+
+mod metrics;
+pub use metrics::{metric_names, render_metrics, MetricsFormat};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -25,23 +30,86 @@ pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// More flat stats merged into `/colibri/stats` (drain, shutdown, XMPP state, stress, …).
 pub type ExtraStats = Arc<dyn Fn() -> Map<String, Value> + Send + Sync>;
 
+/// Which routes exist (JVB's `videobridge.rest.*.enabled` flags). A disabled route is a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestFlags {
+    pub colibri: bool,
+    pub health: bool,
+    pub version: bool,
+    pub stats: bool,
+    pub prometheus: bool,
+    pub drain: bool,
+    /// Needs `colibri` too, as in JVB.
+    pub shutdown: bool,
+    pub debug: bool,
+}
+
+impl RestFlags {
+    pub fn from_config(c: &RestSection) -> Self {
+        RestFlags {
+            colibri: c.colibri_enabled,
+            health: c.health_enabled,
+            version: c.version_enabled,
+            stats: c.stats_enabled,
+            prometheus: c.prometheus_enabled,
+            drain: c.drain_enabled,
+            shutdown: c.shutdown_enabled,
+            debug: c.debug_enabled,
+        }
+    }
+
+    /// Everything on, shutdown included (tests).
+    pub fn all() -> Self {
+        RestFlags {
+            colibri: true,
+            health: true,
+            version: true,
+            stats: true,
+            prometheus: true,
+            drain: true,
+            shutdown: true,
+            debug: true,
+        }
+    }
+}
+
+impl Default for RestFlags {
+    fn default() -> Self {
+        Self::from_config(&RestSection::default())
+    }
+}
+
+/// `/colibri/stats` as last computed, and when.
+type CachedStats = (Instant, Map<String, Value>);
+
 /// What the routes need.
 #[derive(Clone)]
 pub struct RestState {
     pub colibri: Arc<Colibri2Handler>,
+    pub ops: Arc<Ops>,
     pub health: HealthCheck,
     pub version: String,
     pub extra_stats: Option<ExtraStats>,
+    pub flags: RestFlags,
+    /// `/colibri/stats` is recomputed at most this often (0: every request).
+    pub stats_interval: Duration,
+    stats_cache: Arc<Mutex<Option<CachedStats>>>,
 }
 
 impl RestState {
-    /// Healthy by default; version = this crate's.
+    /// Healthy by default; version = this crate's; default flags; stats computed per request;
+    /// its own [`Ops`] sharing the handler's graceful-shutdown flag.
     pub fn new(colibri: Arc<Colibri2Handler>) -> Self {
+        let ops = Ops::new(colibri.graceful_shutdown_flag(), false, false);
         RestState {
             colibri,
+            ops,
             health: Arc::new(|| Ok(())),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             extra_stats: None,
+            flags: RestFlags::default(),
+            stats_interval: Duration::ZERO,
+            stats_cache: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -59,18 +127,60 @@ impl RestState {
         self.extra_stats = Some(extra);
         self
     }
+
+    pub fn with_ops(mut self, ops: Arc<Ops>) -> Self {
+        self.ops = ops;
+        self
+    }
+
+    pub fn with_flags(mut self, flags: RestFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    pub fn with_stats_interval(mut self, every: Duration) -> Self {
+        self.stats_interval = every;
+        self
+    }
 }
 
-/// The router for the private HTTP server.
+/// The router for the private HTTP server. Disabled routes are not registered (404).
 pub fn router(state: RestState) -> Router {
-    Router::new()
-        .route("/colibri/v2/conferences", post(post_conference))
-        .route("/colibri/v2/conferences/{meeting_id}", patch(patch_conference))
-        .route("/about/health", get(health))
-        .route("/about/version", get(version))
-        .route("/colibri/stats", get(stats))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+    let f = state.flags;
+    let mut r = Router::new();
+    if f.colibri {
+        r = r
+            .route("/colibri/v2/conferences", post(post_conference))
+            .route("/colibri/v2/conferences/{meeting_id}", patch(patch_conference));
+    }
+    if f.health {
+        r = r.route("/about/health", get(health));
+    }
+    if f.version {
+        r = r.route("/about/version", get(version));
+    }
+    if f.stats {
+        r = r.route("/colibri/stats", get(stats));
+    }
+    if f.prometheus {
+        r = r.route("/metrics", get(metrics_route));
+    }
+    if f.drain {
+        r = r
+            .route("/colibri/drain", get(drain_get))
+            .route("/colibri/drain/enable", post(drain_enable))
+            .route("/colibri/drain/disable", post(drain_disable));
+    }
+    if f.shutdown && f.colibri {
+        r = r.route("/colibri/shutdown", post(shutdown));
+    }
+    if f.debug {
+        r = r
+            .route("/debug", get(debug_bridge))
+            .route("/debug/{conference}", get(debug_conference))
+            .route("/debug/{conference}/{endpoint}", get(debug_endpoint));
+    }
+    r.layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
 }
 
 async fn post_conference(State(state): State<RestState>, body: Bytes) -> Response {
@@ -125,9 +235,41 @@ fn os_name() -> String {
     }
 }
 
-async fn stats(State(state): State<RestState>) -> Response {
-    let counts = state.colibri.counts();
-    let core = state.colibri.core().stats().await;
+/// Load as JVB's `stress_level`: local endpoints against a nominal 1,000 per bridge (until
+/// the core reports a packet rate).
+pub fn stress_level(endpoints: usize) -> f64 {
+    endpoints as f64 / 1000.0
+}
+
+/// Everything `/colibri/stats` and `/metrics` report, read once.
+pub struct Snapshot {
+    pub counts: crate::colibri2::HandlerCounts,
+    pub core: sfu::Stats,
+    pub state: ShutdownState,
+    pub drain: bool,
+    pub healthy: bool,
+    pub xmpp: crate::ops::XmppCounts,
+    pub started: SystemTime,
+}
+
+impl Snapshot {
+    pub async fn take(state: &RestState) -> Self {
+        Snapshot {
+            counts: state.colibri.counts(),
+            core: state.colibri.core().stats().await,
+            state: state.ops.state(),
+            drain: state.ops.drain(),
+            healthy: (state.health)().is_ok(),
+            xmpp: state.ops.xmpp(),
+            started: state.ops.started,
+        }
+    }
+}
+
+/// `/colibri/stats`: JVB's flat key names (media.md §8.3) plus Palim's own counters.
+pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
+    let counts = &s.counts;
+    let core = &s.core;
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -158,27 +300,196 @@ async fn stats(State(state): State<RestState>) -> Response {
     );
     put("dtls_failed_endpoints", json!(core.dtls_failures));
     put("total_ice_failed", json!(core.ice_failures));
-    put(
-        "graceful_shutdown",
-        json!(state.colibri.graceful_shutdown_flag().load(Ordering::Relaxed)),
-    );
-    put("healthy", json!((state.health)().is_ok()));
-    put("version", json!(state.version));
+    put("endpoints_ice_failed", json!(core.ice_failures));
+    put("stress_level", json!(stress_level(counts.endpoints)));
+    put("average_participant_stress", json!(0.01));
+    put("graceful_shutdown", json!(s.state == ShutdownState::GracefulShutdown));
+    put("shutting_down", json!(s.state == ShutdownState::ShuttingDown));
+    put("drain", json!(s.drain));
+    put("healthy", json!(s.healthy));
+    put("version", json!(version));
     put("current_timestamp", json!(utc_timestamp(SystemTime::now())));
+    put("muc_clients_configured", json!(s.xmpp.clients_configured));
+    put("muc_clients_connected", json!(s.xmpp.clients_connected));
+    put("mucs_configured", json!(s.xmpp.mucs_configured));
+    put("mucs_joined", json!(s.xmpp.mucs_joined));
     // Palim's own.
+    put("shutdown_state", json!(s.state.as_str()));
+    put("xmpp_disconnects", json!(s.xmpp.disconnects));
     put("endpoints_connected", json!(core.endpoints_connected));
     put("rtp_packets_received", json!(core.rtp_packets_received));
     put("rtp_packets_sent", json!(core.rtp_packets_sent));
     put("rtcp_packets_received", json!(core.rtcp_packets_received));
     put("rtcp_packets_sent", json!(core.rtcp_packets_sent));
+    put("keyframe_requests_forwarded", json!(core.keyframe_requests_forwarded));
+    put("keyframe_requests_suppressed", json!(core.keyframe_requests_suppressed));
     put("drops_total", json!(core.drops_total()));
     for (reason, n) in &core.drops {
         put(&format!("drops_{reason}"), json!(n));
     }
-    if let Some(extra) = &state.extra_stats {
-        m.extend(extra());
-    }
+    m
+}
+
+async fn stats(State(state): State<RestState>) -> Response {
+    let fresh = |at: &Instant| !state.stats_interval.is_zero() && at.elapsed() < state.stats_interval;
+    let cached = state
+        .stats_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().filter(|(at, _)| fresh(at)).map(|(_, m)| m.clone()));
+    let m = match cached {
+        Some(m) => m,
+        None => {
+            let snap = Snapshot::take(&state).await;
+            let mut m = stats_map(&snap, &state.version);
+            if let Some(extra) = &state.extra_stats {
+                m.extend(extra());
+            }
+            if let Ok(mut c) = state.stats_cache.lock() {
+                *c = Some((Instant::now(), m.clone()));
+            }
+            m
+        }
+    };
     Json(Value::Object(m)).into_response()
+}
+
+async fn metrics_route(State(state): State<RestState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let format = MetricsFormat::negotiate(accept);
+    let snap = Snapshot::take(&state).await;
+    let body = render_metrics(&snap, format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+async fn drain_get(State(state): State<RestState>) -> Response {
+    Json(json!({ "drain": state.ops.drain() })).into_response()
+}
+
+async fn drain_enable(State(state): State<RestState>) -> Response {
+    state.ops.set_drain(true);
+    StatusCode::OK.into_response()
+}
+
+async fn drain_disable(State(state): State<RestState>) -> Response {
+    state.ops.set_drain(false);
+    StatusCode::OK.into_response()
+}
+
+/// `POST /colibri/shutdown` with `{"graceful-shutdown": true|false}` (the value may be a
+/// string, as JVB accepts).
+async fn shutdown(State(state): State<RestState>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")).into_response(),
+    };
+    let graceful = match v.get("graceful-shutdown") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        None => return (StatusCode::BAD_REQUEST, "expected {\"graceful-shutdown\": true|false}").into_response(),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("graceful-shutdown must be true or false, not {other}"),
+            )
+                .into_response()
+        }
+    };
+    tracing::info!(graceful, "shutdown requested over REST");
+    state.ops.request_shutdown(graceful);
+    StatusCode::OK.into_response()
+}
+
+fn endpoint_json(e: &EndpointInfo) -> Value {
+    json!({
+        "id": e.name,
+        "local_id": e.id.to_string(),
+        "stats_id": e.stats_id,
+        "visitor": e.visitor,
+        "sctp": e.sctp,
+        "capabilities": e.capabilities,
+        "force_mute": { "audio": e.force_mute.audio, "video": e.force_mute.video },
+        "initial_last_n": e.initial_last_n,
+        "extmap_allow_mixed": e.extmap_allow_mixed,
+        "has_audio_payload_types": e.has_audio_pt,
+        "has_video_payload_types": e.has_video_pt,
+        "source_names": e.source_names,
+    })
+}
+
+fn conference_json(c: &ConferenceInfo) -> Value {
+    let mut eps = Map::new();
+    for e in &c.endpoints {
+        eps.insert(e.name.clone(), endpoint_json(e));
+    }
+    json!({
+        "meeting_id": c.meeting_id,
+        "local_id": c.id.to_string(),
+        "name": c.name,
+        "feedback_ssrcs": { "audio": c.feedback_ssrcs.0 .0, "video": c.feedback_ssrcs.1 .0 },
+        "endpoints": eps,
+    })
+}
+
+/// A conference by meeting id, or by Palim's local id.
+async fn find_conference(state: &RestState, key: &str) -> Option<ConferenceInfo> {
+    state
+        .colibri
+        .conferences()
+        .await
+        .into_iter()
+        .find(|c| c.meeting_id == key || c.id.to_string() == key)
+}
+
+async fn debug_bridge(State(state): State<RestState>) -> Response {
+    let snap = Snapshot::take(&state).await;
+    let mut confs = Map::new();
+    for c in state.colibri.conferences().await {
+        confs.insert(c.meeting_id.clone(), conference_json(&c));
+    }
+    let health = match (state.health)() {
+        Ok(()) => Value::Null,
+        Err(e) => json!(e),
+    };
+    Json(json!({
+        "shutdown_state": snap.state.as_str(),
+        "drain": snap.drain,
+        "healthy": snap.healthy,
+        "health_failure": health,
+        "addresses": state.ops.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "time": utc_timestamp(SystemTime::now()),
+        "stats": Value::Object(stats_map(&snap, &state.version)),
+        "conferences": confs,
+    }))
+    .into_response()
+}
+
+async fn debug_conference(State(state): State<RestState>, Path(conference): Path<String>) -> Response {
+    match find_conference(&state, &conference).await {
+        Some(c) => Json(conference_json(&c)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no conference {conference}")).into_response(),
+    }
+}
+
+async fn debug_endpoint(
+    State(state): State<RestState>,
+    Path((conference, endpoint)): Path<(String, String)>,
+) -> Response {
+    let Some(c) = find_conference(&state, &conference).await else {
+        return (StatusCode::NOT_FOUND, format!("no conference {conference}")).into_response();
+    };
+    match c
+        .endpoints
+        .iter()
+        .find(|e| e.name == endpoint || e.id.to_string() == endpoint)
+    {
+        Some(e) => Json(endpoint_json(e)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no endpoint {endpoint} in {conference}")).into_response(),
+    }
 }
 
 /// `yyyy-MM-dd HH:mm:ss.SSS` in UTC, as JVB's `current_timestamp`.

@@ -17,6 +17,7 @@ use sfu::{Command, CommandError, Reply, Ssrc, Stats};
 use super::*;
 use crate::colibri2::handler::{BoxFuture, MediaCore};
 use crate::colibri2::HandlerConfig;
+use crate::ops::{Ops, ShutdownState};
 
 /// A core that accepts everything, or fails every command when `fail` is set.
 #[derive(Default)]
@@ -359,4 +360,381 @@ async fn serves_over_a_real_listener() {
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(resp.contains("invalid JSON"), "{resp}");
     server.abort();
+}
+
+// ------------------------------------------------------------------------------------------
+// Operations endpoints: metrics, drain, shutdown, debug, flags.
+
+fn ops_app(flags: RestFlags) -> (Arc<Colibri2Handler>, Arc<Ops>, Router) {
+    let core = Arc::new(Core::default());
+    let handler = Arc::new(Colibri2Handler::new(core, HandlerConfig::default()));
+    let ops = Ops::new(handler.graceful_shutdown_flag(), false, false);
+    ops.set_addresses(vec!["192.0.2.1".parse().expect("literal")]);
+    let health_ops = ops.clone();
+    let router = router(
+        RestState::new(handler.clone())
+            .with_ops(ops.clone())
+            .with_flags(flags)
+            .with_health(Arc::new(move || health_ops.health())),
+    );
+    (handler, ops, router)
+}
+
+async fn get_with_accept(router: &Router, uri: &str, accept: &str) -> (StatusCode, String, String) {
+    let req = Request::get(uri)
+        .header("accept", accept)
+        .body(Body::empty())
+        .expect("request");
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, ct, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Every metric family is in both text formats with its TYPE, counters with `_total`
+/// samples, and values follow the state.
+#[tokio::test]
+async fn metrics_in_prometheus_and_openmetrics() {
+    let (_handler, ops, router) = ops_app(RestFlags::all());
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
+        StatusCode::OK
+    );
+    ops.set_drain(true);
+    let (status, ct, text) = get_with_accept(&router, "/metrics", "text/plain").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let names = metric_names();
+    assert!(names.len() >= 30, "{names:?}");
+    for jvb in [
+        "jitsi_jvb_conferences",
+        "jitsi_jvb_conferences_created",
+        "jitsi_jvb_conferences_completed",
+        "jitsi_jvb_endpoints",
+        "jitsi_jvb_local_endpoints",
+        "jitsi_jvb_current_endpoints",
+        "jitsi_jvb_visitors",
+        "jitsi_jvb_current_visitors",
+        "jitsi_jvb_largest_conference",
+        "jitsi_jvb_endpoints_ice_failed",
+        "jitsi_jvb_endpoints_dtls_failed",
+        "jitsi_jvb_packets_received",
+        "jitsi_jvb_packets_sent",
+        "jitsi_jvb_bytes_received",
+        "jitsi_jvb_bytes_sent",
+        "jitsi_jvb_stress",
+        "jitsi_jvb_healthy",
+        "jitsi_jvb_graceful_shutdown",
+        "jitsi_jvb_shutting_down",
+        "jitsi_jvb_drain_mode",
+        "jitsi_jvb_startup_time",
+        "jitsi_jvb_xmpp_disconnects",
+        "palim_dropped_packets",
+    ] {
+        assert!(names.iter().any(|n| n == jvb), "missing {jvb}");
+    }
+    for n in &names {
+        assert!(
+            text.contains(&format!("# TYPE {n} gauge")) || text.contains(&format!("# TYPE {n}_total counter")),
+            "{n} has no TYPE line:\n{text}"
+        );
+    }
+    assert!(text.contains("\njitsi_jvb_conferences 1.0\n"), "{text}");
+    assert!(text.contains("\njitsi_jvb_conferences_created_total 1.0\n"), "{text}");
+    assert!(text.contains("\njitsi_jvb_bytes_received_total 1000.0\n"), "{text}");
+    assert!(text.contains("\njitsi_jvb_drain_mode 1.0\n"), "{text}");
+    assert!(text.contains("\njitsi_jvb_healthy 1.0\n"), "{text}");
+    assert!(
+        text.contains("\npalim_dropped_packets_total{reason=\"malformed_rtp\"} 2.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\npalim_dropped_packets_total{reason=\"srtp_replay\"} 1.0\n"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"));
+
+    let (status, ct, om) = get_with_accept(
+        &router,
+        "/metrics",
+        "application/openmetrics-text; version=1.0.0,text/plain;q=0.5",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE jitsi_jvb_conferences_created counter\n"), "{om}");
+    assert!(om.contains("\njitsi_jvb_conferences_created_total 1.0\n"), "{om}");
+    for n in &names {
+        assert!(om.contains(&format!("# TYPE {n} ")), "{n} missing in OpenMetrics");
+    }
+
+    let (_, ct, js) = get_with_accept(&router, "/metrics", "application/json").await;
+    assert_eq!(ct, "application/json");
+    let v: Value = serde_json::from_str(&js).expect("JSON metrics");
+    assert_eq!(v["conferences"], 1.0);
+    assert_eq!(v["palim_dropped_packets"]["malformed_rtp"], 2.0);
+}
+
+#[tokio::test]
+async fn drain_get_enable_disable() {
+    let (_handler, ops, router) = ops_app(RestFlags::all());
+    let (status, body) = call(&router, Method::GET, "/colibri/drain", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        json!({"drain": false})
+    );
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/drain/enable", "").await.0,
+        StatusCode::OK
+    );
+    assert!(ops.drain());
+    let (_, body) = call(&router, Method::GET, "/colibri/drain", "").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        json!({"drain": true})
+    );
+    let (_, body) = call(&router, Method::GET, "/colibri/stats", "").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("JSON")["drain"], true);
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/drain/disable", "").await.0,
+        StatusCode::OK
+    );
+    assert!(!ops.drain());
+    // Drain refuses nothing by itself (colibri.md §7.1).
+    ops.set_drain(true);
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn shutdown_graceful_then_immediate() {
+    let (_handler, ops, router) = ops_app(RestFlags::all());
+    let (status, body) = call(&router, Method::POST, "/colibri/shutdown", "{").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = call(
+        &router,
+        Method::POST,
+        "/colibri/shutdown",
+        r#"{"graceful-shutdown": 5}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A body without the key shuts nothing down.
+    let (status, _) = call(&router, Method::POST, "/colibri/shutdown", "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(ops.state(), ShutdownState::Running);
+
+    let (status, _) = call(
+        &router,
+        Method::POST,
+        "/colibri/shutdown",
+        r#"{"graceful-shutdown": "true"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ops.state(), ShutdownState::GracefulShutdown);
+    let (_, body) = call(&router, Method::GET, "/colibri/stats", "").await;
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        (v["graceful_shutdown"].clone(), v["shutting_down"].clone()),
+        (json!(true), json!(false))
+    );
+    // New conferences are refused with the graceful_shutdown reason.
+    let (status, body) = call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["reason"],
+        "graceful_shutdown"
+    );
+
+    let (status, _) = call(
+        &router,
+        Method::POST,
+        "/colibri/shutdown",
+        r#"{"graceful-shutdown": false}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ops.state(), ShutdownState::ShuttingDown);
+    let text = get_with_accept(&router, "/metrics", "").await.2;
+    assert!(text.contains("\njitsi_jvb_shutting_down 1.0\n"), "{text}");
+    assert!(text.contains("\njitsi_jvb_graceful_shutdown 0.0\n"), "{text}");
+}
+
+#[tokio::test]
+async fn debug_bridge_conference_endpoint() {
+    let (_handler, _ops, router) = ops_app(RestFlags::all());
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(&router, Method::GET, "/debug", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["shutdown_state"], "RUNNING");
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["conferences"]["m1"]["name"], "room@muc.example");
+    assert_eq!(v["conferences"]["m1"]["endpoints"]["e1"]["sctp"], true);
+    assert_eq!(v["stats"]["conferences"], 1);
+
+    let (status, body) = call(&router, Method::GET, "/debug/m1", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let c: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(c["meeting_id"], "m1");
+    // Also by Palim's local id.
+    let local = c["local_id"].as_str().expect("local id").to_owned();
+    assert_eq!(
+        call(&router, Method::GET, &format!("/debug/{local}"), "").await.0,
+        StatusCode::OK
+    );
+
+    let (status, body) = call(&router, Method::GET, "/debug/m1/e1", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let e: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(e["id"], "e1");
+    assert_eq!(e["capabilities"], json!(["source-names"]));
+    assert_eq!(
+        call(&router, Method::GET, "/debug/nope", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&router, Method::GET, "/debug/m1/nope", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn health_follows_ops() {
+    let (_handler, ops, router) = ops_app(RestFlags::all());
+    assert_eq!(call(&router, Method::GET, "/about/health", "").await.0, StatusCode::OK);
+    ops.set_addresses(Vec::new());
+    let (status, body) = call(&router, Method::GET, "/about/health", "").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("no usable address"), "{body}");
+    ops.set_addresses(vec!["192.0.2.1".parse().expect("literal")]);
+    ops.set_media_alive(false);
+    let (status, body) = call(&router, Method::GET, "/about/health", "").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("media port"), "{body}");
+    let text = get_with_accept(&router, "/metrics", "").await.2;
+    assert!(text.contains("\njitsi_jvb_healthy 0.0\n"), "{text}");
+}
+
+/// Each flag removes exactly its routes (404), as JVB's `enabled = false`.
+#[tokio::test]
+async fn flags_disable_their_routes() {
+    let routes: [(&str, Method, &str); 11] = [
+        ("colibri", Method::POST, "/colibri/v2/conferences"),
+        ("health", Method::GET, "/about/health"),
+        ("version", Method::GET, "/about/version"),
+        ("stats", Method::GET, "/colibri/stats"),
+        ("prometheus", Method::GET, "/metrics"),
+        ("drain", Method::GET, "/colibri/drain"),
+        ("drain", Method::POST, "/colibri/drain/enable"),
+        ("shutdown", Method::POST, "/colibri/shutdown"),
+        ("debug", Method::GET, "/debug"),
+        ("debug", Method::GET, "/debug/m1"),
+        ("debug", Method::GET, "/debug/m1/e1"),
+    ];
+    for flag in [
+        "colibri",
+        "health",
+        "version",
+        "stats",
+        "prometheus",
+        "drain",
+        "shutdown",
+        "debug",
+    ] {
+        let mut f = RestFlags::all();
+        match flag {
+            "colibri" => f.colibri = false,
+            "health" => f.health = false,
+            "version" => f.version = false,
+            "stats" => f.stats = false,
+            "prometheus" => f.prometheus = false,
+            "drain" => f.drain = false,
+            "shutdown" => f.shutdown = false,
+            _ => f.debug = false,
+        }
+        let (_h, ops, router) = ops_app(f);
+        for (owner, method, path) in &routes {
+            let body = if *path == "/colibri/shutdown" {
+                r#"{"graceful-shutdown":true}"#
+            } else {
+                ""
+            };
+            let (status, _) = call(&router, method.clone(), path, body).await;
+            if *owner == flag || (flag == "colibri" && *owner == "shutdown") {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{path} with {flag} off");
+            } else {
+                // /debug/m1 and /debug/m1/e1 are 404s for a missing conference, not a
+                // missing route: their body says so.
+                if !path.starts_with("/debug/") {
+                    assert_ne!(status, StatusCode::NOT_FOUND, "{path} with {flag} off should exist");
+                }
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            }
+        }
+        // The shutdown flag was really off (or on): state moved only when the route exists.
+        let moved = ops.state() != ShutdownState::Running;
+        assert_eq!(moved, flag != "shutdown" && flag != "colibri", "{flag}");
+    }
+    // Shutdown is off by default, as in JVB.
+    assert!(!RestFlags::default().shutdown);
+}
+
+/// `/colibri/stats` is cached for `stats_interval`.
+#[tokio::test]
+async fn stats_cached_for_the_interval() {
+    let core = Arc::new(Core::default());
+    let handler = Arc::new(Colibri2Handler::new(core, HandlerConfig::default()));
+    let router = router(
+        RestState::new(handler)
+            .with_flags(RestFlags::all())
+            .with_stats_interval(Duration::from_secs(3600)),
+    );
+    let (_, before) = call(&router, Method::GET, "/colibri/stats", "").await;
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
+        StatusCode::OK
+    );
+    let (_, after) = call(&router, Method::GET, "/colibri/stats", "").await;
+    assert_eq!(before, after, "served from the cache");
+    assert_eq!(serde_json::from_str::<Value>(&after).expect("JSON")["conferences"], 0);
+}
+
+/// Every metric the Grafana dashboard queries exists.
+#[test]
+fn dashboard_uses_only_existing_metrics() {
+    let dash = include_str!("../../../docs/grafana-dashboard.json");
+    let v: Value = serde_json::from_str(dash).expect("dashboard is JSON");
+    assert!(v["panels"].as_array().is_some_and(|p| p.len() >= 10));
+    let names = metric_names();
+    let mut used = 0;
+    for prefix in ["jitsi_jvb_", "palim_"] {
+        for (i, _) in dash.match_indices(prefix) {
+            let name: String = dash[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = name.strip_suffix("_total").unwrap_or(&name);
+            assert!(
+                names.iter().any(|n| n == family),
+                "dashboard uses unknown metric {name}"
+            );
+            used += 1;
+        }
+    }
+    assert!(used > 20, "{used}");
 }

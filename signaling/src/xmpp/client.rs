@@ -279,6 +279,8 @@ enum End {
 impl<H: IqHandler> Task<H> {
     async fn run(mut self) {
         let host = format!("{}:{}", self.cfg.host, self.cfg.port);
+        // Consecutive failed attempts since the last successful login (backoff exponent).
+        let mut failures: u32 = 0;
         loop {
             let (cfg, tls) = (self.cfg.clone(), self.tls.clone());
             let attempt = timeout(
@@ -295,10 +297,17 @@ impl<H: IqHandler> Task<H> {
             let end = match result {
                 Ok(Ok(neg)) => {
                     info!(jid = %neg.jid, %host, "XMPP connected");
+                    failures = 0;
                     self.run_session(neg).await
                 }
-                Ok(Err(e)) => End::Failed(e),
-                Err(_) => End::Failed(XmppError::Timeout("connect")),
+                Ok(Err(e)) => {
+                    failures = failures.saturating_add(1);
+                    End::Failed(e)
+                }
+                Err(_) => {
+                    failures = failures.saturating_add(1);
+                    End::Failed(XmppError::Timeout("connect"))
+                }
             };
             let err = match end {
                 End::Shutdown => return,
@@ -314,7 +323,9 @@ impl<H: IqHandler> Task<H> {
                     r.occupants.clear();
                 }
             });
-            let delay = sleep(self.cfg.reconnect_delay);
+            let wait = reconnect_backoff(self.cfg.reconnect_delay, self.cfg.reconnect_max_delay, failures);
+            debug!(%host, ?wait, failures, "XMPP reconnect scheduled");
+            let delay = sleep(wait);
             tokio::pin!(delay);
             loop {
                 tokio::select! {
@@ -772,4 +783,27 @@ fn disco_info() -> Element {
         q.append_child(f);
     }
     q
+}
+
+/// The wait before the next connection attempt: `base` after a session that had logged in,
+/// then doubled for each consecutive failed attempt, never more than `max` (nor less than
+/// `base`).
+pub fn reconnect_backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(max.max(base))
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn doubles_then_caps() {
+        let (b, m) = (Duration::from_secs(1), Duration::from_secs(5));
+        let got: Vec<u64> = (0..7).map(|f| reconnect_backoff(b, m, f).as_secs()).collect();
+        assert_eq!(got, vec![1, 1, 2, 4, 5, 5, 5]);
+        assert_eq!(reconnect_backoff(b, m, u32::MAX), m);
+        // A cap below the base means no growth.
+        assert_eq!(reconnect_backoff(b, Duration::ZERO, 3), b);
+    }
 }

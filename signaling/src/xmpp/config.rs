@@ -42,8 +42,11 @@ pub struct XmppConfig {
     pub presence_interval: Duration,
     /// Only these stat names are published when set (`stats-filter.enabled` + `whitelist`).
     pub stats_whitelist: Option<Vec<String>>,
-    /// Delay between reconnect attempts (fixed, JVB 1 s; retried forever).
+    /// Delay before the first reconnect attempt after a lost session (JVB 1 s); doubled
+    /// after each failed attempt up to `reconnect_max_delay`; retried forever.
     pub reconnect_delay: Duration,
+    /// Cap of the reconnect backoff.
+    pub reconnect_max_delay: Duration,
     /// XMPP ping to the server every this long (JVB 30 s).
     pub ping_interval: Duration,
     /// A ping unanswered after this long drops the connection (then reconnect).
@@ -83,6 +86,7 @@ impl Default for XmppConfig {
             presence_interval: Duration::from_secs(5),
             stats_whitelist: None,
             reconnect_delay: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),

@@ -20,7 +20,7 @@
 //!   and anything else gets `service-unavailable`.
 //!   A structurally malformed request (wrong type, no id, zero or several children) gets
 //!   `bad-request`; a known payload with the wrong type (e.g. `set` healthcheck) too.
-//! * Reconnect forever with a fixed delay (1 s, as JVB), rejoining every time; XMPP ping to the
+//! * Reconnect forever with a capped exponential backoff (1 s doubling to 5 s), rejoining every time; XMPP ping to the
 //!   server every 30 s, a missed answer drops the connection. [`XmppClient::shutdown`] leaves
 //!   the rooms with unavailable presence and closes the stream.
 //!
@@ -38,7 +38,7 @@ mod tls;
 
 use thiserror::Error;
 
-pub use client::{ConnectionState, RoomState, SendIqError, XmppClient};
+pub use client::{reconnect_backoff, ConnectionState, RoomState, SendIqError, XmppClient};
 pub use config::{Password, SecurityMode, XmppConfig};
 pub use iq::{Condition, ErrorType, IncomingIq, IqHandler, IqResponse, IqType, RejectAll, StanzaError};
 pub use muc::{format_timestamp, parse_stats, BridgeStats, Occupant, PresenceEvent, PresenceSource};

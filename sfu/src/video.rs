@@ -1,0 +1,222 @@
+//! Per-source video state and per-packet classification (media.md §3.1): which encoding,
+//! spatial and temporal layer a packet belongs to, whether it starts a keyframe or a
+//! switching point, its picture ID / TL0PICIDX / AV1 frame number, the layer heights learnt
+//! from the bitstream, and the measured bitrate of every layer.
+//!
+//! Classification happens once per received packet; the result ([`Classified`]) is shared by
+//! every receiver's projection.
+
+use std::time::Instant;
+
+use crate::bitrate::{LayerId, LayerTable};
+use crate::codec::av1_dd::{self, DependencyDescriptor, FrameDependencyStructure};
+use crate::codec::{h264, vp8, vp9};
+use crate::negotiated::Codec;
+use crate::projection::{self, Av1Dti, PacketMeta};
+
+/// Temporal layers assumed per encoding (JVB always assumes three, §3.1).
+pub const TEMPORAL_LAYERS: u8 = 3;
+
+/// What one video source's bitstream told us so far.
+#[derive(Debug)]
+pub struct VideoState {
+    pub codec: Option<projection::Codec>,
+    pub encodings: u8,
+    /// Spatial layers (1 for simulcast / non-SVC).
+    pub spatial: u8,
+    pub layers: LayerTable,
+    /// Frame height per encoding (simulcast) or per spatial layer (SVC); 0 = unknown.
+    pub heights: [u16; 4],
+    /// Latest AV1 template structure, replaced by every keyframe that carries one.
+    pub av1_structure: Option<FrameDependencyStructure>,
+    /// Set when heights or layering changed (triggers a reallocation).
+    pub layering_changed: bool,
+}
+
+impl VideoState {
+    pub fn new(encodings: u8) -> Self {
+        let encodings = encodings.clamp(1, 4);
+        let mut heights = [0u16; 4];
+        for (i, h) in heights.iter_mut().enumerate().take(usize::from(encodings)) {
+            // JVB's initial guess: 180, 360, 720, … until the bitstream tells (§3.1).
+            *h = 180u16 << i;
+        }
+        Self {
+            codec: None,
+            encodings,
+            spatial: 1,
+            layers: LayerTable::new(encodings, 1, TEMPORAL_LAYERS),
+            heights,
+            av1_structure: None,
+            layering_changed: false,
+        }
+    }
+
+    fn set_spatial(&mut self, spatial: u8) {
+        let spatial = spatial.clamp(1, 4);
+        if spatial != self.spatial {
+            self.spatial = spatial;
+            self.layers = LayerTable::new(self.encodings, spatial, TEMPORAL_LAYERS);
+            self.layering_changed = true;
+        }
+    }
+
+    fn set_height(&mut self, index: usize, height: u16) {
+        if let Some(h) = self.heights.get_mut(index) {
+            if *h != height && height > 0 {
+                *h = height;
+                self.layering_changed = true;
+            }
+        }
+    }
+
+    /// The height of a layer: per encoding for simulcast, per spatial layer for SVC.
+    pub fn height_of(&self, id: LayerId) -> u16 {
+        let i = if self.spatial > 1 { id.spatial } else { id.encoding };
+        self.heights.get(usize::from(i)).copied().unwrap_or(0)
+    }
+}
+
+/// Codec facts about one packet, computed once and used by every receiver.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub meta: PacketMeta,
+    pub layer: LayerId,
+    pub vp8: Option<vp8::Vp8Descriptor>,
+    pub vp9: Option<vp9::Vp9Descriptor>,
+    /// The parsed dependency descriptor (AV1), without any attached structure.
+    pub dd: Option<DependencyDescriptor>,
+}
+
+/// Why a packet could not be classified (a counted drop).
+pub type ClassifyError = &'static str;
+
+/// Classify one packet of `state`'s source. `encoding` is the simulcast index from the SSRC;
+/// `payload` the RTP payload; `dd_ext` the AV1 dependency-descriptor extension, if any.
+#[allow(clippy::too_many_arguments)] // plain packet facts
+pub fn classify(
+    now: Instant,
+    state: &mut VideoState,
+    codec: Codec,
+    encoding: u8,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: &[u8],
+    dd_ext: Option<&[u8]>,
+) -> Result<Classified, ClassifyError> {
+    let mut meta = PacketMeta {
+        encoding,
+        seq,
+        ts,
+        marker,
+        end_of_frame: marker,
+        ..PacketMeta::default()
+    };
+    let mut out = Classified {
+        meta,
+        layer: LayerId {
+            encoding,
+            spatial: 0,
+            temporal: 0,
+        },
+        vp8: None,
+        vp9: None,
+        dd: None,
+    };
+    // The dependency descriptor wins whatever the payload type (§3.1).
+    if let Some(ext) = dd_ext {
+        let dd = match av1_dd::parse(ext, state.av1_structure.as_ref()) {
+            Ok(dd) => dd,
+            Err(_) => return Err("av1_dd_unusable"),
+        };
+        // Kept on the descriptor too: receivers need it re-sent with the keyframe.
+        if let Some(s) = dd.attached_structure.clone() {
+            let spatial = s.max_spatial_id() + 1;
+            for sid in 0..spatial {
+                if let Some((_, h)) = s.resolution(sid) {
+                    state.set_height(usize::from(sid), h);
+                }
+            }
+            state.set_spatial(spatial);
+            state.av1_structure = Some(s);
+            meta.keyframe = dd.start_of_frame;
+        }
+        let switch = dd
+            .frame
+            .dtis
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d == av1_dd::Dti::Switch)
+            .fold(0u32, |m, (i, _)| m | (1 << i));
+        meta.spatial = dd.frame.spatial_id;
+        meta.temporal = dd.frame.temporal_id;
+        meta.start_of_frame = dd.start_of_frame;
+        meta.end_of_frame = dd.end_of_frame;
+        meta.frame_number = Some(dd.frame_number);
+        meta.av1 = Some(Av1Dti {
+            present: dd.present_decode_targets(),
+            switch,
+        });
+        state.codec.get_or_insert(projection::Codec::Av1);
+        out.dd = Some(dd);
+    } else {
+        match codec {
+            Codec::Vp8 => {
+                let d = vp8::parse(payload).map_err(|_| "malformed_vp8")?;
+                meta.start_of_frame = d.start_of_frame;
+                meta.keyframe = d.keyframe;
+                meta.temporal = d.tid.unwrap_or(0);
+                meta.switching_point = d.layer_sync || d.tid.unwrap_or(0) == 0;
+                meta.picture_id = d.picture_id;
+                meta.tl0picidx = d.tl0picidx;
+                if let Some(size) = d.frame_size.filter(|_| d.keyframe) {
+                    state.set_height(usize::from(encoding), size.height);
+                }
+                let projectable = d.is_projectable();
+                state.codec.get_or_insert(if projectable {
+                    projection::Codec::Vp8
+                } else {
+                    projection::Codec::Generic
+                });
+                out.vp8 = Some(d);
+            }
+            Codec::Vp9 => {
+                let d = vp9::parse(payload).map_err(|_| "malformed_vp9")?;
+                meta.start_of_frame = d.start_of_frame;
+                meta.end_of_frame = d.end_of_frame;
+                meta.keyframe = d.is_keyframe();
+                meta.spatial = d.sid();
+                meta.temporal = d.tid();
+                meta.switching_point = d.is_switching_up_point() || d.tid() == 0;
+                meta.spatial_switching_point = d.is_spatial_switch_point();
+                meta.picture_id = d.picture_id;
+                meta.tl0picidx = d.tl0picidx;
+                if let Some(ss) = d.ss.as_ref() {
+                    for (sid, &(_, h)) in ss.resolutions().iter().enumerate() {
+                        state.set_height(sid, h);
+                    }
+                    state.set_spatial(ss.spatial_layers);
+                }
+                state.codec.get_or_insert(projection::Codec::Vp9);
+                out.vp9 = Some(d);
+            }
+            Codec::H264 => {
+                meta.keyframe = h264::is_keyframe(payload).unwrap_or(false);
+                meta.start_of_frame = meta.keyframe;
+                state.codec.get_or_insert(projection::Codec::Generic);
+            }
+            _ => {
+                state.codec.get_or_insert(projection::Codec::Generic);
+            }
+        }
+    }
+    out.layer = LayerId {
+        encoding,
+        spatial: meta.spatial.min(state.spatial.saturating_sub(1)),
+        temporal: meta.temporal.min(TEMPORAL_LAYERS - 1),
+    };
+    out.meta = meta;
+    state.layers.add(now, out.layer, payload.len());
+    Ok(out)
+}
