@@ -15,7 +15,9 @@ import {
 
 const fx = fixtures();
 
-const NO_ALLOCATION = knownBug('ReceiverVideoConstraints are not applied to forwarding yet: every spatial layer is forwarded (media.md §3.2, §3.3)');
+// Per codec: the reason a test is still `todo` against main (false: required).
+const VP9_UP = knownBug('VP9 L3T3_KEY: after asking 720 the receiver stays at 180/360p for > 5 s (AV1 switches in < 1 s)');
+const PENDING = { AV1: { down: false, up: false }, VP9: { down: false, up: VP9_UP } };
 const SCALABILITY_MODE = 'L3T3_KEY';
 
 for (const codec of ['AV1', 'VP9']) {
@@ -83,7 +85,7 @@ for (const codec of ['AV1', 'VP9']) {
     });
 
     test('receiver asking 180 decodes ≤ 180p and gets well under the sender\'s bitrate', {
-      skip: SKIP, todo: NO_ALLOCATION, timeout: 3 * TIMEOUT_MS,
+      skip: SKIP, todo: PENDING[codec].down, timeout: 3 * TIMEOUT_MS,
     }, async (t) => {
       if (unsupported) return t.skip(unsupported);
       const ssrc = primaryVideoSsrc(b, a);
@@ -108,7 +110,7 @@ for (const codec of ['AV1', 'VP9']) {
       assert.ok(got < 0.5 * sent, `received ${got} bytes of the ${sent} sent (need < 50 %)`);
     });
 
-    test('receiver asking 720 decodes 720p', { skip: SKIP, todo: NO_ALLOCATION, timeout: 3 * TIMEOUT_MS }, async (t) => {
+    test('receiver asking 720 decodes 720p within 3 s', { skip: SKIP, todo: PENDING[codec].up, timeout: 3 * TIMEOUT_MS }, async (t) => {
       if (unsupported) return t.skip(unsupported);
       const ssrc = primaryVideoSsrc(b, a);
       const { t0, samples } = await monitor(b, ssrc, 5000, {
@@ -119,6 +121,14 @@ for (const codec of ['AV1', 'VP9']) {
       assert.ok(samples.length > 0 && samples[0].frameHeight > 0 && samples[0].frameHeight <= 180,
         `starts from ≤ 180p (the previous test's constraint); decoding ${samples[0] && samples[0].frameHeight}p`);
       const hd = samples.find((x) => x.t >= t0 && x.frameHeight >= 720);
+      if (!hd) {
+        // Diagnose: slow (e.g. the downlink estimate ramps) or never?
+        const more = await monitor(b, ssrc, 10000, { periodMs: 250 });
+        const late = more.samples.find((x) => x.frameHeight >= 720);
+        t.diagnostic(`no 720p within 5 s; next 10 s: ${describeSamples(more.samples)}; 720p ${late ? `after ${(late.t - t0).toFixed(0)} ms` : 'never'}`);
+        t.diagnostic(describeStats(RECEIVER, await b.stats()));
+        t.diagnostic(describeStats(SENDER, await a.stats()));
+      }
       assert.ok(hd, `720p decoded within 5 s (heights ${[...new Set(samples.map((x) => x.frameHeight))]})`);
       t.diagnostic(`720p after ${(hd.t - t0).toFixed(0)} ms; longest stall ${longestStall(samples).toFixed(0)} ms`);
       assert.ok(hd.t - t0 <= 3000, `720p ${(hd.t - t0).toFixed(0)} ms after the constraints (need ≤ 3000)`);
