@@ -31,11 +31,12 @@
      * as LJM's codec-order munging does; it sets the SVC bitrate); `scalabilityMode` (e.g.
      * 'L3T3_KEY') makes the first encoding an SVC stream and the other two inactive (LJM's full
      * SVC mode); `constraints` replaces the ReceiverVideoConstraints sent on channel open;
-     * `source: 'canvas'` replaces the fake camera by canvasTrack().
+     * `source: 'canvas'` replaces the fake camera by canvasTrack(); `audioEnabled: false` mutes
+     * the mic (silence is sent).
      */
     async init({
       endpointId, width = 640, height = 360, frameRate = 30, codec = 'VP8', scalabilityMode = null,
-      constraints = null, applySenderConstraints = true, source = 'camera',
+      constraints = null, applySenderConstraints = true, source = 'camera', audioEnabled = true,
     }) {
       this.endpointId = endpointId;
       this.codec = codec;
@@ -52,6 +53,8 @@
           video: { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: frameRate } },
         });
       }
+      // A muted mic (track disabled) sends silence, so it never becomes the dominant speaker.
+      for (const t of this.stream.getAudioTracks()) t.enabled = audioEnabled;
       document.getElementById('local').srcObject = this.stream;
       const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] });
       this.pc = pc;

