@@ -226,15 +226,21 @@ export async function monitor(p, ssrc, ms, { periodMs = 100, during = null } = {
   return { t0, samples };
 }
 
-/** Longest time (ms) in `samples` during which framesDecoded did not grow. */
-export function longestStall(samples) {
-  let worst = 0;
-  let lastChange = samples.length ? samples[0].t : 0;
+/** The longest run of `samples` during which framesDecoded did not grow: { ms, from, to } (sample indexes). */
+export function stallOf(samples) {
+  let worst = { ms: 0, from: 0, to: 0 };
+  let lastChange = 0;
   for (let i = 1; i < samples.length; i++) {
-    if (samples[i].framesDecoded > samples[i - 1].framesDecoded) lastChange = samples[i].t;
-    worst = Math.max(worst, samples[i].t - lastChange);
+    if (samples[i].framesDecoded > samples[i - 1].framesDecoded) lastChange = i;
+    const ms = samples[i].t - samples[lastChange].t;
+    if (ms > worst.ms) worst = { ms, from: lastChange, to: i };
   }
   return worst;
+}
+
+/** Longest time (ms) in `samples` during which framesDecoded did not grow. */
+export function longestStall(samples) {
+  return stallOf(samples).ms;
 }
 
 /** Bytes per second over two stats snapshots for one inbound/outbound entry picked by `pick`. */
@@ -252,5 +258,17 @@ export function describeSamples(samples) {
   const first = samples[0];
   const last = samples[samples.length - 1];
   return `${samples.length} samples over ${(last.t - first.t).toFixed(0)} ms: heights ${heights}, frames ${first.framesDecoded}→${last.framesDecoded}, `
-    + `freezes ${first.freezeCount}→${last.freezeCount} (${(last.totalFreezesDuration - first.totalFreezesDuration).toFixed(3)} s), longest stall ${longestStall(samples).toFixed(0)} ms`;
+    + `freezes ${first.freezeCount}→${last.freezeCount} (${(last.totalFreezesDuration - first.totalFreezesDuration).toFixed(3)} s), longest stall ${longestStall(samples).toFixed(0)} ms`
+    + `${describeStall(samples)}`;
+}
+
+/** What arrived during the longest stall (frames received but not decoded, or nothing at all?). */
+function describeStall(samples) {
+  const st = stallOf(samples);
+  if (st.ms < 300) return '';
+  const a = samples[st.from];
+  const b = samples[st.to];
+  return ` [during it: +${b.packetsReceived - a.packetsReceived} packets, +${b.framesReceived - a.framesReceived} frames received, `
+    + `+${b.framesDropped - a.framesDropped} dropped, +${b.pliCount - a.pliCount} PLI sent, keyframes decoded ${a.keyFramesDecoded}→${b.keyFramesDecoded}, `
+    + `height ${a.frameHeight}→${b.frameHeight}]`;
 }

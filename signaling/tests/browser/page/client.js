@@ -293,7 +293,9 @@
             samples.push({
               t: performance.now(), framesDecoded: s.framesDecoded || 0, frameHeight: s.frameHeight || 0,
               bytesReceived: s.bytesReceived || 0, freezeCount: s.freezeCount || 0,
-              totalFreezesDuration: s.totalFreezesDuration || 0,
+              totalFreezesDuration: s.totalFreezesDuration || 0, framesReceived: s.framesReceived || 0,
+              packetsReceived: s.packetsReceived || 0, pliCount: s.pliCount || 0,
+              keyFramesDecoded: s.keyFramesDecoded || 0, framesDropped: s.framesDropped || 0,
             });
           }
         });
