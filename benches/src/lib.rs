@@ -343,7 +343,22 @@ impl Conference {
         if up != conf.clients.len() {
             return Err(err(format!("{up} of {} clients connected", conf.clients.len())));
         }
-        // Let ICE nomination and the last DTLS flights settle.
+        // Every receiver asks for video as lib-jitsi-meet does (no video is forwarded before
+        // the first constraints), here through the command the websocket path uses.
+        for i in 1..=receivers {
+            conf.shard
+                .handle_command(
+                    conf.now,
+                    Command::BridgeChannelMessage {
+                        conf: CONF,
+                        ep: EndpointId(i as u32),
+                        text: r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#
+                            .into(),
+                    },
+                )
+                .map_err(|e| err(format!("constraints: {e}")))?;
+        }
+        // Let ICE nomination and the last DTLS flights settle (and the allocation run).
         for _ in 0..200 {
             conf.step(Duration::from_millis(5));
         }
@@ -478,8 +493,13 @@ impl Conference {
     }
 }
 
+/// A VP8 keyframe payload (4-byte descriptor with a 15-bit picture ID, no temporal layers,
+/// keyframe header of 640x360): classified and projected like a real single-layer stream.
 fn payload(n: u32, len: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(len);
+    let pid = (n & 0x7FFF) as u16;
+    p.extend_from_slice(&[0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8]);
+    p.extend_from_slice(&[0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
     p.extend_from_slice(&n.to_be_bytes());
     while p.len() < len {
         p.push((p.len() as u8).wrapping_mul(31));

@@ -50,6 +50,20 @@ pub enum Command {
     },
     /// Remove an endpoint. Unknown endpoints are not an error.
     ExpireEndpoint { conf: ConferenceId, ep: EndpointId },
+    /// A bridge-channel message from the endpoint that arrived outside SCTP (the colibri-ws
+    /// websocket); handled exactly as one from its data channel.
+    BridgeChannelMessage {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
+    /// The endpoint's colibri-ws websocket connected (`open`) or went away. While it is the
+    /// active channel, messages for the endpoint come out as [`Event::BridgeChannelSend`].
+    BridgeChannelWebSocket {
+        conf: ConferenceId,
+        ep: EndpointId,
+        open: bool,
+    },
     /// Send a UTF-8 bridge-channel message to the endpoint over its SCTP data channel.
     SendDataChannelText {
         conf: ConferenceId,
@@ -69,7 +83,9 @@ impl Command {
             | Command::SetRemoteTransport { conf, .. }
             | Command::SetSources { conf, .. }
             | Command::ExpireEndpoint { conf, .. }
-            | Command::SendDataChannelText { conf, .. } => *conf,
+            | Command::SendDataChannelText { conf, .. }
+            | Command::BridgeChannelMessage { conf, .. }
+            | Command::BridgeChannelWebSocket { conf, .. } => *conf,
         }
     }
 }
@@ -260,6 +276,12 @@ pub enum Event {
     DataChannelOpen { conf: ConferenceId, ep: EndpointId },
     /// A UTF-8 message arrived on the endpoint's data channel.
     DataChannelText {
+        conf: ConferenceId,
+        ep: EndpointId,
+        text: String,
+    },
+    /// A bridge-channel message for the endpoint's websocket (its active channel, media.md §2.1).
+    BridgeChannelSend {
         conf: ConferenceId,
         ep: EndpointId,
         text: String,

@@ -85,6 +85,10 @@ pub struct Endpoint {
     pub channel_in: std::collections::VecDeque<String>,
     /// Whether the SCTP data channel is open.
     pub channel_open: bool,
+    /// Whether a colibri-ws websocket is connected.
+    pub ws_open: bool,
+    /// The channel that last received a message is the active one (media.md §2.1).
+    pub ws_active: bool,
     pub rx: HashMap<u32, RxStream>,
     pub tx: HashMap<u32, TxStream>,
     pub created: Instant,
@@ -176,6 +180,8 @@ impl Endpoint {
             recv: Receiver::default(),
             channel_in: std::collections::VecDeque::new(),
             channel_open: false,
+            ws_open: false,
+            ws_active: false,
             rx: HashMap::new(),
             tx: HashMap::new(),
             created: now,
@@ -341,19 +347,10 @@ pub struct TxStream {
 /// The last [`SeqWindow::SPAN`] sequence numbers of a stream, to drop duplicates (an RTX
 /// copy of a packet that did arrive, a sender's double send). SRTP's replay window works on
 /// the encrypted stream per SSRC and cannot see RTX copies of the original SSRC.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SeqWindow {
     bits: [u64; 16],
     max: Option<u16>,
-}
-
-impl Default for SeqWindow {
-    fn default() -> Self {
-        Self {
-            bits: [0; 16],
-            max: None,
-        }
-    }
 }
 
 impl SeqWindow {

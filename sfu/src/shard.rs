@@ -491,6 +491,53 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
+            Command::BridgeChannelWebSocket { conf, ep, open } => {
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let e = c
+                    .endpoints
+                    .get_mut(&ep)
+                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                e.ws_open = open;
+                e.ws_active = open;
+                if open {
+                    // The current state goes out on the new channel (§2.1).
+                    e.channel_in.push_front(String::new());
+                    process_channel(now, c, ep, &mut self.io);
+                }
+                Ok(Reply::Done)
+            }
+            Command::BridgeChannelMessage { conf, ep, text } => {
+                let env = Env {
+                    config: &self.config,
+                    provider: &self.provider,
+                    cert: &self.cert,
+                };
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let e = c
+                    .endpoints
+                    .get_mut(&ep)
+                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                if e.channel_in.len() >= crate::receiver::CHANNEL_QUEUE {
+                    self.io.drop("channel_queue_full");
+                    return Err(CommandError::LimitReached("bridge-channel queue"));
+                }
+                e.ws_active = true;
+                e.channel_in.push_back(text);
+                process_channel(now, c, ep, &mut self.io);
+                if c.channel_dirty {
+                    c.channel_dirty = false;
+                    for e in c.endpoints.values_mut() {
+                        drive(now, e, &env, &mut self.io, &mut self.by_addr);
+                    }
+                }
+                Ok(Reply::Done)
+            }
             Command::SendDataChannelText { conf, ep, text } => {
                 let env = Env {
                     config: &self.config,
@@ -936,7 +983,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
     }
     for (ssrc, rx) in ep.rx.iter_mut() {
         let Some(nack) = rx.nack.as_mut() else { continue };
-        if !nack.next_deadline().is_some_and(|t| t <= now) {
+        if nack.next_deadline().is_none_or(|t| t > now) {
             continue;
         }
         while let Some(n) = nack.poll_nack(now, Ssrc(bridge_ssrc), Ssrc(*ssrc), &mut buf) {
@@ -1150,6 +1197,7 @@ fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
                 if ep.channel_in.len() >= crate::receiver::CHANNEL_QUEUE {
                     io.drop("channel_queue_full");
                 } else {
+                    ep.ws_active = false;
                     ep.channel_in.push_back(text);
                 }
             }
@@ -1730,9 +1778,19 @@ fn send_reports(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, ntp: u64, io:
     }
 }
 
-/// Queue a bridge-channel message to `ep` over its SCTP data channel (the caller drives the
-/// endpoint afterwards). Without an open channel the message is dropped and counted.
+/// Queue a bridge-channel message to `ep` on its active channel: the websocket when it last
+/// received a message there (or SCTP is not open), else the SCTP data channel (the caller
+/// drives the endpoint afterwards). Without any channel it is dropped and counted.
 fn channel_send(now: Instant, ep: &mut Endpoint, text: &str, io: &mut Io) {
+    if ep.ws_open && (ep.ws_active || !ep.channel_open) {
+        io.c.channel_tx += 1;
+        io.events.push_back(Event::BridgeChannelSend {
+            conf: ep.conf,
+            ep: ep.id,
+            text: text.to_owned(),
+        });
+        return;
+    }
     match ep.sctp.as_mut() {
         Some(sctp) if ep.channel_open => {
             if sctp.send_text(now, text).is_err() {
@@ -1940,7 +1998,7 @@ fn announce_dominant(now: Instant, conf: &mut Conference, dominant: EndpointId, 
     let mut out = std::mem::take(&mut conf.scratch);
     if bc::write_dominant_speaker(&mut out, &name, &previous, false).is_ok() {
         for r in conf.endpoints.values_mut() {
-            if r.channel_open {
+            if r.channel_open || r.ws_open {
                 channel_send(now, r, &out, io);
             }
         }
@@ -2064,7 +2122,7 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                 .iter()
                 .filter_map(|k| conf.sources.get(*k).map(|s| s.name.as_str()))
                 .collect();
-            if r.channel_open && bc::write_forwarded_sources(&mut out, &names).is_ok() {
+            if (r.channel_open || r.ws_open) && bc::write_forwarded_sources(&mut out, &names).is_ok() {
                 channel_send(now, r, &out, io);
             }
         }
@@ -2080,7 +2138,7 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             continue;
         };
         if let Some(owner) = conf.endpoints.get_mut(&info.owner) {
-            if owner.channel_open && bc::write_sender_source_constraints(&mut out, &info.name, max).is_ok() {
+            if (owner.channel_open || owner.ws_open) && bc::write_sender_source_constraints(&mut out, &info.name, max).is_ok() {
                 channel_send(now, owner, &out, io);
             }
         }

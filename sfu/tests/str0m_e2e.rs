@@ -61,7 +61,6 @@ async fn setup_with(sfu: &Sfu, tags: &[u8], corrupt: &[u8], sctp: bool) -> Vec<P
 
 /// Every endpoint opens the bridge channel (its client sends receiver constraints on open:
 /// no video is forwarded before them).
-
 async fn setup_full(
     sfu: &Sfu,
     tags: &[u8],

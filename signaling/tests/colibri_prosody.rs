@@ -1071,9 +1071,11 @@ async fn run_exchange(peers: Vec<Peer>, senders: &'static [u8], duration: Durati
 /// and payload type.
 fn assert_payloads_intact(p: &Peer) {
     for r in &p.client.received {
-        assert!(r.payload.len() >= 6, "{}: short payload {r:?}", p.id);
-        let (tag, kind) = (r.payload[0], r.payload[1]);
-        let n = u32::from_be_bytes([r.payload[2], r.payload[3], r.payload[4], r.payload[5]]);
+        let at = if r.pt == PT_VP8 { common::VP8_PREFIX } else { 0 };
+        assert!(r.payload.len() >= at + 6, "{}: short payload {r:?}", p.id);
+        let b = &r.payload[at..];
+        let (tag, kind) = (b[0], b[1]);
+        let n = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
         let (len, ssrc, pt) = match kind {
             b'a' => (80, audio_ssrc(tag), PT_OPUS),
             b'v' => (900, video_ssrc(tag), PT_VP8),
@@ -1180,7 +1182,14 @@ async fn media_through_xmpp_allocation() {
         "Palim received {} of {sent_by_clients} RTP packets: {st}",
         counter("rtp_packets_received")
     );
-    assert_eq!(counter("rtp_packets_sent"), counter("rtp_packets_received"), "{st}");
+    // Everything received was forwarded to the one other participant, except the first video
+    // packets that arrive before the receiver's constraints (no video before them, media.md
+    // §10 check 25).
+    let (sent, received) = (counter("rtp_packets_sent"), counter("rtp_packets_received"));
+    assert!(
+        sent <= received && sent * 100 >= received * 98,
+        "sent {sent} of {received}: {st}"
+    );
     assert_eq!(counter("drops_total"), 0, "{st}");
     assert_eq!(counter("endpoints_connected"), 2, "{st}");
     for p in &peers {

@@ -98,7 +98,8 @@ impl FakeCore {
             Command::SetMedia { conf, ep, .. }
             | Command::SetRemoteTransport { conf, ep, .. }
             | Command::SetSources { conf, ep, .. }
-            | Command::SendDataChannelText { conf, ep, .. } => known(&st, conf, ep),
+            | Command::SendDataChannelText { conf, ep, .. }
+            | Command::BridgeChannelMessage { conf, ep, .. } => known(&st, conf, ep),
             _ => Ok(Reply::Done),
         }
     }
