@@ -171,6 +171,38 @@ export const BRIDGE_TO_CLIENT = new Set([
   'VideoSourcesMap', 'AudioSourcesMap', 'SyntheticSourceSendingChangeEvent',
 ]);
 
+/**
+ * Shape problems of one bridge→client message (media.md §2.4), as strings; [] when it is fine.
+ * Only the fields LJM reads are checked; unknown classes are reported by the caller.
+ */
+export function shapeProblems(m) {
+  const p = [];
+  const str = (k) => { if (typeof m[k] !== 'string') p.push(`${k} is not a string`); };
+  const strArray = (k) => { if (!Array.isArray(m[k]) || !m[k].every((x) => typeof x === 'string')) p.push(`${k} is not an array of strings`); };
+  const int = (k) => { if (!Number.isInteger(m[k])) p.push(`${k} is not an integer`); };
+  switch (m.colibriClass) {
+    case 'ServerHello': if ('version' in m) str('version'); break;
+    case 'ForwardedSources': strArray('forwardedSources'); break;
+    case 'SenderSourceConstraints': str('sourceName'); int('maxHeight'); if (m.maxHeight < -1) p.push('maxHeight < -1'); break;
+    case 'DominantSpeakerEndpointChangeEvent':
+      str('dominantSpeakerEndpoint');
+      if ('previousSpeakers' in m) {
+        strArray('previousSpeakers');
+        if (Array.isArray(m.previousSpeakers) && m.previousSpeakers.length > 10) p.push('more than 10 previousSpeakers');
+      }
+      if ('silence' in m && typeof m.silence !== 'boolean') p.push('silence is not a boolean');
+      break;
+    case 'EndpointConnectivityStatusChangeEvent':
+      str('endpoint');
+      if (m.active !== 'true' && m.active !== 'false') p.push('active is not the string "true"/"false" (media.md §10.33)');
+      break;
+    case 'ConnectionStats': if (typeof m.estimatedDownlinkBandwidth !== 'number') p.push('estimatedDownlinkBandwidth is not a number'); break;
+    case 'EndpointMessage': case 'EndpointStats': str('from'); break;
+    default: break;
+  }
+  return p;
+}
+
 /** The bridge-channel messages a page has received: [{ t (page ms), msg }]. */
 export function messagesOf(p, from = 0) {
   return p.page.evaluate((f) => window.palimClient.messages(f), from);
@@ -271,4 +303,16 @@ function describeStall(samples) {
   return ` [during it: +${b.packetsReceived - a.packetsReceived} packets, +${b.framesReceived - a.framesReceived} frames received, `
     + `+${b.framesDropped - a.framesDropped} dropped, +${b.pliCount - a.pliCount} PLI sent, keyframes decoded ${a.keyFramesDecoded}→${b.keyFramesDecoded}, `
     + `height ${a.frameHeight}→${b.frameHeight}]`;
+}
+
+/** The bridge's drop counters from GET /colibri/stats (drops_* keys), or a string saying why not. */
+export async function bridgeDrops(rest) {
+  try {
+    const res = await fetch(`${rest.replace(/\/+$/, '')}/colibri/stats`, { signal: AbortSignal.timeout(3000) });
+    if (!res.ok) return `GET /colibri/stats → HTTP ${res.status}`;
+    const j = await res.json();
+    return Object.fromEntries(Object.entries(j).filter(([k]) => k.startsWith('drops_')));
+  } catch (e) {
+    return `GET /colibri/stats failed: ${e.message}`;
+  }
 }

@@ -10,8 +10,8 @@ import assert from 'node:assert/strict';
 import { Focus } from '../lib/focus.js';
 import {
   SKIP, TIMEOUT_MS, SETUP_TIMEOUT_MS, log, fixtures, meeting, waitStats, describeStats, dumpOnFailure,
-  BRIDGE_TO_CLIENT, messagesOf, waitMessage, sendConstraints, constraintsFor, primaryVideoSsrc, monitor,
-  longestStall, rateBps, describeSamples, sleep,
+  BRIDGE_TO_CLIENT, shapeProblems, messagesOf, waitMessage, sendConstraints, constraintsFor, primaryVideoSsrc, monitor,
+  longestStall, rateBps, describeSamples, sleep, bridgeDrops, knownBug,
 } from '../lib/harness.js';
 
 const fx = fixtures();
@@ -20,6 +20,42 @@ const SENDER = 'a1b2c3d4';
 const RECEIVER = 'b2c3d4e5';
 const UPLINK_MS = 10000;
 const UPLINK_BPS = 1000000;
+
+/**
+ * Issue 6: once connected, the sender's 720p simulcast layer (third SIM SSRC) sends > 1 Mbps over
+ * some 1 s window within 10 s. Prints the per-second series and the bridge's drop counters.
+ */
+async function expectUplink(t, a) {
+  const SENDER = a.endpointId;
+  const up = await waitStats(a, (st) => st.connectionState === 'connected');
+  assert.equal(up.connectionState, 'connected', `${SENDER} connected`);
+  const top = a.simulcastState.sim[2];
+  const pick = (st) => st.outbound.find((o) => o.kind === 'video' && o.ssrc === top);
+  const deadline = Date.now() + UPLINK_MS;
+  let prev = await a.stats();
+  let best = 0;
+  let last = prev;
+  const series = []; // per second: top-layer Mbps / Chrome's outgoing estimate Mbps
+  while (Date.now() < deadline) {
+    await sleep(1000);
+    const cur = await a.stats();
+    const bps = rateBps(prev, cur, pick, 'bytesSent');
+    series.push(`${(bps / 1e6).toFixed(2)}/${((cur.pair?.availableOutgoingBitrate ?? 0) / 1e6).toFixed(2)}`);
+    best = Math.max(best, bps);
+    prev = cur;
+    last = cur;
+    if (bps > UPLINK_BPS) break;
+  }
+  const o = pick(last) || {};
+  t.diagnostic(`${SENDER} top layer ssrc=${top} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} best ${(best / 1e6).toFixed(2)} Mbps over 1 s, limit=${o.qualityLimitationReason} target=${o.targetBitrate} outBwe=${last.pair && last.pair.availableOutgoingBitrate}`);
+  t.diagnostic(`per second, top layer / outgoing estimate (Mbps): ${series.join(' ')}`);
+  const ssc = (await messagesOf(a)).filter((x) => x.msg.colibriClass === 'SenderSourceConstraints').map((x) => x.msg.maxHeight);
+  t.diagnostic(`${SENDER} SenderSourceConstraints so far: ${JSON.stringify(ssc)} (applied by the page: ${await a.page.evaluate(() => window.palimClient.applySenderConstraints)})`);
+  t.diagnostic(`bridge drop counters: ${JSON.stringify(await bridgeDrops(fx.bridge.rest))}`);
+  t.diagnostic(describeStats(SENDER, last));
+  assert.ok(best > UPLINK_BPS, `${SENDER}'s 720p layer (ssrc ${top}) reached ${(best / 1e6).toFixed(2)} Mbps within ${UPLINK_MS / 1000} s (need > 1 Mbps)`);
+  assert.equal(o.frameHeight, 720, 'the top layer encodes 720p');
+}
 
 describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
   let focus;
@@ -32,7 +68,9 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
     focus = new Focus(fx.rest());
     ps = await meeting(fx.browser, focus, [SENDER, RECEIVER], {
       opts: {
-        [SENDER]: { width: 1280, height: 720, frameRate: 30, source: 'canvas' },
+        // The sender does not apply SenderSourceConstraints here (LJM does): see the last
+        // describe for why the layer checks need a sender whose top layer is reliably on.
+        [SENDER]: { width: 1280, height: 720, frameRate: 30, source: 'canvas', applySenderConstraints: false },
         // The receiver sends a small picture of its own; the 1 MiB test needs a bigger
         // a=max-message-size than LJM's 262144 (a hostile client is not bound by it).
         [RECEIVER]: { width: 320, height: 180, maxMessageSize: 4 * 1024 * 1024 },
@@ -48,28 +86,7 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
   });
 
   test('uplink: the 720p simulcast layer exceeds 1 Mbps within 10 s', { skip: SKIP, timeout: 3 * TIMEOUT_MS }, async (t) => {
-    const up = await waitStats(a, (st) => st.connectionState === 'connected');
-    assert.equal(up.connectionState, 'connected', `${SENDER} connected`);
-    const top = a.simulcastState.sim[2];
-    const pick = (st) => st.outbound.find((o) => o.kind === 'video' && o.ssrc === top);
-    const deadline = Date.now() + UPLINK_MS;
-    let prev = await a.stats();
-    let best = 0;
-    let last = prev;
-    while (Date.now() < deadline) {
-      await sleep(1000);
-      const cur = await a.stats();
-      const bps = rateBps(prev, cur, pick, 'bytesSent');
-      best = Math.max(best, bps);
-      prev = cur;
-      last = cur;
-      if (bps > UPLINK_BPS) break;
-    }
-    const o = pick(last) || {};
-    t.diagnostic(`${SENDER} top layer ssrc=${top} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} best ${(best / 1e6).toFixed(2)} Mbps over 1 s, limit=${o.qualityLimitationReason} target=${o.targetBitrate} outBwe=${last.pair && last.pair.availableOutgoingBitrate}`);
-    t.diagnostic(describeStats(SENDER, last));
-    assert.ok(best > UPLINK_BPS, `${SENDER}'s 720p layer (ssrc ${top}) reached ${(best / 1e6).toFixed(2)} Mbps within ${UPLINK_MS / 1000} s (need > 1 Mbps)`);
-    assert.equal(o.frameHeight, 720, 'the top layer encodes 720p');
+    await expectUplink(t, a);
   });
 
   test('bridge channel: ForwardedSources arrives after open without being asked', {
@@ -81,7 +98,7 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
     assert.ok(Array.isArray(m.msg.forwardedSources), 'forwardedSources is an array');
   });
 
-  test('bridge channel: every message from the bridge is JSON with a bridge→client colibriClass', {
+  test('bridge channel: every message from the bridge is JSON with a bridge→client colibriClass and its fields', {
     skip: SKIP, timeout: 3 * TIMEOUT_MS,
   }, async (t) => {
     const all = [...(await messagesOf(a)), ...(await messagesOf(b))];
@@ -91,6 +108,7 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
       assert.ok(!('raw' in msg), `not JSON: ${msg.raw}`);
       assert.equal(typeof msg.colibriClass, 'string', `has colibriClass: ${JSON.stringify(msg)}`);
       assert.ok(BRIDGE_TO_CLIENT.has(msg.colibriClass), `bridge→client class: ${msg.colibriClass}`);
+      assert.deepEqual(shapeProblems(msg), [], `shape of ${JSON.stringify(msg)}`);
     }
   });
 
@@ -156,8 +174,11 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
       '{"colibriClass":"NoSuchClass","x":1}',
       '{"noClass":true}',
       '{"colibriClass":"ReceiverVideoConstraints","lastN":"many"}',
-      '{"colibriClass":"ReceiverVideoConstraints","lastN":1,"lastN":2}', // duplicate key
-      '{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":-7}}',
+      // The next three would stop this page's video if the bridge took them: each must be
+      // dropped whole (duplicate key: media.md §2.2, §10.19; maxHeight -7: §2.4; lastN type).
+      `{"colibriClass":"ReceiverVideoConstraints","lastN":0,"lastN":0}`,
+      `{"colibriClass":"ReceiverVideoConstraints","lastN":0,"defaultConstraints":{"maxHeight":-7}}`,
+      '{"colibriClass":"LastNChangedEvent","lastN":"zero"}',
       '\u0000\u0001\u0002',
     ];
     for (const g of garbage) await b.page.evaluate((x) => window.palimClient.sendRaw(x), g);
@@ -206,7 +227,7 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
     assert.equal(mid.connectionState, 'connected', 'the PeerConnection is still connected');
     const health = await fetch(`${fx.bridge.rest}/about/health`).then((r) => r.status).catch((e) => e.message);
     assert.equal(health, 200, 'the bridge is healthy');
-    // Media still flows to the page that sent the garbage.
+    // Media still flows to the page that sent the garbage (none of the lastN-0 messages took).
     const ssrcNow = mid.inbound.find((x) => x.kind === 'video' && x.ssrc === ssrc);
     const later = await waitStats(b, (st) => (st.inbound.find((x) => x.kind === 'video' && x.ssrc === ssrc)?.framesDecoded ?? 0) > (ssrcNow?.framesDecoded ?? 0) + 5, 5000);
     assert.ok((later.inbound.find((x) => x.kind === 'video' && x.ssrc === ssrc)?.framesDecoded ?? 0) > (ssrcNow?.framesDecoded ?? 0), 'video still decoded');
@@ -328,5 +349,40 @@ describe('lastN with three senders', () => {
     t.diagnostic(`bytes over 3 s per sender: ${JSON.stringify(g)}; ForwardedSources since: ${JSON.stringify(fwd)}`);
     for (const x of g) assert.ok(x.bytes < 2000, `${x.ep}'s video stopped (${x.bytes} bytes in 3 s)`);
     assert.ok(fwd.length > 0 && fwd[fwd.length - 1].length === 0, 'ForwardedSources became []');
+  });
+});
+
+// The same uplink check with a page that applies SenderSourceConstraints as LJM does
+// (media.md §2.5). The bridge first sends maxHeight 0 for the new source (no receiver has asked
+// yet), the page turns all its encodings off, then on again when 720 arrives. In about half of
+// the runs Chrome's outgoing estimate then starts at 0.3–0.5 Mbps and grows ~8 %/s, so the 720p
+// layer does not start within 10 s; a page that ignores the constraints passed 4 runs of 4.
+const SSC_RAMP = knownBug('after SenderSourceConstraints maxHeight 0 → 720 (applied as LJM does) Chrome\'s estimate often restarts low (0.3–0.5 Mbps, +8 %/s) and the 720p layer stays off for > 10 s');
+
+describe('uplink with LJM\'s handling of SenderSourceConstraints', () => {
+  let focus;
+  let ps = [];
+
+  before(async () => {
+    if (SKIP) return;
+    focus = new Focus(fx.rest());
+    ps = await meeting(fx.browser, focus, ['d0d0d0d1', 'd0d0d0d2'], {
+      opts: {
+        d0d0d0d1: { width: 1280, height: 720, frameRate: 30, source: 'canvas', applySenderConstraints: true },
+        d0d0d0d2: { width: 320, height: 180, audioEnabled: false },
+      },
+    });
+    log(`meeting ${focus.meetingId} set up: d0d0d0d1 (720p, applies SenderSourceConstraints) → d0d0d0d2`);
+  }, { timeout: SETUP_TIMEOUT_MS });
+
+  after(async () => {
+    if (focus && focus.participants.length) await focus.expire().catch((e) => log(`expire failed: ${e.message}`));
+    for (const p of ps) await p.page.close().catch(() => {});
+  });
+
+  test('uplink: the 720p layer exceeds 1 Mbps within 10 s although the page applied maxHeight 0 first', {
+    skip: SKIP, todo: SSC_RAMP, timeout: 3 * TIMEOUT_MS,
+  }, async (t) => {
+    await expectUplink(t, ps[0]);
   });
 });

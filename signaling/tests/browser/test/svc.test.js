@@ -16,7 +16,7 @@ import {
 const fx = fixtures();
 
 // Per codec: the reason a test is still `todo` against main (false: required).
-const STALL = knownBug('the 180 → 720 up-switch of an L3T3_KEY stream sometimes freezes the picture for 1.4–3.1 s (AV1 and VP9, about 1 run in 3)');
+const STALL = knownBug('the 180 → 720 up-switch of an L3T3_KEY stream sometimes froze the picture for 1.4–3.1 s (AV1 and VP9, about 1 run in 3 on the loaded 2-core box; cause not known yet, the diagnostics say what arrived during the stall)');
 const VP9_UP = knownBug('VP9 L3T3_KEY: in 1 run of 3 the receiver stayed at 180/360p for > 5 s after asking 720');
 const PENDING = { AV1: { down: false, up: false, stall: STALL }, VP9: { down: false, up: VP9_UP, stall: STALL } };
 const UP_MS = 5000; // the brief asks "decodes 720" for SVC; 3 s is the simulcast bound
