@@ -2088,6 +2088,7 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             bandwidth_bps: bwe,
         };
         conf.allocator.allocate(&input, &conf.alloc_cfg, &mut r.recv.alloc);
+        tracing::trace!(parent: &r.span, ?bwe, settings = ?r.recv.settings, sources = ?sources, alloc = ?r.recv.alloc, "allocation");
         for sa in &r.recv.alloc.sources {
             let target = sa.target.map(|l| {
                 let state = conf.video.get(&sa.source);
@@ -2138,7 +2139,9 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             continue;
         };
         if let Some(owner) = conf.endpoints.get_mut(&info.owner) {
-            if (owner.channel_open || owner.ws_open) && bc::write_sender_source_constraints(&mut out, &info.name, max).is_ok() {
+            if (owner.channel_open || owner.ws_open)
+                && bc::write_sender_source_constraints(&mut out, &info.name, max).is_ok()
+            {
                 channel_send(now, owner, &out, io);
             }
         }

@@ -14,6 +14,7 @@ use str0m::config::DtlsVersion;
 use str0m::format::Codec;
 use str0m::ice::IceCreds;
 use str0m::media::KeyframeRequestKind;
+use str0m::media::Rid;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
@@ -222,6 +223,46 @@ impl Client {
             Some(mut ch) => ch.write(false, text.as_bytes()).unwrap_or(false),
             None => false,
         }
+    }
+
+    /// Declare more video SSRCs to send on (simulcast encodings beyond the first). str0m's
+    /// pacer finds a send stream by (mid, rid), so each gets its own rid (not sent: no RID
+    /// extension is negotiated).
+    pub fn add_video_ssrcs(&mut self, ssrcs: &[u32]) {
+        let mut api = self.rtc.direct_api();
+        for (i, s) in ssrcs.iter().enumerate() {
+            let rid = Rid::from(format!("r{}", i + 1).as_str());
+            api.declare_stream_tx(Ssrc::from(*s), None, Mid::from(MID_VIDEO), Some(rid));
+        }
+    }
+
+    /// Send one VP8 packet on `ssrc` with the caller's sequence number and timestamp.
+    pub fn send_video_on(&mut self, now: Instant, ssrc: u32, seq: u16, ts: u32, payload: &[u8]) {
+        self.sent_video += 1;
+        if let Some(s) = self.rtc.direct_api().stream_tx(&Ssrc::from(ssrc)) {
+            let exts = ExtensionValues {
+                mid: Some(Mid::from(MID_VIDEO)),
+                ..Default::default()
+            };
+            s.write_rtp(
+                RtpWrite::new(
+                    Pt::new_with_value(PT_VP8),
+                    u64::from(seq).into(),
+                    ts,
+                    now,
+                    payload.to_vec(),
+                )
+                .marker(true)
+                .ext_vals(exts),
+            );
+        }
+    }
+
+    /// Accept video on `ssrc` (sent by another endpoint through the bridge).
+    pub fn expect_video_rx(&mut self, ssrc: u32) {
+        self.rtc
+            .direct_api()
+            .expect_stream_rx(Ssrc::from(ssrc), None, Mid::from(MID_VIDEO), None);
     }
 
     /// Ask the sender of `ssrc` (through the bridge) for a keyframe, with a PLI.
