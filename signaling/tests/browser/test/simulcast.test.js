@@ -9,7 +9,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Focus } from '../lib/focus.js';
 import {
-  SKIP, TIMEOUT_MS, SETUP_TIMEOUT_MS, log, fixtures, meeting, waitStats, describeStats, dumpOnFailure,
+  SKIP, TIMEOUT_MS, SETUP_TIMEOUT_MS, log, fixtures, meeting, waitStats, describeStats,
   BRIDGE_TO_CLIENT, shapeProblems, messagesOf, waitMessage, sendConstraints, constraintsFor, primaryVideoSsrc, monitor,
   longestStall, rateBps, describeSamples, sleep, bridgeDrops, knownBug,
 } from '../lib/harness.js';
@@ -26,9 +26,9 @@ const UPLINK_BPS = 1000000;
  * some 1 s window within 10 s. Prints the per-second series and the bridge's drop counters.
  */
 async function expectUplink(t, a) {
-  const SENDER = a.endpointId;
+  const name = a.endpointId;
   const up = await waitStats(a, (st) => st.connectionState === 'connected');
-  assert.equal(up.connectionState, 'connected', `${SENDER} connected`);
+  assert.equal(up.connectionState, 'connected', `${name} connected`);
   const top = a.simulcastState.sim[2];
   const pick = (st) => st.outbound.find((o) => o.kind === 'video' && o.ssrc === top);
   const deadline = Date.now() + UPLINK_MS;
@@ -47,13 +47,13 @@ async function expectUplink(t, a) {
     if (bps > UPLINK_BPS) break;
   }
   const o = pick(last) || {};
-  t.diagnostic(`${SENDER} top layer ssrc=${top} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} best ${(best / 1e6).toFixed(2)} Mbps over 1 s, limit=${o.qualityLimitationReason} target=${o.targetBitrate} outBwe=${last.pair && last.pair.availableOutgoingBitrate}`);
+  t.diagnostic(`${name} top layer ssrc=${top} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} best ${(best / 1e6).toFixed(2)} Mbps over 1 s, limit=${o.qualityLimitationReason} target=${o.targetBitrate} outBwe=${last.pair && last.pair.availableOutgoingBitrate}`);
   t.diagnostic(`per second, top layer / outgoing estimate (Mbps): ${series.join(' ')}`);
   const ssc = (await messagesOf(a)).filter((x) => x.msg.colibriClass === 'SenderSourceConstraints').map((x) => x.msg.maxHeight);
-  t.diagnostic(`${SENDER} SenderSourceConstraints so far: ${JSON.stringify(ssc)} (applied by the page: ${await a.page.evaluate(() => window.palimClient.applySenderConstraints)})`);
+  t.diagnostic(`${name} SenderSourceConstraints so far: ${JSON.stringify(ssc)} (applied by the page: ${await a.page.evaluate(() => window.palimClient.applySenderConstraints)})`);
   t.diagnostic(`bridge drop counters: ${JSON.stringify(await bridgeDrops(fx.bridge.rest))}`);
-  t.diagnostic(describeStats(SENDER, last));
-  assert.ok(best > UPLINK_BPS, `${SENDER}'s 720p layer (ssrc ${top}) reached ${(best / 1e6).toFixed(2)} Mbps within ${UPLINK_MS / 1000} s (need > 1 Mbps)`);
+  t.diagnostic(describeStats(name, last));
+  assert.ok(best > UPLINK_BPS, `${name}'s 720p layer (ssrc ${top}) reached ${(best / 1e6).toFixed(2)} Mbps within ${UPLINK_MS / 1000} s (need > 1 Mbps)`);
   assert.equal(o.frameHeight, 720, 'the top layer encodes 720p');
 }
 
