@@ -48,6 +48,20 @@ pub enum Command {
         ep: EndpointId,
         sources: Vec<SourceDescription>,
     },
+    /// Colibri2 `force-mute`: drop the endpoint's audio (packets carrying the audio-level
+    /// extension) and/or all its video, hidden from receivers by sequence masking (media.md §6).
+    SetForceMute {
+        conf: ConferenceId,
+        ep: EndpointId,
+        audio: bool,
+        video: bool,
+    },
+    /// Colibri2 `initial-last-n` (−1 unlimited) for what the endpoint receives.
+    SetInitialLastN {
+        conf: ConferenceId,
+        ep: EndpointId,
+        last_n: i32,
+    },
     /// Remove an endpoint. Unknown endpoints are not an error.
     ExpireEndpoint { conf: ConferenceId, ep: EndpointId },
     /// A bridge-channel message from the endpoint that arrived outside SCTP (the colibri-ws
@@ -85,7 +99,9 @@ impl Command {
             | Command::ExpireEndpoint { conf, .. }
             | Command::SendDataChannelText { conf, .. }
             | Command::BridgeChannelMessage { conf, .. }
-            | Command::BridgeChannelWebSocket { conf, .. } => *conf,
+            | Command::BridgeChannelWebSocket { conf, .. }
+            | Command::SetForceMute { conf, .. }
+            | Command::SetInitialLastN { conf, .. } => *conf,
         }
     }
 }

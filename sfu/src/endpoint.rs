@@ -85,6 +85,9 @@ pub struct Endpoint {
     pub channel_in: std::collections::VecDeque<String>,
     /// Whether the SCTP data channel is open.
     pub channel_open: bool,
+    /// Colibri2 force-mute of what this endpoint sends.
+    pub force_mute_audio: bool,
+    pub force_mute_video: bool,
     /// Whether a colibri-ws websocket is connected.
     pub ws_open: bool,
     /// The channel that last received a message is the active one (media.md §2.1).
@@ -181,6 +184,8 @@ impl Endpoint {
             channel_in: std::collections::VecDeque::new(),
             channel_open: false,
             ws_open: false,
+            force_mute_audio: false,
+            force_mute_video: false,
             ws_active: false,
             rx: HashMap::new(),
             tx: HashMap::new(),

@@ -491,6 +491,34 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
+            Command::SetForceMute { conf, ep, audio, video } => {
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let e = c
+                    .endpoints
+                    .get_mut(&ep)
+                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                e.force_mute_audio = audio;
+                e.force_mute_video = video;
+                tracing::info!(parent: &e.span, audio, video, "force mute");
+                Ok(Reply::Done)
+            }
+            Command::SetInitialLastN { conf, ep, last_n } => {
+                let c = self
+                    .conferences
+                    .get_mut(&conf)
+                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let e = c
+                    .endpoints
+                    .get_mut(&ep)
+                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                if e.recv.settings.set_last_n(last_n) {
+                    c.realloc = true;
+                }
+                Ok(Reply::Done)
+            }
             Command::BridgeChannelWebSocket { conf, ep, open } => {
                 let c = self
                     .conferences
@@ -1333,12 +1361,20 @@ fn handle_rtp(
 
     let mut out_seq = seq;
     let mut classified = None;
+    if is_video && ep.force_mute_video {
+        return io.drop("force_muted");
+    }
     if !is_video {
         let level = h.audio_level(&data, sender_ext.audio_level);
+        let silence = conf.silence.entry(route.source).or_default();
+        if ep.force_mute_audio && level.is_some() {
+            // Hidden from receivers like silence (media.md §6).
+            silence.dropped = silence.dropped.wrapping_add(1);
+            return io.drop("force_muted");
+        }
         if let Some(l) = level {
             conf.speaker.level(now, from, l.level);
         }
-        let silence = conf.silence.entry(route.source).or_default();
         match level {
             Some(l) if l.level == 127 => {
                 silence.run += 1;

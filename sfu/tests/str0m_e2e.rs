@@ -719,3 +719,58 @@ fn fuzz(to: SocketAddr, n: u64, seed: u64) {
         }
     }
 }
+
+/// Colibri2 force-mute (media.md §6): after `SetForceMute { video: true }` nothing of the
+/// endpoint's video reaches the other one while its audio still does; with `audio: true` its
+/// audio (which carries the audio-level extension) stops too. Every dropped packet is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_mute_stops_the_muted_media_only() {
+    common::init_log();
+    let sfu = start(config()).await.expect("start");
+    let peers = setup(&sfu, &[1, 2], &[]).await;
+    let peers = tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        wait_connected(&mut peers, &[1, 2]);
+        exchange(&mut peers, &[1], Duration::from_secs(2));
+        peers
+    })
+    .await
+    .expect("client thread");
+    let before = peers[1].client.counts();
+    let (audio0, video0) = (before[&audio_ssrc(1)], before[&video_ssrc(1)]);
+    assert!(audio0 > 50 && video0 > 20, "media flows before the mute: {before:?}");
+    let mute = |audio, video| Command::SetForceMute {
+        conf: CONF,
+        ep: EndpointId(1),
+        audio,
+        video,
+    };
+    sfu.handle.command(mute(false, true)).await.expect("force mute video");
+    let peers = tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        exchange(&mut peers, &[1], Duration::from_secs(2));
+        peers
+    })
+    .await
+    .expect("client thread");
+    let mid = peers[1].client.counts();
+    assert!(mid[&audio_ssrc(1)] > audio0 + 50, "audio continues: {mid:?}");
+    assert_eq!(mid[&video_ssrc(1)], video0, "video stopped: {mid:?}");
+    sfu.handle.command(mute(true, true)).await.expect("force mute both");
+    let peers = tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        exchange(&mut peers, &[1], Duration::from_secs(1));
+        peers
+    })
+    .await
+    .expect("client thread");
+    let after = peers[1].client.counts();
+    assert_eq!(after[&audio_ssrc(1)], mid[&audio_ssrc(1)], "audio stopped: {after:?}");
+    let stats = sfu.handle.stats().await;
+    let muted = stats
+        .drops
+        .iter()
+        .find(|(r, _)| *r == "force_muted")
+        .map_or(0, |(_, n)| *n);
+    assert!(muted > 80, "force-muted packets counted: {:?}", stats.drops);
+}

@@ -21,6 +21,7 @@ pub struct Config {
     pub xmpp: XmppSection,
     pub rest: RestSection,
     pub shutdown: ShutdownSection,
+    pub websockets: WebSocketsSection,
     pub log: LogSection,
 }
 
@@ -154,6 +155,33 @@ pub struct ShutdownSection {
     pub initial_drain_mode: bool,
 }
 
+/// The colibri-ws bridge channel and the public HTTP server that serves it (media.md §2.1; JVB
+/// `videobridge.websockets.*` and `videobridge.http-servers.public.*`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketsSection {
+    /// Advertise colibri-ws URLs and accept the sockets (JVB default: off).
+    pub enabled: bool,
+    /// Where the public HTTP server listens (JVB `http-servers.public.host/port`; JVB's docs use
+    /// port 9090). Unset: no public server. Required when `enabled`.
+    pub public_bind: Option<SocketAddr>,
+    /// The `host[:port]` clients reach that server at (usually a proxy in front); one URL per entry.
+    pub domains: Vec<String>,
+    /// Advertise `wss://` instead of `ws://` (TLS terminated by the proxy).
+    pub tls: bool,
+    /// The URL's server-id segment; proxies route `/colibri-ws/{server_id}/` to this bridge.
+    pub server_id: String,
+    /// Ping the client when nothing was sent for `keepalive_interval`.
+    pub send_keepalive_pings: bool,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// Close a socket on which nothing (frame, ping or pong) arrived for this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Negotiate `permessage-deflate`. Not implemented: `true` is refused by `validate`.
+    pub enable_compression: bool,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -259,6 +287,22 @@ impl Default for ShutdownSection {
             graceful_shutdown_max_duration: Duration::from_secs(24 * 3600),
             shutting_down_delay: Duration::from_secs(60),
             initial_drain_mode: false,
+        }
+    }
+}
+
+impl Default for WebSocketsSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            public_bind: None,
+            domains: Vec::new(),
+            tls: false,
+            server_id: "default-id".into(),
+            send_keepalive_pings: true,
+            keepalive_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            enable_compression: false,
         }
     }
 }
@@ -435,6 +479,61 @@ impl Config {
         }
         if self.xmpp.presence_interval.is_zero() {
             return Err(invalid("xmpp.presence_interval", "must be more than 0".into()));
+        }
+        self.validate_websockets()
+    }
+
+    fn validate_websockets(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        let ws = &self.websockets;
+        if ws.enable_compression {
+            return Err(invalid(
+                "websockets.enable_compression",
+                "permessage-deflate is not implemented; set false",
+            ));
+        }
+        if !ws.enabled {
+            return Ok(());
+        }
+        if ws.public_bind.is_none() {
+            return Err(invalid(
+                "websockets.public_bind",
+                "websockets are enabled but no public HTTP server is configured",
+            ));
+        }
+        if ws.domains.is_empty() {
+            return Err(invalid(
+                "websockets.domains",
+                "websockets are enabled but no domain to advertise is set",
+            ));
+        }
+        for d in &ws.domains {
+            if d.is_empty() || d.contains(['/', '?', '#', ' ']) {
+                return Err(ConfigError::Invalid {
+                    key: "websockets.domains",
+                    reason: format!("{d:?} is not host[:port]"),
+                });
+            }
+        }
+        let id_ok = !ws.server_id.is_empty()
+            && ws
+                .server_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'));
+        if !id_ok {
+            return Err(invalid(
+                "websockets.server_id",
+                "must be non-empty and URL-safe ([A-Za-z0-9-_.~])",
+            ));
+        }
+        if ws.send_keepalive_pings && ws.keepalive_interval.is_zero() {
+            return Err(invalid("websockets.keepalive_interval", "must be more than 0"));
+        }
+        if ws.idle_timeout.is_zero() {
+            return Err(invalid("websockets.idle_timeout", "must be more than 0"));
         }
         Ok(())
     }
@@ -620,6 +719,28 @@ mod tests {
         let mut c = Config::default();
         c.ice.advertise_ips = vec!["not-an-ip".into()];
         assert!(c.sfu_config().unwrap_err().to_string().contains("advertise_ips"));
+    }
+
+    /// Enabling websockets without a public server or a domain is refused by name; a complete
+    /// section passes; compression (not implemented) is refused rather than silently ignored.
+    #[test]
+    fn websockets_section_is_checked() {
+        let c = Config::from_toml("[websockets]\nenabled = true\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("websockets.public_bind"), "{err}");
+        let c = Config::from_toml("[websockets]\nenabled = true\npublic_bind = \"127.0.0.1:9090\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("websockets.domains"), "{err}");
+        let ok =
+            "[websockets]\nenabled = true\npublic_bind = \"127.0.0.1:9090\"\ndomains = [\"meet.example.org:443\"]\n";
+        let c = Config::from_toml(ok).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.websockets.server_id, "default-id");
+        assert_eq!(c.websockets.keepalive_interval, Duration::from_secs(15));
+        let c = Config::from_toml(&format!("{ok}server_id = \"a/b\"\n")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("server_id"));
+        let c = Config::from_toml("[websockets]\nenable_compression = true\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("enable_compression"));
     }
 
     /// `XMPP_DOMAIN` alone derives the auth and internal MUC domains the way docker does.

@@ -8,4 +8,5 @@ pub mod ops;
 pub mod rest;
 pub mod server;
 pub mod stun;
+pub mod ws;
 pub mod xmpp;

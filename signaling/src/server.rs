@@ -11,10 +11,11 @@ use anyhow::Context;
 use sfu::Event;
 use tracing::{info, warn};
 
-use crate::colibri2::{Colibri2Handler, HandlerConfig};
+use crate::colibri2::{Colibri2Handler, HandlerConfig, WebSocketAdvert};
 use crate::config::{split_host_port, Config, XmppSection};
 use crate::ops::{Ops, ShutdownState};
 use crate::rest::{self, RestFlags, RestState};
+use crate::ws::{WsHub, WsSettings};
 use crate::xmpp::{self, BridgeStats, IncomingIq, IqHandler, IqResponse, StanzaError, XmppClient, XmppConfig};
 
 /// JVB's background expiry: conferences with no endpoints older than 20 s, checked every minute.
@@ -81,15 +82,44 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
     info!(media = %sfu.local_addr, ?addresses, "media core started");
     ops.set_addresses(addresses);
     let handle = sfu.handle.clone();
+    let ws_hub = config.websockets.enabled.then(WsHub::new);
     let colibri = Arc::new(Colibri2Handler::new(
         Arc::new(handle.clone()),
         HandlerConfig {
             graceful_shutdown: ops.refuse_flag(),
+            web_sockets: ws_hub.as_ref().map(|_| WebSocketAdvert {
+                domains: config.websockets.domains.clone(),
+                tls: config.websockets.tls,
+                server_id: config.websockets.server_id.clone(),
+            }),
+            endpoint_gone: ws_hub.as_ref().map(|hub| hub.endpoint_gone_hook()),
             ..HandlerConfig::default()
         },
     ));
 
-    tokio::spawn(route_events(sfu.events, colibri.clone(), ops.clone()));
+    tokio::spawn(route_events(sfu.events, colibri.clone(), ops.clone(), ws_hub.clone()));
+
+    // The public HTTP server: colibri-ws only (media.md §2.1).
+    if let Some(hub) = &ws_hub {
+        let bind = config
+            .websockets
+            .public_bind
+            .context("websockets.enabled needs websockets.public_bind")?;
+        let app = crate::ws::router(
+            hub.clone(),
+            colibri.clone(),
+            WsSettings::from_config(&config.websockets),
+        );
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding the public HTTP server to {bind} (websockets.public_bind)"))?;
+        info!(addr = %bind, domains = ?config.websockets.domains, "colibri websockets listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                warn!(error = %e, "public HTTP server stopped");
+            }
+        });
+    }
     tokio::spawn(expire_idle(colibri.clone()));
 
     let mut clients = Vec::new();
@@ -113,11 +143,15 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
 
     if config.rest.enabled {
         let health_ops = ops.clone();
-        let state = RestState::new(colibri.clone())
+        let mut state = RestState::new(colibri.clone())
             .with_ops(ops.clone())
             .with_flags(RestFlags::from_config(&config.rest))
             .with_stats_interval(config.rest.stats_interval)
             .with_health(Arc::new(move || health_ops.health()));
+        if let Some(hub) = &ws_hub {
+            let hub = hub.clone();
+            state = state.with_extra_stats(Arc::new(move || hub.stats.to_map()));
+        }
         let app = rest::router(state);
         let listener = tokio::net::TcpListener::bind(config.rest.bind)
             .await
@@ -240,6 +274,7 @@ async fn route_events(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     colibri: Arc<Colibri2Handler>,
     ops: Arc<Ops>,
+    ws: Option<Arc<WsHub>>,
 ) {
     while let Some(event) = events.recv().await {
         match event {
@@ -248,6 +283,11 @@ async fn route_events(
                 colibri.on_endpoint_expired(conf, ep).await;
             }
             Event::DtlsFailed { conf, ep, reason } => warn!(%conf, %ep, %reason, "DTLS failed"),
+            // Never waits: a slow or missing socket loses the message (counted in the hub).
+            Event::BridgeChannelSend { conf, ep, text } => match &ws {
+                Some(hub) => hub.send(conf, ep, text),
+                None => tracing::debug!(%conf, %ep, "bridge-channel message for a websocket while websockets are off"),
+            },
             other => tracing::debug!(event = ?other, "media core event"),
         }
     }

@@ -66,6 +66,56 @@ pub struct HandlerConfig {
     pub graceful_shutdown: Arc<AtomicBool>,
     /// Bound on each core command ([`COMMAND_TIMEOUT`]).
     pub command_timeout: Duration,
+    /// Colibri websockets (media.md §2.1): when set, every new endpoint's transport advertises
+    /// one `web-socket` URL per domain.
+    pub web_sockets: Option<WebSocketAdvert>,
+    /// Called (synchronously, under the handler's state lock: keep it short) for every local
+    /// endpoint the handler forgets: Colibri2 expire, conference expiry, or the core's own
+    /// expiry. The websocket server closes the endpoint's socket with 1001 from here.
+    pub endpoint_gone: Option<EndpointGoneHook>,
+}
+
+/// What goes into the advertised colibri-ws URLs:
+/// `{ws|wss}://{domain}/colibri-ws/{server_id}/{conference}/{endpoint}?pwd={password}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketAdvert {
+    /// One URL per entry (`host[:port]`, as clients reach the public HTTP server).
+    pub domains: Vec<String>,
+    /// `wss` instead of `ws` (TLS terminated in front of the bridge).
+    pub tls: bool,
+    pub server_id: String,
+}
+
+/// See [`HandlerConfig::endpoint_gone`].
+#[derive(Clone)]
+pub struct EndpointGoneHook(pub Arc<dyn Fn(ConferenceId, EndpointId) + Send + Sync>);
+
+impl std::fmt::Debug for EndpointGoneHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointGoneHook")
+    }
+}
+
+/// Length of the per-endpoint colibri-ws password (media.md §2.1).
+pub const WS_PASSWORD_LEN: usize = 24;
+
+/// What the websocket server needs to admit a socket for one endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebSocketTarget {
+    pub conf: ConferenceId,
+    pub ep: EndpointId,
+    /// The endpoint's colibri-ws password (never logged).
+    pub password: String,
+}
+
+impl std::fmt::Debug for WebSocketTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketTarget")
+            .field("conf", &self.conf)
+            .field("ep", &self.ep)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for HandlerConfig {
@@ -74,6 +124,8 @@ impl Default for HandlerConfig {
             sctp_enabled: true,
             graceful_shutdown: Arc::new(AtomicBool::new(false)),
             command_timeout: COMMAND_TIMEOUT,
+            web_sockets: None,
+            endpoint_gone: None,
         }
     }
 }
@@ -163,6 +215,8 @@ struct Conference {
 struct EndpointState {
     info: EndpointInfo,
     order: u64,
+    /// The colibri-ws `pwd`, fixed for the endpoint's lifetime (clients re-dial the same URL).
+    ws_password: String,
 }
 
 impl Colibri2Handler {
@@ -332,6 +386,7 @@ impl Colibri2Handler {
         if ep.expire {
             if let Some(old) = conf.endpoints.remove(&ep.id) {
                 tracing::info!(conf = %conf_id, ep = %old.info.id, name = %ep.id, "endpoint expired");
+                self.endpoint_gone(conf_id, old.info.id);
                 match self
                     .command(Command::ExpireEndpoint {
                         conf: conf_id,
@@ -418,6 +473,7 @@ impl Colibri2Handler {
                         source_names: vec![],
                     },
                     order,
+                    ws_password: ws_password(),
                 },
             );
             local = Some((lt, sctp));
@@ -436,14 +492,25 @@ impl Colibri2Handler {
         if let Err(CommandError::EndpointNotFound { .. }) = &result {
             // The core expired it on its own (inactivity) before we heard: forget it too, and let
             // Jicofo re-invite the participant (unknown_endpoint).
-            conf.endpoints.remove(&ep.id);
+            if let Some(old) = conf.endpoints.remove(&ep.id) {
+                self.endpoint_gone(conf_id, old.info.id);
+            }
         }
         result.map_err(err)?;
 
+        let transport = local.map(|(lt, sctp)| {
+            let mut t = local_transport(&lt, sctp);
+            if let (Some(ws), Some(ice), Some(state)) =
+                (&self.config.web_sockets, t.ice.as_mut(), conf.endpoints.get(&ep.id))
+            {
+                ice.web_sockets = web_socket_urls(ws, conf_id, &ep.id, &state.ws_password);
+            }
+            t
+        });
         Ok(EndpointResponse {
             id: ep.id.clone(),
             expire: false,
-            transport: local.map(|(lt, sctp)| local_transport(&lt, sctp)),
+            transport,
         })
     }
 
@@ -474,6 +541,12 @@ impl Colibri2Handler {
         }
         if let Some(n) = ep.initial_last_n {
             state.info.initial_last_n = Some(n);
+            self.command(Command::SetInitialLastN {
+                conf: conf_id,
+                ep: ep_id,
+                last_n: n,
+            })
+            .await?;
         }
         if let Some(ice) = ep.transport.as_ref().and_then(|t| t.ice.as_ref()) {
             let transport = remote_transport(ice);
@@ -499,8 +572,14 @@ impl Colibri2Handler {
             state.info.source_names = names;
         }
         if let Some(fm) = ep.force_mute {
-            // No core command yet: recorded so it can be applied when one exists.
             state.info.force_mute = fm;
+            self.command(Command::SetForceMute {
+                conf: conf_id,
+                ep: ep_id,
+                audio: fm.audio,
+                video: fm.video,
+            })
+            .await?;
         }
         if ep.transport.as_ref().is_some_and(|t| t.ice_restart) {
             // In-place ICE restart is not supported: answer without a transport, and Jicofo
@@ -553,6 +632,9 @@ impl Colibri2Handler {
         };
         st.meeting_ids.remove(&conf.id);
         st.totals.conferences_completed += 1;
+        for e in conf.endpoints.values() {
+            self.endpoint_gone(conf.id, e.info.id);
+        }
         tracing::info!(conf = %conf.id, endpoints = conf.endpoints.len(), "conference expired");
         if let Err(e) = self.command(Command::ExpireConference { conf: conf.id }).await {
             tracing::warn!(conf = %conf.id, error = %e, "expiring conference in the core failed");
@@ -585,9 +667,32 @@ impl Colibri2Handler {
             ..
         } = &mut *st;
         if let Some(c) = meeting_ids.get(&conf).and_then(|m| conferences.get_mut(m)) {
+            let before = c.endpoints.len();
             c.endpoints.retain(|_, e| e.info.id != ep);
+            if c.endpoints.len() != before {
+                self.endpoint_gone(conf, ep);
+            }
         }
         self.publish_counts(&st);
+    }
+
+    /// The colibri-ws admission data for `endpoint` (Jicofo's id) in the conference whose
+    /// bridge-local id is `conf` (the id in the websocket URL). `None` when either is unknown.
+    pub async fn web_socket_target(&self, conf: ConferenceId, endpoint: &str) -> Option<WebSocketTarget> {
+        let st = self.state.lock().await;
+        let c = st.conferences.get(st.meeting_ids.get(&conf)?)?;
+        let e = c.endpoints.get(endpoint)?;
+        Some(WebSocketTarget {
+            conf,
+            ep: e.info.id,
+            password: e.ws_password.clone(),
+        })
+    }
+
+    fn endpoint_gone(&self, conf: ConferenceId, ep: EndpointId) {
+        if let Some(hook) = &self.config.endpoint_gone {
+            (hook.0)(conf, ep);
+        }
     }
 
     /// Whether a conference with this meeting-id exists.
@@ -659,6 +764,28 @@ impl Colibri2Handler {
             Err(poisoned) => *poisoned.into_inner() = c,
         }
     }
+}
+
+/// A fresh colibri-ws password: [`WS_PASSWORD_LEN`] characters from `[a-zA-Z0-9]`, from the
+/// thread-local CSPRNG (it guards the endpoint's bridge channel, so it must not be guessable).
+fn ws_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), WS_PASSWORD_LEN)
+}
+
+/// One URL per configured domain (media.md §2.1).
+fn web_socket_urls(ws: &WebSocketAdvert, conf: ConferenceId, endpoint: &str, password: &str) -> Vec<super::WebSocket> {
+    let scheme = if ws.tls { "wss" } else { "ws" };
+    ws.domains
+        .iter()
+        .map(|domain| super::WebSocket {
+            url: Some(format!(
+                "{scheme}://{domain}/colibri-ws/{}/{conf}/{endpoint}?pwd={password}",
+                ws.server_id
+            )),
+            active: false,
+        })
+        .collect()
 }
 
 /// §3.10 step 3: several endpoints only for batch expiry / force-mute; no endpoint/relay mix;

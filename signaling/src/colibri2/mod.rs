@@ -16,7 +16,10 @@ pub mod xml;
 pub(crate) mod testutil;
 
 pub use error::{Colibri2Error, ErrorCondition, ErrorType, Reason};
-pub use handler::{Colibri2Handler, ConferenceInfo, HandlerConfig, HandlerCounts, MediaCore};
+pub use handler::{
+    Colibri2Handler, ConferenceInfo, EndpointGoneHook, HandlerConfig, HandlerCounts, MediaCore, WebSocketAdvert,
+    WebSocketTarget,
+};
 
 use sfu::control::MediaKind;
 

@@ -99,7 +99,9 @@ impl FakeCore {
             | Command::SetRemoteTransport { conf, ep, .. }
             | Command::SetSources { conf, ep, .. }
             | Command::SendDataChannelText { conf, ep, .. }
-            | Command::BridgeChannelMessage { conf, ep, .. } => known(&st, conf, ep),
+            | Command::BridgeChannelMessage { conf, ep, .. }
+            | Command::SetForceMute { conf, ep, .. }
+            | Command::SetInitialLastN { conf, ep, .. } => known(&st, conf, ep),
             _ => Ok(Reply::Done),
         }
     }
@@ -301,9 +303,15 @@ async fn session_accept_applies_transport_and_sources_and_answers_bare_endpoint(
     assert_eq!(resp, expected, "{}", to_string(&resp));
 
     let log = core.log();
-    assert_eq!(log.len(), 2, "{log:?}");
-    let Command::SetRemoteTransport { transport, .. } = &log[0] else {
-        panic!("{:?}", log[0])
+    assert_eq!(log.len(), 3, "{log:?}");
+    // §3.10 order: initial-last-n, then the transport, then the sources.
+    assert!(
+        matches!(log[0], Command::SetInitialLastN { last_n: -1, .. }),
+        "{:?}",
+        log[0]
+    );
+    let Command::SetRemoteTransport { transport, .. } = &log[1] else {
+        panic!("{:?}", log[1])
     };
     assert_eq!(transport.ufrag.as_deref(), Some("Vd7e"));
     assert_eq!(transport.pwd.as_deref(), Some("m0x3c1Y0L7r0h9dq7f2Q1x1a"));
@@ -316,8 +324,8 @@ async fn session_accept_applies_transport_and_sources_and_answers_bare_endpoint(
         ["198.51.100.20:53211".parse::<SocketAddr>().expect("addr")]
     );
 
-    let Command::SetSources { sources, .. } = &log[1] else {
-        panic!("{:?}", log[1])
+    let Command::SetSources { sources, .. } = &log[2] else {
+        panic!("{:?}", log[2])
     };
     assert_eq!(sources.len(), 2);
     assert_eq!(sources[0].name, "a1b2c3d4-a0");
@@ -1236,4 +1244,99 @@ async fn hostile_attribute_values_never_panic() {
         }
     }
     assert!(runs > 1000, "{runs}");
+}
+
+// ----- colibri-ws (media.md §2.1) -----
+
+/// With websockets configured, a new endpoint's transport advertises one URL per domain with the
+/// endpoint's 24-character password; the password admits the endpoint's socket, and every way
+/// the endpoint goes (expire, conference expiry) reaches the hook and revokes it.
+#[tokio::test]
+async fn web_socket_urls_password_and_expiry_hook() {
+    let gone: Arc<StdMutex<Vec<(ConferenceId, EndpointId)>>> = Arc::default();
+    let seen = gone.clone();
+    let (_core, h) = setup_with(HandlerConfig {
+        web_sockets: Some(WebSocketAdvert {
+            domains: vec!["meet.example.org".into(), "alt.example.org:8443".into()],
+            tls: true,
+            server_id: "jvb-1".into(),
+        }),
+        endpoint_gone: Some(EndpointGoneHook(Arc::new(move |c, e| {
+            seen.lock().expect("not poisoned").push((c, e));
+        }))),
+        ..Default::default()
+    });
+    let create = |id: &str, conf: bool| {
+        let mut v = serde_json::json!({"meeting-id": "m1", "endpoints": [{"id": id, "create": true,
+            "transport": {"ice-controlling": true}, "capabilities": ["source-names"]}]});
+        if conf {
+            v["create"] = serde_json::json!(true);
+        }
+        v.to_string()
+    };
+    let resp = h
+        .handle_json(create("ep1", true).as_bytes(), None)
+        .await
+        .expect("created");
+    let v = serde_json::to_value(&resp).expect("serializes");
+    let urls: Vec<String> = v["endpoints"][0]["transport"]["transport"]["web-sockets"]
+        .as_array()
+        .expect("web-sockets")
+        .iter()
+        .map(|u| u.as_str().expect("string").to_owned())
+        .collect();
+    let conf = h.conferences().await[0].id;
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    let pwd = urls[0].split_once("?pwd=").expect("pwd").1.to_owned();
+    assert_eq!(pwd.len(), super::WS_PASSWORD_LEN);
+    assert!(pwd.chars().all(|c| c.is_ascii_alphanumeric()), "{pwd}");
+    assert_eq!(
+        urls[0],
+        format!("wss://meet.example.org/colibri-ws/jvb-1/{conf}/ep1?pwd={pwd}")
+    );
+    assert_eq!(
+        urls[1],
+        format!("wss://alt.example.org:8443/colibri-ws/jvb-1/{conf}/ep1?pwd={pwd}")
+    );
+    let target = h.web_socket_target(conf, "ep1").await.expect("known endpoint");
+    assert_eq!(target.password, pwd);
+    assert!(h.web_socket_target(conf, "nobody").await.is_none());
+    assert!(h.web_socket_target(ConferenceId(conf.0 + 1), "ep1").await.is_none());
+
+    // A second endpoint gets its own password.
+    let resp2 = h
+        .handle_json(create("ep2", false).as_bytes(), None)
+        .await
+        .expect("created");
+    let v2 = serde_json::to_value(&resp2).expect("serializes");
+    let url2 = v2["endpoints"][0]["transport"]["transport"]["web-sockets"][0]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert!(!url2.ends_with(&pwd), "{url2}");
+
+    // Expire ep1: hook called, socket admission revoked.
+    h.handle_json(br#"{"meeting-id":"m1","endpoints":[{"id":"ep1","expire":true}]}"#, None)
+        .await
+        .expect("expired");
+    assert_eq!(gone.lock().expect("not poisoned").as_slice(), &[(conf, target.ep)]);
+    assert!(h.web_socket_target(conf, "ep1").await.is_none());
+    // Expire the conference: ep2 goes too.
+    let ep2 = h.web_socket_target(conf, "ep2").await.expect("ep2").ep;
+    h.handle_json(br#"{"meeting-id":"m1","expire":true}"#, None)
+        .await
+        .expect("expired");
+    assert_eq!(gone.lock().expect("not poisoned").last(), Some(&(conf, ep2)));
+}
+
+/// Without websockets configured (the default) no URL is advertised.
+#[tokio::test]
+async fn no_web_socket_urls_by_default() {
+    let (_core, h) = setup();
+    let body = br#"{"meeting-id":"m1","create":true,"endpoints":[{"id":"ep1","create":true,
+        "transport":{"ice-controlling":true},"capabilities":["source-names"]}]}"#;
+    let resp = h.handle_json(body, None).await.expect("created");
+    let v = serde_json::to_value(&resp).expect("serializes");
+    let ws = &v["endpoints"][0]["transport"]["transport"]["web-sockets"];
+    assert!(ws.is_null() || ws.as_array().is_some_and(|a| a.is_empty()), "{v}");
 }
