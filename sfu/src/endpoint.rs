@@ -18,7 +18,9 @@ use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
 
-use crate::bwe::{NackGenerator, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
+use crate::bwe::{
+    NackGenerator, PaddingBudget, ProbeCluster, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator,
+};
 use crate::control::{RemoteTransport, Setup};
 use crate::dtls::{Dtls, Role};
 use crate::id::Ssrc;
@@ -77,6 +79,16 @@ pub struct Endpoint {
     pub rtx_cache: HashMap<u32, RtxCache>,
     /// RTX encapsulation per outgoing video SSRC (its FID partner), when negotiated.
     pub rtx_enc: HashMap<u32, RtxEncoder>,
+    /// Probing toward this endpoint (media.md §4.2, §4.3).
+    pub prober: ProbeController,
+    pub padding: PaddingBudget,
+    /// The probe cluster being sent: (cluster, bytes sent, packets sent).
+    pub probe: Option<(ProbeCluster, u64, u32)>,
+    /// Next padding/probe tick (every 15 ms while there is headroom to find).
+    pub next_padding: Option<Instant>,
+    /// Sequence number and timestamp of padding-only packets on the bridge's video SSRC.
+    pub pad_seq: u16,
+    pub pad_ts: u32,
     /// The Colibri2 endpoint id (bridge-channel messages name endpoints by it).
     pub name: String,
     /// What this endpoint receives: its constraints, allocation and projections.
@@ -179,6 +191,12 @@ impl Endpoint {
             bwe: SendSideBwe::default(),
             rtx_cache: HashMap::new(),
             rtx_enc: HashMap::new(),
+            prober: ProbeController::new(crate::bwe::INITIAL_BPS),
+            padding: PaddingBudget::new(),
+            probe: None,
+            next_padding: None,
+            pad_seq: 1,
+            pad_ts: 0,
             name: String::new(),
             recv: Receiver::default(),
             channel_in: std::collections::VecDeque::new(),

@@ -175,6 +175,15 @@ impl Negotiated {
         !self.transport_cc() && self.pts.iter().flatten().any(|p| p.fb.remb)
     }
 
+    /// A video payload type for padding-only packets (any negotiated video codec).
+    pub fn padding_pt(&self) -> Option<u8> {
+        (0u8..128).find(|pt| {
+            self.pt(*pt).is_some_and(|p| {
+                p.kind == MediaKind::Video && matches!(p.codec, Codec::Vp8 | Codec::Vp9 | Codec::Av1 | Codec::H264)
+            })
+        })
+    }
+
     /// Whether the endpoint can receive RTX for video.
     pub fn has_rtx(&self) -> bool {
         self.pts.iter().flatten().any(|p| p.codec == Codec::Rtx)

@@ -19,6 +19,9 @@ pub struct Receiver {
     pub announced: Option<Vec<SourceKey>>,
     /// The estimate the last allocation used.
     pub alloc_bwe: Option<u64>,
+    /// Σ ideal and Σ target layer bitrates of the last allocation (for padding, §4.3).
+    pub ideal_bps: u64,
+    pub target_bps: u64,
 }
 
 impl Default for Receiver {
@@ -29,6 +32,8 @@ impl Default for Receiver {
             projections: HashMap::new(),
             announced: None,
             alloc_bwe: None,
+            ideal_bps: 0,
+            target_bps: 0,
         }
     }
 }

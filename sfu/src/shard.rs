@@ -17,8 +17,8 @@ use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use sansio::Protocol;
 
 use crate::allocation::{AllocConfig, AllocInput, Allocator};
-use crate::bwe::NackGenerator;
 use crate::bwe::RtxCache;
+use crate::bwe::{NackGenerator, PADDING_PERIOD};
 use crate::config::SfuConfig;
 use crate::control::{
     CandidateKind, Command, CommandError, Event, ExpireReason, LocalCandidate, LocalTransport, RemoteTransport, Reply,
@@ -119,6 +119,7 @@ struct Counters {
     channel_tx: u64,
     channel_ignored: u64,
     projection_drops: u64,
+    padding_sent: u64,
 }
 
 /// Outputs and counters, kept apart from the conferences so both can be borrowed at once.
@@ -807,6 +808,7 @@ impl Shard {
                 }
                 if ep.srtp.is_some() {
                     send_uplink_feedback(now, ep, video_ssrc, &mut self.io);
+                    send_probing(now, ep, video_ssrc, &mut self.io);
                 }
                 if now >= ep.next_report {
                     let jitter = self.rng.random_range(900..1100);
@@ -980,6 +982,14 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
     if ep.srtp.is_some() {
         if let Some(x) = ep.twcc_rx.next_deadline() {
             t = t.min(x);
+        }
+        if let Some(x) = ep.next_padding {
+            t = t.min(x);
+        }
+        if ep.neg.transport_cc() {
+            if let Some(x) = ep.prober.next_deadline() {
+                t = t.min(x);
+            }
         }
         for rx in ep.rx.values() {
             if let Some(x) = rx.nack.as_ref().and_then(|n| n.next_deadline()) {
@@ -1166,6 +1176,10 @@ fn on_dtls_events(now: Instant, ep: &mut Endpoint, devs: Vec<DtlsEvent>, io: &mu
             DtlsEvent::Connected { srtp, profile } => {
                 tracing::info!(parent: &ep.span, ?profile, "DTLS connected");
                 ep.srtp = Some(srtp);
+                if ep.neg.transport_cc() {
+                    // GoogleCc2's initial exponential probes (media.md §4.2).
+                    ep.prober.on_estimate(ep.bwe.estimate_bps(), now);
+                }
                 io.events.push_back(Event::DtlsConnected {
                     conf: ep.conf,
                     ep: ep.id,
@@ -1626,7 +1640,10 @@ fn handle_rtcp(
                 }
             }
             Ok(RtcpPacket::Remb(r)) => ep.remb_bps = Some(r.bitrate),
-            Ok(RtcpPacket::TransportCc(t)) => ep.bwe.on_feedback(&t, now),
+            Ok(RtcpPacket::TransportCc(t)) => {
+                ep.bwe.on_feedback(&t, now);
+                ep.prober.on_estimate(ep.bwe.estimate_bps(), now);
+            }
             Ok(RtcpPacket::Nack(n)) => {
                 let media = n.media.0;
                 for seq in n.lost_seqs() {
@@ -1723,6 +1740,98 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
         }
         Err(_) => io.drop("srtp_protect_failed"),
     }
+}
+
+/// Padding-only packets per 15 ms tick at most (≈ 2.7 Mbps of padding at 255 bytes each).
+const MAX_PADDING_PACKETS: usize = 20;
+/// Bytes of padding per padding-only packet (RFC 3550: the count is one byte).
+const PADDING_LEN: usize = 255;
+
+/// Probe clusters and §4.3 padding toward `ep`: padding-only RTP packets on the bridge's video
+/// SSRC, each with a transport-wide sequence number, so the receiver's feedback shows whether
+/// the path has room for the layers it does not get yet.
+fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) {
+    if !ep.neg.transport_cc() {
+        ep.next_padding = None;
+        return;
+    }
+    if ep.prober.next_deadline().is_some_and(|t| t <= now) {
+        ep.prober.handle_timeout(now);
+    }
+    if ep.probe.is_none() {
+        if let Some(c) = ep.prober.poll_cluster() {
+            ep.probe = Some((c, 0, 0));
+            ep.next_padding = Some(now);
+        }
+    }
+    let Some(at) = ep.next_padding else { return };
+    if at > now {
+        return;
+    }
+    let estimate = ep.bwe.estimate_bps();
+    let mut bytes = ep
+        .padding
+        .padding_bytes(now, ep.recv.ideal_bps, ep.recv.target_bps, estimate);
+    let mut probe_info = None;
+    if let Some((c, sent, packets)) = ep.probe.as_mut() {
+        // A cluster goes out at its bitrate over 15 ms ticks until its minimums are met.
+        let per_tick = (c.bitrate_bps as f64 * PADDING_PERIOD.as_secs_f64() / 8.0) as usize;
+        bytes += per_tick.max(PADDING_LEN);
+        probe_info = Some(c.info());
+        let _ = (sent, packets);
+    }
+    let (Some(dst), Some(pt)) = (ep.send_addr(), ep.neg.padding_pt()) else {
+        return;
+    };
+    let count = bytes.div_ceil(PADDING_LEN + 20).min(MAX_PADDING_PACKETS);
+    ep.pad_ts = ep.pad_ts.wrapping_add(3000);
+    for _ in 0..count {
+        let mut buf = io.take_buf();
+        let tcc = ep.tcc_out;
+        let tcc_bytes = tcc.to_be_bytes();
+        let exts: [(u8, &[u8]); 1] = [(ep.neg.ext.transport_cc, &tcc_bytes)];
+        let fields = crate::wire::rtp::RtpHeaderFields {
+            marker: false,
+            pt,
+            seq: ep.pad_seq,
+            timestamp: ep.pad_ts,
+            ssrc: Ssrc(bridge_ssrc),
+            csrcs: &[],
+            extensions: &exts,
+        };
+        let mut head = [0u8; 32];
+        let Ok(n) = fields.write_to(&mut head) else { return };
+        head[0] |= 0x20; // P: the packet is all padding
+        buf.extend_from_slice(&head[..n]);
+        buf.resize(n + PADDING_LEN, 0);
+        buf[n + PADDING_LEN - 1] = PADDING_LEN as u8;
+        let len = buf.len();
+        let Some(srtp) = ep.srtp.as_mut() else { return };
+        if srtp.protect_rtp_in_place(&mut buf).is_err() {
+            io.drop("srtp_protect_failed");
+            return;
+        }
+        ep.tcc_out = ep.tcc_out.wrapping_add(1);
+        ep.pad_seq = ep.pad_seq.wrapping_add(1);
+        match probe_info {
+            Some(info) => ep.bwe.on_probe_sent(tcc, len, info, now),
+            None => ep.bwe.on_sent(tcc, len, now),
+        }
+        if let Some((_, sent, packets)) = ep.probe.as_mut() {
+            *sent += len as u64;
+            *packets += 1;
+        }
+        io.c.padding_sent += 1;
+        io.c.rtp_tx += 1;
+        io.send(dst, buf);
+    }
+    if let Some((c, sent, packets)) = ep.probe.as_ref() {
+        if *sent >= c.min_bytes && *packets >= c.min_packets {
+            ep.probe = None;
+        }
+    }
+    let more = ep.probe.is_some() || ep.recv.ideal_bps > ep.recv.target_bps;
+    ep.next_padding = more.then(|| now + PADDING_PERIOD);
 }
 
 /// Keyframe requests honoured per compound RTCP packet.
@@ -2124,6 +2233,14 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             bandwidth_bps: bwe,
         };
         conf.allocator.allocate(&input, &conf.alloc_cfg, &mut r.recv.alloc);
+        r.recv.ideal_bps = r.recv.alloc.sources.iter().map(|s| s.ideal_bps).sum();
+        r.recv.target_bps = r.recv.alloc.target_bps();
+        if r.neg.transport_cc() {
+            r.prober.set_demand(r.recv.ideal_bps);
+            if r.recv.ideal_bps > r.recv.target_bps && r.next_padding.is_none() {
+                r.next_padding = Some(now);
+            }
+        }
         tracing::trace!(parent: &r.span, ?bwe, settings = ?r.recv.settings, sources = ?sources, alloc = ?r.recv.alloc, "allocation");
         for sa in &r.recv.alloc.sources {
             let target = sa.target.map(|l| {

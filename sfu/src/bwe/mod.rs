@@ -22,7 +22,8 @@ pub mod rtx_cache;
 mod sim;
 
 pub use feedback::TwccGenerator;
+pub use gcc::INITIAL_BPS;
 pub use gcc::{BandwidthUsage, SendSideBwe};
 pub use nack::NackGenerator;
-pub use prober::{PaddingBudget, ProbeCluster, ProbeController};
+pub use prober::{PaddingBudget, ProbeCluster, ProbeController, PADDING_PERIOD};
 pub use rtx_cache::{Resend, RtxCache, RtxEncoder, RtxStats};
