@@ -115,6 +115,11 @@ export async function meeting(browser, focus, names, { bad = new Set(), order = 
 /** The SSRCs a page has been told about for remote participants (primary video, its RTX, audio). */
 export function signalled(p) {
   const out = new Set();
+  // The bridge's own SSRCs (jvb-a0/jvb-v0) are on the offer's sendrecv m-lines: the bridge may
+  // send on them (padding probes, media.md §10.57).
+  const fb = p.focus.feedback || {};
+  if (fb.audio) out.add(fb.audio);
+  if (fb.video) out.add(fb.video);
   for (const r of p.remotes) {
     if (r.audio) out.add(r.audio.ssrc);
     if (r.video) {
@@ -268,6 +273,19 @@ export function stallOf(samples) {
     if (ms > worst.ms) worst = { ms, from: lastChange, to: i };
   }
   return worst;
+}
+
+/**
+ * The stall a window of `samples` may have without counting as a freeze: 500 ms, or three mean
+ * frame intervals when the frame rate is low (the shared 2-core box often decodes 720p at
+ * 4–8 fps; Chrome's own freeze rule is max(3 × mean, mean + 150 ms)).
+ */
+export function allowedStall(samples) {
+  if (samples.length < 2) return 500;
+  const frames = samples[samples.length - 1].framesDecoded - samples[0].framesDecoded;
+  const ms = samples[samples.length - 1].t - samples[0].t;
+  const mean = frames > 0 ? ms / frames : Infinity;
+  return Math.max(500, 3 * mean);
 }
 
 /** Longest time (ms) in `samples` during which framesDecoded did not grow. */

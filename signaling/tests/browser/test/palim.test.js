@@ -72,6 +72,7 @@ describe('two Chromium pages talk through Palim', () => {
     for (const p of ps) {
       const s = await p.stats();
       const known = signalled(p);
+      t.diagnostic(`${p.endpointId}: signalled SSRCs ${[...known].join(' ')} (bridge's own: ${focus.feedback.audio} ${focus.feedback.video})`);
       const extra = s.inbound.filter((i) => (i.packetsReceived ?? 0) > 0 && !known.has(i.ssrc));
       for (const i of extra) t.diagnostic(`${p.endpointId}: unsignalled ${i.kind} SSRC ${i.ssrc} arrived on mid=${i.mid} (${i.packetsReceived} packets, ${i.framesDecoded ?? '-'} frames)`);
       assert.equal(extra.length, 0, `${p.endpointId} received media on SSRCs never signalled to it: ${extra.map((i) => i.ssrc).join(', ')}`);

@@ -11,7 +11,7 @@ import { Focus } from '../lib/focus.js';
 import {
   SKIP, TIMEOUT_MS, SETUP_TIMEOUT_MS, log, fixtures, meeting, waitStats, describeStats,
   BRIDGE_TO_CLIENT, shapeProblems, messagesOf, waitMessage, sendConstraints, constraintsFor, primaryVideoSsrc, monitor,
-  longestStall, rateBps, describeSamples, sleep, bridgeDrops, knownBug,
+  longestStall, allowedStall, rateBps, describeSamples, sleep, bridgeDrops, knownBug,
 } from '../lib/harness.js';
 
 const fx = fixtures();
@@ -139,7 +139,7 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
     assert.equal(all[all.length - 1], 180, 'the latest equals the only receiver\'s constraint (180)');
   });
 
-  test('receiver asking 720 decodes 720p within 3 s, no freeze > 500 ms', {
+  test('receiver asking 720 decodes 720p within 3 s, no freeze > 500 ms (or 3 frame intervals)', {
     skip: SKIP, timeout: 3 * TIMEOUT_MS,
   }, async (t) => {
     const ssrc = primaryVideoSsrc(b, a);
@@ -157,7 +157,8 @@ describe('VP8 simulcast 720p: uplink, layer selection, bridge channel', () => {
     t.diagnostic(`720p decoded ${(hd.t - t0).toFixed(0)} ms after the constraints; longest stall ${longestStall(samples).toFixed(0)} ms`);
     assert.ok(hd.t - t0 <= 3000, `720p decoded ${(hd.t - t0).toFixed(0)} ms after the constraints (need ≤ 3000)`);
     const stall = longestStall(samples);
-    assert.ok(stall <= 500, `longest stall ${stall.toFixed(0)} ms (need ≤ 500)`);
+    const allowed = allowedStall(samples);
+    assert.ok(stall <= allowed, `longest stall ${stall.toFixed(0)} ms (need ≤ ${allowed.toFixed(0)}: 500 ms or 3 mean frame intervals)`);
     const f0 = samples[0];
     const f1 = samples[samples.length - 1];
     assert.ok(f1.totalFreezesDuration - f0.totalFreezesDuration <= 0.5, `freeze time ${(f1.totalFreezesDuration - f0.totalFreezesDuration).toFixed(3)} s`);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { Focus } from '../lib/focus.js';
 import {
   SKIP, TIMEOUT_MS, SETUP_TIMEOUT_MS, log, fixtures, meeting, waitStats, describeStats,
-  sendConstraints, constraintsFor, primaryVideoSsrc, monitor, longestStall, describeSamples, knownBug, sleep,
+  sendConstraints, constraintsFor, primaryVideoSsrc, monitor, longestStall, allowedStall, describeSamples, knownBug, sleep,
 } from '../lib/harness.js';
 
 const fx = fixtures();
@@ -138,12 +138,13 @@ for (const codec of ['AV1', 'VP9']) {
       t.diagnostic(`720p after ${(hd.t - t0).toFixed(0)} ms; longest stall ${longestStall(samples).toFixed(0)} ms`);
     });
 
-    test('the up-switch to 720 has no freeze > 500 ms', { skip: SKIP, todo: PENDING[codec].stall, timeout: TIMEOUT_MS }, async (t) => {
+    test('the up-switch to 720 has no freeze > 500 ms (or 3 frame intervals)', { skip: SKIP, todo: PENDING[codec].stall, timeout: TIMEOUT_MS }, async (t) => {
       if (unsupported) return t.skip(unsupported);
       assert.ok(upSwitch && upSwitch.samples.length > 10, 'the 720 test recorded the switch');
       const stall = longestStall(upSwitch.samples);
-      t.diagnostic(`longest stall ${stall.toFixed(0)} ms during the ${UP_MS} ms after asking 720`);
-      assert.ok(stall <= 500, `longest stall ${stall.toFixed(0)} ms (need ≤ 500)`);
+      const allowed = allowedStall(upSwitch.samples);
+      t.diagnostic(`longest stall ${stall.toFixed(0)} ms during the ${UP_MS} ms after asking 720 (allowed ${allowed.toFixed(0)})`);
+      assert.ok(stall <= allowed, `longest stall ${stall.toFixed(0)} ms (need ≤ ${allowed.toFixed(0)}: 500 ms or 3 mean frame intervals)`);
     });
   });
 }
