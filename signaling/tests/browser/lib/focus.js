@@ -19,13 +19,15 @@ export class Participant {
     this.remotes = []; // remote sources currently signalled to this participant
     this.simulcastState = null;
     this.encodings = null;
+    this.maxMessageSize = undefined; // a=max-message-size of the offer (undefined: LJM's 262144)
+    this.videoCodec = null; // codec put first on the offer's video m-lines (null: Jicofo's order)
   }
 
   /** Jingle offer → page: setRemoteDescription, createAnswer, LJM munging, setLocalDescription. */
   async negotiate() {
     this.version += 1;
     const bridge = { ...this.bridge, feedback: this.focus.feedback };
-    this.offerSdp = buildOffer({ bridge, version: this.version, remotes: this.remotes });
+    this.offerSdp = buildOffer({ bridge, version: this.version, remotes: this.remotes, maxMessageSize: this.maxMessageSize, videoCodec: this.videoCodec });
     const raw = await this.page.evaluate((sdp) => window.palimClient.applyOffer(sdp), this.offerSdp);
     const munged = this.focus.simulcast ? mungeSimulcast(raw, this.simulcastState) : { sdp: raw, state: null };
     this.simulcastState = munged.state;
@@ -81,9 +83,17 @@ export class Focus {
     this.simulcast = simulcast;
   }
 
-  /** Allocate a participant on the bridge (the first one creates the conference), then prepare its page. */
-  async join(page, endpointId, { width, height } = {}) {
+  /**
+   * Allocate a participant on the bridge (the first one creates the conference), then prepare its
+   * page. `opts` go to the page's init(): width, height, frameRate, codec, scalabilityMode,
+   * constraints, applySenderConstraints; `maxMessageSize` (not LJM: a client that lets itself send
+   * bigger bridge-channel messages) goes into this participant's offers.
+   */
+  async join(page, endpointId, opts = {}) {
+    const { maxMessageSize, ...pageOpts } = opts;
     const p = new Participant(this, page, endpointId);
+    p.maxMessageSize = maxMessageSize;
+    p.videoCodec = opts.codec && opts.codec !== 'VP8' ? opts.codec : null;
     const first = this.feedback === null;
     const body = allocateRequest({
       meetingId: this.meetingId, roomName: this.roomName, endpointId, statsId: p.statsId, createConference: first,
@@ -96,7 +106,7 @@ export class Focus {
       }
       this.feedback = p.bridge.feedback;
     }
-    await page.evaluate((o) => window.palimClient.init(o), { endpointId, width, height });
+    await page.evaluate((o) => window.palimClient.init(o), { ...pageOpts, endpointId });
     this.participants.push(p);
     return p;
   }

@@ -62,13 +62,16 @@ function ssrcLines(ssrc, cname, msid) {
  * @param {object} o
  * @param {object} o.bridge       parseAllocation() output (ICE, fingerprints, candidates, sctpPort, feedback)
  * @param {number} o.version      o= session version (increment on every renegotiation)
+ * @param {number} o.maxMessageSize a=max-message-size of the data m-line (LJM: 262144)
+ * @param {string} o.videoCodec   put this codec (and its rtx) first on the video m-lines, as LJM
+ *        does to the remote description for its preferred codec (null: Jicofo's order)
  * @param {Array}  o.remotes      remote participants' sources, in join order:
  *        { endpointId, audio: {ssrc, msid}|null, video: {ssrc, rtx, msid}|null }
  */
-export function buildOffer({ bridge, version = 1, remotes = [] }) {
+export function buildOffer({ bridge, version = 1, remotes = [], maxMessageSize = 262144, videoCodec = null }) {
   const tl = transportLines(bridge);
   const audioPts = AUDIO_PAYLOAD_TYPES;
-  const videoPts = VIDEO_PAYLOAD_TYPES;
+  const videoPts = preferCodec(VIDEO_PAYLOAD_TYPES, videoCodec);
   const audioFmt = audioPts.map((p) => p.id).join(' ');
   const videoFmt = videoPts.map((p) => p.id).join(' ');
   const ext = (list) => list.map((e) => `a=extmap:${e.id} ${e.uri}`);
@@ -107,7 +110,7 @@ export function buildOffer({ bridge, version = 1, remotes = [] }) {
     ...tl,
     'a=mid:data',
     `a=sctp-port:${bridge.sctpPort}`,
-    'a=max-message-size:262144',
+    `a=max-message-size:${maxMessageSize}`,
   ]);
 
   // Each remote source on its own m-line, appended in the order the sources were added (LJM in
@@ -138,6 +141,16 @@ export function buildOffer({ bridge, version = 1, remotes = [] }) {
     'a=msid-semantic: WMS *',
   ];
   return [...head, ...sections.flat()].join('\r\n') + '\r\n';
+}
+
+/** `pts` with codec `name` and its rtx moved to the front (unchanged when name is null). */
+export function preferCodec(pts, name) {
+  if (!name) return pts;
+  const main = pts.filter((p) => p.name.toLowerCase() === name.toLowerCase());
+  if (main.length === 0) throw new Error(`codec ${name} is not in the offer`);
+  const ids = new Set(main.map((p) => p.id));
+  const rtx = pts.filter((p) => p.name === 'rtx' && p.parameters && ids.has(p.parameters.apt));
+  return [...main, ...rtx, ...pts.filter((p) => !main.includes(p) && !rtx.includes(p))];
 }
 
 /** Split an SDP into its session part and its media sections (arrays of lines). */

@@ -7,163 +7,15 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser } from '../lib/browser.js';
-import { ColibriRest } from '../lib/jicofo.js';
 import { Focus } from '../lib/focus.js';
-import { bridgeConfig, startBridge } from '../lib/palim.js';
+import {
+  SKIP, TIMEOUT_MS, SETUP_TIMEOUT_MS, log, fixtures, meeting as meetingIn, waitStats, inboundFor,
+  describeStats, signalled, dumpOnFailure, expectDecodes, expectAudio, expectTransport,
+} from '../lib/harness.js';
 
-const CFG = bridgeConfig();
-const SKIP = CFG ? false : 'no bridge configured: set PALIM_REST, PALIM_BIN or PALIM_CMD (see README.md)';
-const TIMEOUT_MS = Number(process.env.PALIM_TEST_TIMEOUT_MS || 30000);
-const MIN_FRAMES = 50;
-const SETUP_TIMEOUT_MS = 120000;
-const VERBOSE = process.env.PALIM_TEST_VERBOSE === '1';
-const log = (...a) => console.log('[browser-test]', ...a);
-// Tests for known Palim bugs are `todo` (run and reported, not fatal) unless PALIM_TEST_STRICT=1.
-const STRICT = process.env.PALIM_TEST_STRICT === '1';
-const knownBug = (why) => (SKIP || STRICT ? false : `known Palim bug: ${why}`);
-const SIMULCAST_BUG = 'forwards every simulcast encoding under its own SSRC (media.md §3.3/§3.5: one encoding, projected onto the primary SSRC)';
-
-let bridge = null;
-let browser = null;
-
-before(async () => {
-  if (!CFG) return;
-  bridge = await startBridge(CFG);
-  log(`bridge REST at ${bridge.rest} (${CFG.kind})`);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (bridge) await bridge.stop();
-});
-
-function rest() {
-  return new ColibriRest(bridge.rest, { log: VERBOSE ? (l) => log(l) : () => {} });
-}
-
-/** One line per participant with the stats the brief asks to see. */
-function describeStats(name, s) {
-  const t = s.transport || {};
-  const parts = [
-    `${name}: pc=${s.connectionState} ice=${s.iceConnectionState}`,
-    `dtls=${t.dtlsState}/${t.dtlsRole} iceRole=${t.iceRole} srtp=${t.srtpCipher} dtlsCipher=${t.dtlsCipher} tls=${t.tlsVersion}`,
-    s.pair ? `pair=${s.pair.local}→${s.pair.remote} rtt=${s.pair.currentRoundTripTime} outBwe=${s.pair.availableOutgoingBitrate}` : 'pair=none',
-    `bridgeChannel=${s.bridgeChannel} msgs=[${[...new Set(s.bridgeMessages)].join(',')}](${s.bridgeMessages.length})`,
-  ];
-  for (const i of s.inbound) {
-    if (i.kind === 'video') {
-      parts.push(`in video ssrc=${i.ssrc} mid=${i.mid} ${i.codec} frames=${i.framesDecoded} key=${i.keyFramesDecoded} ${i.frameWidth}x${i.frameHeight} pkts=${i.packetsReceived} lost=${i.packetsLost} nack=${i.nackCount} pli=${i.pliCount} dec=${i.decoderImplementation}`);
-    } else {
-      parts.push(`in audio ssrc=${i.ssrc} mid=${i.mid} ${i.codec} pkts=${i.packetsReceived} lost=${i.packetsLost} jitter=${i.jitter}`);
-    }
-  }
-  for (const o of s.outbound) {
-    if (o.kind === 'video') {
-      parts.push(`out video ssrc=${o.ssrc} ${o.codec} frames=${o.framesEncoded} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} pkts=${o.packetsSent} limit=${o.qualityLimitationReason} pli=${o.pliCount} nack=${o.nackCount}`);
-    } else {
-      parts.push(`out audio ssrc=${o.ssrc} pkts=${o.packetsSent}`);
-    }
-  }
-  return parts.join(' | ');
-}
-
-/** Poll a participant's stats until `check(stats)` is true or the timeout passes. */
-async function waitStats(p, check, timeoutMs = TIMEOUT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  let s = await p.stats();
-  while (!check(s) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 500));
-    s = await p.stats();
-  }
-  return s;
-}
-
-function inboundFor(stats, kind, ssrc) {
-  return stats.inbound.find((i) => i.kind === kind && i.ssrc === ssrc);
-}
-
-/**
- * Jicofo + LJM for N participants: allocate each and send each its session-initiate. Then, per
- * participant, its session-accept goes to the bridge (transport + sources) and its sources go to
- * everybody else as a Jingle source-add. The two messages are independent, and `order` picks
- * which one lands first:
- *  - 'sources-first' (default): the other pages know the sources before the bridge forwards any
- *    media of them. The media checks then do not depend on what the bridge does with media that
- *    nobody has been told about.
- *  - 'late': all accepts first, then the source-adds `lateMs` later, so the bridge is already
- *    forwarding media that the receivers have not been told about (a slow client).
- */
-async function meeting(focus, names, { bad = new Set(), order = 'sources-first', lateMs = 3000 } = {}) {
-  const ps = [];
-  for (const name of names) {
-    const page = await browser.newPage(name);
-    ps.push(await focus.join(page, name));
-  }
-  for (const p of ps) await p.negotiate(); // session-initiate → page → answer
-  const accept = (p) => p.sessionAccept({ badFingerprint: bad.has(p.endpointId) });
-  if (order === 'late') {
-    for (const p of ps) await accept(p);
-    await new Promise((r) => setTimeout(r, lateMs));
-    for (const p of ps) await p.sourceAdd(ps.filter((o) => o !== p));
-    return ps;
-  }
-  for (const p of ps) {
-    for (const o of ps) if (o !== p) await o.sourceAdd([p]);
-    await accept(p);
-  }
-  return ps;
-}
-
-/** The SSRCs a page has been told about for remote participants (primary video, its RTX, audio). */
-function signalled(p) {
-  const out = new Set();
-  for (const r of p.remotes) {
-    if (r.audio) out.add(r.audio.ssrc);
-    if (r.video) {
-      out.add(r.video.ssrc);
-      if (r.video.rtx) out.add(r.video.rtx);
-    }
-  }
-  return out;
-}
-
-async function dumpOnFailure(t, ps) {
-  for (const p of ps) {
-    t.diagnostic(describeStats(p.endpointId, await p.stats()));
-    if (VERBOSE) t.diagnostic(`${p.endpointId} page log: ${(await p.pageLog()).join(' | ')}`);
-  }
-}
-
-async function expectDecodes(t, receiver, sender) {
-  const remote = receiver.remotes.find((r) => r.endpointId === sender.endpointId);
-  assert.ok(remote && remote.video, `${receiver.endpointId} was told ${sender.endpointId}'s video source`);
-  const s = await waitStats(receiver, (st) => (inboundFor(st, 'video', remote.video.ssrc)?.framesDecoded ?? 0) > MIN_FRAMES);
-  t.diagnostic(describeStats(receiver.endpointId, s));
-  const v = inboundFor(s, 'video', remote.video.ssrc);
-  assert.ok(v, `${receiver.endpointId} has an inbound-rtp for ${sender.endpointId}'s primary video SSRC ${remote.video.ssrc} (inbound: ${JSON.stringify(s.inbound.map((i) => [i.kind, i.ssrc]))})`);
-  assert.ok(v.framesDecoded > MIN_FRAMES, `${receiver.endpointId} decoded ${v.framesDecoded} frames of ${sender.endpointId}'s video within ${TIMEOUT_MS} ms (need > ${MIN_FRAMES})`);
-  assert.ok(v.frameWidth > 0 && v.frameHeight > 0);
-}
-
-async function expectAudio(t, receiver, sender) {
-  const remote = receiver.remotes.find((r) => r.endpointId === sender.endpointId);
-  assert.ok(remote && remote.audio);
-  const s = await waitStats(receiver, (st) => (inboundFor(st, 'audio', remote.audio.ssrc)?.packetsReceived ?? 0) > 0);
-  const a = inboundFor(s, 'audio', remote.audio.ssrc);
-  t.diagnostic(`${receiver.endpointId} ← ${sender.endpointId} audio ssrc=${remote.audio.ssrc}: packetsReceived=${a && a.packetsReceived} lost=${a && a.packetsLost}`);
-  assert.ok(a && a.packetsReceived > 0, `${receiver.endpointId} received audio packets from ${sender.endpointId}`);
-}
-
-function expectTransport(s, name) {
-  const t = s.transport || {};
-  assert.equal(t.dtlsState, 'connected', `${name} dtlsState`);
-  assert.equal(t.dtlsRole, 'client', `${name} is the DTLS client (a=setup:active)`);
-  assert.equal(t.iceRole, 'controlled', `${name} is ICE-controlled (the bridge controls)`);
-  assert.ok(t.srtpCipher, `${name} negotiated an SRTP profile`);
-  assert.equal(s.connectionState, 'connected', `${name} connectionState`);
-}
+const fx = fixtures();
+const rest = () => fx.rest();
+const meeting = (focus, names, o) => meetingIn(fx.browser, focus, names, o);
 
 describe('two Chromium pages talk through Palim', () => {
   let focus;
@@ -215,22 +67,23 @@ describe('two Chromium pages talk through Palim', () => {
   });
 
   test('receivers get only the SSRCs signalled to them', {
-    skip: SKIP, todo: knownBug(SIMULCAST_BUG), timeout: 3 * TIMEOUT_MS,
+    skip: SKIP, timeout: 3 * TIMEOUT_MS,
   }, async (t) => {
     for (const p of ps) {
       const s = await p.stats();
       const known = signalled(p);
+      t.diagnostic(`${p.endpointId}: signalled SSRCs ${[...known].join(' ')} (bridge's own: ${focus.feedback.audio} ${focus.feedback.video})`);
       const extra = s.inbound.filter((i) => (i.packetsReceived ?? 0) > 0 && !known.has(i.ssrc));
       for (const i of extra) t.diagnostic(`${p.endpointId}: unsignalled ${i.kind} SSRC ${i.ssrc} arrived on mid=${i.mid} (${i.packetsReceived} packets, ${i.framesDecoded ?? '-'} frames)`);
       assert.equal(extra.length, 0, `${p.endpointId} received media on SSRCs never signalled to it: ${extra.map((i) => i.ssrc).join(', ')}`);
     }
   });
 
-  // Reported, not required (a `todo` failure does not fail the run): with transport-cc/REMB
-  // feedback from the bridge (media.md §4.1) Chrome's estimate grows and it sends more than the
-  // lowest simulcast layer; without it the estimate collapses (notes/chromium-interop.md §3.12).
+  // With transport-cc feedback from the bridge (media.md §4.1) Chrome's estimate grows and it
+  // sends more than the lowest simulcast layer; without it the estimate collapses
+  // (notes/chromium-interop.md §3.12). test/simulcast.test.js checks the 720p layer's bitrate.
   test('uplink: senders ramp up beyond the lowest simulcast layer', {
-    skip: SKIP, todo: SKIP ? false : 'depends on the bridge\'s uplink feedback', timeout: 3 * TIMEOUT_MS,
+    skip: SKIP, timeout: 3 * TIMEOUT_MS,
   }, async (t) => {
     for (const p of ps) {
       const sent = (st) => st.outbound.filter((o) => o.kind === 'video' && (o.framesEncoded ?? 0) > 0).length;
