@@ -36,8 +36,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::endpoint::{shared_cert, AUDIO_PT};
 use crate::shape::vp8::{Vp8Config, Vp8Simulcast};
-use measure::{percentile, proc_usage, EndpointReport, Payload, ReceiveReport, Receiver, SendProfile, VIDEO_PT};
 use api::{body, Jsep, Reply};
+use measure::{percentile, proc_usage, EndpointReport, Payload, ReceiveReport, Receiver, SendProfile, VIDEO_PT};
 
 #[derive(Parser, Debug)]
 #[command(

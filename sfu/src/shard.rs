@@ -907,6 +907,7 @@ impl Shard {
             channel_messages_received: c.channel_rx,
             channel_messages_sent: c.channel_tx,
             projection_drops: c.projection_drops,
+            padding_packets_sent: c.padding_sent,
             drops: self.io.drops.iter().map(|(k, v)| (*k, *v)).collect(),
         }
     }
@@ -1735,7 +1736,6 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
     match srtp.protect_rtp_in_place(&mut buf) {
         Ok(()) => {
             io.c.retransmissions += 1;
-            io.c.rtp_tx += 1;
             io.send(dst, buf);
         }
         Err(_) => io.drop("srtp_protect_failed"),
@@ -1822,7 +1822,6 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
             *packets += 1;
         }
         io.c.padding_sent += 1;
-        io.c.rtp_tx += 1;
         io.send(dst, buf);
     }
     if let Some((c, sent, packets)) = ep.probe.as_ref() {

@@ -28,6 +28,9 @@ pub struct Stats {
     pub channel_messages_sent: u64,
     /// Video packets a receiver's projection did not forward (layers it does not get).
     pub projection_drops: u64,
+    /// Padding-only packets sent for probing (not counted in `rtp_packets_sent`, nor are
+    /// retransmissions: that one counts forwarded media).
+    pub padding_packets_sent: u64,
     /// Dropped datagrams by reason (stable snake_case names, e.g. `unknown_source`,
     /// `malformed_rtp`, `srtp_auth_failed`, `srtp_replay`, `not_ice_validated`).
     pub drops: Vec<(&'static str, u64)>,

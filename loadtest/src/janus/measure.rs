@@ -1,7 +1,6 @@
 //! Measurement helpers the Janus runner uses (payload tracking, loss and latency per receiver,
 //! /proc CPU), kept from the first harness so the Janus numbers stay comparable with earlier runs.
 
-
 use std::collections::HashMap;
 use std::time::Instant;
 

@@ -314,6 +314,13 @@ fn families(s: &Snapshot) -> Vec<Family> {
     );
     one(
         P,
+        "padding_packets_sent",
+        Counter,
+        "Padding-only RTP packets sent to probe receivers' bandwidth.",
+        core.padding_packets_sent as f64,
+    );
+    one(
+        P,
         "projection_dropped_packets",
         Counter,
         "Video packets not forwarded to a receiver because it gets another layer.",
