@@ -2302,16 +2302,20 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     conf.channel_dirty = true;
 }
 
-/// The projection's view of an allocated layer (AV1: with its decode target).
+/// The projection's view of an allocated layer (AV1: with its decode target). The active mask
+/// holds the decode targets contained in the chosen one — every frame present in them is
+/// present in it — judged from the templates' DTIs, not from layer ids: in K-SVC structures
+/// (L3T3_KEY) the upper spatial targets do not contain the lower ones.
 fn projection_layer(l: crate::bitrate::LayerId, state: Option<&VideoState>) -> crate::projection::Layer {
+    use crate::codec::av1_dd::Dti;
     let decode_target = state.and_then(|v| v.av1_structure.as_ref()).and_then(|s| {
         let dt = s.decode_target_for(l.spatial, l.temporal)?;
+        let present =
+            |t: &crate::codec::av1_dd::FrameTemplate, i: usize| t.dtis.get(i).is_some_and(|d| *d != Dti::NotPresent);
         let mut mask = 0u32;
         for i in 0..usize::from(s.decode_target_count).min(32) {
-            if let Some(layer) = s.decode_target_layer(i) {
-                if layer.spatial_id <= l.spatial && layer.temporal_id <= l.temporal {
-                    mask |= 1 << i;
-                }
+            if s.templates.iter().all(|t| !present(t, i) || present(t, dt)) {
+                mask |= 1 << i;
             }
         }
         Some(crate::projection::DecodeTarget {
