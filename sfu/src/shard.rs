@@ -2729,6 +2729,52 @@ mod tests {
     }
 
     /// NTP time follows the wall-clock anchor.
+    /// In a K-SVC structure (L2T1_KEY) the upper spatial target does not contain the lower one
+    /// (its delta frames never reference S0), in full SVC (L2T1) it does; the projection's
+    /// "switch at once to a contained target" and the advertised active mask depend on it.
+    #[test]
+    fn av1_contained_decode_targets_follow_the_templates() {
+        use crate::codec::av1_dd::{Dti, FrameDependencyStructure, FrameTemplate};
+        let t = |sid: u8, dtis: [Dti; 2]| FrameTemplate {
+            spatial_id: sid,
+            temporal_id: 0,
+            dtis: dtis.to_vec(),
+            fdiffs: vec![],
+            chain_diffs: vec![],
+        };
+        let structure = |s0_delta_in_dt1: Dti| FrameDependencyStructure {
+            template_id_offset: 0,
+            decode_target_count: 2,
+            chain_count: 0,
+            decode_target_protected_by_chain: vec![],
+            templates: vec![
+                t(0, [Dti::Switch, Dti::Switch]),
+                t(0, [Dti::Required, s0_delta_in_dt1]),
+                t(1, [Dti::NotPresent, Dti::Switch]),
+                t(1, [Dti::NotPresent, Dti::Required]),
+            ],
+            resolutions: vec![],
+        };
+        let layer = |s: FrameDependencyStructure, sid: u8| {
+            let mut v = VideoState::new(1);
+            v.av1_structure = Some(s);
+            let id = crate::bitrate::LayerId {
+                encoding: 0,
+                spatial: sid,
+                temporal: 0,
+            };
+            projection_layer(id, Some(&v))
+                .decode_target
+                .map(|d| (d.index, d.active_mask))
+        };
+        // K-SVC: S1 delta frames stand alone, S0 delta frames are not part of DT1.
+        assert_eq!(layer(structure(Dti::NotPresent), 1), Some((1, 0b10)));
+        assert_eq!(layer(structure(Dti::NotPresent), 0), Some((0, 0b01)));
+        // Full SVC: every S0 frame is needed by DT1 too.
+        assert_eq!(layer(structure(Dti::Required), 1), Some((1, 0b11)));
+        assert_eq!(layer(structure(Dti::Required), 0), Some((0, 0b01)));
+    }
+
     #[test]
     fn ntp_from_anchor() {
         let now = Instant::now();
