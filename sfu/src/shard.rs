@@ -434,10 +434,7 @@ impl Shard {
                 name,
             } => {
                 let consent = self.jittered(self.config.consent_interval);
-                let c = self
-                    .conferences
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?;
+                let c = conference_mut(&mut self.conferences, conf)?;
                 if c.endpoints.contains_key(&ep) {
                     return Err(CommandError::EndpointExists { conf, ep });
                 }
@@ -493,42 +490,24 @@ impl Shard {
                 Ok(Reply::Done)
             }
             Command::SetForceMute { conf, ep, audio, video } => {
-                let c = self
-                    .conferences
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?;
-                let e = c
-                    .endpoints
-                    .get_mut(&ep)
-                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                let c = conference_mut(&mut self.conferences, conf)?;
+                let e = endpoint_in(&mut c.endpoints, conf, ep)?;
                 e.force_mute_audio = audio;
                 e.force_mute_video = video;
                 tracing::info!(parent: &e.span, audio, video, "force mute");
                 Ok(Reply::Done)
             }
             Command::SetInitialLastN { conf, ep, last_n } => {
-                let c = self
-                    .conferences
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?;
-                let e = c
-                    .endpoints
-                    .get_mut(&ep)
-                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                let c = conference_mut(&mut self.conferences, conf)?;
+                let e = endpoint_in(&mut c.endpoints, conf, ep)?;
                 if e.recv.settings.set_last_n(last_n) {
                     c.realloc = true;
                 }
                 Ok(Reply::Done)
             }
             Command::BridgeChannelWebSocket { conf, ep, open } => {
-                let c = self
-                    .conferences
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?;
-                let e = c
-                    .endpoints
-                    .get_mut(&ep)
-                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                let c = conference_mut(&mut self.conferences, conf)?;
+                let e = endpoint_in(&mut c.endpoints, conf, ep)?;
                 e.ws_open = open;
                 e.ws_active = open;
                 if open {
@@ -544,14 +523,8 @@ impl Shard {
                     provider: &self.provider,
                     cert: &self.cert,
                 };
-                let c = self
-                    .conferences
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?;
-                let e = c
-                    .endpoints
-                    .get_mut(&ep)
-                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                let c = conference_mut(&mut self.conferences, conf)?;
+                let e = endpoint_in(&mut c.endpoints, conf, ep)?;
                 if e.channel_in.len() >= crate::receiver::CHANNEL_QUEUE {
                     self.io.drop("channel_queue_full");
                     return Err(CommandError::LimitReached("bridge-channel queue"));
@@ -573,13 +546,7 @@ impl Shard {
                     provider: &self.provider,
                     cert: &self.cert,
                 };
-                let e = self
-                    .conferences
-                    .get_mut(&conf)
-                    .ok_or(CommandError::ConferenceNotFound(conf))?
-                    .endpoints
-                    .get_mut(&ep)
-                    .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+                let e = endpoint_in(&mut conference_mut(&mut self.conferences, conf)?.endpoints, conf, ep)?;
                 let sctp = e
                     .sctp
                     .as_mut()
@@ -595,12 +562,7 @@ impl Shard {
     }
 
     fn endpoint_mut(&mut self, conf: ConferenceId, ep: EndpointId) -> Result<&mut Endpoint, CommandError> {
-        self.conferences
-            .get_mut(&conf)
-            .ok_or(CommandError::ConferenceNotFound(conf))?
-            .endpoints
-            .get_mut(&ep)
-            .ok_or(CommandError::EndpointNotFound { conf, ep })
+        endpoint_in(&mut conference_mut(&mut self.conferences, conf)?.endpoints, conf, ep)
     }
 
     fn set_remote_transport(
@@ -616,14 +578,8 @@ impl Shard {
             provider: &self.provider,
             cert: &self.cert,
         };
-        let c = self
-            .conferences
-            .get_mut(&conf)
-            .ok_or(CommandError::ConferenceNotFound(conf))?;
-        let e = c
-            .endpoints
-            .get_mut(&ep)
-            .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+        let c = conference_mut(&mut self.conferences, conf)?;
+        let e = endpoint_in(&mut c.endpoints, conf, ep)?;
         if !t.fingerprints.is_empty() {
             e.remote.fingerprints = t.fingerprints;
         }
@@ -682,14 +638,8 @@ impl Shard {
         sources: Vec<SourceDescription>,
     ) -> Result<Reply, CommandError> {
         let max = self.config.limits.max_ssrcs_per_endpoint;
-        let c = self
-            .conferences
-            .get_mut(&conf)
-            .ok_or(CommandError::ConferenceNotFound(conf))?;
-        let e = c
-            .endpoints
-            .get_mut(&ep)
-            .ok_or(CommandError::EndpointNotFound { conf, ep })?;
+        let c = conference_mut(&mut self.conferences, conf)?;
+        let e = endpoint_in(&mut c.endpoints, conf, ep)?;
         // Every SSRC signalled counts, used or not.
         let mut all: Vec<u32> = sources
             .iter()
@@ -1250,6 +1200,25 @@ fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
             }
         }
     }
+}
+
+/// The conference a command names.
+fn conference_mut(
+    confs: &mut HashMap<ConferenceId, Conference>,
+    conf: ConferenceId,
+) -> Result<&mut Conference, CommandError> {
+    confs.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))
+}
+
+/// The endpoint a command names, in the endpoints of conference `conf`.
+fn endpoint_in(
+    endpoints: &mut HashMap<EndpointId, Endpoint>,
+    conf: ConferenceId,
+    ep: EndpointId,
+) -> Result<&mut Endpoint, CommandError> {
+    endpoints
+        .get_mut(&ep)
+        .ok_or(CommandError::EndpointNotFound { conf, ep })
 }
 
 /// Silence discard state of one audio source (media.md §6).
