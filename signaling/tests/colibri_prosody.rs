@@ -101,30 +101,7 @@ impl Palim {
 
     /// `GET path` on the private REST API: (status, body).
     async fn rest_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let io = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.rest_port)).await?;
-            let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
-        };
-        let buf = tokio::time::timeout(Duration::from_secs(10), io)
-            .await
-            .unwrap_or_else(|_| panic!("GET {path}: no answer within 10 s"))
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {text:?}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        support::http_request(self.rest_port, "GET", path, "").await
     }
 
     /// `/colibri/stats` as JSON.

@@ -182,33 +182,7 @@ shutting_down_delay = "1m"
     }
 
     async fn rest(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let io = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.rest_port)).await?;
-            let req = format!(
-                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
-        };
-        let buf = tokio::time::timeout(Duration::from_secs(10), io)
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no answer within 10 s"))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{method} {path}: not an HTTP response: {text:?}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        support::http_request(self.rest_port, method, path, body).await
     }
 
     async fn stats(&self) -> serde_json::Value {
