@@ -17,7 +17,8 @@ fn parse_xml(text: &str) -> Result<ConferenceModify, String> {
 
 #[test]
 fn a_plain_request_parses() {
-    let ok = format!("<conference-modify xmlns='{NS}' meeting-id='m1'><endpoint id='a' create='true'/></conference-modify>");
+    let ok =
+        format!("<conference-modify xmlns='{NS}' meeting-id='m1'><endpoint id='a' create='true'/></conference-modify>");
     let m = parse_xml(&ok).expect("baseline request parses");
     assert_eq!(m.endpoints.len(), 1);
 }
@@ -27,12 +28,20 @@ fn a_plain_request_parses() {
 fn entity_expansion_is_refused() {
     let mut doc = String::from("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>");
     for i in 1..10 {
-        let prev = if i == 1 { "lol".to_owned() } else { format!("lol{}", i - 1) };
+        let prev = if i == 1 {
+            "lol".to_owned()
+        } else {
+            format!("lol{}", i - 1)
+        };
         doc.push_str(&format!("<!ENTITY lol{i} '{}'>", format!("&{prev};").repeat(10)));
     }
     doc.push_str(&format!("]><conference-modify xmlns='{NS}' meeting-id='&lol9;'/>"));
     let r = parse_xml(&doc);
-    assert!(r.is_err(), "entity expansion accepted: {:?}", r.map(|m| m.meeting_id.len()));
+    assert!(
+        r.is_err(),
+        "entity expansion accepted: {:?}",
+        r.map(|m| m.meeting_id.len())
+    );
     // An undeclared entity reference and an external entity are refused too.
     assert!(parse_xml(&format!("<conference-modify xmlns='{NS}' meeting-id='&xxe;'/>")).is_err());
     let xxe = format!(
@@ -63,9 +72,17 @@ fn huge_attributes_are_refused() {
 /// 10^4 endpoints, sources, candidates or unknown children in one request are refused.
 #[test]
 fn huge_element_counts_are_refused() {
-    let eps: String = (0..10_000).map(|i| format!("<endpoint id='e{i}' create='true'/>")).collect();
-    let r = parse_xml(&format!("<conference-modify xmlns='{NS}' meeting-id='m'>{eps}</conference-modify>"));
-    assert!(matches!(r, Err(ref e) if e.contains("too many")), "{:?}", r.map(|m| m.endpoints.len()));
+    let eps: String = (0..10_000)
+        .map(|i| format!("<endpoint id='e{i}' create='true'/>"))
+        .collect();
+    let r = parse_xml(&format!(
+        "<conference-modify xmlns='{NS}' meeting-id='m'>{eps}</conference-modify>"
+    ));
+    assert!(
+        matches!(r, Err(ref e) if e.contains("too many")),
+        "{:?}",
+        r.map(|m| m.endpoints.len())
+    );
 
     let sources: String = (0..10_000)
         .map(|i| format!("<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='{}'/>", i + 1))
@@ -78,7 +95,9 @@ fn huge_element_counts_are_refused() {
     assert!(r.is_err(), "10^4 SSRCs in one source accepted");
 
     let junk: String = (0..10_000).map(|i| format!("<junk{i}/>")).collect();
-    let r = parse_xml(&format!("<conference-modify xmlns='{NS}' meeting-id='m'>{junk}</conference-modify>"));
+    let r = parse_xml(&format!(
+        "<conference-modify xmlns='{NS}' meeting-id='m'>{junk}</conference-modify>"
+    ));
     assert!(r.is_err(), "10^4 unknown children accepted");
 }
 
@@ -99,14 +118,24 @@ fn deep_nesting_is_survived() {
 #[test]
 fn hostile_json_is_refused() {
     // Nesting inside a typed field hits serde_json's recursion limit (128).
-    let deep = format!("{{\"meeting-id\":\"m\",\"endpoints\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = format!(
+        "{{\"meeting-id\":\"m\",\"endpoints\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     assert!(JsonConferenceModify::from_slice(deep.as_bytes()).is_err());
     // Inside an unknown (ignored) field serde_json skips it without recursion: no crash, and
     // the REST body limit (1 MiB) bounds the work.
-    let deep = format!("{{\"meeting-id\":\"m\",\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = format!(
+        "{{\"meeting-id\":\"m\",\"x\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     let _ = JsonConferenceModify::from_slice(deep.as_bytes());
 
-    let eps: Vec<String> = (0..10_000).map(|i| format!("{{\"id\":\"e{i}\",\"create\":true}}")).collect();
+    let eps: Vec<String> = (0..10_000)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"create\":true}}"))
+        .collect();
     let body = format!("{{\"meeting-id\":\"m\",\"endpoints\":[{}]}}", eps.join(","));
     let r = JsonConferenceModify::from_slice(body.as_bytes()).and_then(ConferenceModify::try_from);
     assert!(matches!(r, Err(ParseError::TooMany(..))), "{r:?}");
