@@ -36,7 +36,11 @@ pub fn demux(data: &[u8]) {
 pub fn rtp(data: &[u8]) {
     if let Some((&sel, rest)) = data.split_first() {
         // The raw extension iterator on arbitrary bytes, either form.
-        let form = if sel & 1 == 0 { ExtensionForm::OneByte } else { ExtensionForm::TwoByte };
+        let form = if sel & 1 == 0 {
+            ExtensionForm::OneByte
+        } else {
+            ExtensionForm::TwoByte
+        };
         for (id, v) in Extensions::new(form, rest) {
             let _ = (id, v.len());
         }
@@ -158,7 +162,9 @@ pub fn av1_dd(data: &[u8]) {
     };
     let structure = av1_dd::parse(first, None).ok().and_then(|d| d.attached_structure);
     for input in [first, second, data] {
-        let Ok(d) = av1_dd::parse(input, structure.as_ref()) else { continue };
+        let Ok(d) = av1_dd::parse(input, structure.as_ref()) else {
+            continue;
+        };
         let _ = (d.present_decode_targets(), d.effective_active_decode_targets(u32::MAX));
         for dt in 0..40 {
             let _ = d.dti(dt);
@@ -427,7 +433,11 @@ pub fn shard(data: &[u8]) {
                     })
                     .collect();
                 let sources = vec![SourceDescription {
-                    kind: if arg & 0x80 != 0 { MediaKind::Video } else { MediaKind::Audio },
+                    kind: if arg & 0x80 != 0 {
+                        MediaKind::Video
+                    } else {
+                        MediaKind::Audio
+                    },
                     name: format!("s{arg}"),
                     ssrcs,
                     groups: vec![],

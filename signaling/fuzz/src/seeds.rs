@@ -38,7 +38,11 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "colibri2_json" => json_seeds(),
         "config_toml" => {
             let mut v = files("tests/data/jvb", &["toml"]);
-            v.extend(files("..", &["toml"]).into_iter().filter(|b| b.starts_with(b"#") || b.starts_with(b"[")));
+            v.extend(
+                files("..", &["toml"])
+                    .into_iter()
+                    .filter(|b| b.starts_with(b"#") || b.starts_with(b"[")),
+            );
             v
         }
         "jvbconf" => {

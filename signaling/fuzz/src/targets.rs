@@ -19,7 +19,9 @@ pub fn colibri2_xml(data: &[u8]) {
     } else {
         el
     };
-    let Ok(m) = ConferenceModify::from_element(&el) else { return };
+    let Ok(m) = ConferenceModify::from_element(&el) else {
+        return;
+    };
     let back = m.to_element();
     let mut again = ConferenceModify::from_element(&back).expect("own output parses");
     // Relay content (Octo endpoints, media) is not modelled, only whether there was any; the
@@ -33,14 +35,18 @@ pub fn colibri2_xml(data: &[u8]) {
 
 /// Colibri2 over REST: JSON body, then conversion to the model.
 pub fn colibri2_json(data: &[u8]) {
-    let Ok(j) = JsonConferenceModify::from_slice(data) else { return };
+    let Ok(j) = JsonConferenceModify::from_slice(data) else {
+        return;
+    };
     let _ = ConferenceModify::try_from(j);
 }
 
 /// The TOML configuration: parse, validate, derive the core's config.
 pub fn config_toml(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let Ok(c) = signaling::config::Config::from_toml(&text) else { return };
+    let Ok(c) = signaling::config::Config::from_toml(&text) else {
+        return;
+    };
     if c.validate().is_ok() {
         let _ = c.sfu_config();
     }
