@@ -15,7 +15,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -25,7 +25,7 @@ impl Rng {
     }
     /// Uniform-ish in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -47,7 +47,7 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, pool: &[Vec<u8>]) {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                data[i] = rng.next() as u8;
+                data[i] = rng.next_u64() as u8;
             }
             2 if len > 0 => {
                 let i = rng.below(len);
@@ -66,7 +66,7 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, pool: &[Vec<u8>]) {
                 let i = rng.below(len + 1);
                 let k = 1 + rng.below(16);
                 for _ in 0..k {
-                    data.insert(i, rng.next() as u8);
+                    data.insert(i, rng.next_u64() as u8);
                 }
             }
             6 if len > 0 => {
@@ -103,7 +103,7 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, pool: &[Vec<u8>]) {
             }
             _ => {
                 if data.len() < MAX_INPUT {
-                    data.push(rng.next() as u8);
+                    data.push(rng.next_u64() as u8);
                 }
             }
         }
@@ -146,7 +146,7 @@ pub fn run(
     let mut queue: Vec<Vec<u8>> = pool.clone();
     // Plus pure noise of a few lengths.
     for len in [0usize, 1, 2, 3, 4, 12, 13, 20, 100, 1500] {
-        queue.push((0..len).map(|_| rng.next() as u8).collect());
+        queue.push((0..len).map(|_| rng.next_u64() as u8).collect());
     }
     loop {
         let input = match queue.pop() {

@@ -67,7 +67,7 @@ fn twcc() -> Vec<u8> {
     b.extend_from_slice(&[0x20, 0x03]); // run-length: small delta × 3
     b.extend_from_slice(&[4, 8, 12]); // deltas
                                       // Pad to a 32-bit boundary, then fix the length.
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     let words = (b.len() / 4 - 1) as u16;

@@ -333,7 +333,7 @@ fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
     m.extend_from_slice(&t.to_be_bytes());
     m.extend_from_slice(&(v.len() as u16).to_be_bytes());
     m.extend_from_slice(v);
-    while m.len() % 4 != 0 {
+    while !m.len().is_multiple_of(4) {
         m.push(0);
     }
 }
