@@ -339,7 +339,8 @@ fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
 }
 
 /// A STUN Binding request from the client with valid MESSAGE-INTEGRITY (keyed with the
-/// bridge's password) and FINGERPRINT, so ICE validates the source address.
+/// bridge's password) and FINGERPRINT, so ICE validates the source address. With
+/// `use_candidate` (which a controlled agent must not send) the bridge refuses it.
 pub fn stun_binding(bridge_ufrag: &str, bridge_pwd: &str, txid: [u8; 12], use_candidate: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(128);
     m.extend_from_slice(&1u16.to_be_bytes());
