@@ -37,6 +37,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (unit, property, Prosody and str0m integration)"
 CI=${CI:-} cargo test --workspace
 
+echo "== fuzz targets: seed corpora and a short fixed-seed run of each (docs/security.md)"
+FUZZ_SECS=${FUZZ_SECS:-5} FUZZ_SEED=${FUZZ_SEED:-42} ./scripts/fuzz-smoke.sh
+
 echo "== headless Chromium through Palim"
 cargo build -p signaling --bin palim
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}

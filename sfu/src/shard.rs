@@ -1931,6 +1931,11 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
             continue;
         }
         io.c.channel_rx += 1;
+        let allowed = conf.endpoints.get_mut(&from).is_some_and(|e| e.recv.rate.allow(now));
+        if !allowed {
+            io.drop("channel_rate_limited");
+            continue;
+        }
         let msg = match bc::parse(&text) {
             Ok(m) => m,
             Err(e) => {
