@@ -290,12 +290,6 @@ pub enum Event {
     },
     /// The client opened its bridge-channel data channel.
     DataChannelOpen { conf: ConferenceId, ep: EndpointId },
-    /// A UTF-8 message arrived on the endpoint's data channel.
-    DataChannelText {
-        conf: ConferenceId,
-        ep: EndpointId,
-        text: String,
-    },
     /// A bridge-channel message for the endpoint's websocket (its active channel, media.md §2.1).
     BridgeChannelSend {
         conf: ConferenceId,

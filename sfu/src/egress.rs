@@ -38,10 +38,8 @@ pub struct OutExtensions<'a> {
 }
 
 /// Write the receiver's copy of `src` (a decrypted packet whose header is `h`, sent with the
-/// sender's extension ids `from`) into `out`, using the receiver's ids `to`. `payload`
-/// replaces the source payload when the codec rewrote it (same bytes otherwise).
-/// Returns the offset of the payload in `out`.
-#[allow(clippy::too_many_arguments)] // plain data, one call site per path
+/// sender's extension ids `from`) into `out`, using the receiver's ids `to`. Returns the offset
+/// of the payload in `out`, where the caller rewrites codec fields in place.
 pub fn write_packet(
     out: &mut BytesMut,
     src: &[u8],
@@ -50,7 +48,6 @@ pub fn write_packet(
     to: &ExtIds,
     hdr: OutHeader,
     exts: OutExtensions<'_>,
-    payload: Option<&[u8]>,
 ) -> Option<usize> {
     let mut list: [(u8, &[u8]); 4] = [(0, &[]); 4];
     let mut n = 0;
@@ -96,7 +93,7 @@ pub fn write_packet(
     };
     let mut head = [0u8; 12 + 4 + 2 * 4 + 255 + 3 * 18];
     let hlen = fields.write_to(&mut head).ok()?;
-    let body = payload.unwrap_or_else(|| h.payload(src));
+    let body = h.payload(src);
     out.clear();
     out.reserve(hlen + body.len() + SRTP_TRAILER);
     out.extend_from_slice(&head[..hlen]);
@@ -156,7 +153,6 @@ mod tests {
                 av1_dd: None,
                 transport_cc: Some(0xBEEF),
             },
-            None,
         )
         .expect("fits");
         let o = RtpHeader::parse(&out).expect("output parses");

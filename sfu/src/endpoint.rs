@@ -271,8 +271,6 @@ pub struct RxStream {
     last_sr: Option<(u32, Instant)>,
     /// Recently seen sequence numbers (duplicate and RTX-copy detection).
     pub seen: SeqWindow,
-    /// The sender's last NTP ↔ RTP mapping (from its SR) and when it arrived.
-    pub sr_mapping: Option<(u64, u32, Instant)>,
     /// NACKs toward the sender for this stream (video only, media.md §5.1).
     pub nack: Option<NackGenerator>,
 }
@@ -291,7 +289,6 @@ impl RxStream {
             last_transit: None,
             last_sr: None,
             seen: SeqWindow::default(),
-            sr_mapping: None,
             nack: None,
         }
     }
@@ -318,9 +315,8 @@ impl RxStream {
         self.last_transit = Some(transit);
     }
 
-    pub fn on_sender_report(&mut self, ntp: u64, rtp_ts: u32, now: Instant) {
+    pub fn on_sender_report(&mut self, ntp: u64, now: Instant) {
         self.last_sr = Some(((ntp >> 16) as u32, now));
-        self.sr_mapping = Some((ntp, rtp_ts, now));
     }
 
     /// A report block, advancing the "prior" counters used for fraction lost.

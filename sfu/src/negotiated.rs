@@ -170,11 +170,6 @@ impl Negotiated {
         self.ext.transport_cc != 0 && self.pts.iter().flatten().any(|p| p.fb.transport_cc)
     }
 
-    /// Whether the endpoint negotiated REMB but not transport-cc (media.md §4.1).
-    pub fn remb_only(&self) -> bool {
-        !self.transport_cc() && self.pts.iter().flatten().any(|p| p.fb.remb)
-    }
-
     /// A video payload type for padding-only packets (any negotiated video codec).
     pub fn padding_pt(&self) -> Option<u8> {
         (0u8..128).find(|pt| {
@@ -182,11 +177,6 @@ impl Negotiated {
                 p.kind == MediaKind::Video && matches!(p.codec, Codec::Vp8 | Codec::Vp9 | Codec::Av1 | Codec::H264)
             })
         })
-    }
-
-    /// Whether the endpoint can receive RTX for video.
-    pub fn has_rtx(&self) -> bool {
-        self.pts.iter().flatten().any(|p| p.codec == Codec::Rtx)
     }
 
     /// Clock rate of a payload type, or the usual rate of the media kind.
@@ -267,7 +257,6 @@ mod tests {
         assert_eq!(n.ext.av1_dd, 11);
         assert_eq!(n.ext.mid, 0, "two-byte ids are ignored");
         assert!(n.transport_cc());
-        assert!(!n.remb_only());
         assert!(n.pt(127).is_none());
         assert!(
             n.pt(200).is_none(),

@@ -1372,11 +1372,11 @@ fn handle_rtp(
         }
         out_seq = seq.wrapping_sub(silence.dropped);
     } else {
-        let encodings = conf.sources.get(route.source).map_or(1, |s| s.encodings.len() as u8);
+        let sources = &conf.sources;
         let state = conf
             .video
             .entry(route.source)
-            .or_insert_with(|| VideoState::new(encodings));
+            .or_insert_with(|| VideoState::new(sources.get(route.source).map_or(1, |s| s.encodings.len() as u8)));
         let dd_ext = match sender_ext.av1_dd {
             0 => None,
             id => h.extension(&data, id),
@@ -1465,7 +1465,7 @@ fn handle_rtp(
             av1_dd: (dd_len > 0).then(|| &dd_buf[..dd_len]),
             transport_cc: tcc,
         };
-        let Some(at) = egress::write_packet(&mut buf, &data, &h, &sender_ext, &r.neg.ext, out, exts, None) else {
+        let Some(at) = egress::write_packet(&mut buf, &data, &h, &sender_ext, &r.neg.ext, out, exts) else {
             io.drop("egress_too_large");
             continue;
         };
@@ -1593,7 +1593,7 @@ fn handle_rtcp(
         match item {
             Ok(RtcpPacket::SenderReport(sr)) => {
                 if let Some(rx) = ep.rx.get_mut(&sr.ssrc.0) {
-                    rx.on_sender_report(sr.info.ntp_time, sr.info.rtp_time, now);
+                    rx.on_sender_report(sr.info.ntp_time, now);
                 }
             }
             Ok(RtcpPacket::ReceiverReport(rr)) => on_report_blocks(now, ep, rr.blocks, clock),
