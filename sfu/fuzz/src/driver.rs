@@ -210,3 +210,50 @@ pub fn read_corpus(dir: &Path) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The `fuzz-loop` command line over a project's targets and seeds (both fuzz crates' binaries
+/// call this). `root` is the fuzz crate's directory (corpus/ and artifacts/ live there).
+pub fn main_loop(targets: &[(&str, fn(&[u8]))], seeds_of: fn(&str) -> Vec<Vec<u8>>, root: &Path) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--write-corpus") {
+        for (name, _) in targets {
+            let dir = root.join("corpus").join(name);
+            std::fs::create_dir_all(&dir).expect("create corpus dir");
+            for (i, s) in seeds_of(name).iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i:03}")), s).expect("write seed");
+            }
+        }
+        return;
+    }
+    let which = args.first().cloned().unwrap_or_else(|| "all".into());
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let mut failed = false;
+    for (name, f) in targets {
+        if which != "all" && which != *name {
+            continue;
+        }
+        let mut seeds = seeds_of(name);
+        seeds.extend(read_corpus(&root.join("corpus").join(name)));
+        let r = run(
+            name,
+            *f,
+            &seeds,
+            Duration::from_secs_f64(secs),
+            u64::MAX,
+            seed,
+            &root.join("artifacts").join(name),
+        );
+        println!(
+            "{name}: {} execs in {:.1} s ({:.0}/s), {} crashes",
+            r.execs,
+            r.elapsed.as_secs_f64(),
+            r.execs as f64 / r.elapsed.as_secs_f64().max(1e-9),
+            r.crashes
+        );
+        failed |= r.crashes > 0;
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
