@@ -84,6 +84,11 @@ pub enum Command {
         ep: EndpointId,
         text: String,
     },
+    /// Fault injection (robustness.md case 57): panic while processing this conference, so
+    /// tests can check that only it is torn down. Reachable only through the REST route that
+    /// `[rest] fault_injection = true` enables; never sent by Colibri2.
+    #[doc(hidden)]
+    InjectPanic { conf: ConferenceId },
 }
 
 impl Command {
@@ -101,7 +106,8 @@ impl Command {
             | Command::BridgeChannelMessage { conf, .. }
             | Command::BridgeChannelWebSocket { conf, .. }
             | Command::SetForceMute { conf, .. }
-            | Command::SetInitialLastN { conf, .. } => *conf,
+            | Command::SetInitialLastN { conf, .. }
+            | Command::InjectPanic { conf } => *conf,
         }
     }
 }
@@ -305,4 +311,7 @@ pub enum ExpireReason {
     /// ICE neither connected nor failed within 2 minutes of creation.
     NeverConnected,
     IceFailed,
+    /// Processing of its conference panicked: the whole conference was torn down (the other
+    /// conferences of the shard are unaffected).
+    ConferencePanicked,
 }

@@ -66,6 +66,8 @@ pub struct ClockAnchor {
     pub system: SystemTime,
 }
 
+mod guard;
+
 type Key = (ConferenceId, EndpointId);
 
 struct Conference {
@@ -120,6 +122,7 @@ struct Counters {
     channel_ignored: u64,
     projection_drops: u64,
     padding_sent: u64,
+    task_panics: u64,
 }
 
 /// Outputs and counters, kept apart from the conferences so both can be borrowed at once.
@@ -174,6 +177,9 @@ pub struct Shard {
     clock: ClockAnchor,
     span: tracing::Span,
     next_timeout: Option<Instant>,
+    /// The conference being processed, for tearing it down if that processing panics
+    /// (see `guard.rs`).
+    in_conf: Option<ConferenceId>,
 }
 
 impl Shard {
@@ -231,6 +237,7 @@ impl Shard {
             rng: StdRng::seed_from_u64(seed),
             clock,
             next_timeout: None,
+            in_conf: None,
         }
     }
 
@@ -244,8 +251,8 @@ impl Shard {
         &self.hosts
     }
 
-    /// One datagram from the shared socket. Bad input is counted, never returned.
-    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: BytesMut) {
+    /// One datagram (see [`Shard::handle_datagram`], which runs this under a panic guard).
+    fn datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: BytesMut) {
         self.io.c.bytes_rx += data.len() as u64;
         let kind = demux::classify(&data);
         let key = match kind {
@@ -256,6 +263,7 @@ impl Shard {
                 None => return self.io.drop("unknown_source"),
             },
         };
+        self.in_conf = Some(key.0);
         let env = Env {
             config: &self.config,
             provider: &self.provider,
@@ -309,6 +317,7 @@ impl Shard {
                 None => return self.io.drop("unknown_source"),
             }
         };
+        self.in_conf = Some(key.0);
         let ice_local = self.ice_local(local, remote);
         let env = Env {
             config: &self.config,
@@ -364,12 +373,6 @@ impl Shard {
             .or_else(|| self.hosts.iter().find(same_family))
             .copied()
             .unwrap_or(local)
-    }
-
-    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<Reply, CommandError> {
-        let r = self.command(now, cmd);
-        self.recompute_timeout();
-        r
     }
 
     fn command(&mut self, now: Instant, cmd: Command) -> Result<Reply, CommandError> {
@@ -556,6 +559,10 @@ impl Shard {
                 drive(now, e, &env, &mut self.io, &mut self.by_addr);
                 Ok(Reply::Done)
             }
+            Command::InjectPanic { conf } => {
+                conference_mut(&mut self.conferences, conf)?;
+                panic!("fault injection: panic while processing conference {conf}");
+            }
             #[allow(unreachable_patterns)] // Command is non_exhaustive for other crates only
             _ => Err(CommandError::Invalid("unsupported command".into())),
         }
@@ -721,7 +728,8 @@ impl Shard {
         self.next_timeout = None;
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Timers (see [`Shard::handle_timeout`], which runs this under a panic guard).
+    fn timeout(&mut self, now: Instant) {
         let env = Env {
             config: &self.config,
             provider: &self.provider,
@@ -730,6 +738,7 @@ impl Shard {
         let mut expired: Vec<(Key, ExpireReason)> = Vec::new();
         let ntp = ntp_time(self.clock, now);
         for (cid, c) in self.conferences.iter_mut() {
+            self.in_conf = Some(*cid);
             if now >= c.next_tick {
                 c.next_tick = now + CONFERENCE_TICK;
                 conference_tick(now, c, &mut self.io);
@@ -777,12 +786,14 @@ impl Shard {
             }
         }
         for ((conf, ep), reason) in expired {
+            self.in_conf = Some(conf);
             if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
                 tracing::info!(parent: &e.span, ?reason, "endpoint expired");
                 self.forget_endpoint(now, e);
                 self.io.events.push_back(Event::EndpointExpired { conf, ep, reason });
             }
         }
+        self.in_conf = None;
         self.next_timeout = self
             .conferences
             .values()
@@ -859,6 +870,7 @@ impl Shard {
             projection_drops: c.projection_drops,
             padding_packets_sent: c.padding_sent,
             drops: self.io.drops.iter().map(|(k, v)| (*k, *v)).collect(),
+            task_panics: c.task_panics,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Stats {
     /// Dropped datagrams by reason (stable snake_case names, e.g. `unknown_source`,
     /// `malformed_rtp`, `srtp_auth_failed`, `srtp_replay`, `not_ice_validated`).
     pub drops: Vec<(&'static str, u64)>,
+    /// Panics caught in per-conference processing (each tore its conference down).
+    pub task_panics: u64,
 }
 
 impl Stats {
