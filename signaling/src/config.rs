@@ -106,6 +106,16 @@ pub struct XmppSection {
     pub reconnect_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max_delay: Duration,
+    /// XMPP ping (XEP-0199) to the server this often (JVB: 30 s); finds half-open connections.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A ping unanswered for this long drops the connection, which is then re-established.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Bound on TCP connect, STARTTLS, SASL and bind; a server that accepts and never answers
+    /// is given up on after this long (then the reconnect backoff).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -137,6 +147,9 @@ pub struct RestSection {
     pub shutdown_enabled: bool,
     /// `GET /debug`, `/debug/{conference}`, `/debug/{conference}/{endpoint}` (JVB `videobridge.rest.debug.enabled`).
     pub debug_enabled: bool,
+    /// `POST /debug/fault/panic/{meeting_id}`: make the media core panic while processing that
+    /// conference (robustness.md case 57). For tests only; off by default.
+    pub fault_injection: bool,
 }
 
 /// Graceful shutdown and drain (colibri.md §7; JVB `videobridge.shutdown.*`).
@@ -235,6 +248,9 @@ impl Default for XmppSection {
             additional_servers: Vec::new(),
             reconnect_delay: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -258,6 +274,9 @@ impl fmt::Debug for XmppSection {
             .field("additional_servers", &self.additional_servers)
             .field("reconnect_delay", &self.reconnect_delay)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -276,6 +295,7 @@ impl Default for RestSection {
             drain_enabled: true,
             shutdown_enabled: false,
             debug_enabled: true,
+            fault_injection: false,
         }
     }
 }
@@ -479,6 +499,15 @@ impl Config {
         }
         if self.xmpp.presence_interval.is_zero() {
             return Err(invalid("xmpp.presence_interval", "must be more than 0".into()));
+        }
+        for (key, d) in [
+            ("xmpp.ping_interval", self.xmpp.ping_interval),
+            ("xmpp.ping_timeout", self.xmpp.ping_timeout),
+            ("xmpp.connect_timeout", self.xmpp.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be more than 0".into()));
+            }
         }
         self.validate_websockets()
     }

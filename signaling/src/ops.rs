@@ -44,6 +44,8 @@ pub struct XmppCounts {
     pub mucs_joined: usize,
     /// Connections lost since start, all servers together (JVB `xmpp_disconnects`).
     pub disconnects: u64,
+    /// Per configured server (`host:port`): logged in right now.
+    pub servers: Vec<(String, bool)>,
 }
 
 /// Shared operational state. Cheap to read from any thread.
@@ -226,6 +228,7 @@ impl Ops {
         for client in &clients {
             let st = client.state();
             c.clients_connected += usize::from(st.connected);
+            c.servers.push((client.server().to_owned(), st.connected));
             c.mucs_configured += st.rooms.len();
             c.mucs_joined += st.rooms.iter().filter(|r| r.joined).count();
         }

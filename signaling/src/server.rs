@@ -333,6 +333,9 @@ fn xmpp_configs(x: &XmppSection) -> anyhow::Result<Vec<XmppConfig>> {
             presence_interval: x.presence_interval,
             reconnect_delay: x.reconnect_delay,
             reconnect_max_delay: x.reconnect_max_delay,
+            ping_interval: x.ping_interval,
+            ping_timeout: x.ping_timeout,
+            connect_timeout: x.connect_timeout,
             ..XmppConfig::default()
         })
         .collect())

@@ -347,6 +347,24 @@ fn families(s: &Snapshot) -> Vec<Family> {
         "Brewery rooms joined, all connections together.",
         s.xmpp.mucs_joined as f64,
     );
+    one(
+        P,
+        "task_panics",
+        Counter,
+        "Panics caught in the media core; each tore down the conference it happened in (robustness.md case 57).",
+        core.task_panics as f64,
+    );
+    out.push(Family {
+        name: "palim_xmpp_connected".into(),
+        kind: Kind::Gauge,
+        help: "1 while the XMPP connection to this server is logged in, else 0.",
+        samples: s
+            .xmpp
+            .servers
+            .iter()
+            .map(|(server, up)| (vec![("server", server.clone())], b(*up)))
+            .collect(),
+    });
     out.push(Family {
         name: "palim_dropped_packets".into(),
         kind: Kind::Counter,

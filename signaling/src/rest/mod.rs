@@ -42,6 +42,8 @@ pub struct RestFlags {
     /// Needs `colibri` too, as in JVB.
     pub shutdown: bool,
     pub debug: bool,
+    /// `POST /debug/fault/panic/{meeting_id}` (tests only; `[rest] fault_injection`).
+    pub fault_injection: bool,
 }
 
 impl RestFlags {
@@ -55,10 +57,11 @@ impl RestFlags {
             drain: c.drain_enabled,
             shutdown: c.shutdown_enabled,
             debug: c.debug_enabled,
+            fault_injection: c.fault_injection,
         }
     }
 
-    /// Everything on, shutdown included (tests).
+    /// Everything on, shutdown included (tests); fault injection stays off.
     pub fn all() -> Self {
         RestFlags {
             colibri: true,
@@ -69,6 +72,7 @@ impl RestFlags {
             drain: true,
             shutdown: true,
             debug: true,
+            fault_injection: false,
         }
     }
 }
@@ -180,7 +184,35 @@ pub fn router(state: RestState) -> Router {
             .route("/debug/{conference}", get(debug_conference))
             .route("/debug/{conference}/{endpoint}", get(debug_endpoint));
     }
+    if f.fault_injection {
+        r = r.route("/debug/fault/panic/{meeting_id}", post(fault_panic));
+    }
     r.layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
+}
+
+/// Fault injection (robustness.md case 57): the media core panics while processing the
+/// conference. 200 with the core's error when the panic was caught (the conference is gone),
+/// 404 for an unknown meeting-id.
+async fn fault_panic(State(state): State<RestState>, Path(meeting_id): Path<String>) -> Response {
+    let Some(conf) = state
+        .colibri
+        .conferences()
+        .await
+        .into_iter()
+        .find(|c| c.meeting_id == meeting_id)
+        .map(|c| c.id)
+    else {
+        return error_response(&Colibri2Error::conference_not_found(&meeting_id));
+    };
+    tracing::warn!(%meeting_id, %conf, "fault injection: panic requested");
+    match state.colibri.core().command(sfu::Command::InjectPanic { conf }).await {
+        Err(sfu::CommandError::Internal(msg)) => Json(json!({ "panicked": true, "error": msg })).into_response(),
+        other => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "panicked": false, "error": format!("{other:?}") })),
+        )
+            .into_response(),
+    }
 }
 
 async fn post_conference(State(state): State<RestState>, body: Bytes) -> Response {
@@ -326,6 +358,7 @@ pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
     put("nacks_sent", json!(core.nacks_sent));
     put("retransmissions", json!(core.retransmissions));
     put("drops_total", json!(core.drops_total()));
+    put("task_panics", json!(core.task_panics));
     for (reason, n) in &core.drops {
         put(&format!("drops_{reason}"), json!(n));
     }

@@ -90,6 +90,8 @@ struct Shared {
     presence_tx: broadcast::Sender<PresenceEvent>,
     next_id: Arc<AtomicU64>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// `host:port` of the server, for metrics labels.
+    server: String,
 }
 
 /// Handle to one XMPP connection. Cheap to clone; the connection task ends when
@@ -133,6 +135,11 @@ impl XmppClient {
         });
         let (presence_tx, _) = broadcast::channel(1024);
         let next_id = Arc::new(AtomicU64::new(1));
+        let server = if config.host.contains(':') {
+            format!("[{}]:{}", config.host, config.port)
+        } else {
+            format!("{}:{}", config.host, config.port)
+        };
         let task = Task {
             cfg: Arc::new(config),
             tls,
@@ -151,8 +158,14 @@ impl XmppClient {
                 presence_tx,
                 next_id,
                 task: Mutex::new(Some(join)),
+                server,
             }),
         })
+    }
+
+    /// The server this client connects to, `host:port` (`[v6]:port`).
+    pub fn server(&self) -> &str {
+        &self.shared.server
     }
 
     pub fn state(&self) -> ConnectionState {
