@@ -88,7 +88,19 @@ pub enum Command {
     /// tests can check that only it is torn down. Reachable only through the REST route that
     /// `[rest] fault_injection = true` enables; never sent by Colibri2.
     #[doc(hidden)]
-    InjectPanic { conf: ConferenceId },
+    InjectPanic { conf: ConferenceId, site: FaultSite },
+}
+
+/// Where [`Command::InjectPanic`] makes the core panic.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultSite {
+    /// While executing the command itself (its reply is the caught panic's error).
+    Command,
+    /// In the conference's next timer pass.
+    Timer,
+    /// While handling the next datagram routed to the conference.
+    Datagram,
 }
 
 impl Command {
@@ -107,7 +119,7 @@ impl Command {
             | Command::BridgeChannelWebSocket { conf, .. }
             | Command::SetForceMute { conf, .. }
             | Command::SetInitialLastN { conf, .. }
-            | Command::InjectPanic { conf } => *conf,
+            | Command::InjectPanic { conf, .. } => *conf,
         }
     }
 }

@@ -180,6 +180,8 @@ pub struct Shard {
     /// The conference being processed, for tearing it down if that processing panics
     /// (see `guard.rs`).
     in_conf: Option<ConferenceId>,
+    /// Conferences armed to panic in their next timer pass or datagram (fault injection).
+    armed: guard::Armed,
 }
 
 impl Shard {
@@ -238,6 +240,7 @@ impl Shard {
             clock,
             next_timeout: None,
             in_conf: None,
+            armed: guard::Armed::default(),
         }
     }
 
@@ -264,6 +267,7 @@ impl Shard {
             },
         };
         self.in_conf = Some(key.0);
+        self.armed.check(key.0, crate::control::FaultSite::Datagram);
         let env = Env {
             config: &self.config,
             provider: &self.provider,
@@ -318,6 +322,7 @@ impl Shard {
             }
         };
         self.in_conf = Some(key.0);
+        self.armed.check(key.0, crate::control::FaultSite::Datagram);
         let ice_local = self.ice_local(local, remote);
         let env = Env {
             config: &self.config,
@@ -559,9 +564,11 @@ impl Shard {
                 drive(now, e, &env, &mut self.io, &mut self.by_addr);
                 Ok(Reply::Done)
             }
-            Command::InjectPanic { conf } => {
+            Command::InjectPanic { conf, site } => {
                 conference_mut(&mut self.conferences, conf)?;
-                panic!("fault injection: panic while processing conference {conf}");
+                self.armed.arm(conf, site);
+                self.armed.check(conf, crate::control::FaultSite::Command);
+                Ok(Reply::Done)
             }
             #[allow(unreachable_patterns)] // Command is non_exhaustive for other crates only
             _ => Err(CommandError::Invalid("unsupported command".into())),
@@ -739,6 +746,7 @@ impl Shard {
         let ntp = ntp_time(self.clock, now);
         for (cid, c) in self.conferences.iter_mut() {
             self.in_conf = Some(*cid);
+            self.armed.check(*cid, crate::control::FaultSite::Timer);
             if now >= c.next_tick {
                 c.next_tick = now + CONFERENCE_TICK;
                 conference_tick(now, c, &mut self.io);

@@ -18,8 +18,35 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::Shard;
-use crate::control::{Command, CommandError, Event, ExpireReason, Reply};
+use crate::control::{Command, CommandError, Event, ExpireReason, FaultSite, Reply};
 use crate::id::ConferenceId;
+
+/// Conferences armed to panic at a site ([`Command::InjectPanic`], tests only). Empty in
+/// normal operation, where [`Armed::check`] is one branch.
+#[derive(Default)]
+pub(super) struct Armed(Vec<(ConferenceId, FaultSite)>);
+
+impl Armed {
+    pub(super) fn arm(&mut self, conf: ConferenceId, site: FaultSite) {
+        self.0.push((conf, site));
+    }
+
+    /// Panics (once) if `conf` is armed at `site`.
+    #[inline]
+    pub(super) fn check(&mut self, conf: ConferenceId, site: FaultSite) {
+        if self.0.is_empty() {
+            return;
+        }
+        if let Some(i) = self.0.iter().position(|&(c, s)| c == conf && s == site) {
+            self.0.swap_remove(i);
+            panic!("fault injection: panic in conference {conf} ({site:?})");
+        }
+    }
+
+    fn forget(&mut self, conf: ConferenceId) {
+        self.0.retain(|(c, _)| *c != conf);
+    }
+}
 
 /// The panic message, when it is a string (as `panic!` with a message makes it).
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -112,6 +139,7 @@ impl Shard {
             endpoints = c.endpoints.len(),
             "conference processing panicked; conference torn down"
         );
+        self.armed.forget(conf);
         self.by_addr.retain(|_, k| k.0 != conf);
         self.by_ufrag.retain(|_, k| k.0 != conf);
         for &ep in c.endpoints.keys() {
@@ -135,7 +163,9 @@ mod tests {
     use std::time::{Duration, Instant, SystemTime};
 
     use crate::config::SfuConfig;
-    use crate::control::{Command, CommandError, Event, ExpireReason, Reply};
+    use bytes::BytesMut;
+
+    use crate::control::{Command, CommandError, Event, ExpireReason, FaultSite, Reply};
     use crate::id::{ConferenceId, EndpointId};
     use crate::shard::{ClockAnchor, Shard};
 
@@ -171,6 +201,88 @@ mod tests {
         }
     }
 
+    /// Two conferences with endpoints; the ufrags of conference 1's endpoint.
+    fn two_conferences(s: &mut Shard, now: Instant) -> String {
+        for c in [1, 2] {
+            assert!(s
+                .handle_command(now, Command::CreateConference { conf: ConferenceId(c) })
+                .is_ok());
+        }
+        endpoint(s, now, 2, 20);
+        endpoint(s, now, 1, 10)
+    }
+
+    /// A STUN binding request whose USERNAME starts with `ufrag` (routed by it, before any
+    /// integrity check).
+    fn stun_request(ufrag: &str) -> BytesMut {
+        let username = format!("{ufrag}:remote");
+        let mut attrs = vec![0x00, 0x06];
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attrs);
+        BytesMut::from(&m[..])
+    }
+
+    /// A panic in one conference's timers removes it; the other conference's timers still run
+    /// in the same pass.
+    #[test]
+    fn panic_in_a_timer_removes_only_that_conference() {
+        let (mut s, now) = shard();
+        two_conferences(&mut s, now);
+        let r = s.handle_command(
+            now,
+            Command::InjectPanic {
+                conf: ConferenceId(1),
+                site: FaultSite::Timer,
+            },
+        );
+        assert_eq!(r, Ok(Reply::Done));
+        assert_eq!(s.stats().conferences, 2, "armed, not yet fired");
+        let later = now + Duration::from_millis(200);
+        s.handle_timeout(later);
+        let st = s.stats();
+        assert_eq!((st.conferences, st.endpoints, st.task_panics), (1, 1, 1));
+        let c2 = &s.conferences[&ConferenceId(2)];
+        assert!(c2.next_tick > later, "the survivor's tick ran in the same pass");
+        assert!(s.poll_timeout().is_some());
+        s.handle_timeout(later + Duration::from_millis(200));
+        assert_eq!(s.stats().task_panics, 1);
+    }
+
+    /// A panic while handling a datagram routed to a conference removes that conference; the
+    /// next datagram for it is an unknown ufrag.
+    #[test]
+    fn panic_in_a_datagram_removes_only_that_conference() {
+        let (mut s, now) = shard();
+        let ufrag = two_conferences(&mut s, now);
+        assert_eq!(
+            s.handle_command(
+                now,
+                Command::InjectPanic {
+                    conf: ConferenceId(1),
+                    site: FaultSite::Datagram,
+                },
+            ),
+            Ok(Reply::Done)
+        );
+        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 10000));
+        let remote = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+        s.handle_datagram(now, local, remote, stun_request(&ufrag));
+        let st = s.stats();
+        assert_eq!((st.conferences, st.endpoints, st.task_panics), (1, 1, 1));
+        s.handle_datagram(now, local, remote, stun_request(&ufrag));
+        let st = s.stats();
+        assert_eq!(st.task_panics, 1);
+        assert!(st.drops.contains(&("unknown_ufrag", 1)), "{:?}", st.drops);
+    }
+
     /// A panic in one conference removes it, its endpoints and their ufrags, reports the
     /// endpoints as expired, and leaves the other conference and the shard working.
     #[test]
@@ -186,7 +298,10 @@ mod tests {
         let u2 = endpoint(&mut s, now, 2, 20);
         assert_eq!(s.stats().endpoints, 3);
 
-        let r = s.handle_command(now, Command::InjectPanic { conf: ConferenceId(1) });
+        let r = s.handle_command(now, Command::InjectPanic {
+                conf: ConferenceId(1),
+                site: FaultSite::Command,
+            });
         assert!(matches!(r, Err(CommandError::Internal(_))), "{r:?}");
         let st = s.stats();
         assert_eq!(st.task_panics, 1);
@@ -215,7 +330,10 @@ mod tests {
         s.handle_timeout(now + Duration::from_millis(200));
         assert_eq!(s.stats().endpoints, 2);
         assert!(matches!(
-            s.handle_command(now, Command::InjectPanic { conf: ConferenceId(1) }),
+            s.handle_command(now, Command::InjectPanic {
+                conf: ConferenceId(1),
+                site: FaultSite::Command,
+            }),
             Err(CommandError::ConferenceNotFound(_))
         ));
         assert_eq!(s.stats().task_panics, 1);

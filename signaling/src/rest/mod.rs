@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -191,9 +191,27 @@ pub fn router(state: RestState) -> Router {
 }
 
 /// Fault injection (robustness.md case 57): the media core panics while processing the
-/// conference. 200 with the core's error when the panic was caught (the conference is gone),
-/// 404 for an unknown meeting-id.
-async fn fault_panic(State(state): State<RestState>, Path(meeting_id): Path<String>) -> Response {
+/// conference, `?on=command` (default: in this request; 200 with the caught panic's error),
+/// `?on=timer` (its next timer pass) or `?on=datagram` (the next datagram routed to it; both
+/// 200 `{"armed":true}`). 404 for an unknown meeting-id, 400 for another `on`.
+async fn fault_panic(
+    State(state): State<RestState>,
+    Path(meeting_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    use sfu::control::FaultSite;
+    let site = match query.as_deref().and_then(|q| q.strip_prefix("on=")) {
+        None | Some("command") => FaultSite::Command,
+        Some("timer") => FaultSite::Timer,
+        Some("datagram") => FaultSite::Datagram,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": format!("on={other:?}: expected command, timer or datagram") })),
+            )
+                .into_response()
+        }
+    };
     let Some(conf) = state
         .colibri
         .conferences()
@@ -204,9 +222,12 @@ async fn fault_panic(State(state): State<RestState>, Path(meeting_id): Path<Stri
     else {
         return error_response(&Colibri2Error::conference_not_found(&meeting_id));
     };
-    tracing::warn!(%meeting_id, %conf, "fault injection: panic requested");
-    match state.colibri.core().command(sfu::Command::InjectPanic { conf }).await {
-        Err(sfu::CommandError::Internal(msg)) => Json(json!({ "panicked": true, "error": msg })).into_response(),
+    tracing::warn!(%meeting_id, %conf, ?site, "fault injection: panic requested");
+    match state.colibri.core().command(sfu::Command::InjectPanic { conf, site }).await {
+        Err(sfu::CommandError::Internal(msg)) if site == FaultSite::Command => {
+            Json(json!({ "panicked": true, "error": msg })).into_response()
+        }
+        Ok(_) if site != FaultSite::Command => Json(json!({ "armed": true })).into_response(),
         other => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({ "panicked": false, "error": format!("{other:?}") })),
