@@ -8,6 +8,8 @@
 //!   forwarding (and keeps accepting without answering): the XMPP ping notices within
 //!   `ping_interval + ping_timeout`, the reconnect attempts time out, and the bridge rejoins once
 //!   the path works again;
+//! * 44 `one_of_two_xmpp_servers_killed`: one of two configured servers SIGKILLed; the other
+//!   keeps answering its focus (allocation, health check), media unaffected;
 //! * 45 `focus_restart_orphans_expire_and_meeting_id_is_reusable`: the focus and its
 //!   participants vanish; the endpoints expire after the (short) `endpoint_timeout`; a new focus
 //!   gets `conference_already_exists` for the same meeting-id, expires it and re-creates it;
@@ -15,6 +17,8 @@
 //!   conference and no endpoint, and the fd count is back to its pre-conference value;
 //! * 47 `vanished_endpoint_expires_and_gets_no_more_media`: a client disappears without DTLS
 //!   close; its endpoint expires after `endpoint_timeout` and nothing is sent to its address after;
+//! * 48 `ice_restart_is_answered_without_transport`: in-place ICE restart is not implemented;
+//!   the request gets an answer without a transport (Jicofo then re-invites), media undisturbed;
 //! * 57 `panic_in_one_conference_tears_down_only_it`: a panic injected into one conference's
 //!   datagram handling (`[rest] fault_injection`): that conference is torn down, the other one's
 //!   media continues, the process and health survive, `palim_task_panics_total` = 1.
@@ -183,7 +187,10 @@ fault_injection = true
                 for f in ["tcp", "tcp6", "udp", "udp6"] {
                     net.push_str(&std::fs::read_to_string(format!("/proc/{}/net/{f}", self.pid())).unwrap_or_default());
                 }
-                panic!("fds not back to baseline within {within:?}: extra {extra:?}, missing {:?}\n{net}", baseline.iter().filter(|f| !now.contains(f)).collect::<Vec<_>>());
+                panic!(
+                    "fds not back to baseline within {within:?}: extra {extra:?}, missing {:?}\n{net}",
+                    baseline.iter().filter(|f| !now.contains(f)).collect::<Vec<_>>()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -616,7 +623,11 @@ impl Drop for FreezableProxy {
 }
 
 /// Copies `r` to `w`, not reading at all while frozen (data stays in the kernel buffers).
-async fn pipe(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if frozen.wait_for(|f| !*f).await.is_err() {
@@ -796,7 +807,10 @@ async fn focus_restart_orphans_expire_and_meeting_id_is_reusable() {
     let media = Media::start(peers);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = media.finish();
-    assert!(report.audio_rx.iter().all(|n| *n > 0), "re-created conference: {report:?}");
+    assert!(
+        report.audio_rx.iter().all(|n| *n > 0),
+        "re-created conference: {report:?}"
+    );
 }
 
 /// Case 46: everything released within 1 s of the expire IQ.
@@ -823,9 +837,14 @@ async fn conference_expire_frees_everything_within_1s() {
             st["conferences"] == 0 && st["endpoints"] == 0 && st["endpoints_connected"] == 0
         })
         .await;
-    palim.wait_fds(&fds, Duration::from_secs(1).saturating_sub(t.elapsed())).await;
+    palim
+        .wait_fds(&fds, Duration::from_secs(1).saturating_sub(t.elapsed()))
+        .await;
     let took = t.elapsed();
-    println!("released {took:?} after the expire IQ was sent; {} fds as before the conference", fds.len());
+    println!(
+        "released {took:?} after the expire IQ was sent; {} fds as before the conference",
+        fds.len()
+    );
     assert!(took < Duration::from_secs(1), "{took:?}");
     // The clients get nothing more once the conference is gone.
     let before: Vec<usize> = (0..2).map(|i| media.audio_received(i)).collect();
@@ -860,7 +879,9 @@ async fn vanished_endpoint_expires_and_gets_no_more_media() {
     }
     let watcher = watcher.unwrap_or_else(|| panic!("could not bind the vanished client's address {addr}"));
     palim
-        .wait_stats(Duration::from_secs(10), "vanished endpoint expired", |st| st["endpoints"] == 1)
+        .wait_stats(Duration::from_secs(10), "vanished endpoint expired", |st| {
+            st["endpoints"] == 1
+        })
         .await;
     let expired = gone.elapsed();
     println!("vanished endpoint expired {expired:?} after it went (endpoint_timeout 3 s)");
@@ -916,12 +937,21 @@ async fn panic_in_one_conference_tears_down_only_it() {
     println!("audio received per peer before/after the panic: {before:?} -> {after:?}; {report:?}");
     // The doomed conference's peers get (almost) nothing more: at most what was in flight.
     for i in 0..2 {
-        assert!(after[i] - before[i] <= 5, "peer {i} of the torn-down conference: {before:?} -> {after:?}");
+        assert!(
+            after[i] - before[i] <= 5,
+            "peer {i} of the torn-down conference: {before:?} -> {after:?}"
+        );
     }
     // The survivor's media never stopped: ~150 packets in 3 s, no gap.
     for i in 2..4 {
-        assert!(after[i] - before[i] >= 120, "survivor peer {i}: {before:?} -> {after:?}");
-        assert!(report.max_gap[i] < Duration::from_secs(1), "survivor peer {i}: {report:?}");
+        assert!(
+            after[i] - before[i] >= 120,
+            "survivor peer {i}: {before:?} -> {after:?}"
+        );
+        assert!(
+            report.max_gap[i] < Duration::from_secs(1),
+            "survivor peer {i}: {report:?}"
+        );
     }
     assert_eq!(palim.metric("palim_task_panics_total").await, Some(1.0));
     assert_eq!(palim.rest("GET", "/about/health", "").await.0, 200);
@@ -930,7 +960,9 @@ async fn panic_in_one_conference_tears_down_only_it() {
     assert_eq!(st["endpoints_connected"], 2, "{st}");
     // Signaling forgot the torn-down endpoints (the core reported them expired).
     palim
-        .wait_stats(Duration::from_secs(2), "torn-down endpoints forgotten", |st| st["endpoints"] == 2)
+        .wait_stats(Duration::from_secs(2), "torn-down endpoints forgotten", |st| {
+            st["endpoints"] == 2
+        })
         .await;
     let logs = palim.logs();
     assert!(
@@ -946,4 +978,103 @@ async fn panic_in_one_conference_tears_down_only_it() {
         conference_modify(survivor, None, &endpoint_create("ep5")),
     )
     .await;
+}
+
+/// Case 44: two XMPP servers, one killed: the other keeps serving its focus, media unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_xmpp_servers_killed() {
+    let nick = "palim-fault-44";
+    let Some(prosody1) = Prosody::start_or_skip("fault44a").await else {
+        return;
+    };
+    let Some(mut prosody2) = Prosody::start_or_skip("fault44b").await else {
+        return;
+    };
+    let mut focus1 = TestFocus::join(&prosody1).await;
+    let mut focus2 = TestFocus::join(&prosody2).await;
+    let palim = PalimProcess::start(
+        &prosody1,
+        nick,
+        prosody1.port(),
+        &format!("additional_servers = [\"127.0.0.1:{}\"]", prosody2.port()),
+        "",
+    );
+    for focus in [&mut focus1, &mut focus2] {
+        focus
+            .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
+            .await;
+    }
+    let second = format!("palim_xmpp_connected{{server=\"127.0.0.1:{}\"}}", prosody2.port());
+    let peers = two_party_call(&focus2, &palim, "44444444-0000-0000-0000-0000000000aa", [1, 2]).await;
+    let media = Media::start(peers);
+    palim.wait_xmpp_connected(1.0, Duration::from_secs(5)).await;
+    assert_eq!(palim.metric(&second).await, Some(1.0));
+    drop(focus2);
+
+    prosody2.kill();
+    let t = Instant::now();
+    while palim.metric(&second).await != Some(0.0) {
+        assert!(t.elapsed() < Duration::from_secs(10), "server 2 loss not noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(palim.xmpp_connected().await, Some(1.0), "server 1 unaffected");
+    // Jicofo on server 1 still allocates and gets answers.
+    modify(
+        &focus1,
+        &palim,
+        "allocate via the surviving server",
+        conference_modify(
+            "44444444-0000-0000-0000-0000000000bb",
+            Some("b@muc.meet.jitsi"),
+            &endpoint_create("s1"),
+        ),
+    )
+    .await;
+    assert!(focus1.health_check(nick).await.is_ok());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = media.finish();
+    println!("media while one of two servers is down: {report:?}");
+    for i in 0..2 {
+        assert!(report.audio_loss(i) < 0.001, "peer {i}: {report:?}");
+        assert!(report.max_gap[i] < Duration::from_secs(1), "peer {i}: {report:?}");
+    }
+}
+
+/// Case 48: Colibri2 `ice-restart` is not supported in place (colibri.md §4.3 makes it
+/// optional): the request is answered without a transport, which makes Jicofo fall back to a
+/// re-invite, and the running media is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_is_answered_without_transport() {
+    let nick = "palim-fault-48";
+    let Some((_prosody, focus, palim)) = setup("fault48", nick, "").await else {
+        return;
+    };
+    let meeting = "48484848-0000-0000-0000-000000000001";
+    let peers = two_party_call(&focus, &palim, meeting, [1, 2]).await;
+    let media = Media::start(peers);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = modify(
+        &focus,
+        &palim,
+        "ice-restart",
+        conference_modify(
+            meeting,
+            None,
+            &format!(
+                r#"<endpoint id="ep1" stats-id="ep1-s"><transport xmlns="{COLIBRI2}" ice-restart="true"/></endpoint>"#
+            ),
+        ),
+    )
+    .await;
+    let has_ice = m
+        .children()
+        .filter(|c| c.is("endpoint", COLIBRI2))
+        .filter_map(|e| e.get_child("transport", COLIBRI2))
+        .any(|t| t.get_child("transport", ICE_UDP).is_some());
+    assert!(!has_ice, "no new ICE transport offered: {m:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = media.finish();
+    for i in 0..2 {
+        assert!(report.max_gap[i] < Duration::from_secs(1), "peer {i}: {report:?}");
+    }
 }

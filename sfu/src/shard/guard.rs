@@ -298,10 +298,13 @@ mod tests {
         let u2 = endpoint(&mut s, now, 2, 20);
         assert_eq!(s.stats().endpoints, 3);
 
-        let r = s.handle_command(now, Command::InjectPanic {
+        let r = s.handle_command(
+            now,
+            Command::InjectPanic {
                 conf: ConferenceId(1),
                 site: FaultSite::Command,
-            });
+            },
+        );
         assert!(matches!(r, Err(CommandError::Internal(_))), "{r:?}");
         let st = s.stats();
         assert_eq!(st.task_panics, 1);
@@ -330,10 +333,13 @@ mod tests {
         s.handle_timeout(now + Duration::from_millis(200));
         assert_eq!(s.stats().endpoints, 2);
         assert!(matches!(
-            s.handle_command(now, Command::InjectPanic {
-                conf: ConferenceId(1),
-                site: FaultSite::Command,
-            }),
+            s.handle_command(
+                now,
+                Command::InjectPanic {
+                    conf: ConferenceId(1),
+                    site: FaultSite::Command,
+                }
+            ),
             Err(CommandError::ConferenceNotFound(_))
         ));
         assert_eq!(s.stats().task_panics, 1);

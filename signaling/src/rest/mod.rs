@@ -223,7 +223,12 @@ async fn fault_panic(
         return error_response(&Colibri2Error::conference_not_found(&meeting_id));
     };
     tracing::warn!(%meeting_id, %conf, ?site, "fault injection: panic requested");
-    match state.colibri.core().command(sfu::Command::InjectPanic { conf, site }).await {
+    match state
+        .colibri
+        .core()
+        .command(sfu::Command::InjectPanic { conf, site })
+        .await
+    {
         Err(sfu::CommandError::Internal(msg)) if site == FaultSite::Command => {
             Json(json!({ "panicked": true, "error": msg })).into_response()
         }
