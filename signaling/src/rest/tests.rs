@@ -738,3 +738,34 @@ fn dashboard_uses_only_existing_metrics() {
     }
     assert!(used > 20, "{used}");
 }
+
+/// The fault-injection route exists only with its flag, and maps its inputs.
+#[tokio::test]
+async fn fault_injection_route_needs_its_flag() {
+    let (_core, _handler, off) = app();
+    assert!(!RestFlags::default().fault_injection);
+    assert!(!RestFlags::all().fault_injection);
+    let (status, _) = call(&off, Method::POST, "/colibri/v2/conferences", CREATE).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&off, Method::POST, "/debug/fault/panic/m1", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "off by default");
+
+    let core = Arc::new(Core::default());
+    let handler = Arc::new(Colibri2Handler::new(core, HandlerConfig::default()));
+    let flags = RestFlags {
+        fault_injection: true,
+        ..RestFlags::all()
+    };
+    let router = router(RestState::new(handler).with_flags(flags));
+    let (status, _) = call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&router, Method::POST, "/debug/fault/panic/nope", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(&router, Method::POST, "/debug/fault/panic/m1?on=elsewhere", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call(&router, Method::POST, "/debug/fault/panic/m1?on=timer", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"armed":true}"#));
+    // The fake core does not panic: a command-site injection that did not panic is a 500.
+    let (status, body) = call(&router, Method::POST, "/debug/fault/panic/m1", "").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+}
