@@ -978,6 +978,33 @@ async fn panic_in_one_conference_tears_down_only_it() {
         conference_modify(survivor, None, &endpoint_create("ep5")),
     )
     .await;
+    // Jicofo's next request for the torn-down conference fails with conference_not_found
+    // (the core no longer has it), and expire-and-recreate brings the meeting-id back.
+    let r = focus
+        .client
+        .send_iq(
+            &palim.occupant(),
+            IqType::Get,
+            conference_modify(doomed, None, &endpoint_create("ep6")),
+            IQ_WAIT,
+        )
+        .await;
+    match r {
+        Err(SendIqError::Stanza(e)) => assert!(
+            e.extensions
+                .iter()
+                .any(|x| x.ns() == COLIBRI2 && x.attr("reason") == Some("conference_not_found")),
+            "{e:?}"
+        ),
+        other => panic!("modify of the torn-down conference: expected conference_not_found, got {other:?}"),
+    }
+    modify(&focus, &palim, "expire the torn-down conference", conference_expire(doomed)).await;
+    let peers = two_party_call(&focus, &palim, doomed, [7, 8]).await;
+    let media = Media::start(peers);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = media.finish();
+    assert!(report.audio_rx.iter().all(|n| *n > 0), "re-created after the panic: {report:?}");
+    assert_eq!(palim.metric("palim_task_panics_total").await, Some(1.0));
 }
 
 /// Case 44: two XMPP servers, one killed: the other keeps serving its focus, media unaffected.
