@@ -998,12 +998,21 @@ async fn panic_in_one_conference_tears_down_only_it() {
         ),
         other => panic!("modify of the torn-down conference: expected conference_not_found, got {other:?}"),
     }
-    modify(&focus, &palim, "expire the torn-down conference", conference_expire(doomed)).await;
+    modify(
+        &focus,
+        &palim,
+        "expire the torn-down conference",
+        conference_expire(doomed),
+    )
+    .await;
     let peers = two_party_call(&focus, &palim, doomed, [7, 8]).await;
     let media = Media::start(peers);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = media.finish();
-    assert!(report.audio_rx.iter().all(|n| *n > 0), "re-created after the panic: {report:?}");
+    assert!(
+        report.audio_rx.iter().all(|n| *n > 0),
+        "re-created after the panic: {report:?}"
+    );
     assert_eq!(palim.metric("palim_task_panics_total").await, Some(1.0));
 }
 
