@@ -432,6 +432,7 @@ impl Shard {
                 sctp,
                 visitor,
                 name,
+                ssrc_rewriting,
             } => {
                 let consent = self.jittered(self.config.consent_interval);
                 let c = conference_mut(&mut self.conferences, conf)?;
@@ -2330,6 +2331,7 @@ mod tests {
                 sctp: false,
                 visitor: false,
                 name: format!("ep{ep}"),
+                ssrc_rewriting: false,
             },
         )
     }
