@@ -3,7 +3,7 @@
 //! Sans-IO: every input is a `handle_*(now, …)` call, every output a `poll_*` call; see the
 //! crate docs for the run-loop contract. Nothing here reads a clock or touches a socket.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,7 +30,9 @@ use crate::egress::{self, OutExtensions, OutHeader};
 use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
 use crate::id::{ConferenceId, EndpointId, Ssrc};
 use crate::negotiated::Codec;
+use crate::projection::ssrc_slots::SlotAssignment;
 use crate::projection::Verdict;
+use crate::receiver::SlotPools;
 use crate::sctp::{ChannelEvent, Sctp};
 use crate::sources::{SourceKey, SourceTable};
 use crate::speaker::SpeakerDetector;
@@ -435,6 +437,11 @@ impl Shard {
                 ssrc_rewriting,
             } => {
                 let consent = self.jittered(self.config.consent_interval);
+                let slots = if ssrc_rewriting && self.conferences.contains_key(&conf) {
+                    Some(self.slot_pools(conf))
+                } else {
+                    None
+                };
                 let c = conference_mut(&mut self.conferences, conf)?;
                 if c.endpoints.contains_key(&ep) {
                     return Err(CommandError::EndpointExists { conf, ep });
@@ -462,9 +469,10 @@ impl Shard {
                     &c.span,
                 )
                 .map_err(CommandError::Internal)?;
-                tracing::info!(parent: &endpoint.span, visitor, sctp, %name, "endpoint created");
+                tracing::info!(parent: &endpoint.span, visitor, sctp, ssrc_rewriting, %name, "endpoint created");
                 let mut endpoint = endpoint;
                 endpoint.name = name;
+                endpoint.recv.slots = slots;
                 c.endpoints.insert(ep, endpoint);
                 c.speaker.add_endpoint(ep);
                 c.realloc = true;
@@ -672,6 +680,7 @@ impl Shard {
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             other.recv.projections.retain(|k, _| !removed.contains(k));
             other.rtx_cache.retain(|k, _| !removed.contains(k));
+            sources_changed(other, &c.sources, &removed);
         }
         Ok(Reply::Done)
     }
@@ -700,6 +709,7 @@ impl Shard {
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
                 other.recv.projections.retain(|k, _| !removed.contains(k));
                 other.rtx_cache.retain(|k, _| !removed.contains(k));
+                sources_changed(other, &c.sources, &removed);
             }
         }
         let addr = ep.send_addr();
@@ -734,6 +744,14 @@ impl Shard {
             if now >= c.next_tick {
                 c.next_tick = now + CONFERENCE_TICK;
                 conference_tick(now, c, &mut self.io);
+                if c.channel_dirty {
+                    // Bridge-channel output of the tick leaves now, not at each endpoint's
+                    // next deadline.
+                    c.channel_dirty = false;
+                    for ep in c.endpoints.values_mut() {
+                        flush_channel(now, ep, &mut self.io);
+                    }
+                }
             }
             let video_ssrc = c.video_ssrc;
             for (eid, ep) in c.endpoints.iter_mut() {
@@ -863,6 +881,33 @@ impl Shard {
         }
     }
 
+    /// Draw a receiver's SSRC pools (media.md §3.5): [`SSRC_SLOTS`] video slots (primary and
+    /// RTX) and as many audio slots, random, distinct, and distinct from every SSRC the
+    /// conference already uses.
+    fn slot_pools(&mut self, conf: ConferenceId) -> Box<SlotPools> {
+        let n = crate::receiver::SSRC_SLOTS;
+        let mut drawn: HashSet<u32> = HashSet::with_capacity(3 * n);
+        let mut draw = |rng: &mut StdRng, confs: &HashMap<ConferenceId, Conference>| loop {
+            let x: u32 = rng.random();
+            let taken = confs
+                .get(&conf)
+                .is_some_and(|c| c.video_ssrc == x || c.sources.route(x).is_some());
+            if x != 0 && !taken && drawn.insert(x) {
+                return x;
+            }
+        };
+        let video: Vec<(u32, u32)> = (0..n)
+            .map(|_| {
+                (
+                    draw(&mut self.rng, &self.conferences),
+                    draw(&mut self.rng, &self.conferences),
+                )
+            })
+            .collect();
+        let audio: Vec<u32> = (0..n).map(|_| draw(&mut self.rng, &self.conferences)).collect();
+        Box::new(SlotPools::new(&video, &audio))
+    }
+
     fn random_ssrc(&mut self) -> u32 {
         loop {
             let s: u32 = self.rng.random();
@@ -876,6 +921,27 @@ impl Shard {
     fn jittered(&mut self, d: Duration) -> Duration {
         d * self.rng.random_range(800..1200) / 1000
     }
+}
+
+/// A receiver's view after the conference's sources changed: removed sources' slots are
+/// freed silently (media.md §3.5) and its audio subscription names are resolved again.
+fn sources_changed(r: &mut Endpoint, sources: &SourceTable, removed: &[SourceKey]) {
+    if let Some(slots) = r.recv.slots.as_mut() {
+        for k in removed {
+            slots.release(*k);
+        }
+    }
+    if r.recv.audio.has_names() {
+        r.recv.audio.resolve(|n| audio_source_named(sources, n));
+    }
+}
+
+/// The audio source called `name`.
+fn audio_source_named(sources: &SourceTable, name: &str) -> Option<SourceKey> {
+    sources
+        .iter()
+        .find(|s| s.kind == crate::control::MediaKind::Audio && s.name == name)
+        .map(|s| s.key)
 }
 
 fn priority(type_pref: u32, index: usize) -> u32 {
@@ -1083,6 +1149,12 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
         }
     }
     on_dtls_events(now, ep, devs, io);
+    flush_channel(now, ep, io);
+}
+
+/// Push queued SCTP output (bridge-channel messages) through DTLS onto the wire now, so a
+/// message queued before a media packet is also sent before it.
+fn flush_channel(now: Instant, ep: &mut Endpoint, io: &mut Io) {
     if let (Some(sctp), Some(d)) = (ep.sctp.as_mut(), ep.dtls.as_mut()) {
         while let Some(pkts) = sctp.poll_transmit(now) {
             for p in pkts {
@@ -1413,12 +1485,25 @@ fn handle_rtp(
     let mut keyframe_wanted: Option<u8> = None;
     let payload_len = h.payload_range().len() as u32;
     let mut dd_buf = [0u8; 255];
+    let keyframe_start = classified
+        .as_ref()
+        .is_some_and(|c| c.meta.keyframe && c.meta.start_of_frame);
+    // Borrowed out for the source maps while the receivers are iterated; `mem::take` of a
+    // String does not allocate. Put back after the loop.
+    let from_name = conf
+        .endpoints
+        .get_mut(&from)
+        .map(|e| std::mem::take(&mut e.name))
+        .unwrap_or_default();
     for (rid, r) in conf.endpoints.iter_mut() {
         if *rid == from {
             continue;
         }
         let Some(dst) = r.send_addr() else { continue };
         if r.srtp.is_none() {
+            continue;
+        }
+        if !is_video && !r.recv.audio.wants(route.source) {
             continue;
         }
         let mut out = OutHeader {
@@ -1455,6 +1540,45 @@ fn handle_rtp(
                 dd_len = crate::codec::av1_dd::write(&d, structure, &mut dd_buf).unwrap_or(0);
             }
             rewrite = Some(rw);
+        }
+        if r.recv.slots.is_some() {
+            // SSRC-rewriting mode (media.md §3.5): audio takes a slot on its first packet, the
+            // map going out before it; video slots are assigned by the allocation.
+            if !is_video {
+                let assigned = r.recv.slots.as_mut().and_then(|s| {
+                    if s.audio.ssrc_of(route.source).is_none() {
+                        s.audio.activate(route.source)
+                    } else {
+                        None
+                    }
+                });
+                if let Some(SlotAssignment::Assigned { ssrc, .. }) = assigned {
+                    announce_audio_slot(
+                        now,
+                        r,
+                        &conf.sources,
+                        route.source,
+                        ssrc,
+                        &from_name,
+                        &mut conf.scratch,
+                        io,
+                    );
+                }
+            }
+            let mapped = r.recv.slots.as_mut().and_then(|s| {
+                if is_video {
+                    s.video.rewrite(route.source, out.seq, out.ts, keyframe_start)
+                } else {
+                    s.audio.rewrite(route.source, out.seq, out.ts, false)
+                }
+            });
+            let Some((ssrc, seq, ts)) = mapped else {
+                io.drop("ssrc_slot_unmapped");
+                continue;
+            };
+            out.ssrc = ssrc;
+            out.seq = seq;
+            out.ts = ts;
         }
         let mut buf = io.take_buf();
         let tcc = (r.neg.ext.transport_cc != 0).then(|| {
@@ -1511,6 +1635,9 @@ fn handle_rtp(
             Err(_) => io.drop("srtp_protect_failed"),
         }
     }
+    if let Some(e) = conf.endpoints.get_mut(&from) {
+        e.name = from_name;
+    }
     if let Some(e) = keyframe_wanted {
         let media = conf
             .sources
@@ -1520,6 +1647,34 @@ fn handle_rtp(
         if let Some(media) = media {
             request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
         }
+    }
+}
+
+/// Tell receiver `r` that audio source `key` (owned by `owner`) now comes on slot `ssrc`, and
+/// push the message out before the media that follows (media.md §3.5). Only on assignment.
+#[allow(clippy::too_many_arguments)] // called from the forwarding loop with split borrows
+fn announce_audio_slot(
+    now: Instant,
+    r: &mut Endpoint,
+    sources: &SourceTable,
+    key: SourceKey,
+    ssrc: u32,
+    owner: &str,
+    scratch: &mut String,
+    io: &mut Io,
+) {
+    use crate::bridge_channel::{self as bc, AudioSourceMapping};
+    let Some(info) = sources.get(key) else { return };
+    let m = [AudioSourceMapping {
+        source: &info.name,
+        owner,
+        ssrc,
+        mid: None,
+    }];
+    if bc::write_audio_sources_map(scratch, &m).is_ok() {
+        tracing::debug!(parent: &r.span, source = %info.name, ssrc, "audio slot assigned");
+        channel_send(now, r, scratch, io);
+        flush_channel(now, r, io);
     }
 }
 
@@ -1633,6 +1788,8 @@ fn handle_rtcp(
 /// The SSRC a receiver's keyframe request really concerns: the encoding its projection of
 /// that source currently forwards (it only knows the source's primary SSRC, §3.5).
 fn current_encoding_ssrc(r: &Endpoint, sources: &SourceTable, media: u32) -> u32 {
+    // In SSRC-rewriting mode the receiver names slot SSRCs: map back to the source first.
+    let media = r.recv.slots.as_ref().and_then(|s| s.source_of(media)).unwrap_or(media);
     r.recv
         .projections
         .get(&media)
@@ -1677,7 +1834,12 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
     };
     let mut buf = io.take_buf();
     let pt = original.get(1).map_or(0, |b| b & 0x7F);
-    let rtx_ssrc = sources.get(media).and_then(|s| s.encodings.first()).and_then(|e| e.rtx);
+    // The cache is keyed by what was sent: a slot SSRC in rewriting mode, whose RTX SSRC is
+    // the slot's own (media.md §3.5), else the source's primary SSRC and its FID partner.
+    let rtx_ssrc = match r.recv.slots.as_ref() {
+        Some(slots) => slots.video.rtx_of(media),
+        None => sources.get(media).and_then(|s| s.encodings.first()).and_then(|e| e.rtx),
+    };
     match (r.neg.rtx_pt(pt), rtx_ssrc) {
         (Some(rtx_pt), Some(rtx_ssrc)) => {
             let enc = r
@@ -2017,7 +2179,15 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
                     conf.realloc = true;
                 }
             }
-            // Audio subscriptions and relay messages are accepted and not acted on yet.
+            Incoming::ReceiverAudioSubscription(sub) => {
+                let sources = &conf.sources;
+                let Some(ep) = conf.endpoints.get_mut(&from) else {
+                    return;
+                };
+                tracing::debug!(parent: &ep.span, ?sub, "audio subscription");
+                ep.recv.audio.set(sub, |n| audio_source_named(sources, n));
+            }
+            // Relay messages are accepted and not acted on (no relays yet).
             _ => io.c.channel_ignored += 1,
         }
     }
@@ -2081,12 +2251,182 @@ fn channel_opened(now: Instant, conf: &mut Conference, ep: EndpointId, io: &mut 
             }
         }
     }
+    // Every endpoint currently inactive (media.md §2.1 (c)).
+    let inactive: Vec<String> = conf
+        .endpoints
+        .values()
+        .filter(|e| e.inactive)
+        .map(|e| e.name.clone())
+        .collect();
+    for name in inactive {
+        if bc::write_connectivity_status(&mut out, &name, false).is_ok() {
+            if let Some(r) = conf.endpoints.get_mut(&ep) {
+                channel_send(now, r, &out, io);
+            }
+        }
+    }
     conf.scratch = out;
+    // SSRC-rewriting mode: the whole current map again.
+    let mapped = conf
+        .endpoints
+        .get(&ep)
+        .and_then(|r| r.recv.slots.as_ref())
+        .map(|slots| {
+            let v: Vec<(SourceKey, u32, Option<u32>)> = slots
+                .video
+                .slots()
+                .filter_map(|s| Some((s.source?, s.ssrc, s.rtx)))
+                .collect();
+            let a: Vec<(SourceKey, u32, Option<u32>)> = slots
+                .audio
+                .slots()
+                .filter_map(|s| Some((s.source?, s.ssrc, None)))
+                .collect();
+            (v, a)
+        });
+    if let Some((v, a)) = mapped {
+        let v: Vec<MapEntry> = v.iter().filter_map(|(k, s, x)| map_entry(conf, *k, *s, *x)).collect();
+        let a: Vec<MapEntry> = a.iter().filter_map(|(k, s, x)| map_entry(conf, *k, *s, *x)).collect();
+        send_source_maps(now, conf, ep, &v, &a, io);
+    }
     conf.channel_dirty = true;
+}
+
+/// One entry of a source map, owned (built only when a slot assignment changes).
+struct MapEntry {
+    source: String,
+    owner: String,
+    ssrc: u32,
+    rtx: Option<u32>,
+    video_type: crate::bridge_channel::VideoType,
+}
+
+/// The video type a source is announced and allocated with: the bridge-channel one if the
+/// owner sent one, else the signalled one.
+fn source_video_type(
+    video_types: &HashMap<SourceKey, crate::bridge_channel::VideoType>,
+    s: &crate::sources::SourceInfo,
+) -> crate::bridge_channel::VideoType {
+    use crate::bridge_channel::VideoType as V;
+    video_types.get(&s.key).copied().unwrap_or(match s.video_type {
+        Some(crate::control::VideoType::Desktop) => V::Desktop,
+        _ => V::Camera,
+    })
+}
+
+fn map_entry(conf: &Conference, key: SourceKey, ssrc: u32, rtx: Option<u32>) -> Option<MapEntry> {
+    let info = conf.sources.get(key)?;
+    Some(MapEntry {
+        source: info.name.clone(),
+        owner: conf
+            .endpoints
+            .get(&info.owner)
+            .map(|e| e.name.clone())
+            .unwrap_or_default(),
+        ssrc,
+        rtx,
+        video_type: source_video_type(&conf.video_types, info),
+    })
+}
+
+/// Send `VideoSourcesMap` / `AudioSourcesMap` with these entries to `rid` and push them onto
+/// the wire at once, ahead of any media on the slots they name (media.md §3.5).
+fn send_source_maps(
+    now: Instant,
+    conf: &mut Conference,
+    rid: EndpointId,
+    video: &[MapEntry],
+    audio: &[MapEntry],
+    io: &mut Io,
+) {
+    use crate::bridge_channel::{self as bc, AudioSourceMapping, VideoSourceMapping};
+    if video.is_empty() && audio.is_empty() {
+        return;
+    }
+    let mut out = std::mem::take(&mut conf.scratch);
+    if let Some(r) = conf.endpoints.get_mut(&rid) {
+        if !video.is_empty() {
+            let m: Vec<VideoSourceMapping<'_>> = video
+                .iter()
+                .map(|e| VideoSourceMapping {
+                    source: &e.source,
+                    owner: &e.owner,
+                    ssrc: e.ssrc,
+                    rtx: e.rtx,
+                    video_type: e.video_type,
+                    mid: None,
+                })
+                .collect();
+            if bc::write_video_sources_map(&mut out, &m).is_ok() {
+                channel_send(now, r, &out, io);
+            }
+        }
+        if !audio.is_empty() {
+            let m: Vec<AudioSourceMapping<'_>> = audio
+                .iter()
+                .map(|e| AudioSourceMapping {
+                    source: &e.source,
+                    owner: &e.owner,
+                    ssrc: e.ssrc,
+                    mid: None,
+                })
+                .collect();
+            if bc::write_audio_sources_map(&mut out, &m).is_ok() {
+                channel_send(now, r, &out, io);
+            }
+        }
+        flush_channel(now, r, io);
+    }
+    conf.scratch = out;
+}
+
+/// Connectivity (media.md §1.4, §2.4): tell everyone when an endpoint goes quiet or comes
+/// back; and each receiver's downlink estimate every 10 s (`ConnectionStats`).
+fn connectivity_and_stats(now: Instant, conf: &mut Conference, io: &mut Io) {
+    use crate::bridge_channel as bc;
+    let mut changes: Vec<(String, bool)> = Vec::new();
+    for e in conf.endpoints.values_mut() {
+        let inactive = e.is_inactive(now);
+        if inactive != e.inactive {
+            e.inactive = inactive;
+            tracing::info!(parent: &e.span, active = !inactive, "connectivity status");
+            changes.push((e.name.clone(), !inactive));
+        }
+    }
+    let mut out = std::mem::take(&mut conf.scratch);
+    for (name, active) in &changes {
+        if bc::write_connectivity_status(&mut out, name, *active).is_ok() {
+            for r in conf.endpoints.values_mut() {
+                if r.channel_open || r.ws_open {
+                    channel_send(now, r, &out, io);
+                }
+            }
+        }
+    }
+    for e in conf.endpoints.values_mut() {
+        if now < e.next_connection_stats {
+            continue;
+        }
+        e.next_connection_stats = now + crate::endpoint::CONNECTION_STATS_INTERVAL;
+        if !(e.channel_open || e.ws_open) {
+            continue;
+        }
+        if let Some(bwe) = receiver_bwe(e) {
+            if bc::write_connection_stats(&mut out, bwe).is_ok() {
+                channel_send(now, e, &out, io);
+                conf.channel_dirty = true;
+            }
+        }
+    }
+    if !changes.is_empty() {
+        conf.channel_dirty = true;
+    }
+    conf.scratch = out;
 }
 
 /// The conference timer: dominant speaker decisions and allocation triggers.
 fn conference_tick(now: Instant, conf: &mut Conference, io: &mut Io) {
+    connectivity_and_stats(now, conf, io);
     if let Some(change) = conf.speaker.tick(now) {
         announce_dominant(now, conf, change.dominant, io);
         conf.realloc = true;
@@ -2139,7 +2479,7 @@ fn receiver_bwe(ep: &Endpoint) -> Option<u64> {
 /// Run the allocator for every receiver and apply the result to its projections (§3.2).
 fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     use crate::allocation::{Layer as AllocLayer, Source as AllocSource};
-    use crate::bridge_channel::{self as bc, VideoType as BcVideoType};
+    use crate::bridge_channel as bc;
     conf.realloc = false;
     conf.last_alloc = now;
     // Sources in speech order: the speaker order first, then the rest by endpoint id.
@@ -2156,10 +2496,7 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             .collect();
         mine.sort_by_key(|s| s.key);
         for s in mine {
-            let video_type = conf.video_types.get(&s.key).copied().unwrap_or(match s.video_type {
-                Some(crate::control::VideoType::Desktop) => BcVideoType::Desktop,
-                _ => BcVideoType::Camera,
-            });
+            let video_type = source_video_type(&conf.video_types, s);
             let state = conf
                 .video
                 .entry(s.key)
@@ -2194,6 +2531,10 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     }
     let ids: Vec<EndpointId> = conf.endpoints.keys().copied().collect();
     let mut out = std::mem::take(&mut conf.scratch);
+    // SSRC-rewriting mode: video slots (re)assigned by this allocation, and the encodings to
+    // ask a keyframe of (a slot starts on one).
+    let mut assigned: Vec<(EndpointId, SourceKey, u32, Option<u32>)> = Vec::new();
+    let mut keyframes: Vec<u32> = Vec::new();
     for rid in ids {
         let Some(r) = conf.endpoints.get_mut(&rid) else {
             continue;
@@ -2243,6 +2584,26 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                 p.set_target(None);
             }
         }
+        // A source needs a slot once its effective constraints are non-zero (media.md §3.5).
+        // Lowest priority first: the top sources end up most recently used.
+        if let Some(slots) = r.recv.slots.as_mut() {
+            for sa in r.recv.alloc.sources.iter().rev() {
+                if sa.effective.is_disabled() {
+                    continue;
+                }
+                if let Some(SlotAssignment::Assigned { ssrc, evicted, .. }) = slots.video.activate(sa.source) {
+                    let source = sa.source;
+                    tracing::debug!(receiver = rid.0, source, ssrc, ?evicted, "video slot assigned");
+                    assigned.push((rid, sa.source, ssrc, slots.video.rtx_of(ssrc)));
+                    if let Some(media) = sa
+                        .target
+                        .and_then(|t| conf.sources.get(sa.source)?.encodings.get(usize::from(t.encoding)))
+                    {
+                        keyframes.push(media.ssrc);
+                    }
+                }
+            }
+        }
         let fwd = &r.recv.alloc.forwarded;
         if r.recv.announced.as_ref() != Some(fwd) {
             r.recv.announced = Some(fwd.clone());
@@ -2274,6 +2635,21 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         }
     }
     conf.scratch = out;
+    // The maps go out before any media on the new slots (which wait for a keyframe).
+    let mut i = 0;
+    while i < assigned.len() {
+        let rid = assigned[i].0;
+        let n = assigned[i..].iter().take_while(|a| a.0 == rid).count();
+        let entries: Vec<MapEntry> = assigned[i..i + n]
+            .iter()
+            .filter_map(|(_, k, s, x)| map_entry(conf, *k, *s, *x))
+            .collect();
+        send_source_maps(now, conf, rid, &entries, &[], io);
+        i += n;
+    }
+    for media in keyframes {
+        request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
+    }
     conf.channel_dirty = true;
 }
 
