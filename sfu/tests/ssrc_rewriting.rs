@@ -287,14 +287,22 @@ async fn setup(senders: &[u8], on_open: String) -> (Sfu, Vec<Client>, Rx) {
                     video_type: Some(VideoType::Camera),
                 },
             ];
-            h.command(Command::SetSources { conf: CONF, ep, sources })
-                .await
-                .expect("sources");
+            h.command(Command::SetSources {
+                conf: CONF,
+                ep,
+                sources,
+            })
+            .await
+            .expect("sources");
         }
         for m in media_descriptions() {
-            h.command(Command::SetMedia { conf: CONF, ep, media: m })
-                .await
-                .expect("media");
+            h.command(Command::SetMedia {
+                conf: CONF,
+                ep,
+                media: m,
+            })
+            .await
+            .expect("media");
         }
         client.connect(&bridge);
         if receiver {
@@ -381,12 +389,18 @@ impl Media {
             let tag = self.tags[i];
             self.audio[i] += 1;
             c.send_audio(now, &common::payload(tag, b'a', self.audio[i], 60));
-            if tick % 2 == 0 {
+            if tick.is_multiple_of(2) {
                 let n = self.frames[i];
                 let requested = c.keyframe_requests > self.requests[i];
                 self.requests[i] = c.keyframe_requests;
                 let key = n.is_multiple_of(60) || requested;
-                c.send_video_on(now, video_ssrc(tag), 7000u16.wrapping_add(n as u16), n * 3000, &vp8(tag, n, key));
+                c.send_video_on(
+                    now,
+                    video_ssrc(tag),
+                    7000u16.wrapping_add(n as u16),
+                    n * 3000,
+                    &vp8(tag, n, key),
+                );
                 self.frames[i] += 1;
             }
         }
@@ -482,12 +496,19 @@ async fn maps_before_media_and_a_continuous_stream_per_slot() {
         "{packets} packets, {} slots used, video sources {video_slots:?}",
         last_seq.len()
     );
-    assert_eq!(audio_from, tags.iter().copied().collect::<HashSet<u8>>(), "every sender's audio arrives");
+    assert_eq!(
+        audio_from,
+        tags.iter().copied().collect::<HashSet<u8>>(),
+        "every sender's audio arrives"
+    );
     // Each selected source's video came, on a slot of its own; ep4 was never selected.
     for s in ["ep1-v0", "ep2-v0", "ep3-v0"] {
         assert_eq!(video_slots.get(s).map(|v| v.len()), Some(1), "{s}: {video_slots:?}");
     }
-    assert!(!video_slots.contains_key("ep4-v0"), "lastN 1 forwarded an unselected source");
+    assert!(
+        !video_slots.contains_key("ep4-v0"),
+        "lastN 1 forwarded an unselected source"
+    );
     // With lastN 1, once a phase settles only its selected source's video arrives.
     let phases = ["ep1-v0", "ep2-v0", "ep3-v0", "ep1-v0"];
     for (p, want) in phases.iter().enumerate() {
@@ -521,7 +542,8 @@ async fn audio_subscription_none_then_include_one() {
         let mut mark = None;
         run(&mut senders, &mut rx, Duration::from_secs(4), |t, tick, cs, rx| {
             if t >= Duration::from_secs(2) && mark.is_none() {
-                let include = r#"{"colibriClass":"ReceiverAudioSubscription","all":false,"include":["ep2-a0"],"exclude":[]}"#;
+                let include =
+                    r#"{"colibriClass":"ReceiverAudioSubscription","all":false,"include":["ep2-a0"],"exclude":[]}"#;
                 assert!(rx.c.send_text(include));
                 mark = Some(rx.log.len());
             }
@@ -545,7 +567,11 @@ async fn audio_subscription_none_then_include_one() {
     let before = audio_tags(0..mark);
     assert!(before.is_empty(), "audio arrived while subscribed to none: {before:?}");
     let after = audio_tags(mark..rx.log.len());
-    assert!(after.len() > 40, "only {} audio packets after including ep2-a0", after.len());
+    assert!(
+        after.len() > 40,
+        "only {} audio packets after including ep2-a0",
+        after.len()
+    );
     assert!(after.iter().all(|t| *t == 2), "audio other than ep2-a0 arrived");
     // Its slot was announced: one audio map entry, for ep2-a0 only.
     let maps = rx.texts_of("AudioSourcesMap");
@@ -599,5 +625,7 @@ async fn connectivity_event_when_a_sender_goes_quiet() {
     .expect("client thread");
     let stats = rx.texts_of("ConnectionStats");
     assert!(!stats.is_empty(), "no ConnectionStats within 10 s");
-    assert!(stats.iter().all(|v| v["estimatedDownlinkBandwidth"].as_u64().is_some_and(|b| b > 0)));
+    assert!(stats
+        .iter()
+        .all(|v| v["estimatedDownlinkBandwidth"].as_u64().is_some_and(|b| b > 0)));
 }
