@@ -2777,6 +2777,153 @@ mod tests {
         assert!(!ep(&s).may_learn(cap), "an empty set is not 'unsignalled'");
     }
 
+    fn audio_source(owner: &str, ssrc: u32) -> SourceDescription {
+        SourceDescription {
+            kind: MediaKind::Audio,
+            name: format!("{owner}-a0"),
+            ssrcs: vec![Ssrc(ssrc)],
+            groups: vec![],
+            video_type: None,
+        }
+    }
+
+    fn create_rewriting(s: &mut Shard, now: Instant, conf: u32, ep: u32) {
+        let r = s.handle_command(
+            now,
+            Command::CreateEndpoint {
+                conf: ConferenceId(conf),
+                ep: EndpointId(ep),
+                ice_controlling: true,
+                sctp: true,
+                visitor: false,
+                name: format!("ep{ep}"),
+                ssrc_rewriting: true,
+            },
+        );
+        assert!(matches!(r, Ok(Reply::EndpointCreated(_))), "{r:?}");
+    }
+
+    /// A receiver with the capability gets 50 video (primary + RTX) and 50 audio slot SSRCs,
+    /// all distinct and none already used in the conference; one without it gets none.
+    #[test]
+    fn rewriting_receiver_gets_distinct_slot_ssrcs() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(5),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        let set = Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: vec![audio_source("ep1", 0x1234)],
+        };
+        assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        create_rewriting(&mut s, now, 1, 2);
+        let conf = &s.conferences[&c];
+        assert!(conf.endpoints[&EndpointId(1)].recv.slots.is_none());
+        let slots = conf.endpoints[&EndpointId(2)].recv.slots.as_ref().expect("slot pools");
+        assert_eq!(slots.video.len(), crate::receiver::SSRC_SLOTS);
+        assert_eq!(slots.audio.len(), crate::receiver::SSRC_SLOTS);
+        let mut all: Vec<u32> = slots
+            .video
+            .slots()
+            .flat_map(|v| [Some(v.ssrc), v.rtx])
+            .chain(slots.audio.slots().map(|a| Some(a.ssrc)))
+            .map(|x| x.expect("every video slot has an RTX SSRC"))
+            .collect();
+        assert!(!all.contains(&0x1234) && !all.contains(&conf.video_ssrc) && !all.contains(&0));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 3 * crate::receiver::SSRC_SLOTS);
+    }
+
+    /// `ReceiverAudioSubscription` sets the receiver's filter; a source named before it is
+    /// signalled is resolved when it is; a departed owner's slots are freed.
+    #[test]
+    fn audio_subscription_and_slot_release_follow_the_sources() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        create_rewriting(&mut s, now, 1, 2);
+        let set1 = |ssrcs: Vec<SourceDescription>| Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: ssrcs,
+        };
+        assert_eq!(
+            s.handle_command(now, set1(vec![audio_source("ep1", 11)])),
+            Ok(Reply::Done)
+        );
+        let msg = Command::BridgeChannelMessage {
+            conf: c,
+            ep: EndpointId(2),
+            text: r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Include","list":["ep3-a0"]}"#.into(),
+        };
+        assert_eq!(s.handle_command(now, msg), Ok(Reply::Done));
+        let rx = |s: &Shard| -> bool { s.conferences[&c].endpoints[&EndpointId(2)].recv.audio.wants(11) };
+        assert!(!rx(&s), "ep1-a0 is not included");
+        // The included name appears later, on the same SSRC's source renamed.
+        let mut later = audio_source("ep1", 11);
+        later.name = "ep3-a0".into();
+        assert_eq!(s.handle_command(now, set1(vec![later])), Ok(Reply::Done));
+        assert!(rx(&s), "resolved once signalled");
+        // A slot held for ep1's source is freed silently when ep1 leaves.
+        let slots = |s: &mut Shard| -> Option<u32> {
+            let e = s.conferences.get_mut(&c)?.endpoints.get_mut(&EndpointId(2))?;
+            let p = e.recv.slots.as_mut()?;
+            p.audio.ssrc_of(11)
+        };
+        {
+            let e = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(2)));
+            let p = e.and_then(|e| e.recv.slots.as_mut()).expect("pools");
+            assert!(matches!(p.audio.activate(11), Some(SlotAssignment::Assigned { .. })));
+        }
+        assert!(slots(&mut s).is_some());
+        let expire = Command::ExpireEndpoint {
+            conf: c,
+            ep: EndpointId(1),
+        };
+        assert_eq!(s.handle_command(now, expire), Ok(Reply::Done));
+        assert_eq!(slots(&mut s), None);
+    }
+
+    /// An endpoint that never connects is inactive after the first-transfer timeout (15 s),
+    /// and one that received something is inactive after 8 s of silence; visitors never.
+    #[test]
+    fn connectivity_inactivity_limits() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        let ep = |s: &mut Shard| -> bool { s.conferences[&c].endpoints[&EndpointId(1)].inactive };
+        s.handle_timeout(now + Duration::from_secs(9));
+        assert!(!ep(&mut s), "not connected yet: 15 s first-transfer timeout");
+        s.handle_timeout(now + Duration::from_secs(16));
+        assert!(ep(&mut s));
+        // Connected and active again, then 8 s of nothing.
+        let t = now + Duration::from_secs(17);
+        if let Some(e) = s
+            .conferences
+            .get_mut(&c)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(1)))
+        {
+            e.ice_connected = true;
+            e.last_activity = t;
+        }
+        s.handle_timeout(t + Duration::from_millis(200));
+        assert!(!ep(&mut s), "activity makes it active again");
+        s.handle_timeout(t + Duration::from_secs(7));
+        assert!(!ep(&mut s));
+        s.handle_timeout(t + Duration::from_secs(9));
+        assert!(ep(&mut s), "8 s without anything");
+    }
+
     /// When an endpoint leaves, the others forget the send streams of its SSRCs, and only
     /// those (sender reports for everyone else's streams continue with their counters).
     #[test]
