@@ -1544,14 +1544,17 @@ fn handle_rtp(
         if r.recv.slots.is_some() {
             // SSRC-rewriting mode (media.md §3.5): audio takes a slot on its first packet, the
             // map going out before it; video slots are assigned by the allocation.
-            if !is_video {
-                let assigned = r.recv.slots.as_mut().and_then(|s| {
-                    if s.audio.ssrc_of(route.source).is_none() {
-                        s.audio.activate(route.source)
-                    } else {
-                        None
-                    }
-                });
+            let mut mapped = r.recv.slots.as_mut().and_then(|s| {
+                if is_video {
+                    s.video.rewrite(route.source, out.seq, out.ts, keyframe_start)
+                } else {
+                    s.audio.rewrite(route.source, out.seq, out.ts, false)
+                }
+            });
+            if mapped.is_none() && !is_video {
+                // No slot yet (or a reordered packet from before it: `activate` then finds
+                // the existing slot and nothing is announced).
+                let assigned = r.recv.slots.as_mut().and_then(|s| s.audio.activate(route.source));
                 if let Some(SlotAssignment::Assigned { ssrc, .. }) = assigned {
                     announce_audio_slot(
                         now,
@@ -1563,15 +1566,13 @@ fn handle_rtp(
                         &mut conf.scratch,
                         io,
                     );
+                    mapped = r
+                        .recv
+                        .slots
+                        .as_mut()
+                        .and_then(|s| s.audio.rewrite(route.source, out.seq, out.ts, false));
                 }
             }
-            let mapped = r.recv.slots.as_mut().and_then(|s| {
-                if is_video {
-                    s.video.rewrite(route.source, out.seq, out.ts, keyframe_start)
-                } else {
-                    s.audio.rewrite(route.source, out.seq, out.ts, false)
-                }
-            });
             let Some((ssrc, seq, ts)) = mapped else {
                 io.drop("ssrc_slot_unmapped");
                 continue;
@@ -2167,8 +2168,15 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
                 video_type,
                 ..
             } => {
-                if let Some(s) = conf.sources.iter().find(|s| s.name == source_name && s.owner == from) {
-                    conf.video_types.insert(s.key, video_type);
+                let key = conf
+                    .sources
+                    .iter()
+                    .find(|s| s.name == source_name && s.owner == from)
+                    .map(|s| s.key);
+                if let Some(key) = key {
+                    if conf.video_types.insert(key, video_type) != Some(video_type) {
+                        reannounce_video_slot(now, conf, key, io);
+                    }
                     conf.realloc = true;
                 }
             }
@@ -2290,6 +2298,25 @@ fn channel_opened(now: Instant, conf: &mut Conference, ep: EndpointId, io: &mut 
         send_source_maps(now, conf, ep, &v, &a, io);
     }
     conf.channel_dirty = true;
+}
+
+/// A source's video type changed: receivers in SSRC-rewriting mode that have it on a slot get
+/// its map entry again (the map carries `videoType`).
+fn reannounce_video_slot(now: Instant, conf: &mut Conference, key: SourceKey, io: &mut Io) {
+    let holders: Vec<(EndpointId, u32, Option<u32>)> = conf
+        .endpoints
+        .iter()
+        .filter_map(|(id, e)| {
+            let slots = e.recv.slots.as_ref()?;
+            let ssrc = slots.video.ssrc_of(key)?;
+            Some((*id, ssrc, slots.video.rtx_of(ssrc)))
+        })
+        .collect();
+    for (rid, ssrc, rtx) in holders {
+        if let Some(entry) = map_entry(conf, key, ssrc, rtx) {
+            send_source_maps(now, conf, rid, &[entry], &[], io);
+        }
+    }
 }
 
 /// One entry of a source map, owned (built only when a slot assignment changes).

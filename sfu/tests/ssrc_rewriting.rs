@@ -526,6 +526,13 @@ async fn maps_before_media_and_a_continuous_stream_per_slot() {
             "phase {p}: wanted {want}, the end of the phase had {tail:?}"
         );
     }
+    // Video entries carry the slot's RTX SSRC and the source's video type (upper-case).
+    for m in rx.texts_of("VideoSourcesMap") {
+        for e in m["mappedSources"].as_array().into_iter().flatten() {
+            assert_eq!(e["videoType"], "CAMERA", "{e}");
+            assert!(e["rtx"].as_u64().is_some_and(|r| Some(r) != e["ssrc"].as_u64()), "{e}");
+        }
+    }
     let stats = sfu.handle.stats().await;
     eprintln!("{stats:?}");
 }
