@@ -2920,6 +2920,186 @@ mod tests {
         assert_eq!(slots(&mut s), None);
     }
 
+    /// SRTP that does nothing: lets a test drive the forwarding path with plain packets.
+    struct PlainSrtp;
+    impl crate::srtp::Srtp for PlainSrtp {
+        fn unprotect_rtp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+        fn protect_rtp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+        fn unprotect_rtcp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+        fn protect_rtcp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+    }
+
+    fn peer_addr(ep: u32) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 20000 + ep as u16))
+    }
+
+    /// Mark `ep` connected at [`peer_addr`] with [`PlainSrtp`].
+    fn connect_plain(s: &mut Shard, conf: ConferenceId, ep: u32) {
+        let addr = peer_addr(ep);
+        let e = s
+            .conferences
+            .get_mut(&conf)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(ep)))
+            .expect("endpoint exists");
+        e.srtp = Some(Box::new(PlainSrtp));
+        e.selected = Some(addr);
+        e.ice_connected = true;
+        e.add_validated(addr);
+        s.by_addr.insert(addr, (conf, EndpointId(ep)));
+    }
+
+    fn rtp(ssrc: u32, seq: u16, ts: u32, tag: u8) -> BytesMut {
+        let mut p = vec![0x80, 111];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[tag; 20]);
+        BytesMut::from(&p[..])
+    }
+
+    /// More audio sources than slots: the receiver's two audio slots are remapped again and
+    /// again (LRU), each remap announced before the first packet on the slot, and each slot
+    /// stays one stream: seq +1 and timestamps increasing across source changes.
+    #[test]
+    fn audio_slots_remap_and_stay_continuous() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(9),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        for ep in 1..=3 {
+            assert!(create(&mut s, now, 1, ep).is_ok());
+            let set = Command::SetSources {
+                conf: c,
+                ep: EndpointId(ep),
+                sources: vec![audio_source(&format!("ep{ep}"), 100 + ep)],
+            };
+            assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        }
+        create_rewriting(&mut s, now, 1, 4);
+        for ep in 1..=4 {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Audio,
+                payload_types: vec![crate::control::PayloadType {
+                    pt: 111,
+                    name: "opus".into(),
+                    clock_rate: 48_000,
+                    apt: None,
+                    feedback: vec![],
+                }],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            connect_plain(&mut s, c, ep);
+        }
+        {
+            let r = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(4)));
+            let r = r.expect("receiver");
+            // Two audio slots only, so three sources must share them; maps as websocket events.
+            r.recv.slots = Some(Box::new(SlotPools::new(&[(1, 2)], &[501, 502])));
+            r.ws_open = true;
+            r.ws_active = true;
+        }
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let mut next = [0u16, 1000, 30_000, 65_000];
+        let order = [1u32, 2, 1, 2, 3, 3, 1, 2, 3, 1, 1, 2, 2, 3, 1, 3, 2, 1];
+        // slot SSRC -> source name last announced; per slot: last (seq, ts).
+        let mut announced: HashMap<u32, String> = HashMap::new();
+        let mut last: HashMap<u32, (u16, u32)> = HashMap::new();
+        let mut maps = 0;
+        let mut forwarded = 0;
+        let mut t = now;
+        for round in 0..4 {
+            for &ep in &order {
+                t += Duration::from_millis(20);
+                let i = ep as usize;
+                next[i] = next[i].wrapping_add(1);
+                let ts = u32::from(next[i]).wrapping_mul(960).wrapping_add(ep * 7_777_777);
+                s.handle_datagram(t, local, peer_addr(ep), rtp(100 + ep, next[i], ts, ep as u8));
+                while let Some(ev) = s.poll_event() {
+                    if let Event::BridgeChannelSend {
+                        ep: EndpointId(4),
+                        text,
+                        ..
+                    } = ev
+                    {
+                        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                        if v["colibriClass"] == "AudioSourcesMap" {
+                            for e in v["mappedSources"].as_array().into_iter().flatten() {
+                                let ssrc = e["ssrc"].as_u64().expect("ssrc") as u32;
+                                announced.insert(ssrc, e["source"].as_str().expect("name").to_owned());
+                                maps += 1;
+                            }
+                        }
+                    }
+                }
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.remote != peer_addr(4) {
+                        continue;
+                    }
+                    let h = RtpHeader::parse(&tx.data).expect("rtp");
+                    let (slot, seq, ts) = (h.ssrc().0, h.seq(), h.timestamp());
+                    let tag = tx.data[h.payload_range().start];
+                    assert!(slot == 501 || slot == 502, "round {round}: media on {slot}");
+                    forwarded += 1;
+                    assert_eq!(
+                        announced.get(&slot).map(String::as_str),
+                        Some(format!("ep{tag}-a0").as_str()),
+                        "slot {slot} carries ep{tag} without a map saying so"
+                    );
+                    if let Some((ls, lt)) = last.insert(slot, (seq, ts)) {
+                        assert_eq!(seq, ls.wrapping_add(1), "slot {slot}: seq gap or repeat");
+                        let dt = ts.wrapping_sub(lt);
+                        assert!(dt > 0 && dt < 0x8000_0000, "slot {slot}: timestamp went backwards");
+                    }
+                }
+            }
+        }
+        assert_eq!(forwarded, 4 * order.len(), "every packet reaches the receiver");
+        assert!(maps > 6, "only {maps} slot assignments: the slots were not remapped");
+        assert_eq!(drops(&s, "ssrc_slot_unmapped"), 0);
+        // A PLI from the receiver names a slot SSRC; it reaches the slot's current source's
+        // sender, for that sender's own SSRC.
+        let owner: u32 = announced[&501]
+            .trim_start_matches("ep")
+            .trim_end_matches("-a0")
+            .parse()
+            .expect("ep<n>-a0");
+        let mut buf = [0u8; 20];
+        let n = rtcp::write_pli(&mut buf, Ssrc(9), Ssrc(501)).expect("pli");
+        s.handle_datagram(t, local, peer_addr(4), BytesMut::from(&buf[..n]));
+        let mut routed = false;
+        while let Some(tx) = s.poll_transmit() {
+            if tx.remote != peer_addr(owner) {
+                continue;
+            }
+            for p in RtcpCompound::new(&tx.data).flatten() {
+                if let RtcpPacket::Pli(p) = p {
+                    assert_eq!(p.media.0, 100 + owner);
+                    routed = true;
+                }
+            }
+        }
+        assert!(routed, "the PLI on slot 501 did not reach ep{owner}");
+    }
+
     /// An endpoint that never connects is inactive after the first-transfer timeout (15 s),
     /// and one that received something is inactive after 8 s of silence; visitors never.
     #[test]
