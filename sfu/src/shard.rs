@@ -3100,6 +3100,149 @@ mod tests {
         assert!(routed, "the PLI on slot 501 did not reach ep{owner}");
     }
 
+    /// A VP8 packet: 15-bit picture ID descriptor, keyframe header (640x360) or delta tag.
+    fn vp8_rtp(ssrc: u32, seq: u16, ts: u32, pid: u16, keyframe: bool) -> BytesMut {
+        let mut p = vec![0x80 | 0x00, 0x80 | 100];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8]);
+        if keyframe {
+            p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+        } else {
+            p.extend_from_slice(&[0x11, 0, 0]);
+        }
+        p.resize(p.len() + 100, 0x5A);
+        BytesMut::from(&p[..])
+    }
+
+    /// Video in rewriting mode: the allocation gives the source a slot and announces it (with
+    /// the slot's RTX SSRC) before any media; media goes out on the slot SSRC from a keyframe;
+    /// a NACK for the slot SSRC is answered as RTX on the slot's RTX SSRC.
+    #[test]
+    fn video_slot_announced_first_and_nack_answered_on_its_rtx() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(4),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        create_rewriting(&mut s, now, 1, 4);
+        let video = SourceDescription {
+            kind: MediaKind::Video,
+            name: "ep1-v0".into(),
+            ssrcs: vec![Ssrc(200)],
+            groups: vec![],
+            video_type: Some(crate::control::VideoType::Camera),
+        };
+        let set = Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: vec![video],
+        };
+        assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        let pt = |pt, name: &str, apt| crate::control::PayloadType {
+            pt,
+            name: name.into(),
+            clock_rate: 90_000,
+            apt,
+            feedback: vec![],
+        };
+        for ep in [1, 4] {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Video,
+                payload_types: vec![pt(100, "VP8", None), pt(96, "rtx", Some(100))],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            connect_plain(&mut s, c, ep);
+        }
+        {
+            let r = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(4)));
+            let r = r.expect("receiver");
+            r.recv.slots = Some(Box::new(SlotPools::new(&[(601, 602)], &[501])));
+            r.ws_open = true;
+            r.ws_active = true;
+        }
+        let constraints = Command::BridgeChannelMessage {
+            conf: c,
+            ep: EndpointId(4),
+            text: r#"{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{"maxHeight":720}}"#
+                .into(),
+        };
+        assert_eq!(s.handle_command(now, constraints), Ok(Reply::Done));
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let mut map_seen_at = None;
+        let mut got: Vec<(u32, u16, u8)> = Vec::new();
+        let mut t = now;
+        for n in 0..90u16 {
+            t += Duration::from_millis(33);
+            let key = n % 15 == 0;
+            s.handle_datagram(
+                t,
+                local,
+                peer_addr(1),
+                vp8_rtp(200, 3000 + n, u32::from(n) * 3000, n, key),
+            );
+            s.handle_timeout(t);
+            while let Some(ev) = s.poll_event() {
+                if let Event::BridgeChannelSend {
+                    ep: EndpointId(4),
+                    text,
+                    ..
+                } = ev
+                {
+                    if text.contains("VideoSourcesMap") {
+                        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                        let e = &v["mappedSources"][0];
+                        assert_eq!((e["source"].as_str(), e["ssrc"].as_u64()), (Some("ep1-v0"), Some(601)));
+                        assert_eq!((e["rtx"].as_u64(), e["owner"].as_str()), (Some(602), Some("ep1")));
+                        assert_eq!(e["videoType"], "CAMERA");
+                        map_seen_at.get_or_insert(got.len());
+                    }
+                }
+            }
+            while let Some(tx) = s.poll_transmit() {
+                if tx.remote != peer_addr(4) || demux::classify(&tx.data) != Kind::Rtp {
+                    continue;
+                }
+                let h = RtpHeader::parse(&tx.data).expect("rtp");
+                got.push((h.ssrc().0, h.seq(), h.pt()));
+            }
+        }
+        let media: Vec<&(u32, u16, u8)> = got.iter().filter(|g| g.2 == 100).collect();
+        assert!(media.len() > 30, "video forwarded: {got:?}");
+        assert_eq!(map_seen_at, Some(0), "the map came before any media");
+        assert!(media.iter().all(|g| g.0 == 601), "video only on the slot SSRC: {got:?}");
+        for w in media.windows(2) {
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1), "slot seq continuous");
+        }
+        // The receiver lost one: NACK for the slot SSRC, answered as RTX on the slot's RTX SSRC.
+        let lost = media[media.len() / 2].1;
+        let mut buf = [0u8; 32];
+        let pair = crate::wire::rtcp::NackPair { pid: lost, blp: 0 };
+        let n = rtcp::write_nack(&mut buf, Ssrc(9), Ssrc(601), [pair]).expect("nack");
+        s.handle_datagram(t, local, peer_addr(4), BytesMut::from(&buf[..n]));
+        let mut rtx = None;
+        while let Some(tx) = s.poll_transmit() {
+            if tx.remote == peer_addr(4) && demux::classify(&tx.data) == Kind::Rtp {
+                let h = RtpHeader::parse(&tx.data).expect("rtp");
+                let osn = tx.data[h.payload_range().start..][..2].to_vec();
+                rtx = Some((h.ssrc().0, h.pt(), u16::from_be_bytes([osn[0], osn[1]])));
+            }
+        }
+        assert_eq!(rtx, Some((602, 96, lost)), "retransmission on the slot's RTX SSRC");
+    }
+
     /// An endpoint that never connects is inactive after the first-transfer timeout (15 s),
     /// and one that received something is inactive after 8 s of silence; visitors never.
     #[test]
