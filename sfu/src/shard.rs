@@ -3102,7 +3102,7 @@ mod tests {
 
     /// A VP8 packet: 15-bit picture ID descriptor, keyframe header (640x360) or delta tag.
     fn vp8_rtp(ssrc: u32, seq: u16, ts: u32, pid: u16, keyframe: bool) -> BytesMut {
-        let mut p = vec![0x80 | 0x00, 0x80 | 100];
+        let mut p = vec![0x80, 0x80 | 100]; // V=2; marker, PT 100
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&ts.to_be_bytes());
         p.extend_from_slice(&ssrc.to_be_bytes());
