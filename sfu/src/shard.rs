@@ -881,9 +881,9 @@ impl Shard {
         }
     }
 
-    /// Draw a receiver's SSRC pools (media.md §3.5): [`crate::receiver::SSRC_SLOTS`] video slots (primary and
-    /// RTX) and as many audio slots, random, distinct, and distinct from every SSRC the
-    /// conference already uses.
+    /// Draw a receiver's SSRC pools (media.md §3.5): [`crate::receiver::SSRC_SLOTS`] video
+    /// slots (primary and RTX) and as many audio slots, random, distinct, and distinct from
+    /// every SSRC the conference already uses.
     fn slot_pools(&mut self, conf: ConferenceId) -> Box<SlotPools> {
         let n = crate::receiver::SSRC_SLOTS;
         let mut drawn: HashSet<u32> = HashSet::with_capacity(3 * n);
