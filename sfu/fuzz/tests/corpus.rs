@@ -49,8 +49,7 @@ fn shard_target_binding_requests_validate() {
     };
     let mut s = Shard::new(config, local, clock).expect("shard");
     let (c, e) = (ConferenceId(0), EndpointId(0));
-    s.handle_command(now, Command::CreateConference { conf: c })
-        .expect("conf");
+    s.handle_command(now, Command::CreateConference { conf: c }).expect("conf");
     let t = match s.handle_command(
         now,
         Command::CreateEndpoint {
@@ -76,20 +75,11 @@ fn shard_target_binding_requests_validate() {
         }],
         candidates: vec![remote],
     };
-    s.handle_command(
-        now,
-        Command::SetRemoteTransport {
-            conf: c,
-            ep: e,
-            transport,
-        },
-    )
-    .expect("transport");
+    s.handle_command(now, Command::SetRemoteTransport { conf: c, ep: e, transport })
+        .expect("transport");
     let m = sfu_fuzz::targets::stun_binding(&t.ufrag, &t.pwd, [3; 12], false);
     s.handle_datagram(now, local, remote, bytes::BytesMut::from(&m[..]));
-    let reply = s
-        .poll_transmit()
-        .unwrap_or_else(|| panic!("no binding response; drops {:?}", s.stats().drops));
+    let reply = s.poll_transmit().unwrap_or_else(|| panic!("no binding response; drops {:?}", s.stats().drops));
     assert_eq!(reply.remote, remote);
     assert_eq!(&reply.data[..2], &[0x01, 0x01], "not a Binding success response");
     // A wrong password gets nothing.
