@@ -284,6 +284,7 @@ impl Conference {
                     sctp: false,
                     visitor: false,
                     name: format!("ep{i}"),
+                    ssrc_rewriting: false,
                 },
             ) {
                 Ok(Reply::EndpointCreated(t)) => t,

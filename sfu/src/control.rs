@@ -29,6 +29,10 @@ pub enum Command {
         visitor: bool,
         /// The endpoint's Colibri2 id (as the bridge channel names endpoints).
         name: String,
+        /// Colibri2 capability `ssrc-rewriting` (media.md §3.5): the endpoint receives every
+        /// source on a bounded pool of bridge-chosen SSRCs announced by `VideoSourcesMap` /
+        /// `AudioSourcesMap` on the bridge channel, not on the sources' own SSRCs.
+        ssrc_rewriting: bool,
     },
     /// Add payload types and RTP header extensions (additive, as JVB).
     SetMedia {

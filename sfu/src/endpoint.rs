@@ -112,7 +112,20 @@ pub struct Endpoint {
     /// Cached earliest instant this endpoint needs a timeout (kept by the shard).
     pub deadline: Instant,
     pub expired: bool,
+    /// Announced to the others as inactive (`EndpointConnectivityStatusChangeEvent`): no
+    /// incoming RTP, RTCP or ICE for [`INACTIVITY_LIMIT`] (media.md §1.4).
+    pub inactive: bool,
+    /// When the next `ConnectionStats` is due (media.md §2.4).
+    pub next_connection_stats: Instant,
 }
+
+/// No incoming RTP, RTCP or ICE for this long: the others are told the endpoint is inactive
+/// (JVB `ep-connection-status.max-inactivity-limit`).
+pub const INACTIVITY_LIMIT: Duration = Duration::from_secs(8);
+/// Before ICE ever connected, the endpoint gets this long (JVB `first-transfer-timeout`).
+pub const FIRST_TRANSFER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Period of `ConnectionStats` (JVB `connection-stats.interval`).
+pub const CONNECTION_STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Endpoint {
     #[allow(clippy::too_many_arguments)] // constructor of a plain aggregate
@@ -212,6 +225,8 @@ impl Endpoint {
             next_report: now + Duration::from_secs(1),
             deadline: now,
             expired: false,
+            inactive: false,
+            next_connection_stats: now + CONNECTION_STATS_INTERVAL,
         })
     }
 
@@ -246,6 +261,21 @@ impl Endpoint {
             }
         }
         self.validated.push(addr);
+    }
+
+    /// Whether the endpoint counts as inactive at `now` (media.md §1.4): nothing received for
+    /// [`INACTIVITY_LIMIT`], or [`FIRST_TRANSFER_TIMEOUT`] while ICE never connected. Visitors
+    /// are not monitored.
+    pub fn is_inactive(&self, now: Instant) -> bool {
+        if self.visitor {
+            return false;
+        }
+        let limit = if self.ice_connected {
+            INACTIVITY_LIMIT
+        } else {
+            FIRST_TRANSFER_TIMEOUT
+        };
+        now.saturating_duration_since(self.last_activity) > limit
     }
 
     /// Whether an SSRC not yet known may be learned from this endpoint's traffic: only while

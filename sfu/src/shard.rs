@@ -3,7 +3,7 @@
 //! Sans-IO: every input is a `handle_*(now, …)` call, every output a `poll_*` call; see the
 //! crate docs for the run-loop contract. Nothing here reads a clock or touches a socket.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,7 +30,9 @@ use crate::egress::{self, OutExtensions, OutHeader};
 use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
 use crate::id::{ConferenceId, EndpointId, Ssrc};
 use crate::negotiated::Codec;
+use crate::projection::ssrc_slots::SlotAssignment;
 use crate::projection::Verdict;
+use crate::receiver::SlotPools;
 use crate::sctp::{ChannelEvent, Sctp};
 use crate::sources::{SourceKey, SourceTable};
 use crate::speaker::SpeakerDetector;
@@ -440,8 +442,14 @@ impl Shard {
                 sctp,
                 visitor,
                 name,
+                ssrc_rewriting,
             } => {
                 let consent = self.jittered(self.config.consent_interval);
+                let slots = if ssrc_rewriting && self.conferences.contains_key(&conf) {
+                    Some(self.slot_pools(conf))
+                } else {
+                    None
+                };
                 let c = conference_mut(&mut self.conferences, conf)?;
                 if c.endpoints.contains_key(&ep) {
                     return Err(CommandError::EndpointExists { conf, ep });
@@ -469,9 +477,10 @@ impl Shard {
                     &c.span,
                 )
                 .map_err(CommandError::Internal)?;
-                tracing::info!(parent: &endpoint.span, visitor, sctp, %name, "endpoint created");
+                tracing::info!(parent: &endpoint.span, visitor, sctp, ssrc_rewriting, %name, "endpoint created");
                 let mut endpoint = endpoint;
                 endpoint.name = name;
+                endpoint.recv.slots = slots;
                 c.endpoints.insert(ep, endpoint);
                 c.speaker.add_endpoint(ep);
                 c.realloc = true;
@@ -685,6 +694,7 @@ impl Shard {
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             other.recv.projections.retain(|k, _| !removed.contains(k));
             other.rtx_cache.retain(|k, _| !removed.contains(k));
+            sources_changed(other, &c.sources, &removed);
         }
         Ok(Reply::Done)
     }
@@ -713,6 +723,7 @@ impl Shard {
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
                 other.recv.projections.retain(|k, _| !removed.contains(k));
                 other.rtx_cache.retain(|k, _| !removed.contains(k));
+                sources_changed(other, &c.sources, &removed);
             }
         }
         let addr = ep.send_addr();
@@ -750,6 +761,14 @@ impl Shard {
             if now >= c.next_tick {
                 c.next_tick = now + CONFERENCE_TICK;
                 conference_tick(now, c, &mut self.io);
+                if c.channel_dirty {
+                    // Bridge-channel output of the tick leaves now, not at each endpoint's
+                    // next deadline.
+                    c.channel_dirty = false;
+                    for ep in c.endpoints.values_mut() {
+                        flush_channel(now, ep, &mut self.io);
+                    }
+                }
             }
             let video_ssrc = c.video_ssrc;
             for (eid, ep) in c.endpoints.iter_mut() {
@@ -882,6 +901,33 @@ impl Shard {
         }
     }
 
+    /// Draw a receiver's SSRC pools (media.md §3.5): [`crate::receiver::SSRC_SLOTS`] video
+    /// slots (primary and RTX) and as many audio slots, random, distinct, and distinct from
+    /// every SSRC the conference already uses.
+    fn slot_pools(&mut self, conf: ConferenceId) -> Box<SlotPools> {
+        let n = crate::receiver::SSRC_SLOTS;
+        let mut drawn: HashSet<u32> = HashSet::with_capacity(3 * n);
+        let mut draw = |rng: &mut StdRng, confs: &HashMap<ConferenceId, Conference>| loop {
+            let x: u32 = rng.random();
+            let taken = confs
+                .get(&conf)
+                .is_some_and(|c| c.video_ssrc == x || c.sources.route(x).is_some());
+            if x != 0 && !taken && drawn.insert(x) {
+                return x;
+            }
+        };
+        let video: Vec<(u32, u32)> = (0..n)
+            .map(|_| {
+                (
+                    draw(&mut self.rng, &self.conferences),
+                    draw(&mut self.rng, &self.conferences),
+                )
+            })
+            .collect();
+        let audio: Vec<u32> = (0..n).map(|_| draw(&mut self.rng, &self.conferences)).collect();
+        Box::new(SlotPools::new(&video, &audio))
+    }
+
     fn random_ssrc(&mut self) -> u32 {
         loop {
             let s: u32 = self.rng.random();
@@ -895,6 +941,27 @@ impl Shard {
     fn jittered(&mut self, d: Duration) -> Duration {
         d * self.rng.random_range(800..1200) / 1000
     }
+}
+
+/// A receiver's view after the conference's sources changed: removed sources' slots are
+/// freed silently (media.md §3.5) and its audio subscription names are resolved again.
+fn sources_changed(r: &mut Endpoint, sources: &SourceTable, removed: &[SourceKey]) {
+    if let Some(slots) = r.recv.slots.as_mut() {
+        for k in removed {
+            slots.release(*k);
+        }
+    }
+    if r.recv.audio.has_names() {
+        r.recv.audio.resolve(|n| audio_source_named(sources, n));
+    }
+}
+
+/// The audio source called `name`.
+fn audio_source_named(sources: &SourceTable, name: &str) -> Option<SourceKey> {
+    sources
+        .iter()
+        .find(|s| s.kind == crate::control::MediaKind::Audio && s.name == name)
+        .map(|s| s.key)
 }
 
 fn priority(type_pref: u32, index: usize) -> u32 {
@@ -1102,6 +1169,12 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
         }
     }
     on_dtls_events(now, ep, devs, io);
+    flush_channel(now, ep, io);
+}
+
+/// Push queued SCTP output (bridge-channel messages) through DTLS onto the wire now, so a
+/// message queued before a media packet is also sent before it.
+fn flush_channel(now: Instant, ep: &mut Endpoint, io: &mut Io) {
     if let (Some(sctp), Some(d)) = (ep.sctp.as_mut(), ep.dtls.as_mut()) {
         while let Some(pkts) = sctp.poll_transmit(now) {
             for p in pkts {
@@ -1432,12 +1505,25 @@ fn handle_rtp(
     let mut keyframe_wanted: Option<u8> = None;
     let payload_len = h.payload_range().len() as u32;
     let mut dd_buf = [0u8; 255];
+    let keyframe_start = classified
+        .as_ref()
+        .is_some_and(|c| c.meta.keyframe && c.meta.start_of_frame);
+    // Borrowed out for the source maps while the receivers are iterated; `mem::take` of a
+    // String does not allocate. Put back after the loop.
+    let from_name = conf
+        .endpoints
+        .get_mut(&from)
+        .map(|e| std::mem::take(&mut e.name))
+        .unwrap_or_default();
     for (rid, r) in conf.endpoints.iter_mut() {
         if *rid == from {
             continue;
         }
         let Some(dst) = r.send_addr() else { continue };
         if r.srtp.is_none() {
+            continue;
+        }
+        if !is_video && !r.recv.audio.wants(route.source) {
             continue;
         }
         let mut out = OutHeader {
@@ -1474,6 +1560,46 @@ fn handle_rtp(
                 dd_len = crate::codec::av1_dd::write(&d, structure, &mut dd_buf).unwrap_or(0);
             }
             rewrite = Some(rw);
+        }
+        if r.recv.slots.is_some() {
+            // SSRC-rewriting mode (media.md §3.5): audio takes a slot on its first packet, the
+            // map going out before it; video slots are assigned by the allocation.
+            let mut mapped = r.recv.slots.as_mut().and_then(|s| {
+                if is_video {
+                    s.video.rewrite(route.source, out.seq, out.ts, keyframe_start)
+                } else {
+                    s.audio.rewrite(route.source, out.seq, out.ts, false)
+                }
+            });
+            if mapped.is_none() && !is_video {
+                // No slot yet (or a reordered packet from before it: `activate` then finds
+                // the existing slot and nothing is announced).
+                let assigned = r.recv.slots.as_mut().and_then(|s| s.audio.activate(route.source));
+                if let Some(SlotAssignment::Assigned { ssrc, .. }) = assigned {
+                    announce_audio_slot(
+                        now,
+                        r,
+                        &conf.sources,
+                        route.source,
+                        ssrc,
+                        &from_name,
+                        &mut conf.scratch,
+                        io,
+                    );
+                    mapped = r
+                        .recv
+                        .slots
+                        .as_mut()
+                        .and_then(|s| s.audio.rewrite(route.source, out.seq, out.ts, false));
+                }
+            }
+            let Some((ssrc, seq, ts)) = mapped else {
+                io.drop("ssrc_slot_unmapped");
+                continue;
+            };
+            out.ssrc = ssrc;
+            out.seq = seq;
+            out.ts = ts;
         }
         let mut buf = io.take_buf();
         let tcc = (r.neg.ext.transport_cc != 0).then(|| {
@@ -1530,6 +1656,9 @@ fn handle_rtp(
             Err(_) => io.drop("srtp_protect_failed"),
         }
     }
+    if let Some(e) = conf.endpoints.get_mut(&from) {
+        e.name = from_name;
+    }
     if let Some(e) = keyframe_wanted {
         let media = conf
             .sources
@@ -1539,6 +1668,34 @@ fn handle_rtp(
         if let Some(media) = media {
             request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
         }
+    }
+}
+
+/// Tell receiver `r` that audio source `key` (owned by `owner`) now comes on slot `ssrc`, and
+/// push the message out before the media that follows (media.md §3.5). Only on assignment.
+#[allow(clippy::too_many_arguments)] // called from the forwarding loop with split borrows
+fn announce_audio_slot(
+    now: Instant,
+    r: &mut Endpoint,
+    sources: &SourceTable,
+    key: SourceKey,
+    ssrc: u32,
+    owner: &str,
+    scratch: &mut String,
+    io: &mut Io,
+) {
+    use crate::bridge_channel::{self as bc, AudioSourceMapping};
+    let Some(info) = sources.get(key) else { return };
+    let m = [AudioSourceMapping {
+        source: &info.name,
+        owner,
+        ssrc,
+        mid: None,
+    }];
+    if bc::write_audio_sources_map(scratch, &m).is_ok() {
+        tracing::debug!(parent: &r.span, source = %info.name, ssrc, "audio slot assigned");
+        channel_send(now, r, scratch, io);
+        flush_channel(now, r, io);
     }
 }
 
@@ -1652,6 +1809,8 @@ fn handle_rtcp(
 /// The SSRC a receiver's keyframe request really concerns: the encoding its projection of
 /// that source currently forwards (it only knows the source's primary SSRC, §3.5).
 fn current_encoding_ssrc(r: &Endpoint, sources: &SourceTable, media: u32) -> u32 {
+    // In SSRC-rewriting mode the receiver names slot SSRCs: map back to the source first.
+    let media = r.recv.slots.as_ref().and_then(|s| s.source_of(media)).unwrap_or(media);
     r.recv
         .projections
         .get(&media)
@@ -1696,7 +1855,12 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
     };
     let mut buf = io.take_buf();
     let pt = original.get(1).map_or(0, |b| b & 0x7F);
-    let rtx_ssrc = sources.get(media).and_then(|s| s.encodings.first()).and_then(|e| e.rtx);
+    // The cache is keyed by what was sent: a slot SSRC in rewriting mode, whose RTX SSRC is
+    // the slot's own (media.md §3.5), else the source's primary SSRC and its FID partner.
+    let rtx_ssrc = match r.recv.slots.as_ref() {
+        Some(slots) => slots.video.rtx_of(media),
+        None => sources.get(media).and_then(|s| s.encodings.first()).and_then(|e| e.rtx),
+    };
     match (r.neg.rtx_pt(pt), rtx_ssrc) {
         (Some(rtx_pt), Some(rtx_ssrc)) => {
             let enc = r
@@ -2024,8 +2188,15 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
                 video_type,
                 ..
             } => {
-                if let Some(s) = conf.sources.iter().find(|s| s.name == source_name && s.owner == from) {
-                    conf.video_types.insert(s.key, video_type);
+                let key = conf
+                    .sources
+                    .iter()
+                    .find(|s| s.name == source_name && s.owner == from)
+                    .map(|s| s.key);
+                if let Some(key) = key {
+                    if conf.video_types.insert(key, video_type) != Some(video_type) {
+                        reannounce_video_slot(now, conf, key, io);
+                    }
                     conf.realloc = true;
                 }
             }
@@ -2036,7 +2207,15 @@ fn process_channel(now: Instant, conf: &mut Conference, from: EndpointId, io: &m
                     conf.realloc = true;
                 }
             }
-            // Audio subscriptions and relay messages are accepted and not acted on yet.
+            Incoming::ReceiverAudioSubscription(sub) => {
+                let sources = &conf.sources;
+                let Some(ep) = conf.endpoints.get_mut(&from) else {
+                    return;
+                };
+                tracing::debug!(parent: &ep.span, ?sub, "audio subscription");
+                ep.recv.audio.set(sub, |n| audio_source_named(sources, n));
+            }
+            // Relay messages are accepted and not acted on (no relays yet).
             _ => io.c.channel_ignored += 1,
         }
     }
@@ -2100,12 +2279,201 @@ fn channel_opened(now: Instant, conf: &mut Conference, ep: EndpointId, io: &mut 
             }
         }
     }
+    // Every endpoint currently inactive (media.md §2.1 (c)).
+    let inactive: Vec<String> = conf
+        .endpoints
+        .values()
+        .filter(|e| e.inactive)
+        .map(|e| e.name.clone())
+        .collect();
+    for name in inactive {
+        if bc::write_connectivity_status(&mut out, &name, false).is_ok() {
+            if let Some(r) = conf.endpoints.get_mut(&ep) {
+                channel_send(now, r, &out, io);
+            }
+        }
+    }
     conf.scratch = out;
+    // SSRC-rewriting mode: the whole current map again.
+    let mapped = conf
+        .endpoints
+        .get(&ep)
+        .and_then(|r| r.recv.slots.as_ref())
+        .map(|slots| {
+            let v: Vec<(SourceKey, u32, Option<u32>)> = slots
+                .video
+                .slots()
+                .filter_map(|s| Some((s.source?, s.ssrc, s.rtx)))
+                .collect();
+            let a: Vec<(SourceKey, u32, Option<u32>)> = slots
+                .audio
+                .slots()
+                .filter_map(|s| Some((s.source?, s.ssrc, None)))
+                .collect();
+            (v, a)
+        });
+    if let Some((v, a)) = mapped {
+        let v: Vec<MapEntry> = v.iter().filter_map(|(k, s, x)| map_entry(conf, *k, *s, *x)).collect();
+        let a: Vec<MapEntry> = a.iter().filter_map(|(k, s, x)| map_entry(conf, *k, *s, *x)).collect();
+        send_source_maps(now, conf, ep, &v, &a, io);
+    }
     conf.channel_dirty = true;
+}
+
+/// A source's video type changed: receivers in SSRC-rewriting mode that have it on a slot get
+/// its map entry again (the map carries `videoType`).
+fn reannounce_video_slot(now: Instant, conf: &mut Conference, key: SourceKey, io: &mut Io) {
+    let holders: Vec<(EndpointId, u32, Option<u32>)> = conf
+        .endpoints
+        .iter()
+        .filter_map(|(id, e)| {
+            let slots = e.recv.slots.as_ref()?;
+            let ssrc = slots.video.ssrc_of(key)?;
+            Some((*id, ssrc, slots.video.rtx_of(ssrc)))
+        })
+        .collect();
+    for (rid, ssrc, rtx) in holders {
+        if let Some(entry) = map_entry(conf, key, ssrc, rtx) {
+            send_source_maps(now, conf, rid, &[entry], &[], io);
+        }
+    }
+}
+
+/// One entry of a source map, owned (built only when a slot assignment changes).
+struct MapEntry {
+    source: String,
+    owner: String,
+    ssrc: u32,
+    rtx: Option<u32>,
+    video_type: crate::bridge_channel::VideoType,
+}
+
+/// The video type a source is announced and allocated with: the bridge-channel one if the
+/// owner sent one, else the signalled one.
+fn source_video_type(
+    video_types: &HashMap<SourceKey, crate::bridge_channel::VideoType>,
+    s: &crate::sources::SourceInfo,
+) -> crate::bridge_channel::VideoType {
+    use crate::bridge_channel::VideoType as V;
+    video_types.get(&s.key).copied().unwrap_or(match s.video_type {
+        Some(crate::control::VideoType::Desktop) => V::Desktop,
+        _ => V::Camera,
+    })
+}
+
+fn map_entry(conf: &Conference, key: SourceKey, ssrc: u32, rtx: Option<u32>) -> Option<MapEntry> {
+    let info = conf.sources.get(key)?;
+    Some(MapEntry {
+        source: info.name.clone(),
+        owner: conf
+            .endpoints
+            .get(&info.owner)
+            .map(|e| e.name.clone())
+            .unwrap_or_default(),
+        ssrc,
+        rtx,
+        video_type: source_video_type(&conf.video_types, info),
+    })
+}
+
+/// Send `VideoSourcesMap` / `AudioSourcesMap` with these entries to `rid` and push them onto
+/// the wire at once, ahead of any media on the slots they name (media.md §3.5).
+fn send_source_maps(
+    now: Instant,
+    conf: &mut Conference,
+    rid: EndpointId,
+    video: &[MapEntry],
+    audio: &[MapEntry],
+    io: &mut Io,
+) {
+    use crate::bridge_channel::{self as bc, AudioSourceMapping, VideoSourceMapping};
+    if video.is_empty() && audio.is_empty() {
+        return;
+    }
+    let mut out = std::mem::take(&mut conf.scratch);
+    if let Some(r) = conf.endpoints.get_mut(&rid) {
+        if !video.is_empty() {
+            let m: Vec<VideoSourceMapping<'_>> = video
+                .iter()
+                .map(|e| VideoSourceMapping {
+                    source: &e.source,
+                    owner: &e.owner,
+                    ssrc: e.ssrc,
+                    rtx: e.rtx,
+                    video_type: e.video_type,
+                    mid: None,
+                })
+                .collect();
+            if bc::write_video_sources_map(&mut out, &m).is_ok() {
+                channel_send(now, r, &out, io);
+            }
+        }
+        if !audio.is_empty() {
+            let m: Vec<AudioSourceMapping<'_>> = audio
+                .iter()
+                .map(|e| AudioSourceMapping {
+                    source: &e.source,
+                    owner: &e.owner,
+                    ssrc: e.ssrc,
+                    mid: None,
+                })
+                .collect();
+            if bc::write_audio_sources_map(&mut out, &m).is_ok() {
+                channel_send(now, r, &out, io);
+            }
+        }
+        flush_channel(now, r, io);
+    }
+    conf.scratch = out;
+}
+
+/// Connectivity (media.md §1.4, §2.4): tell everyone when an endpoint goes quiet or comes
+/// back; and each receiver's downlink estimate every 10 s (`ConnectionStats`).
+fn connectivity_and_stats(now: Instant, conf: &mut Conference, io: &mut Io) {
+    use crate::bridge_channel as bc;
+    let mut changes: Vec<(String, bool)> = Vec::new();
+    for e in conf.endpoints.values_mut() {
+        let inactive = e.is_inactive(now);
+        if inactive != e.inactive {
+            e.inactive = inactive;
+            tracing::info!(parent: &e.span, active = !inactive, "connectivity status");
+            changes.push((e.name.clone(), !inactive));
+        }
+    }
+    let mut out = std::mem::take(&mut conf.scratch);
+    for (name, active) in &changes {
+        if bc::write_connectivity_status(&mut out, name, *active).is_ok() {
+            for r in conf.endpoints.values_mut() {
+                if r.channel_open || r.ws_open {
+                    channel_send(now, r, &out, io);
+                }
+            }
+        }
+    }
+    for e in conf.endpoints.values_mut() {
+        if now < e.next_connection_stats {
+            continue;
+        }
+        e.next_connection_stats = now + crate::endpoint::CONNECTION_STATS_INTERVAL;
+        if !(e.channel_open || e.ws_open) {
+            continue;
+        }
+        if let Some(bwe) = receiver_bwe(e) {
+            if bc::write_connection_stats(&mut out, bwe).is_ok() {
+                channel_send(now, e, &out, io);
+                conf.channel_dirty = true;
+            }
+        }
+    }
+    if !changes.is_empty() {
+        conf.channel_dirty = true;
+    }
+    conf.scratch = out;
 }
 
 /// The conference timer: dominant speaker decisions and allocation triggers.
 fn conference_tick(now: Instant, conf: &mut Conference, io: &mut Io) {
+    connectivity_and_stats(now, conf, io);
     if let Some(change) = conf.speaker.tick(now) {
         announce_dominant(now, conf, change.dominant, io);
         conf.realloc = true;
@@ -2158,7 +2526,7 @@ fn receiver_bwe(ep: &Endpoint) -> Option<u64> {
 /// Run the allocator for every receiver and apply the result to its projections (§3.2).
 fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     use crate::allocation::{Layer as AllocLayer, Source as AllocSource};
-    use crate::bridge_channel::{self as bc, VideoType as BcVideoType};
+    use crate::bridge_channel as bc;
     conf.realloc = false;
     conf.last_alloc = now;
     // Sources in speech order: the speaker order first, then the rest by endpoint id.
@@ -2175,10 +2543,7 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             .collect();
         mine.sort_by_key(|s| s.key);
         for s in mine {
-            let video_type = conf.video_types.get(&s.key).copied().unwrap_or(match s.video_type {
-                Some(crate::control::VideoType::Desktop) => BcVideoType::Desktop,
-                _ => BcVideoType::Camera,
-            });
+            let video_type = source_video_type(&conf.video_types, s);
             let state = conf
                 .video
                 .entry(s.key)
@@ -2213,6 +2578,10 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     }
     let ids: Vec<EndpointId> = conf.endpoints.keys().copied().collect();
     let mut out = std::mem::take(&mut conf.scratch);
+    // SSRC-rewriting mode: video slots (re)assigned by this allocation, and the encodings to
+    // ask a keyframe of (a slot starts on one).
+    let mut assigned: Vec<(EndpointId, SourceKey, u32, Option<u32>)> = Vec::new();
+    let mut keyframes: Vec<u32> = Vec::new();
     for rid in ids {
         let Some(r) = conf.endpoints.get_mut(&rid) else {
             continue;
@@ -2262,6 +2631,26 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                 p.set_target(None);
             }
         }
+        // A source needs a slot once its effective constraints are non-zero (media.md §3.5).
+        // Lowest priority first: the top sources end up most recently used.
+        if let Some(slots) = r.recv.slots.as_mut() {
+            for sa in r.recv.alloc.sources.iter().rev() {
+                if sa.effective.is_disabled() {
+                    continue;
+                }
+                if let Some(SlotAssignment::Assigned { ssrc, evicted, .. }) = slots.video.activate(sa.source) {
+                    let source = sa.source;
+                    tracing::debug!(receiver = rid.0, source, ssrc, ?evicted, "video slot assigned");
+                    assigned.push((rid, sa.source, ssrc, slots.video.rtx_of(ssrc)));
+                    if let Some(media) = sa
+                        .target
+                        .and_then(|t| conf.sources.get(sa.source)?.encodings.get(usize::from(t.encoding)))
+                    {
+                        keyframes.push(media.ssrc);
+                    }
+                }
+            }
+        }
         let fwd = &r.recv.alloc.forwarded;
         if r.recv.announced.as_ref() != Some(fwd) {
             r.recv.announced = Some(fwd.clone());
@@ -2293,6 +2682,21 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         }
     }
     conf.scratch = out;
+    // The maps go out before any media on the new slots (which wait for a keyframe).
+    let mut i = 0;
+    while i < assigned.len() {
+        let rid = assigned[i].0;
+        let n = assigned[i..].iter().take_while(|a| a.0 == rid).count();
+        let entries: Vec<MapEntry> = assigned[i..i + n]
+            .iter()
+            .filter_map(|(_, k, s, x)| map_entry(conf, *k, *s, *x))
+            .collect();
+        send_source_maps(now, conf, rid, &entries, &[], io);
+        i += n;
+    }
+    for media in keyframes {
+        request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
+    }
     conf.channel_dirty = true;
 }
 
@@ -2350,6 +2754,7 @@ mod tests {
                 sctp: false,
                 visitor: false,
                 name: format!("ep{ep}"),
+                ssrc_rewriting: false,
             },
         )
     }
@@ -2417,6 +2822,476 @@ mod tests {
         assert_eq!(set(&mut s, vec![]), Ok(Reply::Done));
         assert!(!known(&s, 7), "an empty set removes the SSRC");
         assert!(!ep(&s).may_learn(cap), "an empty set is not 'unsignalled'");
+    }
+
+    fn audio_source(owner: &str, ssrc: u32) -> SourceDescription {
+        SourceDescription {
+            kind: MediaKind::Audio,
+            name: format!("{owner}-a0"),
+            ssrcs: vec![Ssrc(ssrc)],
+            groups: vec![],
+            video_type: None,
+        }
+    }
+
+    fn create_rewriting(s: &mut Shard, now: Instant, conf: u32, ep: u32) {
+        let r = s.handle_command(
+            now,
+            Command::CreateEndpoint {
+                conf: ConferenceId(conf),
+                ep: EndpointId(ep),
+                ice_controlling: true,
+                sctp: true,
+                visitor: false,
+                name: format!("ep{ep}"),
+                ssrc_rewriting: true,
+            },
+        );
+        assert!(matches!(r, Ok(Reply::EndpointCreated(_))), "{r:?}");
+    }
+
+    /// A receiver with the capability gets 50 video (primary + RTX) and 50 audio slot SSRCs,
+    /// all distinct and none already used in the conference; one without it gets none.
+    #[test]
+    fn rewriting_receiver_gets_distinct_slot_ssrcs() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(5),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        let set = Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: vec![audio_source("ep1", 0x1234)],
+        };
+        assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        create_rewriting(&mut s, now, 1, 2);
+        let conf = &s.conferences[&c];
+        assert!(conf.endpoints[&EndpointId(1)].recv.slots.is_none());
+        let slots = conf.endpoints[&EndpointId(2)].recv.slots.as_ref().expect("slot pools");
+        assert_eq!(slots.video.len(), crate::receiver::SSRC_SLOTS);
+        assert_eq!(slots.audio.len(), crate::receiver::SSRC_SLOTS);
+        let mut all: Vec<u32> = slots
+            .video
+            .slots()
+            .flat_map(|v| [Some(v.ssrc), v.rtx])
+            .chain(slots.audio.slots().map(|a| Some(a.ssrc)))
+            .map(|x| x.expect("every video slot has an RTX SSRC"))
+            .collect();
+        assert!(!all.contains(&0x1234) && !all.contains(&conf.video_ssrc) && !all.contains(&0));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 3 * crate::receiver::SSRC_SLOTS);
+    }
+
+    /// `ReceiverAudioSubscription` sets the receiver's filter; a source named before it is
+    /// signalled is resolved when it is; a departed owner's slots are freed.
+    #[test]
+    fn audio_subscription_and_slot_release_follow_the_sources() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        create_rewriting(&mut s, now, 1, 2);
+        let set1 = |ssrcs: Vec<SourceDescription>| Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: ssrcs,
+        };
+        assert_eq!(
+            s.handle_command(now, set1(vec![audio_source("ep1", 11)])),
+            Ok(Reply::Done)
+        );
+        let msg = Command::BridgeChannelMessage {
+            conf: c,
+            ep: EndpointId(2),
+            text: r#"{"colibriClass":"ReceiverAudioSubscription","mode":"Include","list":["ep3-a0"]}"#.into(),
+        };
+        assert_eq!(s.handle_command(now, msg), Ok(Reply::Done));
+        let rx = |s: &Shard| -> bool { s.conferences[&c].endpoints[&EndpointId(2)].recv.audio.wants(11) };
+        assert!(!rx(&s), "ep1-a0 is not included");
+        // The included name appears later, on the same SSRC's source renamed.
+        let mut later = audio_source("ep1", 11);
+        later.name = "ep3-a0".into();
+        assert_eq!(s.handle_command(now, set1(vec![later])), Ok(Reply::Done));
+        assert!(rx(&s), "resolved once signalled");
+        // A slot held for ep1's source is freed silently when ep1 leaves.
+        let slots = |s: &mut Shard| -> Option<u32> {
+            let e = s.conferences.get_mut(&c)?.endpoints.get_mut(&EndpointId(2))?;
+            let p = e.recv.slots.as_mut()?;
+            p.audio.ssrc_of(11)
+        };
+        {
+            let e = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(2)));
+            let p = e.and_then(|e| e.recv.slots.as_mut()).expect("pools");
+            assert!(matches!(p.audio.activate(11), Some(SlotAssignment::Assigned { .. })));
+        }
+        assert!(slots(&mut s).is_some());
+        let expire = Command::ExpireEndpoint {
+            conf: c,
+            ep: EndpointId(1),
+        };
+        assert_eq!(s.handle_command(now, expire), Ok(Reply::Done));
+        assert_eq!(slots(&mut s), None);
+    }
+
+    /// SRTP that does nothing: lets a test drive the forwarding path with plain packets.
+    struct PlainSrtp;
+    impl crate::srtp::Srtp for PlainSrtp {
+        fn unprotect_rtp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+        fn protect_rtp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+        fn unprotect_rtcp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+        fn protect_rtcp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
+            Ok(BytesMut::from(p))
+        }
+    }
+
+    fn peer_addr(ep: u32) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 20000 + ep as u16))
+    }
+
+    /// Mark `ep` connected at [`peer_addr`] with [`PlainSrtp`].
+    fn connect_plain(s: &mut Shard, conf: ConferenceId, ep: u32) {
+        let addr = peer_addr(ep);
+        let e = s
+            .conferences
+            .get_mut(&conf)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(ep)))
+            .expect("endpoint exists");
+        e.srtp = Some(Box::new(PlainSrtp));
+        e.selected = Some(addr);
+        e.ice_connected = true;
+        e.add_validated(addr);
+        s.by_addr.insert(addr, (conf, EndpointId(ep)));
+    }
+
+    fn rtp(ssrc: u32, seq: u16, ts: u32, tag: u8) -> BytesMut {
+        let mut p = vec![0x80, 111];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[tag; 20]);
+        BytesMut::from(&p[..])
+    }
+
+    /// More audio sources than slots: the receiver's two audio slots are remapped again and
+    /// again (LRU), each remap announced before the first packet on the slot, and each slot
+    /// stays one stream: seq +1 and timestamps increasing across source changes.
+    #[test]
+    fn audio_slots_remap_and_stay_continuous() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(9),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        for ep in 1..=3 {
+            assert!(create(&mut s, now, 1, ep).is_ok());
+            let set = Command::SetSources {
+                conf: c,
+                ep: EndpointId(ep),
+                sources: vec![audio_source(&format!("ep{ep}"), 100 + ep)],
+            };
+            assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        }
+        create_rewriting(&mut s, now, 1, 4);
+        for ep in 1..=4 {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Audio,
+                payload_types: vec![crate::control::PayloadType {
+                    pt: 111,
+                    name: "opus".into(),
+                    clock_rate: 48_000,
+                    apt: None,
+                    feedback: vec![],
+                }],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            connect_plain(&mut s, c, ep);
+        }
+        {
+            let r = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(4)));
+            let r = r.expect("receiver");
+            // Two audio slots only, so three sources must share them; maps as websocket events.
+            r.recv.slots = Some(Box::new(SlotPools::new(&[(1, 2)], &[501, 502])));
+            r.ws_open = true;
+            r.ws_active = true;
+        }
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let mut next = [0u16, 1000, 30_000, 65_000];
+        let order = [1u32, 2, 1, 2, 3, 3, 1, 2, 3, 1, 1, 2, 2, 3, 1, 3, 2, 1];
+        // slot SSRC -> source name last announced; per slot: last (seq, ts).
+        let mut announced: HashMap<u32, String> = HashMap::new();
+        let mut last: HashMap<u32, (u16, u32)> = HashMap::new();
+        let mut maps = 0;
+        let mut forwarded = 0;
+        let mut t = now;
+        for round in 0..4 {
+            for &ep in &order {
+                t += Duration::from_millis(20);
+                let i = ep as usize;
+                next[i] = next[i].wrapping_add(1);
+                let ts = u32::from(next[i]).wrapping_mul(960).wrapping_add(ep * 7_777_777);
+                s.handle_datagram(t, local, peer_addr(ep), rtp(100 + ep, next[i], ts, ep as u8));
+                while let Some(ev) = s.poll_event() {
+                    if let Event::BridgeChannelSend {
+                        ep: EndpointId(4),
+                        text,
+                        ..
+                    } = ev
+                    {
+                        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                        if v["colibriClass"] == "AudioSourcesMap" {
+                            for e in v["mappedSources"].as_array().into_iter().flatten() {
+                                let ssrc = e["ssrc"].as_u64().expect("ssrc") as u32;
+                                announced.insert(ssrc, e["source"].as_str().expect("name").to_owned());
+                                maps += 1;
+                            }
+                        }
+                    }
+                }
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.remote != peer_addr(4) {
+                        continue;
+                    }
+                    let h = RtpHeader::parse(&tx.data).expect("rtp");
+                    let (slot, seq, ts) = (h.ssrc().0, h.seq(), h.timestamp());
+                    let tag = tx.data[h.payload_range().start];
+                    assert!(slot == 501 || slot == 502, "round {round}: media on {slot}");
+                    forwarded += 1;
+                    assert_eq!(
+                        announced.get(&slot).map(String::as_str),
+                        Some(format!("ep{tag}-a0").as_str()),
+                        "slot {slot} carries ep{tag} without a map saying so"
+                    );
+                    if let Some((ls, lt)) = last.insert(slot, (seq, ts)) {
+                        assert_eq!(seq, ls.wrapping_add(1), "slot {slot}: seq gap or repeat");
+                        let dt = ts.wrapping_sub(lt);
+                        assert!(dt > 0 && dt < 0x8000_0000, "slot {slot}: timestamp went backwards");
+                    }
+                }
+            }
+        }
+        assert_eq!(forwarded, 4 * order.len(), "every packet reaches the receiver");
+        assert!(maps > 6, "only {maps} slot assignments: the slots were not remapped");
+        assert_eq!(drops(&s, "ssrc_slot_unmapped"), 0);
+        // A PLI from the receiver names a slot SSRC; it reaches the slot's current source's
+        // sender, for that sender's own SSRC.
+        let owner: u32 = announced[&501]
+            .trim_start_matches("ep")
+            .trim_end_matches("-a0")
+            .parse()
+            .expect("ep<n>-a0");
+        let mut buf = [0u8; 20];
+        let n = rtcp::write_pli(&mut buf, Ssrc(9), Ssrc(501)).expect("pli");
+        s.handle_datagram(t, local, peer_addr(4), BytesMut::from(&buf[..n]));
+        let mut routed = false;
+        while let Some(tx) = s.poll_transmit() {
+            if tx.remote != peer_addr(owner) {
+                continue;
+            }
+            for p in RtcpCompound::new(&tx.data).flatten() {
+                if let RtcpPacket::Pli(p) = p {
+                    assert_eq!(p.media.0, 100 + owner);
+                    routed = true;
+                }
+            }
+        }
+        assert!(routed, "the PLI on slot 501 did not reach ep{owner}");
+    }
+
+    /// A VP8 packet: 15-bit picture ID descriptor, keyframe header (640x360) or delta tag.
+    fn vp8_rtp(ssrc: u32, seq: u16, ts: u32, pid: u16, keyframe: bool) -> BytesMut {
+        let mut p = vec![0x80, 0x80 | 100]; // V=2; marker, PT 100
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8]);
+        if keyframe {
+            p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+        } else {
+            p.extend_from_slice(&[0x11, 0, 0]);
+        }
+        p.resize(p.len() + 100, 0x5A);
+        BytesMut::from(&p[..])
+    }
+
+    /// Video in rewriting mode: the allocation gives the source a slot and announces it (with
+    /// the slot's RTX SSRC) before any media; media goes out on the slot SSRC from a keyframe;
+    /// a NACK for the slot SSRC is answered as RTX on the slot's RTX SSRC.
+    #[test]
+    fn video_slot_announced_first_and_nack_answered_on_its_rtx() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(4),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        create_rewriting(&mut s, now, 1, 4);
+        let video = SourceDescription {
+            kind: MediaKind::Video,
+            name: "ep1-v0".into(),
+            ssrcs: vec![Ssrc(200)],
+            groups: vec![],
+            video_type: Some(crate::control::VideoType::Camera),
+        };
+        let set = Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: vec![video],
+        };
+        assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        let pt = |pt, name: &str, apt| crate::control::PayloadType {
+            pt,
+            name: name.into(),
+            clock_rate: 90_000,
+            apt,
+            feedback: vec![],
+        };
+        for ep in [1, 4] {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Video,
+                payload_types: vec![pt(100, "VP8", None), pt(96, "rtx", Some(100))],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            connect_plain(&mut s, c, ep);
+        }
+        {
+            let r = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(4)));
+            let r = r.expect("receiver");
+            r.recv.slots = Some(Box::new(SlotPools::new(&[(601, 602)], &[501])));
+            r.ws_open = true;
+            r.ws_active = true;
+        }
+        let constraints = Command::BridgeChannelMessage {
+            conf: c,
+            ep: EndpointId(4),
+            text: r#"{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{"maxHeight":720}}"#
+                .into(),
+        };
+        assert_eq!(s.handle_command(now, constraints), Ok(Reply::Done));
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let mut map_seen_at = None;
+        let mut got: Vec<(u32, u16, u8)> = Vec::new();
+        let mut t = now;
+        for n in 0..90u16 {
+            t += Duration::from_millis(33);
+            let key = n % 15 == 0;
+            s.handle_datagram(
+                t,
+                local,
+                peer_addr(1),
+                vp8_rtp(200, 3000 + n, u32::from(n) * 3000, n, key),
+            );
+            s.handle_timeout(t);
+            while let Some(ev) = s.poll_event() {
+                if let Event::BridgeChannelSend {
+                    ep: EndpointId(4),
+                    text,
+                    ..
+                } = ev
+                {
+                    if text.contains("VideoSourcesMap") {
+                        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                        let e = &v["mappedSources"][0];
+                        assert_eq!((e["source"].as_str(), e["ssrc"].as_u64()), (Some("ep1-v0"), Some(601)));
+                        assert_eq!((e["rtx"].as_u64(), e["owner"].as_str()), (Some(602), Some("ep1")));
+                        assert_eq!(e["videoType"], "CAMERA");
+                        map_seen_at.get_or_insert(got.len());
+                    }
+                }
+            }
+            while let Some(tx) = s.poll_transmit() {
+                if tx.remote != peer_addr(4) || demux::classify(&tx.data) != Kind::Rtp {
+                    continue;
+                }
+                let h = RtpHeader::parse(&tx.data).expect("rtp");
+                got.push((h.ssrc().0, h.seq(), h.pt()));
+            }
+        }
+        let media: Vec<&(u32, u16, u8)> = got.iter().filter(|g| g.2 == 100).collect();
+        assert!(media.len() > 30, "video forwarded: {got:?}");
+        assert_eq!(map_seen_at, Some(0), "the map came before any media");
+        assert!(media.iter().all(|g| g.0 == 601), "video only on the slot SSRC: {got:?}");
+        for w in media.windows(2) {
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1), "slot seq continuous");
+        }
+        // The receiver lost one: NACK for the slot SSRC, answered as RTX on the slot's RTX SSRC.
+        let lost = media[media.len() / 2].1;
+        let mut buf = [0u8; 32];
+        let pair = crate::wire::rtcp::NackPair { pid: lost, blp: 0 };
+        let n = rtcp::write_nack(&mut buf, Ssrc(9), Ssrc(601), [pair]).expect("nack");
+        s.handle_datagram(t, local, peer_addr(4), BytesMut::from(&buf[..n]));
+        let mut rtx = None;
+        while let Some(tx) = s.poll_transmit() {
+            if tx.remote == peer_addr(4) && demux::classify(&tx.data) == Kind::Rtp {
+                let h = RtpHeader::parse(&tx.data).expect("rtp");
+                let osn = tx.data[h.payload_range().start..][..2].to_vec();
+                rtx = Some((h.ssrc().0, h.pt(), u16::from_be_bytes([osn[0], osn[1]])));
+            }
+        }
+        assert_eq!(rtx, Some((602, 96, lost)), "retransmission on the slot's RTX SSRC");
+    }
+
+    /// An endpoint that never connects is inactive after the first-transfer timeout (15 s),
+    /// and one that received something is inactive after 8 s of silence; visitors never.
+    #[test]
+    fn connectivity_inactivity_limits() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        let ep = |s: &mut Shard| -> bool { s.conferences[&c].endpoints[&EndpointId(1)].inactive };
+        s.handle_timeout(now + Duration::from_secs(9));
+        assert!(!ep(&mut s), "not connected yet: 15 s first-transfer timeout");
+        s.handle_timeout(now + Duration::from_secs(16));
+        assert!(ep(&mut s));
+        // Connected and active again, then 8 s of nothing.
+        let t = now + Duration::from_secs(17);
+        if let Some(e) = s
+            .conferences
+            .get_mut(&c)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(1)))
+        {
+            e.ice_connected = true;
+            e.last_activity = t;
+        }
+        s.handle_timeout(t + Duration::from_millis(200));
+        assert!(!ep(&mut s), "activity makes it active again");
+        s.handle_timeout(t + Duration::from_secs(7));
+        assert!(!ep(&mut s));
+        s.handle_timeout(t + Duration::from_secs(9));
+        assert!(ep(&mut s), "8 s without anything");
     }
 
     /// When an endpoint leaves, the others forget the send streams of its SSRCs, and only

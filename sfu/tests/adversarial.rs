@@ -144,6 +144,7 @@ async fn setup(sfu: &Sfu, proxy: &Proxy) -> Vec<Peer> {
                 sctp: false,
                 visitor: false,
                 name: format!("ep{tag}"),
+                ssrc_rewriting: false,
             })
             .await
         {
@@ -570,6 +571,7 @@ fn bridge_channel_flood_is_rate_limited() {
                 sctp: false,
                 visitor: false,
                 name: format!("ep{ep}"),
+                ssrc_rewriting: false,
             },
         )
         .expect("endpoint");
@@ -647,6 +649,7 @@ fn shard_limits_hold_under_floods() {
                 sctp: false,
                 visitor: false,
                 name: format!("e{e}"),
+                ssrc_rewriting: false,
             },
         );
     }

@@ -124,6 +124,7 @@ async fn receivers_get_their_encoding_and_switch_at_keyframes() {
                 sctp: true,
                 visitor: false,
                 name: format!("ep{tag}"),
+                ssrc_rewriting: false,
             })
             .await
         {

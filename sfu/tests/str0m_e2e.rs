@@ -87,6 +87,7 @@ async fn setup_full(
                 sctp,
                 visitor: visitors.contains(&tag),
                 name: format!("ep{tag}"),
+                ssrc_rewriting: false,
             })
             .await
         {

@@ -417,6 +417,7 @@ pub fn shard(data: &[u8]) {
                         sctp: arg & 0x40 != 0,
                         visitor: arg & 0x80 != 0,
                         name: format!("ep{}", ep.0),
+                        ssrc_rewriting: arg & 0x20 != 0,
                     },
                 );
                 if let Ok(sfu::Reply::EndpointCreated(t)) = r {

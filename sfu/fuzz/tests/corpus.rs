@@ -59,6 +59,7 @@ fn shard_target_binding_requests_validate() {
             sctp: false,
             visitor: false,
             name: "e".into(),
+            ssrc_rewriting: false,
         },
     ) {
         Ok(Reply::EndpointCreated(t)) => t,

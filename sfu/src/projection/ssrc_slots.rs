@@ -20,18 +20,25 @@ pub enum SlotAssignment<K> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotState<K> {
     pub ssrc: u32,
+    /// The slot's RTX SSRC (video), for retransmissions to the receiver.
+    pub rtx: Option<u32>,
     pub source: Option<K>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Slot<K> {
     ssrc: u32,
+    rtx: Option<u32>,
     source: Option<K>,
     last_used: u64,
     /// Last seq/ts the receiver saw on this SSRC.
     last_out: Option<(u16, u32)>,
     /// `(seq_delta, ts_delta)` for the current source, set by its first packet.
     deltas: Option<(u16, u32)>,
+    /// Output seq of the current source's first packet on this slot: its packets that would
+    /// land before it (reordered from before the remap) are dropped, or they would repeat
+    /// sequence numbers the previous source already used on this SSRC.
+    base: u16,
     /// Video: the current source has not yet sent the start of a keyframe on this slot.
     awaiting_keyframe: bool,
 }
@@ -55,6 +62,8 @@ impl<K: Copy + Eq> SsrcSlots<K> {
                 .iter()
                 .map(|&ssrc| Slot {
                     ssrc,
+                    rtx: None,
+                    base: 0,
                     source: None,
                     last_used: 0,
                     last_out: None,
@@ -66,6 +75,38 @@ impl<K: Copy + Eq> SsrcSlots<K> {
             video,
             ts_step: if video { 3000 } else { 960 },
         }
+    }
+
+    /// Gives slot `i` the RTX SSRC `rtx[i]` (video slots: a primary and an RTX SSRC each).
+    pub fn with_rtx(mut self, rtx: &[u32]) -> Self {
+        for (s, r) in self.slots.iter_mut().zip(rtx) {
+            s.rtx = Some(*r);
+        }
+        self
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The slot SSRC `source` is mapped to, if any.
+    pub fn ssrc_of(&self, source: K) -> Option<u32> {
+        self.slot_of(source).map(|i| self.slots[i].ssrc)
+    }
+
+    /// The RTX SSRC of the slot whose primary SSRC is `ssrc`.
+    pub fn rtx_of(&self, ssrc: u32) -> Option<u32> {
+        self.slots.iter().find(|s| s.ssrc == ssrc).and_then(|s| s.rtx)
+    }
+
+    /// Whether `ssrc` is one of the pool's SSRCs (primary or RTX).
+    pub fn owns(&self, ssrc: u32) -> bool {
+        self.slots.iter().any(|s| s.ssrc == ssrc || s.rtx == Some(ssrc))
     }
 
     /// Gives `source` a slot (reusing its own, else a free one, else the least recently used).
@@ -121,14 +162,26 @@ impl<K: Copy + Eq> SsrcSlots<K> {
             }
             s.awaiting_keyframe = false;
         }
-        let (dseq, dts) = *s.deltas.get_or_insert_with(|| match s.last_out {
-            Some((lseq, lts)) => (
-                lseq.wrapping_add(1).wrapping_sub(seq),
-                lts.wrapping_add(step).wrapping_sub(ts),
-            ),
-            None => (0, 0),
-        });
+        let (dseq, dts) = match s.deltas {
+            Some(d) => d,
+            None => {
+                let d = match s.last_out {
+                    Some((lseq, lts)) => (
+                        lseq.wrapping_add(1).wrapping_sub(seq),
+                        lts.wrapping_add(step).wrapping_sub(ts),
+                    ),
+                    None => (0, 0),
+                };
+                s.deltas = Some(d);
+                s.base = seq.wrapping_add(d.0);
+                d
+            }
+        };
         let out = (seq.wrapping_add(dseq), ts.wrapping_add(dts));
+        if out.0.wrapping_sub(s.base) >= 0x8000 {
+            // Older than this source's first packet on the slot.
+            return None;
+        }
         let newer = match s.last_out {
             None => true,
             Some((l, _)) => out.0 != l && out.0.wrapping_sub(l) < 0x8000,
@@ -155,6 +208,7 @@ impl<K: Copy + Eq> SsrcSlots<K> {
     pub fn slots(&self) -> impl Iterator<Item = SlotState<K>> + '_ {
         self.slots.iter().map(|s| SlotState {
             ssrc: s.ssrc,
+            rtx: s.rtx,
             source: s.source,
         })
     }
@@ -218,5 +272,119 @@ mod tests {
         assert_eq!(p.rewrite(2, 500, 77, false), None);
         assert_eq!(p.rewrite(2, 501, 77, true), Some((100, 13, 7000)));
         assert_eq!(p.rewrite(2, 502, 3077, false), Some((100, 14, 10000)));
+    }
+
+    /// A packet of the new source reordered from before its first one on the slot would
+    /// repeat a sequence number the previous source used: dropped.
+    #[test]
+    fn late_packet_from_before_the_remap_is_dropped() {
+        let mut p: SsrcSlots<u32> = SsrcSlots::new(&[100], false);
+        p.activate(1);
+        assert_eq!(p.rewrite(1, 10, 0, false), Some((100, 10, 0)));
+        assert_eq!(p.rewrite(1, 11, 960, false), Some((100, 11, 960)));
+        p.activate(2);
+        assert_eq!(p.rewrite(2, 500, 0, false), Some((100, 12, 1920)));
+        // 499 would become 11: already used by source 1.
+        assert_eq!(p.rewrite(2, 499, 0, false), None);
+        assert_eq!(p.rewrite(2, 502, 1920, false), Some((100, 14, 3840)));
+        assert_eq!(p.rewrite(2, 501, 960, false), Some((100, 13, 2880)));
+    }
+
+    #[test]
+    fn rtx_and_lookup() {
+        let mut p: SsrcSlots<u32> = SsrcSlots::new(&[100, 200], true).with_rtx(&[101, 201]);
+        p.activate(7);
+        assert_eq!(p.ssrc_of(7), Some(100));
+        assert_eq!(p.rtx_of(100), Some(101));
+        assert_eq!(p.rtx_of(200), Some(201));
+        assert!(p.owns(201) && !p.owns(7));
+        p.release(7);
+        assert_eq!(p.source_of(100), None);
+        assert_eq!(p.slots().filter(|s| s.source.is_some()).count(), 0);
+    }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Activate(u8),
+        /// Next packet of a source: sequence advance (1 = no loss), keyframe start.
+        Packet(u8, u16, bool),
+        /// A packet of a source that was skipped earlier arrives late.
+        Late(u8, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0u8..8).prop_map(Op::Activate),
+            6 => (0u8..8, 1u16..4, proptest::bool::weighted(0.2)).prop_map(|(s, a, k)| Op::Packet(s, a, k)),
+            1 => (0u8..8, 0usize..8).prop_map(|(s, i)| Op::Late(s, i)),
+        ]
+    }
+
+    proptest! {
+        /// For any activations (more sources than slots), losses and reordering: per slot SSRC
+        /// no output sequence number repeats, a source taking a slot continues at the slot's
+        /// highest seq + 1, and within one tenure the output has exactly the input's gaps.
+        #[test]
+        fn slots_never_repeat_or_invent_gaps(
+            video in any::<bool>(),
+            starts in proptest::collection::vec(any::<u16>(), 8),
+            ops in proptest::collection::vec(op(), 1..400),
+        ) {
+            let ssrcs = [1000u32, 2000, 3000];
+            let mut p: SsrcSlots<u8> = SsrcSlots::new(&ssrcs, video);
+            let mut next: Vec<u16> = starts.clone();
+            let mut skipped: Vec<Vec<u16>> = vec![Vec::new(); 8];
+            let mut seen: std::collections::HashSet<(u32, u16)> = Default::default();
+            // Per slot SSRC: highest output so far, and the tenure (source, first in, first out).
+            let mut max_out: std::collections::HashMap<u32, u16> = Default::default();
+            let mut tenure: std::collections::HashMap<u32, Option<(u8, u16, u16)>> = Default::default();
+            for op in ops {
+                let (src, seq, kf) = match op {
+                    Op::Activate(s) => {
+                        if let Some(SlotAssignment::Assigned { ssrc, .. }) = p.activate(s) {
+                            tenure.insert(ssrc, None);
+                        }
+                        continue;
+                    }
+                    Op::Packet(s, adv, kf) => {
+                        let i = usize::from(s);
+                        for k in 1..adv {
+                            skipped[i].push(next[i].wrapping_add(k));
+                        }
+                        next[i] = next[i].wrapping_add(adv);
+                        (s, next[i], kf)
+                    }
+                    Op::Late(s, j) => {
+                        let i = usize::from(s);
+                        if skipped[i].is_empty() {
+                            continue;
+                        }
+                        let j = j % skipped[i].len();
+                        (s, skipped[i].swap_remove(j), false)
+                    }
+                };
+                let Some((ssrc, out, _)) = p.rewrite(src, seq, u32::from(seq) * 3000, kf) else {
+                    continue;
+                };
+                prop_assert!(seen.insert((ssrc, out)), "seq {} repeated on {}", out, ssrc);
+                match tenure.get(&ssrc).copied().flatten() {
+                    Some((s, first_in, first_out)) if s == src => {
+                        prop_assert_eq!(out.wrapping_sub(first_out), seq.wrapping_sub(first_in));
+                    }
+                    _ => {
+                        if let Some(m) = max_out.get(&ssrc) {
+                            prop_assert_eq!(out, m.wrapping_add(1), "new tenure must continue the slot");
+                        }
+                        tenure.insert(ssrc, Some((src, seq, out)));
+                    }
+                }
+                let m = max_out.entry(ssrc).or_insert(out);
+                if out.wrapping_sub(*m) < 0x8000 {
+                    *m = out;
+                }
+            }
+        }
     }
 }

@@ -441,6 +441,7 @@ impl Colibri2Handler {
                     sctp,
                     visitor,
                     name: ep.id.clone(),
+                    ssrc_rewriting: ep.has_capability("ssrc-rewriting"),
                 })
                 .await
                 .map_err(err)?;

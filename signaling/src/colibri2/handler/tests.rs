@@ -234,9 +234,12 @@ async fn create_answers_exactly_the_spec_response() {
             ice_controlling,
             sctp,
             visitor,
+            ssrc_rewriting,
             ..
         } => {
-            assert!(*ice_controlling && *sctp && !*visitor)
+            assert!(*ice_controlling && *sctp && !*visitor);
+            // Jicofo's request carries `<capability name="ssrc-rewriting"/>`.
+            assert!(*ssrc_rewriting);
         }
         other => panic!("{other:?}"),
     }
@@ -1056,6 +1059,8 @@ async fn json_example_produces_the_example_response() {
         Command::CreateEndpoint {
             ice_controlling: true,
             sctp: false,
+            // No `ssrc-rewriting` capability in this request.
+            ssrc_rewriting: false,
             ..
         }
     ));
