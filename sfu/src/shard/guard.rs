@@ -193,6 +193,7 @@ mod tests {
                 sctp: false,
                 visitor: false,
                 name: format!("e{ep}"),
+                ssrc_rewriting: false,
             },
         );
         match r {
