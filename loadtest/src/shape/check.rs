@@ -96,6 +96,29 @@ pub enum Violation {
     },
 }
 
+impl Violation {
+    /// The variant's name, for counting violations by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed { .. } => "Malformed",
+            Self::Duplicate { .. } => "Duplicate",
+            Self::TimestampBackwards { .. } => "TimestampBackwards",
+            Self::PictureIdJump { .. } => "PictureIdJump",
+            Self::Tl0PicIdx { .. } => "Tl0PicIdx",
+            Self::StartOnDelta { .. } => "StartOnDelta",
+            Self::SwitchWithoutKeyframe { .. } => "SwitchWithoutKeyframe",
+            Self::InconsistentFrame { .. } => "InconsistentFrame",
+            Self::NoStructure { .. } => "NoStructure",
+            Self::BadTemplate { .. } => "BadTemplate",
+            Self::FrameNumberBackwards { .. } => "FrameNumberBackwards",
+            Self::MissingReference { .. } => "MissingReference",
+            Self::BrokenChain { .. } => "BrokenChain",
+            Self::MarkerMidFrame { .. } => "MarkerMidFrame",
+            Self::MissingMarker { .. } => "MissingMarker",
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self:?}")
