@@ -319,7 +319,11 @@ fn av1(sid: u8, seq: u16, fnum: u16, key: bool, present: u32, switch: u32) -> Pa
         end_of_frame: true,
         keyframe: key,
         frame_number: Some(fnum),
-        av1: Some(Av1Dti { present, switch }),
+        av1: Some(Av1Dti {
+            present,
+            switch,
+            ..Av1Dti::default()
+        }),
         ..PacketMeta::default()
     }
 }
@@ -833,7 +837,11 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                             // DT d holds temporal layers 0..=d; sync frames are switch points.
                             let present = 0b111 & !((1u32 << tid) - 1);
                             let switch = if key || k != 3 { present } else { 0 };
-                            Av1Dti { present, switch }
+                            Av1Dti {
+                                present,
+                                switch,
+                                ..Av1Dti::default()
+                            }
                         }),
                         ..PacketMeta::default()
                     },
