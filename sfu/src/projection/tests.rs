@@ -380,6 +380,72 @@ fn av1_decode_target_switch() {
     assert_eq!(p.needs_keyframe(), Some(0));
 }
 
+/// AV1 K-SVC (L2T1_KEY-like: DT 0 = S0, DT 1 = S1, S1 delta frames reference only S1). A
+/// delta frame that is "switch" for a spatial target still references that layer's previous
+/// frame: the switch waits for a keyframe when that frame was not forwarded. While the target
+/// waits, the marker ends each temporal unit at the layer actually forwarded.
+#[test]
+fn av1_ksvc_switch_needs_forwarded_references() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Av1, 1, 1);
+    let dt = |index: u8, spatial: u8| {
+        Some(Layer {
+            encoding: 0,
+            spatial,
+            temporal: 0,
+            decode_target: Some(DecodeTarget {
+                index,
+                active_mask: 1 << index,
+            }),
+        })
+    };
+    // A frame of spatial layer `sid`, part of (and a switch point for) the DTs in `present`,
+    // referencing the frame `fdiff` earlier (0: none).
+    let f = |sid: u8, fnum: u16, key: bool, present: u32, fdiff: u16| {
+        let mut m = av1(sid, fnum, fnum, key, present, present);
+        m.ts = u32::from(fnum / 2) * 3000;
+        m.end_of_frame = true;
+        let refs: &[u16] = if fdiff == 0 { &[] } else { &[fdiff] };
+        m.av1 = m.av1.map(|d| d.with_refs(refs));
+        m
+    };
+    p.set_target(dt(0, 0));
+    let k0 = fwd(p.on_packet(t0, &f(0, 100, true, 0b11, 0)));
+    assert!(k0.marker, "S0 ends the unit for an S0 receiver");
+    assert!(matches!(p.on_packet(t0, &f(1, 101, false, 0b10, 1)), Verdict::Drop(_)));
+    fwd(p.on_packet(t0, &f(0, 102, false, 0b01, 2)));
+    assert!(matches!(p.on_packet(t0, &f(1, 103, false, 0b10, 2)), Verdict::Drop(_)));
+    // Up to S1: its delta frames reference S1 frames never forwarded.
+    p.set_target(dt(1, 1));
+    let d = fwd(p.on_packet(t0, &f(0, 104, false, 0b01, 2)));
+    assert!(d.marker, "still on S0: the S0 frame must carry the marker");
+    assert_eq!(
+        p.on_packet(t0, &f(1, 105, false, 0b10, 2)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
+    assert_eq!(p.needs_keyframe(), Some(0));
+    // The keyframe unit: S1 starts, the marker moves to S1.
+    let k = fwd(p.on_packet(t0, &f(0, 106, true, 0b11, 0)));
+    let k1 = fwd(p.on_packet(t0, &f(1, 107, false, 0b10, 1)));
+    assert!(!k.marker && k1.marker);
+    assert_eq!(k1.active_decode_targets, Some(0b10));
+    assert_eq!(p.needs_keyframe(), None);
+    assert!(matches!(p.on_packet(t0, &f(0, 108, false, 0b01, 2)), Verdict::Drop(_)));
+    assert!(fwd(p.on_packet(t0, &f(1, 109, false, 0b10, 2))).marker);
+    // Down to S0: frame 110 is "switch" for DT 0 but references 108, which was dropped.
+    p.set_target(dt(0, 0));
+    assert!(matches!(p.on_packet(t0, &f(0, 110, false, 0b01, 2)), Verdict::Drop(_)));
+    assert_eq!(p.needs_keyframe(), Some(0));
+    let s1 = fwd(p.on_packet(t0, &f(1, 111, false, 0b10, 2)));
+    assert!(s1.marker, "S1 frames go on until the keyframe");
+    assert_eq!(s1.active_decode_targets, Some(0b10));
+    let k = fwd(p.on_packet(t0, &f(0, 112, true, 0b11, 0)));
+    assert!(k.marker);
+    assert_eq!(k.active_decode_targets, Some(0b01));
+    assert!(matches!(p.on_packet(t0, &f(1, 113, false, 0b10, 1)), Verdict::Drop(_)));
+    assert!(fwd(p.on_packet(t0, &f(0, 114, false, 0b01, 2))).marker);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property test: a simulated VP8 simulcast sender (3 encodings × 3 temporal layers, pattern
 // 0-2-1-2) with random losses, bounded reordering, keyframes on request and 20+ random target
