@@ -355,10 +355,10 @@ impl Endpoint {
             join_started: s.join_started,
             sends_audio: s.sends_audio,
             constraints: s.constraints,
-            switch_schedule: s
-                .constraints
-                .switch_plan
-                .schedule(s.seed ^ u64::from(s.index).wrapping_mul(0x9E37_79B9_7F4A_7C15), s.constraints.max_height),
+            switch_schedule: s.constraints.switch_plan.schedule(
+                s.seed ^ u64::from(s.index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                s.constraints.max_height,
+            ),
             switch_next: 0,
             channel_opened: None,
             last_switch: None,

@@ -29,7 +29,11 @@ pub fn switch_rows(endpoints: &[crate::endpoint::EndpointReport]) -> Vec<(String
     let kinds = if kinds.is_empty() {
         "none".to_string()
     } else {
-        kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     vec![
         ("switches requested/observed".into(), per.join(", ")),
@@ -367,7 +371,10 @@ mod tests {
         };
         b.violation_kinds.insert("MissingMarker".into(), 1);
         let rows = switch_rows(&[a, b]);
-        assert_eq!(rows[0].1, "#0: 3/5 (0 frames after the last), #1: 2/0 (0 frames after the last)");
+        assert_eq!(
+            rows[0].1,
+            "#0: 3/5 (0 frames after the last), #1: 2/0 (0 frames after the last)"
+        );
         assert_eq!(rows[1].1, "MissingMarker: 3");
     }
 

@@ -83,10 +83,7 @@ switches = {SWITCHES}
         let observed = field("switches_observed");
         assert!(observed >= SWITCHES / 2, "observed {observed} switches: {ctx}");
         assert_eq!(field("violations"), 0, "{ctx}");
-        assert!(
-            e["violation_kinds"].as_object().is_some_and(|k| k.is_empty()),
-            "{ctx}"
-        );
+        assert!(e["violation_kinds"].as_object().is_some_and(|k| k.is_empty()), "{ctx}");
         let after = field("frames_after_last_switch");
         assert!(after >= 20, "{after} frames after the last switch: {ctx}");
     }

@@ -1712,7 +1712,11 @@ mod tests {
                     }
                     last_ts = Some(p.ts);
                 }
-                let within = if p.keyframe { 0 } else { [1, 3, 2, 4][(n_in_tu % 4) as usize] };
+                let within = if p.keyframe {
+                    0
+                } else {
+                    [1, 3, 2, 4][(n_in_tu % 4) as usize]
+                };
                 usize::from(p.spatial) * 5 + within
             })
             .collect()
