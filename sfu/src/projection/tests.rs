@@ -798,22 +798,45 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
 /// With `av1`, the sender is AV1 L1T3 with the dependency descriptor instead: decode target `d`
 /// = temporal layers 0..=d, frame numbers instead of picture IDs.
 fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool) -> SimResult {
+    simulate_svc_mode(seed, loss_pct, reorder, ticks, av1, false)
+}
+
+/// With `av1` and `ksvc`: AV1 L3T3_KEY as Chrome sends it — spatial layers depend on each other
+/// only in keyframe pictures, decode target `3s + t` = spatial layer `s` (alone, after the key
+/// picture) with temporal layers 0..=t, each frame's references passed as DD frame diffs. A
+/// K-SVC target never contains another spatial layer's, so spatial switches, up or down, must
+/// wait for a point where the new layer's references were forwarded; meanwhile frames of the
+/// old layer go on (the "above target" check does not apply). Output picture "ids" are then a
+/// count of forwarded pictures (frame numbers differ per spatial frame).
+fn simulate_svc_mode(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool, ksvc: bool) -> SimResult {
     let mut rng = Rng(seed | 1);
     let t0 = Instant::now();
     let codec = if av1 { Codec::Av1 } else { Codec::Vp9 };
-    let spatial_layers = if av1 { 1 } else { 3 };
+    let spatial_layers = if av1 && !ksvc { 1 } else { 3 };
     let mut p = Projection::new(9, codec, 65_000, 7);
     let svc_layer = |s: u8, t: u8| {
+        let s = if av1 && !ksvc { 0 } else { s };
         Some(Layer {
             encoding: 0,
-            spatial: if av1 { 0 } else { s },
+            spatial: s,
             temporal: t,
-            decode_target: av1.then_some(DecodeTarget {
-                index: t,
-                active_mask: (2u32 << t) - 1,
+            decode_target: av1.then_some(if ksvc {
+                DecodeTarget {
+                    index: 3 * s + t,
+                    // Contained: the same spatial layer's lower temporal targets.
+                    active_mask: ((2u32 << t) - 1) << (3 * s),
+                }
+            } else {
+                DecodeTarget {
+                    index: t,
+                    active_mask: (2u32 << t) - 1,
+                }
             }),
         })
     };
+    let mut fnums: Vec<u16> = vec![];
+    let mut out_pics = 0u16;
+    let mut last_out_pic = usize::MAX;
     let mut fnum = rng.next() as u16;
     p.set_target(svc_layer(2, 2));
     let mut seq = rng.next() as u16;
@@ -860,12 +883,18 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
         for sid in 0..spatial_layers {
             let f = frames.len();
             let mut refs = vec![];
-            if sid > 0 {
+            if sid > 0 && (key || !ksvc) {
                 refs.push(f - 1);
             }
             if !key {
                 refs.push(if k == 3 { last_tl1[sid] } else { last_tl0[sid] });
             }
+            fnums.push(fnum);
+            let fdiffs: Vec<u16> = refs
+                .iter()
+                .filter(|&&r| r != usize::MAX)
+                .map(|&r| fnum.wrapping_sub(fnums[r]))
+                .collect();
             frames.push(SimFrame {
                 enc: 0,
                 pic,
@@ -901,13 +930,21 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                         frame_number: av1.then_some(fnum),
                         av1: av1.then(|| {
                             // DT d holds temporal layers 0..=d; sync frames are switch points.
-                            let present = 0b111 & !((1u32 << tid) - 1);
+                            let temporal = 0b111 & !((1u32 << tid) - 1);
+                            let present = match (ksvc, key) {
+                                (false, _) => temporal,
+                                // The key picture's S`sid` frame is in every target of layer
+                                // `sid` and above.
+                                (true, true) => 0x1ff & !((1u32 << (3 * sid)) - 1),
+                                (true, false) => temporal << (3 * sid),
+                            };
                             let switch = if key || k != 3 { present } else { 0 };
                             Av1Dti {
                                 present,
                                 switch,
                                 ..Av1Dti::default()
                             }
+                            .with_refs(&fdiffs)
                         }),
                         ..PacketMeta::default()
                     },
@@ -944,6 +981,7 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                     let (oseq, _) = out_unwrap.update(u32::from(r.seq));
                     match target {
                         None => violations.push(format!("forwarded while suspended: {f}")),
+                        Some(_) if ksvc => {}
                         Some(t) if frames[f].forwarded == 1 => {
                             if m.spatial > t.spatial || m.temporal > t.temporal {
                                 violations.push(format!("frame {f} above target {t:?}"));
@@ -951,11 +989,20 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                         }
                         Some(_) => {}
                     }
+                    if frames[f].forwarded == 1 && frames[f].pic != last_out_pic {
+                        last_out_pic = frames[f].pic;
+                        out_pics = out_pics.wrapping_add(1);
+                    }
+                    let pid = if ksvc {
+                        Some(out_pics)
+                    } else {
+                        r.picture_id.or(r.frame_number)
+                    };
                     out.push(Out {
                         frame: f,
                         seq: oseq,
                         ts: r.ts,
-                        pid: r.picture_id.or(r.frame_number).unwrap_or(0),
+                        pid: pid.unwrap_or(0),
                         tl0: r.tl0picidx,
                         marker: r.marker,
                     });
@@ -980,6 +1027,20 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
 #[test]
 fn svc_simulation_switches_layers() {
     let r = simulate_svc(7, 0, false, 600, false);
+    let mut sids = [0usize; 3];
+    for o in &r.out {
+        let f = &r.frames[o.frame];
+        sids[o.frame - f.pic] += 1;
+    }
+    assert!(sids.iter().all(|&n| n > 20), "{sids:?}");
+    check(&r, true).unwrap();
+}
+
+/// The K-SVC simulation reaches every spatial layer (so its property test exercises spatial
+/// switches).
+#[test]
+fn av1_ksvc_simulation_switches_layers() {
+    let r = simulate_svc_mode(7, 0, false, 600, true, true);
     let mut sids = [0usize; 3];
     for o in &r.out {
         let f = &r.frames[o.frame];
@@ -1036,6 +1097,21 @@ proptest! {
     fn av1_lossless(seed in any::<u64>()) {
         let r = simulate_svc(seed, 0, false, 300, true);
         check(&r, true)?;
+    }
+
+    /// AV1 L3T3_KEY (K-SVC) with spatial and temporal decode-target switches, lossless: every
+    /// forwarded frame's references were forwarded, every picture ends with the marker.
+    #[test]
+    fn av1_ksvc_lossless(seed in any::<u64>()) {
+        let r = simulate_svc_mode(seed, 0, false, 300, true, true);
+        check(&r, true)?;
+    }
+
+    /// AV1 L3T3_KEY with loss and reordering.
+    #[test]
+    fn av1_ksvc_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
+        let r = simulate_svc_mode(seed, loss, reorder, 300, true, true);
+        check(&r, false)?;
     }
 
     /// AV1 with loss and reordering.
