@@ -5,7 +5,7 @@
 //! str0m shares no code with Palim's media stack, so every packet that arrives here proves the
 //! bridge's ICE, DTLS and SRTP interoperate with an independent implementation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -175,6 +175,14 @@ pub struct EndpointReport {
     /// Longest time without a frame from any one video sender, once it had started.
     pub longest_freeze_ms: f64,
     pub violations: u64,
+    /// Violations by kind (`PictureIdJump`, `MissingReference`, …).
+    pub violation_kinds: BTreeMap<String, u64>,
+    /// ReceiverVideoConstraints changes sent after the first message (scenario `switches`).
+    pub switches_requested: u32,
+    /// Resolution changes seen in the received streams (summed over the video senders).
+    pub switches_observed: u64,
+    /// Frames completed after the last requested switch (0 without switches).
+    pub frames_after_last_switch: u64,
     pub keyframe_requests_received: u64,
     /// PLIs this endpoint sent because it had no keyframe to start decoding from.
     pub keyframe_requests_sent: u64,
@@ -203,6 +211,12 @@ struct Endpoint {
     join_started: Instant,
     sends_audio: bool,
     constraints: ReceiverConstraints,
+    /// (offset from the bridge channel's opening, maxHeight) of the switches still to send.
+    switch_schedule: Vec<(Duration, i32)>,
+    switch_next: usize,
+    channel_opened: Option<Instant>,
+    /// When the last switch was sent.
+    last_switch: Option<Instant>,
     uplink: Option<Link>,
     downlink: Option<Link>,
     video: Option<VideoSender>,
@@ -241,6 +255,8 @@ struct RxState {
     pli_at: HashMap<u32, Instant>,
     /// When each video SSRC last completed a frame.
     last_done: HashMap<u32, Instant>,
+    /// Per video SSRC: the height of its last completed frame (switch observation).
+    last_height: HashMap<u32, u16>,
     /// Per video sender: frames and freezes.
     senders: HashMap<u32, SenderRx>,
 }
@@ -339,6 +355,13 @@ impl Endpoint {
             join_started: s.join_started,
             sends_audio: s.sends_audio,
             constraints: s.constraints,
+            switch_schedule: s.constraints.switch_plan.schedule(
+                s.seed ^ u64::from(s.index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                s.constraints.max_height,
+            ),
+            switch_next: 0,
+            channel_opened: None,
+            last_switch: None,
             uplink: (!up.is_perfect()).then(|| Link::new(up, link_seed, s.epoch)),
             downlink: (!down.is_perfect()).then(|| Link::new(down, link_seed + 1, s.epoch)),
             video,
@@ -372,6 +395,9 @@ impl Endpoint {
             let now = Instant::now();
             self.maybe_flush(now);
             let mut wake = timeout.min(self.epoch + Duration::from_secs(self.bin_second + 1));
+            if let Some(t) = self.next_switch_at() {
+                wake = wake.min(t);
+            }
             if self.connected {
                 if self.sends_audio {
                     wake = wake.min(self.next_audio);
@@ -455,6 +481,9 @@ impl Endpoint {
         while let Some(p) = self.uplink.as_mut().and_then(|l| l.poll(now)) {
             let _ = self.socket.try_send_to(&p, self.remote);
         }
+        if self.next_switch_at().is_some_and(|t| now >= t) {
+            self.send_switch(now);
+        }
         if self.connected {
             if self.sends_audio && now >= self.next_audio {
                 self.send_audio(now)?;
@@ -477,6 +506,33 @@ impl Endpoint {
         self.rtc
             .handle_input(Input::Timeout(now))
             .map_err(|e| anyhow!("endpoint {}: timeout handling: {e}", self.index))
+    }
+
+    /// When the next scheduled constraints change is due.
+    fn next_switch_at(&self) -> Option<Instant> {
+        let opened = self.channel_opened?;
+        self.switch_schedule.get(self.switch_next).map(|(at, _)| opened + *at)
+    }
+
+    /// Send the next scheduled ReceiverVideoConstraints (a different maxHeight).
+    fn send_switch(&mut self, now: Instant) {
+        let Some(&(_, height)) = self.switch_schedule.get(self.switch_next) else {
+            return;
+        };
+        self.switch_next += 1;
+        let msg = self.constraints.message_with_height(height);
+        let Some(mut ch) = self.channel.and_then(|id| self.rtc.channel(id)) else {
+            return;
+        };
+        match ch.write(false, msg.as_bytes()) {
+            Ok(_) => {
+                tracing::debug!(index = self.index, height, "constraints switch");
+                self.report.switches_requested += 1;
+                self.report.frames_after_last_switch = 0;
+                self.last_switch = Some(now);
+            }
+            Err(e) => tracing::debug!(index = self.index, error = %e, "constraints switch not sent"),
+        }
     }
 
     fn next_counter(&mut self, id: StreamId) -> u32 {
@@ -603,6 +659,7 @@ impl Endpoint {
             }
             Event::ChannelOpen(id, _) => {
                 self.channel = Some(id);
+                self.channel_opened = Some(now);
                 self.report.bridge_channel_open = true;
                 let msg = self.constraints.message();
                 if let Some(mut ch) = self.rtc.channel(id) {
@@ -635,8 +692,17 @@ impl Endpoint {
                     // A browser asks for a keyframe when it cannot decode: nothing to start from
                     // yet, or media arriving but no frame completed for a second (unrecovered loss).
                     let last_done = self.rx.last_done.entry(*h.ssrc).or_insert(now);
-                    if matches!(result, Ok(Some(_))) {
+                    if let Ok(Some(f)) = &result {
                         *last_done = now;
+                        if self.last_switch.is_some() {
+                            self.report.frames_after_last_switch += 1;
+                        }
+                        if f.height > 0 {
+                            let prev = self.rx.last_height.insert(*h.ssrc, f.height);
+                            if prev.is_some_and(|p| p != f.height) {
+                                self.report.switches_observed += 1;
+                            }
+                        }
                     }
                     let stalled = now.saturating_duration_since(*last_done) > Duration::from_secs(1);
                     if undecodable || stalled {
@@ -647,6 +713,7 @@ impl Endpoint {
                         Err(v) => {
                             self.bin.violations += 1;
                             self.report.violations += 1;
+                            *self.report.violation_kinds.entry(v.kind().to_string()).or_default() += 1;
                             if self.report.violations <= 3 {
                                 tracing::info!(index = self.index, ssrc = *h.ssrc, violation = ?v, "stream violation");
                             }

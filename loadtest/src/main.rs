@@ -78,6 +78,9 @@ struct Args {
     /// Receivers' ReceiverVideoConstraints defaultConstraints.maxHeight.
     #[arg(long, allow_negative_numbers = true)]
     max_height: Option<i32>,
+    /// Layer switches per receiver (random maxHeight changes during the run).
+    #[arg(long)]
+    switches: Option<u32>,
     /// Receivers' ReceiverVideoConstraints lastN.
     #[arg(long, allow_negative_numbers = true)]
     last_n: Option<i32>,
@@ -216,6 +219,7 @@ fn scenario_of(args: &Args) -> anyhow::Result<(Scenario, String)> {
     set!(bitrate_scale => video_bitrate_scale);
     set!(max_height => receiver.max_height);
     set!(last_n => receiver.last_n);
+    set!(switches => switches);
     set!(seed => seed);
     set!(loss => link.uplink.loss_percent);
     set!(loss => link.downlink.loss_percent);

@@ -5,6 +5,42 @@ use std::fmt::Write as _;
 
 use crate::metrics::SecondPoint;
 
+/// Summary rows for layer switches (scenario `switches`): requested and observed per receiver,
+/// and stream violations by kind over all receivers. Empty when no switches were requested.
+pub fn switch_rows(endpoints: &[crate::endpoint::EndpointReport]) -> Vec<(String, String)> {
+    if endpoints.iter().all(|e| e.switches_requested == 0) {
+        return Vec::new();
+    }
+    let per: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            format!(
+                "#{}: {}/{} ({} frames after the last)",
+                e.index, e.switches_requested, e.switches_observed, e.frames_after_last_switch
+            )
+        })
+        .collect();
+    let mut kinds: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for e in endpoints {
+        for (k, n) in &e.violation_kinds {
+            *kinds.entry(k.as_str()).or_default() += n;
+        }
+    }
+    let kinds = if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        ("switches requested/observed".into(), per.join(", ")),
+        ("violations by kind".into(), kinds),
+    ]
+}
+
 /// One line of a chart.
 pub struct Series {
     pub name: String,
@@ -316,6 +352,31 @@ pub fn html(title: &str, summary: &[(String, String)], charts: &[String], extra:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switch_rows_sum_kinds() {
+        use crate::endpoint::EndpointReport;
+        assert!(switch_rows(&[EndpointReport::default()]).is_empty());
+        let mut a = EndpointReport {
+            index: 0,
+            switches_requested: 3,
+            switches_observed: 5,
+            ..Default::default()
+        };
+        a.violation_kinds.insert("MissingMarker".into(), 2);
+        let mut b = EndpointReport {
+            index: 1,
+            switches_requested: 2,
+            ..Default::default()
+        };
+        b.violation_kinds.insert("MissingMarker".into(), 1);
+        let rows = switch_rows(&[a, b]);
+        assert_eq!(
+            rows[0].1,
+            "#0: 3/5 (0 frames after the last), #1: 2/0 (0 frames after the last)"
+        );
+        assert_eq!(rows[1].1, "MissingMarker: 3");
+    }
 
     #[test]
     fn nice_ticks() {

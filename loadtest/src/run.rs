@@ -269,7 +269,7 @@ impl Joiner<'_> {
                 links,
                 link_class: class.to_string(),
                 seed: s.seed,
-                constraints: s.receiver,
+                constraints: s.receiver_constraints(),
                 epoch: self.shared.epoch,
                 join_started,
                 collector: self.shared.collector.clone(),
@@ -653,6 +653,7 @@ impl Summary {
                     .join(", "),
             ),
         ];
+        rows.extend(crate::report::switch_rows(&self.endpoints_detail));
         let proc_row = |p: &ProcTotals| match (p.cpu_s, p.cpu_percent, p.rss_mib) {
             (Some(c), Some(pc), Some(r)) => format!("{c:.2} CPU-s ({pc:.0} % of a core), RSS {r:.1} MiB"),
             _ => "n/a".into(),

@@ -57,6 +57,10 @@ pub struct Scenario {
     /// Scale the senders' video bitrates (1.0: what lib-jitsi-meet configures).
     pub video_bitrate_scale: f64,
     pub receiver: ReceiverConstraints,
+    /// Layer switches per receiver: each receiver re-sends ReceiverVideoConstraints this many
+    /// times at seeded random times during the run, with a different `maxHeight` from
+    /// [`SWITCH_HEIGHTS`] each time, so the bridge switches layers up and down (0: never).
+    pub switches: u32,
     /// The link every endpoint gets unless a class says otherwise.
     pub link: LinkPair,
     /// Endpoint classes with their own links.
@@ -75,6 +79,54 @@ pub struct ReceiverConstraints {
     pub last_n: i32,
     /// Do not open the bridge channel at all (the bridge then uses its defaults).
     pub no_bridge_channel: bool,
+    /// Filled from the scenario's `switches` (not a key of `[receiver]`).
+    #[serde(skip)]
+    pub switch_plan: SwitchPlan,
+}
+
+/// The heights random switches choose among.
+pub const SWITCH_HEIGHTS: [i32; 3] = [180, 360, 720];
+
+/// When a receiver changes its constraints: `count` times, at seeded random times within
+/// `window` after its bridge channel opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SwitchPlan {
+    pub count: u32,
+    pub window: Duration,
+}
+
+/// Quiet time after the channel opens before the first switch, and before the end of the window
+/// after the last one (so frames of the last layer arrive).
+pub const SWITCH_MARGIN: Duration = Duration::from_millis(1500);
+
+impl SwitchPlan {
+    /// The schedule for one receiver: (offset from channel open, maxHeight), sorted by time,
+    /// every height different from the one before it (the first from `initial`). Offsets lie in
+    /// [`SWITCH_MARGIN`, `window - SWITCH_MARGIN`] and are at least 250 ms apart when the
+    /// window allows it. Deterministic in `seed`.
+    pub fn schedule(&self, seed: u64, initial: i32) -> Vec<(Duration, i32)> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        let mut rng = crate::shape::ShapeRng::new(seed ^ 0x5717_C4E5);
+        let span = self.window.saturating_sub(SWITCH_MARGIN * 2);
+        let n = self.count as usize;
+        let min_gap = Duration::from_millis(250).min(span / (self.count + 1));
+        // n points uniform in the span left after the minimum gaps, then spread by the gaps.
+        let free = span.saturating_sub(min_gap * self.count);
+        let mut at: Vec<Duration> = (0..n).map(|_| free.mul_f64(rng.unit())).collect();
+        at.sort();
+        let mut prev = initial;
+        at.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let choices: Vec<i32> = SWITCH_HEIGHTS.iter().copied().filter(|h| *h != prev).collect();
+                let h = choices[(rng.next_u64() % choices.len() as u64) as usize];
+                prev = h;
+                (SWITCH_MARGIN + *t + min_gap * i as u32, h)
+            })
+            .collect()
+    }
 }
 
 impl Default for ReceiverConstraints {
@@ -83,11 +135,17 @@ impl Default for ReceiverConstraints {
             max_height: 720,
             last_n: -1,
             no_bridge_channel: false,
+            switch_plan: SwitchPlan::default(),
         }
     }
 }
 
 impl ReceiverConstraints {
+    /// The message asking for `max_height` instead of the configured height.
+    pub fn message_with_height(&self, max_height: i32) -> String {
+        ReceiverConstraints { max_height, ..*self }.message()
+    }
+
     /// The bridge-channel message.
     pub fn message(&self) -> String {
         serde_json::json!({
@@ -170,6 +228,7 @@ impl Default for Scenario {
             audio_senders: -1,
             video_bitrate_scale: 1.0,
             receiver: ReceiverConstraints::default(),
+            switches: 0,
             link: LinkPair::default(),
             class: Vec::new(),
             ramp: RampConfig::default(),
@@ -233,6 +292,12 @@ impl Scenario {
         if self.duration < Duration::from_secs(1) {
             return Err("duration must be at least 1s".into());
         }
+        if self.switches > 1000 {
+            return Err(format!("switches must be ≤ 1000, not {}", self.switches));
+        }
+        if self.switches > 0 && self.receiver.no_bridge_channel {
+            return Err("switches need the bridge channel (receiver.no_bridge_channel = false)".into());
+        }
         if self.video_senders < -1 || self.audio_senders < -1 {
             return Err("video_senders/audio_senders must be -1 (all) or a count".into());
         }
@@ -261,6 +326,22 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// The receivers' constraints with the switch plan: `switches` changes within the time from
+    /// joining to the end of the run (warmup + duration; steady mode).
+    pub fn receiver_constraints(&self) -> ReceiverConstraints {
+        let window = match self.mode {
+            Mode::Steady => self.warmup + self.duration,
+            Mode::Ramp => self.ramp.settle + self.ramp.step_duration,
+        };
+        ReceiverConstraints {
+            switch_plan: SwitchPlan {
+                count: self.switches,
+                window,
+            },
+            ..self.receiver
+        }
     }
 
     /// How many endpoints of a conference send video.
@@ -406,11 +487,35 @@ mod tests {
     }
 
     #[test]
+    fn switch_schedule_is_seeded_sorted_and_alternating() {
+        let s = Scenario::parse("switches = 20\nduration = \"20s\"\nwarmup = \"3s\"\n", "x").expect("parses");
+        let plan = s.receiver_constraints().switch_plan;
+        assert_eq!(plan.count, 20);
+        assert_eq!(plan.window, Duration::from_secs(23));
+        let a = plan.schedule(7, 720);
+        assert_eq!(a, plan.schedule(7, 720), "same seed, same plan");
+        assert_ne!(a, plan.schedule(8, 720), "another seed, another plan");
+        assert_eq!(a.len(), 20);
+        assert_ne!(a[0].1, 720);
+        for w in a.windows(2) {
+            assert!(w[1].0 >= w[0].0 + Duration::from_millis(250), "{w:?}");
+            assert_ne!(w[0].1, w[1].1, "every entry is a change");
+        }
+        assert!(a[0].0 >= SWITCH_MARGIN);
+        assert!(a[19].0 <= plan.window - SWITCH_MARGIN);
+        assert!(a.iter().all(|(_, h)| SWITCH_HEIGHTS.contains(h)));
+        assert!(SwitchPlan::default().schedule(1, 720).is_empty());
+        let e = Scenario::parse("switches = 2\n[receiver]\nno_bridge_channel = true\n", "x").unwrap_err();
+        assert!(e.to_string().contains("bridge channel"), "{e}");
+    }
+
+    #[test]
     fn constraints_message_is_the_bridge_channel_json() {
         let m = ReceiverConstraints {
             max_height: 360,
             last_n: 3,
             no_bridge_channel: false,
+            switch_plan: SwitchPlan::default(),
         }
         .message();
         let v: serde_json::Value = serde_json::from_str(&m).expect("json");

@@ -154,10 +154,14 @@ pub fn classify(
         meta.start_of_frame = dd.start_of_frame;
         meta.end_of_frame = dd.end_of_frame;
         meta.frame_number = Some(dd.frame_number);
-        meta.av1 = Some(Av1Dti {
-            present: dd.present_decode_targets(),
-            switch,
-        });
+        meta.av1 = Some(
+            Av1Dti {
+                present: dd.present_decode_targets(),
+                switch,
+                ..Av1Dti::default()
+            }
+            .with_refs(&dd.frame.fdiffs),
+        );
         state.codec.get_or_insert(projection::Codec::Av1);
         out.dd = Some(dd);
     } else {

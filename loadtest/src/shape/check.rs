@@ -96,6 +96,29 @@ pub enum Violation {
     },
 }
 
+impl Violation {
+    /// The variant's name, for counting violations by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed { .. } => "Malformed",
+            Self::Duplicate { .. } => "Duplicate",
+            Self::TimestampBackwards { .. } => "TimestampBackwards",
+            Self::PictureIdJump { .. } => "PictureIdJump",
+            Self::Tl0PicIdx { .. } => "Tl0PicIdx",
+            Self::StartOnDelta { .. } => "StartOnDelta",
+            Self::SwitchWithoutKeyframe { .. } => "SwitchWithoutKeyframe",
+            Self::InconsistentFrame { .. } => "InconsistentFrame",
+            Self::NoStructure { .. } => "NoStructure",
+            Self::BadTemplate { .. } => "BadTemplate",
+            Self::FrameNumberBackwards { .. } => "FrameNumberBackwards",
+            Self::MissingReference { .. } => "MissingReference",
+            Self::BrokenChain { .. } => "BrokenChain",
+            Self::MarkerMidFrame { .. } => "MarkerMidFrame",
+            Self::MissingMarker { .. } => "MissingMarker",
+        }
+    }
+}
+
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self:?}")
@@ -1671,6 +1694,116 @@ mod tests {
             assert_eq!(done.len(), out.iter().filter(|p| p.marker).count());
             assert!(done.iter().all(|f| usize::from(f.temporal) <= dt % 3));
         }
+    }
+
+    /// Each packet's L3T3_KEY template index, recovered from the sender's layer ids and key flag
+    /// (the sender's pattern after a key unit is T0, T2, T1, T2).
+    fn templates(rx: &[Rx]) -> Vec<usize> {
+        let mut n_in_tu = 0u64;
+        let mut last_ts = None;
+        rx.iter()
+            .map(|p| {
+                if last_ts != Some(p.ts) && p.spatial == 0 && p.dd[0] & 0x80 != 0 {
+                    if last_ts.is_some() {
+                        n_in_tu += 1;
+                    }
+                    if p.keyframe {
+                        n_in_tu = 0;
+                    }
+                    last_ts = Some(p.ts);
+                }
+                let within = if p.keyframe {
+                    0
+                } else {
+                    [1, 3, 2, 4][(n_in_tu % 4) as usize]
+                };
+                usize::from(p.spatial) * 5 + within
+            })
+            .collect()
+    }
+
+    /// A bridge forwarding decode target `from` before packet `switch` and `to` from it on (a
+    /// frame goes iff its DTI for the target is not "not present"), renumbered. Markers: on the
+    /// last forwarded packet of each temporal unit, or (`marker_on_to`) only at the end of
+    /// frames of the spatial layer of `to`, as a bridge that marks the target's layer would.
+    fn switch_dt(rx: &[Rx], tpl: &[usize], switch: usize, from: usize, to: usize, marker_on_to: bool) -> Vec<Rx> {
+        let mut out: Vec<Rx> = rx
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                let dt = if *i < switch { from } else { to };
+                L3T3_KEY[tpl[*i]].dtis.as_bytes()[dt] != b'-'
+            })
+            .map(|(_, p)| p.clone())
+            .collect();
+        for i in 0..out.len() {
+            out[i].marker = if marker_on_to {
+                out[i].spatial == (to / 3) as u8 && out[i].dd[0] & 0x40 != 0
+            } else {
+                out.get(i + 1).is_none_or(|n| n.ts != out[i].ts)
+            };
+        }
+        renumber(&mut out);
+        out
+    }
+
+    /// Decode-target switches in K-SVC (L3T3_KEY): at a key unit they are valid and the
+    /// resolution follows; at a delta unit whose frames are "switch" for the new target but
+    /// reference that layer's earlier frames (never forwarded), the validator reports it, up or
+    /// down; a temporal unit left without its marker (the marker kept on a layer not being
+    /// forwarded yet) is reported too.
+    #[test]
+    fn av1_ksvc_switches_are_checked() {
+        let mut s = Av1Svc::new(5, Av1Config::default());
+        let t0 = Instant::now();
+        let mut pkts = Vec::new();
+        for i in 0..400u64 {
+            if i == 200 {
+                s.request_keyframe();
+            }
+            s.poll(t0 + Duration::from_millis(i * 10), &mut pkts);
+        }
+        let rx = receive(pkts);
+        let tpl = templates(&rx);
+        let key = rx
+            .iter()
+            .rposition(|p| p.keyframe && p.spatial == 0 && p.dd[0] & 0x80 != 0)
+            .expect("the requested key unit");
+        assert!(key > 0, "a second key unit");
+        // The second S0 T0 delta frame after it: "switch" for DT 0..2, referencing the S0 T0
+        // frame 12 frame numbers earlier; the S2 T0 frame of that unit likewise for DT 6..8.
+        // (At the first one the reference is the key unit's frame, which every target has: a
+        // valid switch down.)
+        let first = (key..rx.len()).find(|&i| tpl[i] == 1).expect("a T0 delta unit");
+        let delta = (first + 1..rx.len())
+            .find(|&i| tpl[i] == 1 && rx[i].ts != rx[first].ts)
+            .expect("a second T0 delta unit");
+        let (_, _, bad) = run_av1(&switch_dt(&rx, &tpl, first, 8, 2, false));
+        assert!(bad.is_empty(), "{bad:?}");
+        // (from, to): S0T2 -> S2T2 and back, S1T2 -> S0T2.
+        for (from, to, res) in [(2, 8, (1280, 720)), (8, 2, (320, 180)), (5, 2, (320, 180))] {
+            let ok = switch_dt(&rx, &tpl, key, from, to, false);
+            let (c, done, bad) = run_av1(&ok);
+            assert!(bad.is_empty(), "DT {from}->{to} at the key unit: {bad:?}");
+            assert_eq!(c.resolution(), Some(res));
+            assert_eq!(done.len(), ok.iter().filter(|p| p.marker).count());
+
+            let broken = switch_dt(&rx, &tpl, delta, from, to, false);
+            let (_, _, bad) = run_av1(&broken);
+            assert!(
+                bad.iter()
+                    .any(|v| matches!(v, Violation::MissingReference { .. } | Violation::BrokenChain { .. })),
+                "DT {from}->{to} at a delta unit must be caught: {bad:?}"
+            );
+        }
+        // Up-switch pending until the key unit, with the marker already on S2: S0's units before
+        // the key unit end without one.
+        let unmarked = switch_dt(&rx, &tpl, key, 2, 8, true);
+        let (_, _, bad) = run_av1(&unmarked);
+        assert!(
+            bad.iter().any(|v| matches!(v, Violation::MissingMarker { .. })),
+            "{bad:?}"
+        );
     }
 
     /// Dropping a needed frame is a violation when hidden (renumbered), loss when not.

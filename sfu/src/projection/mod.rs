@@ -43,6 +43,9 @@ pub enum Codec {
     Av1,
 }
 
+/// Most AV1 frame references the projection checks; a frame with more is never a switch point.
+pub const MAX_AV1_REFS: usize = 8;
+
 /// AV1 dependency-descriptor facts about one frame, as bit masks over decode target indices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Av1Dti {
@@ -50,7 +53,30 @@ pub struct Av1Dti {
     pub present: u32,
     /// Bit `d` set iff the frame's DTI for decode target `d` is "switch".
     pub switch: u32,
+    /// Frame-number differences of the frames this one references (`fdiffs`), the first
+    /// `ref_count` entries. A "switch" frame starts a decode target only if the frames it
+    /// references were forwarded: in K-SVC (L3T3_KEY) a delta frame that is "switch" for its
+    /// spatial target still references that layer's previous frame, which a receiver on another
+    /// spatial target never got.
+    pub refs: [u16; MAX_AV1_REFS],
+    /// Number of valid `refs`; more than [`MAX_AV1_REFS`] means "too many to check".
+    pub ref_count: u8,
 }
+
+impl Av1Dti {
+    /// Set the references from the descriptor's frame diffs.
+    pub fn with_refs(mut self, fdiffs: &[u16]) -> Self {
+        let n = fdiffs.len().min(MAX_AV1_REFS);
+        self.refs[..n].copy_from_slice(&fdiffs[..n]);
+        self.ref_count = u8::try_from(fdiffs.len()).unwrap_or(u8::MAX);
+        self
+    }
+}
+
+/// Input AV1 frame numbers remembered as forwarded or not (a window of this many).
+const AV1_FWD_WINDOW: usize = 128;
+/// Tag bit in [`Projection::av1_fwd`] slots: the frame was forwarded.
+const AV1_FWD: u32 = 1 << 16;
 
 /// What the projection needs to know about one received packet. Filled by the lead from the
 /// RTP header and the codec parsers.
@@ -241,6 +267,12 @@ pub struct Projection {
     cur_spatial: u8,
     cur_temporal: u8,
     cur_dt: Option<DecodeTarget>,
+    /// Spatial id of `cur_dt` (AV1: the frame of that layer ends a temporal unit, so carries
+    /// the marker).
+    cur_dt_spatial: u8,
+    /// AV1: per input frame number modulo the window, `number | AV1_FWD` if forwarded, `number`
+    /// if dropped (a slot for another number means "unknown": not forwarded).
+    av1_fwd: [u32; AV1_FWD_WINDOW],
     /// A switch point of a higher layer of the target encoding was needed and not seen.
     want_keyframe: bool,
     group_start: Option<Instant>,
@@ -267,6 +299,8 @@ impl Projection {
             cur_spatial: 0,
             cur_temporal: 0,
             cur_dt: None,
+            cur_dt_spatial: 0,
+            av1_fwd: [u32::MAX; AV1_FWD_WINDOW],
             want_keyframe: false,
             group_start: None,
             next_base: None,
@@ -473,6 +507,7 @@ impl Projection {
             self.cur_spatial = 0;
             self.cur_temporal = dt;
             self.cur_dt = t.decode_target;
+            self.cur_dt_spatial = t.spatial;
             if m.encoding == t.encoding {
                 self.want_keyframe = false;
             }
@@ -485,6 +520,7 @@ impl Projection {
             self.cur_temporal = dt;
             if m.encoding == t.encoding {
                 self.cur_dt = t.decode_target;
+                self.cur_dt_spatial = t.spatial;
                 self.want_keyframe = false;
             }
             return Ok(self.accept(now, m, ext));
@@ -543,19 +579,23 @@ impl Projection {
         // Checked by the caller.
         let dti = m.av1.unwrap_or_default();
         let want = if m.encoding == t.encoding {
-            t.decode_target
+            t.decode_target.map(|d| (d, t.spatial))
         } else {
-            self.cur_dt
+            self.cur_dt.map(|d| (d, self.cur_dt_spatial))
         };
-        if let Some(w) = want {
+        if let Some((w, w_spatial)) = want {
             if self.cur_dt.map(|c| c.index) != Some(w.index) {
                 let bit = 1u32.checked_shl(u32::from(w.index)).unwrap_or(0);
                 // Down to a target the current one contains (its frames were all forwarded): at
-                // once. Otherwise at a frame that is "switch" for the wanted target.
+                // once. Otherwise at a frame that is "switch" for the wanted target and whose
+                // references this receiver got.
                 let contained = self.cur_dt.is_some_and(|c| c.active_mask & bit != 0);
-                if contained || (is_head && m.start_of_frame && dti.switch & bit != 0) {
+                let switch_here =
+                    is_head && m.start_of_frame && dti.switch & bit != 0 && self.av1_refs_forwarded(m, &dti);
+                if contained || switch_here {
                     tracing::debug!(ssrc = self.ssrc, dt = w.index, "decode target switch");
                     self.cur_dt = Some(w);
+                    self.cur_dt_spatial = w_spatial;
                     self.want_keyframe = false;
                 } else if m.encoding == t.encoding {
                     self.want_keyframe = true;
@@ -570,6 +610,25 @@ impl Projection {
             return self.record_drop(m, true, DropReason::AboveTarget);
         }
         Ok(self.accept(now, m, ext))
+    }
+
+    /// Whether every frame `m` references was forwarded to this receiver.
+    fn av1_refs_forwarded(&self, m: &PacketMeta, dti: &Av1Dti) -> bool {
+        let Some(n) = m.frame_number else { return false };
+        let count = usize::from(dti.ref_count);
+        count <= MAX_AV1_REFS
+            && dti.refs[..count].iter().all(|&d| {
+                let r = n.wrapping_sub(d);
+                d != 0 && self.av1_fwd[usize::from(r) % AV1_FWD_WINDOW] == (u32::from(r) | AV1_FWD)
+            })
+    }
+
+    /// Remember whether input frame `m` (AV1) was forwarded.
+    fn note_av1_frame(&mut self, m: &PacketMeta, forwarded: bool) {
+        if let (Codec::Av1, Some(n)) = (self.codec, m.frame_number) {
+            let flag = if forwarded { AV1_FWD } else { 0 };
+            self.av1_fwd[usize::from(n) % AV1_FWD_WINDOW] = u32::from(n) | flag;
+        }
     }
 
     /// Starts a new segment on `m.encoding` at its keyframe `m`.
@@ -607,6 +666,8 @@ impl Projection {
             st.fnum.reset(fe, first);
         }
         st.last_pic_ts = None;
+        // Frame numbers of another encoding say nothing about this one's.
+        self.av1_fwd = [u32::MAX; AV1_FWD_WINDOW];
         self.cur_enc = Some(m.encoding);
         self.first = false;
     }
@@ -630,6 +691,7 @@ impl Projection {
             let (fe, _) = st.fnum_u.update(u32::from(f));
             st.fnum.drop_value(fe);
         }
+        self.note_av1_frame(m, false);
         self.record(FrameRec {
             valid: true,
             enc: m.encoding,
@@ -678,7 +740,9 @@ impl Projection {
         }
         st.last_pic_ts = Some(m.ts);
         let (marker_sid, active_dts) = match self.codec {
-            Codec::Av1 => (self.target.map_or(0, |t| t.spatial), self.cur_dt.map(|d| d.active_mask)),
+            // The marker ends the temporal unit at the spatial layer being forwarded now (not
+            // the target's, which may still be waiting for its switch point).
+            Codec::Av1 => (self.cur_dt_spatial, self.cur_dt.map(|d| d.active_mask)),
             Codec::Vp9 => {
                 // A keyframe picture's upper layers are switching points and follow in the same
                 // picture, so the marker belongs to the target layer; otherwise to the highest
@@ -719,6 +783,7 @@ impl Projection {
         if !unmappable {
             self.last_accepted = Some(idx);
         }
+        self.note_av1_frame(m, !unmappable);
         idx
     }
 

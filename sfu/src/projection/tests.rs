@@ -319,7 +319,11 @@ fn av1(sid: u8, seq: u16, fnum: u16, key: bool, present: u32, switch: u32) -> Pa
         end_of_frame: true,
         keyframe: key,
         frame_number: Some(fnum),
-        av1: Some(Av1Dti { present, switch }),
+        av1: Some(Av1Dti {
+            present,
+            switch,
+            ..Av1Dti::default()
+        }),
         ..PacketMeta::default()
     }
 }
@@ -374,6 +378,72 @@ fn av1_decode_target_switch() {
     };
     assert_eq!(p.on_packet(t0, &bad), Verdict::Drop(DropReason::NoLayerInfo));
     assert_eq!(p.needs_keyframe(), Some(0));
+}
+
+/// AV1 K-SVC (L2T1_KEY-like: DT 0 = S0, DT 1 = S1, S1 delta frames reference only S1). A
+/// delta frame that is "switch" for a spatial target still references that layer's previous
+/// frame: the switch waits for a keyframe when that frame was not forwarded. While the target
+/// waits, the marker ends each temporal unit at the layer actually forwarded.
+#[test]
+fn av1_ksvc_switch_needs_forwarded_references() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Av1, 1, 1);
+    let dt = |index: u8, spatial: u8| {
+        Some(Layer {
+            encoding: 0,
+            spatial,
+            temporal: 0,
+            decode_target: Some(DecodeTarget {
+                index,
+                active_mask: 1 << index,
+            }),
+        })
+    };
+    // A frame of spatial layer `sid`, part of (and a switch point for) the DTs in `present`,
+    // referencing the frame `fdiff` earlier (0: none).
+    let f = |sid: u8, fnum: u16, key: bool, present: u32, fdiff: u16| {
+        let mut m = av1(sid, fnum, fnum, key, present, present);
+        m.ts = u32::from(fnum / 2) * 3000;
+        m.end_of_frame = true;
+        let refs: &[u16] = if fdiff == 0 { &[] } else { &[fdiff] };
+        m.av1 = m.av1.map(|d| d.with_refs(refs));
+        m
+    };
+    p.set_target(dt(0, 0));
+    let k0 = fwd(p.on_packet(t0, &f(0, 100, true, 0b11, 0)));
+    assert!(k0.marker, "S0 ends the unit for an S0 receiver");
+    assert!(matches!(p.on_packet(t0, &f(1, 101, false, 0b10, 1)), Verdict::Drop(_)));
+    fwd(p.on_packet(t0, &f(0, 102, false, 0b01, 2)));
+    assert!(matches!(p.on_packet(t0, &f(1, 103, false, 0b10, 2)), Verdict::Drop(_)));
+    // Up to S1: its delta frames reference S1 frames never forwarded.
+    p.set_target(dt(1, 1));
+    let d = fwd(p.on_packet(t0, &f(0, 104, false, 0b01, 2)));
+    assert!(d.marker, "still on S0: the S0 frame must carry the marker");
+    assert_eq!(
+        p.on_packet(t0, &f(1, 105, false, 0b10, 2)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
+    assert_eq!(p.needs_keyframe(), Some(0));
+    // The keyframe unit: S1 starts, the marker moves to S1.
+    let k = fwd(p.on_packet(t0, &f(0, 106, true, 0b11, 0)));
+    let k1 = fwd(p.on_packet(t0, &f(1, 107, false, 0b10, 1)));
+    assert!(!k.marker && k1.marker);
+    assert_eq!(k1.active_decode_targets, Some(0b10));
+    assert_eq!(p.needs_keyframe(), None);
+    assert!(matches!(p.on_packet(t0, &f(0, 108, false, 0b01, 2)), Verdict::Drop(_)));
+    assert!(fwd(p.on_packet(t0, &f(1, 109, false, 0b10, 2))).marker);
+    // Down to S0: frame 110 is "switch" for DT 0 but references 108, which was dropped.
+    p.set_target(dt(0, 0));
+    assert!(matches!(p.on_packet(t0, &f(0, 110, false, 0b01, 2)), Verdict::Drop(_)));
+    assert_eq!(p.needs_keyframe(), Some(0));
+    let s1 = fwd(p.on_packet(t0, &f(1, 111, false, 0b10, 2)));
+    assert!(s1.marker, "S1 frames go on until the keyframe");
+    assert_eq!(s1.active_decode_targets, Some(0b10));
+    let k = fwd(p.on_packet(t0, &f(0, 112, true, 0b11, 0)));
+    assert!(k.marker);
+    assert_eq!(k.active_decode_targets, Some(0b01));
+    assert!(matches!(p.on_packet(t0, &f(1, 113, false, 0b10, 1)), Verdict::Drop(_)));
+    assert!(fwd(p.on_packet(t0, &f(0, 114, false, 0b01, 2))).marker);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -728,22 +798,45 @@ fn check(r: &SimResult, exact: bool) -> Result<(), TestCaseError> {
 /// With `av1`, the sender is AV1 L1T3 with the dependency descriptor instead: decode target `d`
 /// = temporal layers 0..=d, frame numbers instead of picture IDs.
 fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool) -> SimResult {
+    simulate_svc_mode(seed, loss_pct, reorder, ticks, av1, false)
+}
+
+/// With `av1` and `ksvc`: AV1 L3T3_KEY as Chrome sends it — spatial layers depend on each other
+/// only in keyframe pictures, decode target `3s + t` = spatial layer `s` (alone, after the key
+/// picture) with temporal layers 0..=t, each frame's references passed as DD frame diffs. A
+/// K-SVC target never contains another spatial layer's, so spatial switches, up or down, must
+/// wait for a point where the new layer's references were forwarded; meanwhile frames of the
+/// old layer go on (the "above target" check does not apply). Output picture "ids" are then a
+/// count of forwarded pictures (frame numbers differ per spatial frame).
+fn simulate_svc_mode(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool, ksvc: bool) -> SimResult {
     let mut rng = Rng(seed | 1);
     let t0 = Instant::now();
     let codec = if av1 { Codec::Av1 } else { Codec::Vp9 };
-    let spatial_layers = if av1 { 1 } else { 3 };
+    let spatial_layers = if av1 && !ksvc { 1 } else { 3 };
     let mut p = Projection::new(9, codec, 65_000, 7);
     let svc_layer = |s: u8, t: u8| {
+        let s = if av1 && !ksvc { 0 } else { s };
         Some(Layer {
             encoding: 0,
-            spatial: if av1 { 0 } else { s },
+            spatial: s,
             temporal: t,
-            decode_target: av1.then_some(DecodeTarget {
-                index: t,
-                active_mask: (2u32 << t) - 1,
+            decode_target: av1.then_some(if ksvc {
+                DecodeTarget {
+                    index: 3 * s + t,
+                    // Contained: the same spatial layer's lower temporal targets.
+                    active_mask: ((2u32 << t) - 1) << (3 * s),
+                }
+            } else {
+                DecodeTarget {
+                    index: t,
+                    active_mask: (2u32 << t) - 1,
+                }
             }),
         })
     };
+    let mut fnums: Vec<u16> = vec![];
+    let mut out_pics = 0u16;
+    let mut last_out_pic = usize::MAX;
     let mut fnum = rng.next() as u16;
     p.set_target(svc_layer(2, 2));
     let mut seq = rng.next() as u16;
@@ -790,12 +883,18 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
         for sid in 0..spatial_layers {
             let f = frames.len();
             let mut refs = vec![];
-            if sid > 0 {
+            if sid > 0 && (key || !ksvc) {
                 refs.push(f - 1);
             }
             if !key {
                 refs.push(if k == 3 { last_tl1[sid] } else { last_tl0[sid] });
             }
+            fnums.push(fnum);
+            let fdiffs: Vec<u16> = refs
+                .iter()
+                .filter(|&&r| r != usize::MAX)
+                .map(|&r| fnum.wrapping_sub(fnums[r]))
+                .collect();
             frames.push(SimFrame {
                 enc: 0,
                 pic,
@@ -831,9 +930,21 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                         frame_number: av1.then_some(fnum),
                         av1: av1.then(|| {
                             // DT d holds temporal layers 0..=d; sync frames are switch points.
-                            let present = 0b111 & !((1u32 << tid) - 1);
+                            let temporal = 0b111 & !((1u32 << tid) - 1);
+                            let present = match (ksvc, key) {
+                                (false, _) => temporal,
+                                // The key picture's S`sid` frame is in every target of layer
+                                // `sid` and above.
+                                (true, true) => 0x1ff & !((1u32 << (3 * sid)) - 1),
+                                (true, false) => temporal << (3 * sid),
+                            };
                             let switch = if key || k != 3 { present } else { 0 };
-                            Av1Dti { present, switch }
+                            Av1Dti {
+                                present,
+                                switch,
+                                ..Av1Dti::default()
+                            }
+                            .with_refs(&fdiffs)
                         }),
                         ..PacketMeta::default()
                     },
@@ -870,6 +981,7 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                     let (oseq, _) = out_unwrap.update(u32::from(r.seq));
                     match target {
                         None => violations.push(format!("forwarded while suspended: {f}")),
+                        Some(_) if ksvc => {}
                         Some(t) if frames[f].forwarded == 1 => {
                             if m.spatial > t.spatial || m.temporal > t.temporal {
                                 violations.push(format!("frame {f} above target {t:?}"));
@@ -877,11 +989,20 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
                         }
                         Some(_) => {}
                     }
+                    if frames[f].forwarded == 1 && frames[f].pic != last_out_pic {
+                        last_out_pic = frames[f].pic;
+                        out_pics = out_pics.wrapping_add(1);
+                    }
+                    let pid = if ksvc {
+                        Some(out_pics)
+                    } else {
+                        r.picture_id.or(r.frame_number)
+                    };
                     out.push(Out {
                         frame: f,
                         seq: oseq,
                         ts: r.ts,
-                        pid: r.picture_id.or(r.frame_number).unwrap_or(0),
+                        pid: pid.unwrap_or(0),
                         tl0: r.tl0picidx,
                         marker: r.marker,
                     });
@@ -906,6 +1027,20 @@ fn simulate_svc(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1: bool
 #[test]
 fn svc_simulation_switches_layers() {
     let r = simulate_svc(7, 0, false, 600, false);
+    let mut sids = [0usize; 3];
+    for o in &r.out {
+        let f = &r.frames[o.frame];
+        sids[o.frame - f.pic] += 1;
+    }
+    assert!(sids.iter().all(|&n| n > 20), "{sids:?}");
+    check(&r, true).unwrap();
+}
+
+/// The K-SVC simulation reaches every spatial layer (so its property test exercises spatial
+/// switches).
+#[test]
+fn av1_ksvc_simulation_switches_layers() {
+    let r = simulate_svc_mode(7, 0, false, 600, true, true);
     let mut sids = [0usize; 3];
     for o in &r.out {
         let f = &r.frames[o.frame];
@@ -962,6 +1097,21 @@ proptest! {
     fn av1_lossless(seed in any::<u64>()) {
         let r = simulate_svc(seed, 0, false, 300, true);
         check(&r, true)?;
+    }
+
+    /// AV1 L3T3_KEY (K-SVC) with spatial and temporal decode-target switches, lossless: every
+    /// forwarded frame's references were forwarded, every picture ends with the marker.
+    #[test]
+    fn av1_ksvc_lossless(seed in any::<u64>()) {
+        let r = simulate_svc_mode(seed, 0, false, 300, true, true);
+        check(&r, true)?;
+    }
+
+    /// AV1 L3T3_KEY with loss and reordering.
+    #[test]
+    fn av1_ksvc_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
+        let r = simulate_svc_mode(seed, loss, reorder, 300, true, true);
+        check(&r, false)?;
     }
 
     /// AV1 with loss and reordering.
