@@ -99,7 +99,7 @@ impl ReceiverConstraints {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkPair {
     /// Endpoint to bridge.
@@ -276,15 +276,15 @@ impl Scenario {
     /// `conference * endpoints + position`), and the name of its class.
     pub fn link_of(&self, conference: u32, position: u32) -> (LinkPair, &str) {
         let global = conference * self.endpoints + position;
-        let mut pair = (self.link, "default");
+        let mut pair = (self.link.clone(), "default");
         for c in &self.class {
             let by_index = c.endpoints.contains(&global);
             let by_tail = c.per_conference > 0 && position + c.per_conference >= self.endpoints;
             if by_index || by_tail {
                 pair = (
                     LinkPair {
-                        uplink: c.uplink,
-                        downlink: c.downlink,
+                        uplink: c.uplink.clone(),
+                        downlink: c.downlink.clone(),
                     },
                     c.name.as_str(),
                 );
