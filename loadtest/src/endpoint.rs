@@ -789,8 +789,8 @@ impl Endpoint {
             return;
         }
         match self.collector.lock() {
-            Ok(mut c) => c.add(self.bin_second as usize, &self.bin),
-            Err(poisoned) => poisoned.into_inner().add(self.bin_second as usize, &self.bin),
+            Ok(mut c) => c.add_from(self.index, self.bin_second as usize, &self.bin),
+            Err(poisoned) => poisoned.into_inner().add_from(self.index, self.bin_second as usize, &self.bin),
         }
         self.bin.clear();
     }

@@ -215,11 +215,6 @@ impl Link {
         }
     }
 
-    /// The link's current settings (after the schedule steps applied so far).
-    pub fn config(&self) -> &LinkConfig {
-        &self.cfg
-    }
-
     /// The rate in effect at `at` since the origin (0: unlimited), from the schedule.
     pub fn rate_at(cfg: &LinkConfig, at: Duration) -> u32 {
         cfg.schedule
@@ -518,7 +513,7 @@ mod tests {
         assert!((kbps[1] - 500.0).abs() < 50.0, "{kbps:?}");
         assert!((kbps[2] - 2000.0).abs() < 100.0, "{kbps:?}");
         assert!(link.stats().lost > 0, "the last step's loss applies");
-        assert_eq!(link.config().rate_kbps, 2000);
+        assert_eq!(link.cfg.rate_kbps, 2000);
     }
 
     #[test]

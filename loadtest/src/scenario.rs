@@ -62,6 +62,9 @@ pub struct Scenario {
     /// Endpoint classes with their own links.
     pub class: Vec<EndpointClass>,
     pub ramp: RampConfig,
+    /// Bandwidth-estimation criteria to evaluate on the run (check.rs); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::check::CheckConfig>,
 }
 
 /// What receivers ask the bridge for, sent as `ReceiverVideoConstraints` on the bridge channel
@@ -173,6 +176,7 @@ impl Default for Scenario {
             link: LinkPair::default(),
             class: Vec::new(),
             ramp: RampConfig::default(),
+            check: None,
         }
     }
 }

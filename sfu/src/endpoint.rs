@@ -71,6 +71,9 @@ pub struct Endpoint {
     pub remb_bps: Option<u64>,
     /// Transport-cc feedback toward this endpoint as a sender (media.md §4.1).
     pub twcc_rx: TwccGenerator,
+    /// Receive-side estimate and REMB toward this endpoint when it negotiated REMB but not
+    /// transport-cc (media.md §4.1).
+    pub remb_rx: crate::bwe::RembGenerator,
     /// The last media SSRC received, named in feedback packets.
     pub last_media_ssrc: u32,
     /// Send-side bandwidth estimate of the path toward this endpoint (media.md §4.2).
@@ -187,6 +190,7 @@ impl Endpoint {
             tcc_out: 1,
             remb_bps: None,
             twcc_rx: TwccGenerator::new(),
+            remb_rx: crate::bwe::RembGenerator::new(),
             last_media_ssrc: 0,
             bwe: SendSideBwe::default(),
             rtx_cache: HashMap::new(),

@@ -859,6 +859,12 @@ impl Shard {
             projection_drops: c.projection_drops,
             padding_packets_sent: c.padding_sent,
             drops: self.io.drops.iter().map(|(k, v)| (*k, *v)).collect(),
+            endpoint_bwe: self
+                .conferences
+                .values()
+                .flat_map(|c| c.endpoints.values())
+                .map(|e| (e.name.clone(), receiver_bwe(e)))
+                .collect(),
         }
     }
 
@@ -934,6 +940,9 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
         if let Some(x) = ep.twcc_rx.next_deadline() {
             t = t.min(x);
         }
+        if let Some(x) = ep.remb_rx.next_deadline() {
+            t = t.min(x);
+        }
         if let Some(x) = ep.next_padding {
             t = t.min(x);
         }
@@ -968,6 +977,19 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                 }
                 Err(_) => io.drop("srtcp_protect_failed"),
             }
+        }
+    }
+    if ep.remb_rx.next_deadline().is_some_and(|t| t <= now) {
+        let remb = !ep.neg.transport_cc() && (0u8..128).any(|pt| ep.neg.pt(pt).is_some_and(|p| p.fb.remb));
+        match remb.then(|| ep.remb_rx.poll_remb(now, Ssrc(bridge_ssrc), &mut buf)).flatten() {
+            Some(n) => match srtp.protect_rtcp(&buf[..n]) {
+                Ok(enc) => {
+                    io.c.rtcp_tx += 1;
+                    io.send(dst, enc);
+                }
+                Err(_) => io.drop("srtcp_protect_failed"),
+            },
+            None => ep.remb_rx.skip(now),
         }
     }
     for (ssrc, rx) in ep.rx.iter_mut() {
@@ -1281,6 +1303,11 @@ fn handle_rtp(
         if let Some(tw) = h.transport_cc_seq(&data, ep.neg.ext.transport_cc) {
             ep.twcc_rx.record(tw, now, h.marker());
         }
+    } else {
+        // No transport-cc: a receive-side estimate, sent as REMB if negotiated (§4.1).
+        let ast = ep.neg.ext.abs_send_time;
+        let send_time = (ast != 0).then(|| h.abs_send_time(&data, ast)).flatten();
+        ep.remb_rx.on_packet(now, ssrc, data.len(), send_time);
     }
     let route = match route {
         Some(r) => r,

@@ -34,6 +34,9 @@ pub struct Stats {
     /// Dropped datagrams by reason (stable snake_case names, e.g. `unknown_source`,
     /// `malformed_rtp`, `srtp_auth_failed`, `srtp_replay`, `not_ice_validated`).
     pub drops: Vec<(&'static str, u64)>,
+    /// Per endpoint (Colibri2 id): the downlink estimate the allocator uses, in bps
+    /// (transport-cc estimate, else the receiver's REMB, else none). For `/debug`.
+    pub endpoint_bwe: Vec<(String, Option<u64>)>,
 }
 
 impl Stats {

@@ -81,9 +81,10 @@ struct Group {
     size: u64,
 }
 
-/// Trendline estimator and overuse detector (one object, as in libwebrtc).
+/// Trendline estimator and overuse detector (one object, as in libwebrtc). Also used by the
+/// receive-side estimator (`remb.rs`).
 #[derive(Debug)]
-struct Trendline {
+pub(super) struct Trendline {
     history: [(f64, f64); TREND_WINDOW],
     head: usize,
     len: usize,
@@ -100,7 +101,7 @@ struct Trendline {
 }
 
 impl Trendline {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             history: [(0.0, 0.0); TREND_WINDOW],
             head: 0,
@@ -118,7 +119,7 @@ impl Trendline {
         }
     }
 
-    fn update(&mut self, recv_delta_ms: f64, send_delta_ms: f64, arrival_ms: f64) {
+    pub(super) fn update(&mut self, recv_delta_ms: f64, send_delta_ms: f64, arrival_ms: f64) {
         let delta = recv_delta_ms - send_delta_ms;
         if !delta.is_finite() || !arrival_ms.is_finite() {
             return;
@@ -141,6 +142,10 @@ impl Trendline {
             }
         }
         self.detect(trend, send_delta_ms, arrival_ms);
+    }
+
+    pub(super) fn state(&self) -> BandwidthUsage {
+        self.state
     }
 
     /// Least-squares slope of the history.
