@@ -19,7 +19,7 @@ use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
 
 use crate::bwe::{
-    NackGenerator, PaddingBudget, ProbeCluster, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator,
+    NackGenerator, PaddingBudget, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator,
 };
 use crate::control::{RemoteTransport, Setup};
 use crate::dtls::{Dtls, Role};
@@ -85,8 +85,8 @@ pub struct Endpoint {
     /// Probing toward this endpoint (media.md §4.2, §4.3).
     pub prober: ProbeController,
     pub padding: PaddingBudget,
-    /// The probe cluster being sent: (cluster, bytes sent, packets sent).
-    pub probe: Option<(ProbeCluster, u64, u32)>,
+    /// The probe cluster being sent, paced at its bitrate.
+    pub probe: Option<crate::bwe::ProbePacer>,
     /// Next padding/probe tick (every 15 ms while there is headroom to find).
     pub next_padding: Option<Instant>,
     /// Sequence number and timestamp of padding-only packets on the bridge's video SSRC.

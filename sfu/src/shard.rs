@@ -1756,7 +1756,7 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
     }
     if ep.probe.is_none() {
         if let Some(c) = ep.prober.poll_cluster() {
-            ep.probe = Some((c, 0, 0));
+            ep.probe = Some(crate::bwe::ProbePacer::new(c, now));
             ep.next_padding = Some(now);
         }
     }
@@ -1765,23 +1765,18 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
         return;
     }
     let estimate = ep.bwe.estimate_bps();
-    let mut bytes = ep
+    let bytes = ep
         .padding
         .padding_bytes(now, ep.recv.ideal_bps, ep.recv.target_bps, estimate);
-    let mut probe_info = None;
-    if let Some((c, sent, packets)) = ep.probe.as_mut() {
-        // A cluster goes out at its bitrate over 15 ms ticks until its minimums are met.
-        let per_tick = (c.bitrate_bps as f64 * PADDING_PERIOD.as_secs_f64() / 8.0) as usize;
-        bytes += per_tick.max(PADDING_LEN);
-        probe_info = Some(c.info());
-        let _ = (sent, packets);
-    }
+    // A probe cluster is paced at its bitrate (ProbePacer), so its packets' send times spread.
+    let probe_count = ep.probe.as_ref().map_or(0, |p| p.packets_due(now, PADDING_LEN + 20));
     let (Some(dst), Some(pt)) = (ep.send_addr(), ep.neg.padding_pt()) else {
         return;
     };
-    let count = bytes.div_ceil(PADDING_LEN + 20).min(MAX_PADDING_PACKETS);
+    let count = (probe_count + bytes.div_ceil(PADDING_LEN + 20)).min(MAX_PADDING_PACKETS);
     ep.pad_ts = ep.pad_ts.wrapping_add(3000);
-    for _ in 0..count {
+    for i in 0..count {
+        let probe_info = ep.probe.as_ref().filter(|_| i < probe_count).map(|p| p.cluster.info());
         let mut buf = io.take_buf();
         let tcc = ep.tcc_out;
         let tcc_bytes = tcc.to_be_bytes();
@@ -1813,20 +1808,24 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
             Some(info) => ep.bwe.on_probe_sent(tcc, len, info, now),
             None => ep.bwe.on_sent(tcc, len, now),
         }
-        if let Some((_, sent, packets)) = ep.probe.as_mut() {
-            *sent += len as u64;
-            *packets += 1;
+        if let Some(p) = ep.probe.as_mut().filter(|_| probe_info.is_some()) {
+            p.on_sent(len);
         }
         io.c.padding_sent += 1;
         io.send(dst, buf);
     }
-    if let Some((c, sent, packets)) = ep.probe.as_ref() {
-        if *sent >= c.min_bytes && *packets >= c.min_packets {
-            ep.probe = None;
-        }
+    if ep.probe.is_some_and(|p| p.done()) {
+        ep.probe = None;
     }
-    let more = ep.probe.is_some() || ep.recv.ideal_bps > ep.recv.target_bps;
-    ep.next_padding = more.then(|| now + PADDING_PERIOD);
+    let probe_next = ep
+        .probe
+        .and_then(|p| p.next_due(PADDING_LEN + 20))
+        .map(|t| t.max(now + Duration::from_millis(1)));
+    let pad_next = (ep.recv.ideal_bps > ep.recv.target_bps).then(|| ep.padding.next_deadline().unwrap_or(now + PADDING_PERIOD));
+    ep.next_padding = match (probe_next, pad_next) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 }
 
 /// Keyframe requests honoured per compound RTCP packet.

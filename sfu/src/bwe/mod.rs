@@ -28,5 +28,5 @@ pub use gcc::INITIAL_BPS;
 pub use gcc::{BandwidthUsage, SendSideBwe};
 pub use nack::NackGenerator;
 pub use remb::RembGenerator;
-pub use prober::{PaddingBudget, ProbeCluster, ProbeController, PADDING_PERIOD};
+pub use prober::{PaddingBudget, ProbeCluster, ProbeController, ProbePacer, PADDING_PERIOD};
 pub use rtx_cache::{Resend, RtxCache, RtxEncoder, RtxStats};
