@@ -9,12 +9,15 @@
 //!   below `max_window_loss_percent`; after the step up, the top layer must be back within
 //!   `step_up_within`.
 //! * `max_residual_loss_percent`: loss over the measured window, per receiver.
+//!
+//! Loss here is video RTP loss from sequence numbers, as the receiver's RTP stack sees it
+//! (retransmissions repair it; a layer switch is not loss).
 //! * `estimate_within_percent`: the bridge's estimate within that many percent of the emulated
 //!   downlink rate, every second of the measured window from `settle` on.
 //!
-//! Times are at 1 s resolution and conservative: a second's layer is the highest one that
-//! completed a frame in that second (endpoint.rs), and a layer reached "in second t" counts as
-//! reached at the end of t.
+//! Times are at 1 s resolution and conservative: layers are judged by the heights of the frames
+//! the receiver completed in each second (endpoint.rs), and a frame completed "in second t"
+//! counts as completed at the end of t.
 //!
 //! `loadtest check result.json [--svg PREFIX]` evaluates a JSON result again and can write the
 //! per-receiver plots as `PREFIX-<index>-{rate,layer,loss}.svg`.
@@ -84,14 +87,14 @@ pub fn evaluate(s: &Scenario, window: (u32, u32), receivers: &[EndpointSeries]) 
                 .filter(move |p| p.t >= window.0 && p.t < window.1)
         };
         if let Some(max) = c.max_residual_loss_percent {
-            let (exp, rx) = in_window().fold((0, 0), |a, p| (a.0 + p.expected, a.1 + p.rx_packets));
+            let (exp, rx) = in_window().fold((0, 0), |a, p| (a.0 + p.rtp_expected, a.1 + p.rtp_received));
             let loss = crate::metrics::loss_percent(exp, rx);
             out.push(verdict(
                 "residual_loss",
                 r.index,
                 exp > 0 && loss < max,
                 loss,
-                format!("endpoint {}: {loss:.3} % of {exp} packets lost over t = {}..{} s (limit {max} %)", r.index, window.0, window.1),
+                format!("endpoint {}: {loss:.3} % of {exp} video RTP packets lost over t = {}..{} s (limit {max} %)", r.index, window.0, window.1),
             ));
         }
         if let Some(pct) = c.estimate_within_percent {
@@ -147,7 +150,11 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
     }
     let Some(td) = t_down else { return };
     let at = |t: u32| r.points.get(t as usize);
-    let top = (td.saturating_sub(3)..td).filter_map(at).map(|p| p.height).max().unwrap_or(0);
+    let top = (td.saturating_sub(3)..td)
+        .filter_map(at)
+        .map(|p| p.frame_height_max)
+        .max()
+        .unwrap_or(0);
     if top == 0 {
         out.push(verdict(
             "step_down",
@@ -159,7 +166,7 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
         return;
     }
     let end = t_up.unwrap_or(r.points.len() as u32);
-    let lower = (td..end).find(|&t| at(t).is_some_and(|p| p.height > 0 && p.height < top));
+    let lower = (td..end).find(|&t| at(t).is_some_and(|p| p.frame_height_min > 0 && p.frame_height_min < top));
     if let Some(limit) = c.step_down_within {
         let (passed, value, detail) = match lower {
             Some(t) => {
@@ -170,7 +177,7 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
                     format!(
                         "endpoint {}: {top}p → {}p within {d:.0} s of the step down at {td} s (limit {:?})",
                         r.index,
-                        at(t).map_or(0, |p| p.height),
+                        at(t).map_or(0, |p| p.frame_height_min),
                         limit
                     ),
                 )
@@ -183,7 +190,7 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
         let from = lower.map_or(td, |t| t + 1);
         let worst = (from..end)
             .filter_map(at)
-            .map(|p| (p.t, p.loss_percent))
+            .map(|p| (p.t, p.rtp_loss_percent))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         let (t, loss) = worst.unwrap_or((from, 0.0));
         out.push(verdict(
@@ -191,11 +198,11 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
             r.index,
             loss < max,
             loss,
-            format!("endpoint {}: worst 1 s loss {loss:.2} % (t = {t} s) over t = {from}..{end} s (limit {max} %)", r.index),
+            format!("endpoint {}: worst 1 s video RTP loss {loss:.2} % (t = {t} s) over t = {from}..{end} s (limit {max} %)", r.index),
         ));
     }
     if let (Some(limit), Some(tu)) = (c.step_up_within, t_up) {
-        let back = (tu..r.points.len() as u32).find(|&t| at(t).is_some_and(|p| p.height >= top));
+        let back = (tu..r.points.len() as u32).find(|&t| at(t).is_some_and(|p| p.frame_height_max >= top));
         let (passed, value, detail) = match back {
             Some(t) => {
                 let d = f64::from(t + 1 - tu);
@@ -285,7 +292,12 @@ mod tests {
             rx_packets: (1000.0 - loss * 10.0) as u64,
             expected: 1000,
             loss_percent: loss,
+            rtp_expected: 1000,
+            rtp_received: (1000.0 - loss * 10.0) as u64,
+            rtp_loss_percent: loss,
             height,
+            frame_height_min: height,
+            frame_height_max: height,
             bwe_kbps: bwe,
             capacity_kbps: cap,
         }
@@ -368,7 +380,7 @@ mod tests {
         assert!(v.iter().all(|v| v.passed), "{v:?}");
         let mut r2 = r.clone();
         r2.points[6].bwe_kbps = Some(1300.0);
-        r2.points[7].rx_packets = 990;
+        r2.points[7].rtp_received = 990;
         let v = evaluate(&s, (2, 10), &[r2]);
         assert!(v.iter().all(|v| !v.passed), "{v:?}");
     }

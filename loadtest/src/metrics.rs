@@ -112,6 +112,21 @@ pub struct Bin {
     pub violations: u64,
     /// Receiver-source pairs by the height of the layer received (0: unknown/none).
     pub layers: BTreeMap<u32, u32>,
+    /// Video RTP packets expected from the sequence numbers (per SSRC, highest − first + 1,
+    /// counted as the highest advances) and received (retransmissions included).
+    pub rtp_expected: u64,
+    pub rtp_received: u64,
+    /// Lowest and highest height of the video frames completed (0: none).
+    pub frame_height_min: u32,
+    pub frame_height_max: u32,
+}
+
+/// The smaller non-zero of two heights (0: none).
+fn min_height(a: u32, b: u32) -> u32 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
 }
 
 impl Bin {
@@ -126,6 +141,10 @@ impl Bin {
         self.frames += o.frames;
         self.freezes += o.freezes;
         self.violations += o.violations;
+        self.rtp_expected += o.rtp_expected;
+        self.rtp_received += o.rtp_received;
+        self.frame_height_min = min_height(self.frame_height_min, o.frame_height_min);
+        self.frame_height_max = self.frame_height_max.max(o.frame_height_max);
         for (h, n) in &o.layers {
             *self.layers.entry(*h).or_default() += n;
         }
@@ -188,6 +207,10 @@ pub struct EndpointSecond {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub expected: u64,
+    pub rtp_expected: u64,
+    pub rtp_received: u64,
+    pub frame_height_min: u32,
+    pub frame_height_max: u32,
     /// Video senders by the height received from them (0: none).
     pub layers: BTreeMap<u32, u32>,
 }
@@ -212,6 +235,10 @@ impl Collector {
         e.rx_packets += bin.rx_packets;
         e.rx_bytes += bin.rx_bytes;
         e.expected += bin.expected;
+        e.rtp_expected += bin.rtp_expected;
+        e.rtp_received += bin.rtp_received;
+        e.frame_height_min = min_height(e.frame_height_min, bin.frame_height_min);
+        e.frame_height_max = e.frame_height_max.max(bin.frame_height_max);
         for (h, n) in &bin.layers {
             *e.layers.entry(*h).or_default() += n;
         }
@@ -240,6 +267,11 @@ impl Collector {
                         rx_packets: e.rx_packets,
                         expected: e.expected,
                         loss_percent: loss_percent(e.expected, e.rx_packets),
+                        rtp_expected: e.rtp_expected,
+                        rtp_received: e.rtp_received,
+                        rtp_loss_percent: loss_percent(e.rtp_expected, e.rtp_received),
+                        frame_height_min: e.frame_height_min,
+                        frame_height_max: e.frame_height_max,
                         height: e.layers.iter().filter(|(_, n)| **n > 0).map(|(h, _)| *h).max().unwrap_or(0),
                         bwe_kbps: bwe.and_then(|b| b.get(s).copied().flatten()).map(|b| b as f64 / 1000.0),
                         capacity_kbps: capacity_kbps(index, s as u32),
@@ -363,10 +395,22 @@ pub struct EndpointPoint {
     pub rx_kbps: f64,
     pub rx_packets: u64,
     pub expected: u64,
-    /// Loss in this 1 s window.
+    /// Loss in this 1 s window, end to end per sender stream (tracking counters: a layer the
+    /// bridge stops forwarding for less than 1 s counts as lost).
     pub loss_percent: f64,
-    /// The highest layer height received from any video sender (0: none).
+    /// Video RTP loss in this 1 s window from sequence numbers, as the receiver's RTP stack
+    /// (and its RR) sees it: retransmitted packets count as received.
+    pub rtp_expected: u64,
+    pub rtp_received: u64,
+    pub rtp_loss_percent: f64,
+    /// The highest layer height received from any video sender (0: none): the height of the
+    /// last frame completed per sender, if within the last second, at the end of the second.
     pub height: u32,
+    /// Lowest and highest height of the frames completed in this second (0: none).
+    #[serde(default)]
+    pub frame_height_min: u32,
+    #[serde(default)]
+    pub frame_height_max: u32,
     /// The bridge's downlink estimate for this endpoint.
     pub bwe_kbps: Option<f64>,
     /// The emulated downlink's rate (None: unlimited).

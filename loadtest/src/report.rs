@@ -317,7 +317,10 @@ pub fn receiver_charts(r: &EndpointSeries) -> Vec<(&'static str, String)> {
                 &format!("Endpoint {}: layer received (height)", r.index),
                 "time (s)",
                 "px",
-                &[line("height", &|p| f64::from(p.height))],
+                &[
+                    line("highest frame", &|p| f64::from(p.frame_height_max)),
+                    line("lowest frame", &|p| f64::from(p.frame_height_min)),
+                ],
             ),
         ),
         (
@@ -326,7 +329,10 @@ pub fn receiver_charts(r: &EndpointSeries) -> Vec<(&'static str, String)> {
                 &format!("Endpoint {}: loss per 1 s window", r.index),
                 "time (s)",
                 "%",
-                &[line("loss %", &|p| p.loss_percent)],
+                &[
+                    line("video RTP loss %", &|p| p.rtp_loss_percent),
+                    line("stream loss %", &|p| p.loss_percent),
+                ],
             ),
         ),
     ]
@@ -436,7 +442,12 @@ mod tests {
                     rx_packets: 100,
                     expected: 100,
                     loss_percent: 0.0,
+                    rtp_expected: 100,
+                    rtp_received: 100,
+                    rtp_loss_percent: 0.0,
                     height: 360,
+                    frame_height_min: 360,
+                    frame_height_max: 360,
                     bwe_kbps: (t > 1).then_some(1000.0),
                     capacity_kbps: Some(1200.0),
                 })

@@ -1640,6 +1640,7 @@ fn handle_rtcp(
             Ok(RtcpPacket::TransportCc(t)) => {
                 ep.bwe.on_feedback(&t, now);
                 ep.prober.on_estimate(ep.bwe.estimate_bps(), now);
+                tracing::trace!(parent: &ep.span, estimate = ep.bwe.estimate_bps(), stats = ?ep.bwe.stats(), "transport-cc feedback");
             }
             Ok(RtcpPacket::Nack(n)) => {
                 let media = n.media.0;
