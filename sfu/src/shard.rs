@@ -1515,7 +1515,14 @@ fn handle_rtp(
                 .insert(out.seq, &buf, now);
         }
         if let Some(t) = tcc {
-            r.bwe.on_sent(t, buf.len(), now);
+            // Media sent during a probe cluster is part of it (as libwebrtc's pacer probes).
+            match r.probe.as_mut() {
+                Some(p) => {
+                    p.on_sent(buf.len());
+                    r.bwe.on_probe_sent(t, buf.len(), p.cluster.info(), now);
+                }
+                None => r.bwe.on_sent(t, buf.len(), now),
+            }
         }
         let Some(srtp) = r.srtp.as_mut() else { continue };
         match srtp.protect_rtp_in_place(&mut buf) {

@@ -291,34 +291,39 @@ impl ProbePacer {
         }
     }
 
-    /// Packets of `packet_len` bytes due by `now` (the first at the start, then one per
-    /// `packet_len` at the bitrate), at most what the cluster still needs.
+    /// Padding packets of `packet_len` bytes due by `now`: the cluster's bytes at its bitrate
+    /// since the start (the first packet at once), less what went out already, media counted
+    /// (see [`ProbePacer::on_sent`]); at most what the cluster still needs.
     pub fn packets_due(&self, now: Instant, packet_len: usize) -> usize {
         if self.done() || packet_len == 0 {
             return 0;
         }
         let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
         let due_bytes = self.cluster.bitrate_bps as f64 * elapsed / 8.0 + packet_len as f64;
-        let due = (due_bytes / packet_len as f64).floor() as u64;
-        let due = due.saturating_sub(u64::from(self.packets)) as usize;
+        let missing = due_bytes - self.sent_bytes as f64;
+        if missing < packet_len as f64 {
+            return 0;
+        }
+        let due = (missing / packet_len as f64).floor() as u64;
         let left_bytes = self.cluster.min_bytes.saturating_sub(self.sent_bytes).div_ceil(packet_len as u64);
-        let left = left_bytes.max(u64::from(self.cluster.min_packets.saturating_sub(self.packets))) as usize;
-        due.min(left)
+        let left = left_bytes.max(u64::from(self.cluster.min_packets.saturating_sub(self.packets)));
+        due.min(left) as usize
     }
 
-    /// A probe packet of `len` bytes went out.
+    /// A packet of `len` bytes went out while the cluster runs: a probe padding packet, or
+    /// media (libwebrtc's pacer probes with media too). Media counts toward the cluster's rate,
+    /// so padding only fills the gap and the measured rate is the path's, media included.
     pub fn on_sent(&mut self, len: usize) {
         self.sent_bytes += len as u64;
         self.packets += 1;
     }
 
-    /// When the next packet of `packet_len` bytes is due (None once done).
-    pub fn next_due(&self, packet_len: usize) -> Option<Instant> {
+    /// When the next padding packet is due (None once done).
+    pub fn next_due(&self, _packet_len: usize) -> Option<Instant> {
         if self.done() {
             return None;
         }
-        let bytes = self.packets as f64 * packet_len as f64;
-        let secs = bytes * 8.0 / self.cluster.bitrate_bps.max(1) as f64;
+        let secs = self.sent_bytes as f64 * 8.0 / self.cluster.bitrate_bps.max(1) as f64;
         Some(self.start + Duration::from_secs_f64(secs.min(1.0)))
     }
 
@@ -502,6 +507,16 @@ mod tests {
         assert!((span.as_secs_f64() - 6.0 * 0.0022).abs() < 0.0005, "{span:?}");
         assert!(sends.windows(2).all(|w| w[1] > w[0]), "no two packets at once");
         assert_eq!(p.packets_due(now + Duration::from_secs(1), 275), 0);
+
+        // Media sent during the cluster counts: after a 1100-byte media packet at the start,
+        // the first padding is due after 8.8 ms, and 4 packets (the 5-packet minimum; 775
+        // bytes would take only 3) complete the cluster.
+        let mut p = ProbePacer::new(cluster, t0);
+        p.on_sent(1100);
+        assert_eq!(p.packets_due(t0, 275), 0);
+        assert_eq!(p.next_due(275), Some(t0 + Duration::from_micros(8800)));
+        let later = t0 + Duration::from_millis(20);
+        assert_eq!(p.packets_due(later, 275), 4, "what the cluster still needs caps what is due");
     }
 
     #[test]
