@@ -20,7 +20,7 @@
 //! counts as completed at the end of t.
 //!
 //! `loadtest check result.json [--svg PREFIX]` evaluates a JSON result again and can write the
-//! per-receiver plots as `PREFIX-<index>-{rate,layer,loss}.svg`.
+//! plots of every endpoint that received video as `PREFIX-<index>-{rate,layer,loss}.svg`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -261,7 +261,7 @@ fn run(path: &str, svg: Option<&str>) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let saved: Saved = serde_json::from_str(&text).with_context(|| format!("{path} is not a loadtest result"))?;
     if let Some(prefix) = svg {
-        for r in &saved.receivers {
+        for r in saved.receivers.iter().filter(|r| r.points.iter().any(|p| p.frame_height_max > 0)) {
             for (kind, chart) in crate::report::receiver_charts(r) {
                 let file = format!("{prefix}-{}-{kind}.svg", r.index);
                 std::fs::write(&file, chart).with_context(|| format!("writing {file}"))?;
