@@ -984,6 +984,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
         match remb.then(|| ep.remb_rx.poll_remb(now, Ssrc(bridge_ssrc), &mut buf)).flatten() {
             Some(n) => match srtp.protect_rtcp(&buf[..n]) {
                 Ok(enc) => {
+                    tracing::trace!(len = n, "REMB sent");
                     io.c.rtcp_tx += 1;
                     io.send(dst, enc);
                 }
