@@ -81,11 +81,7 @@ pub fn evaluate(s: &Scenario, window: (u32, u32), receivers: &[EndpointSeries]) 
         if c.step_down_within.is_some() || c.step_up_within.is_some() || c.max_window_loss_percent.is_some() {
             step(c, r, &down, &mut out);
         }
-        let in_window = || {
-            r.points
-                .iter()
-                .filter(move |p| p.t >= window.0 && p.t < window.1)
-        };
+        let in_window = || r.points.iter().filter(move |p| p.t >= window.0 && p.t < window.1);
         if let Some(max) = c.max_residual_loss_percent {
             let (exp, rx) = in_window().fold((0, 0), |a, p| (a.0 + p.rtp_expected, a.1 + p.rtp_received));
             let loss = crate::metrics::loss_percent(exp, rx);
@@ -94,7 +90,10 @@ pub fn evaluate(s: &Scenario, window: (u32, u32), receivers: &[EndpointSeries]) 
                 r.index,
                 exp > 0 && loss < max,
                 loss,
-                format!("endpoint {}: {loss:.3} % of {exp} video RTP packets lost over t = {}..{} s (limit {max} %)", r.index, window.0, window.1),
+                format!(
+                    "endpoint {}: {loss:.3} % of {exp} video RTP packets lost over t = {}..{} s (limit {max} %)",
+                    r.index, window.0, window.1
+                ),
             ));
         }
         if let Some(pct) = c.estimate_within_percent {
@@ -182,7 +181,11 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
                     ),
                 )
             }
-            None => (false, f64::INFINITY, format!("endpoint {}: stayed on {top}p after the step down at {td} s", r.index)),
+            None => (
+                false,
+                f64::INFINITY,
+                format!("endpoint {}: stayed on {top}p after the step down at {td} s", r.index),
+            ),
         };
         out.push(verdict("step_down", r.index, passed, value, detail));
     }
@@ -209,7 +212,10 @@ fn step(c: &CheckConfig, r: &EndpointSeries, down: &crate::link::LinkConfig, out
                 (
                     d <= limit.as_secs_f64(),
                     d,
-                    format!("endpoint {}: back on {top}p within {d:.0} s of the step up at {tu} s (limit {limit:?})", r.index),
+                    format!(
+                        "endpoint {}: back on {top}p within {d:.0} s of the step up at {tu} s (limit {limit:?})",
+                        r.index
+                    ),
                 )
             }
             None => (
@@ -261,7 +267,11 @@ fn run(path: &str, svg: Option<&str>) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let saved: Saved = serde_json::from_str(&text).with_context(|| format!("{path} is not a loadtest result"))?;
     if let Some(prefix) = svg {
-        for r in saved.receivers.iter().filter(|r| r.points.iter().any(|p| p.frame_height_max > 0)) {
+        for r in saved
+            .receivers
+            .iter()
+            .filter(|r| r.points.iter().any(|p| p.frame_height_max > 0))
+        {
             for (kind, chart) in crate::report::receiver_charts(r) {
                 let file = format!("{prefix}-{}-{kind}.svg", r.index);
                 std::fs::write(&file, chart).with_context(|| format!("writing {file}"))?;
@@ -373,7 +383,9 @@ mod tests {
         let mut s = scenario(c);
         s.link.downlink.schedule.clear();
         s.link.downlink.rate_kbps = 2000;
-        let mut points: Vec<_> = (0..10).map(|t| point(t, 360, 0.0, Some(1800.0), Some(2000.0))).collect();
+        let mut points: Vec<_> = (0..10)
+            .map(|t| point(t, 360, 0.0, Some(1800.0), Some(2000.0)))
+            .collect();
         points[3].bwe_kbps = Some(500.0); // before settle: ignored
         let r = EndpointSeries { index: 1, points };
         let v = evaluate(&s, (2, 10), std::slice::from_ref(&r));

@@ -323,7 +323,6 @@ impl Endpoint {
                 api.expect_stream_rx(Ssrc::from(fb), None, vmid, None);
             }
             for &(p, video, audio) in &s.peers {
-
                 let ps = ssrcs_of(p);
                 if audio {
                     api.expect_stream_rx(Ssrc::from(ps.audio), None, amid, None);
@@ -827,7 +826,9 @@ impl Endpoint {
         }
         match self.collector.lock() {
             Ok(mut c) => c.add_from(self.index, self.bin_second as usize, &self.bin),
-            Err(poisoned) => poisoned.into_inner().add_from(self.index, self.bin_second as usize, &self.bin),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .add_from(self.index, self.bin_second as usize, &self.bin),
         }
         self.bin.clear();
     }

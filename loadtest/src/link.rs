@@ -518,9 +518,10 @@ mod tests {
 
     #[test]
     fn schedule_parses_and_validates() {
-        let cfg: LinkConfig =
-            toml::from_str("rate_kbps = 3000\nschedule = [{at = \"10s\", rate_kbps = 600}, {at = \"25s\", rate_kbps = 3000}]")
-                .expect("parses");
+        let cfg: LinkConfig = toml::from_str(
+            "rate_kbps = 3000\nschedule = [{at = \"10s\", rate_kbps = 600}, {at = \"25s\", rate_kbps = 3000}]",
+        )
+        .expect("parses");
         assert_eq!(cfg.schedule.len(), 2);
         assert_eq!(cfg.schedule[0].at, Duration::from_secs(10));
         assert!(cfg.validate("d").is_ok());

@@ -170,7 +170,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         println!("{k:<28} {v}");
     }
     for v in &summary.checks {
-        println!("check {:<22} {} {}", v.name, if v.passed { "PASS" } else { "FAIL" }, v.detail);
+        println!(
+            "check {:<22} {} {}",
+            v.name,
+            if v.passed { "PASS" } else { "FAIL" },
+            v.detail
+        );
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
@@ -248,7 +253,11 @@ fn scenario_of(args: &Args) -> anyhow::Result<(Scenario, String)> {
 fn render_report(summary: &Summary, scenario_text: &str) -> String {
     let mut extra = String::new();
     let mut charts = report::charts(&summary.series);
-    for r in summary.receivers.iter().filter(|r| r.points.iter().any(|p| p.rx_packets > 0)) {
+    for r in summary
+        .receivers
+        .iter()
+        .filter(|r| r.points.iter().any(|p| p.rx_packets > 0))
+    {
         charts.extend(report::receiver_charts(r).into_iter().map(|c| c.1));
     }
     if !summary.checks.is_empty() {

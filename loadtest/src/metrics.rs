@@ -272,7 +272,13 @@ impl Collector {
                         rtp_loss_percent: loss_percent(e.rtp_expected, e.rtp_received),
                         frame_height_min: e.frame_height_min,
                         frame_height_max: e.frame_height_max,
-                        height: e.layers.iter().filter(|(_, n)| **n > 0).map(|(h, _)| *h).max().unwrap_or(0),
+                        height: e
+                            .layers
+                            .iter()
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(h, _)| *h)
+                            .max()
+                            .unwrap_or(0),
                         bwe_kbps: bwe.and_then(|b| b.get(s).copied().flatten()).map(|b| b as f64 / 1000.0),
                         capacity_kbps: capacity_kbps(index, s as u32),
                     }

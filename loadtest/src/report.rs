@@ -454,13 +454,20 @@ mod tests {
                 .collect(),
         };
         let charts = receiver_charts(&r);
-        assert_eq!(charts.iter().map(|c| c.0).collect::<Vec<_>>(), ["rate", "layer", "loss"]);
+        assert_eq!(
+            charts.iter().map(|c| c.0).collect::<Vec<_>>(),
+            ["rate", "layer", "loss"]
+        );
         for (_, c) in &charts {
             let root: minidom::Element = c.parse().expect("well-formed");
             assert_eq!(root.name(), "svg");
         }
         let root: minidom::Element = charts[0].1.parse().expect("svg");
-        assert_eq!(root.children().filter(|c| c.name() == "path").count(), 3, "received, estimate, capacity");
+        assert_eq!(
+            root.children().filter(|c| c.name() == "path").count(),
+            3,
+            "received, estimate, capacity"
+        );
     }
 
     #[test]

@@ -70,9 +70,18 @@ fn run(name: &str, scenario: &str) -> Vec<(String, bool, f64, String)> {
         eprintln!("{name}: {} {} {}", if c.1 { "PASS" } else { "FAIL" }, c.0, c.3);
     }
     // `loadtest check` reaches the same verdicts from the JSON alone.
-    let again = Command::new(harness()).arg("check").arg(&json).output().expect("run check");
+    let again = Command::new(harness())
+        .arg("check")
+        .arg(&json)
+        .output()
+        .expect("run check");
     let all_passed = checks.iter().all(|c| c.1);
-    assert_eq!(again.status.success(), all_passed, "{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(
+        again.status.success(),
+        all_passed,
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     checks
 }
 

@@ -18,9 +18,7 @@ use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
 
-use crate::bwe::{
-    NackGenerator, PaddingBudget, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator,
-};
+use crate::bwe::{NackGenerator, PaddingBudget, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
 use crate::dtls::{Dtls, Role};
 use crate::id::Ssrc;

@@ -981,7 +981,10 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
     }
     if ep.remb_rx.next_deadline().is_some_and(|t| t <= now) {
         let remb = !ep.neg.transport_cc() && (0u8..128).any(|pt| ep.neg.pt(pt).is_some_and(|p| p.fb.remb));
-        match remb.then(|| ep.remb_rx.poll_remb(now, Ssrc(bridge_ssrc), &mut buf)).flatten() {
+        match remb
+            .then(|| ep.remb_rx.poll_remb(now, Ssrc(bridge_ssrc), &mut buf))
+            .flatten()
+        {
             Some(n) => match srtp.protect_rtcp(&buf[..n]) {
                 Ok(enc) => {
                     tracing::trace!(len = n, "REMB sent");
@@ -1830,7 +1833,8 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
         .probe
         .and_then(|p| p.next_due(PADDING_LEN + 20))
         .map(|t| t.max(now + Duration::from_millis(1)));
-    let pad_next = (ep.recv.ideal_bps > ep.recv.target_bps).then(|| ep.padding.next_deadline().unwrap_or(now + PADDING_PERIOD));
+    let pad_next =
+        (ep.recv.ideal_bps > ep.recv.target_bps).then(|| ep.padding.next_deadline().unwrap_or(now + PADDING_PERIOD));
     ep.next_padding = match (probe_next, pad_next) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

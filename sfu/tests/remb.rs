@@ -108,9 +108,13 @@ async fn rembs_for(tcc: bool) -> Vec<u64> {
     .await
     .expect("sources");
     for m in media(tcc) {
-        h.command(Command::SetMedia { conf: CONF, ep, media: m })
-            .await
-            .expect("media");
+        h.command(Command::SetMedia {
+            conf: CONF,
+            ep,
+            media: m,
+        })
+        .await
+        .expect("media");
     }
     client.connect(&bridge);
     let handle = sfu.handle.clone();
@@ -138,7 +142,10 @@ async fn rembs_for(tcc: bool) -> Vec<u64> {
     .await
     .expect("client thread");
     let stats = handle.stats().await;
-    eprintln!("bridge: {} RTP received, {} RTCP sent; REMBs {rembs:?}", stats.rtp_packets_received, stats.rtcp_packets_sent);
+    eprintln!(
+        "bridge: {} RTP received, {} RTCP sent; REMBs {rembs:?}",
+        stats.rtp_packets_received, stats.rtcp_packets_sent
+    );
     rembs
 }
 

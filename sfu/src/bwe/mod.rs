@@ -27,6 +27,6 @@ pub use feedback::TwccGenerator;
 pub use gcc::INITIAL_BPS;
 pub use gcc::{BandwidthUsage, SendSideBwe};
 pub use nack::NackGenerator;
-pub use remb::RembGenerator;
 pub use prober::{PaddingBudget, ProbeCluster, ProbeController, ProbePacer, PADDING_PERIOD};
+pub use remb::RembGenerator;
 pub use rtx_cache::{Resend, RtxCache, RtxEncoder, RtxStats};

@@ -305,7 +305,11 @@ impl ProbePacer {
             return 0;
         }
         let due = (missing / packet_len as f64).floor() as u64;
-        let left_bytes = self.cluster.min_bytes.saturating_sub(self.sent_bytes).div_ceil(packet_len as u64);
+        let left_bytes = self
+            .cluster
+            .min_bytes
+            .saturating_sub(self.sent_bytes)
+            .div_ceil(packet_len as u64);
         let left = left_bytes.max(u64::from(self.cluster.min_packets.saturating_sub(self.packets)));
         due.min(left) as usize
     }
@@ -516,7 +520,11 @@ mod tests {
         assert_eq!(p.packets_due(t0, 275), 0);
         assert_eq!(p.next_due(275), Some(t0 + Duration::from_micros(8800)));
         let later = t0 + Duration::from_millis(20);
-        assert_eq!(p.packets_due(later, 275), 4, "what the cluster still needs caps what is due");
+        assert_eq!(
+            p.packets_due(later, 275),
+            4,
+            "what the cluster still needs caps what is due"
+        );
     }
 
     #[test]

@@ -185,7 +185,8 @@ impl RembGenerator {
                 if let (Some(prev), Some(cur)) = (self.previous, self.current) {
                     let send_delta = (cur.last_send_us - prev.last_send_us) as f64 / 1000.0;
                     let recv_delta = (cur.last_arrival_us - prev.last_arrival_us) as f64 / 1000.0;
-                    self.trend.update(recv_delta, send_delta, cur.last_arrival_us as f64 / 1000.0);
+                    self.trend
+                        .update(recv_delta, send_delta, cur.last_arrival_us as f64 / 1000.0);
                 }
                 self.previous = self.current;
                 self.current = Some(Group {
@@ -343,16 +344,24 @@ mod tests {
                 assert_eq!(m.ssrcs.collect::<Vec<_>>(), vec![Ssrc(0xAB)]);
                 let e = r.estimate_bps().expect("estimate");
                 // The wire format keeps 18 bits of mantissa.
-                assert!(m.bitrate <= e && m.bitrate as f64 >= e as f64 * 0.999, "{} vs {e}", m.bitrate);
+                assert!(
+                    m.bitrate <= e && m.bitrate as f64 >= e as f64 * 0.999,
+                    "{} vs {e}",
+                    m.bitrate
+                );
                 seen = true;
             }
         }
         assert!(seen);
-        assert!(r.poll_remb(now + Duration::from_millis(500), Ssrc(7), &mut buf).is_none());
+        assert!(r
+            .poll_remb(now + Duration::from_millis(500), Ssrc(7), &mut buf)
+            .is_none());
         assert_eq!(r.next_deadline(), Some(now + REMB_INTERVAL));
         // A drop below 97 %: due at once.
         r.estimate_bps = r.estimate_bps.map(|e| e * 0.9);
-        assert!(r.poll_remb(now + Duration::from_millis(10), Ssrc(7), &mut buf).is_some());
+        assert!(r
+            .poll_remb(now + Duration::from_millis(10), Ssrc(7), &mut buf)
+            .is_some());
         assert_eq!(r.sent(), 2);
         let later = now + Duration::from_millis(20);
         r.skip(later);
