@@ -238,6 +238,8 @@ struct Endpoint {
     video_senders: Vec<u32>,
     report: EndpointReport,
     scratch: Vec<VideoPacket>,
+    /// The bridge's padding SSRC: its packets only feed transport-cc, they are not media.
+    bridge_padding_ssrc: Option<u32>,
 }
 
 #[derive(Default)]
@@ -259,6 +261,10 @@ struct RxState {
     last_height: HashMap<u32, u16>,
     /// Per video sender: frames and freezes.
     senders: HashMap<u32, SenderRx>,
+    /// Per received video SSRC: the highest extended RTP sequence number, for RTP-level loss
+    /// as the receiver's RTP stack sees it (what an RR's fraction lost counts: the bridge's
+    /// forwarded stream, after retransmissions, independent of layer switches).
+    rtp_max_seq: HashMap<u32, u64>,
 }
 
 struct StreamRx {
@@ -303,6 +309,10 @@ impl Endpoint {
         {
             let mut api = rtc.direct_api();
             api.set_ice_lite(false);
+            // A browser sends transport-cc feedback when it is negotiated (Jicofo always
+            // offers it); str0m's direct API only does when told. Without it the bridge's
+            // send-side estimate never sees its downlink.
+            api.enable_twcc_feedback();
             api.set_ice_controlling(false);
             api.set_remote_ice_credentials(str0m::IceCreds {
                 ufrag: s.bridge.ufrag.clone(),
@@ -323,6 +333,10 @@ impl Endpoint {
                 let rid = (encodings > 1).then(|| Rid::from(*name));
                 let tx = api.declare_stream_tx(Ssrc::from(ssrcs.video[e]), Some(Ssrc::from(ssrcs.rtx[e])), vmid, rid);
                 tx.set_rtx_cache(1024, Duration::from_secs(2), None);
+            }
+            // The bridge's padding/probe packets (media.md §4.3), as Jicofo signals its source.
+            if let Some(fb) = s.bridge.feedback_video_ssrc {
+                api.expect_stream_rx(Ssrc::from(fb), None, vmid, None);
             }
             for &(p, video, audio) in &s.peers {
                 let ps = ssrcs_of(p);
@@ -385,6 +399,7 @@ impl Endpoint {
             video_senders: s.peers.iter().filter(|p| p.1).map(|p| p.0).collect(),
             report,
             scratch: Vec::new(),
+            bridge_padding_ssrc: s.bridge.feedback_video_ssrc,
         })
     }
 
@@ -680,9 +695,25 @@ impl Endpoint {
                     v.request_keyframe(encoding);
                 }
             }
+            Event::RtpPacket(p) if Some(*p.header.ssrc) == self.bridge_padding_ssrc => {}
             Event::RtpPacket(p) => {
                 let h = &p.header;
                 let video = *h.payload_type == self.video_pt;
+                if video {
+                    let seq = *p.seq_no;
+                    match self.rx.rtp_max_seq.get_mut(&*h.ssrc) {
+                        None => {
+                            self.rx.rtp_max_seq.insert(*h.ssrc, seq);
+                            self.bin.rtp_expected += 1;
+                        }
+                        Some(max) if seq > *max => {
+                            self.bin.rtp_expected += seq - *max;
+                            *max = seq;
+                        }
+                        Some(_) => {}
+                    }
+                    self.bin.rtp_received += 1;
+                }
                 let frame = if video {
                     let dd = h.ext_vals.user_values.get::<DdBytes>().map(|d| d.0.as_slice());
                     let codec = self.codec;
@@ -799,6 +830,11 @@ impl Endpoint {
             sender.last_packet = now;
             let Some(frame) = frame else { return };
             if frame.height > 0 {
+                let h = u32::from(frame.height);
+                self.bin.frame_height_max = self.bin.frame_height_max.max(h);
+                if self.bin.frame_height_min == 0 || h < self.bin.frame_height_min {
+                    self.bin.frame_height_min = h;
+                }
                 match sender.heights.iter_mut().find(|h| h.0 == ssrc) {
                     Some(h) => (h.1, h.2) = (u32::from(frame.height), now),
                     None => sender.heights.push((ssrc, u32::from(frame.height), now)),
@@ -856,8 +892,10 @@ impl Endpoint {
             return;
         }
         match self.collector.lock() {
-            Ok(mut c) => c.add(self.bin_second as usize, &self.bin),
-            Err(poisoned) => poisoned.into_inner().add(self.bin_second as usize, &self.bin),
+            Ok(mut c) => c.add_from(self.index, self.bin_second as usize, &self.bin),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .add_from(self.index, self.bin_second as usize, &self.bin),
         }
         self.bin.clear();
     }

@@ -22,6 +22,10 @@ pub struct BridgeTransport {
     pub candidates: Vec<SocketAddr>,
     /// The answer carried `sctp` with port 5000.
     pub sctp_port: Option<u16>,
+    /// The bridge's video feedback source (`jvb-v0`), on which it sends padding-only probe
+    /// packets. Jicofo puts it in every client's offer; a client that does not know it drops
+    /// those packets before transport-cc feedback (str0m does), and the bridge reads them as lost.
+    pub feedback_video_ssrc: Option<u32>,
 }
 
 impl BridgeTransport {
@@ -271,7 +275,15 @@ fn parse_transport(answer: &Value, endpoint: &str) -> anyhow::Result<BridgeTrans
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .or_else(|| ep["transport"]["sctp"]["port"].as_str().and_then(|p| p.parse().ok()));
+    let feedback_video_ssrc = answer["sources"].as_array().and_then(|media| {
+        media
+            .iter()
+            .filter(|m| m["type"] == "video")
+            .flat_map(|m| m["sources"].as_array().into_iter().flatten())
+            .find_map(|src| src["ssrc"].as_u64().and_then(|v| u32::try_from(v).ok()))
+    });
     Ok(BridgeTransport {
+        feedback_video_ssrc,
         ufrag: s(&ice["ufrag"], "ufrag")?,
         pwd: s(&ice["pwd"], "pwd")?,
         fingerprint: parse_colon_hex(&s(&fp["fingerprint"], "fingerprint")?)?,

@@ -10,6 +10,11 @@
 //!    unless `reorder` is set, a packet never leaves before the one in front of it, as on a
 //!    real path without multipath (the jitter then only stretches gaps).
 //!
+//! A link may carry a `schedule`: steps that change its rate, loss or delay at given times
+//! (seconds since the link's origin, which the harness sets to the run's start, the x axis of
+//! the report's plots). A step applies to packets offered at or after its time; packets already
+//! queued keep the departure time they were given.
+//!
 //! Pure: time is an argument, randomness comes from the seed.
 
 use std::cmp::Reverse;
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// One direction of an emulated link. All zero: a perfect link (bypassed entirely).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkConfig {
     /// Rate limit in kbit/s (0: unlimited).
@@ -36,12 +41,31 @@ pub struct LinkConfig {
     pub loss_percent: f64,
     /// Let jitter reorder packets (off: a packet never overtakes the one before it).
     pub reorder: bool,
+    /// Changes over time, applied in order of `at`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<LinkStep>,
+}
+
+/// One change of a link at a given time; unset fields keep their value.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkStep {
+    /// Since the link's origin (the run's start).
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    pub rate_kbps: Option<u32>,
+    pub loss_percent: Option<f64>,
+    pub delay_ms: Option<f64>,
 }
 
 impl LinkConfig {
     /// True when the link does nothing, so the endpoint can skip it.
     pub fn is_perfect(&self) -> bool {
-        self.rate_kbps == 0 && self.delay_ms <= 0.0 && self.jitter_ms <= 0.0 && self.loss_percent <= 0.0
+        self.rate_kbps == 0
+            && self.delay_ms <= 0.0
+            && self.jitter_ms <= 0.0
+            && self.loss_percent <= 0.0
+            && self.schedule.is_empty()
     }
 
     /// Reject values that make no sense, with a message naming the key.
@@ -55,6 +79,17 @@ impl LinkConfig {
         for (k, v) in [("delay_ms", self.delay_ms), ("jitter_ms", self.jitter_ms)] {
             if !(0.0..=60_000.0).contains(&v) {
                 return Err(format!("{what}.{k} must be within 0..=60000, not {v}"));
+            }
+        }
+        for (i, step) in self.schedule.iter().enumerate() {
+            if step.loss_percent.is_some_and(|l| !(0.0..=100.0).contains(&l)) {
+                return Err(format!("{what}.schedule[{i}].loss_percent must be within 0..=100"));
+            }
+            if step.delay_ms.is_some_and(|d| !(0.0..=60_000.0).contains(&d)) {
+                return Err(format!("{what}.schedule[{i}].delay_ms must be within 0..=60000"));
+            }
+            if i > 0 && step.at < self.schedule[i - 1].at {
+                return Err(format!("{what}.schedule must be in order of `at` (step {i})"));
             }
         }
         Ok(())
@@ -98,6 +133,8 @@ pub struct Link {
     seq: u64,
     heap: BinaryHeap<Reverse<Pending>>,
     stats: LinkStats,
+    /// Index of the next schedule step to apply.
+    next_step: usize,
 }
 
 struct Pending {
@@ -125,30 +162,74 @@ impl Ord for Pending {
 
 impl Link {
     pub fn new(cfg: LinkConfig, seed: u64, origin: Instant) -> Self {
-        let us_per_byte = if cfg.rate_kbps > 0 {
-            8_000.0 / f64::from(cfg.rate_kbps)
-        } else {
-            0.0
-        };
-        let queue_ms = if cfg.queue_ms == 0 { 200 } else { cfg.queue_ms };
-        let queue_bytes = f64::from(cfg.rate_kbps) * f64::from(queue_ms) / 8.0;
-        Self {
+        let mut link = Self {
             cfg,
             rng: SplitMix64::new(seed),
             tat_us: 0.0,
-            us_per_byte,
-            burst_us: f64::from(cfg.burst_bytes) * us_per_byte,
-            queue_bytes: queue_bytes.max(1500.0),
+            us_per_byte: 0.0,
+            burst_us: 0.0,
+            queue_bytes: 0.0,
             last_release: None,
             origin,
             seq: 0,
             heap: BinaryHeap::new(),
             stats: LinkStats::default(),
+            next_step: 0,
+        };
+        link.set_rate();
+        link
+    }
+
+    /// Derive the shaper's constants from `cfg.rate_kbps`.
+    fn set_rate(&mut self) {
+        let cfg = &self.cfg;
+        self.us_per_byte = if cfg.rate_kbps > 0 {
+            8_000.0 / f64::from(cfg.rate_kbps)
+        } else {
+            0.0
+        };
+        let queue_ms = if cfg.queue_ms == 0 { 200 } else { cfg.queue_ms };
+        self.queue_bytes = (f64::from(cfg.rate_kbps) * f64::from(queue_ms) / 8.0).max(1500.0);
+        self.burst_us = f64::from(cfg.burst_bytes) * self.us_per_byte;
+    }
+
+    /// Apply the schedule's steps that are due at `now`.
+    fn apply_schedule(&mut self, now: Instant) {
+        let since = now.saturating_duration_since(self.origin);
+        while let Some(step) = self.cfg.schedule.get(self.next_step) {
+            if step.at > since {
+                break;
+            }
+            let step = step.clone();
+            self.next_step += 1;
+            if let Some(l) = step.loss_percent {
+                self.cfg.loss_percent = l;
+            }
+            if let Some(d) = step.delay_ms {
+                self.cfg.delay_ms = d;
+            }
+            if let Some(r) = step.rate_kbps {
+                self.cfg.rate_kbps = r;
+                self.set_rate();
+            }
         }
+    }
+
+    /// The rate in effect at `at` since the origin (0: unlimited), from the schedule.
+    pub fn rate_at(cfg: &LinkConfig, at: Duration) -> u32 {
+        cfg.schedule
+            .iter()
+            .take_while(|s| s.at <= at)
+            .filter_map(|s| s.rate_kbps)
+            .last()
+            .unwrap_or(cfg.rate_kbps)
     }
 
     /// Offer a packet at `now`.
     pub fn push(&mut self, now: Instant, data: Vec<u8>) -> Offer {
+        if self.next_step < self.cfg.schedule.len() {
+            self.apply_schedule(now);
+        }
         self.stats.offered += 1;
         if self.cfg.loss_percent > 0.0 && self.rng.next_f64() * 100.0 < self.cfg.loss_percent {
             self.stats.lost += 1;
@@ -314,12 +395,12 @@ mod tests {
             loss_percent: 5.0,
             ..Default::default()
         };
-        let (_, _, a) = drive(cfg, 42, 1000, 50, 20);
+        let (_, _, a) = drive(cfg.clone(), 42, 1000, 50, 20);
         let s = a.stats();
         let rate = s.lost as f64 / s.offered as f64 * 100.0;
         // 20,000 Bernoulli trials: sd = sqrt(p(1-p)/n) ≈ 0.15 %; allow > 3 sd.
         assert!((rate - 5.0).abs() < 0.5, "loss {rate} %");
-        let (_, _, b) = drive(cfg, 42, 1000, 50, 20);
+        let (_, _, b) = drive(cfg.clone(), 42, 1000, 50, 20);
         assert_eq!(b.stats().lost, s.lost, "same seed, same losses");
         let (_, _, c) = drive(cfg, 43, 1000, 50, 20);
         assert_ne!(c.stats().lost, s.lost, "another seed, other losses");
@@ -383,6 +464,72 @@ mod tests {
         }
         assert_eq!(out.len(), 2000);
         assert!(out.windows(2).all(|w| w[0] < w[1]), "reordered");
+    }
+
+    /// A schedule steps the rate down and up again: each phase delivers its own rate.
+    #[test]
+    fn schedule_changes_the_rate_over_time() {
+        let cfg = LinkConfig {
+            rate_kbps: 2000,
+            queue_ms: 100,
+            schedule: vec![
+                LinkStep {
+                    at: Duration::from_secs(4),
+                    rate_kbps: Some(500),
+                    ..Default::default()
+                },
+                LinkStep {
+                    at: Duration::from_secs(8),
+                    rate_kbps: Some(2000),
+                    loss_percent: Some(10.0),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert!(!cfg.is_perfect());
+        assert_eq!(Link::rate_at(&cfg, Duration::from_secs(3)), 2000);
+        assert_eq!(Link::rate_at(&cfg, Duration::from_secs(5)), 500);
+        assert_eq!(Link::rate_at(&cfg, Duration::from_secs(9)), 2000);
+        // 4 Mbit/s offered; count what leaves in each phase.
+        let t0 = Instant::now();
+        let mut link = Link::new(cfg, 5, t0);
+        let mut per_phase = [0u64; 3];
+        let step_us = 250; // 4000 pps × 125 B = 4 Mbit/s
+        for n in 0..(12_000_000 / step_us) {
+            let now = t0 + Duration::from_micros(n * step_us);
+            link.push(now, vec![0u8; 125]);
+            while let Some(p) = link.poll(now) {
+                let phase = match now.duration_since(t0).as_secs() {
+                    0..4 => 0,
+                    4..8 => 1,
+                    _ => 2,
+                };
+                per_phase[phase] += p.len() as u64;
+            }
+        }
+        let kbps: Vec<f64> = per_phase.iter().map(|b| *b as f64 * 8.0 / 4.0 / 1000.0).collect();
+        assert!((kbps[0] - 2000.0).abs() < 100.0, "{kbps:?}");
+        assert!((kbps[1] - 500.0).abs() < 50.0, "{kbps:?}");
+        assert!((kbps[2] - 2000.0).abs() < 100.0, "{kbps:?}");
+        assert!(link.stats().lost > 0, "the last step's loss applies");
+        assert_eq!(link.cfg.rate_kbps, 2000);
+    }
+
+    #[test]
+    fn schedule_parses_and_validates() {
+        let cfg: LinkConfig = toml::from_str(
+            "rate_kbps = 3000\nschedule = [{at = \"10s\", rate_kbps = 600}, {at = \"25s\", rate_kbps = 3000}]",
+        )
+        .expect("parses");
+        assert_eq!(cfg.schedule.len(), 2);
+        assert_eq!(cfg.schedule[0].at, Duration::from_secs(10));
+        assert!(cfg.validate("d").is_ok());
+        let bad: LinkConfig =
+            toml::from_str("schedule = [{at = \"10s\", rate_kbps = 600}, {at = \"5s\", loss_percent = 1.0}]")
+                .expect("parses");
+        assert!(bad.validate("d").unwrap_err().contains("in order"));
+        assert!(toml::from_str::<LinkConfig>("schedule = [{at = \"1s\", rate = 1}]").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! on embedded defaults (free ports on 127.0.0.1), so one command shows a meeting's worth of
 //! traffic on a fresh machine. See docs/loadtest.md.
 
+mod check;
 mod endpoint;
 mod focus;
 mod janus;
@@ -120,6 +121,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    // `loadtest check result.json`: evaluate a run's `[check]` criteria again (check.rs).
+    if std::env::args().nth(1).as_deref() == Some("check") {
+        return check::main(std::env::args().skip(2));
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -166,6 +171,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     let summary = result?;
     for (k, v) in summary.rows() {
         println!("{k:<28} {v}");
+    }
+    for v in &summary.checks {
+        println!(
+            "check {:<22} {} {}",
+            v.name,
+            if v.passed { "PASS" } else { "FAIL" },
+            v.detail
+        );
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
@@ -244,6 +257,25 @@ fn scenario_of(args: &Args) -> anyhow::Result<(Scenario, String)> {
 fn render_report(summary: &Summary, scenario_text: &str) -> String {
     let mut extra = String::new();
     let mut charts = report::charts(&summary.series);
+    for r in summary
+        .receivers
+        .iter()
+        .filter(|r| r.points.iter().any(|p| p.rx_packets > 0))
+    {
+        charts.extend(report::receiver_charts(r).into_iter().map(|c| c.1));
+    }
+    if !summary.checks.is_empty() {
+        extra.push_str("<h2>Checks</h2><table>");
+        for v in &summary.checks {
+            extra.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                report::esc(&v.name),
+                if v.passed { "pass" } else { "FAIL" },
+                report::esc(&v.detail)
+            ));
+        }
+        extra.push_str("</table>");
+    }
     if let Some(r) = &summary.ramp {
         extra.push_str("<h2>Ramp</h2><table><tr><th>endpoints</th><th>loss %</th><th>p99 ms</th><th>received pkt/s</th><th>bridge CPU %</th><th>harness CPU %</th><th>harness lag p99 ms</th><th></th></tr>");
         for s in &r.steps {

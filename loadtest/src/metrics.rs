@@ -112,6 +112,21 @@ pub struct Bin {
     pub violations: u64,
     /// Receiver-source pairs by the height of the layer received (0: unknown/none).
     pub layers: BTreeMap<u32, u32>,
+    /// Video RTP packets expected from the sequence numbers (per SSRC, highest − first + 1,
+    /// counted as the highest advances) and received (retransmissions included).
+    pub rtp_expected: u64,
+    pub rtp_received: u64,
+    /// Lowest and highest height of the video frames completed (0: none).
+    pub frame_height_min: u32,
+    pub frame_height_max: u32,
+}
+
+/// The smaller non-zero of two heights (0: none).
+fn min_height(a: u32, b: u32) -> u32 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
 }
 
 impl Bin {
@@ -126,6 +141,10 @@ impl Bin {
         self.frames += o.frames;
         self.freezes += o.freezes;
         self.violations += o.violations;
+        self.rtp_expected += o.rtp_expected;
+        self.rtp_received += o.rtp_received;
+        self.frame_height_min = min_height(self.frame_height_min, o.frame_height_min);
+        self.frame_height_max = self.frame_height_max.max(o.frame_height_max);
         for (h, n) in &o.layers {
             *self.layers.entry(*h).or_default() += n;
         }
@@ -173,6 +192,27 @@ pub struct Collector {
     /// RTP packets the bridge reported sending in that second.
     pub forwarded: Vec<Option<u64>>,
     pub endpoints: Vec<u32>,
+    /// Per endpoint (global index), per second: what it received (only kept when
+    /// [`Collector::keep_per_endpoint`] is set, i.e. for small runs).
+    pub per_endpoint: BTreeMap<u32, Vec<EndpointSecond>>,
+    pub keep_per_endpoint: bool,
+    /// Per endpoint (global index), per second: the bridge's downlink estimate in bps, from its
+    /// `/debug` (None: not sampled, or the bridge has none).
+    pub bwe: BTreeMap<u32, Vec<Option<u64>>>,
+}
+
+/// One endpoint's second, as received.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointSecond {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub expected: u64,
+    pub rtp_expected: u64,
+    pub rtp_received: u64,
+    pub frame_height_min: u32,
+    pub frame_height_max: u32,
+    /// Video senders by the height received from them (0: none).
+    pub layers: BTreeMap<u32, u32>,
 }
 
 impl Collector {
@@ -181,6 +221,72 @@ impl Collector {
             self.bins.resize_with(second + 1, Bin::default);
         }
         self.bins[second].merge(bin);
+    }
+
+    /// Add endpoint `index`'s bin for `second` (to the totals, and to its own series if kept).
+    pub fn add_from(&mut self, index: u32, second: usize, bin: &Bin) {
+        self.add(second, bin);
+        if !self.keep_per_endpoint {
+            return;
+        }
+        let v = self.per_endpoint.entry(index).or_default();
+        grow(v, second);
+        let e = &mut v[second];
+        e.rx_packets += bin.rx_packets;
+        e.rx_bytes += bin.rx_bytes;
+        e.expected += bin.expected;
+        e.rtp_expected += bin.rtp_expected;
+        e.rtp_received += bin.rtp_received;
+        e.frame_height_min = min_height(e.frame_height_min, bin.frame_height_min);
+        e.frame_height_max = e.frame_height_max.max(bin.frame_height_max);
+        for (h, n) in &bin.layers {
+            *e.layers.entry(*h).or_default() += n;
+        }
+    }
+
+    /// The bridge's estimate for endpoint `index` in `second`.
+    pub fn set_bwe(&mut self, index: u32, second: usize, bps: Option<u64>) {
+        let v = self.bwe.entry(index).or_default();
+        grow(v, second);
+        v[second] = bps;
+    }
+
+    /// Per-endpoint series (empty unless kept); `capacity_kbps(index, second)` gives the
+    /// emulated downlink rate for the plots and checks.
+    pub fn endpoint_series(&self, capacity_kbps: &dyn Fn(u32, u32) -> Option<f64>) -> Vec<EndpointSeries> {
+        let mut out = Vec::new();
+        for (&index, secs) in &self.per_endpoint {
+            let bwe = self.bwe.get(&index);
+            let n = secs.len().max(bwe.map_or(0, |b| b.len()));
+            let points = (0..n)
+                .map(|s| {
+                    let e = secs.get(s).cloned().unwrap_or_default();
+                    EndpointPoint {
+                        t: s as u32,
+                        rx_kbps: e.rx_bytes as f64 * 8.0 / 1000.0,
+                        rx_packets: e.rx_packets,
+                        expected: e.expected,
+                        loss_percent: loss_percent(e.expected, e.rx_packets),
+                        rtp_expected: e.rtp_expected,
+                        rtp_received: e.rtp_received,
+                        rtp_loss_percent: loss_percent(e.rtp_expected, e.rtp_received),
+                        frame_height_min: e.frame_height_min,
+                        frame_height_max: e.frame_height_max,
+                        height: e
+                            .layers
+                            .iter()
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(h, _)| *h)
+                            .max()
+                            .unwrap_or(0),
+                        bwe_kbps: bwe.and_then(|b| b.get(s).copied().flatten()).map(|b| b as f64 / 1000.0),
+                        capacity_kbps: capacity_kbps(index, s as u32),
+                    }
+                })
+                .collect();
+            out.push(EndpointSeries { index, points });
+        }
+        out
     }
 
     pub fn set_proc(&mut self, second: usize, bridge: Option<ProcSample>, harness: Option<ProcSample>) {
@@ -279,6 +385,42 @@ pub struct SecondPoint {
     pub bridge_rss_mib: Option<f64>,
     pub harness_cpu_percent: Option<f64>,
     pub bridge_forwarded_pps: Option<u64>,
+}
+
+/// One endpoint's per-second series, as written to JSON and plotted.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct EndpointSeries {
+    pub index: u32,
+    pub points: Vec<EndpointPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct EndpointPoint {
+    pub t: u32,
+    /// Media payload received (RTP payload bytes, as the totals count them).
+    pub rx_kbps: f64,
+    pub rx_packets: u64,
+    pub expected: u64,
+    /// Loss in this 1 s window, end to end per sender stream (tracking counters: a layer the
+    /// bridge stops forwarding for less than 1 s counts as lost).
+    pub loss_percent: f64,
+    /// Video RTP loss in this 1 s window from sequence numbers, as the receiver's RTP stack
+    /// (and its RR) sees it: retransmitted packets count as received.
+    pub rtp_expected: u64,
+    pub rtp_received: u64,
+    pub rtp_loss_percent: f64,
+    /// The highest layer height received from any video sender (0: none): the height of the
+    /// last frame completed per sender, if within the last second, at the end of the second.
+    pub height: u32,
+    /// Lowest and highest height of the frames completed in this second (0: none).
+    #[serde(default)]
+    pub frame_height_min: u32,
+    #[serde(default)]
+    pub frame_height_max: u32,
+    /// The bridge's downlink estimate for this endpoint.
+    pub bwe_kbps: Option<f64>,
+    /// The emulated downlink's rate (None: unlimited).
+    pub capacity_kbps: Option<f64>,
 }
 
 /// CPU time (utime + stime, seconds) and RSS (bytes) of a process, from /proc/<pid>/stat.
@@ -393,6 +535,36 @@ mod tests {
         let w = c.window(1, 3);
         assert_eq!((w.rx_packets, w.expected), (200, 202));
         assert!((w.loss_percent() - 100.0 * 2.0 / 202.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn per_endpoint_series_when_kept() {
+        let mut c = Collector::default();
+        let mut bin = Bin {
+            rx_packets: 90,
+            expected: 100,
+            rx_bytes: 1000,
+            ..Default::default()
+        };
+        bin.layers.insert(360, 1);
+        c.add_from(3, 1, &bin);
+        assert!(c.per_endpoint.is_empty(), "not kept by default");
+        c.keep_per_endpoint = true;
+        c.add_from(3, 1, &bin);
+        c.set_bwe(3, 2, Some(1_500_000));
+        let s = c.endpoint_series(&|i, t| (i == 3 && t >= 2).then_some(600.0));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].index, 3);
+        let p = &s[0].points;
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[1].height, 360);
+        assert!((p[1].loss_percent - 10.0).abs() < 1e-9);
+        assert!((p[1].rx_kbps - 8.0).abs() < 1e-9);
+        assert_eq!(p[2].bwe_kbps, Some(1500.0));
+        assert_eq!(p[2].capacity_kbps, Some(600.0));
+        assert_eq!(p[0].bwe_kbps, None);
+        // The totals saw both adds.
+        assert_eq!(c.bins[1].rx_packets, 180);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::metrics::SecondPoint;
+use crate::metrics::{EndpointSeries, SecondPoint};
 
 /// Summary rows for layer switches (scenario `switches`): requested and observed per receiver,
 /// and stream violations by kind over all receivers. Empty when no switches were requested.
@@ -323,6 +323,57 @@ pub fn charts(series: &[SecondPoint]) -> Vec<String> {
     out
 }
 
+/// One receiver's charts, by kind (`rate`, `layer`, `loss`): received bitrate with the
+/// bridge's estimate and the emulated capacity; the layer height received; loss per 1 s window.
+pub fn receiver_charts(r: &EndpointSeries) -> Vec<(&'static str, String)> {
+    let line = |name: &str, f: &dyn Fn(&crate::metrics::EndpointPoint) -> f64| Series {
+        name: name.into(),
+        points: r.points.iter().map(|p| (f64::from(p.t), f(p))).collect(),
+    };
+    let mut rate = vec![line("received", &|p| p.rx_kbps)];
+    if r.points.iter().any(|p| p.bwe_kbps.is_some()) {
+        rate.push(line("bridge estimate", &|p| opt(p.bwe_kbps)));
+    }
+    if r.points.iter().any(|p| p.capacity_kbps.is_some()) {
+        rate.push(line("link capacity", &|p| opt(p.capacity_kbps)));
+    }
+    vec![
+        (
+            "rate",
+            line_chart(
+                &format!("Endpoint {}: downlink (kbit/s)", r.index),
+                "time (s)",
+                "kbit/s",
+                &rate,
+            ),
+        ),
+        (
+            "layer",
+            line_chart(
+                &format!("Endpoint {}: layer received (height)", r.index),
+                "time (s)",
+                "px",
+                &[
+                    line("highest frame", &|p| f64::from(p.frame_height_max)),
+                    line("lowest frame", &|p| f64::from(p.frame_height_min)),
+                ],
+            ),
+        ),
+        (
+            "loss",
+            line_chart(
+                &format!("Endpoint {}: loss per 1 s window", r.index),
+                "time (s)",
+                "%",
+                &[
+                    line("video RTP loss %", &|p| p.rtp_loss_percent),
+                    line("stream loss %", &|p| p.loss_percent),
+                ],
+            ),
+        ),
+    ]
+}
+
 /// The whole page. `summary` rows are (label, value); `extra` is pre-rendered HTML (ramp table).
 pub fn html(title: &str, summary: &[(String, String)], charts: &[String], extra: &str, scenario_toml: &str) -> String {
     let mut s = String::new();
@@ -439,6 +490,45 @@ mod tests {
         }
         // Title text survived escaping.
         assert!(root.children().any(|c| c.text() == "latency <p99> & co"));
+    }
+
+    #[test]
+    fn receiver_charts_are_valid_svg() {
+        let r = EndpointSeries {
+            index: 1,
+            points: (0..5)
+                .map(|t| crate::metrics::EndpointPoint {
+                    t,
+                    rx_kbps: 900.0,
+                    rx_packets: 100,
+                    expected: 100,
+                    loss_percent: 0.0,
+                    rtp_expected: 100,
+                    rtp_received: 100,
+                    rtp_loss_percent: 0.0,
+                    height: 360,
+                    frame_height_min: 360,
+                    frame_height_max: 360,
+                    bwe_kbps: (t > 1).then_some(1000.0),
+                    capacity_kbps: Some(1200.0),
+                })
+                .collect(),
+        };
+        let charts = receiver_charts(&r);
+        assert_eq!(
+            charts.iter().map(|c| c.0).collect::<Vec<_>>(),
+            ["rate", "layer", "loss"]
+        );
+        for (_, c) in &charts {
+            let root: minidom::Element = c.parse().expect("well-formed");
+            assert_eq!(root.name(), "svg");
+        }
+        let root: minidom::Element = charts[0].1.parse().expect("svg");
+        assert_eq!(
+            root.children().filter(|c| c.name() == "path").count(),
+            3,
+            "received, estimate, capacity"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::endpoint::{self, ssrcs_of, EndpointReport, EndpointSetup, Peer};
 use crate::focus::Focus;
-use crate::metrics::{proc_usage, self_usage, Bin, Collector, ProcSample, SecondPoint};
+use crate::link::Link;
+use crate::metrics::{proc_usage, self_usage, Bin, Collector, EndpointSeries, ProcSample, SecondPoint};
 use crate::scenario::{Mode, Scenario};
 
 /// Where the bridge is and how to watch it.
@@ -41,8 +42,17 @@ pub struct Summary {
     pub layers_at_end: std::collections::BTreeMap<u32, u32>,
     pub ramp: Option<RampResult>,
     pub series: Vec<SecondPoint>,
+    /// Per endpoint, per second (runs of at most [`PER_ENDPOINT_MAX`] endpoints): received
+    /// bitrate, layer, loss per 1 s window, the bridge's estimate and the emulated capacity.
+    pub receivers: Vec<EndpointSeries>,
+    /// The scenario's `[check]` criteria evaluated on this run (check.rs).
+    pub checks: Vec<crate::check::Verdict>,
     pub endpoints_detail: Vec<EndpointReport>,
 }
+
+/// Runs with at most this many endpoints keep per-endpoint series and sample the bridge's
+/// per-endpoint estimates from its `/debug` once a second.
+pub const PER_ENDPOINT_MAX: u32 = 16;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Totals {
@@ -119,9 +129,13 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
         .await
         .with_context(|| format!("the bridge at {} is not reachable", target.rest))?;
     let cert = endpoint::shared_cert()?;
+    let per_endpoint = scenario.mode == Mode::Steady && scenario.conferences * scenario.endpoints <= PER_ENDPOINT_MAX;
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
-        collector: Arc::new(Mutex::new(Collector::default())),
+        collector: Arc::new(Mutex::new(Collector {
+            keep_per_endpoint: per_endpoint,
+            ..Default::default()
+        })),
         joined: AtomicU32::new(0),
         connected: Arc::new(AtomicU32::new(0)),
     });
@@ -132,6 +146,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
         target.pid,
         target.progress,
         planned_seconds(scenario),
+        per_endpoint,
         stop_rx.clone(),
     ));
     let mut joiner = Joiner {
@@ -196,6 +211,10 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     let mut summary = summarise(scenario, joiner.conferences, &collector, window, ramp, reports);
     // The second in which we stopped is partial: leave it out of the plots.
     summary.series.truncate(end as usize);
+    for r in &mut summary.receivers {
+        r.points.truncate(end as usize);
+    }
+    summary.checks = crate::check::evaluate(&summary.scenario, summary.window, &summary.receivers);
     Ok(summary)
 }
 
@@ -412,6 +431,7 @@ async fn sample_loop(
     pid: Option<u32>,
     progress: bool,
     planned: Option<u32>,
+    per_endpoint: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let tty = std::io::stderr().is_terminal();
@@ -430,6 +450,11 @@ async fn sample_loop(
         let bridge = pid.and_then(proc_usage);
         let me = self_usage();
         let fwd = bridge_sent_packets(&rest).await;
+        let bwe = if per_endpoint {
+            bridge_estimates(&rest).await
+        } else {
+            Vec::new()
+        };
         let sample = |now: Option<(f64, u64)>, before: Option<(f64, u64)>| match (now, before) {
             (Some(n), Some(b)) => Some(ProcSample {
                 cpu_s: (n.0 - b.0).max(0.0),
@@ -460,6 +485,9 @@ async fn sample_loop(
                 }
             }
             c.set_endpoints(second, shared.joined.load(Ordering::Relaxed));
+            for (index, bps) in &bwe {
+                c.set_bwe(*index, second, *bps);
+            }
             let empty = Bin::default();
             let b = c.bins.get(second).unwrap_or(&empty);
             format!(
@@ -516,6 +544,29 @@ async fn bridge_sent_packets(rest: &str) -> Option<u64> {
     .await
     .ok()
     .flatten()
+}
+
+/// The bridge's downlink estimate per endpoint, from `/debug` (`endpoint_bwe`), by harness
+/// endpoint index (names are `ep{index:05x}`).
+async fn bridge_estimates(rest: &str) -> Vec<(u32, Option<u64>)> {
+    let url = format!("{}/debug", rest.trim_end_matches('/'));
+    tokio::task::spawn_blocking(move || {
+        let text = ureq::get(&url).call().ok()?.body_mut().read_to_string().ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let map = v.get("endpoint_bwe")?.as_object()?;
+        Some(
+            map.iter()
+                .filter_map(|(name, bps)| {
+                    let index = u32::from_str_radix(name.strip_prefix("ep")?, 16).ok()?;
+                    Some((index, bps.as_u64()))
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 fn summarise(
@@ -582,6 +633,13 @@ fn summarise(
         layers_at_end,
         ramp,
         series: c.series(),
+        receivers: c.endpoint_series(&|index, t| {
+            let (conf, pos) = (index / scenario.endpoints, index % scenario.endpoints);
+            let down = scenario.link_of(conf, pos).0.downlink;
+            let rate = Link::rate_at(&down, Duration::from_secs(u64::from(t)));
+            (rate > 0).then_some(f64::from(rate))
+        }),
+        checks: Vec::new(),
         endpoints_detail: reports,
     }
 }

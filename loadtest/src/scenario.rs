@@ -66,6 +66,9 @@ pub struct Scenario {
     /// Endpoint classes with their own links.
     pub class: Vec<EndpointClass>,
     pub ramp: RampConfig,
+    /// Bandwidth-estimation criteria to evaluate on the run (check.rs); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::check::CheckConfig>,
 }
 
 /// What receivers ask the bridge for, sent as `ReceiverVideoConstraints` on the bridge channel
@@ -157,7 +160,7 @@ impl ReceiverConstraints {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkPair {
     /// Endpoint to bridge.
@@ -232,6 +235,7 @@ impl Default for Scenario {
             link: LinkPair::default(),
             class: Vec::new(),
             ramp: RampConfig::default(),
+            check: None,
         }
     }
 }
@@ -357,15 +361,15 @@ impl Scenario {
     /// `conference * endpoints + position`), and the name of its class.
     pub fn link_of(&self, conference: u32, position: u32) -> (LinkPair, &str) {
         let global = conference * self.endpoints + position;
-        let mut pair = (self.link, "default");
+        let mut pair = (self.link.clone(), "default");
         for c in &self.class {
             let by_index = c.endpoints.contains(&global);
             let by_tail = c.per_conference > 0 && position + c.per_conference >= self.endpoints;
             if by_index || by_tail {
                 pair = (
                     LinkPair {
-                        uplink: c.uplink,
-                        downlink: c.downlink,
+                        uplink: c.uplink.clone(),
+                        downlink: c.downlink.clone(),
                     },
                     c.name.as_str(),
                 );

@@ -18,9 +18,7 @@ use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
 
-use crate::bwe::{
-    NackGenerator, PaddingBudget, ProbeCluster, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator,
-};
+use crate::bwe::{NackGenerator, PaddingBudget, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
 use crate::dtls::{Dtls, Role};
 use crate::id::Ssrc;
@@ -71,6 +69,9 @@ pub struct Endpoint {
     pub remb_bps: Option<u64>,
     /// Transport-cc feedback toward this endpoint as a sender (media.md §4.1).
     pub twcc_rx: TwccGenerator,
+    /// Receive-side estimate and REMB toward this endpoint when it negotiated REMB but not
+    /// transport-cc (media.md §4.1).
+    pub remb_rx: crate::bwe::RembGenerator,
     /// The last media SSRC received, named in feedback packets.
     pub last_media_ssrc: u32,
     /// Send-side bandwidth estimate of the path toward this endpoint (media.md §4.2).
@@ -82,8 +83,8 @@ pub struct Endpoint {
     /// Probing toward this endpoint (media.md §4.2, §4.3).
     pub prober: ProbeController,
     pub padding: PaddingBudget,
-    /// The probe cluster being sent: (cluster, bytes sent, packets sent).
-    pub probe: Option<(ProbeCluster, u64, u32)>,
+    /// The probe cluster being sent, paced at its bitrate.
+    pub probe: Option<crate::bwe::ProbePacer>,
     /// Next padding/probe tick (every 15 ms while there is headroom to find).
     pub next_padding: Option<Instant>,
     /// Sequence number and timestamp of padding-only packets on the bridge's video SSRC.
@@ -200,6 +201,7 @@ impl Endpoint {
             tcc_out: 1,
             remb_bps: None,
             twcc_rx: TwccGenerator::new(),
+            remb_rx: crate::bwe::RembGenerator::new(),
             last_media_ssrc: 0,
             bwe: SendSideBwe::default(),
             rtx_cache: HashMap::new(),

@@ -898,6 +898,12 @@ impl Shard {
             padding_packets_sent: c.padding_sent,
             drops: self.io.drops.iter().map(|(k, v)| (*k, *v)).collect(),
             task_panics: c.task_panics,
+            endpoint_bwe: self
+                .conferences
+                .values()
+                .flat_map(|c| c.endpoints.values())
+                .map(|e| (e.name.clone(), receiver_bwe(e)))
+                .collect(),
         }
     }
 
@@ -1021,6 +1027,9 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
         if let Some(x) = ep.twcc_rx.next_deadline() {
             t = t.min(x);
         }
+        if let Some(x) = ep.remb_rx.next_deadline() {
+            t = t.min(x);
+        }
         if let Some(x) = ep.next_padding {
             t = t.min(x);
         }
@@ -1055,6 +1064,23 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                 }
                 Err(_) => io.drop("srtcp_protect_failed"),
             }
+        }
+    }
+    if ep.remb_rx.next_deadline().is_some_and(|t| t <= now) {
+        let remb = !ep.neg.transport_cc() && (0u8..128).any(|pt| ep.neg.pt(pt).is_some_and(|p| p.fb.remb));
+        match remb
+            .then(|| ep.remb_rx.poll_remb(now, Ssrc(bridge_ssrc), &mut buf))
+            .flatten()
+        {
+            Some(n) => match srtp.protect_rtcp(&buf[..n]) {
+                Ok(enc) => {
+                    tracing::trace!(len = n, "REMB sent");
+                    io.c.rtcp_tx += 1;
+                    io.send(dst, enc);
+                }
+                Err(_) => io.drop("srtcp_protect_failed"),
+            },
+            None => ep.remb_rx.skip(now),
         }
     }
     for (ssrc, rx) in ep.rx.iter_mut() {
@@ -1374,6 +1400,11 @@ fn handle_rtp(
         if let Some(tw) = h.transport_cc_seq(&data, ep.neg.ext.transport_cc) {
             ep.twcc_rx.record(tw, now, h.marker());
         }
+    } else {
+        // No transport-cc: a receive-side estimate, sent as REMB if negotiated (§4.1).
+        let ast = ep.neg.ext.abs_send_time;
+        let send_time = (ast != 0).then(|| h.abs_send_time(&data, ast)).flatten();
+        ep.remb_rx.on_packet(now, ssrc, data.len(), send_time);
     }
     let route = match route {
         Some(r) => r,
@@ -1634,7 +1665,14 @@ fn handle_rtp(
                 .insert(out.seq, &buf, now);
         }
         if let Some(t) = tcc {
-            r.bwe.on_sent(t, buf.len(), now);
+            // Media sent during a probe cluster is part of it (as libwebrtc's pacer probes).
+            match r.probe.as_mut() {
+                Some(p) => {
+                    p.on_sent(buf.len());
+                    r.bwe.on_probe_sent(t, buf.len(), p.cluster.info(), now);
+                }
+                None => r.bwe.on_sent(t, buf.len(), now),
+            }
         }
         let Some(srtp) = r.srtp.as_mut() else { continue };
         match srtp.protect_rtp_in_place(&mut buf) {
@@ -1790,6 +1828,7 @@ fn handle_rtcp(
             Ok(RtcpPacket::TransportCc(t)) => {
                 ep.bwe.on_feedback(&t, now);
                 ep.prober.on_estimate(ep.bwe.estimate_bps(), now);
+                tracing::trace!(parent: &ep.span, estimate = ep.bwe.estimate_bps(), stats = ?ep.bwe.stats(), "transport-cc feedback");
             }
             Ok(RtcpPacket::Nack(n)) => {
                 let media = n.media.0;
@@ -1913,7 +1952,7 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
     }
     if ep.probe.is_none() {
         if let Some(c) = ep.prober.poll_cluster() {
-            ep.probe = Some((c, 0, 0));
+            ep.probe = Some(crate::bwe::ProbePacer::new(c, now));
             ep.next_padding = Some(now);
         }
     }
@@ -1922,23 +1961,18 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
         return;
     }
     let estimate = ep.bwe.estimate_bps();
-    let mut bytes = ep
+    let bytes = ep
         .padding
         .padding_bytes(now, ep.recv.ideal_bps, ep.recv.target_bps, estimate);
-    let mut probe_info = None;
-    if let Some((c, sent, packets)) = ep.probe.as_mut() {
-        // A cluster goes out at its bitrate over 15 ms ticks until its minimums are met.
-        let per_tick = (c.bitrate_bps as f64 * PADDING_PERIOD.as_secs_f64() / 8.0) as usize;
-        bytes += per_tick.max(PADDING_LEN);
-        probe_info = Some(c.info());
-        let _ = (sent, packets);
-    }
+    // A probe cluster is paced at its bitrate (ProbePacer), so its packets' send times spread.
+    let probe_count = ep.probe.as_ref().map_or(0, |p| p.packets_due(now, PADDING_LEN + 20));
     let (Some(dst), Some(pt)) = (ep.send_addr(), ep.neg.padding_pt()) else {
         return;
     };
-    let count = bytes.div_ceil(PADDING_LEN + 20).min(MAX_PADDING_PACKETS);
+    let count = (probe_count + bytes.div_ceil(PADDING_LEN + 20)).min(MAX_PADDING_PACKETS);
     ep.pad_ts = ep.pad_ts.wrapping_add(3000);
-    for _ in 0..count {
+    for i in 0..count {
+        let probe_info = ep.probe.as_ref().filter(|_| i < probe_count).map(|p| p.cluster.info());
         let mut buf = io.take_buf();
         let tcc = ep.tcc_out;
         let tcc_bytes = tcc.to_be_bytes();
@@ -1970,20 +2004,25 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
             Some(info) => ep.bwe.on_probe_sent(tcc, len, info, now),
             None => ep.bwe.on_sent(tcc, len, now),
         }
-        if let Some((_, sent, packets)) = ep.probe.as_mut() {
-            *sent += len as u64;
-            *packets += 1;
+        if let Some(p) = ep.probe.as_mut().filter(|_| probe_info.is_some()) {
+            p.on_sent(len);
         }
         io.c.padding_sent += 1;
         io.send(dst, buf);
     }
-    if let Some((c, sent, packets)) = ep.probe.as_ref() {
-        if *sent >= c.min_bytes && *packets >= c.min_packets {
-            ep.probe = None;
-        }
+    if ep.probe.is_some_and(|p| p.done()) {
+        ep.probe = None;
     }
-    let more = ep.probe.is_some() || ep.recv.ideal_bps > ep.recv.target_bps;
-    ep.next_padding = more.then(|| now + PADDING_PERIOD);
+    let probe_next = ep
+        .probe
+        .and_then(|p| p.next_due(PADDING_LEN + 20))
+        .map(|t| t.max(now + Duration::from_millis(1)));
+    let pad_next =
+        (ep.recv.ideal_bps > ep.recv.target_bps).then(|| ep.padding.next_deadline().unwrap_or(now + PADDING_PERIOD));
+    ep.next_padding = match (probe_next, pad_next) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 }
 
 /// Keyframe requests honoured per compound RTCP packet.

@@ -36,6 +36,9 @@ pub struct Stats {
     pub drops: Vec<(&'static str, u64)>,
     /// Panics caught in per-conference processing (each tore its conference down).
     pub task_panics: u64,
+    /// Per endpoint (Colibri2 id): the downlink estimate the allocator uses, in bps
+    /// (transport-cc estimate, else the receiver's REMB, else none). For `/debug`.
+    pub endpoint_bwe: Vec<(String, Option<u64>)>,
 }
 
 impl Stats {

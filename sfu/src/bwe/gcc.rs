@@ -81,9 +81,10 @@ struct Group {
     size: u64,
 }
 
-/// Trendline estimator and overuse detector (one object, as in libwebrtc).
+/// Trendline estimator and overuse detector (one object, as in libwebrtc). Also used by the
+/// receive-side estimator (`remb.rs`).
 #[derive(Debug)]
-struct Trendline {
+pub(super) struct Trendline {
     history: [(f64, f64); TREND_WINDOW],
     head: usize,
     len: usize,
@@ -100,7 +101,7 @@ struct Trendline {
 }
 
 impl Trendline {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             history: [(0.0, 0.0); TREND_WINDOW],
             head: 0,
@@ -118,7 +119,7 @@ impl Trendline {
         }
     }
 
-    fn update(&mut self, recv_delta_ms: f64, send_delta_ms: f64, arrival_ms: f64) {
+    pub(super) fn update(&mut self, recv_delta_ms: f64, send_delta_ms: f64, arrival_ms: f64) {
         let delta = recv_delta_ms - send_delta_ms;
         if !delta.is_finite() || !arrival_ms.is_finite() {
             return;
@@ -141,6 +142,10 @@ impl Trendline {
             }
         }
         self.detect(trend, send_delta_ms, arrival_ms);
+    }
+
+    pub(super) fn state(&self) -> BandwidthUsage {
+        self.state
     }
 
     /// Least-squares slope of the history.
@@ -439,6 +444,10 @@ pub struct SendSideBwe {
     loss_window: (u64, u64),
     loss_window_start: Option<Instant>,
     last_loss_decrease: Option<Instant>,
+    /// A loss value not yet acted upon by a decrease (libwebrtc's
+    /// `has_decreased_since_last_fraction_loss_`, inverted): one decrease per loss report, so
+    /// a stale high loss does not keep cutting the estimate after the cause is gone.
+    loss_fresh: bool,
     min_history: [(Option<Instant>, f64); 64],
     min_head: usize,
     stats: BweStats,
@@ -486,6 +495,7 @@ impl SendSideBwe {
             loss_window: (0, 0),
             loss_window_start: None,
             last_loss_decrease: None,
+            loss_fresh: false,
             min_history: [(None, 0.0); 64],
             min_head: 0,
             stats: BweStats::default(),
@@ -554,6 +564,7 @@ impl SendSideBwe {
             self.rtt = rtt;
         }
         self.loss = Some(f64::from(fraction_lost) / 256.0);
+        self.loss_fresh = true;
         self.update_loss_based(now);
     }
 
@@ -620,6 +631,7 @@ impl SendSideBwe {
         let start = *self.loss_window_start.get_or_insert(now);
         if now.saturating_duration_since(start) >= Duration::from_secs(1) && self.loss_window.1 >= 20 {
             self.loss = Some(self.loss_window.0 as f64 / self.loss_window.1 as f64);
+            self.loss_fresh = true;
             self.loss_window = (0, 0);
             self.loss_window_start = Some(now);
         }
@@ -630,8 +642,11 @@ impl SendSideBwe {
             Some(p) if usage != BandwidthUsage::Overusing => {
                 if p > self.aimd.bps {
                     self.aimd.set_estimate(p, now);
-                    // As libwebrtc's `SetSendBitrate`: the probe result is the new target
-                    // (still capped by the delay-based estimate below).
+                }
+                // As libwebrtc's `SetSendBitrate`: a probe result above the current target is
+                // the new target (still capped by the delay-based estimate below), also when
+                // the loss-based target, not the delay-based one, was the limit.
+                if p > self.target {
                     self.target = p;
                     self.min_history = [(None, 0.0); 64];
                 }
@@ -782,7 +797,7 @@ impl SendSideBwe {
             self.stats.loss_fraction = loss;
             if loss <= LOW_LOSS {
                 self.target = self.target.max(min_recent * 1.08 + 1000.0);
-            } else if loss > HIGH_LOSS && self.target as u64 > LOSS_BITRATE_THRESHOLD {
+            } else if loss > HIGH_LOSS && self.target as u64 > LOSS_BITRATE_THRESHOLD && self.loss_fresh {
                 let wait = LOSS_DECREASE_INTERVAL + self.rtt.unwrap_or(DEFAULT_RTT);
                 if self
                     .last_loss_decrease
@@ -790,6 +805,7 @@ impl SendSideBwe {
                 {
                     self.target *= 1.0 - 0.5 * loss;
                     self.last_loss_decrease = Some(now);
+                    self.loss_fresh = false;
                 }
             }
         } else {
@@ -913,6 +929,32 @@ mod tests {
         assert_eq!(bwe.stats().acked_bps, acked);
     }
 
+    /// A probe result above a loss-limited estimate lifts it, even though it is below the
+    /// delay-based estimate (as libwebrtc's `SetSendBitrate` on a probe result). Before, only
+    /// results above the delay-based estimate counted, so after a loss-based cut probes were
+    /// ignored and the estimate crawled back at 8 %/s.
+    #[test]
+    fn probe_result_lifts_a_loss_limited_estimate() {
+        let t0 = Instant::now();
+        let mut bwe = SendSideBwe::new(1_000_000);
+        bwe.on_receiver_report(64, Some(Duration::from_millis(20)), t0); // 25 %
+        assert_eq!(bwe.estimate_bps(), 875_000);
+        let info = ProbeInfo {
+            id: 1,
+            min_packets: 5,
+            min_bytes: 9_000,
+        };
+        // 10 × 1190 bytes, one per 10 ms (952 kbit/s), arriving as sent.
+        for k in 0..10u16 {
+            bwe.on_probe_sent(k, 1190, info, t0 + Duration::from_millis(10 * u64::from(k)));
+        }
+        let arr: Vec<Option<i64>> = (0..10).map(|k| Some(k * 10_000 + 20_000)).collect();
+        feed(&mut bwe, 0, &arr, t0 + Duration::from_millis(150), 0);
+        assert_eq!(bwe.stats().probe_results, 1);
+        let e = bwe.estimate_bps();
+        assert!((940_000..=960_000).contains(&e), "{e}");
+    }
+
     #[test]
     fn high_loss_decreases_low_loss_holds_bounds() {
         let t0 = Instant::now();
@@ -928,6 +970,13 @@ mod tests {
         assert_eq!(bwe.estimate_bps(), 765_625);
         bwe.on_receiver_report(13, None, t0 + Duration::from_secs(2)); // 5 %: hold
         assert_eq!(bwe.estimate_bps(), 765_625);
+        bwe.on_receiver_report(64, None, t0 + Duration::from_millis(2500)); // 25 % again
+        assert_eq!(bwe.estimate_bps(), 669_921);
+        // The same (stale) loss value is acted upon once: further updates without a new loss
+        // report do not cut again, however long after.
+        bwe.update_loss_based(t0 + Duration::from_secs(5));
+        bwe.update_loss_based(t0 + Duration::from_secs(6));
+        assert_eq!(bwe.estimate_bps(), 669_921);
         for k in 0..200 {
             bwe.on_receiver_report(255, None, t0 + Duration::from_secs(3 + k));
         }

@@ -6,6 +6,7 @@
 //! * [`rtx_cache::RtxCache`] and [`rtx_cache::RtxEncoder`]: what was sent to a receiver, for
 //!   answering its NACKs, RTX-encapsulated if negotiated.
 //! * [`gcc::SendSideBwe`]: GCC-style send-side estimate of the downlink of one receiver.
+//! * [`remb::RembGenerator`]: receive-side estimate and REMB toward REMB-only senders.
 //! * [`prober::ProbeController`] and [`prober::PaddingBudget`]: probe clusters and the §4.3
 //!   padding budget.
 //!
@@ -16,6 +17,7 @@ pub mod feedback;
 pub mod gcc;
 pub mod nack;
 pub mod prober;
+pub mod remb;
 pub mod rtx_cache;
 
 #[cfg(test)]
@@ -25,5 +27,6 @@ pub use feedback::TwccGenerator;
 pub use gcc::INITIAL_BPS;
 pub use gcc::{BandwidthUsage, SendSideBwe};
 pub use nack::NackGenerator;
-pub use prober::{PaddingBudget, ProbeCluster, ProbeController, PADDING_PERIOD};
+pub use prober::{PaddingBudget, ProbeCluster, ProbeController, ProbePacer, PADDING_PERIOD};
+pub use remb::RembGenerator;
 pub use rtx_cache::{Resend, RtxCache, RtxEncoder, RtxStats};

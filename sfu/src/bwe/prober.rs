@@ -269,6 +269,74 @@ impl ProbeController {
     }
 }
 
+/// Paces one probe cluster: packets go out at the cluster's bitrate, spread over its duration,
+/// instead of in one burst per padding tick. The estimator needs a send interval > 0 to compute
+/// a probe's send rate (libwebrtc's `ProbeBitrateEstimator` does too): a cluster sent in one
+/// burst gives no result at all.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbePacer {
+    pub cluster: ProbeCluster,
+    start: Instant,
+    sent_bytes: u64,
+    packets: u32,
+}
+
+impl ProbePacer {
+    pub fn new(cluster: ProbeCluster, now: Instant) -> Self {
+        Self {
+            cluster,
+            start: now,
+            sent_bytes: 0,
+            packets: 0,
+        }
+    }
+
+    /// Padding packets of `packet_len` bytes due by `now`: the cluster's bytes at its bitrate
+    /// since the start (the first packet at once), less what went out already, media counted
+    /// (see [`ProbePacer::on_sent`]); at most what the cluster still needs.
+    pub fn packets_due(&self, now: Instant, packet_len: usize) -> usize {
+        if self.done() || packet_len == 0 {
+            return 0;
+        }
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+        let due_bytes = self.cluster.bitrate_bps as f64 * elapsed / 8.0 + packet_len as f64;
+        let missing = due_bytes - self.sent_bytes as f64;
+        if missing < packet_len as f64 {
+            return 0;
+        }
+        let due = (missing / packet_len as f64).floor() as u64;
+        let left_bytes = self
+            .cluster
+            .min_bytes
+            .saturating_sub(self.sent_bytes)
+            .div_ceil(packet_len as u64);
+        let left = left_bytes.max(u64::from(self.cluster.min_packets.saturating_sub(self.packets)));
+        due.min(left) as usize
+    }
+
+    /// A packet of `len` bytes went out while the cluster runs: a probe padding packet, or
+    /// media (libwebrtc's pacer probes with media too). Media counts toward the cluster's rate,
+    /// so padding only fills the gap and the measured rate is the path's, media included.
+    pub fn on_sent(&mut self, len: usize) {
+        self.sent_bytes += len as u64;
+        self.packets += 1;
+    }
+
+    /// When the next padding packet is due (None once done).
+    pub fn next_due(&self, _packet_len: usize) -> Option<Instant> {
+        if self.done() {
+            return None;
+        }
+        let secs = self.sent_bytes as f64 * 8.0 / self.cluster.bitrate_bps.max(1) as f64;
+        Some(self.start + Duration::from_secs_f64(secs.min(1.0)))
+    }
+
+    /// Sent at least the cluster's bytes and packets.
+    pub fn done(&self) -> bool {
+        self.sent_bytes >= self.cluster.min_bytes && self.packets >= self.cluster.min_packets
+    }
+}
+
 /// The §4.3 padding budget of one receiver: every 15 ms,
 /// `min(ideal − target, estimate − target)` worth of bytes, skipped when nothing is missing or
 /// when the ideal fits in the estimate; the fraction of a byte not given is carried over.
@@ -409,6 +477,54 @@ mod tests {
             );
         }
         assert!(now >= t0 + Duration::from_secs(60));
+    }
+
+    /// A 1 Mbit/s cluster of 275-byte packets goes out one packet per 2.2 ms, not in a burst,
+    /// and stops at its minimums.
+    #[test]
+    fn probe_pacer_spreads_a_cluster() {
+        let t0 = Instant::now();
+        let cluster = ProbeCluster {
+            id: 1,
+            bitrate_bps: 1_000_000,
+            min_bytes: 1875,
+            min_packets: PROBE_MIN_PACKETS,
+            duration: PROBE_DURATION,
+        };
+        let mut p = ProbePacer::new(cluster, t0);
+        let mut sends = Vec::new();
+        let mut now = t0;
+        for _ in 0..1000 {
+            for _ in 0..p.packets_due(now, 275) {
+                p.on_sent(275);
+                sends.push(now);
+            }
+            match p.next_due(275) {
+                Some(t) => now = t.max(now + Duration::from_micros(100)),
+                None => break,
+            }
+        }
+        assert!(p.done());
+        assert_eq!(sends.len(), 7, "1875 bytes in 275-byte packets");
+        let span = sends[sends.len() - 1].duration_since(sends[0]);
+        // 6 gaps of 2.2 ms.
+        assert!((span.as_secs_f64() - 6.0 * 0.0022).abs() < 0.0005, "{span:?}");
+        assert!(sends.windows(2).all(|w| w[1] > w[0]), "no two packets at once");
+        assert_eq!(p.packets_due(now + Duration::from_secs(1), 275), 0);
+
+        // Media sent during the cluster counts: after a 1100-byte media packet at the start,
+        // the first padding is due after 8.8 ms, and 4 packets (the 5-packet minimum; 775
+        // bytes would take only 3) complete the cluster.
+        let mut p = ProbePacer::new(cluster, t0);
+        p.on_sent(1100);
+        assert_eq!(p.packets_due(t0, 275), 0);
+        assert_eq!(p.next_due(275), Some(t0 + Duration::from_micros(8800)));
+        let later = t0 + Duration::from_millis(20);
+        assert_eq!(
+            p.packets_due(later, 275),
+            4,
+            "what the cluster still needs caps what is due"
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Client {
     pub on_open: Option<String>,
     /// Keyframe requests (PLI/FIR) received for our send streams.
     pub keyframe_requests: usize,
+    /// REMB values (bps) received from the bridge for this client's media.
+    pub rembs: Vec<u64>,
     /// Packets handed to str0m for sending.
     pub sent_audio: usize,
     pub sent_video: usize,
@@ -146,6 +148,7 @@ impl Client {
             on_open: Some(DEFAULT_CONSTRAINTS.to_owned()),
             texts: Vec::new(),
             keyframe_requests: 0,
+            rembs: Vec::new(),
             sent_audio: 0,
             sent_video: 0,
             srtp_datagrams: 0,
@@ -392,6 +395,9 @@ impl Client {
             }
             Event::ChannelData(d) => self.texts.push(String::from_utf8_lossy(&d.data).into_owned()),
             Event::KeyframeRequest(_) => self.keyframe_requests += 1,
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb { estimate, .. }) => {
+                self.rembs.push(estimate.as_u64())
+            }
             Event::RtpPacket(p) => self.received.push(Received {
                 ssrc: *p.header.ssrc,
                 pt: *p.header.payload_type,

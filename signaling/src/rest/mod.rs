@@ -524,6 +524,7 @@ async fn debug_bridge(State(state): State<RestState>) -> Response {
         "addresses": state.ops.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "time": utc_timestamp(SystemTime::now()),
         "stats": Value::Object(stats_map(&snap, &state.version)),
+        "endpoint_bwe": snap.core.endpoint_bwe.iter().map(|(n, b)| (n.clone(), json!(b))).collect::<Map<_, _>>(),
         "conferences": confs,
     }))
     .into_response()
