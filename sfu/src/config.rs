@@ -28,6 +28,9 @@ pub struct SfuConfig {
     pub srtp_profiles: Vec<SrtpProfile>,
     /// Seed of the non-cryptographic RNG (probe jitter, SSRCs). `None`: from the OS.
     pub rng_seed: Option<u64>,
+    /// Datagrams per `sendmmsg`/`recvmmsg` call on the media socket, 1 to 32 (1: one system call
+    /// per datagram).
+    pub io_batch: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,7 @@ impl Default for SfuConfig {
             limits: Limits::default(),
             srtp_profiles: vec![SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80],
             rng_seed: None,
+            io_batch: 32,
         }
     }
 }

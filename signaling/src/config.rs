@@ -41,6 +41,8 @@ pub struct SfuSection {
     pub srtp_profiles: Vec<SrtpProfileName>,
     /// Seed for the non-cryptographic RNG; unset means random.
     pub rng_seed: Option<u64>,
+    /// Datagrams per `sendmmsg`/`recvmmsg` system call on the media socket (1 to 32).
+    pub io_batch: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -213,6 +215,7 @@ impl Default for SfuSection {
             max_ssrcs_per_endpoint: d.limits.max_ssrcs_per_endpoint,
             srtp_profiles: vec![SrtpProfileName::AeadAes128Gcm, SrtpProfileName::AesCm128HmacSha1_80],
             rng_seed: None,
+            io_batch: d.io_batch,
         }
     }
 }
@@ -497,6 +500,9 @@ impl Config {
                 return Err(invalid("xmpp.muc_nickname", "must not contain '/'".into()));
             }
         }
+        if !(1..=32).contains(&self.sfu.io_batch) {
+            return Err(invalid("sfu.io_batch", format!("{} is not between 1 and 32", self.sfu.io_batch)));
+        }
         if self.xmpp.presence_interval.is_zero() {
             return Err(invalid("xmpp.presence_interval", "must be more than 0".into()));
         }
@@ -604,6 +610,7 @@ impl Config {
                 })
                 .collect(),
             rng_seed: self.sfu.rng_seed,
+            io_batch: self.sfu.io_batch,
         })
     }
 }

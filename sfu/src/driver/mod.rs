@@ -5,15 +5,19 @@
 //! - [`SfuHandle`] is cheap to clone; `command` awaits the shard's reply.
 //! - [`Sfu::events`] yields every [`Event`] the core emits.
 
+mod batch;
+
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::shard::{ClockAnchor, Shard};
+use crate::shard::{ClockAnchor, Shard, Transmit};
 use crate::{Command, CommandError, Event, Reply, SfuConfig, Stats};
 
 /// Kernel receive buffer asked for (JVB: 10 MB).
@@ -23,8 +27,9 @@ const RECV_BUFFER: usize = 10 * 1024 * 1024;
 const MAX_DATAGRAM: usize = 2048;
 /// Datagrams handled per wakeup before timers and commands get a turn.
 const RECV_BATCH: usize = 64;
-/// Receive arena size. Each datagram is `split_to` off the arena; once the pieces are dropped
-/// (the shard consumes them right away), `reserve` reclaims the space without the allocator.
+/// Receive arena size. Each `recvmmsg` reads into [`batch::BATCH`] windows of `MAX_DATAGRAM`
+/// at the arena's start; each datagram is `split_to` off it; once the pieces are dropped (the
+/// shard consumes them right away), `reserve` reclaims the space without the allocator.
 const ARENA: usize = 256 * 1024;
 
 /// A running media core.
@@ -56,11 +61,12 @@ pub async fn start(config: SfuConfig) -> io::Result<Sfu> {
         instant: Instant::now(),
         system: SystemTime::now(),
     };
+    let io_batch = config.io_batch.clamp(1, batch::BATCH);
     let shard = Shard::new(config, local_addr, clock).map_err(io::Error::other)?;
     let (tx, rx) = mpsc::channel(1024);
     let (etx, events) = mpsc::unbounded_channel();
     tracing::info!(%local_addr, fingerprint = shard.fingerprint(), "media socket bound");
-    tokio::spawn(run(shard, socket, local_addr, rx, etx));
+    tokio::spawn(run(shard, socket, local_addr, io_batch, rx, etx));
     Ok(Sfu {
         handle: SfuHandle { tx },
         events,
@@ -84,12 +90,15 @@ async fn run(
     mut shard: Shard,
     socket: UdpSocket,
     local: SocketAddr,
+    io_batch: usize,
     mut requests: mpsc::Receiver<Request>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut arena = BytesMut::with_capacity(ARENA);
+    let mut out = Outbox::new(io_batch);
+    let mut got = [(0usize, local); batch::BATCH];
     loop {
-        flush(&mut shard, &socket, &events).await;
+        out.flush(&mut shard, &socket, &events).await;
         let wake = shard.poll_timeout();
         let sleep = async {
             match wake {
@@ -99,24 +108,34 @@ async fn run(
         };
         tokio::select! {
             _ = sleep => shard.handle_timeout(Instant::now()),
-            r = socket.recv_from(recv_buf(&mut arena)) => {
-                match r {
-                    Ok((n, from)) => {
-                        let d = take(&mut arena, n);
-                        shard.handle_datagram(Instant::now(), local, from, d);
-                        // Drain what else is queued without waiting, up to a batch.
-                        for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(recv_buf(&mut arena)) {
-                                Ok((n, from)) => {
-                                    let d = take(&mut arena, n);
-                                    shard.handle_datagram(Instant::now(), local, from, d);
-                                }
-                                Err(_) => break,
+            r = socket.readable() => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "media socket not readable");
+                    continue;
+                }
+                // Drain what is queued, a batch per system call, up to RECV_BATCH datagrams
+                // before timers and commands get a turn.
+                let mut handled = 0;
+                while handled < RECV_BATCH {
+                    let window = recv_window(&mut arena, io_batch);
+                    let fd = socket.as_raw_fd();
+                    match socket.try_io(Interest::READABLE, || batch::recv(fd, window, MAX_DATAGRAM, &mut got)) {
+                        Ok(n) => {
+                            let now = Instant::now();
+                            for &(len, from) in &got[..n] {
+                                let mut d = arena.split_to(MAX_DATAGRAM);
+                                d.truncate(len);
+                                shard.handle_datagram(now, local, from, d);
                             }
+                            handled += n.max(1);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP port unreachable and the like surface here on some platforms.
+                        Err(e) => {
+                            tracing::trace!(error = %e, "recv error");
+                            handled += 1;
                         }
                     }
-                    // ICMP port unreachable and the like surface here on some platforms.
-                    Err(e) => tracing::trace!(error = %e, "recv error"),
                 }
             }
             req = requests.recv() => match req {
@@ -126,7 +145,7 @@ async fn run(
                 Some(Request::Stats(reply)) => { let _ = reply.send(shard.stats()); }
                 Some(Request::Shutdown) | None => {
                     shard.shutdown(Instant::now());
-                    flush(&mut shard, &socket, &events).await;
+                    out.flush(&mut shard, &socket, &events).await;
                     tracing::info!("media core stopped");
                     return;
                 }
@@ -135,38 +154,70 @@ async fn run(
     }
 }
 
-/// A `MAX_DATAGRAM` window at the start of the arena's spare capacity.
-fn recv_buf(arena: &mut BytesMut) -> &mut [u8] {
+/// `batch` `MAX_DATAGRAM` windows at the start of the arena.
+fn recv_window(arena: &mut BytesMut, batch: usize) -> &mut [u8] {
+    let want = batch * MAX_DATAGRAM;
     arena.clear();
-    if arena.capacity() < MAX_DATAGRAM {
-        arena.reserve(ARENA);
+    if arena.capacity() < want {
+        arena.reserve(ARENA.max(want));
     }
-    arena.resize(MAX_DATAGRAM, 0);
+    arena.resize(want, 0);
     &mut arena[..]
 }
 
-/// Split the received datagram off the arena.
-fn take(arena: &mut BytesMut, n: usize) -> BytesMut {
-    let d = arena.split_to(n);
-    arena.clear();
-    d
+/// Datagrams the shard produced, sent a batch per `sendmmsg`. The vector keeps its capacity, so
+/// a flush allocates nothing; sent buffers go back to the shard's pool.
+struct Outbox {
+    pending: Vec<Transmit>,
+    batch: usize,
 }
 
-async fn flush(shard: &mut Shard, socket: &UdpSocket, events: &mpsc::UnboundedSender<Event>) {
-    while let Some(t) = shard.poll_transmit() {
-        match socket.try_send_to(&t.data, t.remote) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.send_to(&t.data, t.remote).await {
-                    tracing::debug!(error = %e, remote = %t.remote, "send failed");
+impl Outbox {
+    fn new(batch: usize) -> Self {
+        Self {
+            pending: Vec::with_capacity(batch),
+            batch,
+        }
+    }
+
+    async fn flush(&mut self, shard: &mut Shard, socket: &UdpSocket, events: &mpsc::UnboundedSender<Event>) {
+        loop {
+            while self.pending.len() < self.batch {
+                match shard.poll_transmit() {
+                    Some(t) => self.pending.push(t),
+                    None => break,
                 }
             }
-            Err(e) => tracing::debug!(error = %e, remote = %t.remote, "send failed"),
+            if self.pending.is_empty() {
+                break;
+            }
+            let mut sent = 0;
+            while sent < self.pending.len() {
+                let fd = socket.as_raw_fd();
+                let rest = &self.pending[sent..];
+                match socket.try_io(Interest::WRITABLE, || batch::send(fd, rest)) {
+                    Ok(n) => sent += n.max(1),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = socket.writable().await {
+                            tracing::debug!(error = %e, "media socket not writable");
+                            sent += 1;
+                        }
+                    }
+                    // The first datagram of the batch failed (unreachable address and the like):
+                    // drop it, send the rest.
+                    Err(e) => {
+                        tracing::debug!(error = %e, remote = %rest[0].remote, "send failed");
+                        sent += 1;
+                    }
+                }
+            }
+            for t in self.pending.drain(..) {
+                shard.recycle(t.data);
+            }
         }
-        shard.recycle(t.data);
-    }
-    while let Some(ev) = shard.poll_event() {
-        let _ = events.send(ev);
+        while let Some(ev) = shard.poll_event() {
+            let _ = events.send(ev);
+        }
     }
 }
 
