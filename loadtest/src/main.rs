@@ -5,12 +5,14 @@
 //! on embedded defaults (free ports on 127.0.0.1), so one command shows a meeting's worth of
 //! traffic on a fresh machine. See docs/loadtest.md.
 
+mod churn;
 mod endpoint;
 mod focus;
 mod janus;
 mod link;
 mod metrics;
 mod report;
+mod resources;
 mod run;
 mod scenario;
 #[allow(dead_code)] // shape generators and checks: not every accessor is used by the harness
@@ -240,6 +242,9 @@ fn scenario_of(args: &Args) -> anyhow::Result<(Scenario, String)> {
 fn render_report(summary: &Summary, scenario_text: &str) -> String {
     let mut extra = String::new();
     let mut charts = report::charts(&summary.series);
+    if let Some(r) = &summary.resources {
+        charts.extend(r.charts());
+    }
     if let Some(r) = &summary.ramp {
         extra.push_str("<h2>Ramp</h2><table><tr><th>endpoints</th><th>loss %</th><th>p99 ms</th><th>received pkt/s</th><th>bridge CPU %</th><th>harness CPU %</th><th>harness lag p99 ms</th><th></th></tr>");
         for s in &r.steps {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::churn::ChurnConfig;
 use crate::link::LinkConfig;
+use crate::resources::ResourceConfig;
 
 /// The video an endpoint sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -62,6 +64,10 @@ pub struct Scenario {
     /// Endpoint classes with their own links.
     pub class: Vec<EndpointClass>,
     pub ramp: RampConfig,
+    /// Endpoints leaving and joining during the measured window (steady mode).
+    pub churn: ChurnConfig,
+    /// How the bridge's RSS, fds and threads are sampled (when its pid is known).
+    pub resources: ResourceConfig,
 }
 
 /// What receivers ask the bridge for, sent as `ReceiverVideoConstraints` on the bridge channel
@@ -173,6 +179,8 @@ impl Default for Scenario {
             link: LinkPair::default(),
             class: Vec::new(),
             ramp: RampConfig::default(),
+            churn: ChurnConfig::default(),
+            resources: ResourceConfig::default(),
         }
     }
 }
@@ -250,6 +258,11 @@ impl Scenario {
                     c.name
                 ));
             }
+        }
+        self.churn.validate()?;
+        self.resources.validate()?;
+        if self.mode == Mode::Ramp && self.churn.enabled() {
+            return Err("churn runs in steady mode only".into());
         }
         if self.mode == Mode::Ramp {
             let r = &self.ramp;
