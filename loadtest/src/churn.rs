@@ -252,7 +252,11 @@ impl Roster {
     /// Endpoints seated now.
     #[cfg(test)]
     pub fn seated(&self) -> usize {
-        self.conferences.iter().flatten().map(|c| c.seats.iter().flatten().count()).sum()
+        self.conferences
+            .iter()
+            .flatten()
+            .map(|c| c.seats.iter().flatten().count())
+            .sum()
     }
 
     /// Every seated endpoint's task (the run is over; they stop with the run's stop signal).
@@ -533,7 +537,12 @@ mod tests {
 
     fn occupant(index: u32, joined: Instant) -> Occupant {
         let (leave, _rx) = oneshot::channel();
-        let task = tokio::spawn(async move { Ok(EndpointReport { index, ..Default::default() }) });
+        let task = tokio::spawn(async move {
+            Ok(EndpointReport {
+                index,
+                ..Default::default()
+            })
+        });
         Occupant::new(index, format!("ep{index}"), joined, leave, task)
     }
 
@@ -583,7 +592,11 @@ mod tests {
         // Seat 1 not yet filled: its peers list names the index it will get.
         assert_eq!(r.peers(0, 0), vec![(1, 1)]);
         let mut rng = SplitMix64::new(1);
-        assert_eq!(r.pick_leaver(&mut rng, Instant::now(), Duration::ZERO), None, "only one left");
+        assert_eq!(
+            r.pick_leaver(&mut rng, Instant::now(), Duration::ZERO),
+            None,
+            "only one left"
+        );
         r.seat(0, 1, occupant(1, old));
         r.add_conference(1, 2, 2);
         assert_eq!(r.live(), vec![0, 1]);
@@ -601,18 +614,30 @@ mod tests {
         let (mut b, leave_b) = endpoint_stop(run_rx.clone());
         let (mut c, _leave_c) = endpoint_stop(run_rx.clone());
         leave_a.send(()).expect("listening");
-        tokio::time::timeout(Duration::from_secs(1), a.changed()).await.expect("a stops").ok();
+        tokio::time::timeout(Duration::from_secs(1), a.changed())
+            .await
+            .expect("a stops")
+            .ok();
         assert!(*a.borrow());
         drop(leave_b);
-        tokio::time::timeout(Duration::from_secs(1), b.changed()).await.expect("b stops").ok();
+        tokio::time::timeout(Duration::from_secs(1), b.changed())
+            .await
+            .expect("b stops")
+            .ok();
         assert!(*b.borrow());
         assert!(!*c.borrow());
         run_tx.send(true).expect("receivers alive");
-        tokio::time::timeout(Duration::from_secs(1), c.changed()).await.expect("c stops").ok();
+        tokio::time::timeout(Duration::from_secs(1), c.changed())
+            .await
+            .expect("c stops")
+            .ok();
         assert!(*c.borrow());
         // A stop taken after the run stopped is stopped at once.
         let (mut d, _leave_d) = endpoint_stop(run_rx);
-        tokio::time::timeout(Duration::from_secs(1), d.changed()).await.expect("d stops").ok();
+        tokio::time::timeout(Duration::from_secs(1), d.changed())
+            .await
+            .expect("d stops")
+            .ok();
         assert!(*d.borrow());
     }
 
@@ -642,7 +667,10 @@ mod tests {
             ..Default::default()
         };
         let r = ChurnReport::new(&cfg, &log, &reports);
-        assert_eq!((r.joiners_connected, r.joiners_with_media, r.joiners_expecting_media), (3, 2, 3));
+        assert_eq!(
+            (r.joiners_connected, r.joiners_with_media, r.joiners_expecting_media),
+            (3, 2, 3)
+        );
         assert_eq!((r.join_ms_p50, r.join_ms_max), (Some(200.0), Some(300.0)));
         assert_eq!(r.interval_s, Some(2.0));
         assert!(r.rows()[1].1.contains("2/3 received media"), "{:?}", r.rows());

@@ -222,7 +222,9 @@ impl ResourceReport {
         let f = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
         let u = |v: Option<u32>| v.map_or("n/a".into(), |v| v.to_string());
         let counts = |c: Option<BridgeCounts>| {
-            c.map_or("n/a".into(), |c| format!("{} conferences, {} endpoints", c.conferences, c.endpoints))
+            c.map_or("n/a".into(), |c| {
+                format!("{} conferences, {} endpoints", c.conferences, c.endpoints)
+            })
         };
         vec![
             (
@@ -318,7 +320,12 @@ mod tests {
             fds,
             threads: 4,
         };
-        let samples = vec![s(0.0, 10.0, 20), s(5.0, 50.0, 30), s(10.0, 100.0, 31), s(15.0, 104.0, 30)];
+        let samples = vec![
+            s(0.0, 10.0, 20),
+            s(5.0, 50.0, 30),
+            s(10.0, 100.0, 31),
+            s(15.0, 104.0, 30),
+        ];
         let r = ResourceReport::new(
             Duration::from_secs(5),
             10.0,
@@ -330,13 +337,22 @@ mod tests {
             }),
             (Some(BridgeCounts::default()), Some(s(16.0, 90.0, 21))),
         );
-        assert_eq!((r.rss_start_mib, r.rss_end_mib, r.rss_max_mib), (Some(100.0), Some(104.0), Some(104.0)));
+        assert_eq!(
+            (r.rss_start_mib, r.rss_end_mib, r.rss_max_mib),
+            (Some(100.0), Some(104.0), Some(104.0))
+        );
         let d = r.rss_drift_percent.expect("drift");
         assert!((d - 4.0).abs() < 1e-9, "{d}");
-        assert_eq!((r.fds_start, r.fds_end, r.fds_max, r.fd_drift), (Some(31), Some(30), Some(31), Some(1)));
+        assert_eq!(
+            (r.fds_start, r.fds_end, r.fds_max, r.fd_drift),
+            (Some(31), Some(30), Some(31), Some(1))
+        );
         let rows = r.rows();
         assert!(rows[0].1.contains("drift +4.00 %"), "{rows:?}");
-        assert!(rows[2].1.contains("after expire: 0 conferences, 0 endpoints"), "{rows:?}");
+        assert!(
+            rows[2].1.contains("after expire: 0 conferences, 0 endpoints"),
+            "{rows:?}"
+        );
         assert_eq!(r.charts().len(), 2);
     }
 }

@@ -231,8 +231,18 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
         summary.endpoints = joiner.roster.seated_total;
     }
     summary.resources = resources.map(|(samples, after)| {
-        let warmup = scenario.resources.warmup.map_or(f64::from(window.0), |w| w.as_secs_f64());
-        ResourceReport::new(scenario.resources.interval, warmup, before, samples, stats_at_end, after)
+        let warmup = scenario
+            .resources
+            .warmup
+            .map_or(f64::from(window.0), |w| w.as_secs_f64());
+        ResourceReport::new(
+            scenario.resources.interval,
+            warmup,
+            before,
+            samples,
+            stats_at_end,
+            after,
+        )
     });
     Ok(summary)
 }

@@ -48,11 +48,24 @@ impl Drop for Bridge {
 
 impl Bridge {
     fn start() -> Self {
-        let rest_port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let udp_port = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let rest_port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let udp_port = UdpSocket::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let rest_addr: SocketAddr = ([127, 0, 0, 1], rest_port).into();
         let child = Command::new(palim())
-            .args(["--udp-port", &udp_port.to_string(), "--rest-bind", &rest_addr.to_string()])
+            .args([
+                "--udp-port",
+                &udp_port.to_string(),
+                "--rest-bind",
+                &rest_addr.to_string(),
+            ])
             .env("RUST_LOG", "warn")
             .env_remove("XMPP_SERVER")
             .stdin(Stdio::null())
@@ -141,7 +154,10 @@ interval = "1s"
     assert_eq!(n("joiners_connected"), n("joins"), "{c}");
     assert!(n("joiners_expecting_media") > 0, "{c}");
     assert_eq!(n("joiners_with_media"), n("joiners_expecting_media"), "{c}");
-    assert!(c["join_ms_p50"].as_f64().is_some_and(|ms| ms > 0.0 && ms < 5000.0), "{c}");
+    assert!(
+        c["join_ms_p50"].as_f64().is_some_and(|ms| ms > 0.0 && ms < 5000.0),
+        "{c}"
+    );
     // Everyone who ever joined connected; the initial 6 plus the joiners.
     assert_eq!(v["connected"], v["endpoints"], "{stderr}");
     assert_eq!(v["endpoints"].as_u64(), Some(6 + n("joins")));
