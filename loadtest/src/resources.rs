@@ -126,7 +126,8 @@ pub async fn bridge_counts(rest: &str) -> Option<BridgeCounts> {
 }
 
 /// After the harness expired its conferences: poll `/colibri/stats` until it shows none (at
-/// most `within`), then sample the process once more.
+/// most `within`; Palim caches that page for `rest.stats_interval`, 5 s by default), then
+/// sample the process once more.
 pub async fn after_expire(
     rest: &str,
     pid: Option<u32>,

@@ -211,7 +211,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     let resources = match resource_sampler {
         Some(sampler) => {
             let samples = sampler.await.unwrap_or_default();
-            let after = resources::after_expire(&target.rest, target.pid, shared.epoch, Duration::from_secs(3)).await;
+            let after = resources::after_expire(&target.rest, target.pid, shared.epoch, Duration::from_secs(10)).await;
             Some((samples, after))
         }
         None => None,
