@@ -12,6 +12,7 @@
 #     endpoint connected and every joiner with a sending peer received media.
 # Writes $SOAK_OUT (default $CARGO_TARGET_DIR/soak or target/soak): palim.log, result.json,
 # report.html (RSS, fd and thread plots), summary.txt. Exits non-zero when a check fails.
+# SOAK_NO_BUILD=1 skips the build; SOAK_BIN_DIR picks other palim/loadtest binaries.
 #   SOAK_MINUTES=3 ./scripts/soak.sh        # a short proof run
 #   ./scripts/soak.sh --seed 7              # extra arguments go to the harness
 set -euo pipefail
@@ -34,7 +35,7 @@ mkdir -p "$out"
 if [[ -z ${SOAK_NO_BUILD:-} ]]; then
   cargo build --release -p signaling --bin palim -p loadtest --bin loadtest
 fi
-bin=$target_dir/release
+bin=${SOAK_BIN_DIR:-$target_dir/release}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rest_port=${SOAK_REST_PORT:-$(free_port)}
@@ -85,8 +86,9 @@ check() { # check <ok 0|1> <message>
   fi
   if [[ -s $out/result.json ]]; then
     j() { jq -r "$1" "$out/result.json"; }
-    rs=$(j .resources.rss_start_mib) re=$(j .resources.rss_end_mib) rm=$(j .resources.rss_max_mib)
-    drift=$(j .resources.rss_drift_percent)
+    j2() { jq -r "($1) | if . == null then \"n/a\" else (. * 100 | round / 100) end" "$out/result.json"; }
+    rs=$(j2 .resources.rss_start_mib) re=$(j2 .resources.rss_end_mib) rm=$(j2 .resources.rss_max_mib)
+    drift=$(j2 .resources.rss_drift_percent)
     ok=$(jq -r --argjson lim "$rss_limit" '.resources.rss_drift_percent as $d | if $d == null then 0 elif $d <= $lim then 1 else 0 end' "$out/result.json")
     check "$ok" "RSS after warm-up ${rs} MiB, end ${re} MiB (max ${rm}): drift ${drift} % (limit +${rss_limit} %)"
     fs=$(j .resources.fds_start) fe=$(j .resources.fds_end) fm=$(j .resources.fds_max)
