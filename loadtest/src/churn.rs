@@ -526,9 +526,8 @@ async fn replace_conference(
 
 /// Stop an endpoint, keep its report, and count it out of the live totals.
 async fn leave(joiner: &mut Joiner<'_>, o: Occupant) {
-    if let Some(report) = o.stop().await {
-        joiner.on_left(report);
-    }
+    let report = o.stop().await;
+    joiner.on_left(report);
 }
 
 #[cfg(test)]

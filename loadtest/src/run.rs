@@ -273,16 +273,19 @@ impl Joiner<'_> {
         Ok(())
     }
 
-    /// An endpoint that left: keep its report, count it out of the live totals.
-    pub(crate) fn on_left(&mut self, report: EndpointReport) {
+    /// An endpoint left: count it out of the live totals, keep its report (`None`: its task
+    /// failed, already logged).
+    pub(crate) fn on_left(&mut self, report: Option<EndpointReport>) {
         let dec = |n: &AtomicU32| {
             let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
         };
         dec(&self.shared.joined);
-        if report.connected {
-            dec(&self.shared.connected);
+        if let Some(report) = report {
+            if report.connected {
+                dec(&self.shared.connected);
+            }
+            self.roster.left.push(report);
         }
-        self.roster.left.push(report);
     }
 
     /// Join a new endpoint into seat `e` of conference `c` (creating the conference on the
