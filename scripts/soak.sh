@@ -12,7 +12,8 @@
 #     endpoint connected and every joiner with a sending peer received media.
 # Writes $SOAK_OUT (default $CARGO_TARGET_DIR/soak or target/soak): palim.log, result.json,
 # report.html (RSS, fd and thread plots), summary.txt. Exits non-zero when a check fails.
-# SOAK_NO_BUILD=1 skips the build; SOAK_BIN_DIR picks other palim/loadtest binaries.
+# SOAK_NO_BUILD=1 skips the build; SOAK_BIN_DIR picks other palim/loadtest binaries;
+# SOAK_SCENARIO another scenario (e.g. one without [churn], to compare).
 #   SOAK_MINUTES=3 ./scripts/soak.sh        # a short proof run
 #   ./scripts/soak.sh --seed 7              # extra arguments go to the harness
 set -euo pipefail
@@ -28,6 +29,7 @@ else
 fi
 rss_limit=${SOAK_RSS_PERCENT:-5}
 fd_slack=${SOAK_FD_SLACK:-3}
+scenario=${SOAK_SCENARIO:-scenarios/soak.toml}
 target_dir=${CARGO_TARGET_DIR:-target}
 out=${SOAK_OUT:-$target_dir/soak}
 mkdir -p "$out"
@@ -61,7 +63,7 @@ done
 echo "soak: palim pid $palim_pid on $rest; ${minutes} min, RSS baseline after ${warmup_s} s; output in $out" >&2
 started=$(date -u +%FT%TZ)
 set +e
-"$bin/loadtest" --rest "$rest" --bridge-pid "$palim_pid" --scenario scenarios/soak.toml \
+"$bin/loadtest" --rest "$rest" --bridge-pid "$palim_pid" --scenario "$scenario" \
   --duration "${minutes}m" --rss-warmup "${warmup_s}s" \
   --json "$out/result.json" --report "$out/report.html" "$@" 2>&1 | tee "$out/harness.log"
 harness_rc=${PIPESTATUS[0]}
@@ -71,7 +73,7 @@ check() { # check <ok 0|1> <message>
   if [[ $1 == 1 ]]; then echo "PASS  $2"; else echo "FAIL  $2"; fi
 }
 {
-  echo "Palim soak, started $started, ${minutes} min, scenario scenarios/soak.toml $*"
+  echo "Palim soak, started $started, ${minutes} min, scenario $scenario $*"
   echo "git $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   check "$([[ $harness_rc == 0 ]] && echo 1 || echo 0)" "harness exit status $harness_rc"
   alive=0; kill -0 "$palim_pid" 2>/dev/null && alive=1
