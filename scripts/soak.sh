@@ -103,12 +103,16 @@ check() { # check <ok 0|1> <message>
     after=$(j '.resources.stats_after_expire | "\(.conferences) conferences, \(.endpoints) endpoints"')
     ok=$(jq -r '.resources.stats_after_expire | if . != null and .conferences == 0 and .endpoints == 0 then 1 else 0 end' "$out/result.json")
     check "$ok" "/colibri/stats after expiring everything: $after (at end: $(j '.resources.stats_at_end | "\(.conferences) conferences, \(.endpoints) endpoints"'))"
-    ok=$(jq -r '.churn | if . != null and .join_failures == 0 and .joins > 0 then 1 else 0 end' "$out/result.json")
-    check "$ok" "churn: $(j '.churn | "\(.leaves) leaves, \(.joins) joins, \(.join_failures) failed, \(.conferences_expired) conferences replaced; join ms p50 \(.join_ms_p50 | floor) p99 \(.join_ms_p99 | floor) max \(.join_ms_max | floor)"')"
     ok=$(jq -r 'if .connected == .endpoints then 1 else 0 end' "$out/result.json")
     check "$ok" "endpoints connected $(j .connected) of $(j .endpoints) that ever joined"
-    ok=$(jq -r '.churn | if . != null and .joiners_with_media == .joiners_expecting_media then 1 else 0 end' "$out/result.json")
-    check "$ok" "churn joiners that received media: $(j .churn.joiners_with_media) of $(j .churn.joiners_expecting_media)"
+    if [[ $(j '.churn != null') == true ]]; then
+      ok=$(jq -r '.churn | if .join_failures == 0 and .joins > 0 then 1 else 0 end' "$out/result.json")
+      check "$ok" "churn: $(j '.churn | "\(.leaves) leaves, \(.joins) joins, \(.join_failures) failed, \(.conferences_expired) conferences replaced; join ms p50 \(.join_ms_p50 // 0 | floor) p99 \(.join_ms_p99 // 0 | floor) max \(.join_ms_max // 0 | floor)"')"
+      ok=$(jq -r '.churn | if .joiners_with_media == .joiners_expecting_media then 1 else 0 end' "$out/result.json")
+      check "$ok" "churn joiners that received media: $(j .churn.joiners_with_media) of $(j .churn.joiners_expecting_media)"
+    else
+      echo "INFO  no churn in this scenario"
+    fi
     echo "INFO  loss $(j '.totals.loss_percent * 100 | floor / 100') %, latency p99 $(j '.totals.latency_ms_p99 * 10 | floor / 10') ms, harness timer lag p99 $(j '.totals.harness_lag_ms_p99 * 10 | floor / 10') ms, bridge CPU $(j '.bridge.cpu_percent // 0 | floor') %"
   else
     check 0 "no result.json"
