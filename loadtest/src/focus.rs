@@ -140,6 +140,15 @@ impl Focus {
         self.patch(meeting_id, body).await.map(|_| ())
     }
 
+    /// Expire one endpoint, as Jicofo does when a participant leaves.
+    pub async fn expire_endpoint(&self, meeting_id: &str, endpoint: &str) -> anyhow::Result<()> {
+        let body = json!({
+            "meeting-id": meeting_id,
+            "endpoints": [ { "id": endpoint, "expire": true } ],
+        });
+        self.patch(meeting_id, body).await.map(|_| ())
+    }
+
     /// Expire the whole conference.
     pub async fn expire(&self, meeting_id: &str) -> anyhow::Result<()> {
         self.patch(meeting_id, json!({ "meeting-id": meeting_id, "expire": true }))

@@ -6,12 +6,14 @@
 //! traffic on a fresh machine. See docs/loadtest.md.
 
 mod check;
+mod churn;
 mod endpoint;
 mod focus;
 mod janus;
 mod link;
 mod metrics;
 mod report;
+mod resources;
 mod run;
 mod scenario;
 #[allow(dead_code)] // shape generators and checks: not every accessor is used by the harness
@@ -93,6 +95,18 @@ struct Args {
     delay_ms: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Churn: every interval one endpoint leaves and a new one joins (e.g. 2s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    churn_interval: Option<Duration>,
+    /// Churn: every interval a whole conference is expired and a new one created.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    conference_churn_interval: Option<Duration>,
+    /// Time between samples of the bridge's RSS, fds and threads.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    resource_interval: Option<Duration>,
+    /// Take the bridge's RSS baseline this long after the start (default: the window start).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    rss_warmup: Option<Duration>,
     /// Ramp mode: add conferences until loss or p99 latency exceed the scenario's limits.
     #[arg(long)]
     ramp: bool,
@@ -238,6 +252,18 @@ fn scenario_of(args: &Args) -> anyhow::Result<(Scenario, String)> {
     set!(loss => link.downlink.loss_percent);
     set!(delay_ms => link.uplink.delay_ms);
     set!(delay_ms => link.downlink.delay_ms);
+    set!(resource_interval => resources.interval);
+    macro_rules! set_some {
+        ($flag:ident => $($field:ident).+) => {
+            if let Some(v) = args.$flag {
+                s.$($field).+ = Some(v);
+                overrides.push(format!("{} = {:?}", stringify!($flag), v));
+            }
+        };
+    }
+    set_some!(churn_interval => churn.interval);
+    set_some!(conference_churn_interval => churn.conference_interval);
+    set_some!(rss_warmup => resources.warmup);
     if args.ramp {
         s.mode = Mode::Ramp;
         overrides.push("mode = ramp".into());
@@ -275,6 +301,9 @@ fn render_report(summary: &Summary, scenario_text: &str) -> String {
             ));
         }
         extra.push_str("</table>");
+    }
+    if let Some(r) = &summary.resources {
+        charts.extend(r.charts());
     }
     if let Some(r) = &summary.ramp {
         extra.push_str("<h2>Ramp</h2><table><tr><th>endpoints</th><th>loss %</th><th>p99 ms</th><th>received pkt/s</th><th>bridge CPU %</th><th>harness CPU %</th><th>harness lag p99 ms</th><th></th></tr>");

@@ -10,12 +10,13 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::churn::{self, ChurnReport, Occupant, Roster};
 use crate::endpoint::{self, ssrcs_of, EndpointReport, EndpointSetup, Peer};
 use crate::focus::Focus;
 use crate::link::Link;
 use crate::metrics::{proc_usage, self_usage, Bin, Collector, EndpointSeries, ProcSample, SecondPoint};
+use crate::resources::{self, ResourceReport};
 use crate::scenario::{Mode, Scenario};
 
 /// Where the bridge is and how to watch it.
@@ -47,6 +48,10 @@ pub struct Summary {
     pub receivers: Vec<EndpointSeries>,
     /// The scenario's `[check]` criteria evaluated on this run (check.rs).
     pub checks: Vec<crate::check::Verdict>,
+    /// Leaves and joins during the window (`[churn]`), when enabled.
+    pub churn: Option<ChurnReport>,
+    /// The bridge's RSS, fds and threads, when its pid is known.
+    pub resources: Option<ResourceReport>,
     pub endpoints_detail: Vec<EndpointReport>,
 }
 
@@ -149,16 +154,27 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
         per_endpoint,
         stop_rx.clone(),
     ));
+    let before = target.pid.and_then(|p| resources::sample(p, 0.0));
+    let resource_sampler = target.pid.map(|p| {
+        tokio::spawn(resources::sample_loop(
+            p,
+            shared.epoch,
+            scenario.resources.interval,
+            stop_rx.clone(),
+        ))
+    });
     let mut joiner = Joiner {
         focus: focus.clone(),
         scenario,
         cert,
         shared: shared.clone(),
         stop: stop_rx,
-        tasks: Vec::new(),
+        roster: Roster::default(),
+        next_index: 0,
         conferences: 0,
         next_join: Instant::now(),
     };
+    let mut churn_log = None;
     let meeting = |c: u32| format!("loadtest-{}-{c}", std::process::id());
 
     let outcome = async {
@@ -170,7 +186,11 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
                 tokio::time::sleep(scenario.warmup).await;
                 let from = second_of(&shared, Instant::now()) + 1;
                 sleep_until_second(&shared, from).await;
-                sleep_until_second(&shared, from + scenario.duration.as_secs() as u32).await;
+                let until = shared.epoch + Duration::from_secs(u64::from(from) + scenario.duration.as_secs());
+                let log = churn::drive(&mut joiner, &meeting, &scenario.churn, scenario.seed, until).await;
+                if scenario.churn.enabled() {
+                    churn_log = Some(log);
+                }
                 // Let the endpoints flush, and the sampler record, the window's last second.
                 tokio::time::sleep(Duration::from_millis(400)).await;
                 ((from, from + scenario.duration.as_secs() as u32), None)
@@ -186,9 +206,10 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     .await;
 
     let end = second_of(&shared, Instant::now());
+    let stats_at_end = resources::bridge_counts(&target.rest).await;
     let _ = stop_tx.send(true);
-    let mut reports = Vec::new();
-    for t in joiner.tasks.drain(..) {
+    let mut reports = std::mem::take(&mut joiner.roster.left);
+    for t in joiner.roster.take_tasks() {
         match t.await {
             Ok(Ok(r)) => reports.push(r),
             Ok(Err(e)) => eprintln!("endpoint failed: {e:#}"),
@@ -199,9 +220,17 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
     if target.progress {
         eprintln!();
     }
-    for c in 0..joiner.conferences {
+    for c in joiner.roster.live() {
         let _ = focus.expire(&meeting(c)).await;
     }
+    let resources = match resource_sampler {
+        Some(sampler) => {
+            let samples = sampler.await.unwrap_or_default();
+            let after = resources::after_expire(&target.rest, target.pid, shared.epoch, Duration::from_secs(10)).await;
+            Some((samples, after))
+        }
+        None => None,
+    };
     let (window, ramp) = outcome?;
     reports.sort_by_key(|r| r.index);
     let collector = shared
@@ -215,40 +244,94 @@ pub async fn run(scenario: &Scenario, target: &Target) -> anyhow::Result<Summary
         r.points.truncate(end as usize);
     }
     summary.checks = crate::check::evaluate(&summary.scenario, summary.window, &summary.receivers);
+    if let Some(log) = churn_log {
+        summary.churn = Some(ChurnReport::new(&scenario.churn, &log, &summary.endpoints_detail));
+        // Every endpoint that ever joined must have connected.
+        summary.endpoints = joiner.roster.seated_total;
+    }
+    summary.resources = resources.map(|(samples, after)| {
+        let warmup = scenario
+            .resources
+            .warmup
+            .map_or(f64::from(window.0), |w| w.as_secs_f64());
+        ResourceReport::new(
+            scenario.resources.interval,
+            warmup,
+            before,
+            samples,
+            stats_at_end,
+            after,
+        )
+    });
     Ok(summary)
 }
 
-/// Adds conferences at the scenario's join rate and keeps the endpoint tasks.
-struct Joiner<'a> {
-    focus: Focus,
-    scenario: &'a Scenario,
+/// Adds conferences and endpoints at the scenario's join rate and keeps the endpoints (by
+/// conference and seat, so churn can replace them).
+pub(crate) struct Joiner<'a> {
+    pub(crate) focus: Focus,
+    pub(crate) scenario: &'a Scenario,
     cert: str0m::config::DtlsCert,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<EndpointReport>>>,
+    pub(crate) roster: Roster,
+    /// The next endpoint's global index (its SSRCs and name derive from it).
+    pub(crate) next_index: u32,
     conferences: u32,
     next_join: Instant,
 }
 
 impl Joiner<'_> {
-    async fn add_conference(&mut self, meeting: &dyn Fn(u32) -> String) -> anyhow::Result<()> {
-        let s = self.scenario;
+    pub(crate) async fn add_conference(&mut self, meeting: &dyn Fn(u32) -> String) -> anyhow::Result<()> {
         let c = self.conferences;
         self.conferences += 1;
-        let n = s.endpoints;
+        self.roster.add_conference(c, self.scenario.endpoints, self.next_index);
+        for e in 0..self.scenario.endpoints {
+            self.join(meeting, c, e, e == 0).await?;
+        }
+        Ok(())
+    }
+
+    /// An endpoint left: count it out of the live totals, keep its report (`None`: its task
+    /// failed, already logged).
+    pub(crate) fn on_left(&mut self, report: Option<EndpointReport>) {
+        let dec = |n: &AtomicU32| {
+            let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        };
+        dec(&self.shared.joined);
+        if let Some(report) = report {
+            if report.connected {
+                dec(&self.shared.connected);
+            }
+            self.roster.left.push(report);
+        }
+    }
+
+    /// Join a new endpoint into seat `e` of conference `c` (creating the conference on the
+    /// bridge when `create`), with the role the scenario gives that position. Returns its
+    /// global index and whether any of its peers sends media.
+    pub(crate) async fn join(
+        &mut self,
+        meeting: &dyn Fn(u32) -> String,
+        c: u32,
+        e: u32,
+        create: bool,
+    ) -> anyhow::Result<(u32, bool)> {
+        let s = self.scenario;
         let (vs, aus) = (s.video_senders(), s.audio_senders());
         let interval = Duration::from_secs_f64(1.0 / s.join_rate);
-        for e in 0..n {
+        {
             tokio::time::sleep_until(self.next_join.into()).await;
             self.next_join = Instant::now().max(self.next_join) + interval;
-            let index = c * n + e;
+            let index = self.next_index;
+            self.next_index += 1;
             let name = format!("ep{index:05x}");
             let (sends_video, sends_audio) = (e < vs, e < aus);
             let join_started = Instant::now();
             let peer = Peer::new(&self.cert, s.codec, join_started);
             let bridge = self
                 .focus
-                .allocate(&meeting(c), e == 0, &name, s.codec)
+                .allocate(&meeting(c), create, &name, s.codec)
                 .await
                 .with_context(|| format!("allocating {name}"))?;
             if bridge.sctp_port != Some(5000) {
@@ -271,10 +354,13 @@ impl Joiner<'_> {
                 )
                 .await
                 .with_context(|| format!("session-accept for {name}"))?;
-            let peers = (0..n)
-                .filter(|&o| o != e)
-                .map(|o| (c * n + o, o < vs, o < aus))
+            let peers: Vec<(u32, bool, bool)> = self
+                .roster
+                .peers(c, e)
+                .into_iter()
+                .map(|(o, index)| (index, o < vs, o < aus))
                 .collect();
+            let expects_media = peers.iter().any(|p| p.1 || p.2);
             let (links, class) = s.link_of(c, e);
             let setup = EndpointSetup {
                 index,
@@ -294,11 +380,13 @@ impl Joiner<'_> {
                 collector: self.shared.collector.clone(),
                 connected_count: self.shared.connected.clone(),
             };
-            self.tasks
-                .push(tokio::spawn(endpoint::run(peer, setup, self.stop.clone())));
+            let (stop, leave) = churn::endpoint_stop(self.stop.clone());
+            let task = tokio::spawn(endpoint::run(peer, setup, stop));
+            self.roster
+                .seat(c, e, Occupant::new(index, name, join_started, leave, task));
             self.shared.joined.fetch_add(1, Ordering::Relaxed);
+            Ok((index, expects_media))
         }
-        Ok(())
     }
 }
 
@@ -640,6 +728,8 @@ fn summarise(
             (rate > 0).then_some(f64::from(rate))
         }),
         checks: Vec::new(),
+        churn: None,
+        resources: None,
         endpoints_detail: reports,
     }
 }
@@ -743,6 +833,12 @@ impl Summary {
                 }
             ),
         ));
+        if let Some(c) = &self.churn {
+            rows.extend(c.rows());
+        }
+        if let Some(r) = &self.resources {
+            rows.extend(r.rows());
+        }
         if let Some(r) = &self.ramp {
             rows.push((
                 "capacity".into(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::churn::ChurnConfig;
 use crate::link::LinkConfig;
+use crate::resources::ResourceConfig;
 
 /// The video an endpoint sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -69,6 +71,10 @@ pub struct Scenario {
     /// Bandwidth-estimation criteria to evaluate on the run (check.rs); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::check::CheckConfig>,
+    /// Endpoints leaving and joining during the measured window (steady mode).
+    pub churn: ChurnConfig,
+    /// How the bridge's RSS, fds and threads are sampled (when its pid is known).
+    pub resources: ResourceConfig,
 }
 
 /// What receivers ask the bridge for, sent as `ReceiverVideoConstraints` on the bridge channel
@@ -236,6 +242,8 @@ impl Default for Scenario {
             class: Vec::new(),
             ramp: RampConfig::default(),
             check: None,
+            churn: ChurnConfig::default(),
+            resources: ResourceConfig::default(),
         }
     }
 }
@@ -319,6 +327,11 @@ impl Scenario {
                     c.name
                 ));
             }
+        }
+        self.churn.validate()?;
+        self.resources.validate()?;
+        if self.mode == Mode::Ramp && self.churn.enabled() {
+            return Err("churn runs in steady mode only".into());
         }
         if self.mode == Mode::Ramp {
             let r = &self.ramp;

@@ -501,7 +501,10 @@ impl Config {
             }
         }
         if !(1..=32).contains(&self.sfu.io_batch) {
-            return Err(invalid("sfu.io_batch", format!("{} is not between 1 and 32", self.sfu.io_batch)));
+            return Err(invalid(
+                "sfu.io_batch",
+                format!("{} is not between 1 and 32", self.sfu.io_batch),
+            ));
         }
         if self.xmpp.presence_interval.is_zero() {
             return Err(invalid("xmpp.presence_interval", "must be more than 0".into()));

@@ -61,12 +61,7 @@ pub fn send(fd: RawFd, items: &[Transmit]) -> io::Result<usize> {
 /// `buf`; `out[i]` gets datagram i's length and source. Returns how many arrived (at least one),
 /// or `WouldBlock` when none is queued. A datagram longer than `slot` is truncated (and then
 /// fails authentication or parsing downstream, as a truncated read always did).
-pub fn recv(
-    fd: RawFd,
-    buf: &mut [u8],
-    slot: usize,
-    out: &mut [(usize, SocketAddr); BATCH],
-) -> io::Result<usize> {
+pub fn recv(fd: RawFd, buf: &mut [u8], slot: usize, out: &mut [(usize, SocketAddr); BATCH]) -> io::Result<usize> {
     let n = (buf.len() / slot.max(1)).min(BATCH);
     if n == 0 {
         return Ok(0);
