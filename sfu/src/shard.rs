@@ -1631,6 +1631,24 @@ fn handle_rtp(
             out.ssrc = ssrc;
             out.seq = seq;
             out.ts = ts;
+            // TL0PICIDX and AV1 frame numbers continue on the slot across remaps (§3.5).
+            if let (true, Some(s), Some(cl)) = (is_video, r.recv.slots.as_mut(), classified.as_ref()) {
+                if let Some(rw) = rewrite.as_mut() {
+                    rw.tl0picidx = rw.tl0picidx.map(|t| s.video.continue_tl0(route.source, t));
+                }
+                if let Some(dd) = cl.dd.as_ref() {
+                    let frame = s.video.continue_frame(route.source, dd.frame_number);
+                    if frame != dd.frame_number {
+                        let mut d = dd.clone();
+                        d.frame_number = frame;
+                        if let Some(mask) = rewrite.and_then(|rw| rw.active_decode_targets) {
+                            d.active_decode_targets = Some(mask);
+                        }
+                        let structure = conf.video.get(&route.source).and_then(|v| v.av1_structure.as_ref());
+                        dd_len = crate::codec::av1_dd::write(&d, structure, &mut dd_buf).unwrap_or(0);
+                    }
+                }
+            }
         }
         let mut buf = io.take_buf();
         let tcc = (r.neg.ext.transport_cc != 0).then(|| {
@@ -3300,6 +3318,153 @@ mod tests {
             }
         }
         assert_eq!(rtx, Some((602, 96, lost)), "retransmission on the slot's RTX SSRC");
+    }
+
+    /// A VP8 packet with picture ID and TL0PICIDX (every frame a base-layer frame).
+    fn vp8_rtp_tl0(ssrc: u32, seq: u16, ts: u32, pid: u16, tl0: u8, keyframe: bool) -> BytesMut {
+        let mut p = vec![0x80, 0x80 | 100];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x90, 0xC0, 0x80 | (pid >> 8) as u8, pid as u8, tl0]);
+        if keyframe {
+            p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+        } else {
+            p.extend_from_slice(&[0x11, 0, 0]);
+        }
+        p.resize(p.len() + 100, 0x5A);
+        BytesMut::from(&p[..])
+    }
+
+    /// One video slot shared by two VP8 senders as the receiver moves its on-stage source back
+    /// and forth: every hand-over is announced before media, and on the slot SSRC the sequence
+    /// numbers stay +1 and TL0PICIDX stays +1 per base-layer frame across the remaps (§3.5).
+    #[test]
+    fn video_slot_remaps_keep_seq_and_tl0picidx_continuous() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(5),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        for ep in 1..=2 {
+            assert!(create(&mut s, now, 1, ep).is_ok());
+            let video = SourceDescription {
+                kind: MediaKind::Video,
+                name: format!("ep{ep}-v0"),
+                ssrcs: vec![Ssrc(200 + ep)],
+                groups: vec![],
+                video_type: Some(crate::control::VideoType::Camera),
+            };
+            let set = Command::SetSources {
+                conf: c,
+                ep: EndpointId(ep),
+                sources: vec![video],
+            };
+            assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        }
+        create_rewriting(&mut s, now, 1, 4);
+        for ep in [1, 2, 4] {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Video,
+                payload_types: vec![crate::control::PayloadType {
+                    pt: 100,
+                    name: "VP8".into(),
+                    clock_rate: 90_000,
+                    apt: None,
+                    feedback: vec![],
+                }],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            connect_plain(&mut s, c, ep);
+        }
+        {
+            let r = s
+                .conferences
+                .get_mut(&c)
+                .and_then(|c| c.endpoints.get_mut(&EndpointId(4)));
+            let r = r.expect("receiver");
+            r.recv.slots = Some(Box::new(SlotPools::new(&[(601, 602)], &[501])));
+            r.ws_open = true;
+            r.ws_active = true;
+        }
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let stage = |name: &str| Command::BridgeChannelMessage {
+            conf: c,
+            ep: EndpointId(4),
+            text: format!(
+                r#"{{"colibriClass":"ReceiverVideoConstraints","lastN":1,"onStageSources":["{name}"],"defaultConstraints":{{"maxHeight":720}}}}"#
+            ),
+        };
+        // Per sender: seq, picture ID and TL0PICIDX counters far apart from each other.
+        let mut seq = [0u16, 100, 40_000];
+        let mut tl0 = [0u8, 10, 200];
+        let mut announced: Option<String> = None;
+        let mut maps = 0;
+        let mut last: Option<(u16, u8)> = None;
+        let mut per_source = [0usize; 3];
+        let mut t = now;
+        for round in 0..6u16 {
+            let on = if round % 2 == 0 { 1 } else { 2 };
+            assert_eq!(s.handle_command(t, stage(&format!("ep{on}-v0"))), Ok(Reply::Done));
+            for n in 0..40u16 {
+                t += Duration::from_millis(33);
+                for ep in 1..=2usize {
+                    seq[ep] = seq[ep].wrapping_add(1);
+                    tl0[ep] = tl0[ep].wrapping_add(1);
+                    let ts = u32::from(seq[ep]).wrapping_mul(3000);
+                    let key = n % 10 == 0;
+                    let pkt = vp8_rtp_tl0(200 + ep as u32, seq[ep], ts, seq[ep] & 0x7fff, tl0[ep], key);
+                    s.handle_datagram(t, local, peer_addr(ep as u32), pkt);
+                }
+                s.handle_timeout(t);
+                while let Some(ev) = s.poll_event() {
+                    if let Event::BridgeChannelSend {
+                        ep: EndpointId(4),
+                        text,
+                        ..
+                    } = ev
+                    {
+                        if text.contains("VideoSourcesMap") {
+                            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                            for e in v["mappedSources"].as_array().into_iter().flatten() {
+                                assert_eq!(e["ssrc"].as_u64(), Some(601));
+                                announced = e["source"].as_str().map(str::to_owned);
+                                maps += 1;
+                            }
+                        }
+                    }
+                }
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.remote != peer_addr(4) || demux::classify(&tx.data) != Kind::Rtp {
+                        continue;
+                    }
+                    let h = RtpHeader::parse(&tx.data).expect("rtp");
+                    if h.pt() != 100 {
+                        continue; // padding/probes
+                    }
+                    assert_eq!(h.ssrc().0, 601, "video only on the slot SSRC");
+                    let payload = &tx.data[h.payload_range()];
+                    let out_tl0 = payload[4];
+                    // Which sender: the payload tail is the same for both, so go by the map.
+                    let owner = announced.as_deref().expect("media before any map");
+                    per_source[if owner == "ep1-v0" { 1 } else { 2 }] += 1;
+                    if let Some((ls, lt)) = last {
+                        assert_eq!(h.seq(), ls.wrapping_add(1), "round {round}: slot seq not +1");
+                        assert_eq!(out_tl0, lt.wrapping_add(1), "round {round}: TL0PICIDX not +1");
+                    }
+                    last = Some((h.seq(), out_tl0));
+                }
+            }
+        }
+        assert!(maps >= 6, "the slot changed hands {maps} times, want 6");
+        assert!(per_source[1] > 40 && per_source[2] > 40, "both sources forwarded: {per_source:?}");
     }
 
     /// An endpoint that never connects is inactive after the first-transfer timeout (15 s),

@@ -41,6 +41,12 @@ struct Slot<K> {
     base: u16,
     /// Video: the current source has not yet sent the start of a keyframe on this slot.
     awaiting_keyframe: bool,
+    /// Newest VP8/VP9 TL0PICIDX and AV1 frame number the receiver saw on this SSRC, and the
+    /// current source's deltas onto them (media.md §3.5: both continue across a remap).
+    last_tl0: Option<u8>,
+    tl0_delta: Option<u8>,
+    last_frame: Option<u16>,
+    frame_delta: Option<u16>,
 }
 
 /// A receiver's pool of send SSRCs for one media kind, assigned to sources in LRU order.
@@ -69,6 +75,10 @@ impl<K: Copy + Eq> SsrcSlots<K> {
                     last_out: None,
                     deltas: None,
                     awaiting_keyframe: video,
+                    last_tl0: None,
+                    tl0_delta: None,
+                    last_frame: None,
+                    frame_delta: None,
                 })
                 .collect(),
             clock: 0,
@@ -131,6 +141,8 @@ impl<K: Copy + Eq> SsrcSlots<K> {
         let evicted = s.source.replace(source);
         s.last_used = now;
         s.deltas = None;
+        s.tl0_delta = None;
+        s.frame_delta = None;
         s.awaiting_keyframe = video;
         tracing::debug!(slot = i, ssrc = s.ssrc, "ssrc slot assigned");
         Some(SlotAssignment::Assigned {
@@ -143,8 +155,11 @@ impl<K: Copy + Eq> SsrcSlots<K> {
     /// Frees the slot of `source` silently (owner expired). Its seq/ts state stays with the slot.
     pub fn release(&mut self, source: K) {
         if let Some(i) = self.slot_of(source) {
-            self.slots[i].source = None;
-            self.slots[i].deltas = None;
+            let s = &mut self.slots[i];
+            s.source = None;
+            s.deltas = None;
+            s.tl0_delta = None;
+            s.frame_delta = None;
         }
     }
 
@@ -193,6 +208,38 @@ impl<K: Copy + Eq> SsrcSlots<K> {
         Some((s.ssrc, out.0, out.1))
     }
 
+    /// The TL0PICIDX to write for a (forwarded) packet of `source`: the projection's value,
+    /// continued from the last one the receiver saw on the slot when the slot carried another
+    /// source before. Call after [`SsrcSlots::rewrite`] accepted the packet.
+    pub fn continue_tl0(&mut self, source: K, tl0: u8) -> u8 {
+        let Some(i) = self.slot_of(source) else { return tl0 };
+        let s = &mut self.slots[i];
+        let d = *s
+            .tl0_delta
+            .get_or_insert_with(|| s.last_tl0.map_or(0, |l| l.wrapping_add(1).wrapping_sub(tl0)));
+        let out = tl0.wrapping_add(d);
+        if s.last_tl0.is_none_or(|l| out.wrapping_sub(l) < 0x80) {
+            s.last_tl0 = Some(out);
+        }
+        out
+    }
+
+    /// The AV1 dependency-descriptor frame number to write for a packet of `source`, continued
+    /// across remaps like [`SsrcSlots::continue_tl0`]. A constant shift per mapping keeps the
+    /// frame diffs (references) valid.
+    pub fn continue_frame(&mut self, source: K, frame: u16) -> u16 {
+        let Some(i) = self.slot_of(source) else { return frame };
+        let s = &mut self.slots[i];
+        let d = *s
+            .frame_delta
+            .get_or_insert_with(|| s.last_frame.map_or(0, |l| l.wrapping_add(1).wrapping_sub(frame)));
+        let out = frame.wrapping_add(d);
+        if s.last_frame.is_none_or(|l| out.wrapping_sub(l) < 0x8000) {
+            s.last_frame = Some(out);
+        }
+        out
+    }
+
     /// The source currently mapped to slot SSRC `ssrc` (to route PLI/FIR/NACK back).
     pub fn source_of(&self, ssrc: u32) -> Option<K> {
         self.slots.iter().find(|s| s.ssrc == ssrc).and_then(|s| s.source)
@@ -221,6 +268,34 @@ impl<K: Copy + Eq> SsrcSlots<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot handed from one source to another continues TL0PICIDX and AV1 frame numbers
+    /// where the first source left them (media.md §3.5), and a source keeps its own shift.
+    #[test]
+    fn tl0_and_frame_number_continue_across_a_remap() {
+        let mut p: SsrcSlots<u32> = SsrcSlots::new(&[100], true);
+        p.activate(1);
+        assert!(p.rewrite(1, 10, 1000, true).is_some());
+        assert_eq!(p.continue_tl0(1, 200), 200, "the first source on a fresh slot is not shifted");
+        assert_eq!(p.continue_frame(1, 5000), 5000);
+        assert_eq!(p.continue_tl0(1, 201), 201);
+        assert_eq!(p.continue_frame(1, 5003), 5003);
+        // Source 2 takes the slot (LRU of one); its own counters are unrelated.
+        assert!(matches!(p.activate(2), Some(SlotAssignment::Assigned { evicted: Some(1), .. })));
+        assert!(p.rewrite(2, 7, 50, true).is_some());
+        assert_eq!(p.continue_tl0(2, 17), 202);
+        assert_eq!(p.continue_frame(2, 65535), 5004);
+        assert_eq!(p.continue_tl0(2, 18), 203);
+        assert_eq!(p.continue_frame(2, 1), 5006, "wraps with the source's counter; diffs kept");
+        // A late packet of an older picture keeps its shift and does not move `last` back.
+        assert_eq!(p.continue_tl0(2, 17), 202);
+        p.activate(1);
+        assert!(p.rewrite(1, 11, 1100, true).is_some());
+        assert_eq!(p.continue_tl0(1, 202), 204);
+        assert_eq!(p.continue_frame(1, 5004), 5007);
+        // Unmapped source: passed through.
+        assert_eq!(p.continue_tl0(9, 3), 3);
+    }
 
     /// The least recently used slot is remapped, and the caller is told to announce it.
     #[test]
