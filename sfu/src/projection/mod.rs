@@ -344,12 +344,32 @@ impl Projection {
         (self.cur_enc == Some(encoding)).then(|| self.encs[usize::from(encoding)].ts_offset)
     }
 
+    /// Changes the layer rules, e.g. from [`Codec::Generic`] (a projection made by an allocation
+    /// before the source's first packet told its codec) to the codec the bitstream shows. Ends
+    /// the current segment: forwarding resumes at the next keyframe, continuing the output
+    /// seq / timestamp / picture ID / frame number spaces. A no-op for the same codec.
+    pub fn set_codec(&mut self, codec: Codec) {
+        if codec == self.codec {
+            return;
+        }
+        tracing::debug!(ssrc = self.ssrc, from = ?self.codec, to = ?codec, "projection codec");
+        self.end_segment();
+        self.codec = codec;
+        self.cur_dt = None;
+        self.want_keyframe = false;
+        // Frames decided under the old rules must not be matched by the new ones.
+        for f in self.frames.iter_mut() {
+            f.valid = false;
+        }
+        self.last_accepted = None;
+    }
+
     /// Sets the layer to forward; `None` suspends at once (a keyframe is needed to resume).
     pub fn set_target(&mut self, target: Option<Layer>) {
         if target == self.target {
             return;
         }
-        tracing::debug!(ssrc = self.ssrc, from = ?self.target, to = ?target, "projection target");
+        tracing::debug!(ssrc = self.ssrc, codec = ?self.codec, from = ?self.target, to = ?target, "projection target");
         self.target = target;
         self.want_keyframe = false;
         if target.is_none() {
