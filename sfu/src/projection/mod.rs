@@ -275,6 +275,9 @@ pub struct Projection {
     av1_fwd: [u32; AV1_FWD_WINDOW],
     /// A switch point of a higher layer of the target encoding was needed and not seen.
     want_keyframe: bool,
+    /// VP9: (encoding, timestamp) of the newest keyframe picture; all its layers end with the
+    /// marker on the target layer.
+    key_pic: Option<(u8, u32)>,
     group_start: Option<Instant>,
     /// First output seq of the next segment (reserved when a segment ends).
     next_base: Option<i64>,
@@ -302,6 +305,7 @@ impl Projection {
             cur_dt_spatial: 0,
             av1_fwd: [u32::MAX; AV1_FWD_WINDOW],
             want_keyframe: false,
+            key_pic: None,
             group_start: None,
             next_base: None,
             out: OutState {
@@ -769,10 +773,16 @@ impl Projection {
                 // layer forwarded now. Pending an encoding switch up (`ds == MAX`) the sender's
                 // marker is kept.
                 let ds = self.target.map_or(0, |t| self.desired(m.encoding, &t).0);
-                let independent = m.keyframe && m.start_of_frame && m.spatial == 0;
+                if m.keyframe && m.start_of_frame && m.spatial == 0 {
+                    self.key_pic = Some((m.encoding, m.ts));
+                }
+                // Every layer of the keyframe picture, not only S0: the upper layers switch up
+                // one by one, and a marker on S1 would end the picture before S2 (the receiver
+                // then drops S2's key frame and cannot decode S2 until the next keyframe).
+                let in_key_pic = self.key_pic == Some((m.encoding, m.ts));
                 let sid = if ds == u8::MAX {
                     u8::MAX
-                } else if independent {
+                } else if in_key_pic {
                     ds.max(self.cur_spatial)
                 } else {
                     self.cur_spatial
