@@ -350,7 +350,7 @@ fn vp9_ksvc_upswitch_asks_keyframe_at_once() {
     let key = |sid: u8, seq: u16, pic: u16| svc(sid, 0, seq, pic, sid == 0, true, sid == 2);
     p.set_target(sl(0));
     let mut seq = 10u16;
-    let mut next = |s: &mut u16| {
+    let next = |s: &mut u16| {
         *s += 1;
         *s
     };
