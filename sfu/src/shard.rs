@@ -1546,6 +1546,7 @@ fn handle_rtp(
         .get_mut(&from)
         .map(|e| std::mem::take(&mut e.name))
         .unwrap_or_default();
+    let src_codec = conf.video.get(&route.source).and_then(|v| v.codec);
     for (rid, r) in conf.endpoints.iter_mut() {
         if *rid == from {
             continue;
@@ -1570,6 +1571,10 @@ fn handle_rtp(
             let Some(p) = r.recv.projections.get_mut(&route.source) else {
                 continue;
             };
+            // A projection the allocation made before the source's first packet is Generic.
+            if let Some(c) = src_codec {
+                p.set_codec(c);
+            }
             let verdict = p.on_packet(now, &cl.meta);
             if let Some(e) = p.needs_keyframe() {
                 keyframe_wanted = Some(e);
@@ -2060,8 +2065,10 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     }
     if !conf.keyframes.allow(media, now) {
         io.c.keyframe_suppressed += 1;
+        tracing::trace!(media, ?requester, "keyframe request suppressed (rate limit)");
         return;
     }
+    tracing::debug!(media, ?requester, "keyframe request");
     let Some(ep) = conf.endpoints.get_mut(&owner) else {
         return;
     };
@@ -2619,8 +2626,8 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                             id,
                             height: i32::from(state.height_of(id)),
                             fps: 30.0 / f64::from(1u32 << (t_n - 1 - t)),
-                            bitrate_bps: state.layers.bitrate_bps(now, id),
-                            active: state.layers.is_active(now, id),
+                            bitrate_bps: state.layer_bitrate_bps(now, id),
+                            active: state.layer_active(now, id),
                         });
                     }
                 }

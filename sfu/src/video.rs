@@ -31,6 +31,10 @@ pub struct VideoState {
     pub av1_structure: Option<FrameDependencyStructure>,
     /// Set when heights or layering changed (triggers a reallocation).
     pub layering_changed: bool,
+    /// K-SVC (L2T*_KEY, L3T*_KEY as Chrome sends AV1 and VP9 SVC): the upper spatial layers
+    /// depend on the lower ones only in keyframe pictures, so a receiver of spatial layer `s`
+    /// gets only that layer's frames. Learnt from the AV1 template structure.
+    pub ksvc: bool,
 }
 
 impl VideoState {
@@ -49,7 +53,31 @@ impl VideoState {
             heights,
             av1_structure: None,
             layering_changed: false,
+            ksvc: false,
         }
+    }
+
+    /// The bitrate of `id` for the allocator: what a receiver of that layer is sent. With
+    /// full SVC and simulcast that is the layer with every lower layer
+    /// ([`LayerTable::bitrate_bps`]); in K-SVC a spatial layer's delta frames need no lower
+    /// spatial layer and the projection forwards only the target layer's frames, so the lower
+    /// spatial layers are not counted (counting them asked the estimate for ~30 % more before
+    /// 720p could be chosen).
+    pub fn layer_bitrate_bps(&mut self, now: Instant, id: LayerId) -> u64 {
+        let with_lower = self.layers.bitrate_bps(now, id);
+        if !self.ksvc || id.spatial == 0 {
+            return with_lower;
+        }
+        let below = LayerId {
+            spatial: id.spatial - 1,
+            ..id
+        };
+        with_lower.saturating_sub(self.layers.bitrate_bps(now, below))
+    }
+
+    /// Whether `id` is being sent (JVB: its bitrate, with what it depends on, is non-zero).
+    pub fn layer_active(&mut self, now: Instant, id: LayerId) -> bool {
+        self.layer_bitrate_bps(now, id) > 0
     }
 
     fn set_spatial(&mut self, spatial: u8) {
@@ -139,6 +167,11 @@ pub fn classify(
                 }
             }
             state.set_spatial(spatial);
+            let ksvc = is_ksvc(&s);
+            if ksvc != state.ksvc {
+                state.ksvc = ksvc;
+                state.layering_changed = true;
+            }
             state.av1_structure = Some(s);
             meta.keyframe = dd.start_of_frame;
         }
@@ -223,4 +256,116 @@ pub fn classify(
     out.meta = meta;
     state.layers.add(now, out.layer, payload.len());
     Ok(out)
+}
+
+/// K-SVC: the top decode target (highest spatial and temporal layer) leaves out some frame of
+/// a lower spatial layer, i.e. lower layers are only referenced in keyframe pictures. In full
+/// SVC (L3T3) every lower-layer frame is needed by the top target.
+fn is_ksvc(s: &FrameDependencyStructure) -> bool {
+    let top_s = s.max_spatial_id();
+    let top_t = s.templates.iter().map(|t| t.temporal_id).max().unwrap_or(0);
+    let Some(top) = s.decode_target_for(top_s, top_t) else {
+        return false;
+    };
+    top_s > 0
+        && s.templates
+            .iter()
+            .any(|t| t.spatial_id < top_s && t.dtis.get(top) == Some(&av1_dd::Dti::NotPresent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::av1_dd::{Dti, FrameTemplate};
+
+    /// An L3T1 structure: one template per spatial layer with a key template for S0. `ksvc`:
+    /// the delta frames of S0/S1 are not in the upper decode targets (L3T1_KEY); otherwise every
+    /// target contains the lower layers (full SVC, L3T1).
+    fn l3t1(ksvc: bool) -> FrameDependencyStructure {
+        let d = |s: &str| -> Vec<Dti> {
+            s.chars()
+                .map(|c| match c {
+                    'S' => Dti::Switch,
+                    'R' => Dti::Required,
+                    _ => Dti::NotPresent,
+                })
+                .collect()
+        };
+        let tpl = |s: u8, dtis: &str| FrameTemplate {
+            spatial_id: s,
+            temporal_id: 0,
+            dtis: d(dtis),
+            fdiffs: vec![],
+            chain_diffs: vec![],
+        };
+        let templates = if ksvc {
+            vec![tpl(0, "SSS"), tpl(0, "S--"), tpl(1, "-S-"), tpl(2, "--S")]
+        } else {
+            vec![tpl(0, "SRR"), tpl(0, "SRR"), tpl(1, "-SR"), tpl(2, "--S")]
+        };
+        FrameDependencyStructure {
+            decode_target_count: 3,
+            templates,
+            resolutions: vec![(320, 180), (640, 360), (1280, 720)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ksvc_is_told_from_the_templates() {
+        assert!(is_ksvc(&l3t1(true)));
+        assert!(!is_ksvc(&l3t1(false)));
+        let mut one_layer = l3t1(false);
+        one_layer.templates.retain(|t| t.spatial_id == 0);
+        one_layer.decode_target_count = 1;
+        assert!(!is_ksvc(&one_layer));
+    }
+
+    /// The allocator's bitrate of a K-SVC spatial layer is that layer's own (what the
+    /// projection forwards), with full SVC it includes the lower layers.
+    #[test]
+    fn ksvc_layer_bitrate_excludes_lower_spatial_layers() {
+        for ksvc in [true, false] {
+            let t0 = Instant::now();
+            let mut v = VideoState::new(3);
+            v.set_spatial(3);
+            v.ksvc = is_ksvc(&l3t1(ksvc));
+            // 1 s of S0 100 kbps, S1 300 kbps, S2 600 kbps, temporal layer 0 only.
+            for ms in 0..1000u64 {
+                let now = t0 + std::time::Duration::from_millis(ms);
+                for (s, bytes) in [(0u8, 12_usize), (1, 37), (2, 75)] {
+                    v.layers.add(
+                        now,
+                        LayerId {
+                            encoding: 0,
+                            spatial: s,
+                            temporal: 0,
+                        },
+                        bytes,
+                    );
+                }
+            }
+            let now = t0 + std::time::Duration::from_millis(1000);
+            let bps = |v: &mut VideoState, s: u8| {
+                v.layer_bitrate_bps(
+                    now,
+                    LayerId {
+                        encoding: 0,
+                        spatial: s,
+                        temporal: 0,
+                    },
+                )
+            };
+            let (s0, s1, s2) = (bps(&mut v, 0), bps(&mut v, 1), bps(&mut v, 2));
+            assert!(s0 > 80_000 && s0 < 120_000, "{s0}");
+            if ksvc {
+                assert!(s1 > 250_000 && s1 < 350_000, "{s1}");
+                assert!(s2 > 500_000 && s2 < 700_000, "{s2}");
+            } else {
+                assert!(s1 > 350_000 && s1 < 450_000, "{s1}");
+                assert!(s2 > 900_000 && s2 < 1_100_000, "{s2}");
+            }
+            assert!(v.layer_active(now, LayerId::new(0, 2, 0)));
+        }
+    }
 }

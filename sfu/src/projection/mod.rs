@@ -275,6 +275,9 @@ pub struct Projection {
     av1_fwd: [u32; AV1_FWD_WINDOW],
     /// A switch point of a higher layer of the target encoding was needed and not seen.
     want_keyframe: bool,
+    /// VP9: (encoding, timestamp) of the newest keyframe picture; all its layers end with the
+    /// marker on the target layer.
+    key_pic: Option<(u8, u32)>,
     group_start: Option<Instant>,
     /// First output seq of the next segment (reserved when a segment ends).
     next_base: Option<i64>,
@@ -302,6 +305,7 @@ impl Projection {
             cur_dt_spatial: 0,
             av1_fwd: [u32::MAX; AV1_FWD_WINDOW],
             want_keyframe: false,
+            key_pic: None,
             group_start: None,
             next_base: None,
             out: OutState {
@@ -344,12 +348,32 @@ impl Projection {
         (self.cur_enc == Some(encoding)).then(|| self.encs[usize::from(encoding)].ts_offset)
     }
 
+    /// Changes the layer rules, e.g. from [`Codec::Generic`] (a projection made by an allocation
+    /// before the source's first packet told its codec) to the codec the bitstream shows. Ends
+    /// the current segment: forwarding resumes at the next keyframe, continuing the output
+    /// seq / timestamp / picture ID / frame number spaces. A no-op for the same codec.
+    pub fn set_codec(&mut self, codec: Codec) {
+        if codec == self.codec {
+            return;
+        }
+        tracing::debug!(ssrc = self.ssrc, from = ?self.codec, to = ?codec, "projection codec");
+        self.end_segment();
+        self.codec = codec;
+        self.cur_dt = None;
+        self.want_keyframe = false;
+        // Frames decided under the old rules must not be matched by the new ones.
+        for f in self.frames.iter_mut() {
+            f.valid = false;
+        }
+        self.last_accepted = None;
+    }
+
     /// Sets the layer to forward; `None` suspends at once (a keyframe is needed to resume).
     pub fn set_target(&mut self, target: Option<Layer>) {
         if target == self.target {
             return;
         }
-        tracing::debug!(ssrc = self.ssrc, from = ?self.target, to = ?target, "projection target");
+        tracing::debug!(ssrc = self.ssrc, codec = ?self.codec, from = ?self.target, to = ?target, "projection target");
         self.target = target;
         self.want_keyframe = false;
         if target.is_none() {
@@ -749,10 +773,16 @@ impl Projection {
                 // layer forwarded now. Pending an encoding switch up (`ds == MAX`) the sender's
                 // marker is kept.
                 let ds = self.target.map_or(0, |t| self.desired(m.encoding, &t).0);
-                let independent = m.keyframe && m.start_of_frame && m.spatial == 0;
+                if m.keyframe && m.start_of_frame && m.spatial == 0 {
+                    self.key_pic = Some((m.encoding, m.ts));
+                }
+                // Every layer of the keyframe picture, not only S0: the upper layers switch up
+                // one by one, and a marker on S1 would end the picture before S2 (the receiver
+                // then drops S2's key frame and cannot decode S2 until the next keyframe).
+                let in_key_pic = self.key_pic == Some((m.encoding, m.ts));
                 let sid = if ds == u8::MAX {
                     u8::MAX
-                } else if independent {
+                } else if in_key_pic {
                     ds.max(self.cur_spatial)
                 } else {
                     self.cur_spatial

@@ -328,6 +328,139 @@ fn av1(sid: u8, seq: u16, fnum: u16, key: bool, present: u32, switch: u32) -> Pa
     }
 }
 
+/// VP9 K-SVC (L3T1_KEY, payload descriptor only): upper layers are inter-layer predicted only in
+/// keyframe pictures, their delta frames are inter-picture predicted (P=1) from their own layer.
+/// From S0, asking S2 asks for a keyframe at once (no delta frame is a spatial switching
+/// point), forwards S0 meanwhile with the marker on it, and switches at the keyframe picture
+/// with the marker on the target layer; a down-switch is immediate. Picture IDs stay continuous.
+#[test]
+fn vp9_ksvc_upswitch_asks_keyframe_at_once() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Vp9, 1, 1);
+    let sl = |s: u8| {
+        Some(Layer {
+            encoding: 0,
+            spatial: s,
+            temporal: 0,
+            decode_target: None,
+        })
+    };
+    // K-SVC delta frame of layer `sid` (P=1: not a spatial switching point).
+    let delta = |sid: u8, seq: u16, pic: u16| svc(sid, 0, seq, pic, false, false, sid == 2);
+    let key = |sid: u8, seq: u16, pic: u16| svc(sid, 0, seq, pic, sid == 0, true, sid == 2);
+    p.set_target(sl(0));
+    let mut seq = 10u16;
+    let next = |s: &mut u16| {
+        *s += 1;
+        *s
+    };
+    let k = fwd(p.on_packet(t0, &key(0, next(&mut seq), 100)));
+    assert!(k.marker, "S0 ends the forwarded picture");
+    assert_eq!(
+        p.on_packet(t0, &key(1, next(&mut seq), 100)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
+    assert_eq!(
+        p.on_packet(t0, &key(2, next(&mut seq), 100)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
+    assert_eq!(p.needs_keyframe(), None);
+    let mut pics = vec![k.picture_id];
+    for pic in 101..104 {
+        let a = fwd(p.on_packet(t0, &delta(0, next(&mut seq), pic)));
+        assert!(a.marker);
+        pics.push(a.picture_id);
+        assert!(matches!(
+            p.on_packet(t0, &delta(1, next(&mut seq), pic)),
+            Verdict::Drop(_)
+        ));
+        assert!(matches!(
+            p.on_packet(t0, &delta(2, next(&mut seq), pic)),
+            Verdict::Drop(_)
+        ));
+    }
+    // Ask 720: the first upper-layer delta frame cannot start S1/S2, a keyframe is wanted now.
+    p.set_target(sl(2));
+    let a = fwd(p.on_packet(t0, &delta(0, next(&mut seq), 104)));
+    pics.push(a.picture_id);
+    assert_eq!(
+        p.on_packet(t0, &delta(1, next(&mut seq), 104)),
+        Verdict::Drop(DropReason::AwaitingSwitchPoint)
+    );
+    assert_eq!(p.needs_keyframe(), Some(0), "keyframe asked on the first delta frame");
+    assert!(matches!(
+        p.on_packet(t0, &delta(2, next(&mut seq), 104)),
+        Verdict::Drop(_)
+    ));
+    // The keyframe picture: every layer forwarded, the marker on S2 only.
+    let k0 = fwd(p.on_packet(t0, &key(0, next(&mut seq), 105)));
+    let k1 = fwd(p.on_packet(t0, &key(1, next(&mut seq), 105)));
+    let k2 = fwd(p.on_packet(t0, &key(2, next(&mut seq), 105)));
+    assert_eq!([k0.marker, k1.marker, k2.marker], [false, false, true]);
+    assert_eq!(p.needs_keyframe(), None);
+    pics.push(k0.picture_id);
+    let d2 = [
+        fwd(p.on_packet(t0, &delta(0, next(&mut seq), 106))),
+        fwd(p.on_packet(t0, &delta(1, next(&mut seq), 106))),
+        fwd(p.on_packet(t0, &delta(2, next(&mut seq), 106))),
+    ];
+    assert!(d2[2].marker && !d2[0].marker);
+    pics.push(d2[0].picture_id);
+    // Down to S0 at once.
+    p.set_target(sl(0));
+    let a = fwd(p.on_packet(t0, &delta(0, next(&mut seq), 107)));
+    assert!(a.marker);
+    assert!(matches!(
+        p.on_packet(t0, &delta(2, next(&mut seq), 107)),
+        Verdict::Drop(_)
+    ));
+    pics.push(a.picture_id);
+    let want: Vec<Option<u16>> = (100..=107).map(Some).collect();
+    assert_eq!(pics, want);
+}
+
+/// A projection the allocation created before the source's codec was known is Generic; once
+/// the bitstream tells the codec the projection follows it: forwarding stops until a keyframe,
+/// then continues the output seq and timestamps, and layers are selected (AV1 here).
+#[test]
+fn set_codec_from_generic_resumes_at_keyframe() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Generic, 1, 1);
+    p.set_target(Some(Layer {
+        encoding: 0,
+        spatial: 0,
+        temporal: 0,
+        decode_target: Some(DecodeTarget {
+            index: 0,
+            active_mask: 0b01,
+        }),
+    }));
+    // Generic forwards every frame of the encoding, S1 too.
+    let a = fwd(p.on_packet(t0, &av1(0, 1, 100, true, 0b11, 0b11)));
+    let b = fwd(p.on_packet(t0, &av1(1, 2, 101, false, 0b10, 0b10)));
+    assert_eq!([a.seq, b.seq], [1, 2]);
+    p.set_codec(Codec::Av1);
+    assert_eq!(p.codec(), Codec::Av1);
+    assert_eq!(p.needs_keyframe(), Some(0));
+    assert!(matches!(
+        p.on_packet(after(t0, 33), &av1(0, 3, 102, false, 0b11, 0b11)),
+        Verdict::Drop(_)
+    ));
+    let k = fwd(p.on_packet(after(t0, 66), &av1(0, 4, 103, true, 0b11, 0b11)));
+    assert_eq!(k.seq, 3, "continues the output seq");
+    assert!(ts_newer(k.ts, b.ts));
+    assert_eq!(k.active_decode_targets, Some(0b01));
+    assert_eq!(
+        p.on_packet(after(t0, 66), &av1(1, 5, 104, false, 0b10, 0b10)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
+    assert_eq!(p.needs_keyframe(), None);
+    // The same codec again changes nothing.
+    p.set_codec(Codec::Av1);
+    let c = fwd(p.on_packet(after(t0, 99), &av1(0, 6, 105, false, 0b01, 0b01)));
+    assert_eq!(c.seq, 4);
+}
+
 /// AV1: the decode target changes only at a frame that is "switch" for it; frame numbers stay
 /// continuous and the active mask is the target's (conformance 50).
 #[test]
@@ -981,7 +1114,7 @@ fn simulate_svc_mode(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1:
                     let (oseq, _) = out_unwrap.update(u32::from(r.seq));
                     match target {
                         None => violations.push(format!("forwarded while suspended: {f}")),
-                        Some(_) if ksvc => {}
+                        Some(_) if ksvc && av1 => {}
                         Some(t) if frames[f].forwarded == 1 => {
                             if m.spatial > t.spatial || m.temporal > t.temporal {
                                 violations.push(format!("frame {f} above target {t:?}"));
@@ -993,7 +1126,7 @@ fn simulate_svc_mode(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1:
                         last_out_pic = frames[f].pic;
                         out_pics = out_pics.wrapping_add(1);
                     }
-                    let pid = if ksvc {
+                    let pid = if ksvc && av1 {
                         Some(out_pics)
                     } else {
                         r.picture_id.or(r.frame_number)
@@ -1041,6 +1174,20 @@ fn svc_simulation_switches_layers() {
 #[test]
 fn av1_ksvc_simulation_switches_layers() {
     let r = simulate_svc_mode(7, 0, false, 600, true, true);
+    let mut sids = [0usize; 3];
+    for o in &r.out {
+        let f = &r.frames[o.frame];
+        sids[o.frame - f.pic] += 1;
+    }
+    assert!(sids.iter().all(|&n| n > 20), "{sids:?}");
+    check(&r, true).unwrap();
+}
+
+/// The VP9 K-SVC simulation reaches every spatial layer (its spatial up-switches happen only
+/// at keyframes).
+#[test]
+fn vp9_ksvc_simulation_switches_layers() {
+    let r = simulate_svc_mode(7, 0, false, 600, false, true);
     let mut sids = [0usize; 3];
     for o in &r.out {
         let f = &r.frames[o.frame];
@@ -1101,6 +1248,18 @@ proptest! {
 
     /// AV1 L3T3_KEY (K-SVC) with spatial and temporal decode-target switches, lossless: every
     /// forwarded frame's references were forwarded, every picture ends with the marker.
+    #[test]
+    fn vp9_ksvc_lossless(seed in any::<u64>()) {
+        let r = simulate_svc_mode(seed, 0, false, 300, false, true);
+        check(&r, true)?;
+    }
+
+    #[test]
+    fn vp9_ksvc_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
+        let r = simulate_svc_mode(seed, loss, reorder, 300, false, true);
+        check(&r, false)?;
+    }
+
     #[test]
     fn av1_ksvc_lossless(seed in any::<u64>()) {
         let r = simulate_svc_mode(seed, 0, false, 300, true, true);
