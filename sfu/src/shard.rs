@@ -2587,6 +2587,18 @@ fn receiver_bwe(ep: &Endpoint) -> Option<u64> {
     }
 }
 
+/// Encodings of a source the allocator may choose from. An SVC stream (spatial layers in the
+/// bitstream) travels in the first encoding only: lib-jitsi-meet still signals a three-SSRC SIM
+/// group for VP9/AV1, but the other two SSRCs carry nothing, and offering their (empty, 0 bps)
+/// layers let a collapsed estimate pick a layer that never arrives.
+fn svc_encodings(encodings: u8, spatial: u8) -> u8 {
+    if spatial > 1 {
+        encodings.min(1)
+    } else {
+        encodings
+    }
+}
+
 /// Run the allocator for every receiver and apply the result to its projections (§3.2).
 fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     use crate::allocation::{Layer as AllocLayer, Source as AllocSource};
@@ -2613,6 +2625,7 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                 .entry(s.key)
                 .or_insert_with(|| VideoState::new(s.encodings.len() as u8));
             let (e_n, s_n, t_n) = state.layers.dimensions();
+            let e_n = svc_encodings(e_n, s_n);
             let mut layers = Vec::with_capacity(usize::from(e_n) * usize::from(s_n) * usize::from(t_n));
             for e in 0..e_n {
                 for sp in 0..s_n {
@@ -3471,7 +3484,10 @@ mod tests {
             }
         }
         assert!(maps >= 6, "the slot changed hands {maps} times, want 6");
-        assert!(per_source[1] > 40 && per_source[2] > 40, "both sources forwarded: {per_source:?}");
+        assert!(
+            per_source[1] > 40 && per_source[2] > 40,
+            "both sources forwarded: {per_source:?}"
+        );
     }
 
     /// An endpoint that never connects is inactive after the first-transfer timeout (15 s),

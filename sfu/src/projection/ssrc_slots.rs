@@ -276,17 +276,28 @@ mod tests {
         let mut p: SsrcSlots<u32> = SsrcSlots::new(&[100], true);
         p.activate(1);
         assert!(p.rewrite(1, 10, 1000, true).is_some());
-        assert_eq!(p.continue_tl0(1, 200), 200, "the first source on a fresh slot is not shifted");
+        assert_eq!(
+            p.continue_tl0(1, 200),
+            200,
+            "the first source on a fresh slot is not shifted"
+        );
         assert_eq!(p.continue_frame(1, 5000), 5000);
         assert_eq!(p.continue_tl0(1, 201), 201);
         assert_eq!(p.continue_frame(1, 5003), 5003);
         // Source 2 takes the slot (LRU of one); its own counters are unrelated.
-        assert!(matches!(p.activate(2), Some(SlotAssignment::Assigned { evicted: Some(1), .. })));
+        assert!(matches!(
+            p.activate(2),
+            Some(SlotAssignment::Assigned { evicted: Some(1), .. })
+        ));
         assert!(p.rewrite(2, 7, 50, true).is_some());
         assert_eq!(p.continue_tl0(2, 17), 202);
         assert_eq!(p.continue_frame(2, 65535), 5004);
         assert_eq!(p.continue_tl0(2, 18), 203);
-        assert_eq!(p.continue_frame(2, 1), 5006, "wraps with the source's counter; diffs kept");
+        assert_eq!(
+            p.continue_frame(2, 1),
+            5006,
+            "wraps with the source's counter; diffs kept"
+        );
         // A late packet of an older picture keeps its shift and does not move `last` back.
         assert_eq!(p.continue_tl0(2, 17), 202);
         p.activate(1);
