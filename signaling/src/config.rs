@@ -37,6 +37,8 @@ pub struct SfuSection {
     pub max_conferences: usize,
     pub max_endpoints_per_conference: usize,
     pub max_ssrcs_per_endpoint: usize,
+    /// DTLS handshakes in flight, bridge-wide (robustness.md §2.5).
+    pub max_dtls_handshakes: usize,
     /// SRTP profiles offered, in preference order: `aead_aes_128_gcm`, `aes_cm_128_hmac_sha1_80`.
     pub srtp_profiles: Vec<SrtpProfileName>,
     /// Seed for the non-cryptographic RNG; unset means random.
@@ -198,6 +200,7 @@ impl Default for SfuSection {
             max_conferences: d.limits.max_conferences,
             max_endpoints_per_conference: d.limits.max_endpoints_per_conference,
             max_ssrcs_per_endpoint: d.limits.max_ssrcs_per_endpoint,
+            max_dtls_handshakes: d.limits.dtls_handshakes.max(),
             srtp_profiles: vec![SrtpProfileName::AeadAes128Gcm, SrtpProfileName::AesCm128HmacSha1_80],
             rng_seed: None,
         }
@@ -564,6 +567,7 @@ impl Config {
                 max_conferences: self.sfu.max_conferences,
                 max_endpoints_per_conference: self.sfu.max_endpoints_per_conference,
                 max_ssrcs_per_endpoint: self.sfu.max_ssrcs_per_endpoint,
+                dtls_handshakes: sfu::config::HandshakeSlots::new(self.sfu.max_dtls_handshakes),
             },
             srtp_profiles: self
                 .sfu
