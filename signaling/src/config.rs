@@ -108,6 +108,14 @@ pub struct XmppSection {
     pub reconnect_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max_delay: Duration,
+    /// Who may send Colibri2 `conference-modify` (robustness.md §2.3, case 30): JID patterns
+    /// matched against the request's `from` (the sender's occupant JID in the brewery) and the
+    /// real JID the room disclosed for it. `user@domain` or `user@domain/*` is any resource,
+    /// `room@muc/nick` one occupant; `["*"]` allows any brewery occupant, as JVB does. Unset:
+    /// `focus@<domain>` (Jicofo's account, as in docker) and `<muc_jid>/focus` for every
+    /// brewery (its occupant, for rooms that do not disclose real JIDs). Anything else gets
+    /// `<error type='auth'><not-authorized/>` and changes nothing.
+    pub focus_jids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -238,6 +246,19 @@ impl Default for XmppSection {
             additional_servers: Vec::new(),
             reconnect_delay: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_secs(5),
+            focus_jids: None,
+        }
+    }
+}
+
+impl XmppSection {
+    /// `focus_jids`, or its default (see there).
+    pub fn focus_patterns(&self) -> Vec<String> {
+        match &self.focus_jids {
+            Some(p) => p.clone(),
+            None => std::iter::once(format!("focus@{}", self.domain))
+                .chain(self.muc_jids.iter().map(|m| format!("{m}/focus")))
+                .collect(),
         }
     }
 }
@@ -261,6 +282,7 @@ impl fmt::Debug for XmppSection {
             .field("additional_servers", &self.additional_servers)
             .field("reconnect_delay", &self.reconnect_delay)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("focus_jids", &self.focus_jids)
             .finish()
     }
 }
