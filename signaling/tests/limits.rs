@@ -4,13 +4,26 @@
 //! over `sfu.max_ssrcs_per_endpoint` each get a clear Colibri2 error, nothing else changes, and
 //! `/metrics` shows every limit's configured value and its refusal counter.
 //!
-//! Run: `cargo test -p signaling --test limits`.
+//! Cases 30 and 31 through a real Prosody (laid out like docker-jitsi-meet, see
+//! tests/prosody/start-prosody.sh): a second account in the brewery sends a conference-modify
+//! and gets `<error type='auth'><not-authorized/>` with no conference created; the focus then
+//! gets errors for a 10^4-endpoint request and for a stanza over the XMPP size limit, and its
+//! next request is served (the bridge's session stayed up).
+//!
+//! Run: `cargo test -p signaling --test limits` (the Prosody test skips without prosody
+//! unless CI is set).
+
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use minidom::Element;
 use serde_json::Value;
 use signaling::config::Config;
+use signaling::xmpp::{Condition, ErrorType, IqType, RejectAll, SendIqError, XmppClient};
+use support::{wait_state, Prosody, TestFocus, BREWERY, INTRUDER, JVB};
 
 const MAX_CONFERENCES: usize = 2;
 const MAX_ENDPOINTS: usize = 2;
@@ -236,6 +249,107 @@ async fn limits_refuse_with_clear_errors_change_nothing_and_are_counted() {
     let r = tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("stops within 10 s")
+        .expect("no panic");
+    r.expect("run returns Ok");
+}
+
+// ------------------------------------------------------------------------------------------
+// Cases 30 and 31 through Prosody.
+
+const COLIBRI2: &str = "jitsi:colibri2";
+
+fn fixture(name: &str) -> Element {
+    let path = format!("{}/tests/data/colibri2/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let iq: Element = text.parse().unwrap_or_else(|e| panic!("{path}: {e}"));
+    // The fixtures are whole IQs; the payload is the one child.
+    iq.children().next().cloned().expect("fixture IQ has a payload")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colibri2_only_from_the_focus_and_oversized_requests_keep_the_session() {
+    let Some(prosody) = Prosody::start_or_skip("limits_focus").await else {
+        return;
+    };
+    let mut focus = TestFocus::join(&prosody).await;
+    let nick = "palim-limits";
+    let mut config = Config::default();
+    config.xmpp.enabled = true;
+    config.xmpp.host = "127.0.0.1".into();
+    config.xmpp.port = prosody.port();
+    config.xmpp.domain = support::AUTH_DOMAIN.into();
+    config.xmpp.username = JVB.0.into();
+    config.xmpp.password = JVB.1.into();
+    config.xmpp.muc_jids = vec![BREWERY.into()];
+    config.xmpp.muc_nickname = nick.into();
+    config.xmpp.disable_certificate_verification = true;
+    config.xmpp.presence_interval = Duration::from_secs(1);
+    // focus_jids unset: the default, focus@auth.meet.jitsi and the brewery occupant "focus".
+    config.ice.bind_address = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    config.ice.udp_port = 0;
+    config.ice.host_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let rest = free_port();
+    config.rest.bind = SocketAddr::from(([127, 0, 0, 1], rest));
+    config.rest.stats_interval = Duration::ZERO;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(signaling::server::run(config, async move {
+        let _ = stopped.await;
+    }));
+    focus
+        .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
+        .await;
+    let bridge = TestFocus::occupant(nick);
+    let wait = Duration::from_secs(15);
+
+    // Case 30: another account, in the brewery (so past the MUC admission check), is refused.
+    let intruder = XmppClient::spawn(
+        prosody.client_config(INTRUDER, "intruder", &[BREWERY]),
+        Arc::new(RejectAll),
+        None,
+    )
+    .expect("intruder client config");
+    wait_state(&intruder, Duration::from_secs(10), "intruder joined", |s| s.all_joined()).await;
+    let create = fixture("01_create_alice.xml");
+    let meeting = create.attr("meeting-id").expect("fixture has a meeting-id").to_owned();
+    match intruder.send_iq(&bridge, IqType::Get, create.clone(), wait).await {
+        Err(SendIqError::Stanza(e)) => {
+            assert_eq!(e.condition, Condition::NotAuthorized, "{e:?}");
+            assert_eq!(e.error_type, ErrorType::Auth, "{e:?}");
+        }
+        other => panic!("intruder's conference-modify: expected not-authorized, got {other:?}"),
+    }
+    assert_eq!(counts(rest).await, (0, 0), "no conference from the intruder");
+
+    // Case 31: 10^4 endpoints in one request: an error answer, nothing created.
+    let mut text = format!("<conference-modify xmlns='{COLIBRI2}' meeting-id='big' create='true'>");
+    for i in 0..10_000 {
+        text.push_str(&format!("<endpoint id='{i:x}'/>"));
+    }
+    text.push_str("</conference-modify>");
+    let big: Element = text.parse().expect("well-formed");
+    match focus.client.send_iq(&bridge, IqType::Get, big, wait).await {
+        Err(SendIqError::Stanza(e)) => assert_eq!(e.condition, Condition::BadRequest, "{e:?}"),
+        other => panic!("10^4 endpoints: expected bad-request, got {other:?}"),
+    }
+    assert_eq!(counts(rest).await, (0, 0), "nothing from the oversized request");
+
+    // The focus is served on the same session, and the session never dropped.
+    let r = focus.client.send_iq(&bridge, IqType::Get, create, wait).await;
+    match r {
+        Ok(Some(el)) => assert!(el.is("conference-modified", COLIBRI2)),
+        other => panic!("the focus's create: {other:?}"),
+    }
+    assert_eq!(counts(rest).await.0, 1, "the focus created {meeting}");
+    let (status, m) = http(rest, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&m, "palim_colibri2_not_authorized_total"), 1.0);
+    assert_eq!(sample(&m, "jitsi_jvb_xmpp_disconnects_total"), 0.0);
+    assert!(!task.is_finished(), "the bridge stopped");
+
+    let _ = stop.send(());
+    let r = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("stops within 15 s")
         .expect("no panic");
     r.expect("run returns Ok");
 }
