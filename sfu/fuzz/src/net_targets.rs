@@ -123,8 +123,15 @@ pub fn stun_shard(now: Instant) -> Option<(Shard, String, String, SocketAddr)> {
         }],
         candidates: vec!["127.0.0.1:5001".parse().expect("literal")],
     };
-    s.handle_command(now, Command::SetRemoteTransport { conf: c, ep: e, transport })
-        .ok()?;
+    s.handle_command(
+        now,
+        Command::SetRemoteTransport {
+            conf: c,
+            ep: e,
+            transport,
+        },
+    )
+    .ok()?;
     while let Some(t) = s.poll_transmit() {
         s.recycle(t.data);
     }
@@ -264,7 +271,10 @@ pub fn dtls_records(data: &[u8]) {
         );
     }
     // Flights are a few KiB each; retransmissions are timer-driven.
-    assert!(out_bytes <= 16 * in_bytes + 64 * 1024, "{out_bytes} bytes out for {in_bytes} in");
+    assert!(
+        out_bytes <= 16 * in_bytes + 64 * 1024,
+        "{out_bytes} bytes out for {in_bytes} in"
+    );
     now += sfu::dtls::HANDSHAKE_TIMEOUT;
     d.handle_timeout(now, &mut events);
     drop(d);
@@ -380,7 +390,9 @@ pub fn sctp_handshake(s: &mut Sctp, now: Instant, out: &mut Vec<ChannelEvent>) -
             }
         }
     }
-    let Some((vtag, cookie)) = vtag_and_cookie else { return 0 };
+    let Some((vtag, cookie)) = vtag_and_cookie else {
+        return 0;
+    };
     s.handle_data(
         now,
         BytesMut::from(&sctp_packet(vtag, &sctp_chunk(10, 0, &cookie))[..]),
@@ -396,7 +408,9 @@ pub fn sctp_handshake(s: &mut Sctp, now: Instant, out: &mut Vec<ChannelEvent>) -
 /// unless bit 3), bit 4 ticks timers, bit 5 sends text the other way. The oracle: messages
 /// delivered stay within the reassembly cap, and output stays bounded by input.
 pub fn sctp(data: &[u8]) {
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let addr: SocketAddr = "127.0.0.1:5001".parse().expect("literal");
     let mut s = Sctp::new(addr);
     let mut now = Instant::now();

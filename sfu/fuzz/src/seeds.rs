@@ -434,7 +434,10 @@ pub fn sctp() -> Vec<Vec<u8>> {
 /// An INIT whose first parameter's length (2) is shorter than a parameter header, followed by
 /// a parameter claiming 0x0400 bytes (CVE-2019-20503: usrsctp trusted INIT parameter lengths).
 pub fn sctp_init_cve() -> Vec<u8> {
-    crate::net_targets::sctp_init(0x0BAD_F00D, &[0x00, 0x05, 0x00, 0x02, 0x00, 0x0C, 0x04, 0x00, 127, 0, 0, 1])
+    crate::net_targets::sctp_init(
+        0x0BAD_F00D,
+        &[0x00, 0x05, 0x00, 0x02, 0x00, 0x0C, 0x04, 0x00, 127, 0, 0, 1],
+    )
 }
 
 /// Transport-cc FCIs for the `twcc` target (the target wraps them in an RTCP header).

@@ -49,7 +49,8 @@ fn shard_target_binding_requests_validate() {
     };
     let mut s = Shard::new(config, local, clock).expect("shard");
     let (c, e) = (ConferenceId(0), EndpointId(0));
-    s.handle_command(now, Command::CreateConference { conf: c }).expect("conf");
+    s.handle_command(now, Command::CreateConference { conf: c })
+        .expect("conf");
     let t = match s.handle_command(
         now,
         Command::CreateEndpoint {
@@ -74,11 +75,20 @@ fn shard_target_binding_requests_validate() {
         }],
         candidates: vec![remote],
     };
-    s.handle_command(now, Command::SetRemoteTransport { conf: c, ep: e, transport })
-        .expect("transport");
+    s.handle_command(
+        now,
+        Command::SetRemoteTransport {
+            conf: c,
+            ep: e,
+            transport,
+        },
+    )
+    .expect("transport");
     let m = sfu_fuzz::targets::stun_binding(&t.ufrag, &t.pwd, [3; 12], false);
     s.handle_datagram(now, local, remote, bytes::BytesMut::from(&m[..]));
-    let reply = s.poll_transmit().unwrap_or_else(|| panic!("no binding response; drops {:?}", s.stats().drops));
+    let reply = s
+        .poll_transmit()
+        .unwrap_or_else(|| panic!("no binding response; drops {:?}", s.stats().drops));
     assert_eq!(reply.remote, remote);
     assert_eq!(&reply.data[..2], &[0x01, 0x01], "not a Binding success response");
     // A wrong password gets nothing.
@@ -106,7 +116,8 @@ fn sctp_target_handshake_reaches_dcep() {
     s.handle_data(now, bytes::BytesMut::from(&text[..]), &mut ev);
     assert!(ev.contains(&ChannelEvent::Open), "{ev:?}");
     assert!(
-        ev.iter().any(|e| matches!(e, ChannelEvent::Text(t) if t.contains("EndpointStats"))),
+        ev.iter()
+            .any(|e| matches!(e, ChannelEvent::Text(t) if t.contains("EndpointStats"))),
         "{ev:?}"
     );
 }
@@ -119,7 +130,11 @@ fn sctp_short_parameter_init_is_rejected() {
     let now = std::time::Instant::now();
     let mut s = Sctp::new("127.0.0.1:5001".parse().expect("literal"));
     let mut ev = Vec::new();
-    s.handle_data(now, bytes::BytesMut::from(&sfu_fuzz::seeds::sctp_init_cve()[..]), &mut ev);
+    s.handle_data(
+        now,
+        bytes::BytesMut::from(&sfu_fuzz::seeds::sctp_init_cve()[..]),
+        &mut ev,
+    );
     let mut sent = Vec::new();
     while let Some(ps) = s.poll_transmit(now) {
         sent.extend(ps);
@@ -131,7 +146,11 @@ fn sctp_short_parameter_init_is_rejected() {
     assert!(ev.is_empty(), "{ev:?}");
     // The same INIT without the bad parameters is answered (the refusal is about them).
     let mut s = Sctp::new("127.0.0.1:5001".parse().expect("literal"));
-    s.handle_data(now, bytes::BytesMut::from(&sfu_fuzz::net_targets::sctp_init(5, &[])[..]), &mut ev);
+    s.handle_data(
+        now,
+        bytes::BytesMut::from(&sfu_fuzz::net_targets::sctp_init(5, &[])[..]),
+        &mut ev,
+    );
     let mut answered = false;
     while let Some(ps) = s.poll_transmit(now) {
         answered |= ps.iter().any(|p| p.get(12) == Some(&2));
@@ -147,7 +166,9 @@ fn stun_target_messages_reach_the_integrity_check() {
     let now = std::time::Instant::now();
     let (mut s, ufrag, pwd, local) = stun_shard(now).expect("shard");
     let remote: std::net::SocketAddr = "127.0.0.1:5001".parse().expect("literal");
-    let prio = [0x00, 0x24, 0x00, 0x04, 0x6E, 0x00, 0x1E, 0xFF, 0x80, 0x29, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7];
+    let prio = [
+        0x00, 0x24, 0x00, 0x04, 0x6E, 0x00, 0x1E, 0xFF, 0x80, 0x29, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7,
+    ];
     let answered = |s: &mut sfu::Shard, txid: [u8; 12]| {
         let mut yes = false;
         while let Some(t) = s.poll_transmit() {
@@ -164,7 +185,13 @@ fn stun_target_messages_reach_the_integrity_check() {
         s.handle_datagram(now, local, remote, bytes::BytesMut::from(&m[..]));
         assert_eq!(answered(&mut s, txid), want, "key {key:?}");
     }
-    let drops: u64 = s.stats().drops.iter().filter(|(r, _)| *r == "stun_rejected").map(|(_, n)| n).sum();
+    let drops: u64 = s
+        .stats()
+        .drops
+        .iter()
+        .filter(|(r, _)| *r == "stun_rejected")
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(drops, 2, "{:?}", s.stats().drops);
 }
 
