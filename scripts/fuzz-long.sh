@@ -37,9 +37,16 @@ project_of() {
     case " $SFU_TARGETS " in *" $1 "*) echo sfu ;; *) echo signaling ;; esac
 }
 
-# Build every needed fuzz binary first, so the timed runs do not include compilation.
-for proj in sfu signaling; do
-    (cd "$proj" && cargo fuzz build --fuzz-dir fuzz -s none --features libfuzzer -O) >/dev/null
+# Build every wanted target first (by name: a bare `cargo fuzz build` also tries to
+# instrument the fuzz-loop binary, which does not link libFuzzer), so the timed runs do not
+# include compilation.
+for t in $WANT; do
+    proj=$(project_of "$t")
+    echo "== building $proj/fuzz $t"
+    (cd "$proj" && cargo fuzz build --fuzz-dir fuzz -s none --features libfuzzer -O "$t") >"$LOGS/build-$t.log" 2>&1 || {
+        echo "build of $t failed, see $LOGS/build-$t.log" >&2
+        exit 2
+    }
 done
 
 if [ ! -f "$RESULTS" ]; then
