@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI smoke for the fuzz targets (docs/security.md §4). Runs every target of sfu/fuzz and
-# signaling/fuzz for FUZZ_SECS seconds each (default 15; 15 targets, about 4 min in total).
+# signaling/fuzz for FUZZ_SECS seconds each (default 15; 19 targets, about 5 min in total).
 #
 #   FUZZ_ENGINE=loop       (default) the stable in-process mutational loop (src/bin/fuzz-loop.rs),
 #                          plus `cargo test` over the seed corpus. Needs nothing but stable Rust.
@@ -15,7 +15,7 @@ SECS=${FUZZ_SECS:-15}
 ENGINE=${FUZZ_ENGINE:-loop}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/fuzz}
 
-SFU_TARGETS="demux rtp rtcp vp8 vp9 av1_dd h264 client_hello srtp bridge_channel shard"
+SFU_TARGETS="demux rtp rtcp vp8 vp9 av1_dd h264 client_hello srtp bridge_channel shard stun dtls_records sctp twcc"
 SIG_TARGETS="colibri2_xml colibri2_json config_toml jvbconf"
 
 fail=0

@@ -2,6 +2,8 @@
 //! already parsed. The core never sees file paths or environment variables.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -45,7 +47,60 @@ pub struct Limits {
     pub max_conferences: usize,
     pub max_endpoints_per_conference: usize,
     pub max_ssrcs_per_endpoint: usize,
+    /// DTLS handshakes in flight (first datagram seen or connect started, neither connected
+    /// nor failed yet), bridge-wide: every shard made from clones of this config shares the
+    /// count (robustness.md §2.5, 256 by default). A handshake over the cap is not started:
+    /// its datagram is dropped as `dtls_handshake_limit` and the peer's retransmission may
+    /// get a slot later.
+    pub dtls_handshakes: HandshakeSlots,
 }
+
+/// A shared cap on DTLS handshakes in flight. Cloning shares the count.
+#[derive(Debug, Clone)]
+pub struct HandshakeSlots {
+    max: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One handshake's slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl HandshakeSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The configured cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Handshakes holding a slot now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A slot, or `None` when `max` handshakes are already in flight.
+    pub fn try_acquire(&self) -> Option<HandshakeSlot> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| HandshakeSlot(self.in_flight.clone()))
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Default cap on DTLS handshakes in flight per bridge (robustness.md §2.5).
+pub const DEFAULT_MAX_DTLS_HANDSHAKES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SrtpProfile {
@@ -77,6 +132,7 @@ impl Default for Limits {
             max_conferences: 1000,
             max_endpoints_per_conference: 500,
             max_ssrcs_per_endpoint: 64,
+            dtls_handshakes: HandshakeSlots::new(DEFAULT_MAX_DTLS_HANDSHAKES),
         }
     }
 }

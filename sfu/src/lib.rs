@@ -37,7 +37,7 @@ mod endpoint;
 pub mod negotiated;
 pub mod projection;
 pub mod receiver;
-mod sctp;
+pub mod sctp;
 pub mod shard;
 pub mod sources;
 pub mod srtp;

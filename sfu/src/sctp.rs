@@ -61,6 +61,10 @@ impl Sctp {
 
     /// Decrypted DTLS application data (one SCTP packet).
     pub fn handle_data(&mut self, now: Instant, data: BytesMut, out: &mut Vec<ChannelEvent>) {
+        if !lengths_consistent(&data) {
+            self.drops.push("sctp_malformed");
+            return;
+        }
         match self.ep.handle(now, self.addr, None, data.freeze()) {
             Some((h, DatagramEvent::NewAssociation(a))) => {
                 if self.assoc.is_none() {
@@ -243,5 +247,87 @@ impl Sctp {
             a.handle_timeout(now);
         }
         self.process(now, out);
+    }
+}
+
+/// Whether every chunk of an SCTP packet, and every error cause of its ABORT and ERROR chunks,
+/// lies within its container. rtc-sctp 0.21.1 slices error causes by their claimed length
+/// without checking it against the chunk, and panics on a longer one (found by the `sctp` fuzz
+/// target, robustness.md case 11); such packets never reach it.
+pub fn lengths_consistent(p: &[u8]) -> bool {
+    const ABORT: u8 = 6;
+    const ERROR: u8 = 9;
+    let Some(mut rest) = p.get(12..) else {
+        return false;
+    };
+    while !rest.is_empty() {
+        let Some(h) = rest.get(..4) else {
+            return false;
+        };
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if len < 4 || len > rest.len() {
+            return false;
+        }
+        if h[0] == ABORT || h[0] == ERROR {
+            // rtc-sctp walks causes while 4 more bytes fit in the (padded) chunk, each
+            // advancing by its unpadded length.
+            let padded = len.next_multiple_of(4).min(rest.len());
+            let mut off = 4;
+            while off + 4 <= padded {
+                if off + 4 > len {
+                    return false;
+                }
+                let cause = usize::from(u16::from_be_bytes([rest[off + 2], rest[off + 3]]));
+                if cause < 4 || off + cause > len {
+                    return false;
+                }
+                off += cause;
+            }
+        }
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(chunks: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x13, 0x88, 0x13, 0x88, 0, 0, 0, 1, 0, 0, 0, 0];
+        p.extend_from_slice(chunks);
+        p
+    }
+
+    /// Regression for the fuzz-found rtc-sctp panic: an ABORT or ERROR whose error cause
+    /// claims more bytes than the chunk holds is refused before rtc-sctp parses it.
+    #[test]
+    fn error_cause_longer_than_its_chunk_is_refused() {
+        // ABORT, 12 bytes: one cause (code 1, length 8) that fits.
+        let ok = packet(&[6, 0, 0, 12, 0, 1, 0, 8, 1, 2, 3, 4]);
+        assert!(lengths_consistent(&ok));
+        // The same cause claiming 0x1200 bytes (the crashing input's shape), in ABORT and ERROR.
+        for typ in [6u8, 9] {
+            let bad = packet(&[typ, 0, 0, 12, 0, 1, 0x12, 0x00, 1, 2, 3, 4]);
+            assert!(!lengths_consistent(&bad), "chunk type {typ}");
+        }
+        // A cause shorter than its header, a chunk longer than the packet, a truncated header.
+        assert!(!lengths_consistent(&packet(&[9, 0, 0, 8, 0, 1, 0, 2])));
+        assert!(!lengths_consistent(&packet(&[0, 3, 0, 40, 0, 0, 0, 1])));
+        assert!(!lengths_consistent(&packet(&[1, 0])));
+        assert!(!lengths_consistent(&[0; 11]));
+        // DATA then a cause-less ABORT, with padding: fine.
+        assert!(lengths_consistent(&packet(&[
+            0, 3, 0, 17, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 51, 7, 0, 0, 0, 6, 0, 0, 4
+        ])));
+        // The refused packet is counted, not handed to rtc-sctp (which would panic).
+        let mut s = Sctp::new("127.0.0.1:5001".parse().expect("literal"));
+        let mut out = Vec::new();
+        s.handle_data(
+            Instant::now(),
+            BytesMut::from(&packet(&[6, 0, 0, 12, 0, 1, 0x12, 0x00, 1, 2, 3, 4])[..]),
+            &mut out,
+        );
+        assert_eq!(s.drops, vec!["sctp_malformed"]);
     }
 }

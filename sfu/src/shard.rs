@@ -1189,6 +1189,7 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
                     cert: env.cert,
                     fingerprints: &ep.remote.fingerprints,
                     allowed: &env.config.srtp_profiles,
+                    slots: &env.config.limits.dtls_handshakes,
                 };
                 d.connect(now, addr, &ctx, &mut devs);
             }
@@ -1231,6 +1232,7 @@ fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesM
         cert: env.cert,
         fingerprints: &ep.remote.fingerprints,
         allowed: &env.config.srtp_profiles,
+        slots: &env.config.limits.dtls_handshakes,
     };
     let mut devs = Vec::new();
     match d.handle_datagram(now, remote, data, &ctx, &mut devs) {

@@ -621,6 +621,7 @@ fn shard_limits_hold_under_floods() {
             max_conferences: 10,
             max_endpoints_per_conference: 5,
             max_ssrcs_per_endpoint: 8,
+            ..sfu::config::Limits::default()
         },
         ..SfuConfig::default()
     };

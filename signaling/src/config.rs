@@ -37,6 +37,8 @@ pub struct SfuSection {
     pub max_conferences: usize,
     pub max_endpoints_per_conference: usize,
     pub max_ssrcs_per_endpoint: usize,
+    /// DTLS handshakes in flight, bridge-wide (robustness.md §2.5).
+    pub max_dtls_handshakes: usize,
     /// SRTP profiles offered, in preference order: `aead_aes_128_gcm`, `aes_cm_128_hmac_sha1_80`.
     pub srtp_profiles: Vec<SrtpProfileName>,
     /// Seed for the non-cryptographic RNG; unset means random.
@@ -118,6 +120,14 @@ pub struct XmppSection {
     /// is given up on after this long (then the reconnect backoff).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Who may send Colibri2 `conference-modify` (robustness.md §2.3, case 30): JID patterns
+    /// matched against the request's `from` (the sender's occupant JID in the brewery) and the
+    /// real JID the room disclosed for it. `user@domain` or `user@domain/*` is any resource,
+    /// `room@muc/nick` one occupant; `["*"]` allows any brewery occupant, as JVB does. Unset:
+    /// `focus@<domain>` (Jicofo's account, as in docker) and `<muc_jid>/focus` for every
+    /// brewery (its occupant, for rooms that do not disclose real JIDs). Anything else gets
+    /// `<error type='auth'><not-authorized/>` and changes nothing.
+    pub focus_jids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -213,6 +223,7 @@ impl Default for SfuSection {
             max_conferences: d.limits.max_conferences,
             max_endpoints_per_conference: d.limits.max_endpoints_per_conference,
             max_ssrcs_per_endpoint: d.limits.max_ssrcs_per_endpoint,
+            max_dtls_handshakes: d.limits.dtls_handshakes.max(),
             srtp_profiles: vec![SrtpProfileName::AeadAes128Gcm, SrtpProfileName::AesCm128HmacSha1_80],
             rng_seed: None,
             io_batch: d.io_batch,
@@ -254,6 +265,19 @@ impl Default for XmppSection {
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            focus_jids: None,
+        }
+    }
+}
+
+impl XmppSection {
+    /// `focus_jids`, or its default (see there).
+    pub fn focus_patterns(&self) -> Vec<String> {
+        match &self.focus_jids {
+            Some(p) => p.clone(),
+            None => std::iter::once(format!("focus@{}", self.domain))
+                .chain(self.muc_jids.iter().map(|m| format!("{m}/focus")))
+                .collect(),
         }
     }
 }
@@ -280,6 +304,7 @@ impl fmt::Debug for XmppSection {
             .field("ping_interval", &self.ping_interval)
             .field("ping_timeout", &self.ping_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("focus_jids", &self.focus_jids)
             .finish()
     }
 }
@@ -602,6 +627,7 @@ impl Config {
                 max_conferences: self.sfu.max_conferences,
                 max_endpoints_per_conference: self.sfu.max_endpoints_per_conference,
                 max_ssrcs_per_endpoint: self.sfu.max_ssrcs_per_endpoint,
+                dtls_handshakes: sfu::config::HandshakeSlots::new(self.sfu.max_dtls_handshakes),
             },
             srtp_profiles: self
                 .sfu

@@ -11,7 +11,7 @@ use anyhow::Context;
 use sfu::Event;
 use tracing::{info, warn};
 
-use crate::colibri2::{Colibri2Handler, HandlerConfig, WebSocketAdvert};
+use crate::colibri2::{Colibri2Handler, FocusAuth, HandlerConfig, WebSocketAdvert};
 use crate::config::{split_host_port, Config, XmppSection};
 use crate::ops::{Ops, ShutdownState};
 use crate::rest::{self, RestFlags, RestState};
@@ -76,6 +76,7 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
     }
     let addresses = advertised_ips(&sfu_config);
     let media_addr = SocketAddr::new(sfu_config.bind_ip, sfu_config.udp_port);
+    let limits = sfu_config.limits.clone();
     let sfu = sfu::driver::start(sfu_config)
         .await
         .with_context(|| format!("binding the media port {media_addr} (ice.bind_address, ice.udp_port)"))?;
@@ -93,6 +94,8 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
                 server_id: config.websockets.server_id.clone(),
             }),
             endpoint_gone: ws_hub.as_ref().map(|hub| hub.endpoint_gone_hook()),
+            focus: FocusAuth::from_patterns(&config.xmpp.focus_patterns()),
+            limits,
             ..HandlerConfig::default()
         },
     ));
@@ -387,7 +390,8 @@ impl ColibriIq {
         tokio::spawn(async move {
             while let Some((iq, reply)) = rx.recv().await {
                 let response = if iq.payload.is("conference-modify", xmpp::ns::COLIBRI2) {
-                    match worker.handle_xml(&iq.payload).await {
+                    let senders = [iq.from.as_str(), iq.from_real_jid.as_deref().unwrap_or("")];
+                    match worker.handle_xml_from(&iq.payload, &senders).await {
                         Ok(el) => IqResponse::Result(Some(el)),
                         Err(e) => IqResponse::Error(colibri_error(&e)),
                     }

@@ -213,7 +213,10 @@ pub fn read_corpus(dir: &Path) -> Vec<Vec<u8>> {
 
 /// The `fuzz-loop` command line over a project's targets and seeds (both fuzz crates' binaries
 /// call this). `root` is the fuzz crate's directory (corpus/ and artifacts/ live there).
-pub fn main_loop(targets: &[(&str, fn(&[u8]))], seeds_of: fn(&str) -> Vec<Vec<u8>>, root: &Path) {
+/// A named target, as in the crates' `TARGETS` tables.
+pub type NamedTarget = (&'static str, fn(&[u8]));
+
+pub fn main_loop(targets: &[NamedTarget], seeds_of: fn(&str) -> Vec<Vec<u8>>, root: &Path) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--write-corpus") {
         for (name, _) in targets {

@@ -6,6 +6,7 @@
 //! loop (`src/bin/fuzz-loop.rs`), and `cargo test` over the seed corpus (`tests/corpus.rs`).
 
 pub mod driver;
+pub mod net_targets;
 pub mod seeds;
 pub mod targets;
 
@@ -25,6 +26,10 @@ pub const TARGETS: &[Target] = &[
     ("srtp", targets::srtp),
     ("bridge_channel", targets::bridge_channel),
     ("shard", targets::shard),
+    ("stun", net_targets::stun),
+    ("dtls_records", net_targets::dtls_records),
+    ("sctp", net_targets::sctp),
+    ("twcc", net_targets::twcc),
 ];
 
 /// The target called `name`.

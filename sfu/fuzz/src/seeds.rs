@@ -185,6 +185,13 @@ pub fn client_hello_record(profiles: &[u16], frags: usize) -> Vec<u8> {
     ext.extend_from_slice(&14u16.to_be_bytes());
     ext.extend_from_slice(&(srtp.len() as u16).to_be_bytes());
     ext.extend_from_slice(&srtp);
+    // What a real client sends besides use_srtp, so the handshake gets past the server's
+    // checks: extended_master_secret, supported_groups (P-256), ec_point_formats,
+    // signature_algorithms (ECDSA P-256 SHA-256).
+    ext.extend_from_slice(&[0x00, 0x17, 0, 0]);
+    ext.extend_from_slice(&[0x00, 0x0A, 0, 4, 0, 2, 0x00, 0x17]);
+    ext.extend_from_slice(&[0x00, 0x0B, 0, 2, 1, 0]);
+    ext.extend_from_slice(&[0x00, 0x0D, 0, 4, 0, 2, 0x04, 0x03]);
     body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
     body.extend_from_slice(&ext);
     let total = body.len();
@@ -286,6 +293,179 @@ pub fn shard() -> Vec<Vec<u8>> {
     vec![a, vec![0, 0, 0, 1, 0, 2, 0, 3, 0, 0]]
 }
 
+/// STUN scripts for the `stun` target: (mode, length, attribute bytes) triples.
+pub fn stun() -> Vec<Vec<u8>> {
+    let mut attrs = Vec::new();
+    for (t, v) in [
+        (0x0024u16, &0x6E00_1EFFu32.to_be_bytes()[..]), // PRIORITY
+        (0x8029, &7u64.to_be_bytes()[..]),              // ICE-CONTROLLED
+    ] {
+        attrs.extend_from_slice(&t.to_be_bytes());
+        attrs.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(v);
+    }
+    let mut with_use_candidate = attrs.clone();
+    with_use_candidate.extend_from_slice(&[0x00, 0x25, 0, 0]);
+    let script = |steps: &[(u8, &[u8])]| {
+        let mut v = Vec::new();
+        for (mode, a) in steps {
+            v.push(*mode);
+            v.push(a.len() as u8);
+            v.extend_from_slice(a);
+        }
+        v
+    };
+    // An attribute whose length runs past the end, a zero-length and an odd-length one, a
+    // duplicate USERNAME, an unknown comprehension-required attribute.
+    let past_end = [0x00u8, 0x24, 0x00, 0x40, 1, 2, 3, 4];
+    let odd = [0x80u8, 0x22, 0x00, 0x03, b'a', b'b', b'c', 0, 0x00, 0x20, 0, 0];
+    let dup_user = [0x00u8, 0x06, 0x00, 0x04, b'x', b'y', b'z', b'w'];
+    let unknown = [0x00u8, 0x7F, 0x00, 0x04, 9, 9, 9, 9];
+    let raw = crate::seeds::demux().swap_remove(0);
+    vec![
+        script(&[(2, &attrs), (2 | 0x40, &with_use_candidate), (1, &attrs)]),
+        script(&[(3, &attrs), (2, &past_end), (2, &odd)]),
+        script(&[(2, &dup_user), (2, &unknown), (2 | 8, &attrs), (2 | 12, &attrs)]),
+        script(&[(0, &raw), (0x80 | 2, &attrs), (0x80, &raw)]),
+    ]
+}
+
+/// Datagrams for the `dtls_records` target: a selector byte, then records split at 0xFF 0xFE.
+pub fn dtls_records() -> Vec<Vec<u8>> {
+    let with = |sel: u8, body: Vec<u8>| {
+        let mut v = vec![sel];
+        v.extend_from_slice(&body);
+        v
+    };
+    // Handshake fragments with hostile geometry: zero-length, overlapping, offset past the
+    // total, total 2^24 - 1.
+    let frag = |total: u32, off: u32, data: &[u8], seq: u8| {
+        let mut hs = vec![1];
+        hs.extend_from_slice(&total.to_be_bytes()[1..]);
+        hs.extend_from_slice(&0u16.to_be_bytes());
+        hs.extend_from_slice(&off.to_be_bytes()[1..]);
+        hs.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(data);
+        let mut rec = vec![22, 0xFE, 0xFF, 0, 0, 0, 0, 0, 0, 0, seq];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    };
+    let mut hostile = Vec::new();
+    for (i, r) in [
+        frag(100, 0, &[], 0),
+        frag(100, 0, &[1; 60], 1),
+        frag(100, 30, &[2; 60], 2),
+        frag(100, 90, &[3; 20], 3),
+        frag(0xFF_FFFF, 0, &[4; 16], 4),
+        frag(100, 0xFF_FFF0, &[5; 16], 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            hostile.extend_from_slice(&[0xFF, 0xFE]);
+        }
+        hostile.extend_from_slice(&r);
+    }
+    // A record claiming more than the datagram holds; an alert; application data in epoch 1.
+    let mut short = vec![22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x00, 1, 2, 3];
+    short.extend_from_slice(&[0xFF, 0xFE, 21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 2, 40]);
+    short.extend_from_slice(&[0xFF, 0xFE, 23, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
+    vec![
+        with(0, client_hello_record(&[0x0007, 0x0001], 1)),
+        with(4, client_hello_record(&[0x0008], 3)),
+        with(2, client_hello_record(&[], 2)),
+        with(0, hostile.clone()),
+        with(6, short.clone()),
+        // Client role: the bytes are the "server's" flights.
+        with(1, client_hello_record(&[0x0007], 1)),
+        with(5, short),
+    ]
+}
+
+/// Scripts for the `sctp` target (see `net_targets::sctp` for the flag bits).
+pub fn sctp() -> Vec<Vec<u8>> {
+    use crate::net_targets::{dcep_open, sctp_chunk, sctp_data, sctp_init, sctp_packet};
+    let with = |flags: u8, parts: &[Vec<u8>]| {
+        let mut v = vec![flags];
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                v.extend_from_slice(&[0xFF, 0xFE]);
+            }
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    let mut bad_label = dcep_open(b"x");
+    bad_label[8..10].copy_from_slice(&0x7FFFu16.to_be_bytes());
+    vec![
+        // CVE-2019-20503 style: INIT parameters shorter than their own header, and one whose
+        // length runs past the chunk.
+        with(0, &[sctp_init_cve()]),
+        with(0, &[sctp_init(7, &[0x80, 0x08, 0x00, 0x40, 1, 2, 3, 4])]),
+        // Handshake, DCEP open, then text (PPID 51), binary (53), empty-string (56) messages.
+        with(
+            1 | 2 | 4,
+            &[
+                sctp_data(0, 0, 1, 51, br#"{"colibriClass":"EndpointStats"}"#),
+                sctp_data(0, 0, 2, 53, &[1, 2, 3]),
+                sctp_data(0, 0, 3, 56, &[0]),
+            ],
+        ),
+        // DCEP open with a label length past the end; DATA for an unopened stream; fragments
+        // (B without E) that never finish; SACK, HEARTBEAT, ABORT.
+        with(
+            1 | 4 | 16,
+            &[
+                sctp_data(0, 0, 0, 50, &bad_label),
+                sctp_data(0, 77, 0, 51, b"hi"),
+                sctp_chunk(0, 0x02, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 51, 7, 7, 7]),
+                sctp_chunk(3, 0, &[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+                sctp_chunk(4, 0, &[0, 1, 0, 8, 1, 2, 3, 4]),
+                sctp_chunk(6, 0, &[]),
+            ],
+        ),
+        // Whole packets, checksum fixed by the target.
+        with(1 | 2 | 32, &[sctp_packet(0, &sctp_chunk(1, 0, &[0; 16]))]),
+    ]
+}
+
+/// An INIT whose first parameter's length (2) is shorter than a parameter header, followed by
+/// a parameter claiming 0x0400 bytes (CVE-2019-20503: usrsctp trusted INIT parameter lengths).
+pub fn sctp_init_cve() -> Vec<u8> {
+    crate::net_targets::sctp_init(
+        0x0BAD_F00D,
+        &[0x00, 0x05, 0x00, 0x02, 0x00, 0x0C, 0x04, 0x00, 127, 0, 0, 1],
+    )
+}
+
+/// Transport-cc FCIs for the `twcc` target (the target wraps them in an RTCP header).
+pub fn twcc_fci() -> Vec<Vec<u8>> {
+    let fixed = |base: u16, count: u16| {
+        let mut v = Vec::new();
+        v.extend_from_slice(&base.to_be_bytes());
+        v.extend_from_slice(&count.to_be_bytes());
+        v.extend_from_slice(&[0x12, 0x34, 0x56, 9]);
+        v
+    };
+    let mut rle = fixed(65530, 10);
+    rle.extend_from_slice(&[0x20, 0x0A]); // run of 10 small
+    rle.extend_from_slice(&[1; 10]);
+    let mut vec2 = fixed(7, 7);
+    vec2.extend_from_slice(&[0xC6, 0x58]); // 2-bit: small, large, none, ... (7 symbols)
+    vec2.extend_from_slice(&[4, 0x80, 0x00, 9, 9, 9]);
+    let mut huge = fixed(0, 0xFFFF);
+    for _ in 0..8 {
+        huge.extend_from_slice(&[0x1F, 0xFF]); // 8191 not received each: 65528 < 65535
+    }
+    let mut huge_ok = huge.clone();
+    huge_ok.extend_from_slice(&[0x00, 0x07]);
+    let mut reserved = fixed(0, 3);
+    reserved.extend_from_slice(&[0x60, 0x03]); // reserved symbol
+    vec![rle, vec2, huge, huge_ok, reserved]
+}
+
 /// Seeds of the target called `name`.
 pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     match name {
@@ -300,6 +480,14 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "srtp" => srtp(),
         "bridge_channel" => bridge_channel(),
         "shard" => shard(),
+        "stun" => stun(),
+        "dtls_records" => dtls_records(),
+        "sctp" => sctp(),
+        "twcc" => {
+            let mut v = twcc_fci();
+            v.extend(rtcp().into_iter().filter(|p| p.get(1) == Some(&205)));
+            v
+        }
         _ => Vec::new(),
     }
 }

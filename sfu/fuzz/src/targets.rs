@@ -286,7 +286,7 @@ pub fn bridge_channel(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // Whole shard.
 
-fn cert() -> &'static (Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>, LocalCert) {
+pub(crate) fn cert() -> &'static (Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>, LocalCert) {
     static CERT: OnceLock<(Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>, LocalCert)> = OnceLock::new();
     CERT.get_or_init(|| {
         // Invariant: the aws-lc-rs provider exists and can make a P-256 certificate.
@@ -300,17 +300,17 @@ fn cert() -> &'static (Arc<dyn rtc_dtls::crypto_provider::RTCCryptoProvider>, Lo
 pub const SHARD_MAX_CONFERENCES: usize = 3;
 pub const SHARD_MAX_ENDPOINTS: usize = 3;
 pub const SHARD_MAX_SSRCS: usize = 6;
-const REMOTE_UFRAG: &str = "fzuf";
-const REMOTE_PWD: &str = "fuzzpasswordfuzzpassword";
+pub(crate) const REMOTE_UFRAG: &str = "fzuf";
+pub(crate) const REMOTE_PWD: &str = "fuzzpasswordfuzzpassword";
 
-struct Cursor<'a>(&'a [u8]);
+pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 impl Cursor<'_> {
-    fn byte(&mut self) -> Option<u8> {
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let (&b, r) = self.0.split_first()?;
         self.0 = r;
         Some(b)
     }
-    fn take(&mut self, n: usize) -> &[u8] {
+    pub(crate) fn take(&mut self, n: usize) -> &[u8] {
         let n = n.min(self.0.len());
         let (a, b) = self.0.split_at(n);
         self.0 = b;
@@ -318,7 +318,7 @@ impl Cursor<'_> {
     }
 }
 
-fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut c = 0xFFFF_FFFFu32;
     for &b in data {
         c ^= u32::from(b);
@@ -329,7 +329,7 @@ fn crc32(data: &[u8]) -> u32 {
     !c
 }
 
-fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
+pub(crate) fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
     m.extend_from_slice(&t.to_be_bytes());
     m.extend_from_slice(&(v.len() as u16).to_be_bytes());
     m.extend_from_slice(v);

@@ -24,7 +24,7 @@ use rtc_dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc_shared::TransportProtocol;
 
-use crate::config::SrtpProfile;
+use crate::config::{HandshakeSlot, HandshakeSlots, SrtpProfile};
 use crate::control::Fingerprint;
 use crate::srtp::{new_session, split_keying_material, Profile, Srtp};
 use client_hello::{Feed, HelloAssembler};
@@ -124,6 +124,8 @@ pub struct Dtls {
     key: Option<SocketAddr>,
     started: Option<Instant>,
     local: SocketAddr,
+    /// Held from the handshake's first datagram (or `connect`) until it connects or fails.
+    slot: Option<HandshakeSlot>,
 }
 
 /// Why a datagram was not accepted (for drop counters).
@@ -135,6 +137,8 @@ pub enum DtlsDrop {
     Failed,
     /// rtc-dtls rejected a record after the handshake.
     Rejected,
+    /// The bridge-wide cap on handshakes in flight is reached; the handshake is not started.
+    HandshakeLimit,
 }
 
 impl DtlsDrop {
@@ -143,6 +147,7 @@ impl DtlsDrop {
             DtlsDrop::MalformedHello => "dtls_malformed_hello",
             DtlsDrop::Failed => "dtls_failed",
             DtlsDrop::Rejected => "dtls_rejected",
+            DtlsDrop::HandshakeLimit => "dtls_handshake_limit",
         }
     }
 }
@@ -153,6 +158,8 @@ pub struct DtlsContext<'a> {
     pub cert: &'a LocalCert,
     pub fingerprints: &'a [Fingerprint],
     pub allowed: &'a [SrtpProfile],
+    /// The bridge-wide cap on handshakes in flight.
+    pub slots: &'a HandshakeSlots,
 }
 
 impl Dtls {
@@ -172,6 +179,7 @@ impl Dtls {
             key: None,
             started: None,
             local,
+            slot: None,
         }
     }
 
@@ -202,6 +210,12 @@ impl Dtls {
             Ok(c) => c,
             Err(e) => return self.fail(e, out),
         };
+        // Over the cap: not started; the shard calls `connect` again on its next drive.
+        let Some(slot) = ctx.slots.try_acquire() else {
+            tracing::debug!(%remote, "DTLS handshake cap reached; client handshake deferred");
+            return;
+        };
+        self.slot = Some(slot);
         self.key = Some(remote);
         self.started = Some(now);
         if let Err(e) = self.ep.connect(now, remote, Arc::new(cfg), None) {
@@ -219,6 +233,13 @@ impl Dtls {
         ctx: &DtlsContext<'_>,
         out: &mut Vec<DtlsEvent>,
     ) -> Result<(), DtlsDrop> {
+        if matches!(self.state, State::AwaitHello { .. }) && self.slot.is_none() {
+            // The first datagram of a handshake needs a slot under the bridge-wide cap.
+            match ctx.slots.try_acquire() {
+                Some(s) => self.slot = Some(s),
+                None => return Err(DtlsDrop::HandshakeLimit),
+            }
+        }
         // The session is keyed by the first address; records from another ICE-validated
         // address (the peer switched pairs) belong to the same session.
         let key = *self.key.get_or_insert(from);
@@ -284,6 +305,7 @@ impl Dtls {
                         EndpointEvent::ApplicationData(b) => out.push(DtlsEvent::Data(b)),
                         EndpointEvent::PeerClosed => {
                             self.state = State::Failed;
+                            self.slot = None;
                             out.push(DtlsEvent::Closed);
                         }
                         _ => {}
@@ -320,6 +342,7 @@ impl Dtls {
         match new_session(profile, &keys) {
             Ok(srtp) => {
                 self.state = State::Connected;
+                self.slot = None;
                 out.push(DtlsEvent::Connected { srtp, profile });
             }
             Err(e) => self.fail(e, out),
@@ -327,6 +350,7 @@ impl Dtls {
     }
 
     fn fail(&mut self, reason: String, out: &mut Vec<DtlsEvent>) {
+        self.slot = None;
         if !self.is_failed() {
             self.state = State::Failed;
             out.push(DtlsEvent::Failed(reason));
@@ -424,6 +448,52 @@ fn build_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bridge-wide handshake cap: a server handshake over it is refused (not failed, so a
+    /// retransmission may start it later), and a finished handshake frees its slot.
+    #[test]
+    fn handshake_cap_refuses_then_frees() {
+        let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
+        let cert = LocalCert::generate(&provider).expect("certificate");
+        let slots = HandshakeSlots::new(1);
+        let ctx = DtlsContext {
+            provider: &provider,
+            cert: &cert,
+            fingerprints: &[],
+            allowed: &[SrtpProfile::AeadAes128Gcm],
+            slots: &slots,
+        };
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let peer: SocketAddr = "127.0.0.1:5000".parse().expect("literal");
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // A handshake record header (ClientHello fragment) that is incomplete: it waits.
+        // (record header: handshake, epoch 0, length 12; fragment: ClientHello of 100 bytes,
+        // offset 0, fragment length 0.)
+        let partial = BytesMut::from(
+            &[
+                22u8, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 1, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0,
+            ][..],
+        );
+        let mut a = Dtls::new(Role::Server, local);
+        assert_eq!(a.handle_datagram(now, peer, partial.clone(), &ctx, &mut out), Ok(()));
+        assert_eq!(slots.in_flight(), 1);
+        let mut b = Dtls::new(Role::Server, local);
+        assert_eq!(
+            b.handle_datagram(now, peer, partial.clone(), &ctx, &mut out),
+            Err(DtlsDrop::HandshakeLimit)
+        );
+        assert!(!b.is_failed(), "a refused handshake is not failed");
+        assert!(out.is_empty());
+        // The first one times out: its slot is free and the second one can start.
+        a.handle_timeout(now + HANDSHAKE_TIMEOUT, &mut out);
+        assert!(a.is_failed());
+        assert_eq!(slots.in_flight(), 0);
+        assert_eq!(b.handle_datagram(now, peer, partial, &ctx, &mut out), Ok(()));
+        assert_eq!(slots.in_flight(), 1);
+        drop(b);
+        assert_eq!(slots.in_flight(), 0, "an expired endpoint frees its slot");
+    }
 
     /// GCM is chosen whenever the client offers it, regardless of the client's order.
     #[test]

@@ -23,6 +23,8 @@ pub enum ErrorCondition {
     ServiceUnavailable,
     InternalServerError,
     Forbidden,
+    /// The sender is not an allowed focus (robustness.md §2.3, case 30).
+    NotAuthorized,
 }
 
 impl ErrorCondition {
@@ -36,6 +38,7 @@ impl ErrorCondition {
             ErrorCondition::ServiceUnavailable => "service-unavailable",
             ErrorCondition::InternalServerError => "internal-server-error",
             ErrorCondition::Forbidden => "forbidden",
+            ErrorCondition::NotAuthorized => "not-authorized",
         }
     }
 
@@ -43,7 +46,7 @@ impl ErrorCondition {
     pub fn error_type(self) -> ErrorType {
         match self {
             ErrorCondition::BadRequest => ErrorType::Modify,
-            ErrorCondition::Forbidden => ErrorType::Auth,
+            ErrorCondition::Forbidden | ErrorCondition::NotAuthorized => ErrorType::Auth,
             _ => ErrorType::Cancel,
         }
     }
@@ -52,7 +55,7 @@ impl ErrorCondition {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCondition::BadRequest | ErrorCondition::FeatureNotImplemented => 400,
-            ErrorCondition::Forbidden => 403,
+            ErrorCondition::Forbidden | ErrorCondition::NotAuthorized => 403,
             ErrorCondition::ItemNotFound => 404,
             ErrorCondition::Conflict => 409,
             ErrorCondition::InternalServerError => 500,
@@ -171,6 +174,28 @@ impl Colibri2Error {
         }
     }
 
+    /// A `conference-modify` from a JID that is not an allowed focus (`xmpp.focus_jids`).
+    pub fn not_authorized() -> Self {
+        Self::new(
+            ErrorCondition::NotAuthorized,
+            "Colibri2 requests are accepted only from the focus (xmpp.focus_jids)",
+        )
+    }
+
+    /// A configured limit refused the request. The bridge being full (conferences, endpoints)
+    /// is `service-unavailable`, so Jicofo moves the session to another bridge; too many SSRCs
+    /// is the client's request's fault, `bad-request`, so Jicofo only cancels that invite and
+    /// keeps the bridge (colibri.md §3.12).
+    pub fn limit_reached(what: &str) -> Self {
+        let (condition, key) = match what {
+            "conferences" => (ErrorCondition::ServiceUnavailable, "sfu.max_conferences"),
+            "endpoints per conference" => (ErrorCondition::ServiceUnavailable, "sfu.max_endpoints_per_conference"),
+            "ssrcs per endpoint" => (ErrorCondition::BadRequest, "sfu.max_ssrcs_per_endpoint"),
+            _ => (ErrorCondition::ServiceUnavailable, "sfu"),
+        };
+        Self::new(condition, format!("Limit reached: {what} ({key})"))
+    }
+
     /// An unsupported request shape (colibri.md §3.10 step 3).
     pub fn feature_not_implemented(text: impl Into<String>) -> Self {
         Self::new(ErrorCondition::FeatureNotImplemented, text).with_reason(Reason::FeatureNotImplemented)
@@ -191,9 +216,8 @@ impl Colibri2Error {
                 format!("Endpoint with ID {} already exists", endpoint_id.unwrap_or("?")),
             ),
             CommandError::Invalid(msg) => Self::bad_request(msg.clone()),
-            // A full bridge is an internal failure for Jicofo: it marks the bridge
-            // non-operational and re-invites elsewhere, which is what we want.
-            CommandError::LimitReached(_) | CommandError::Internal(_) => Self::internal(err.to_string()),
+            CommandError::LimitReached(what) => Self::limit_reached(what),
+            CommandError::Internal(_) => Self::internal(err.to_string()),
             // `CommandError` is non_exhaustive.
             #[allow(unreachable_patterns)]
             _ => Self::internal(err.to_string()),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,85 @@ pub struct HandlerConfig {
     /// endpoint the handler forgets: Colibri2 expire, conference expiry, or the core's own
     /// expiry. The websocket server closes the endpoint's socket with 1001 from here.
     pub endpoint_gone: Option<EndpointGoneHook>,
+    /// Who may send `conference-modify` over XMPP (robustness.md §2.3). REST is not checked
+    /// (it is the operator's private API).
+    pub focus: FocusAuth,
+    /// The media core's configured limits (the core enforces them; the handler reports them
+    /// with its refusal counts, [`Colibri2Handler::limits`]).
+    pub limits: sfu::config::Limits,
+}
+
+/// The XMPP senders allowed to send Colibri2 (config `xmpp.focus_jids`).
+///
+/// A request is authorized when its `from` (the focus's occupant JID in the brewery) or the
+/// real JID the room disclosed for that occupant matches one pattern: `user@domain` or
+/// `user@domain/*` (any resource), or a full `user@domain/resource`. Node and domain compare
+/// case-insensitively, the resource exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FocusAuth {
+    /// Anyone the XMPP layer admitted (a brewery occupant): JVB's behaviour.
+    #[default]
+    Any,
+    Jids(Vec<String>),
+}
+
+impl FocusAuth {
+    /// From `xmpp.focus_jids`: `["*"]` (or any `*` entry) allows anyone.
+    pub fn from_patterns(patterns: &[String]) -> Self {
+        if patterns.iter().any(|p| p.trim() == "*") {
+            FocusAuth::Any
+        } else {
+            FocusAuth::Jids(patterns.iter().map(|p| p.trim().to_owned()).collect())
+        }
+    }
+
+    /// Whether any of `senders` (JIDs, empty ones ignored) matches.
+    pub fn allows(&self, senders: &[&str]) -> bool {
+        match self {
+            FocusAuth::Any => true,
+            FocusAuth::Jids(patterns) => senders
+                .iter()
+                .filter(|s| !s.is_empty())
+                .any(|s| patterns.iter().any(|p| jid_matches(p, s))),
+        }
+    }
+}
+
+fn jid_matches(pattern: &str, jid: &str) -> bool {
+    let (pb, pr) = match pattern.split_once('/') {
+        Some((b, "*")) => (b, None),
+        Some((b, r)) => (b, Some(r)),
+        None => (pattern, None),
+    };
+    let (jb, jr) = match jid.split_once('/') {
+        Some((b, r)) => (b, Some(r)),
+        None => (jid, None),
+    };
+    !pb.is_empty() && pb.eq_ignore_ascii_case(jb) && pr.is_none_or(|r| jr == Some(r))
+}
+
+/// The configured limits and how often each refused a request, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitReport {
+    pub max_conferences: usize,
+    pub max_endpoints_per_conference: usize,
+    pub max_ssrcs_per_endpoint: usize,
+    pub max_dtls_handshakes: usize,
+    /// DTLS handshakes holding a slot now (bridge-wide).
+    pub dtls_handshakes_in_flight: usize,
+    pub refused_conferences: u64,
+    pub refused_endpoints: u64,
+    pub refused_ssrcs: u64,
+    /// `conference-modify` requests refused with `not-authorized` (not from the focus).
+    pub refused_not_authorized: u64,
+}
+
+#[derive(Debug, Default)]
+struct Refusals {
+    conferences: AtomicU64,
+    endpoints: AtomicU64,
+    ssrcs: AtomicU64,
+    not_authorized: AtomicU64,
 }
 
 /// What goes into the advertised colibri-ws URLs:
@@ -126,6 +205,8 @@ impl Default for HandlerConfig {
             command_timeout: COMMAND_TIMEOUT,
             web_sockets: None,
             endpoint_gone: None,
+            focus: FocusAuth::Any,
+            limits: sfu::config::Limits::default(),
         }
     }
 }
@@ -182,6 +263,7 @@ pub struct Colibri2Handler {
     state: Mutex<State>,
     /// Mirror of the counts, readable without awaiting the state lock.
     counts: StdMutex<HandlerCounts>,
+    refusals: Refusals,
 }
 
 #[derive(Default)]
@@ -226,6 +308,7 @@ impl Colibri2Handler {
             config,
             state: Mutex::new(State::default()),
             counts: StdMutex::new(HandlerCounts::default()),
+            refusals: Refusals::default(),
         }
     }
 
@@ -244,6 +327,41 @@ impl Colibri2Handler {
     pub async fn handle_xml(&self, request: &Element) -> Result<Element, Colibri2Error> {
         let req = ConferenceModify::from_element(request)?;
         self.handle(req).await.map(|r| r.to_element())
+    }
+
+    /// Handle a `<conference-modify>` that came over XMPP from `senders` (the IQ's `from` and,
+    /// when the room disclosed it, the sender's real JID): refused with `not-authorized`, and
+    /// nothing done, unless one of them is an allowed focus ([`HandlerConfig::focus`]).
+    pub async fn handle_xml_from(&self, request: &Element, senders: &[&str]) -> Result<Element, Colibri2Error> {
+        self.authorize(senders)?;
+        self.handle_xml(request).await
+    }
+
+    /// The focus check alone ([`Self::handle_xml_from`]); counts refusals.
+    pub fn authorize(&self, senders: &[&str]) -> Result<(), Colibri2Error> {
+        if self.config.focus.allows(senders) {
+            return Ok(());
+        }
+        self.refusals.not_authorized.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(?senders, "conference-modify from a non-focus JID: not-authorized");
+        Err(Colibri2Error::not_authorized())
+    }
+
+    /// The configured limits and the refusals counted so far.
+    pub fn limits(&self) -> LimitReport {
+        let l = &self.config.limits;
+        let r = &self.refusals;
+        LimitReport {
+            max_conferences: l.max_conferences,
+            max_endpoints_per_conference: l.max_endpoints_per_conference,
+            max_ssrcs_per_endpoint: l.max_ssrcs_per_endpoint,
+            max_dtls_handshakes: l.dtls_handshakes.max(),
+            dtls_handshakes_in_flight: l.dtls_handshakes.in_flight(),
+            refused_conferences: r.conferences.load(Ordering::Relaxed),
+            refused_endpoints: r.endpoints.load(Ordering::Relaxed),
+            refused_ssrcs: r.ssrcs.load(Ordering::Relaxed),
+            refused_not_authorized: r.not_authorized.load(Ordering::Relaxed),
+        }
     }
 
     /// Handle the JSON form. `meeting_id` (from a PATCH path) overrides the body's.
@@ -594,12 +712,25 @@ impl Colibri2Handler {
     /// well inside Jicofo's 15 s reply timeout instead of silence (colibri.md §8, check 68).
     async fn command(&self, cmd: Command) -> Result<Reply, CommandError> {
         let limit = self.config.command_timeout;
-        match tokio::time::timeout(limit, self.core.command(cmd)).await {
+        let r = match tokio::time::timeout(limit, self.core.command(cmd)).await {
             Ok(r) => r,
             Err(_) => Err(CommandError::Internal(format!(
                 "media core did not answer within {limit:?}"
             ))),
+        };
+        if let Err(CommandError::LimitReached(what)) = &r {
+            let counter = match *what {
+                "conferences" => Some(&self.refusals.conferences),
+                "endpoints per conference" => Some(&self.refusals.endpoints),
+                "ssrcs per endpoint" => Some(&self.refusals.ssrcs),
+                _ => None,
+            };
+            if let Some(c) = counter {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::info!(limit = what, "request refused by a configured limit");
         }
+        r
     }
 
     fn check_sctp(&self, sctp: &Sctp) -> Result<(), Colibri2Error> {

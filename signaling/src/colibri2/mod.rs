@@ -17,8 +17,8 @@ pub(crate) mod testutil;
 
 pub use error::{Colibri2Error, ErrorCondition, ErrorType, Reason};
 pub use handler::{
-    Colibri2Handler, ConferenceInfo, EndpointGoneHook, HandlerConfig, HandlerCounts, MediaCore, WebSocketAdvert,
-    WebSocketTarget,
+    Colibri2Handler, ConferenceInfo, EndpointGoneHook, FocusAuth, HandlerConfig, HandlerCounts, LimitReport, MediaCore,
+    WebSocketAdvert, WebSocketTarget,
 };
 
 use sfu::control::MediaKind;

@@ -354,6 +354,53 @@ fn families(s: &Snapshot) -> Vec<Family> {
         "Panics caught in the media core; each tore down the conference it happened in (robustness.md case 57).",
         core.task_panics as f64,
     );
+    one(
+        P,
+        "dtls_handshakes_in_flight",
+        Gauge,
+        "DTLS handshakes started and neither connected nor failed (bridge-wide).",
+        s.limits.dtls_handshakes_in_flight as f64,
+    );
+    one(
+        P,
+        "colibri2_not_authorized",
+        Counter,
+        "Colibri2 requests refused because the sender is not an allowed focus (xmpp.focus_jids).",
+        s.limits.refused_not_authorized as f64,
+    );
+    // Every limit: its configured value, and how often it refused something (robustness.md §2.5).
+    let drop_count = |reason: &str| {
+        core.drops
+            .iter()
+            .filter(|(r, _)| *r == reason)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let l = &s.limits;
+    let limits: [(&str, f64, u64); 6] = [
+        ("conferences", l.max_conferences as f64, l.refused_conferences),
+        (
+            "endpoints_per_conference",
+            l.max_endpoints_per_conference as f64,
+            l.refused_endpoints,
+        ),
+        ("ssrcs_per_endpoint", l.max_ssrcs_per_endpoint as f64, l.refused_ssrcs),
+        (
+            "dtls_handshakes_in_flight",
+            l.max_dtls_handshakes as f64,
+            drop_count("dtls_handshake_limit"),
+        ),
+        (
+            "bridge_channel_message_bytes",
+            sfu::bridge_channel::MAX_MESSAGE_LEN as f64,
+            drop_count("channel_too_large"),
+        ),
+        (
+            "bridge_channel_messages_per_second",
+            sfu::receiver::CHANNEL_RATE,
+            drop_count("channel_rate_limited"),
+        ),
+    ];
     out.push(Family {
         name: "palim_xmpp_connected".into(),
         kind: Kind::Gauge,
@@ -363,6 +410,24 @@ fn families(s: &Snapshot) -> Vec<Family> {
             .servers
             .iter()
             .map(|(server, up)| (vec![("server", server.clone())], b(*up)))
+            .collect(),
+    });
+    out.push(Family {
+        name: "palim_limit".into(),
+        kind: Kind::Gauge,
+        help: "Configured limit, by limit.",
+        samples: limits
+            .iter()
+            .map(|(name, v, _)| (vec![("limit", (*name).to_owned())], *v))
+            .collect(),
+    });
+    out.push(Family {
+        name: "palim_limit_refusals".into(),
+        kind: Kind::Counter,
+        help: "Requests, handshakes or messages refused because a limit was reached, by limit.",
+        samples: limits
+            .iter()
+            .map(|(name, _, n)| (vec![("limit", (*name).to_owned())], *n as f64))
             .collect(),
     });
     out.push(Family {
@@ -388,6 +453,7 @@ pub fn metric_names() -> Vec<String> {
         healthy: true,
         xmpp: Default::default(),
         started: UNIX_EPOCH,
+        limits: Default::default(),
     };
     families(&snap).into_iter().map(|f| f.name).collect()
 }

@@ -308,6 +308,8 @@ pub struct Snapshot {
     pub healthy: bool,
     pub xmpp: crate::ops::XmppCounts,
     pub started: SystemTime,
+    /// Configured limits and their refusal counts (robustness.md §2.5).
+    pub limits: crate::colibri2::LimitReport,
 }
 
 impl Snapshot {
@@ -320,6 +322,7 @@ impl Snapshot {
             healthy: (state.health)().is_ok(),
             xmpp: state.ops.xmpp(),
             started: state.ops.started,
+            limits: state.colibri.limits(),
         }
     }
 }

@@ -539,9 +539,11 @@ impl<H: IqHandler> Session<'_, H> {
             let err = StanzaError::new(Condition::Forbidden, "Not a brewery occupant");
             return self.write(&reply_with(IqResponse::Error(err))).await;
         };
+        let mut from_real_jid = None;
         if let Some(nick) = from.and_then(|f| f.split_once('/')).map(|(_, n)| n) {
-            if !room.occupants.contains_key(nick) {
-                debug!(nick, "IQ from an occupant we have no presence for yet");
+            match room.occupants.get(nick) {
+                Some(o) => from_real_jid.clone_from(&o.real_jid),
+                None => debug!(nick, "IQ from an occupant we have no presence for yet"),
             }
         }
 
@@ -574,6 +576,7 @@ impl<H: IqHandler> Session<'_, H> {
         let incoming = IncomingIq {
             id: id.to_owned(),
             from: from.unwrap_or_default().to_owned(),
+            from_real_jid,
             to: to.map(str::to_owned).unwrap_or_else(|| self.jid.clone()),
             kind,
             payload: payload.clone(),

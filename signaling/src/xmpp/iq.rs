@@ -32,6 +32,8 @@ pub struct IncomingIq {
     pub id: String,
     /// The requester, e.g. `jvbbrewery@internal-muc.meet.jitsi/focus`.
     pub from: String,
+    /// The requester's real JID, when the room disclosed it in the occupant's presence.
+    pub from_real_jid: Option<String>,
     /// Our own full JID as the server addressed it.
     pub to: String,
     pub kind: IqType,

@@ -865,12 +865,17 @@ async fn core_failures_map_through_one_function() {
 
     let (core, h) = setup();
     create_alice(&h).await;
-    core.fail_next(CommandError::LimitReached("endpoints"));
-    assert_err(
+    core.fail_next(CommandError::LimitReached("endpoints per conference"));
+    let e = assert_err(
         xml(&h, "02_create_bob.xml").await,
-        ErrorCondition::InternalServerError,
+        ErrorCondition::ServiceUnavailable,
         None,
     );
+    assert_eq!(
+        e.text,
+        "Limit reached: endpoints per conference (sfu.max_endpoints_per_conference)"
+    );
+    assert_eq!(h.limits().refused_endpoints, 1);
     assert!(h.endpoint_ids(MEETING, "b2c3d4e5").await.is_none());
 
     core.fail_next(CommandError::Invalid("duplicate ssrc".into()));
@@ -1344,4 +1349,99 @@ async fn no_web_socket_urls_by_default() {
     let v = serde_json::to_value(&resp).expect("serializes");
     let ws = &v["endpoints"][0]["transport"]["transport"]["web-sockets"];
     assert!(ws.is_null() || ws.as_array().is_some_and(|a| a.is_empty()), "{v}");
+}
+
+// ----- Focus check (robustness.md case 30) and limit refusals (case 41) -----
+
+#[test]
+fn focus_patterns_match_bare_full_and_wildcard_jids() {
+    let auth = FocusAuth::from_patterns(&[
+        "focus@auth.meet.jitsi".into(),
+        "jvbbrewery@internal-muc.meet.jitsi/focus".into(),
+        "ops@auth.meet.jitsi/*".into(),
+    ]);
+    assert!(auth.allows(&["Focus@Auth.Meet.Jitsi/abc123"]));
+    assert!(auth.allows(&["focus@auth.meet.jitsi"]));
+    assert!(auth.allows(&["jvbbrewery@internal-muc.meet.jitsi/focus"]));
+    assert!(auth.allows(&["ops@auth.meet.jitsi/x"]));
+    // The occupant JID of someone else, with or without a disclosed real JID.
+    assert!(!auth.allows(&["jvbbrewery@internal-muc.meet.jitsi/intruder", ""]));
+    assert!(!auth.allows(&[
+        "jvbbrewery@internal-muc.meet.jitsi/intruder",
+        "intruder@auth.meet.jitsi/res"
+    ]));
+    // The resource is exact; a prefix of the bare JID is not the JID.
+    assert!(!auth.allows(&["jvbbrewery@internal-muc.meet.jitsi/focus2"]));
+    assert!(!auth.allows(&["focus@auth.meet.jitsi.evil.org/x"]));
+    assert!(!auth.allows(&["", ""]));
+    assert!(FocusAuth::from_patterns(&["*".into()]).allows(&["anyone@anywhere/x"]));
+    assert!(!FocusAuth::from_patterns(&[]).allows(&["focus@auth.meet.jitsi"]));
+}
+
+#[tokio::test]
+async fn non_focus_sender_is_not_authorized_and_nothing_happens() {
+    let (core, h) = setup_with(HandlerConfig {
+        focus: FocusAuth::from_patterns(&["focus@auth.meet.jitsi".into()]),
+        ..Default::default()
+    });
+    let req = fixture("01_create_alice.xml");
+    let e = match h
+        .handle_xml_from(
+            &req,
+            &[
+                "jvbbrewery@internal-muc.meet.jitsi/intruder",
+                "intruder@auth.meet.jitsi/x",
+            ],
+        )
+        .await
+    {
+        Ok(el) => panic!("accepted: {}", to_string(&el)),
+        Err(e) => e,
+    };
+    assert_eq!(e.condition, ErrorCondition::NotAuthorized);
+    assert_eq!(e.condition.error_type(), ErrorType::Auth);
+    let stanza = to_string(&e.to_stanza_error("jabber:client"));
+    assert!(
+        stanza.contains("type=\"auth\"") || stanza.contains("type='auth'"),
+        "{stanza}"
+    );
+    assert!(stanza.contains("not-authorized"), "{stanza}");
+    assert!(core.log().is_empty(), "the core saw {:?}", core.log());
+    assert!(!h.has_conference(MEETING).await);
+    assert_eq!(h.limits().refused_not_authorized, 1);
+    // The focus itself (real JID disclosed by the room) is served.
+    h.handle_xml_from(
+        &req,
+        &[
+            "jvbbrewery@internal-muc.meet.jitsi/focus",
+            "focus@auth.meet.jitsi/focus-1",
+        ],
+    )
+    .await
+    .expect("the focus creates");
+    assert!(h.has_conference(MEETING).await);
+    assert_eq!(h.limits().refused_not_authorized, 1);
+}
+
+#[tokio::test]
+async fn limit_refusals_are_clear_errors_and_counted() {
+    let (core, h) = setup();
+    core.fail_next(CommandError::LimitReached("conferences"));
+    let e = assert_err(
+        xml(&h, "01_create_alice.xml").await,
+        ErrorCondition::ServiceUnavailable,
+        None,
+    );
+    assert_eq!(e.text, "Limit reached: conferences (sfu.max_conferences)");
+    assert!(
+        !h.has_conference(MEETING).await,
+        "a refused create leaves no conference"
+    );
+    create_alice(&h).await;
+    core.fail_next(CommandError::LimitReached("ssrcs per endpoint"));
+    let e = assert_err(xml(&h, "03_session_accept.xml").await, ErrorCondition::BadRequest, None);
+    assert_eq!(e.text, "Limit reached: ssrcs per endpoint (sfu.max_ssrcs_per_endpoint)");
+    let l = h.limits();
+    assert_eq!((l.refused_conferences, l.refused_endpoints, l.refused_ssrcs), (1, 0, 1));
+    assert_eq!(l.max_conferences, sfu::config::Limits::default().max_conferences);
 }
