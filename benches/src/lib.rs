@@ -90,6 +90,8 @@ struct Client {
     rtp_received: HashMap<u32, usize>,
     video_seq: u64,
     started: Instant,
+    /// Index the address and SSRCs derive from (the endpoint id).
+    id: usize,
 }
 
 impl Client {
@@ -137,6 +139,7 @@ impl Client {
             rtp_received: HashMap::new(),
             video_seq: 5000,
             started: now,
+            id: i,
         })
     }
 
@@ -230,6 +233,20 @@ impl Client {
             );
         }
     }
+    fn write_audio(&mut self, now: Instant, i: usize, seq: u64) {
+        let ts = (now - self.started).as_millis() as u32 * 48;
+        let exts = ExtensionValues {
+            mid: Some(Mid::from(MID_AUDIO)),
+            audio_level: Some(-30),
+            voice_activity: Some(true),
+            ..Default::default()
+        };
+        if let Some(s) = self.rtc.direct_api().stream_tx(&audio_ssrc(i).into()) {
+            s.write_rtp(
+                RtpWrite::new(Pt::new_with_value(PT_OPUS), seq.into(), ts, now, vec![0xF8; 80]).ext_vals(exts),
+            );
+        }
+    }
 }
 
 /// A datagram ready for [`Conference::forward`]: sender address and SRTP bytes.
@@ -247,6 +264,60 @@ pub struct Conference {
     pub now: Instant,
     payload_len: usize,
     packets_made: u32,
+    /// Endpoint id (and client index for address and SSRCs) of the next joiner.
+    next_id: usize,
+}
+
+/// Create endpoint `i` on the shard (sources: audio and video SSRCs derived from `i`, media as
+/// Jicofo signals it) and its str0m client, ICE/DTLS started towards the bridge. Every client
+/// expects the streams of endpoint 0, the sender of [`Conference::forward`].
+fn join(shard: &mut Shard, now: Instant, i: usize) -> Result<Client, SetupError> {
+    let ep = EndpointId(i as u32);
+    let bridge = match shard.handle_command(
+        now,
+        Command::CreateEndpoint {
+            conf: CONF,
+            ep,
+            ice_controlling: true,
+            sctp: false,
+            visitor: false,
+            name: format!("ep{i}"),
+            ssrc_rewriting: false,
+        },
+    ) {
+        Ok(Reply::EndpointCreated(t)) => t,
+        other => return Err(err(format!("create endpoint: {other:?}"))),
+    };
+    let mut client = Client::new(now, i)?;
+    let transport = client.remote_transport();
+    let cmds = [
+        Command::SetRemoteTransport {
+            conf: CONF,
+            ep,
+            transport,
+        },
+        Command::SetSources {
+            conf: CONF,
+            ep,
+            sources: sources(audio_ssrc(i), video_ssrc(i)),
+        },
+    ];
+    for cmd in cmds.into_iter().chain(
+        media_descriptions()
+            .into_iter()
+            .map(|media| Command::SetMedia { conf: CONF, ep, media }),
+    ) {
+        shard
+            .handle_command(now, cmd)
+            .map_err(|e| err(format!("command: {e:?}")))?;
+    }
+    client.connect(&bridge)?;
+    if i > 0 {
+        let mut api = client.rtc.direct_api();
+        api.expect_stream_rx(audio_ssrc(0).into(), None, Mid::from(MID_AUDIO), None);
+        api.expect_stream_rx(video_ssrc(0).into(), None, Mid::from(MID_VIDEO), None);
+    }
+    Ok(client)
 }
 
 impl Conference {
@@ -274,54 +345,7 @@ impl Conference {
         let mut clients = Vec::new();
         let mut by_addr = HashMap::new();
         for i in 0..=receivers {
-            let ep = EndpointId(i as u32);
-            let bridge = match shard.handle_command(
-                start,
-                Command::CreateEndpoint {
-                    conf: CONF,
-                    ep,
-                    ice_controlling: true,
-                    sctp: false,
-                    visitor: false,
-                    name: format!("ep{i}"),
-                    ssrc_rewriting: false,
-                },
-            ) {
-                Ok(Reply::EndpointCreated(t)) => t,
-                other => return Err(err(format!("create endpoint: {other:?}"))),
-            };
-            let mut client = Client::new(start, i)?;
-            let transport = client.remote_transport();
-            let cmds = [
-                Command::SetRemoteTransport {
-                    conf: CONF,
-                    ep,
-                    transport,
-                },
-                Command::SetSources {
-                    conf: CONF,
-                    ep,
-                    sources: sources(audio_ssrc(i), video_ssrc(i)),
-                },
-            ];
-            for cmd in cmds
-                .into_iter()
-                .chain(
-                    media_descriptions()
-                        .into_iter()
-                        .map(|media| Command::SetMedia { conf: CONF, ep, media }),
-                )
-            {
-                shard
-                    .handle_command(start, cmd)
-                    .map_err(|e| err(format!("command: {e:?}")))?;
-            }
-            client.connect(&bridge)?;
-            if i > 0 {
-                let mut api = client.rtc.direct_api();
-                api.expect_stream_rx(audio_ssrc(0).into(), None, Mid::from(MID_AUDIO), None);
-                api.expect_stream_rx(video_ssrc(0).into(), None, Mid::from(MID_VIDEO), None);
-            }
+            let client = join(&mut shard, start, i)?;
             by_addr.insert(client.addr, i);
             clients.push(client);
         }
@@ -332,6 +356,7 @@ impl Conference {
             now: start,
             payload_len: 1000,
             packets_made: 0,
+            next_id: receivers + 1,
         };
         // Run the simulated network until every client has DTLS-SRTP up (30 simulated s).
         for _ in 0..30_000 {
@@ -489,6 +514,107 @@ impl Conference {
             // As the driver does after sending: the buffer goes back to the shard's pool.
             self.shard.recycle(t.data);
             n += 1;
+        }
+        n
+    }
+    /// Endpoint churn as in the soak (colibri.md §3: Colibri2 expire, then a fresh endpoint):
+    /// the endpoint in `slot` (1..=receivers) is expired and replaced by a new endpoint with a
+    /// fresh id, address, ICE credentials and SSRCs, which connects (ICE, DTLS-SRTP), asks for
+    /// video, and then sends `packets` audio and VP8 packets (1 ms apart) that the shard
+    /// forwards to the others, while endpoint 0 keeps sending too. Returns how many datagrams
+    /// the shard sent to the other clients' addresses meanwhile.
+    pub fn replace_endpoint(&mut self, slot: usize, packets: usize) -> Result<usize, SetupError> {
+        if slot == 0 || slot >= self.clients.len() {
+            return Err(err(format!("slot {slot} is not a receiver")));
+        }
+        let old = &self.clients[slot];
+        let (old_id, old_addr) = (old.id, old.addr);
+        self.shard
+            .handle_command(
+                self.now,
+                Command::ExpireEndpoint {
+                    conf: CONF,
+                    ep: EndpointId(old_id as u32),
+                },
+            )
+            .map_err(|e| err(format!("expire: {e:?}")))?;
+        self.by_addr.remove(&old_addr);
+        let id = self.next_id;
+        self.next_id += 1;
+        let client = join(&mut self.shard, self.now, id)?;
+        self.by_addr.insert(client.addr, slot);
+        self.clients[slot] = client;
+        for _ in 0..30_000 {
+            self.step(Duration::from_millis(1));
+            if self.clients[slot].connected {
+                break;
+            }
+        }
+        if !self.clients[slot].connected {
+            return Err(err(format!("endpoint {id} did not connect")));
+        }
+        self.shard
+            .handle_command(
+                self.now,
+                Command::BridgeChannelMessage {
+                    conf: CONF,
+                    ep: EndpointId(id as u32),
+                    text: r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#.into(),
+                },
+            )
+            .map_err(|e| err(format!("constraints: {e}")))?;
+        let mut delivered = 0;
+        for _ in 0..packets {
+            self.now += Duration::from_millis(1);
+            let now = self.now;
+            self.packets_made = self.packets_made.wrapping_add(1);
+            let payload = payload(self.packets_made, self.payload_len);
+            let mut out = Vec::new();
+            for (k, c) in [(0, 0usize), (slot, id)] {
+                let client = &mut self.clients[k];
+                client.write_video(now, c, payload.clone());
+                let seq = client.video_seq;
+                client.write_audio(now, c, seq);
+                let _ = client.rtc.handle_input(Input::Timeout(now));
+                client.poll(&mut out);
+            }
+            for (k, c) in self.clients.iter_mut().enumerate() {
+                if k != 0 && k != slot {
+                    c.tick(now, &mut out);
+                }
+            }
+            for (from, data) in out {
+                self.shard.handle_datagram(now, bridge_addr(), from, BytesMut::from(&data[..]));
+            }
+            if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+                self.shard.handle_timeout(now);
+            }
+            delivered += self.flush_counting(slot);
+        }
+        Ok(delivered)
+    }
+
+    /// [`Conference::flush`], counting the shard's datagrams to clients other than `slot`.
+    fn flush_counting(&mut self, slot: usize) -> usize {
+        let mut n = 0;
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            while let Some(t) = self.shard.poll_transmit() {
+                if let Some(&i) = self.by_addr.get(&t.remote) {
+                    if i != slot {
+                        n += 1;
+                    }
+                    self.clients[i].receive(self.now, bridge_addr(), &t.data, &mut out);
+                }
+                self.shard.recycle(t.data);
+            }
+            while self.shard.poll_event().is_some() {}
+            if out.is_empty() {
+                break;
+            }
+            for (from, data) in out {
+                self.deliver_to_shard(from, BytesMut::from(&data[..]));
+            }
         }
         n
     }
