@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use sfu::config::SrtpProfile;
 use sfu::control::{
-    Fingerprint, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport, RtpExtension, Setup,
-    SourceDescription,
+    Fingerprint, GroupSemantics, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport,
+    RtpExtension, Setup, SourceDescription, SsrcGroup,
 };
 use sfu::{ClockAnchor, Command, ConferenceId, EndpointId, Reply, SfuConfig, Shard, Ssrc};
 use str0m::config::DtlsVersion;
@@ -63,6 +63,19 @@ fn video_ssrc(i: usize) -> u32 {
     0x2000_0000 + i as u32
 }
 
+/// SSRC of simulcast layer `k` (0 = [`video_ssrc`]) of client `i`.
+fn layer_ssrc(i: usize, k: usize) -> u32 {
+    video_ssrc(i) + (k as u32) * 0x0100_0000
+}
+
+/// RTX SSRC of simulcast layer `k` of client `i`.
+fn rtx_ssrc(i: usize, k: usize) -> u32 {
+    0x4000_0000 + i as u32 + (k as u32) * 0x0100_0000
+}
+
+/// RTX payload type (apt = [`PT_VP8`]).
+pub const PT_RTX: u8 = 96;
+
 /// Setup failure (the harness is for benches and tests; errors are reported, not hidden).
 #[derive(Debug)]
 pub struct SetupError(pub String);
@@ -92,10 +105,12 @@ struct Client {
     started: Instant,
     /// Index the address and SSRCs derive from (the endpoint id).
     id: usize,
+    /// Video encodings sent: 1, or 3 for simulcast (each with an RTX SSRC).
+    layers: usize,
 }
 
 impl Client {
-    fn new(now: Instant, i: usize) -> Result<Self, SetupError> {
+    fn new(now: Instant, i: usize, layers: usize) -> Result<Self, SetupError> {
         let ice = IceCreds::new();
         let mut cfg = RtcConfig::new()
             .set_local_ice_credentials(ice.clone())
@@ -113,7 +128,7 @@ impl Client {
         );
         codecs.add_config(
             Pt::new_with_value(PT_VP8),
-            None,
+            Some(Pt::new_with_value(PT_RTX)),
             Codec::Vp8,
             Frequency::NINETY_KHZ,
             None,
@@ -128,7 +143,18 @@ impl Client {
             api.declare_media(Mid::from(MID_AUDIO), str0m::media::MediaKind::Audio);
             api.declare_media(Mid::from(MID_VIDEO), str0m::media::MediaKind::Video);
             api.declare_stream_tx(audio_ssrc(i).into(), None, Mid::from(MID_AUDIO), None);
-            api.declare_stream_tx(video_ssrc(i).into(), None, Mid::from(MID_VIDEO), None);
+            if layers == 1 {
+                api.declare_stream_tx(video_ssrc(i).into(), None, Mid::from(MID_VIDEO), None);
+            } else {
+                for k in 0..layers {
+                    api.declare_stream_tx(
+                        layer_ssrc(i, k).into(),
+                        Some(rtx_ssrc(i, k).into()),
+                        Mid::from(MID_VIDEO),
+                        None,
+                    );
+                }
+            }
         }
         Ok(Self {
             rtc,
@@ -140,6 +166,7 @@ impl Client {
             video_seq: 5000,
             started: now,
             id: i,
+            layers,
         })
     }
 
@@ -225,12 +252,14 @@ impl Client {
             mid: Some(Mid::from(MID_VIDEO)),
             ..Default::default()
         };
-        if let Some(s) = self.rtc.direct_api().stream_tx(&video_ssrc(i).into()) {
-            s.write_rtp(
-                RtpWrite::new(Pt::new_with_value(PT_VP8), self.video_seq.into(), ts, now, payload)
-                    .marker(true)
-                    .ext_vals(exts),
-            );
+        for k in 0..self.layers {
+            if let Some(s) = self.rtc.direct_api().stream_tx(&layer_ssrc(i, k).into()) {
+                s.write_rtp(
+                    RtpWrite::new(Pt::new_with_value(PT_VP8), self.video_seq.into(), ts, now, payload.clone())
+                        .marker(true)
+                        .ext_vals(exts.clone()),
+                );
+            }
         }
     }
     fn write_audio(&mut self, now: Instant, i: usize, seq: u64) {
@@ -266,12 +295,15 @@ pub struct Conference {
     packets_made: u32,
     /// Endpoint id (and client index for address and SSRCs) of the next joiner.
     next_id: usize,
+    /// Video encodings of the endpoints [`Conference::replace_endpoint`] creates: 1, or 3
+    /// for VP8 simulcast with RTX (as lib-jitsi-meet's camera).
+    pub joiner_layers: usize,
 }
 
 /// Create endpoint `i` on the shard (sources: audio and video SSRCs derived from `i`, media as
 /// Jicofo signals it) and its str0m client, ICE/DTLS started towards the bridge. Every client
 /// expects the streams of endpoint 0, the sender of [`Conference::forward`].
-fn join(shard: &mut Shard, now: Instant, i: usize) -> Result<Client, SetupError> {
+fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize) -> Result<Client, SetupError> {
     let ep = EndpointId(i as u32);
     let bridge = match shard.handle_command(
         now,
@@ -288,7 +320,7 @@ fn join(shard: &mut Shard, now: Instant, i: usize) -> Result<Client, SetupError>
         Ok(Reply::EndpointCreated(t)) => t,
         other => return Err(err(format!("create endpoint: {other:?}"))),
     };
-    let mut client = Client::new(now, i)?;
+    let mut client = Client::new(now, i, layers)?;
     let transport = client.remote_transport();
     let cmds = [
         Command::SetRemoteTransport {
@@ -299,7 +331,7 @@ fn join(shard: &mut Shard, now: Instant, i: usize) -> Result<Client, SetupError>
         Command::SetSources {
             conf: CONF,
             ep,
-            sources: sources(audio_ssrc(i), video_ssrc(i)),
+            sources: sources(i, layers),
         },
     ];
     for cmd in cmds.into_iter().chain(
@@ -345,7 +377,7 @@ impl Conference {
         let mut clients = Vec::new();
         let mut by_addr = HashMap::new();
         for i in 0..=receivers {
-            let client = join(&mut shard, start, i)?;
+            let client = join(&mut shard, start, i, 1)?;
             by_addr.insert(client.addr, i);
             clients.push(client);
         }
@@ -357,6 +389,7 @@ impl Conference {
             payload_len: 1000,
             packets_made: 0,
             next_id: receivers + 1,
+            joiner_layers: 1,
         };
         // Run the simulated network until every client has DTLS-SRTP up (30 simulated s).
         for _ in 0..30_000 {
@@ -418,6 +451,10 @@ impl Conference {
             )));
         }
         Ok(conf)
+    }
+
+    pub fn debug(&self) -> String {
+        self.shard.debug_sizes()
     }
 
     /// Number of receivers.
@@ -541,7 +578,7 @@ impl Conference {
         self.by_addr.remove(&old_addr);
         let id = self.next_id;
         self.next_id += 1;
-        let client = join(&mut self.shard, self.now, id)?;
+        let client = join(&mut self.shard, self.now, id, self.joiner_layers)?;
         self.by_addr.insert(client.addr, slot);
         self.clients[slot] = client;
         for _ in 0..30_000 {
@@ -634,7 +671,41 @@ fn payload(n: u32, len: usize) -> Vec<u8> {
     p
 }
 
-fn sources(audio: u32, video: u32) -> Vec<SourceDescription> {
+/// Client `i`'s sources: audio, and video with `layers` encodings (simulcast with RTX when
+/// more than one).
+fn sources(i: usize, layers: usize) -> Vec<SourceDescription> {
+    let (audio, video) = (audio_ssrc(i), video_ssrc(i));
+    if layers > 1 {
+        let layer: Vec<Ssrc> = (0..layers).map(|k| Ssrc(layer_ssrc(i, k))).collect();
+        let mut groups = vec![SsrcGroup {
+            semantics: GroupSemantics::Sim,
+            ssrcs: layer.clone(),
+        }];
+        let mut ssrcs = layer.clone();
+        for k in 0..layers {
+            ssrcs.push(Ssrc(rtx_ssrc(i, k)));
+            groups.push(SsrcGroup {
+                semantics: GroupSemantics::Fid,
+                ssrcs: vec![layer[k], Ssrc(rtx_ssrc(i, k))],
+            });
+        }
+        return vec![
+            SourceDescription {
+                kind: MediaKind::Audio,
+                name: format!("{audio:x}-a0"),
+                ssrcs: vec![Ssrc(audio)],
+                groups: vec![],
+                video_type: None,
+            },
+            SourceDescription {
+                kind: MediaKind::Video,
+                name: format!("{video:x}-v0"),
+                ssrcs,
+                groups,
+                video_type: None,
+            },
+        ];
+    }
     vec![
         SourceDescription {
             kind: MediaKind::Audio,
@@ -686,7 +757,13 @@ fn media_descriptions() -> Vec<MediaDescription> {
         },
         MediaDescription {
             kind: MediaKind::Video,
-            payload_types: vec![pt(PT_VP8, "VP8", 90_000)],
+            payload_types: vec![
+                pt(PT_VP8, "VP8", 90_000),
+                PayloadType {
+                    apt: Some(PT_VP8),
+                    ..pt(PT_RTX, "rtx", 90_000)
+                },
+            ],
             extensions: video_ext,
         },
     ]

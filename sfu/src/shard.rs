@@ -679,12 +679,12 @@ impl Shard {
             .set_endpoint_sources(ep, &sources)
             .map_err(CommandError::Invalid)?;
         for k in &removed {
-            c.keyframes.forget(*k);
             c.silence.remove(k);
             c.video.remove(k);
             c.video_types.remove(k);
             c.sender_max.remove(k);
         }
+        forget_unrouted(&c.sources, &mut c.keyframes, &mut c.fir_seq);
         c.realloc = true;
         e.sources_signalled = true;
         e.learned = 0;
@@ -694,6 +694,7 @@ impl Shard {
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             other.recv.projections.retain(|k, _| !removed.contains(k));
             other.rtx_cache.retain(|k, _| !removed.contains(k));
+            other.rtx_enc.retain(|k, _| !removed.contains(k));
             sources_changed(other, &c.sources, &removed);
         }
         Ok(Reply::Done)
@@ -710,12 +711,12 @@ impl Shard {
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
             let removed = c.sources.remove_endpoint(ep.id);
             for k in &removed {
-                c.keyframes.forget(*k);
                 c.silence.remove(k);
                 c.video.remove(k);
                 c.video_types.remove(k);
                 c.sender_max.remove(k);
             }
+            forget_unrouted(&c.sources, &mut c.keyframes, &mut c.fir_seq);
             c.speaker.remove_endpoint(ep.id);
             c.realloc = true;
             // The others stop sending the departed endpoint's streams: forget exactly those.
@@ -723,6 +724,7 @@ impl Shard {
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
                 other.recv.projections.retain(|k, _| !removed.contains(k));
                 other.rtx_cache.retain(|k, _| !removed.contains(k));
+                other.rtx_enc.retain(|k, _| !removed.contains(k));
                 sources_changed(other, &c.sources, &removed);
             }
         }
@@ -735,6 +737,49 @@ impl Shard {
         }
         let _ = ep.ice.close();
         ep.expired = true;
+    }
+
+    /// TEMPORARY leak bisect: sizes of every per-conference / per-endpoint map.
+    pub fn debug_sizes(&self) -> String {
+        let mut o = format!(
+            "by_addr {} by_ufrag {} pool {} transmits {} events {}\n",
+            self.by_addr.len(),
+            self.by_ufrag.len(),
+            self.io.pool.len(),
+            self.io.transmits.capacity(),
+            self.io.events.capacity()
+        );
+        for c in self.conferences.values() {
+            o += &format!(
+                "conf eps {} routes {} sources {} silence {} video {} vtypes {} sender_max {} kf {} fir {} scratch {}\n",
+                c.endpoints.len(),
+                c.sources.debug_lens().0,
+                c.sources.debug_lens().1,
+                c.silence.len(),
+                c.video.len(),
+                c.video_types.len(),
+                c.sender_max.len(),
+                c.keyframes.last.len(),
+                c.fir_seq.len(),
+                c.scratch.capacity()
+            );
+            for (id, e) in &c.endpoints {
+                o += &format!(
+                    "  ep {:?} rx {} tx {} rtx_cache {} rtx_enc {} proj {} announced {:?} chan_in {} validated {} demux {}\n",
+                    id,
+                    e.rx.len(),
+                    e.tx.len(),
+                    e.rtx_cache.len(),
+                    e.rtx_enc.len(),
+                    e.recv.projections.len(),
+                    e.recv.announced.as_ref().map(|a| a.len()),
+                    e.channel_in.len(),
+                    e.validated.len(),
+                    e.demux_addrs.len()
+                );
+            }
+        }
+        o
     }
 
     /// Expire everything (close_notify to every connected endpoint).
@@ -1756,9 +1801,15 @@ impl KeyframeLimiter {
     fn sent(&mut self, media: u32, now: Instant) {
         self.last.insert(media, now);
     }
-    fn forget(&mut self, media: u32) {
-        self.last.remove(&media);
-    }
+}
+
+/// Per-SSRC keyframe state (the limiter's last request, the FIR sequence number) is keyed by
+/// every media SSRC of a source, simulcast layers included, not only by its key: once
+/// sources are gone, keep only the SSRCs that still have a route (else each departed
+/// simulcast sender would leave its layers' entries behind for the conference's lifetime).
+fn forget_unrouted(table: &SourceTable, keyframes: &mut KeyframeLimiter, fir_seq: &mut HashMap<u32, u8>) {
+    keyframes.last.retain(|ssrc, _| table.route(*ssrc).is_some());
+    fir_seq.retain(|ssrc, _| table.route(*ssrc).is_some());
 }
 
 /// A keyframe request to route.
