@@ -66,8 +66,9 @@ const WARM: usize = 10;
 const MEASURED: usize = 40;
 /// Packets each joiner sends (1 ms apart; endpoint 0 sends as many meanwhile).
 const PACKETS: usize = 100;
-/// Allowed difference of live heap bytes between the measurements.
-const SLACK: i64 = 64 * 1024;
+/// Allowed difference of live heap bytes between the measurements (≈ 800 B per lifecycle:
+/// hash maps that double at some point in between; what the soak saw was ≈ 90 KiB each).
+const SLACK: i64 = 32 * 1024;
 
 fn live() -> i64 {
     LIVE.load(Ordering::SeqCst)
@@ -96,7 +97,7 @@ fn endpoint_churn_does_not_grow_the_heap() {
     if let Some(n) = std::env::var("LEAK_TRACE").ok().and_then(|v| v.parse::<usize>().ok()) {
         for k in 0..n {
             churn(&mut conf, 10);
-            println!("after {} lifecycles: live {}", (k + 1) * 10, live());
+            println!("after {} lifecycles: live {}\n{}", (k + 1) * 10, live(), conf.debug());
         }
         println!("{}", conf.debug());
         std::process::exit(0);

@@ -777,6 +777,9 @@ impl Shard {
                     e.validated.len(),
                     e.demux_addrs.len()
                 );
+                for (k, rc) in &e.rtx_cache {
+                    o += &format!("    cache {k:x} slots {} inserted {}\n", rc.debug_allocated(), rc.stats().inserted);
+                }
             }
         }
         o

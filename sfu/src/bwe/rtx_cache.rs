@@ -80,6 +80,10 @@ impl RtxCache {
         }
     }
 
+    pub fn debug_allocated(&self) -> usize {
+        self.slots.iter().filter(|s| s.data.capacity() > 0).count()
+    }
+
     /// Counters.
     pub fn stats(&self) -> RtxStats {
         self.stats
