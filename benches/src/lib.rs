@@ -255,9 +255,15 @@ impl Client {
         for k in 0..self.layers {
             if let Some(s) = self.rtc.direct_api().stream_tx(&layer_ssrc(i, k).into()) {
                 s.write_rtp(
-                    RtpWrite::new(Pt::new_with_value(PT_VP8), self.video_seq.into(), ts, now, payload.clone())
-                        .marker(true)
-                        .ext_vals(exts.clone()),
+                    RtpWrite::new(
+                        Pt::new_with_value(PT_VP8),
+                        self.video_seq.into(),
+                        ts,
+                        now,
+                        payload.clone(),
+                    )
+                    .marker(true)
+                    .ext_vals(exts.clone()),
                 );
             }
         }
@@ -271,9 +277,7 @@ impl Client {
             ..Default::default()
         };
         if let Some(s) = self.rtc.direct_api().stream_tx(&audio_ssrc(i).into()) {
-            s.write_rtp(
-                RtpWrite::new(Pt::new_with_value(PT_OPUS), seq.into(), ts, now, vec![0xF8; 80]).ext_vals(exts),
-            );
+            s.write_rtp(RtpWrite::new(Pt::new_with_value(PT_OPUS), seq.into(), ts, now, vec![0xF8; 80]).ext_vals(exts));
         }
     }
 }
@@ -336,11 +340,14 @@ fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize) -> Result<Clie
             sources: sources(i, layers),
         },
     ];
-    for cmd in cmds.into_iter().chain(
-        media_descriptions()
-            .into_iter()
-            .map(|media| Command::SetMedia { conf: CONF, ep, media }),
-    ) {
+    for cmd in cmds
+        .into_iter()
+        .chain(
+            media_descriptions()
+                .into_iter()
+                .map(|media| Command::SetMedia { conf: CONF, ep, media }),
+        )
+    {
         shard
             .handle_command(now, cmd)
             .map_err(|e| err(format!("command: {e:?}")))?;
@@ -454,10 +461,6 @@ impl Conference {
             )));
         }
         Ok(conf)
-    }
-
-    pub fn debug(&self) -> String {
-        self.shard.debug_sizes()
     }
 
     /// Number of receivers.
@@ -599,7 +602,8 @@ impl Conference {
                 Command::BridgeChannelMessage {
                     conf: CONF,
                     ep: EndpointId(id as u32),
-                    text: r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#.into(),
+                    text: r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#
+                        .into(),
                 },
             )
             .map_err(|e| err(format!("constraints: {e}")))?;
@@ -630,7 +634,8 @@ impl Conference {
                 }
             }
             for (from, data) in out {
-                self.shard.handle_datagram(now, bridge_addr(), from, BytesMut::from(&data[..]));
+                self.shard
+                    .handle_datagram(now, bridge_addr(), from, BytesMut::from(&data[..]));
             }
             if self.shard.poll_timeout().is_some_and(|t| t <= now) {
                 self.shard.handle_timeout(now);
@@ -691,11 +696,11 @@ fn sources(i: usize, layers: usize) -> Vec<SourceDescription> {
             ssrcs: layer.clone(),
         }];
         let mut ssrcs = layer.clone();
-        for k in 0..layers {
+        for (k, l) in layer.iter().enumerate() {
             ssrcs.push(Ssrc(rtx_ssrc(i, k)));
             groups.push(SsrcGroup {
                 semantics: GroupSemantics::Fid,
-                ssrcs: vec![layer[k], Ssrc(rtx_ssrc(i, k))],
+                ssrcs: vec![*l, Ssrc(rtx_ssrc(i, k))],
             });
         }
         return vec![

@@ -739,52 +739,6 @@ impl Shard {
         ep.expired = true;
     }
 
-    /// TEMPORARY leak bisect: sizes of every per-conference / per-endpoint map.
-    pub fn debug_sizes(&self) -> String {
-        let mut o = format!(
-            "by_addr {} by_ufrag {} pool {} transmits {} events {}\n",
-            self.by_addr.len(),
-            self.by_ufrag.len(),
-            self.io.pool.len(),
-            self.io.transmits.capacity(),
-            self.io.events.capacity()
-        );
-        for c in self.conferences.values() {
-            o += &format!(
-                "conf eps {} routes {} sources {} silence {} video {} vtypes {} sender_max {} kf {} fir {} scratch {}\n",
-                c.endpoints.len(),
-                c.sources.debug_lens().0,
-                c.sources.debug_lens().1,
-                c.silence.len(),
-                c.video.len(),
-                c.video_types.len(),
-                c.sender_max.len(),
-                c.keyframes.last.len(),
-                c.fir_seq.len(),
-                c.scratch.capacity()
-            );
-            for (id, e) in &c.endpoints {
-                o += &format!(
-                    "  ep {:?} rx {} tx {} rtx_cache {} rtx_enc {} proj {} announced {:?} chan_in {} validated {} demux {}\n",
-                    id,
-                    e.rx.len(),
-                    e.tx.len(),
-                    e.rtx_cache.len(),
-                    e.rtx_enc.len(),
-                    e.recv.projections.len(),
-                    e.recv.announced.as_ref().map(|a| a.len()),
-                    e.channel_in.len(),
-                    e.validated.len(),
-                    e.demux_addrs.len()
-                );
-                for (k, rc) in &e.rtx_cache {
-                    o += &format!("    cache {k:x} slots {} inserted {}\n", rc.debug_allocated(), rc.stats().inserted);
-                }
-            }
-        }
-        o
-    }
-
     /// Expire everything (close_notify to every connected endpoint).
     pub fn shutdown(&mut self, now: Instant) {
         let confs: Vec<ConferenceId> = self.conferences.keys().copied().collect();
@@ -3033,6 +2987,66 @@ mod tests {
         assert_eq!(slots(&mut s), None);
     }
 
+    /// Keyframe state is kept per media SSRC, simulcast layers included: a departed sender's
+    /// (or a replaced source's) layers must not stay behind in the limiter or FIR counters
+    /// (they did: the soak's churn left two entries per simulcast lifecycle).
+    #[test]
+    fn keyframe_state_of_every_layer_is_forgotten() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        assert!(create(&mut s, now, 1, 2).is_ok());
+        let sim = |base: u32| {
+            let ss = |v: &[u32]| v.iter().map(|x| Ssrc(*x)).collect::<Vec<_>>();
+            let mut groups = vec![crate::control::SsrcGroup {
+                semantics: crate::control::GroupSemantics::Sim,
+                ssrcs: ss(&[base, base + 1, base + 2]),
+            }];
+            for k in 0..3 {
+                groups.push(crate::control::SsrcGroup {
+                    semantics: crate::control::GroupSemantics::Fid,
+                    ssrcs: ss(&[base + k, base + 10 + k]),
+                });
+            }
+            vec![SourceDescription {
+                kind: MediaKind::Video,
+                name: format!("ep1-v{base}"),
+                ssrcs: ss(&[base, base + 1, base + 2, base + 10, base + 11, base + 12]),
+                groups,
+                video_type: None,
+            }]
+        };
+        let set = |sources| Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources,
+        };
+        // What request_keyframe records for PLIs/FIRs on each layer.
+        let requested = |s: &mut Shard, base: u32| {
+            let conf = s.conferences.get_mut(&c).expect("conference");
+            for k in 0..3 {
+                conf.keyframes.sent(base + k, now);
+                conf.fir_seq.insert(base + k, 1);
+            }
+        };
+        let held = |s: &Shard| (s.conferences[&c].keyframes.last.len(), s.conferences[&c].fir_seq.len());
+        assert_eq!(s.handle_command(now, set(sim(100))), Ok(Reply::Done));
+        requested(&mut s, 100);
+        assert_eq!(held(&s), (3, 3));
+        // Replace-all with new SSRCs: the old layers go.
+        assert_eq!(s.handle_command(now, set(sim(200))), Ok(Reply::Done));
+        assert_eq!(held(&s), (0, 0));
+        requested(&mut s, 200);
+        assert_eq!(held(&s), (3, 3));
+        let expire = Command::ExpireEndpoint {
+            conf: c,
+            ep: EndpointId(1),
+        };
+        assert_eq!(s.handle_command(now, expire), Ok(Reply::Done));
+        assert_eq!(held(&s), (0, 0));
+    }
+
     /// SRTP that does nothing: lets a test drive the forwarding path with plain packets.
     struct PlainSrtp;
     impl crate::srtp::Srtp for PlainSrtp {
@@ -3686,7 +3700,7 @@ mod tests {
         assert!(l.allow(2, now + Duration::from_millis(100)));
         assert!(!l.allow(1, now + Duration::from_millis(249)));
         assert!(l.allow(1, now + KEYFRAME_MIN_INTERVAL));
-        l.forget(1);
+        l.last.remove(&1);
         assert!(l.allow(1, now));
     }
 

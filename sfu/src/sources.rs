@@ -87,9 +87,6 @@ pub struct SourceTable {
 }
 
 impl SourceTable {
-    pub fn debug_lens(&self) -> (usize, usize) {
-        (self.routes.len(), self.sources.len())
-    }
     pub fn route(&self, ssrc: u32) -> Option<&Route> {
         self.routes.get(&ssrc)
     }

@@ -80,10 +80,6 @@ impl RtxCache {
         }
     }
 
-    pub fn debug_allocated(&self) -> usize {
-        self.slots.iter().filter(|s| s.data.capacity() > 0).count()
-    }
-
     /// Counters.
     pub fn stats(&self) -> RtxStats {
         self.stats
