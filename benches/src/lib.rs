@@ -107,6 +107,10 @@ struct Client {
     id: usize,
     /// Video encodings sent: 1, or 3 for simulcast (each with an RTX SSRC).
     layers: usize,
+    /// Open the bridge channel over SCTP once connected (as lib-jitsi-meet).
+    sctp: bool,
+    /// Bridge-channel messages received.
+    pub channel_messages: usize,
 }
 
 impl Client {
@@ -167,6 +171,8 @@ impl Client {
             started: now,
             id: i,
             layers,
+            sctp: false,
+            channel_messages: 0,
         })
     }
 
@@ -221,7 +227,19 @@ impl Client {
                     break;
                 }
                 Ok(Output::Transmit(t)) => out.push((self.addr, t.contents.to_vec())),
-                Ok(Output::Event(Event::Connected)) => self.connected = true,
+                Ok(Output::Event(Event::Connected)) => {
+                    self.connected = true;
+                    if self.sctp {
+                        let mut api = self.rtc.direct_api();
+                        api.start_sctp(true);
+                        api.create_data_channel(str0m::channel::ChannelConfig {
+                            label: "JVB data channel".into(),
+                            protocol: "http://jitsi.org/protocols/colibri".into(),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Ok(Output::Event(Event::ChannelData(_))) => self.channel_messages += 1,
                 Ok(Output::Event(Event::RtpPacket(p))) => {
                     *self.rtp_received.entry(*p.header.ssrc).or_insert(0) += 1;
                 }
@@ -302,6 +320,8 @@ pub struct Conference {
     /// Video encodings of the endpoints [`Conference::replace_endpoint`] creates: 1, or 3
     /// for VP8 simulcast with RTX (as lib-jitsi-meet's camera).
     pub joiner_layers: usize,
+    /// Whether those endpoints open the SCTP bridge channel.
+    pub joiner_sctp: bool,
     /// Start of the simulated clock.
     epoch: Instant,
 }
@@ -309,7 +329,7 @@ pub struct Conference {
 /// Create endpoint `i` on the shard (sources: audio and video SSRCs derived from `i`, media as
 /// Jicofo signals it) and its str0m client, ICE/DTLS started towards the bridge. Every client
 /// expects the streams of endpoint 0, the sender of [`Conference::forward`].
-fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize) -> Result<Client, SetupError> {
+fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize, sctp: bool) -> Result<Client, SetupError> {
     let ep = EndpointId(i as u32);
     let bridge = match shard.handle_command(
         now,
@@ -317,7 +337,7 @@ fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize) -> Result<Clie
             conf: CONF,
             ep,
             ice_controlling: true,
-            sctp: false,
+            sctp,
             visitor: false,
             name: format!("ep{i}"),
             ssrc_rewriting: false,
@@ -327,6 +347,7 @@ fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize) -> Result<Clie
         other => return Err(err(format!("create endpoint: {other:?}"))),
     };
     let mut client = Client::new(now, i, layers)?;
+    client.sctp = sctp;
     let transport = client.remote_transport();
     let cmds = [
         Command::SetRemoteTransport {
@@ -386,7 +407,7 @@ impl Conference {
         let mut clients = Vec::new();
         let mut by_addr = HashMap::new();
         for i in 0..=receivers {
-            let client = join(&mut shard, start, i, 1)?;
+            let client = join(&mut shard, start, i, 1, false)?;
             by_addr.insert(client.addr, i);
             clients.push(client);
         }
@@ -399,6 +420,7 @@ impl Conference {
             packets_made: 0,
             next_id: receivers + 1,
             joiner_layers: 1,
+            joiner_sctp: false,
             epoch: start,
         };
         // Run the simulated network until every client has DTLS-SRTP up (30 simulated s).
@@ -461,6 +483,11 @@ impl Conference {
             )));
         }
         Ok(conf)
+    }
+
+    /// Bridge-channel messages the client in `slot` received so far.
+    pub fn channel_messages(&self, slot: usize) -> usize {
+        self.clients.get(slot).map_or(0, |c| c.channel_messages)
     }
 
     /// Number of receivers.
@@ -584,7 +611,7 @@ impl Conference {
         self.by_addr.remove(&old_addr);
         let id = self.next_id;
         self.next_id += 1;
-        let client = join(&mut self.shard, self.now, id, self.joiner_layers)?;
+        let client = join(&mut self.shard, self.now, id, self.joiner_layers, self.joiner_sctp)?;
         self.by_addr.insert(client.addr, slot);
         self.clients[slot] = client;
         for _ in 0..30_000 {

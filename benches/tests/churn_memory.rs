@@ -2,11 +2,13 @@
 //!
 //! A conference of 4 endpoints with DTLS-SRTP really negotiated (`benches::Conference`):
 //! endpoint 0 sends all along; the others are replaced one after the other (Colibri2 expire,
-//! a fresh endpoint with new id, address and SSRCs joins, connects, asks for video and sends
-//! audio and VP8 that the shard forwards to the others). Live heap bytes are counted by a
-//! global allocator; after a warm-up of `WARM` lifecycles, `MEASURED` more must leave the live
-//! heap where it was (± `SLACK`): whatever the bridge keeps per departed endpoint shows up
-//! as growth proportional to the churn.
+//! then a fresh endpoint with new id, address, ICE credentials and SSRCs joins, connects, opens
+//! the SCTP bridge channel, asks for video and sends audio and VP8 simulcast ×3 with RTX that
+//! the shard forwards to the others). Live heap bytes are counted by a global allocator; after
+//! a warm-up of `WARM` lifecycles, `MEASURED` more must leave the live heap where it was
+//! (± `SLACK`): whatever the bridge keeps per departed endpoint shows up as growth
+//! proportional to the churn. Each lifecycle's media starts on a whole simulated second
+//! (`Conference::replace_endpoint`), so bounded caches hold the same amount at both points.
 //!
 //! Run: `cargo test -p benches --test churn_memory -- --nocapture`
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition; it only forwards to System.
@@ -80,6 +82,7 @@ fn endpoint_churn_does_not_grow_the_heap() {
     // expect: the setup negotiates everything in memory; failing it is a test failure.
     let mut conf = Conference::new(OTHERS, SrtpProfile::AeadAes128Gcm).expect("conference setup");
     conf.joiner_layers = 3;
+    conf.joiner_sctp = true;
     let mut lifecycle = 0;
     let mut churn = |conf: &mut Conference, n: usize| {
         for _ in 0..n {
@@ -95,6 +98,10 @@ fn endpoint_churn_does_not_grow_the_heap() {
         }
     };
     churn(&mut conf, WARM);
+    println!(
+        "channel messages: {:?}",
+        (1..=OTHERS).map(|k| conf.channel_messages(k)).collect::<Vec<_>>()
+    );
     let warm = live();
     churn(&mut conf, MEASURED);
     let end = live();
