@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use benches::Conference;
 use sfu::config::SrtpProfile;
+use sfu::{Command, ConferenceId, EndpointId};
 
 struct Counting;
 
@@ -83,6 +84,21 @@ fn endpoint_churn_does_not_grow_the_heap() {
     let mut conf = Conference::new(OTHERS, SrtpProfile::AeadAes128Gcm).expect("conference setup");
     conf.joiner_layers = 3;
     conf.joiner_sctp = true;
+    // Endpoint 0 stays for the whole test: it receives the joiners' video too, so whatever the
+    // bridge keeps on a remaining endpoint for a departed one (caches, streams, projections)
+    // accumulates there.
+    let now = conf.now;
+    conf.shard
+        .handle_command(
+            now,
+            Command::BridgeChannelMessage {
+                conf: ConferenceId(1),
+                ep: EndpointId(0),
+                text: r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#.into(),
+            },
+        )
+        // expect: a well-formed message to an existing endpoint is accepted.
+        .expect("constraints of endpoint 0");
     let mut lifecycle = 0;
     let mut churn = |conf: &mut Conference, n: usize| {
         for _ in 0..n {
