@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use sfu::config::SrtpProfile;
 use sfu::control::{
-    Fingerprint, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport, RtpExtension, Setup,
-    SourceDescription,
+    Fingerprint, GroupSemantics, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport,
+    RtpExtension, Setup, SourceDescription, SsrcGroup,
 };
 use sfu::{ClockAnchor, Command, ConferenceId, EndpointId, Reply, SfuConfig, Shard, Ssrc};
 use str0m::config::DtlsVersion;
@@ -63,6 +63,19 @@ fn video_ssrc(i: usize) -> u32 {
     0x2000_0000 + i as u32
 }
 
+/// SSRC of simulcast layer `k` (0 = [`video_ssrc`]) of client `i`.
+fn layer_ssrc(i: usize, k: usize) -> u32 {
+    video_ssrc(i) + (k as u32) * 0x0100_0000
+}
+
+/// RTX SSRC of simulcast layer `k` of client `i`.
+fn rtx_ssrc(i: usize, k: usize) -> u32 {
+    0x4000_0000 + i as u32 + (k as u32) * 0x0100_0000
+}
+
+/// RTX payload type (apt = [`PT_VP8`]).
+pub const PT_RTX: u8 = 96;
+
 /// Setup failure (the harness is for benches and tests; errors are reported, not hidden).
 #[derive(Debug)]
 pub struct SetupError(pub String);
@@ -90,10 +103,18 @@ struct Client {
     rtp_received: HashMap<u32, usize>,
     video_seq: u64,
     started: Instant,
+    /// Index the address and SSRCs derive from (the endpoint id).
+    id: usize,
+    /// Video encodings sent: 1, or 3 for simulcast (each with an RTX SSRC).
+    layers: usize,
+    /// Open the bridge channel over SCTP once connected (as lib-jitsi-meet).
+    sctp: bool,
+    /// Bridge-channel messages received.
+    pub channel_messages: usize,
 }
 
 impl Client {
-    fn new(now: Instant, i: usize) -> Result<Self, SetupError> {
+    fn new(now: Instant, i: usize, layers: usize) -> Result<Self, SetupError> {
         let ice = IceCreds::new();
         let mut cfg = RtcConfig::new()
             .set_local_ice_credentials(ice.clone())
@@ -111,7 +132,7 @@ impl Client {
         );
         codecs.add_config(
             Pt::new_with_value(PT_VP8),
-            None,
+            Some(Pt::new_with_value(PT_RTX)),
             Codec::Vp8,
             Frequency::NINETY_KHZ,
             None,
@@ -126,7 +147,18 @@ impl Client {
             api.declare_media(Mid::from(MID_AUDIO), str0m::media::MediaKind::Audio);
             api.declare_media(Mid::from(MID_VIDEO), str0m::media::MediaKind::Video);
             api.declare_stream_tx(audio_ssrc(i).into(), None, Mid::from(MID_AUDIO), None);
-            api.declare_stream_tx(video_ssrc(i).into(), None, Mid::from(MID_VIDEO), None);
+            if layers == 1 {
+                api.declare_stream_tx(video_ssrc(i).into(), None, Mid::from(MID_VIDEO), None);
+            } else {
+                for k in 0..layers {
+                    api.declare_stream_tx(
+                        layer_ssrc(i, k).into(),
+                        Some(rtx_ssrc(i, k).into()),
+                        Mid::from(MID_VIDEO),
+                        None,
+                    );
+                }
+            }
         }
         Ok(Self {
             rtc,
@@ -137,6 +169,10 @@ impl Client {
             rtp_received: HashMap::new(),
             video_seq: 5000,
             started: now,
+            id: i,
+            layers,
+            sctp: false,
+            channel_messages: 0,
         })
     }
 
@@ -191,7 +227,19 @@ impl Client {
                     break;
                 }
                 Ok(Output::Transmit(t)) => out.push((self.addr, t.contents.to_vec())),
-                Ok(Output::Event(Event::Connected)) => self.connected = true,
+                Ok(Output::Event(Event::Connected)) => {
+                    self.connected = true;
+                    if self.sctp {
+                        let mut api = self.rtc.direct_api();
+                        api.start_sctp(true);
+                        api.create_data_channel(str0m::channel::ChannelConfig {
+                            label: "JVB data channel".into(),
+                            protocol: "http://jitsi.org/protocols/colibri".into(),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Ok(Output::Event(Event::ChannelData(_))) => self.channel_messages += 1,
                 Ok(Output::Event(Event::RtpPacket(p))) => {
                     *self.rtp_received.entry(*p.header.ssrc).or_insert(0) += 1;
                 }
@@ -222,12 +270,32 @@ impl Client {
             mid: Some(Mid::from(MID_VIDEO)),
             ..Default::default()
         };
-        if let Some(s) = self.rtc.direct_api().stream_tx(&video_ssrc(i).into()) {
-            s.write_rtp(
-                RtpWrite::new(Pt::new_with_value(PT_VP8), self.video_seq.into(), ts, now, payload)
+        for k in 0..self.layers {
+            if let Some(s) = self.rtc.direct_api().stream_tx(&layer_ssrc(i, k).into()) {
+                s.write_rtp(
+                    RtpWrite::new(
+                        Pt::new_with_value(PT_VP8),
+                        self.video_seq.into(),
+                        ts,
+                        now,
+                        payload.clone(),
+                    )
                     .marker(true)
-                    .ext_vals(exts),
-            );
+                    .ext_vals(exts.clone()),
+                );
+            }
+        }
+    }
+    fn write_audio(&mut self, now: Instant, i: usize, seq: u64) {
+        let ts = (now - self.started).as_millis() as u32 * 48;
+        let exts = ExtensionValues {
+            mid: Some(Mid::from(MID_AUDIO)),
+            audio_level: Some(-30),
+            voice_activity: Some(true),
+            ..Default::default()
+        };
+        if let Some(s) = self.rtc.direct_api().stream_tx(&audio_ssrc(i).into()) {
+            s.write_rtp(RtpWrite::new(Pt::new_with_value(PT_OPUS), seq.into(), ts, now, vec![0xF8; 80]).ext_vals(exts));
         }
     }
 }
@@ -247,6 +315,71 @@ pub struct Conference {
     pub now: Instant,
     payload_len: usize,
     packets_made: u32,
+    /// Endpoint id (and client index for address and SSRCs) of the next joiner.
+    next_id: usize,
+    /// Video encodings of the endpoints [`Conference::replace_endpoint`] creates: 1, or 3
+    /// for VP8 simulcast with RTX (as lib-jitsi-meet's camera).
+    pub joiner_layers: usize,
+    /// Whether those endpoints open the SCTP bridge channel.
+    pub joiner_sctp: bool,
+    /// Start of the simulated clock.
+    epoch: Instant,
+}
+
+/// Create endpoint `i` on the shard (sources: audio and video SSRCs derived from `i`, media as
+/// Jicofo signals it) and its str0m client, ICE/DTLS started towards the bridge. Every client
+/// expects the streams of endpoint 0, the sender of [`Conference::forward`].
+fn join(shard: &mut Shard, now: Instant, i: usize, layers: usize, sctp: bool) -> Result<Client, SetupError> {
+    let ep = EndpointId(i as u32);
+    let bridge = match shard.handle_command(
+        now,
+        Command::CreateEndpoint {
+            conf: CONF,
+            ep,
+            ice_controlling: true,
+            sctp,
+            visitor: false,
+            name: format!("ep{i}"),
+            ssrc_rewriting: false,
+        },
+    ) {
+        Ok(Reply::EndpointCreated(t)) => t,
+        other => return Err(err(format!("create endpoint: {other:?}"))),
+    };
+    let mut client = Client::new(now, i, layers)?;
+    client.sctp = sctp;
+    let transport = client.remote_transport();
+    let cmds = [
+        Command::SetRemoteTransport {
+            conf: CONF,
+            ep,
+            transport,
+        },
+        Command::SetSources {
+            conf: CONF,
+            ep,
+            sources: sources(i, layers),
+        },
+    ];
+    for cmd in cmds
+        .into_iter()
+        .chain(
+            media_descriptions()
+                .into_iter()
+                .map(|media| Command::SetMedia { conf: CONF, ep, media }),
+        )
+    {
+        shard
+            .handle_command(now, cmd)
+            .map_err(|e| err(format!("command: {e:?}")))?;
+    }
+    client.connect(&bridge)?;
+    if i > 0 {
+        let mut api = client.rtc.direct_api();
+        api.expect_stream_rx(audio_ssrc(0).into(), None, Mid::from(MID_AUDIO), None);
+        api.expect_stream_rx(video_ssrc(0).into(), None, Mid::from(MID_VIDEO), None);
+    }
+    Ok(client)
 }
 
 impl Conference {
@@ -274,54 +407,7 @@ impl Conference {
         let mut clients = Vec::new();
         let mut by_addr = HashMap::new();
         for i in 0..=receivers {
-            let ep = EndpointId(i as u32);
-            let bridge = match shard.handle_command(
-                start,
-                Command::CreateEndpoint {
-                    conf: CONF,
-                    ep,
-                    ice_controlling: true,
-                    sctp: false,
-                    visitor: false,
-                    name: format!("ep{i}"),
-                    ssrc_rewriting: false,
-                },
-            ) {
-                Ok(Reply::EndpointCreated(t)) => t,
-                other => return Err(err(format!("create endpoint: {other:?}"))),
-            };
-            let mut client = Client::new(start, i)?;
-            let transport = client.remote_transport();
-            let cmds = [
-                Command::SetRemoteTransport {
-                    conf: CONF,
-                    ep,
-                    transport,
-                },
-                Command::SetSources {
-                    conf: CONF,
-                    ep,
-                    sources: sources(audio_ssrc(i), video_ssrc(i)),
-                },
-            ];
-            for cmd in cmds
-                .into_iter()
-                .chain(
-                    media_descriptions()
-                        .into_iter()
-                        .map(|media| Command::SetMedia { conf: CONF, ep, media }),
-                )
-            {
-                shard
-                    .handle_command(start, cmd)
-                    .map_err(|e| err(format!("command: {e:?}")))?;
-            }
-            client.connect(&bridge)?;
-            if i > 0 {
-                let mut api = client.rtc.direct_api();
-                api.expect_stream_rx(audio_ssrc(0).into(), None, Mid::from(MID_AUDIO), None);
-                api.expect_stream_rx(video_ssrc(0).into(), None, Mid::from(MID_VIDEO), None);
-            }
+            let client = join(&mut shard, start, i, 1, false)?;
             by_addr.insert(client.addr, i);
             clients.push(client);
         }
@@ -332,6 +418,10 @@ impl Conference {
             now: start,
             payload_len: 1000,
             packets_made: 0,
+            next_id: receivers + 1,
+            joiner_layers: 1,
+            joiner_sctp: false,
+            epoch: start,
         };
         // Run the simulated network until every client has DTLS-SRTP up (30 simulated s).
         for _ in 0..30_000 {
@@ -393,6 +483,11 @@ impl Conference {
             )));
         }
         Ok(conf)
+    }
+
+    /// Bridge-channel messages the client in `slot` received so far.
+    pub fn channel_messages(&self, slot: usize) -> usize {
+        self.clients.get(slot).map_or(0, |c| c.channel_messages)
     }
 
     /// Number of receivers.
@@ -492,6 +587,115 @@ impl Conference {
         }
         n
     }
+    /// Endpoint churn as in the soak (colibri.md §3: Colibri2 expire, then a fresh endpoint):
+    /// the endpoint in `slot` (1..=receivers) is expired and replaced by a new endpoint with a
+    /// fresh id, address, ICE credentials and SSRCs, which connects (ICE, DTLS-SRTP), asks for
+    /// video, and then sends `packets` audio and VP8 packets (1 ms apart) that the shard
+    /// forwards to the others, while endpoint 0 keeps sending too. Returns how many datagrams
+    /// the shard sent to the other clients' addresses meanwhile.
+    pub fn replace_endpoint(&mut self, slot: usize, packets: usize) -> Result<usize, SetupError> {
+        if slot == 0 || slot >= self.clients.len() {
+            return Err(err(format!("slot {slot} is not a receiver")));
+        }
+        let old = &self.clients[slot];
+        let (old_id, old_addr) = (old.id, old.addr);
+        self.shard
+            .handle_command(
+                self.now,
+                Command::ExpireEndpoint {
+                    conf: CONF,
+                    ep: EndpointId(old_id as u32),
+                },
+            )
+            .map_err(|e| err(format!("expire: {e:?}")))?;
+        self.by_addr.remove(&old_addr);
+        let id = self.next_id;
+        self.next_id += 1;
+        let client = join(&mut self.shard, self.now, id, self.joiner_layers, self.joiner_sctp)?;
+        self.by_addr.insert(client.addr, slot);
+        self.clients[slot] = client;
+        for _ in 0..30_000 {
+            self.step(Duration::from_millis(1));
+            if self.clients[slot].connected {
+                break;
+            }
+        }
+        if !self.clients[slot].connected {
+            return Err(err(format!("endpoint {id} did not connect")));
+        }
+        self.shard
+            .handle_command(
+                self.now,
+                Command::BridgeChannelMessage {
+                    conf: CONF,
+                    ep: EndpointId(id as u32),
+                    text: r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#
+                        .into(),
+                },
+            )
+            .map_err(|e| err(format!("constraints: {e}")))?;
+        // Start the media on a whole simulated second, so every lifecycle has the same phase
+        // against the shard's periodic work (allocation, reports): the caches then hold the
+        // same amount each time and only what is left behind accumulates.
+        while (self.now - self.epoch).subsec_millis() != 0 {
+            self.step(Duration::from_millis(1));
+        }
+        let mut delivered = 0;
+        for _ in 0..packets {
+            self.now += Duration::from_millis(1);
+            let now = self.now;
+            self.packets_made = self.packets_made.wrapping_add(1);
+            let payload = payload(self.packets_made, self.payload_len);
+            let mut out = Vec::new();
+            for (k, c) in [(0, 0usize), (slot, id)] {
+                let client = &mut self.clients[k];
+                client.write_video(now, c, payload.clone());
+                let seq = client.video_seq;
+                client.write_audio(now, c, seq);
+                let _ = client.rtc.handle_input(Input::Timeout(now));
+                client.poll(&mut out);
+            }
+            for (k, c) in self.clients.iter_mut().enumerate() {
+                if k != 0 && k != slot {
+                    c.tick(now, &mut out);
+                }
+            }
+            for (from, data) in out {
+                self.shard
+                    .handle_datagram(now, bridge_addr(), from, BytesMut::from(&data[..]));
+            }
+            if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+                self.shard.handle_timeout(now);
+            }
+            delivered += self.flush_counting(slot);
+        }
+        Ok(delivered)
+    }
+
+    /// [`Conference::flush`], counting the shard's datagrams to clients other than `slot`.
+    fn flush_counting(&mut self, slot: usize) -> usize {
+        let mut n = 0;
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            while let Some(t) = self.shard.poll_transmit() {
+                if let Some(&i) = self.by_addr.get(&t.remote) {
+                    if i != slot {
+                        n += 1;
+                    }
+                    self.clients[i].receive(self.now, bridge_addr(), &t.data, &mut out);
+                }
+                self.shard.recycle(t.data);
+            }
+            while self.shard.poll_event().is_some() {}
+            if out.is_empty() {
+                break;
+            }
+            for (from, data) in out {
+                self.deliver_to_shard(from, BytesMut::from(&data[..]));
+            }
+        }
+        n
+    }
 }
 
 /// A VP8 keyframe payload (4-byte descriptor with a 15-bit picture ID, no temporal layers,
@@ -508,7 +712,41 @@ fn payload(n: u32, len: usize) -> Vec<u8> {
     p
 }
 
-fn sources(audio: u32, video: u32) -> Vec<SourceDescription> {
+/// Client `i`'s sources: audio, and video with `layers` encodings (simulcast with RTX when
+/// more than one).
+fn sources(i: usize, layers: usize) -> Vec<SourceDescription> {
+    let (audio, video) = (audio_ssrc(i), video_ssrc(i));
+    if layers > 1 {
+        let layer: Vec<Ssrc> = (0..layers).map(|k| Ssrc(layer_ssrc(i, k))).collect();
+        let mut groups = vec![SsrcGroup {
+            semantics: GroupSemantics::Sim,
+            ssrcs: layer.clone(),
+        }];
+        let mut ssrcs = layer.clone();
+        for (k, l) in layer.iter().enumerate() {
+            ssrcs.push(Ssrc(rtx_ssrc(i, k)));
+            groups.push(SsrcGroup {
+                semantics: GroupSemantics::Fid,
+                ssrcs: vec![*l, Ssrc(rtx_ssrc(i, k))],
+            });
+        }
+        return vec![
+            SourceDescription {
+                kind: MediaKind::Audio,
+                name: format!("{audio:x}-a0"),
+                ssrcs: vec![Ssrc(audio)],
+                groups: vec![],
+                video_type: None,
+            },
+            SourceDescription {
+                kind: MediaKind::Video,
+                name: format!("{video:x}-v0"),
+                ssrcs,
+                groups,
+                video_type: None,
+            },
+        ];
+    }
     vec![
         SourceDescription {
             kind: MediaKind::Audio,
@@ -560,7 +798,13 @@ fn media_descriptions() -> Vec<MediaDescription> {
         },
         MediaDescription {
             kind: MediaKind::Video,
-            payload_types: vec![pt(PT_VP8, "VP8", 90_000)],
+            payload_types: vec![
+                pt(PT_VP8, "VP8", 90_000),
+                PayloadType {
+                    apt: Some(PT_VP8),
+                    ..pt(PT_RTX, "rtx", 90_000)
+                },
+            ],
             extensions: video_ext,
         },
     ]

@@ -679,12 +679,12 @@ impl Shard {
             .set_endpoint_sources(ep, &sources)
             .map_err(CommandError::Invalid)?;
         for k in &removed {
-            c.keyframes.forget(*k);
             c.silence.remove(k);
             c.video.remove(k);
             c.video_types.remove(k);
             c.sender_max.remove(k);
         }
+        forget_unrouted(&c.sources, &mut c.keyframes, &mut c.fir_seq);
         c.realloc = true;
         e.sources_signalled = true;
         e.learned = 0;
@@ -694,6 +694,7 @@ impl Shard {
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             other.recv.projections.retain(|k, _| !removed.contains(k));
             other.rtx_cache.retain(|k, _| !removed.contains(k));
+            other.rtx_enc.retain(|k, _| !removed.contains(k));
             sources_changed(other, &c.sources, &removed);
         }
         Ok(Reply::Done)
@@ -710,12 +711,12 @@ impl Shard {
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
             let removed = c.sources.remove_endpoint(ep.id);
             for k in &removed {
-                c.keyframes.forget(*k);
                 c.silence.remove(k);
                 c.video.remove(k);
                 c.video_types.remove(k);
                 c.sender_max.remove(k);
             }
+            forget_unrouted(&c.sources, &mut c.keyframes, &mut c.fir_seq);
             c.speaker.remove_endpoint(ep.id);
             c.realloc = true;
             // The others stop sending the departed endpoint's streams: forget exactly those.
@@ -723,6 +724,7 @@ impl Shard {
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
                 other.recv.projections.retain(|k, _| !removed.contains(k));
                 other.rtx_cache.retain(|k, _| !removed.contains(k));
+                other.rtx_enc.retain(|k, _| !removed.contains(k));
                 sources_changed(other, &c.sources, &removed);
             }
         }
@@ -1781,9 +1783,15 @@ impl KeyframeLimiter {
     fn sent(&mut self, media: u32, now: Instant) {
         self.last.insert(media, now);
     }
-    fn forget(&mut self, media: u32) {
-        self.last.remove(&media);
-    }
+}
+
+/// Per-SSRC keyframe state (the limiter's last request, the FIR sequence number) is keyed by
+/// every media SSRC of a source, simulcast layers included, not only by its key: once
+/// sources are gone, keep only the SSRCs that still have a route (else each departed
+/// simulcast sender would leave its layers' entries behind for the conference's lifetime).
+fn forget_unrouted(table: &SourceTable, keyframes: &mut KeyframeLimiter, fir_seq: &mut HashMap<u32, u8>) {
+    keyframes.last.retain(|ssrc, _| table.route(*ssrc).is_some());
+    fir_seq.retain(|ssrc, _| table.route(*ssrc).is_some());
 }
 
 /// A keyframe request to route.
@@ -3019,6 +3027,66 @@ mod tests {
         assert_eq!(slots(&mut s), None);
     }
 
+    /// Keyframe state is kept per media SSRC, simulcast layers included: a departed sender's
+    /// (or a replaced source's) layers must not stay behind in the limiter or FIR counters
+    /// (they did: the soak's churn left two entries per simulcast lifecycle).
+    #[test]
+    fn keyframe_state_of_every_layer_is_forgotten() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        assert!(create(&mut s, now, 1, 2).is_ok());
+        let sim = |base: u32| {
+            let ss = |v: &[u32]| v.iter().map(|x| Ssrc(*x)).collect::<Vec<_>>();
+            let mut groups = vec![crate::control::SsrcGroup {
+                semantics: crate::control::GroupSemantics::Sim,
+                ssrcs: ss(&[base, base + 1, base + 2]),
+            }];
+            for k in 0..3 {
+                groups.push(crate::control::SsrcGroup {
+                    semantics: crate::control::GroupSemantics::Fid,
+                    ssrcs: ss(&[base + k, base + 10 + k]),
+                });
+            }
+            vec![SourceDescription {
+                kind: MediaKind::Video,
+                name: format!("ep1-v{base}"),
+                ssrcs: ss(&[base, base + 1, base + 2, base + 10, base + 11, base + 12]),
+                groups,
+                video_type: None,
+            }]
+        };
+        let set = |sources| Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources,
+        };
+        // What request_keyframe records for PLIs/FIRs on each layer.
+        let requested = |s: &mut Shard, base: u32| {
+            let conf = s.conferences.get_mut(&c).expect("conference");
+            for k in 0..3 {
+                conf.keyframes.sent(base + k, now);
+                conf.fir_seq.insert(base + k, 1);
+            }
+        };
+        let held = |s: &Shard| (s.conferences[&c].keyframes.last.len(), s.conferences[&c].fir_seq.len());
+        assert_eq!(s.handle_command(now, set(sim(100))), Ok(Reply::Done));
+        requested(&mut s, 100);
+        assert_eq!(held(&s), (3, 3));
+        // Replace-all with new SSRCs: the old layers go.
+        assert_eq!(s.handle_command(now, set(sim(200))), Ok(Reply::Done));
+        assert_eq!(held(&s), (0, 0));
+        requested(&mut s, 200);
+        assert_eq!(held(&s), (3, 3));
+        let expire = Command::ExpireEndpoint {
+            conf: c,
+            ep: EndpointId(1),
+        };
+        assert_eq!(s.handle_command(now, expire), Ok(Reply::Done));
+        assert_eq!(held(&s), (0, 0));
+    }
+
     /// SRTP that does nothing: lets a test drive the forwarding path with plain packets.
     struct PlainSrtp;
     impl crate::srtp::Srtp for PlainSrtp {
@@ -3822,7 +3890,7 @@ mod tests {
         assert!(l.allow(2, now + Duration::from_millis(100)));
         assert!(!l.allow(1, now + Duration::from_millis(249)));
         assert!(l.allow(1, now + KEYFRAME_MIN_INTERVAL));
-        l.forget(1);
+        l.last.remove(&1);
         assert!(l.allow(1, now));
     }
 
