@@ -17,10 +17,11 @@ const fx = fixtures();
 
 // Per codec: the reason a test is still `todo` against main (false: required).
 const STALL = knownBug('the 180 → 720 up-switch of an L3T3_KEY stream stalls under load: VP9 0.5–1.5 s in 8 of 17 svc runs after the K-SVC fixes (0 of 10 before them, at load average 5–7 instead of 10–12; 3 of 4 with the K-SVC bitrate change reverted at load 10–12, so load, not that change): the keyframe is asked 1 ms after the target change and comes, then +139–238 packets, +6–12 frames received, no keyframe decoded, no loss/NACK/PLI. AV1 0.3–1.0 s, within its allowance in every run (docs/projection.md)');
-const VP9_UP = knownBug('VP9 L3T3_KEY: after the K-SVC fixes 720p came within 5 s in 16 of 17 runs (183–1894 ms); the other, with the machine loaded, had the receiver estimate collapse and the allocator choose encoding 2 of the SVC source (which sends nothing), never 720p (docs/projection.md)');
+// VP9_UP was a `todo` until the allocator stopped offering an SVC source's empty SIM encodings
+// (shard.rs `svc_encodings`): 16 of 17 runs passed before, 3 of 3 after (720p in 181 ms each).
 // AV1_DOWN (720p coming back at "asking 180", 77–98 % of the bytes) matched a projection made
 // Generic before the codec was known; fixed by Projection::set_codec; passed 23 of 23 runs.
-const PENDING = { AV1: { down: false, up: false, stall: STALL }, VP9: { down: false, up: VP9_UP, stall: STALL } };
+const PENDING = { AV1: { down: false, up: false, stall: STALL }, VP9: { down: false, up: false, stall: STALL } };
 const UP_MS = 5000; // the brief asks "decodes 720" for SVC; 3 s is the simulcast bound
 const SCALABILITY_MODE = 'L3T3_KEY';
 
