@@ -52,6 +52,11 @@ const ACK_BUCKETS: usize = 10;
 /// buckets, as libwebrtc's 150 ms rate window), so a decrease after a capacity step down uses
 /// the new capacity, not a 500 ms average still dominated by the old one.
 const RECENT_BUCKETS: i64 = 3;
+/// The delay detector sees send times as a pacer at this multiple of the estimate would have
+/// produced them (see [`SendSideBwe::record_sent`]).
+const VIRTUAL_PACING_FACTOR: f64 = 1.2;
+/// How far the virtual pacer may run ahead of the real send time.
+const VIRTUAL_PACING_MAX_LEAD_US: i64 = 250_000;
 /// Probe clusters tracked at once.
 const MAX_CLUSTERS: usize = 4;
 
@@ -70,6 +75,8 @@ pub enum BandwidthUsage {
 struct Sent {
     seq: u64,
     send_us: i64,
+    /// Send time as a pacer at the estimate would have sent it (delay detector input).
+    paced_us: i64,
     size: u32,
     /// 0 if not a probe.
     cluster: u32,
@@ -433,7 +440,9 @@ pub struct SendSideBwe {
     sent: Box<[Sent]>,
     /// Receiver clock: last raw 24-bit reference time and its unwrapped value.
     last_ref: Option<(u32, i64)>,
-    scratch: Vec<(i64, i64, u32, u32)>,
+    scratch: Vec<(i64, i64, i64, u32, u32)>,
+    /// When the virtual pacer is free again (µs since epoch).
+    pace_free_us: i64,
     current: Option<Group>,
     previous: Option<Group>,
     trend: Trendline,
@@ -487,6 +496,7 @@ impl SendSideBwe {
                 Sent {
                     seq: u64::MAX,
                     send_us: 0,
+                    paced_us: 0,
                     size: 0,
                     cluster: 0,
                     acked: false,
@@ -496,6 +506,7 @@ impl SendSideBwe {
             .into_boxed_slice(),
             last_ref: None,
             scratch: Vec::with_capacity(HISTORY),
+            pace_free_us: 0,
             current: None,
             previous: None,
             trend: Trendline::new(),
@@ -566,12 +577,26 @@ impl SendSideBwe {
         self.record_sent(tw_seq, size, probe.id, now);
     }
 
+    /// The bridge forwards media as it arrives: a keyframe (tens of packets) leaves in one
+    /// burst, and its queueing on the receiver's link looks like overuse to the delay detector
+    /// although the link carries the average rate (a 50 kB keyframe on a 2 Mbit/s link queues
+    /// for 200 ms). libwebrtc does not see this because its pacer spreads such bursts at
+    /// 2.5 × the estimate. Here the delay detector gets the send times a pacer at
+    /// [`VIRTUAL_PACING_FACTOR`] × the estimate would have produced (at most
+    /// [`VIRTUAL_PACING_MAX_LEAD_US`] ahead of the real ones): a burst the estimated capacity
+    /// can carry causes no delay gradient, while traffic above the capacity (the step-down
+    /// case: the real rate exceeds the link) is unchanged, as it is below the estimate.
+    /// Probe packets are already paced; they keep their real send times for probe results.
     fn record_sent(&mut self, tw_seq: u16, size: usize, cluster: u32, now: Instant) {
         let us = self.micros(now);
+        let paced = self.pace_free_us.clamp(us, us + VIRTUAL_PACING_MAX_LEAD_US);
+        let rate = (self.target * VIRTUAL_PACING_FACTOR).max(MIN_BPS as f64);
+        self.pace_free_us = paced + (size as f64 * 8e6 / rate) as i64;
         let seq = self.sent_ext.extend(tw_seq);
         self.sent[(seq as usize) & (HISTORY - 1)] = Sent {
             seq,
             send_us: us,
+            paced_us: paced,
             size: size as u32,
             cluster,
             acked: false,
@@ -624,7 +649,7 @@ impl SendSideBwe {
                         self.sent[(seq as usize) & (HISTORY - 1)].acked = true;
                         received += 1;
                         if self.scratch.len() < self.scratch.capacity() {
-                            self.scratch.push((arrival, s.send_us, s.size, s.cluster));
+                            self.scratch.push((arrival, s.send_us, s.paced_us, s.size, s.cluster));
                         }
                     } else {
                         self.stats.unknown += 1;
@@ -634,14 +659,14 @@ impl SendSideBwe {
         }
         self.stats.lost += lost;
         self.stats.acked += received;
-        self.scratch.sort_unstable_by_key(|&(a, s, _, _)| (a, s));
+        self.scratch.sort_unstable_by_key(|&(a, s, _, _, _)| (a, s));
         for k in 0..self.scratch.len() {
-            let (arr, send, size, cluster) = self.scratch[k];
+            let (arr, send, paced, size, cluster) = self.scratch[k];
             self.on_acked_bytes(arr, u64::from(size));
             if cluster != 0 {
                 self.on_probe_packet(cluster, arr, send, u64::from(size));
             }
-            self.inter_arrival(arr, send, u64::from(size));
+            self.inter_arrival(arr, paced, u64::from(size));
         }
         if self.trend.state == BandwidthUsage::Overusing {
             self.stats.overuses += 1;
@@ -954,6 +979,86 @@ mod tests {
         let e = bwe.estimate_bps();
         assert!(e < 1_000_000, "estimate {e}");
         assert!(e > 500_000, "estimate {e}");
+    }
+
+    /// 2 Mbps for 1 s, then a 0.5 Mbps bottleneck (the queue grows): the decrease is based on
+    /// the throughput of the last 150 ms (the new capacity), not the 500 ms average still
+    /// dominated by the old rate; and the receiver report whose period began before that
+    /// decrease (its loss is the step's own tail drop) does not cut it again.
+    #[test]
+    fn step_down_decreases_to_the_new_capacity_once() {
+        let t0 = Instant::now();
+        let mut bwe = SendSideBwe::new(2_000_000);
+        bwe.on_receiver_report(0, Some(Duration::from_millis(50)), t0);
+        let mut seq = 0u16;
+        let mut link_free = 0i64;
+        let mut cut_at = None;
+        for round in 0..16i64 {
+            let base = seq;
+            let mut arr = Vec::new();
+            let rate_us = if round < 10 { 5_000 } else { 20_000 }; // 1250 B: 2 / 0.5 Mbps
+            for k in 0..20i64 {
+                let send_us = round * 100_000 + k * 5000; // 2 Mbps sent
+                bwe.on_sent(seq, 1250, t0 + Duration::from_micros(send_us as u64));
+                link_free = link_free.max(send_us) + rate_us;
+                arr.push(Some(link_free + 20_000));
+                seq = seq.wrapping_add(1);
+            }
+            let now = t0 + Duration::from_millis((round as u64 + 1) * 100 + 20);
+            feed(&mut bwe, base, &arr, now, round as u8);
+            if round < 10 {
+                assert!(bwe.estimate_bps() >= 1_900_000, "round {round}: {}", bwe.estimate_bps());
+            } else if cut_at.is_none() && bwe.estimate_bps() < 1_000_000 {
+                cut_at = Some(round);
+            }
+        }
+        let e = bwe.estimate_bps();
+        assert!(cut_at.is_some_and(|r| r <= 12), "cut at round {cut_at:?}");
+        assert!((380_000..=500_000).contains(&e), "estimate {e}");
+        // The RR covering the step (began 1 s ago, before the decrease): 30 % loss, no cut.
+        bwe.on_receiver_report(77, None, t0 + Duration::from_millis(1700));
+        assert_eq!(bwe.estimate_bps(), e);
+        // The next one covers a period after the decrease: it is acted upon.
+        bwe.on_receiver_report(77, None, t0 + Duration::from_millis(2700));
+        assert!(bwe.estimate_bps() < e);
+    }
+
+    /// With 5 % loss (the loss-based controller holds) a delay-based dip recovers through the
+    /// delay-based increase; before, the held loss-based value was the dipped estimate and only
+    /// a probe could lift it again.
+    #[test]
+    fn loss_hold_does_not_freeze_a_delay_based_dip() {
+        let t0 = Instant::now();
+        let mut bwe = SendSideBwe::new(2_000_000);
+        bwe.on_receiver_report(13, Some(Duration::from_millis(50)), t0); // 5 %: hold
+        let mut seq = 0u16;
+        let mut link_free = 0i64;
+        let mut dipped = u64::MAX;
+        for round in 0..60i64 {
+            let base = seq;
+            let mut arr = Vec::new();
+            // A 0.2 s queue-building burst in rounds 5 and 6: 2 Mbps sent, 1 Mbps served.
+            let rate_us = if (5..7).contains(&round) { 10_000 } else { 1_000 };
+            for k in 0..20i64 {
+                let send_us = round * 100_000 + k * 5000;
+                bwe.on_sent(seq, 1250, t0 + Duration::from_micros(send_us as u64));
+                link_free = link_free.max(send_us) + rate_us;
+                arr.push(Some(link_free + 20_000));
+                seq = seq.wrapping_add(1);
+            }
+            let now = t0 + Duration::from_millis((round as u64 + 1) * 100 + 20);
+            feed(&mut bwe, base, &arr, now, round as u8);
+            if round % 5 == 0 {
+                bwe.on_receiver_report(13, None, now); // 5 % loss all along
+            }
+            if (5..12).contains(&round) {
+                dipped = dipped.min(bwe.estimate_bps());
+            }
+        }
+        assert!(bwe.stats().overuses > 0);
+        assert!(dipped < 1_900_000, "no dip: {dipped}");
+        let e = bwe.estimate_bps();
+        assert!(e > dipped + 100_000, "estimate {e}, dip {dipped}");
     }
 
     #[test]
