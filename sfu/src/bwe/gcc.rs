@@ -52,11 +52,6 @@ const ACK_BUCKETS: usize = 10;
 /// buckets, as libwebrtc's 150 ms rate window), so a decrease after a capacity step down uses
 /// the new capacity, not a 500 ms average still dominated by the old one.
 const RECENT_BUCKETS: i64 = 3;
-/// The delay detector sees send times as a pacer at this multiple of the estimate would have
-/// produced them (see [`SendSideBwe::record_sent`]).
-const VIRTUAL_PACING_FACTOR: f64 = 1.2;
-/// How far the virtual pacer may run ahead of the real send time.
-const VIRTUAL_PACING_MAX_LEAD_US: i64 = 250_000;
 /// Probe clusters tracked at once.
 const MAX_CLUSTERS: usize = 4;
 
@@ -75,8 +70,6 @@ pub enum BandwidthUsage {
 struct Sent {
     seq: u64,
     send_us: i64,
-    /// Send time as a pacer at the estimate would have sent it (delay detector input).
-    paced_us: i64,
     size: u32,
     /// 0 if not a probe.
     cluster: u32,
@@ -345,7 +338,9 @@ impl Aimd {
                     .last_decrease
                     .is_some_and(|t| now.saturating_duration_since(t) < interval);
                 let throughput = recent.or(acked);
-                let collapsed = throughput.is_some_and(|a| a < 0.5 * self.bps);
+                // The 500 ms rate: a 150 ms window of bursty, application-limited traffic is
+                // too noisy to skip the once-per-RTT limit on.
+                let collapsed = acked.is_some_and(|a| a < 0.5 * self.bps);
                 if !recently || collapsed {
                     let base = throughput.unwrap_or(self.bps);
                     let mut decreased = BETA * base;
@@ -440,9 +435,7 @@ pub struct SendSideBwe {
     sent: Box<[Sent]>,
     /// Receiver clock: last raw 24-bit reference time and its unwrapped value.
     last_ref: Option<(u32, i64)>,
-    scratch: Vec<(i64, i64, i64, u32, u32)>,
-    /// When the virtual pacer is free again (µs since epoch).
-    pace_free_us: i64,
+    scratch: Vec<(i64, i64, u32, u32)>,
     current: Option<Group>,
     previous: Option<Group>,
     trend: Trendline,
@@ -496,7 +489,6 @@ impl SendSideBwe {
                 Sent {
                     seq: u64::MAX,
                     send_us: 0,
-                    paced_us: 0,
                     size: 0,
                     cluster: 0,
                     acked: false,
@@ -506,7 +498,6 @@ impl SendSideBwe {
             .into_boxed_slice(),
             last_ref: None,
             scratch: Vec::with_capacity(HISTORY),
-            pace_free_us: 0,
             current: None,
             previous: None,
             trend: Trendline::new(),
@@ -577,26 +568,12 @@ impl SendSideBwe {
         self.record_sent(tw_seq, size, probe.id, now);
     }
 
-    /// The bridge forwards media as it arrives: a keyframe (tens of packets) leaves in one
-    /// burst, and its queueing on the receiver's link looks like overuse to the delay detector
-    /// although the link carries the average rate (a 50 kB keyframe on a 2 Mbit/s link queues
-    /// for 200 ms). libwebrtc does not see this because its pacer spreads such bursts at
-    /// 2.5 × the estimate. Here the delay detector gets the send times a pacer at
-    /// [`VIRTUAL_PACING_FACTOR`] × the estimate would have produced (at most
-    /// [`VIRTUAL_PACING_MAX_LEAD_US`] ahead of the real ones): a burst the estimated capacity
-    /// can carry causes no delay gradient, while traffic above the capacity (the step-down
-    /// case: the real rate exceeds the link) is unchanged, as it is below the estimate.
-    /// Probe packets are already paced; they keep their real send times for probe results.
     fn record_sent(&mut self, tw_seq: u16, size: usize, cluster: u32, now: Instant) {
         let us = self.micros(now);
-        let paced = self.pace_free_us.clamp(us, us + VIRTUAL_PACING_MAX_LEAD_US);
-        let rate = (self.target * VIRTUAL_PACING_FACTOR).max(MIN_BPS as f64);
-        self.pace_free_us = paced + (size as f64 * 8e6 / rate) as i64;
         let seq = self.sent_ext.extend(tw_seq);
         self.sent[(seq as usize) & (HISTORY - 1)] = Sent {
             seq,
             send_us: us,
-            paced_us: paced,
             size: size as u32,
             cluster,
             acked: false,
@@ -649,7 +626,7 @@ impl SendSideBwe {
                         self.sent[(seq as usize) & (HISTORY - 1)].acked = true;
                         received += 1;
                         if self.scratch.len() < self.scratch.capacity() {
-                            self.scratch.push((arrival, s.send_us, s.paced_us, s.size, s.cluster));
+                            self.scratch.push((arrival, s.send_us, s.size, s.cluster));
                         }
                     } else {
                         self.stats.unknown += 1;
@@ -659,14 +636,14 @@ impl SendSideBwe {
         }
         self.stats.lost += lost;
         self.stats.acked += received;
-        self.scratch.sort_unstable_by_key(|&(a, s, _, _, _)| (a, s));
+        self.scratch.sort_unstable_by_key(|&(a, s, _, _)| (a, s));
         for k in 0..self.scratch.len() {
-            let (arr, send, paced, size, cluster) = self.scratch[k];
+            let (arr, send, size, cluster) = self.scratch[k];
             self.on_acked_bytes(arr, u64::from(size));
             if cluster != 0 {
                 self.on_probe_packet(cluster, arr, send, u64::from(size));
             }
-            self.inter_arrival(arr, paced, u64::from(size));
+            self.inter_arrival(arr, send, u64::from(size));
         }
         if self.trend.state == BandwidthUsage::Overusing {
             self.stats.overuses += 1;
