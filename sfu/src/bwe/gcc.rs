@@ -857,7 +857,10 @@ impl SendSideBwe {
             self.loss_target = self.aimd.bps;
         }
         self.loss_target = self.loss_target.clamp(MIN_BPS as f64, MAX_BPS as f64);
-        self.target = self.loss_target.min(self.aimd.bps).clamp(MIN_BPS as f64, MAX_BPS as f64);
+        self.target = self
+            .loss_target
+            .min(self.aimd.bps)
+            .clamp(MIN_BPS as f64, MAX_BPS as f64);
     }
 }
 
