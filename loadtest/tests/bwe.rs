@@ -135,7 +135,7 @@ fn bwe_step_loss_and_recovery() {
 
 /// A lower layer within 2 s of the step down.
 #[test]
-#[ignore = "passes 1 run in 5 (short runs after the bwe2 estimator changes: 2, 3, 7, 8, 8 s). The estimate is below \
+#[ignore = "passes 1 run in 5 (short runs after the bwe2 estimator changes: 2, 3, 3, 7, 8, 8 s). The estimate is below \
             the 0.6 Mbit/s capacity within 1 s of the step now, but the current (720p) encoding keeps being forwarded until a \
             keyframe of the lower one arrives (media.md VP8QualityFilter: a pending downscale forwards TL0, and the harness's \
             VP8 has no temporal layers), so the 1.5 Mbit/s keep the 0.6 Mbit/s link's queue full and the lower keyframe is \

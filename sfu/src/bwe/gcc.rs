@@ -45,8 +45,6 @@ const HIGH_LOSS: f64 = 0.10;
 const LOSS_BITRATE_THRESHOLD: u64 = 100_000;
 const LOSS_INCREASE_INTERVAL: Duration = Duration::from_millis(1000);
 const LOSS_DECREASE_INTERVAL: Duration = Duration::from_millis(300);
-/// At most one loss report per this interval is ignored for predating a delay-based decrease.
-const LOSS_SKIP_INTERVAL: Duration = Duration::from_secs(1);
 /// Acknowledged bitrate: buckets of 50 ms over a 500 ms window.
 const ACK_BUCKET_US: i64 = 50_000;
 const ACK_BUCKETS: usize = 10;
@@ -469,8 +467,6 @@ pub struct SendSideBwe {
     loss_fresh: bool,
     /// The previous receiver report (the start of the period the next one's loss covers).
     last_rr: Option<Instant>,
-    /// When a loss report was last skipped by [`Self::predates_decrease`].
-    last_loss_skip: Option<Instant>,
     min_history: [(Option<Instant>, f64); 64],
     min_head: usize,
     stats: BweStats,
@@ -522,7 +518,6 @@ impl SendSideBwe {
             last_loss_decrease: None,
             loss_fresh: false,
             last_rr: None,
-            last_loss_skip: None,
             min_history: [(None, 0.0); 64],
             min_head: 0,
             stats: BweStats::default(),
@@ -591,7 +586,7 @@ impl SendSideBwe {
             self.rtt = rtt;
         }
         self.loss = Some(f64::from(fraction_lost) / 256.0);
-        self.loss_fresh = !self.predates_decrease(self.last_rr, now);
+        self.loss_fresh = !self.predates_decrease(self.last_rr);
         self.last_rr = Some(now);
         self.update_loss_based(now);
     }
@@ -659,7 +654,7 @@ impl SendSideBwe {
         let start = *self.loss_window_start.get_or_insert(now);
         if now.saturating_duration_since(start) >= Duration::from_secs(1) && self.loss_window.1 >= 20 {
             self.loss = Some(self.loss_window.0 as f64 / self.loss_window.1 as f64);
-            self.loss_fresh = !self.predates_decrease(Some(start), now);
+            self.loss_fresh = !self.predates_decrease(Some(start));
             self.loss_window = (0, 0);
             self.loss_window_start = Some(now);
         }
@@ -691,23 +686,11 @@ impl SendSideBwe {
     /// took effect (one RTT after it): its loss was caused by the rate already cut, so a
     /// loss-based decrease on top of it would undershoot (the step-down case: 0.85 × the new
     /// capacity, then × (1 − loss/2) again for the tail drops of the step itself).
-    /// At most one report per [`LOSS_SKIP_INTERVAL`] is skipped: while delay-based decreases
-    /// keep coming (a link saturated by what the bridge sends beyond the estimate: padding
-    /// overhead, retransmissions), every report would predate one, and persistent loss must
-    /// still cut.
-    fn predates_decrease(&mut self, start: Option<Instant>, now: Instant) -> bool {
+    fn predates_decrease(&self, start: Option<Instant>) -> bool {
         let Some(d) = self.aimd.last_decrease else {
             return false;
         };
-        let predates = start.is_some_and(|s| s < d + self.rtt.unwrap_or(DEFAULT_RTT));
-        let skipped_recently = self
-            .last_loss_skip
-            .is_some_and(|t| now.saturating_duration_since(t) < LOSS_SKIP_INTERVAL);
-        if predates && !skipped_recently {
-            self.last_loss_skip = Some(now);
-            return true;
-        }
-        false
+        start.is_some_and(|s| s < d + self.rtt.unwrap_or(DEFAULT_RTT))
     }
 
     fn on_acked_bytes(&mut self, arrival_us: i64, size: u64) {
@@ -1018,28 +1001,6 @@ mod tests {
         // The next one covers a period after the decrease: it is acted upon.
         bwe.on_receiver_report(77, None, t0 + Duration::from_millis(2700));
         assert!(bwe.estimate_bps() < e);
-    }
-
-    /// Delay-based decreases every 100 ms (every loss report predates one) do not keep
-    /// persistent high loss from cutting: only one report per second is skipped.
-    #[test]
-    fn persistent_loss_cuts_despite_repeated_decreases() {
-        let t0 = Instant::now();
-        let mut bwe = SendSideBwe::new(1_000_000);
-        bwe.on_receiver_report(0, Some(Duration::from_millis(50)), t0);
-        let mut cuts = 0;
-        for k in 1..=6u64 {
-            let now = t0 + Duration::from_millis(500 * k);
-            bwe.aimd.last_decrease = Some(now - Duration::from_millis(100));
-            let before = bwe.estimate_bps();
-            bwe.on_receiver_report(77, None, now); // 30 %
-            if bwe.estimate_bps() < before {
-                cuts += 1;
-            }
-        }
-        // 6 reports 500 ms apart: skips at 0.5, 1.5 and 2.5 s; the others
-        // cut.
-        assert_eq!(cuts, 3);
     }
 
     /// With 5 % loss (the loss-based controller holds) a delay-based dip recovers through the

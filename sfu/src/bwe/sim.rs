@@ -300,7 +300,8 @@ fn same_seed_same_trajectory() {
 
 /// The harness's bwe-step scenario as the bridge sends (unpaced frame bursts, keyframes):
 /// the estimate must be below the new capacity soon enough for the layer switch and its
-/// keyframe to complete within 2 s, and must not undershoot to half of it.
+/// keyframe to complete within 2 s, and must not undershoot far below it (an undershoot then
+/// creeps back up through the layers and sees loss at each).
 #[test]
 fn bursty_step_down() {
     for seed in [1u64, 2, 3, 4, 5] {
@@ -322,9 +323,7 @@ fn bursty_step_down() {
             .unwrap_or(0);
         eprintln!("seed {seed}: below 0.6 Mbps after {down:?} ms, lowest {low}");
         assert!(down.is_some_and(|d| d <= 800), "seed {seed}: {down:?}");
-        // A loss report predating the decrease is skipped once per second only (persistent
-        // loss must cut), so the step's tail drops still cut once: 0.35 Mbit/s at worst.
-        assert!(low >= 300_000, "seed {seed}: undershoot to {low}");
+        assert!(low >= 400_000, "seed {seed}: undershoot to {low}");
     }
 }
 
