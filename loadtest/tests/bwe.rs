@@ -135,9 +135,11 @@ fn bwe_step_loss_and_recovery() {
 
 /// A lower layer within 2 s of the step down.
 #[test]
-#[ignore = "bridge too slow: the first lower-layer frame completes 3-4 s (by whole seconds) after the step \
-            (seed 1: the estimate is below 0.75 Mbit/s about 1.2 s after the step, the allocation switches to \
-            360p then 180p, and the keyframe for the new layer waits behind the congested queue)"]
+#[ignore = "passes 1 run in 5 (short runs after the bwe2 estimator changes: 2, 3, 3, 7, 8, 8 s). The estimate is below \
+            the 0.6 Mbit/s capacity within 1 s of the step now, but the current (720p) encoding keeps being forwarded until a \
+            keyframe of the lower one arrives (media.md VP8QualityFilter: a pending downscale forwards TL0, and the harness's \
+            VP8 has no temporal layers), so the 1.5 Mbit/s keep the 0.6 Mbit/s link's queue full and the lower keyframe is \
+            tail-dropped, often several times (docs/bwe.md)"]
 fn bwe_step_down_within_2s() {
     let checks = run("step-down", STEP);
     let down = verdict(&checks, "step_down");
@@ -184,9 +186,10 @@ max_residual_loss_percent = 0.1
 /// 2 Mbit/s downlink, 5 % random loss, 100 ms RTT: the bridge's estimate stays within 30 % of
 /// the capacity from 10 s into the measured window.
 #[test]
-#[ignore = "bridge estimate too low: 1.2-1.7 Mbit/s on the 2 Mbit/s link (seed 3: worst 38.7 % off in the 30 s run, 53.5 % in this 22 s one); \
-            with 2-10 % loss the loss-based controller holds and \
-            delay-based decreases (padding bursts, keyframes) pull the estimate back below the capacity"]
+#[ignore = "bridge estimate too low: short runs after the bwe2 changes 55-77 % off (seed 3; full 30 s runs 34-39 % off, as before); \
+            the bridge sends only ~1.4 Mbit/s of the 2 Mbit/s (360p media + padding), unpaced keyframe bursts (27 PLIs \
+            in 22 s from the 5 % loss) read as overuse, and each delay-based decrease is 0.85 x that application-limited \
+            throughput (docs/bwe.md)"]
 fn bwe_lossy_rtt_estimate_near_capacity() {
     let checks = run(
         "lossy-rtt",

@@ -48,6 +48,10 @@ const LOSS_DECREASE_INTERVAL: Duration = Duration::from_millis(300);
 /// Acknowledged bitrate: buckets of 50 ms over a 500 ms window.
 const ACK_BUCKET_US: i64 = 50_000;
 const ACK_BUCKETS: usize = 10;
+/// The throughput an overuse decrease is based on: the last 150 ms of receive time (three
+/// buckets, as libwebrtc's 150 ms rate window), so a decrease after a capacity step down uses
+/// the new capacity, not a 500 ms average still dominated by the old one.
+const RECENT_BUCKETS: i64 = 3;
 /// Probe clusters tracked at once.
 const MAX_CLUSTERS: usize = 4;
 
@@ -287,7 +291,9 @@ impl Aimd {
         (avg_packet_bits / response).max(MIN_ADDITIVE_BPS_PER_S)
     }
 
-    fn update(&mut self, usage: BandwidthUsage, acked: Option<f64>, rtt: Duration, now: Instant) {
+    /// `acked`: acknowledged rate over 500 ms (limits increases); `recent`: over the last
+    /// 150 ms (the base of a decrease: when queues build, it is what the link delivers now).
+    fn update(&mut self, usage: BandwidthUsage, acked: Option<f64>, recent: Option<f64>, rtt: Duration, now: Instant) {
         match usage {
             BandwidthUsage::Normal => {
                 if self.state == RateState::Hold {
@@ -331,9 +337,12 @@ impl Aimd {
                 let recently = self
                     .last_decrease
                     .is_some_and(|t| now.saturating_duration_since(t) < interval);
+                let throughput = recent.or(acked);
+                // The 500 ms rate: a 150 ms window of bursty, application-limited traffic is
+                // too noisy to skip the once-per-RTT limit on.
                 let collapsed = acked.is_some_and(|a| a < 0.5 * self.bps);
                 if !recently || collapsed {
-                    let base = acked.unwrap_or(self.bps);
+                    let base = throughput.unwrap_or(self.bps);
                     let mut decreased = BETA * base;
                     if decreased > self.bps {
                         if let Some(e) = self.link.estimate_kbps {
@@ -343,12 +352,12 @@ impl Aimd {
                     if decreased < self.bps {
                         self.bps = decreased;
                     }
-                    if let (Some(a), Some(lower)) = (acked, self.link.lower_bps()) {
+                    if let (Some(a), Some(lower)) = (throughput, self.link.lower_bps()) {
                         if a < lower {
                             self.link.estimate_kbps = None;
                         }
                     }
-                    if let Some(a) = acked {
+                    if let Some(a) = throughput {
                         self.link.on_overuse(a);
                     }
                     self.last_decrease = Some(now);
@@ -435,11 +444,19 @@ pub struct SendSideBwe {
     ack_first_us: Option<i64>,
     ack_last_us: i64,
     acked_bps: Option<f64>,
+    /// Acknowledged rate over the last [`RECENT_BUCKETS`] buckets.
+    recent_bps: Option<f64>,
     clusters: [Cluster; MAX_CLUSTERS],
     next_cluster_slot: usize,
     rtt: Option<Duration>,
-    // Loss-based.
+    /// The estimate: min(loss-based, delay-based).
     target: f64,
+    // Loss-based.
+    /// The loss-based controller's own value. Kept apart from the delay-based cap, so that a
+    /// delay-based dip (a keyframe, a padding burst) does not lower what the loss justifies:
+    /// with loss between 2 % and 10 % the controller holds, and before, a hold meant the
+    /// estimate could only come back through probes after every delay-based decrease.
+    loss_target: f64,
     loss: Option<f64>,
     loss_window: (u64, u64),
     loss_window_start: Option<Instant>,
@@ -448,6 +465,8 @@ pub struct SendSideBwe {
     /// `has_decreased_since_last_fraction_loss_`, inverted): one decrease per loss report, so
     /// a stale high loss does not keep cutting the estimate after the cause is gone.
     loss_fresh: bool,
+    /// The previous receiver report (the start of the period the next one's loss covers).
+    last_rr: Option<Instant>,
     min_history: [(Option<Instant>, f64); 64],
     min_head: usize,
     stats: BweStats,
@@ -487,15 +506,18 @@ impl SendSideBwe {
             ack_first_us: None,
             ack_last_us: 0,
             acked_bps: None,
+            recent_bps: None,
             clusters: [Cluster::default(); MAX_CLUSTERS],
             next_cluster_slot: 0,
             rtt: None,
             target: initial,
+            loss_target: initial,
             loss: None,
             loss_window: (0, 0),
             loss_window_start: None,
             last_loss_decrease: None,
             loss_fresh: false,
+            last_rr: None,
             min_history: [(None, 0.0); 64],
             min_head: 0,
             stats: BweStats::default(),
@@ -564,7 +586,8 @@ impl SendSideBwe {
             self.rtt = rtt;
         }
         self.loss = Some(f64::from(fraction_lost) / 256.0);
-        self.loss_fresh = true;
+        self.loss_fresh = !self.predates_decrease(self.last_rr);
+        self.last_rr = Some(now);
         self.update_loss_based(now);
     }
 
@@ -631,7 +654,7 @@ impl SendSideBwe {
         let start = *self.loss_window_start.get_or_insert(now);
         if now.saturating_duration_since(start) >= Duration::from_secs(1) && self.loss_window.1 >= 20 {
             self.loss = Some(self.loss_window.0 as f64 / self.loss_window.1 as f64);
-            self.loss_fresh = true;
+            self.loss_fresh = !self.predates_decrease(Some(start));
             self.loss_window = (0, 0);
             self.loss_window_start = Some(now);
         }
@@ -647,16 +670,27 @@ impl SendSideBwe {
                 // the new target (still capped by the delay-based estimate below), also when
                 // the loss-based target, not the delay-based one, was the limit.
                 if p > self.target {
-                    self.target = p;
+                    self.loss_target = self.loss_target.max(p);
                     self.min_history = [(None, 0.0); 64];
                 }
                 self.stats.probe_results += 1;
             }
-            _ => self.aimd.update(usage, self.acked_bps, rtt, now),
+            _ => self.aimd.update(usage, self.acked_bps, self.recent_bps, rtt, now),
         }
         self.stats.delay_based_bps = self.aimd.bps as u64;
         self.stats.acked_bps = self.acked_bps.map_or(0, |a| a as u64);
         self.update_loss_based(now);
+    }
+
+    /// Whether a loss period starting at `start` began before the last delay-based decrease
+    /// took effect (one RTT after it): its loss was caused by the rate already cut, so a
+    /// loss-based decrease on top of it would undershoot (the step-down case: 0.85 × the new
+    /// capacity, then × (1 − loss/2) again for the tail drops of the step itself).
+    fn predates_decrease(&self, start: Option<Instant>) -> bool {
+        let Some(d) = self.aimd.last_decrease else {
+            return false;
+        };
+        start.is_some_and(|s| s < d + self.rtt.unwrap_or(DEFAULT_RTT))
     }
 
     fn on_acked_bytes(&mut self, arrival_us: i64, size: u64) {
@@ -685,6 +719,14 @@ impl SendSideBwe {
             let window_us = (ACK_BUCKETS as i64 - 1) * ACK_BUCKET_US + self.ack_last_us.rem_euclid(ACK_BUCKET_US);
             let window_us = window_us.min(self.ack_last_us - first + ACK_BUCKET_US).max(1);
             self.acked_bps = Some(bytes as f64 * 8.0 * 1e6 / window_us as f64);
+            let recent: u64 = self
+                .ack_buckets
+                .iter()
+                .filter(|(b, _)| *b > newest - RECENT_BUCKETS && *b <= newest)
+                .map(|(_, n)| n)
+                .sum();
+            let recent_us = ((RECENT_BUCKETS - 1) * ACK_BUCKET_US + self.ack_last_us.rem_euclid(ACK_BUCKET_US)).max(1);
+            self.recent_bps = Some(recent as f64 * 8.0 * 1e6 / recent_us as f64);
         }
     }
 
@@ -796,23 +838,29 @@ impl SendSideBwe {
         if let Some(loss) = self.loss {
             self.stats.loss_fraction = loss;
             if loss <= LOW_LOSS {
-                self.target = self.target.max(min_recent * 1.08 + 1000.0);
+                self.loss_target = self.loss_target.max(min_recent * 1.08 + 1000.0);
             } else if loss > HIGH_LOSS && self.target as u64 > LOSS_BITRATE_THRESHOLD && self.loss_fresh {
                 let wait = LOSS_DECREASE_INTERVAL + self.rtt.unwrap_or(DEFAULT_RTT);
                 if self
                     .last_loss_decrease
                     .is_none_or(|t| now.saturating_duration_since(t) >= wait)
                 {
-                    self.target *= 1.0 - 0.5 * loss;
+                    // From what is actually sent (the estimate), not from a loss-based value
+                    // above the delay-based cap.
+                    self.loss_target = self.loss_target.min(self.target) * (1.0 - 0.5 * loss);
                     self.last_loss_decrease = Some(now);
                     self.loss_fresh = false;
                 }
             }
         } else {
             // No loss information yet: follow the delay-based estimate.
-            self.target = self.aimd.bps;
+            self.loss_target = self.aimd.bps;
         }
-        self.target = self.target.min(self.aimd.bps).clamp(MIN_BPS as f64, MAX_BPS as f64);
+        self.loss_target = self.loss_target.clamp(MIN_BPS as f64, MAX_BPS as f64);
+        self.target = self
+            .loss_target
+            .min(self.aimd.bps)
+            .clamp(MIN_BPS as f64, MAX_BPS as f64);
     }
 }
 
@@ -911,6 +959,86 @@ mod tests {
         let e = bwe.estimate_bps();
         assert!(e < 1_000_000, "estimate {e}");
         assert!(e > 500_000, "estimate {e}");
+    }
+
+    /// 2 Mbps for 1 s, then a 0.5 Mbps bottleneck (the queue grows): the decrease is based on
+    /// the throughput of the last 150 ms (the new capacity), not the 500 ms average still
+    /// dominated by the old rate; and the receiver report whose period began before that
+    /// decrease (its loss is the step's own tail drop) does not cut it again.
+    #[test]
+    fn step_down_decreases_to_the_new_capacity_once() {
+        let t0 = Instant::now();
+        let mut bwe = SendSideBwe::new(2_000_000);
+        bwe.on_receiver_report(0, Some(Duration::from_millis(50)), t0);
+        let mut seq = 0u16;
+        let mut link_free = 0i64;
+        let mut cut_at = None;
+        for round in 0..16i64 {
+            let base = seq;
+            let mut arr = Vec::new();
+            let rate_us = if round < 10 { 5_000 } else { 20_000 }; // 1250 B: 2 / 0.5 Mbps
+            for k in 0..20i64 {
+                let send_us = round * 100_000 + k * 5000; // 2 Mbps sent
+                bwe.on_sent(seq, 1250, t0 + Duration::from_micros(send_us as u64));
+                link_free = link_free.max(send_us) + rate_us;
+                arr.push(Some(link_free + 20_000));
+                seq = seq.wrapping_add(1);
+            }
+            let now = t0 + Duration::from_millis((round as u64 + 1) * 100 + 20);
+            feed(&mut bwe, base, &arr, now, round as u8);
+            if round < 10 {
+                assert!(bwe.estimate_bps() >= 1_900_000, "round {round}: {}", bwe.estimate_bps());
+            } else if cut_at.is_none() && bwe.estimate_bps() < 1_000_000 {
+                cut_at = Some(round);
+            }
+        }
+        let e = bwe.estimate_bps();
+        assert!(cut_at.is_some_and(|r| r <= 12), "cut at round {cut_at:?}");
+        assert!((380_000..=500_000).contains(&e), "estimate {e}");
+        // The RR covering the step (began 1 s ago, before the decrease): 30 % loss, no cut.
+        bwe.on_receiver_report(77, None, t0 + Duration::from_millis(1700));
+        assert_eq!(bwe.estimate_bps(), e);
+        // The next one covers a period after the decrease: it is acted upon.
+        bwe.on_receiver_report(77, None, t0 + Duration::from_millis(2700));
+        assert!(bwe.estimate_bps() < e);
+    }
+
+    /// With 5 % loss (the loss-based controller holds) a delay-based dip recovers through the
+    /// delay-based increase; before, the held loss-based value was the dipped estimate and only
+    /// a probe could lift it again.
+    #[test]
+    fn loss_hold_does_not_freeze_a_delay_based_dip() {
+        let t0 = Instant::now();
+        let mut bwe = SendSideBwe::new(2_000_000);
+        bwe.on_receiver_report(13, Some(Duration::from_millis(50)), t0); // 5 %: hold
+        let mut seq = 0u16;
+        let mut link_free = 0i64;
+        let mut dipped = u64::MAX;
+        for round in 0..60i64 {
+            let base = seq;
+            let mut arr = Vec::new();
+            // A 0.2 s queue-building burst in rounds 5 and 6: 2 Mbps sent, 1 Mbps served.
+            let rate_us = if (5..7).contains(&round) { 10_000 } else { 1_000 };
+            for k in 0..20i64 {
+                let send_us = round * 100_000 + k * 5000;
+                bwe.on_sent(seq, 1250, t0 + Duration::from_micros(send_us as u64));
+                link_free = link_free.max(send_us) + rate_us;
+                arr.push(Some(link_free + 20_000));
+                seq = seq.wrapping_add(1);
+            }
+            let now = t0 + Duration::from_millis((round as u64 + 1) * 100 + 20);
+            feed(&mut bwe, base, &arr, now, round as u8);
+            if round % 5 == 0 {
+                bwe.on_receiver_report(13, None, now); // 5 % loss all along
+            }
+            if (5..12).contains(&round) {
+                dipped = dipped.min(bwe.estimate_bps());
+            }
+        }
+        assert!(bwe.stats().overuses > 0);
+        assert!(dipped < 1_900_000, "no dip: {dipped}");
+        let e = bwe.estimate_bps();
+        assert!(e > dipped + 100_000, "estimate {e}, dip {dipped}");
     }
 
     #[test]

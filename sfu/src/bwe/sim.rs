@@ -41,6 +41,9 @@ struct Scenario {
     /// drives the prober's headroom probes.
     demand_bps: u64,
     seconds: u64,
+    /// Send as the bridge forwards (not paced): the estimate's bytes in one burst per 33 ms
+    /// frame, a keyframe (5 frames' worth) every 3 s; probe clusters stay paced.
+    bursty: bool,
 }
 
 impl Scenario {
@@ -81,6 +84,7 @@ fn run(s: &Scenario) -> Trajectory {
     let mut traj = Vec::new();
     let mut buf = [0u8; 1500];
     let mut sent = 0u64;
+    let mut burst_budget = 0.0f64;
     for ms in 0..s.seconds * 1000 {
         let now = t0 + Duration::from_millis(ms);
         // Prober.
@@ -91,38 +95,55 @@ fn run(s: &Scenario) -> Trajectory {
             clusters.push_back(c);
         }
         // Sender.
-        while next_send <= now {
-            let at = next_send;
-            let probe = clusters.front().copied();
-            let rate = match probe {
-                Some(c) => c.bitrate_bps as f64,
-                None => bwe.estimate_bps() as f64,
-            };
-            let seq = tw_seq;
-            tw_seq = tw_seq.wrapping_add(1);
-            sent += 1;
-            match probe {
-                Some(c) => {
-                    bwe.on_probe_sent(seq, PACKET, c.info(), at);
-                    probe_sent.0 += PACKET as u64;
-                    probe_sent.1 += 1;
-                    if probe_sent.0 >= c.min_bytes && probe_sent.1 >= c.min_packets {
-                        clusters.pop_front();
-                        probe_sent = (0, 0);
+        macro_rules! send_one {
+            ($at:expr, $probe:expr) => {{
+                let at: Instant = $at;
+                let probe: Option<ProbeCluster> = $probe;
+                let seq = tw_seq;
+                tw_seq = tw_seq.wrapping_add(1);
+                sent += 1;
+                match probe {
+                    Some(c) => {
+                        bwe.on_probe_sent(seq, PACKET, c.info(), at);
+                        probe_sent.0 += PACKET as u64;
+                        probe_sent.1 += 1;
+                        if probe_sent.0 >= c.min_bytes && probe_sent.1 >= c.min_packets {
+                            clusters.pop_front();
+                            probe_sent = (0, 0);
+                        }
                     }
+                    None => bwe.on_sent(seq, PACKET, at),
                 }
-                None => bwe.on_sent(seq, PACKET, at),
+                if rng.f64() >= s.loss {
+                    let start = link_free.max(at);
+                    if start - at <= QUEUE_LIMIT {
+                        link_free = start + Duration::from_secs_f64(PACKET as f64 * 8.0 / s.rate(secs(at)));
+                        inflight.push_back((link_free + s.one_way, seq, sent.is_multiple_of(8)));
+                    } // else tail drop
+                }
+            }};
+        }
+        if s.bursty && clusters.is_empty() {
+            if ms % 33 == 0 {
+                let frame = bwe.estimate_bps() as f64 * 0.033 / 8.0;
+                burst_budget += if ms % 3000 == 0 { 5.0 * frame } else { frame };
+                while burst_budget >= PACKET as f64 {
+                    burst_budget -= PACKET as f64;
+                    send_one!(now, None);
+                }
             }
-            next_send = at + Duration::from_secs_f64(PACKET as f64 * 8.0 / rate);
-            if rng.f64() < s.loss {
-                continue;
+            next_send = now;
+        } else {
+            while next_send <= now {
+                let at = next_send;
+                let probe = clusters.front().copied();
+                let rate = match probe {
+                    Some(c) => c.bitrate_bps as f64,
+                    None => bwe.estimate_bps() as f64,
+                };
+                send_one!(at, probe);
+                next_send = at + Duration::from_secs_f64(PACKET as f64 * 8.0 / rate);
             }
-            let start = link_free.max(at);
-            if start - at > QUEUE_LIMIT {
-                continue; // tail drop
-            }
-            link_free = start + Duration::from_secs_f64(PACKET as f64 * 8.0 / s.rate(secs(at)));
-            inflight.push_back((link_free + s.one_way, seq, sent.is_multiple_of(8)));
         }
         // Receiver.
         while inflight.front().is_some_and(|p| p.0 <= now) {
@@ -189,6 +210,7 @@ fn step_scenario(seed: u64) -> Scenario {
         seed,
         demand_bps: 5_000_000,
         seconds: 40,
+        bursty: false,
     }
 }
 
@@ -227,6 +249,7 @@ fn random_loss_and_rtt() {
             seed,
             demand_bps: 4_000_000,
             seconds: 12,
+            bursty: false,
         };
         let t = run(&s);
         print(&format!("2 Mbps, 5 % loss, 100 ms RTT, seed {seed}"), &t);
@@ -273,4 +296,59 @@ fn same_seed_same_trajectory() {
     s.seed = 43;
     let c = run(&s);
     assert_ne!(a, c, "a different seed should change something with 2 % loss");
+}
+
+/// The harness's bwe-step scenario as the bridge sends (unpaced frame bursts, keyframes):
+/// the estimate must be below the new capacity soon enough for the layer switch and its
+/// keyframe to complete within 2 s, and must not undershoot far below it (an undershoot then
+/// creeps back up through the layers and sees loss at each).
+#[test]
+fn bursty_step_down() {
+    for seed in [1u64, 2, 3, 4, 5] {
+        let mut s = step_scenario(seed);
+        s.bursty = true;
+        s.seconds = 30;
+        s.loss = 0.005 * (seed - 1) as f64; // 0 to 2 % random loss besides the tail drops
+        let t = run(&s);
+        print(&format!("bursty step, seed {seed}"), &t);
+        let down = t
+            .iter()
+            .find(|(ms, e)| *ms >= 20_000 && *e < 600_000)
+            .map(|(ms, _)| ms - 20_000);
+        let low = t
+            .iter()
+            .filter(|(ms, _)| *ms >= 20_000)
+            .map(|(_, e)| *e)
+            .min()
+            .unwrap_or(0);
+        eprintln!("seed {seed}: below 0.6 Mbps after {down:?} ms, lowest {low}");
+        assert!(down.is_some_and(|d| d <= 800), "seed {seed}: {down:?}");
+        assert!(low >= 400_000, "seed {seed}: undershoot to {low}");
+    }
+}
+
+/// The harness's bwe-lossy-rtt scenario as the bridge sends: 5 % random loss must not let
+/// keyframe bursts ratchet the estimate down (the loss-based controller holds at 2–10 %).
+#[test]
+fn bursty_random_loss_and_rtt() {
+    for seed in [7u64, 8, 9, 10, 11] {
+        let s = Scenario {
+            rates: vec![(0.0, 2e6)],
+            one_way: Duration::from_millis(50),
+            loss: 0.05,
+            seed,
+            demand_bps: 4_000_000,
+            seconds: 30,
+            bursty: true,
+        };
+        let t = run(&s);
+        print(&format!("bursty 2 Mbps, 5 % loss, 100 ms RTT, seed {seed}"), &t);
+        let worst = t
+            .iter()
+            .filter(|(ms, _)| *ms >= 10_000)
+            .map(|(_, e)| (*e as f64 - 2e6).abs() / 2e6)
+            .fold(0.0, f64::max);
+        eprintln!("seed {seed}: worst {:.1} % off from 10 s", worst * 100.0);
+        assert!(worst <= 0.3, "seed {seed}: worst {:.1} % off", worst * 100.0);
+    }
 }
