@@ -108,6 +108,7 @@ pub fn stun_shard(now: Instant) -> Option<(Shard, String, String, SocketAddr)> {
             sctp: false,
             visitor: false,
             name: "e".into(),
+            ssrc_rewriting: false,
         },
     ) {
         Ok(Reply::EndpointCreated(t)) => t,
