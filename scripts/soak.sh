@@ -80,7 +80,7 @@ check() { # check <ok 0|1> <message>
   check "$alive" "palim still running after the run"
   panics=$(grep -c "panicked" "$out/palim.log" || true)
   check "$([[ $panics == 0 ]] && echo 1 || echo 0)" "palim log: $panics line(s) with \"panicked\""
-  task_panics=$(curl -fs "$rest/metrics" 2>/dev/null | awk '/^task_panics_total /{print $2}' | head -1)
+  task_panics=$(curl -fs "$rest/metrics" 2>/dev/null | awk '/^(palim_)?task_panics_total /{print $2}' | head -1)
   if [[ -n $task_panics ]]; then
     check "$([[ ${task_panics%.*} == 0 ]] && echo 1 || echo 0)" "task_panics_total $task_panics"
   else
