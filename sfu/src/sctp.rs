@@ -137,6 +137,13 @@ impl Sctp {
                     continue;
                 }
             };
+            // RFC 8832 puts only DATA_CHANNEL_ACK (0x02) and DATA_CHANNEL_OPEN (0x03) on the wire;
+            // rtc-datachannel 0.21.1 also decodes its internal 0x00/0x01 types from the wire and
+            // panics on a short 0x00 ("threshold") message (found by the `sctp` fuzz target).
+            if ppi == Ppi::Dcep && !matches!(payload.first(), Some(0x02 | 0x03)) {
+                drops.push("dcep_malformed");
+                continue;
+            }
             let is_ours = channel.as_ref().is_some_and(|c| c.stream_identifier() == id);
             if ppi == Ppi::Dcep && !is_ours {
                 if channel.is_some() {
