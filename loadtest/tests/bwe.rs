@@ -6,29 +6,12 @@
 //! `cargo test -p loadtest --test bwe -- --nocapture` (add `--include-ignored` for the criteria
 //! the bridge does not meet yet; the reasons give the measured numbers).
 
-use std::path::PathBuf;
+mod common;
+use common::{harness, palim};
 use std::process::Command;
 use std::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn harness() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
-}
-
-/// The `palim` binary next to the harness (same target dir and profile), built if missing.
-fn palim() -> PathBuf {
-    let path = harness().with_file_name("palim");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "signaling", "--bin", "palim"])
-            .status()
-            .expect("run cargo build for palim");
-        assert!(status.success(), "building palim failed");
-    }
-    path
-}
 
 /// Run `scenario` (TOML text) and return the verdicts by name, printing every one.
 fn run(name: &str, scenario: &str) -> Vec<(String, bool, f64, String)> {

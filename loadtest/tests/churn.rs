@@ -4,33 +4,15 @@
 //! it still has running, that everything came back: `/colibri/stats` shows no conference and
 //! no endpoint, and the process has as many file descriptors as before the run (± 2).
 
+mod common;
+use common::{harness, palim};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn harness() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
-}
-
-/// The `palim` binary next to the harness (same target dir and profile), built if missing.
-fn palim() -> PathBuf {
-    let path = harness().with_file_name("palim");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "signaling", "--bin", "palim"])
-            .status()
-            .expect("run cargo build for palim");
-        assert!(status.success(), "building palim failed");
-    }
-    path
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loadtest-churn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    common::scratch("churn", name)
 }
 
 /// A palim on free loopback ports, killed when dropped.

@@ -2,31 +2,13 @@
 //! endpoints, 5 s, 2 % loss on one uplink) and writes plausible JSON and an HTML report; bad
 //! scenarios and unreachable bridges fail with one clear line.
 
+mod common;
+use common::{harness, palim};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn harness() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
-}
-
-/// The `palim` binary next to the harness (same target dir and profile), built if missing.
-fn palim() -> PathBuf {
-    let path = harness().with_file_name("palim");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "signaling", "--bin", "palim"])
-            .status()
-            .expect("run cargo build for palim");
-        assert!(status.success(), "building palim failed");
-    }
-    path
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    common::scratch("smoke", name)
 }
 
 #[test]

@@ -4,31 +4,13 @@
 //! `loadtest/src/shape/check.rs` check continuity, references and markers), and frames after its
 //! last switch. `SWITCHES_SEED=<n>` replays another seed.
 
+mod common;
+use common::{harness, palim};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn harness() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
-}
-
-/// The `palim` binary next to the harness (same target dir and profile), built if missing.
-fn palim() -> PathBuf {
-    let path = harness().with_file_name("palim");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "signaling", "--bin", "palim"])
-            .status()
-            .expect("run cargo build for palim");
-        assert!(status.success(), "building palim failed");
-    }
-    path
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("loadtest-switches-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
+    common::scratch("switches", name)
 }
 
 const SWITCHES: u64 = 20;
