@@ -22,6 +22,11 @@ use sansio::Protocol;
 pub const SCTP_PORT: u16 = 5000;
 /// Largest bridge-channel message we reassemble.
 const MAX_MESSAGE: usize = 256 * 1024;
+/// DATA at least this far ahead of the association's cumulative TSN is refused (see [`TsnWindow`]).
+pub const MAX_TSN_AHEAD: u32 = 60_000;
+
+#[doc(hidden)]
+pub mod testing;
 
 /// What the data channel reports.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,6 +42,7 @@ pub struct Sctp {
     assoc: Option<(AssociationHandle, Association)>,
     channel: Option<DataChannel>,
     addr: SocketAddr,
+    tsn: TsnWindow,
     /// Counted drops (reason), for the shard to collect.
     pub drops: Vec<&'static str>,
 }
@@ -55,6 +61,7 @@ impl Sctp {
             assoc: None,
             channel: None,
             addr,
+            tsn: TsnWindow::default(),
             drops: Vec::new(),
         }
     }
@@ -63,6 +70,10 @@ impl Sctp {
     pub fn handle_data(&mut self, now: Instant, data: BytesMut, out: &mut Vec<ChannelEvent>) {
         if !lengths_consistent(&data) {
             self.drops.push("sctp_malformed");
+            return;
+        }
+        if !self.tsn.admit(&data) {
+            self.drops.push("sctp_tsn_out_of_window");
             return;
         }
         match self.ep.handle(now, self.addr, None, data.freeze()) {
@@ -240,7 +251,12 @@ impl Sctp {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<Bytes>> {
         let (_, a) = self.assoc.as_mut()?;
         match a.poll_transmit(now)?.message {
-            rtc_sctp::Payload::RawEncode(v) => Some(v),
+            rtc_sctp::Payload::RawEncode(v) => {
+                for p in &v {
+                    self.tsn.on_sent(p);
+                }
+                Some(v)
+            }
             _ => None,
         }
     }
@@ -255,6 +271,109 @@ impl Sctp {
         }
         self.process(now, out);
     }
+}
+
+/// Keeps the peer's DATA within 60,000 TSNs of the association's cumulative TSN.
+///
+/// rtc-sctp 0.21.1 builds SACK gap blocks as `u16` offsets from its cumulative TSN without a
+/// bound: DATA 2^16 or more ahead overflows (`payload_queue.rs`, a panic with overflow checks, a
+/// garbled SACK without; found by the `sctp` fuzz target). No legitimate peer has that many
+/// chunks outstanding (the receive window is 1 MiB), so such packets are refused before the
+/// crate sees them.
+///
+/// rtc-sctp does not expose its cumulative TSN, so this follows it from the outside:
+/// authoritatively from every SACK the association sends (its Cumulative TSN Ack), and before
+/// the first SACK from the peer's INIT (initial TSN − 1). An INIT is only taken if rtc-sctp
+/// accepts it, which is not visible until its INIT ACK goes out, so until then both the old
+/// and the new value are candidates and DATA must be within the window of every candidate. The
+/// tracked value can only lag the real one (the cumulative TSN never goes back), which makes
+/// the check stricter, never looser.
+#[derive(Debug, Default)]
+struct TsnWindow {
+    /// Possible cumulative TSNs (the true one is among them); empty before any INIT.
+    candidates: [Option<u32>; 4],
+    /// The newest INIT's value: the one its INIT ACK confirms.
+    last_init: Option<u32>,
+    /// More INITs than candidates before a resolution: refuse DATA until a SACK says.
+    unknown: bool,
+}
+
+impl TsnWindow {
+    const DATA: u8 = 0;
+    const INIT: u8 = 1;
+    const INIT_ACK: u8 = 2;
+    const SACK: u8 = 3;
+
+    /// An incoming packet (lengths already checked): false if a DATA chunk is out of window.
+    fn admit(&mut self, p: &[u8]) -> bool {
+        let mut inits = [None; 2];
+        for (typ, value) in chunks(p) {
+            match typ {
+                Self::DATA => {
+                    let Some(tsn) = be32(value) else { continue };
+                    if self.unknown || self.candidates.iter().flatten().any(|&c| !within(c, tsn)) {
+                        return false;
+                    }
+                }
+                Self::INIT => {
+                    if let Some(t) = value.get(12..).and_then(be32) {
+                        let slot = if inits[0].is_none() { 0 } else { 1 };
+                        inits[slot] = Some(t.wrapping_sub(1));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for cum in inits.into_iter().flatten() {
+            self.last_init = Some(cum);
+            if self.candidates.contains(&Some(cum)) {
+                continue;
+            }
+            match self.candidates.iter_mut().find(|c| c.is_none()) {
+                Some(free) => *free = Some(cum),
+                None => self.unknown = true,
+            }
+        }
+        true
+    }
+
+    /// An outgoing packet: a SACK states the cumulative TSN, an INIT ACK confirms the last INIT.
+    fn on_sent(&mut self, p: &[u8]) {
+        for (typ, value) in chunks(p) {
+            let known = match typ {
+                Self::SACK => be32(value),
+                Self::INIT_ACK => self.last_init,
+                _ => None,
+            };
+            if let Some(cum) = known {
+                self.candidates = [Some(cum), None, None, None];
+                self.unknown = false;
+            }
+        }
+    }
+}
+
+/// `tsn` is behind `cum` (a duplicate) or less than [`MAX_TSN_AHEAD`] ahead of it.
+fn within(cum: u32, tsn: u32) -> bool {
+    let ahead = tsn.wrapping_sub(cum);
+    !(MAX_TSN_AHEAD..1 << 31).contains(&ahead)
+}
+
+fn be32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// The chunks (type, value) of an SCTP packet, stopping at the first inconsistent length.
+fn chunks(p: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = p.get(12..).unwrap_or(&[]);
+    std::iter::from_fn(move || {
+        let h = rest.get(..4)?;
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let value = rest.get(4..len)?;
+        let typ = h[0];
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+        Some((typ, value))
+    })
 }
 
 /// Whether every chunk of an SCTP packet, and every error cause of its ABORT and ERROR chunks,
@@ -336,5 +455,80 @@ mod tests {
             &mut out,
         );
         assert_eq!(s.drops, vec!["sctp_malformed"]);
+    }
+
+    /// The fuzz-found rtc-sctp overflow: DATA 65,535 and 65,536 TSNs ahead of the cumulative TSN
+    /// made the SACK's gap blocks overflow a u16 (a panic in this test profile, which now builds
+    /// rtc-sctp with overflow checks). Such DATA is refused; in-window DATA still flows.
+    #[test]
+    fn data_far_ahead_of_the_cumulative_tsn_is_refused() {
+        use testing::{dcep_open, sctp_data, sctp_handshake, sctp_packet};
+        let mut s = Sctp::new("127.0.0.1:5001".parse().expect("literal"));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let vtag = sctp_handshake(&mut s, now, &mut out);
+        assert_ne!(vtag, 0, "handshake");
+        // Initial TSN 1: DCEP OPEN opens the channel.
+        let open = sctp_packet(vtag, &sctp_data(1, 0, 0, 50, &dcep_open(b"datachannel")));
+        s.handle_data(now, BytesMut::from(&open[..]), &mut out);
+        assert_eq!(out, vec![ChannelEvent::Open]);
+        for tsn in [65_536u32, 65_537, 1 + MAX_TSN_AHEAD] {
+            let far = sctp_packet(vtag, &sctp_data(tsn, 0, 1, 51, b"{}"));
+            s.handle_data(now, BytesMut::from(&far[..]), &mut out);
+        }
+        // The association answers (SACKs) without panicking and keeps delivering in order.
+        let soon = now + std::time::Duration::from_millis(300);
+        s.handle_timeout(soon, &mut out);
+        while s.poll_transmit(soon).is_some() {}
+        assert_eq!(s.drops, vec!["sctp_tsn_out_of_window"; 3]);
+        let next = sctp_packet(vtag, &sctp_data(2, 0, 1, 51, b"{\"a\":1}"));
+        s.handle_data(now, BytesMut::from(&next[..]), &mut out);
+        assert_eq!(out.last(), Some(&ChannelEvent::Text("{\"a\":1}".into())));
+        // The delayed SACK for TSN 2 goes out (cumulative TSN 2); DATA just inside the window of
+        // that is handed to rtc-sctp (a gap it SACKs), not refused.
+        let later = now + std::time::Duration::from_secs(1);
+        s.handle_timeout(later, &mut out);
+        while s.poll_transmit(later).is_some() {}
+        let ahead = sctp_packet(vtag, &sctp_data(2 + MAX_TSN_AHEAD - 1, 0, 3, 51, b"{}"));
+        s.handle_data(later, BytesMut::from(&ahead[..]), &mut out);
+        while s.poll_transmit(later).is_some() {}
+        assert_eq!(s.drops.len(), 3, "{:?}", s.drops);
+    }
+
+    /// Before the association confirms an INIT (its INIT ACK), the old and the new initial TSN
+    /// are both possible: DATA must be inside the window of each; the INIT ACK or a SACK settles it.
+    #[test]
+    fn tsn_window_follows_inits_and_sacks() {
+        use testing::{sctp_chunk, sctp_data, sctp_init, sctp_packet};
+        let mut w = TsnWindow::default();
+        let data = |tsn| sctp_packet(7, &sctp_data(tsn, 0, 0, 51, b"x"));
+        assert!(w.admit(&data(1_000_000)), "no association yet: rtc-sctp drops it");
+        assert!(w.admit(&sctp_init(7, &[])));
+        assert!(w.admit(&data(59_000)));
+        assert!(!w.admit(&data(70_000)));
+        let mut init2 = sctp_init(7, &[]);
+        init2[28..32].copy_from_slice(&100_000u32.to_be_bytes()); // initial TSN
+        assert!(w.admit(&init2));
+        assert!(w.admit(&data(50)), "behind the second, inside the first");
+        assert!(!w.admit(&data(100_000)), "outside the first candidate");
+        // Its INIT ACK goes out: the second INIT is the association's.
+        w.on_sent(&sctp_packet(7, &sctp_chunk(2, 0, &[0; 16])));
+        assert!(w.admit(&data(100_000)));
+        assert!(!w.admit(&data(99_999 + MAX_TSN_AHEAD)));
+        // A SACK with cumulative TSN 150,000 moves the window.
+        let mut sack = 150_000u32.to_be_bytes().to_vec();
+        sack.extend_from_slice(&[0; 8]);
+        w.on_sent(&sctp_packet(7, &sctp_chunk(3, 0, &sack)));
+        assert!(w.admit(&data(150_000 + MAX_TSN_AHEAD - 1)));
+        assert!(!w.admit(&data(150_000 + MAX_TSN_AHEAD)));
+        // More INITs than candidates: DATA waits for a SACK.
+        for t in 1..=4u32 {
+            let mut i = sctp_init(7, &[]);
+            i[28..32].copy_from_slice(&(t * 10).to_be_bytes());
+            assert!(w.admit(&i));
+        }
+        assert!(!w.admit(&data(150_001)));
+        w.on_sent(&sctp_packet(7, &sctp_chunk(3, 0, &sack)));
+        assert!(w.admit(&data(150_001)));
     }
 }

@@ -386,7 +386,7 @@ pub fn dtls_records() -> Vec<Vec<u8>> {
 
 /// Scripts for the `sctp` target (see `net_targets::sctp` for the flag bits).
 pub fn sctp() -> Vec<Vec<u8>> {
-    use crate::net_targets::{dcep_open, sctp_chunk, sctp_data, sctp_init, sctp_packet};
+    use sfu::sctp::testing::{dcep_open, sctp_chunk, sctp_data, sctp_init, sctp_packet};
     let with = |flags: u8, parts: &[Vec<u8>]| {
         let mut v = vec![flags];
         for (i, p) in parts.iter().enumerate() {
@@ -434,7 +434,7 @@ pub fn sctp() -> Vec<Vec<u8>> {
 /// An INIT whose first parameter's length (2) is shorter than a parameter header, followed by
 /// a parameter claiming 0x0400 bytes (CVE-2019-20503: usrsctp trusted INIT parameter lengths).
 pub fn sctp_init_cve() -> Vec<u8> {
-    crate::net_targets::sctp_init(
+    sfu::sctp::testing::sctp_init(
         0x0BAD_F00D,
         &[0x00, 0x05, 0x00, 0x02, 0x00, 0x0C, 0x04, 0x00, 127, 0, 0, 1],
     )
