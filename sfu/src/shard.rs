@@ -136,6 +136,10 @@ struct Io {
     drops: BTreeMap<&'static str, u64>,
     /// Send buffers given back by the driver after sending.
     pool: Vec<BytesMut>,
+    /// When the datagram being handled reached the socket (the kernel's receive timestamp), if
+    /// known: transport-cc and REMB record it instead of the handling time (see
+    /// [`Shard::handle_datagram_at`]).
+    arrival: Option<Instant>,
 }
 
 /// Capacity of pooled send buffers: a full-size RTP packet plus header growth and SRTP tag.
@@ -1402,13 +1406,14 @@ fn handle_rtp(
     // Every packet counts for the sender's bandwidth estimate, RTX and padding included.
     if ep.neg.ext.transport_cc != 0 {
         if let Some(tw) = h.transport_cc_seq(&data, ep.neg.ext.transport_cc) {
-            ep.twcc_rx.record(tw, now, h.marker());
+            ep.twcc_rx.record(tw, io.arrival.unwrap_or(now), h.marker());
         }
     } else {
         // No transport-cc: a receive-side estimate, sent as REMB if negotiated (§4.1).
         let ast = ep.neg.ext.abs_send_time;
         let send_time = (ast != 0).then(|| h.abs_send_time(&data, ast)).flatten();
-        ep.remb_rx.on_packet(now, ssrc, data.len(), send_time);
+        ep.remb_rx
+            .on_packet(io.arrival.unwrap_or(now), ssrc, data.len(), send_time);
     }
     let route = match route {
         Some(r) => r,
@@ -3121,6 +3126,69 @@ mod tests {
         e.ice_connected = true;
         e.add_validated(addr);
         s.by_addr.insert(addr, (conf, EndpointId(ep)));
+    }
+
+    /// Datagrams handed over together (one `recvmmsg` batch, one `now`) keep the kernel's
+    /// arrival spacing in the transport-cc feedback the sender gets.
+    #[test]
+    fn transport_cc_records_kernel_arrival_times() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        let media = crate::control::MediaDescription {
+            kind: MediaKind::Audio,
+            payload_types: vec![crate::control::PayloadType {
+                pt: 111,
+                name: "opus".into(),
+                clock_rate: 48_000,
+                apt: None,
+                feedback: vec![],
+            }],
+            extensions: vec![crate::control::RtpExtension {
+                id: 5,
+                uri: crate::negotiated::URI_TRANSPORT_CC.into(),
+            }],
+        };
+        let cmd = Command::SetMedia {
+            conf: c,
+            ep: EndpointId(1),
+            media,
+        };
+        assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+        connect_plain(&mut s, c, 1);
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        // Five packets that arrived 10 ms apart, all read at `batch_at`.
+        let batch_at = now + Duration::from_millis(100);
+        for i in 0..5u16 {
+            let mut p = vec![0x90, 111];
+            p.extend_from_slice(&(100 + i).to_be_bytes());
+            p.extend_from_slice(&(u32::from(i) * 960).to_be_bytes());
+            p.extend_from_slice(&77u32.to_be_bytes());
+            // One-byte header extension block: id 5, two bytes of transport seq, padding.
+            p.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x51]);
+            p.extend_from_slice(&i.to_be_bytes());
+            p.push(0);
+            p.extend_from_slice(&[1; 20]);
+            let arrival = now + Duration::from_millis(50 + 10 * u64::from(i));
+            s.handle_datagram_at(batch_at, arrival, local, peer_addr(1), BytesMut::from(&p[..]));
+        }
+        let later = batch_at + Duration::from_millis(200);
+        s.handle_timeout(later);
+        let mut deltas = Vec::new();
+        while let Some(tx) = s.poll_transmit() {
+            if tx.remote != peer_addr(1) || demux::classify(&tx.data) != Kind::Rtcp {
+                continue;
+            }
+            for p in rtcp::RtcpCompound::new(&tx.data).flatten() {
+                if let rtcp::RtcpPacket::TransportCc(t) = p {
+                    deltas.extend(t.packets().filter_map(|p| p.recv_delta));
+                }
+            }
+        }
+        assert_eq!(deltas.len(), 5, "all five reported: {deltas:?}");
+        // 10 ms = 40 ticks of 250 µs between packets (with the batch time they would be 0).
+        assert_eq!(&deltas[1..], &[40, 40, 40, 40], "{deltas:?}");
     }
 
     fn rtp(ssrc: u32, seq: u16, ts: u32, tag: u8) -> BytesMut {

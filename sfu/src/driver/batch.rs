@@ -1,5 +1,6 @@
 //! `sendmmsg(2)` and `recvmmsg(2)` on the shared media socket: one system call for a batch of
-//! datagrams, each with its own peer address.
+//! datagrams, each with its own peer address, and on receive the kernel's arrival timestamp
+//! (`SO_TIMESTAMPNS`), so that datagrams read together keep the spacing they arrived with.
 //!
 //! Why by hand (docs/decisions.md): a forwarded packet fans out to many receivers, each at its
 //! own address, so the batch has many destinations. `quinn-udp` batches one destination (GSO)
@@ -12,6 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use socket2::{SockAddr, SockAddrStorage};
 
@@ -57,16 +59,59 @@ pub fn send(fd: RawFd, items: &[Transmit]) -> io::Result<usize> {
     Ok(r as usize)
 }
 
+/// One received datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// When the kernel queued it (wall clock, since the Unix epoch), if timestamps are on.
+    pub stamp: Option<Duration>,
+}
+
+impl Received {
+    pub const EMPTY: Self = Self {
+        len: 0,
+        from: UNSPECIFIED,
+        stamp: None,
+    };
+}
+
+/// Ask the kernel to timestamp every datagram on arrival (`SO_TIMESTAMPNS`, wall clock in
+/// nanoseconds, delivered as a control message that [`recv`] reads).
+pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and its size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Control-message space per datagram: room for a `timespec` control message, in `u64`s so
+/// that it is aligned for `cmsghdr`.
+const CONTROL_WORDS: usize = 8;
+
 /// Receive up to [`BATCH`] datagrams in one `recvmmsg` into consecutive `slot`-byte windows of
-/// `buf`; `out[i]` gets datagram i's length and source. Returns how many arrived (at least one),
-/// or `WouldBlock` when none is queued. A datagram longer than `slot` is truncated (and then
-/// fails authentication or parsing downstream, as a truncated read always did).
-pub fn recv(fd: RawFd, buf: &mut [u8], slot: usize, out: &mut [(usize, SocketAddr); BATCH]) -> io::Result<usize> {
+/// `buf`; `out[i]` gets datagram i's length, source and arrival timestamp. Returns how many
+/// arrived (at least one), or `WouldBlock` when none is queued. A datagram longer than `slot` is
+/// truncated (and then fails authentication or parsing downstream, as a truncated read always
+/// did).
+pub fn recv(fd: RawFd, buf: &mut [u8], slot: usize, out: &mut [Received; BATCH]) -> io::Result<usize> {
     let n = (buf.len() / slot.max(1)).min(BATCH);
     if n == 0 {
         return Ok(0);
     }
     let mut names: [SockAddrStorage; BATCH] = std::array::from_fn(|_| SockAddrStorage::zeroed());
+    let mut control = [[0u64; CONTROL_WORDS]; BATCH];
     let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|_| libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -84,9 +129,12 @@ pub fn recv(fd: RawFd, buf: &mut [u8], slot: usize, out: &mut [(usize, SocketAdd
         h.msg_namelen = size;
         h.msg_iov = &mut iov[i];
         h.msg_iovlen = 1;
+        h.msg_control = control[i].as_mut_ptr().cast();
+        h.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
     }
-    // SAFETY: every header points at a distinct `slot`-byte window of `buf` and a distinct
-    // `names` entry, all alive and exclusively borrowed for the call; MSG_DONTWAIT never blocks.
+    // SAFETY: every header points at a distinct `slot`-byte window of `buf`, a distinct `names`
+    // entry and a distinct `control` buffer, all alive and exclusively borrowed for the call;
+    // MSG_DONTWAIT never blocks.
     let r = unsafe {
         libc::recvmmsg(
             fd,
@@ -107,11 +155,40 @@ pub fn recv(fd: RawFd, buf: &mut [u8], slot: usize, out: &mut [(usize, SocketAdd
         let addr = unsafe { SockAddr::new(std::mem::replace(&mut names[i], SockAddrStorage::zeroed()), len) };
         // Only IP sources can reach a UDP socket; anything else is skipped.
         if let Some(a) = addr.as_socket() {
-            out[kept] = ((hdrs[i].msg_len as usize).min(slot), a);
+            out[kept] = Received {
+                len: (hdrs[i].msg_len as usize).min(slot),
+                from: a,
+                stamp: timestamp(&hdrs[i].msg_hdr),
+            };
             kept += 1;
         }
     }
     Ok(kept)
+}
+
+/// The `SCM_TIMESTAMPNS` control message of a received header, if there is one.
+fn timestamp(h: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: `h` is a header the kernel filled in: `msg_control`/`msg_controllen` describe the
+    // control messages it wrote into our buffer (controllen was trimmed to what it wrote), and
+    // the CMSG_* macros only walk within that length.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let m = &*c;
+            let data_len = (m.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+            if m.cmsg_level == libc::SOL_SOCKET
+                && m.cmsg_type == libc::SCM_TIMESTAMPNS
+                && data_len >= std::mem::size_of::<libc::timespec>()
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let secs = u64::try_from(ts.tv_sec).ok()?;
+                let nanos = u32::try_from(ts.tv_nsec).ok().filter(|n| *n < 1_000_000_000)?;
+                return Some(Duration::new(secs, nanos));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 const UNSPECIFIED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
@@ -142,16 +219,17 @@ mod tests {
             .collect();
         assert_eq!(send(tx.as_raw_fd(), &items).unwrap(), 7);
 
-        let mut out = [(0, UNSPECIFIED); BATCH];
+        let mut out = [Received::EMPTY; BATCH];
         let mut buf = vec![0u8; BATCH * 256];
         let mut seen = Vec::new();
         for rx in &rxs {
             rx.set_nonblocking(true).unwrap();
             let n = recv(rx.as_raw_fd(), &mut buf, 256, &mut out).unwrap();
-            for (i, (len, from)) in out[..n].iter().enumerate() {
-                assert_eq!(*from, tx.local_addr().unwrap());
+            for (i, &Received { len, from, stamp }) in out[..n].iter().enumerate() {
+                assert_eq!(from, tx.local_addr().unwrap());
+                assert_eq!(stamp, None, "timestamps were not asked for");
                 let d = &buf[i * 256..i * 256 + len];
-                assert!(d.iter().all(|b| *b == d[0]) && *len == 100 + d[0] as usize);
+                assert!(d.iter().all(|b| *b == d[0]) && len == 100 + d[0] as usize);
                 seen.push(d[0]);
             }
             // Nothing more queued: WouldBlock, not a hang.
@@ -167,7 +245,7 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send_to(&[9u8; 600], rx.local_addr().unwrap()).unwrap();
-        let mut out = [(0, UNSPECIFIED); BATCH];
+        let mut out = [Received::EMPTY; BATCH];
         let mut buf = vec![0u8; 4 * 512];
         let mut n = 0;
         for _ in 0..100 {
@@ -180,7 +258,35 @@ mod tests {
             }
         }
         assert_eq!(n, 1);
-        assert_eq!(out[0].0, 512);
+        assert_eq!(out[0].len, 512);
+    }
+
+    /// With `SO_TIMESTAMPNS` on, datagrams read in one batch carry the kernel's arrival times:
+    /// wall-clock, in arrival order, spaced as they were sent.
+    #[test]
+    fn batch_keeps_kernel_arrival_times() {
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_rx_timestamps(rx.as_raw_fd()).unwrap();
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        for i in 0..3u8 {
+            tx.send_to(&[i; 40], rx.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let mut out = [Received::EMPTY; BATCH];
+        let mut buf = vec![0u8; BATCH * 256];
+        let n = recv(rx.as_raw_fd(), &mut buf, 256, &mut out).unwrap();
+        assert_eq!(n, 3, "all three queued before the one read");
+        let stamps: Vec<Duration> = out[..n].iter().map(|r| r.stamp.expect("timestamped")).collect();
+        for s in &stamps {
+            assert!(*s >= before && *s <= after, "{s:?} outside [{before:?}, {after:?}]");
+        }
+        for w in stamps.windows(2) {
+            let gap = w[1].saturating_sub(w[0]);
+            assert!(gap >= Duration::from_millis(15), "spacing lost: {stamps:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod batch;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use tokio::io::Interest;
@@ -82,6 +82,9 @@ fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     let _ = socket.set_send_buffer_size(RECV_BUFFER);
     socket.set_nonblocking(true)?;
+    if let Err(e) = batch::enable_rx_timestamps(socket.as_raw_fd()) {
+        tracing::warn!(error = %e, "no kernel receive timestamps: transport-cc records handling time");
+    }
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
@@ -96,7 +99,7 @@ async fn run(
 ) {
     let mut arena = BytesMut::with_capacity(ARENA);
     let mut out = Outbox::new(io_batch);
-    let mut got = [(0usize, local); batch::BATCH];
+    let mut got = [batch::Received::EMPTY; batch::BATCH];
     loop {
         out.flush(&mut shard, &socket, &events).await;
         let wake = shard.poll_timeout();
@@ -122,10 +125,14 @@ async fn run(
                     match socket.try_io(Interest::READABLE, || batch::recv(fd, window, MAX_DATAGRAM, &mut got)) {
                         Ok(n) => {
                             let now = Instant::now();
-                            for &(len, from) in &got[..n] {
+                            let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                            for r in &got[..n] {
                                 let mut d = arena.split_to(MAX_DATAGRAM);
-                                d.truncate(len);
-                                shard.handle_datagram(now, local, from, d);
+                                d.truncate(r.len);
+                                match r.stamp.and_then(|s| arrival(now, wall, s)) {
+                                    Some(at) => shard.handle_datagram_at(now, at, local, r.from, d),
+                                    None => shard.handle_datagram(now, local, r.from, d),
+                                }
                             }
                             handled += n.max(1);
                         }
@@ -152,6 +159,17 @@ async fn run(
             },
         }
     }
+}
+
+/// A kernel receive timestamp (wall clock) as an `Instant`: `now` minus how long ago, by the wall
+/// clock `wall` read with `now`, the datagram arrived. `None` when the stamp is in the future or
+/// more than a second old (the wall clock was stepped): the caller then uses `now`.
+fn arrival(now: Instant, wall: Duration, stamp: Duration) -> Option<Instant> {
+    let age = wall.checked_sub(stamp)?;
+    if age > Duration::from_secs(1) {
+        return None;
+    }
+    now.checked_sub(age)
 }
 
 /// `batch` `MAX_DATAGRAM` windows at the start of the arena.
@@ -245,5 +263,22 @@ impl SfuHandle {
     /// Stop the shard task (expires everything).
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Request::Shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_stamp_becomes_an_instant_in_the_past() {
+        let now = Instant::now();
+        let wall = Duration::from_secs(1_800_000_000);
+        let at = arrival(now, wall, wall - Duration::from_millis(7)).expect("7 ms ago");
+        assert_eq!(now - at, Duration::from_millis(7));
+        assert_eq!(arrival(now, wall, wall), Some(now));
+        // A stamp from the future or older than a second (wall clock stepped): not used.
+        assert_eq!(arrival(now, wall, wall + Duration::from_millis(1)), None);
+        assert_eq!(arrival(now, wall, wall - Duration::from_secs(2)), None);
     }
 }

@@ -71,6 +71,23 @@ impl Shard {
         }
     }
 
+    /// [`Self::handle_datagram`] for a datagram the kernel timestamped on arrival: `arrival`
+    /// (clamped to `now`) is what the sender's transport-cc feedback and receive-side estimate
+    /// record, so datagrams read in one batch keep their real spacing; everything else runs at
+    /// `now`.
+    pub fn handle_datagram_at(
+        &mut self,
+        now: Instant,
+        arrival: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: BytesMut,
+    ) {
+        self.io.arrival = Some(arrival.min(now));
+        self.handle_datagram(now, local, remote, data);
+        self.io.arrival = None;
+    }
+
     /// Apply one command. A panic while executing it removes the command's conference and
     /// answers [`CommandError::Internal`].
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<Reply, CommandError> {
