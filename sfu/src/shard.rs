@@ -674,10 +674,12 @@ impl Shard {
         if all.len() > max {
             return Err(CommandError::LimitReached("ssrcs per endpoint"));
         }
+        let before = ssrcs_of(&c.sources, ep);
         let removed = c
             .sources
             .set_endpoint_sources(ep, &sources)
             .map_err(CommandError::Invalid)?;
+        let gone: Vec<u32> = before.into_iter().filter(|x| c.sources.route(*x).is_none()).collect();
         for k in &removed {
             c.silence.remove(k);
             c.video.remove(k);
@@ -691,6 +693,7 @@ impl Shard {
         let table = &c.sources;
         e.rx.retain(|ssrc, _| table.route(*ssrc).is_some_and(|r| r.owner == ep));
         for other in c.endpoints.values_mut() {
+            retire_outbound(other, &gone);
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             other.recv.projections.retain(|k, _| !removed.contains(k));
             other.rtx_cache.retain(|k, _| !removed.contains(k));
@@ -709,6 +712,7 @@ impl Shard {
         }
         self.by_ufrag.remove(&ep.local_ufrag);
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
+            let gone = ssrcs_of(&c.sources, ep.id);
             let removed = c.sources.remove_endpoint(ep.id);
             for k in &removed {
                 c.silence.remove(k);
@@ -721,6 +725,7 @@ impl Shard {
             c.realloc = true;
             // The others stop sending the departed endpoint's streams: forget exactly those.
             for other in c.endpoints.values_mut() {
+                retire_outbound(other, &gone);
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
                 other.recv.projections.retain(|k, _| !removed.contains(k));
                 other.rtx_cache.retain(|k, _| !removed.contains(k));
@@ -1064,7 +1069,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                     io.c.rtcp_tx += 1;
                     io.send(dst, enc);
                 }
-                Err(_) => io.drop("srtcp_protect_failed"),
+                Err(e) => io.drop(e.protect_drop_reason(true)),
             }
         }
     }
@@ -1080,7 +1085,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                     io.c.rtcp_tx += 1;
                     io.send(dst, enc);
                 }
-                Err(_) => io.drop("srtcp_protect_failed"),
+                Err(e) => io.drop(e.protect_drop_reason(true)),
             },
             None => ep.remb_rx.skip(now),
         }
@@ -1097,7 +1102,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                     io.c.nacks_sent += 1;
                     io.send(dst, enc);
                 }
-                Err(_) => io.drop("srtcp_protect_failed"),
+                Err(e) => io.drop(e.protect_drop_reason(true)),
             }
         }
     }
@@ -1718,7 +1723,7 @@ fn handle_rtp(
                 tx.last_rtp_ts = out.ts;
                 tx.last_sent = now;
             }
-            Err(_) => io.drop("srtp_protect_failed"),
+            Err(e) => io.drop(e.protect_drop_reason(false)),
         }
     }
     if let Some(e) = conf.endpoints.get_mut(&from) {
@@ -1789,6 +1794,26 @@ impl KeyframeLimiter {
 /// every media SSRC of a source, simulcast layers included, not only by its key: once
 /// sources are gone, keep only the SSRCs that still have a route (else each departed
 /// simulcast sender would leave its layers' entries behind for the conference's lifetime).
+/// Every SSRC (media and RTX, all encodings) of `owner`'s sources.
+fn ssrcs_of(table: &SourceTable, owner: EndpointId) -> Vec<u32> {
+    table
+        .iter()
+        .filter(|s| s.owner == owner)
+        .flat_map(|s| s.encodings.iter().flat_map(|e| std::iter::once(e.ssrc).chain(e.rtx)))
+        .collect()
+}
+
+/// `ep` will not be sent `gone` any more (their source left): prune their outbound SRTP
+/// state. Nonce-safe whatever happens later: a pruned SSRC sent again resumes above its
+/// highest index or is refused (`srtp/outbound.rs`, docs/security.md §6).
+fn retire_outbound(ep: &mut Endpoint, gone: &[u32]) {
+    if let Some(srtp) = ep.srtp.as_mut() {
+        for ssrc in gone {
+            srtp.retire_outbound_ssrc(*ssrc);
+        }
+    }
+}
+
 fn forget_unrouted(table: &SourceTable, keyframes: &mut KeyframeLimiter, fir_seq: &mut HashMap<u32, u8>) {
     keyframes.last.retain(|ssrc, _| table.route(*ssrc).is_some());
     fir_seq.retain(|ssrc, _| table.route(*ssrc).is_some());
@@ -1963,7 +1988,7 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
             io.c.retransmissions += 1;
             io.send(dst, buf);
         }
-        Err(_) => io.drop("srtp_protect_failed"),
+        Err(e) => io.drop(e.protect_drop_reason(false)),
     }
 }
 
@@ -2027,8 +2052,8 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
         buf[n + PADDING_LEN - 1] = PADDING_LEN as u8;
         let len = buf.len();
         let Some(srtp) = ep.srtp.as_mut() else { return };
-        if srtp.protect_rtp_in_place(&mut buf).is_err() {
-            io.drop("srtp_protect_failed");
+        if let Err(e) = srtp.protect_rtp_in_place(&mut buf) {
+            io.drop(e.protect_drop_reason(false));
             return;
         }
         ep.tcc_out = ep.tcc_out.wrapping_add(1);
@@ -2104,7 +2129,7 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
             io.c.rtcp_tx += 1;
             io.send(dst, enc);
         }
-        Err(_) => io.drop("srtcp_protect_failed"),
+        Err(e) => io.drop(e.protect_drop_reason(true)),
     }
 }
 
