@@ -3671,6 +3671,147 @@ mod tests {
         );
     }
 
+    /// One long-lived receiver with real SRTP and 2,000 sender lifecycles, each with a new
+    /// audio SSRC: every lifecycle's media still reaches the receiver (before pruning the
+    /// receiver's outbound SRTP state held every SSRC ever sent, capped at 1,024, so senders
+    /// past ~1,000 were dropped as `srtp_ssrc_limit`), the state stays bounded, and a
+    /// rejoining sender that reuses its SSRC resumes only above the indices already used.
+    #[test]
+    fn long_lived_receiver_gets_media_through_sender_churn() {
+        use crate::srtp::{split_keying_material, InPlaceSrtp, Profile};
+        let (mut s, mut t) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        assert!(s.handle_command(t, Command::CreateConference { conf: c }).is_ok());
+        let set_media = |s: &mut Shard, ep: u32, t: Instant| {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Audio,
+                payload_types: vec![crate::control::PayloadType {
+                    pt: 111,
+                    name: "opus".into(),
+                    clock_rate: 48_000,
+                    apt: None,
+                    feedback: vec![],
+                }],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(t, cmd), Ok(Reply::Done));
+        };
+        // The receiver: the bridge's side protects for real, a `browser` session per lifecycle
+        // unprotects (ours caps inbound SSRCs at 1,024 as any receiver's state must be capped).
+        const RX: u32 = 1;
+        assert!(create(&mut s, t, 1, RX).is_ok());
+        set_media(&mut s, RX, t);
+        connect_plain(&mut s, c, RX);
+        let profile = Profile::AeadAes128Gcm;
+        let km: Vec<u8> = (0..profile.keying_material_len() as u8)
+            .map(|i| i.wrapping_mul(29))
+            .collect();
+        let bridge =
+            InPlaceSrtp::new(profile, &split_keying_material(&km, profile, false).expect("length")).expect("keys");
+        s.conferences
+            .get_mut(&c)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(RX)))
+            .expect("receiver")
+            .srtp = Some(Box::new(bridge));
+        let outbound = |s: &Shard| {
+            s.conferences[&c].endpoints[&EndpointId(RX)]
+                .srtp
+                .as_ref()
+                .expect("srtp")
+                .outbound_state()
+        };
+
+        // One lifecycle: join, signal `ssrc`, send `n` packets from `seq0`, leave. Returns
+        // the (SSRC, index) pairs the browser decrypted.
+        let lifecycle = |s: &mut Shard, ep: u32, ssrc: u32, seq0: u16, n: u16, t: &mut Instant| {
+            assert!(create(s, *t, 1, ep).is_ok());
+            set_media(s, ep, *t);
+            let cmd = Command::SetSources {
+                conf: c,
+                ep: EndpointId(ep),
+                sources: vec![audio_source(&format!("ep{ep}"), ssrc)],
+            };
+            assert_eq!(s.handle_command(*t, cmd), Ok(Reply::Done));
+            connect_plain(s, c, ep);
+            let mut browser =
+                InPlaceSrtp::new(profile, &split_keying_material(&km, profile, true).expect("length")).expect("keys");
+            let mut got = Vec::new();
+            for k in 0..n {
+                *t += Duration::from_millis(20);
+                let seq = seq0.wrapping_add(k);
+                s.handle_datagram(*t, local, peer_addr(ep), rtp(ssrc, seq, u32::from(seq) * 960, 7));
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.remote != peer_addr(RX) || tx.data.len() < 12 || tx.data[1] & 0x7f != 111 {
+                        continue;
+                    }
+                    let mut data = tx.data.to_vec();
+                    let len = browser
+                        .unprotect_rtp(&mut data)
+                        .expect("the browser decrypts what it is sent");
+                    let h = RtpHeader::parse(&data[..len]).expect("rtp");
+                    got.push((h.ssrc().0, h.seq()));
+                }
+            }
+            let expire = Command::ExpireEndpoint {
+                conf: c,
+                ep: EndpointId(ep),
+            };
+            assert_eq!(s.handle_command(*t, expire), Ok(Reply::Done));
+            got
+        };
+
+        const LIFECYCLES: u32 = 2_000;
+        let mut peak = 0;
+        for i in 0..LIFECYCLES {
+            let ssrc = 0x1000_0000 + i * 7919;
+            let got = lifecycle(&mut s, 100 + i, ssrc, (i * 331) as u16, 3, &mut t);
+            assert_eq!(
+                got.len(),
+                3,
+                "lifecycle {i} (SSRC {ssrc:#x}): the receiver got {got:?}; {:?}",
+                s.stats().drops
+            );
+            let st = outbound(&s);
+            assert!(st.active <= crate::srtp::OUTBOUND_MAX_ACTIVE && st.retired <= crate::srtp::OUTBOUND_MAX_RETIRED);
+            peak = peak.max(st.heap_bytes);
+        }
+        let st = outbound(&s);
+        // Each departed sender's SSRC was pruned at once; the oldest went on to the filter.
+        assert_eq!(st.active, 0, "{st:?}");
+        assert_eq!(st.retired, crate::srtp::OUTBOUND_MAX_RETIRED);
+        assert_eq!(st.filtered, u64::from(LIFECYCLES) - st.retired as u64);
+        assert!(peak <= 100 * 1024, "outbound SRTP state peaked at {peak} bytes: {st:?}");
+        assert_eq!(drops(&s, "srtp_ssrc_limit"), 0);
+
+        // A sender rejoining with the SSRC it had (the last lifecycle's) continuing above its
+        // old sequence numbers is resumed; one restarting below them is refused (counted), not
+        // sent under nonces already used.
+        let last = 0x1000_0000 + (LIFECYCLES - 1) * 7919;
+        let seq_last = ((LIFECYCLES - 1) * 331) as u16;
+        let got = lifecycle(&mut s, 9_000, last, seq_last.wrapping_add(3), 2, &mut t);
+        assert_eq!(
+            got,
+            vec![(last, seq_last.wrapping_add(3)), (last, seq_last.wrapping_add(4))]
+        );
+        let got = lifecycle(&mut s, 9_001, last, seq_last, 2, &mut t);
+        assert!(got.is_empty(), "indices already used were sent again: {got:?}");
+        assert_eq!(drops(&s, "srtp_index_reused"), 2);
+        // The first sender's SSRC is long out of the record: refused for good.
+        let first = 0x1000_0000;
+        let got = lifecycle(&mut s, 9_002, first, 40_000, 2, &mut t);
+        assert!(
+            got.is_empty(),
+            "an SSRC pushed out of the record was sent again: {got:?}"
+        );
+        assert_eq!(drops(&s, "srtp_ssrc_retired"), 2);
+    }
+
     /// Commands enforce existence and the configured limits.
     #[test]
     fn commands_and_limits() {

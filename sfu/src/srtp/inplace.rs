@@ -730,7 +730,9 @@ mod tests {
     }
 
     fn mirrored(profile: Profile) -> (InPlaceSrtp, InPlaceSrtp) {
-        let km: Vec<u8> = (0..profile.keying_material_len() as u8).map(|i| i.wrapping_mul(13)).collect();
+        let km: Vec<u8> = (0..profile.keying_material_len() as u8)
+            .map(|i| i.wrapping_mul(13))
+            .collect();
         let c = super::super::split_keying_material(&km, profile, true).expect("length matches");
         let s = super::super::split_keying_material(&km, profile, false).expect("length matches");
         (
@@ -766,7 +768,10 @@ mod tests {
                 assert!(tx.outbound_state().active <= MAX_SSRCS);
             }
             let st = tx.outbound_state();
-            assert_eq!(st.active as u64 + st.retired as u64 + st.filtered, 2 * MAX_SSRCS as u64 + 1);
+            assert_eq!(
+                st.active as u64 + st.retired as u64 + st.filtered,
+                2 * MAX_SSRCS as u64 + 1
+            );
         }
     }
 

@@ -10,7 +10,10 @@ mod outbound;
 mod rtc;
 
 pub use inplace::{derive as derive_session_key, InPlaceSrtp, MAX_SSRCS};
-pub use outbound::{OutboundState, FILTER_BITS as OUTBOUND_FILTER_BITS, MAX_RETIRED as OUTBOUND_MAX_RETIRED};
+pub use outbound::{
+    OutboundState, FILTER_BITS as OUTBOUND_FILTER_BITS, MAX_ACTIVE as OUTBOUND_MAX_ACTIVE,
+    MAX_RETIRED as OUTBOUND_MAX_RETIRED,
+};
 pub use rtc::RtcSrtp;
 
 use bytes::BytesMut;
