@@ -9,8 +9,9 @@
 //!
 //! 1. **active** (≤ `max_active` SSRCs, 40 bytes each): the highest RTP index sent with a
 //!    64-packet bitmap of which of the indices below it were used (any older one counts as
-//!    used), and the next SRTCP index. A packet whose index is not fresh is refused ([`SrtpError::IndexReused`]).
-//!    When full, the least recently used eighth is retired in one batch.
+//!    used), and the next SRTCP index. A packet whose index is not fresh is refused
+//!    ([`SrtpError::IndexReused`]). When full, the least recently used eighth is retired in
+//!    one batch.
 //! 2. **retired** (≤ `max_retired` SSRCs, FIFO, 24 bytes each): an SSRC's highest RTP index
 //!    and next SRTCP index. Used again, it resumes from there with every index up to the old
 //!    highest counted as used: only strictly higher indices are sent, and the ROC keeps being
