@@ -678,10 +678,12 @@ impl Shard {
         if all.len() > max {
             return Err(CommandError::LimitReached("ssrcs per endpoint"));
         }
+        let before = ssrcs_of(&c.sources, ep);
         let removed = c
             .sources
             .set_endpoint_sources(ep, &sources)
             .map_err(CommandError::Invalid)?;
+        let gone: Vec<u32> = before.into_iter().filter(|x| c.sources.route(*x).is_none()).collect();
         for k in &removed {
             c.silence.remove(k);
             c.video.remove(k);
@@ -695,6 +697,7 @@ impl Shard {
         let table = &c.sources;
         e.rx.retain(|ssrc, _| table.route(*ssrc).is_some_and(|r| r.owner == ep));
         for other in c.endpoints.values_mut() {
+            retire_outbound(other, &gone);
             other.tx.retain(|ssrc, _| !removed.contains(ssrc));
             other.recv.projections.retain(|k, _| !removed.contains(k));
             other.rtx_cache.retain(|k, _| !removed.contains(k));
@@ -713,6 +716,7 @@ impl Shard {
         }
         self.by_ufrag.remove(&ep.local_ufrag);
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
+            let gone = ssrcs_of(&c.sources, ep.id);
             let removed = c.sources.remove_endpoint(ep.id);
             for k in &removed {
                 c.silence.remove(k);
@@ -725,6 +729,7 @@ impl Shard {
             c.realloc = true;
             // The others stop sending the departed endpoint's streams: forget exactly those.
             for other in c.endpoints.values_mut() {
+                retire_outbound(other, &gone);
                 other.tx.retain(|ssrc, _| !removed.contains(ssrc));
                 other.recv.projections.retain(|k, _| !removed.contains(k));
                 other.rtx_cache.retain(|k, _| !removed.contains(k));
@@ -1068,7 +1073,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                     io.c.rtcp_tx += 1;
                     io.send(dst, enc);
                 }
-                Err(_) => io.drop("srtcp_protect_failed"),
+                Err(e) => io.drop(e.protect_drop_reason(true)),
             }
         }
     }
@@ -1084,7 +1089,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                     io.c.rtcp_tx += 1;
                     io.send(dst, enc);
                 }
-                Err(_) => io.drop("srtcp_protect_failed"),
+                Err(e) => io.drop(e.protect_drop_reason(true)),
             },
             None => ep.remb_rx.skip(now),
         }
@@ -1101,7 +1106,7 @@ fn send_uplink_feedback(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &
                     io.c.nacks_sent += 1;
                     io.send(dst, enc);
                 }
-                Err(_) => io.drop("srtcp_protect_failed"),
+                Err(e) => io.drop(e.protect_drop_reason(true)),
             }
         }
     }
@@ -1723,7 +1728,7 @@ fn handle_rtp(
                 tx.last_rtp_ts = out.ts;
                 tx.last_sent = now;
             }
-            Err(_) => io.drop("srtp_protect_failed"),
+            Err(e) => io.drop(e.protect_drop_reason(false)),
         }
     }
     if let Some(e) = conf.endpoints.get_mut(&from) {
@@ -1794,6 +1799,26 @@ impl KeyframeLimiter {
 /// every media SSRC of a source, simulcast layers included, not only by its key: once
 /// sources are gone, keep only the SSRCs that still have a route (else each departed
 /// simulcast sender would leave its layers' entries behind for the conference's lifetime).
+/// Every SSRC (media and RTX, all encodings) of `owner`'s sources.
+fn ssrcs_of(table: &SourceTable, owner: EndpointId) -> Vec<u32> {
+    table
+        .iter()
+        .filter(|s| s.owner == owner)
+        .flat_map(|s| s.encodings.iter().flat_map(|e| std::iter::once(e.ssrc).chain(e.rtx)))
+        .collect()
+}
+
+/// `ep` will not be sent `gone` any more (their source left): prune their outbound SRTP
+/// state. Nonce-safe whatever happens later: a pruned SSRC sent again resumes above its
+/// highest index or is refused (`srtp/outbound.rs`, docs/security.md §6).
+fn retire_outbound(ep: &mut Endpoint, gone: &[u32]) {
+    if let Some(srtp) = ep.srtp.as_mut() {
+        for ssrc in gone {
+            srtp.retire_outbound_ssrc(*ssrc);
+        }
+    }
+}
+
 fn forget_unrouted(table: &SourceTable, keyframes: &mut KeyframeLimiter, fir_seq: &mut HashMap<u32, u8>) {
     keyframes.last.retain(|ssrc, _| table.route(*ssrc).is_some());
     fir_seq.retain(|ssrc, _| table.route(*ssrc).is_some());
@@ -1968,7 +1993,7 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
             io.c.retransmissions += 1;
             io.send(dst, buf);
         }
-        Err(_) => io.drop("srtp_protect_failed"),
+        Err(e) => io.drop(e.protect_drop_reason(false)),
     }
 }
 
@@ -2032,8 +2057,8 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
         buf[n + PADDING_LEN - 1] = PADDING_LEN as u8;
         let len = buf.len();
         let Some(srtp) = ep.srtp.as_mut() else { return };
-        if srtp.protect_rtp_in_place(&mut buf).is_err() {
-            io.drop("srtp_protect_failed");
+        if let Err(e) = srtp.protect_rtp_in_place(&mut buf) {
+            io.drop(e.protect_drop_reason(false));
             return;
         }
         ep.tcc_out = ep.tcc_out.wrapping_add(1);
@@ -2109,7 +2134,7 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
             io.c.rtcp_tx += 1;
             io.send(dst, enc);
         }
-        Err(_) => io.drop("srtcp_protect_failed"),
+        Err(e) => io.drop(e.protect_drop_reason(true)),
     }
 }
 
@@ -3712,6 +3737,147 @@ mod tests {
             Some(5),
             "the other sender's stream is kept"
         );
+    }
+
+    /// One long-lived receiver with real SRTP and 2,000 sender lifecycles, each with a new
+    /// audio SSRC: every lifecycle's media still reaches the receiver (before pruning the
+    /// receiver's outbound SRTP state held every SSRC ever sent, capped at 1,024, so senders
+    /// past ~1,000 were dropped as `srtp_ssrc_limit`), the state stays bounded, and a
+    /// rejoining sender that reuses its SSRC resumes only above the indices already used.
+    #[test]
+    fn long_lived_receiver_gets_media_through_sender_churn() {
+        use crate::srtp::{split_keying_material, InPlaceSrtp, Profile};
+        let (mut s, mut t) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        assert!(s.handle_command(t, Command::CreateConference { conf: c }).is_ok());
+        let set_media = |s: &mut Shard, ep: u32, t: Instant| {
+            let media = crate::control::MediaDescription {
+                kind: MediaKind::Audio,
+                payload_types: vec![crate::control::PayloadType {
+                    pt: 111,
+                    name: "opus".into(),
+                    clock_rate: 48_000,
+                    apt: None,
+                    feedback: vec![],
+                }],
+                extensions: vec![],
+            };
+            let cmd = Command::SetMedia {
+                conf: c,
+                ep: EndpointId(ep),
+                media,
+            };
+            assert_eq!(s.handle_command(t, cmd), Ok(Reply::Done));
+        };
+        // The receiver: the bridge's side protects for real, a `browser` session per lifecycle
+        // unprotects (ours caps inbound SSRCs at 1,024 as any receiver's state must be capped).
+        const RX: u32 = 1;
+        assert!(create(&mut s, t, 1, RX).is_ok());
+        set_media(&mut s, RX, t);
+        connect_plain(&mut s, c, RX);
+        let profile = Profile::AeadAes128Gcm;
+        let km: Vec<u8> = (0..profile.keying_material_len() as u8)
+            .map(|i| i.wrapping_mul(29))
+            .collect();
+        let bridge =
+            InPlaceSrtp::new(profile, &split_keying_material(&km, profile, false).expect("length")).expect("keys");
+        s.conferences
+            .get_mut(&c)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(RX)))
+            .expect("receiver")
+            .srtp = Some(Box::new(bridge));
+        let outbound = |s: &Shard| {
+            s.conferences[&c].endpoints[&EndpointId(RX)]
+                .srtp
+                .as_ref()
+                .expect("srtp")
+                .outbound_state()
+        };
+
+        // One lifecycle: join, signal `ssrc`, send `n` packets from `seq0`, leave. Returns
+        // the (SSRC, index) pairs the browser decrypted.
+        let lifecycle = |s: &mut Shard, ep: u32, ssrc: u32, seq0: u16, n: u16, t: &mut Instant| {
+            assert!(create(s, *t, 1, ep).is_ok());
+            set_media(s, ep, *t);
+            let cmd = Command::SetSources {
+                conf: c,
+                ep: EndpointId(ep),
+                sources: vec![audio_source(&format!("ep{ep}"), ssrc)],
+            };
+            assert_eq!(s.handle_command(*t, cmd), Ok(Reply::Done));
+            connect_plain(s, c, ep);
+            let mut browser =
+                InPlaceSrtp::new(profile, &split_keying_material(&km, profile, true).expect("length")).expect("keys");
+            let mut got = Vec::new();
+            for k in 0..n {
+                *t += Duration::from_millis(20);
+                let seq = seq0.wrapping_add(k);
+                s.handle_datagram(*t, local, peer_addr(ep), rtp(ssrc, seq, u32::from(seq) * 960, 7));
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.remote != peer_addr(RX) || tx.data.len() < 12 || tx.data[1] & 0x7f != 111 {
+                        continue;
+                    }
+                    let mut data = tx.data.to_vec();
+                    let len = browser
+                        .unprotect_rtp(&mut data)
+                        .expect("the browser decrypts what it is sent");
+                    let h = RtpHeader::parse(&data[..len]).expect("rtp");
+                    got.push((h.ssrc().0, h.seq()));
+                }
+            }
+            let expire = Command::ExpireEndpoint {
+                conf: c,
+                ep: EndpointId(ep),
+            };
+            assert_eq!(s.handle_command(*t, expire), Ok(Reply::Done));
+            got
+        };
+
+        const LIFECYCLES: u32 = 2_000;
+        let mut peak = 0;
+        for i in 0..LIFECYCLES {
+            let ssrc = 0x1000_0000 + i * 7919;
+            let got = lifecycle(&mut s, 100 + i, ssrc, (i * 331) as u16, 3, &mut t);
+            assert_eq!(
+                got.len(),
+                3,
+                "lifecycle {i} (SSRC {ssrc:#x}): the receiver got {got:?}; {:?}",
+                s.stats().drops
+            );
+            let st = outbound(&s);
+            assert!(st.active <= crate::srtp::OUTBOUND_MAX_ACTIVE && st.retired <= crate::srtp::OUTBOUND_MAX_RETIRED);
+            peak = peak.max(st.heap_bytes);
+        }
+        let st = outbound(&s);
+        // Each departed sender's SSRC was pruned at once; the oldest went on to the filter.
+        assert_eq!(st.active, 0, "{st:?}");
+        assert_eq!(st.retired, crate::srtp::OUTBOUND_MAX_RETIRED);
+        assert_eq!(st.filtered, u64::from(LIFECYCLES) - st.retired as u64);
+        assert!(peak <= 100 * 1024, "outbound SRTP state peaked at {peak} bytes: {st:?}");
+        assert_eq!(drops(&s, "srtp_ssrc_limit"), 0);
+
+        // A sender rejoining with the SSRC it had (the last lifecycle's) continuing above its
+        // old sequence numbers is resumed; one restarting below them is refused (counted), not
+        // sent under nonces already used.
+        let last = 0x1000_0000 + (LIFECYCLES - 1) * 7919;
+        let seq_last = ((LIFECYCLES - 1) * 331) as u16;
+        let got = lifecycle(&mut s, 9_000, last, seq_last.wrapping_add(3), 2, &mut t);
+        assert_eq!(
+            got,
+            vec![(last, seq_last.wrapping_add(3)), (last, seq_last.wrapping_add(4))]
+        );
+        let got = lifecycle(&mut s, 9_001, last, seq_last, 2, &mut t);
+        assert!(got.is_empty(), "indices already used were sent again: {got:?}");
+        assert_eq!(drops(&s, "srtp_index_reused"), 2);
+        // The first sender's SSRC is long out of the record: refused for good.
+        let first = 0x1000_0000;
+        let got = lifecycle(&mut s, 9_002, first, 40_000, 2, &mut t);
+        assert!(
+            got.is_empty(),
+            "an SSRC pushed out of the record was sent again: {got:?}"
+        );
+        assert_eq!(drops(&s, "srtp_ssrc_retired"), 2);
     }
 
     /// Commands enforce existence and the configured limits.

@@ -17,11 +17,16 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
 use bytes::BytesMut;
 
+use super::outbound::{Outbound, OutboundState};
 use super::{Profile, SessionKeys, Srtp, SrtpError};
 
-/// Per-direction bound on SSRCs with state (for SRTP and for SRTCP separately). A peer that
-/// sends more gets [`SrtpError::SsrcLimit`] for new SSRCs rather than growing our memory.
+/// Per-direction bound on SSRCs with state (for SRTP and for SRTCP separately). Inbound, a
+/// peer that sends more gets [`SrtpError::SsrcLimit`] for new SSRCs rather than growing our
+/// memory; outbound, the least recently used SSRCs are retired past it (see `outbound.rs`).
 pub const MAX_SSRCS: usize = 1024;
+/// PRF label for the key of the outbound state's filter of retired SSRCs (not an RFC 3711
+/// label: the output never leaves this process).
+const LABEL_FILTER_KEY: u8 = 0x7f;
 /// Replay window in packets (libsrtp's default).
 const WINDOW: u64 = 128;
 const GCM_TAG: usize = 16;
@@ -269,25 +274,27 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// One direction of an SRTP session: session keys plus per-SSRC state. For the outbound
-/// direction the RTP window only tracks the highest index (for the ROC) and the SRTCP map
-/// holds the next SRTCP index; inbound, both are replay windows.
+/// One direction of an SRTP session: session keys plus per-SSRC state. Inbound, the maps
+/// are replay windows; outbound, [`Outbound`] hands out never-used packet indices (and
+/// the inbound maps stay empty).
 struct Direction {
     rtp: Keys,
     rtcp: Keys,
     rtp_state: SsrcMap<Window>,
     rtcp_state: SsrcMap<Window>,
-    rtcp_next: SsrcMap<u32>,
+    out: Outbound,
 }
 
 impl Direction {
     fn new(profile: Profile, key: &[u8], salt: &[u8]) -> Result<Self, SrtpError> {
+        let mut fk = [0u8; 8];
+        derive(key, salt, LABEL_FILTER_KEY, &mut fk)?;
         Ok(Self {
             rtp: Keys::derive(profile, key, salt, false)?,
             rtcp: Keys::derive(profile, key, salt, true)?,
             rtp_state: SsrcMap::default(),
             rtcp_state: SsrcMap::default(),
-            rtcp_next: SsrcMap::default(),
+            out: Outbound::new(u64::from_be_bytes(fk)),
         })
     }
 
@@ -299,11 +306,8 @@ impl Direction {
         let hdr = rtp_header_len(&buf[..len])?;
         let ssrc = be32(&buf[8..12]);
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
-        if !self.rtp_state.has_room_for(ssrc) {
-            return Err(SrtpError::SsrcLimit);
-        }
-        let mut w = self.rtp_state.get(ssrc).unwrap_or(Window::new(u64::from(seq)));
-        let index = w.estimate(seq).ok_or(SrtpError::Other)?;
+        // Reserved (marked used) before encrypting: an index is never used twice.
+        let index = self.out.reserve_rtp(ssrc, seq)?;
         let roc = (index >> 16) as u32;
         match &self.rtp {
             Keys::Gcm { key, salt } => {
@@ -325,8 +329,6 @@ impl Direction {
                 buf[len..len + HMAC_TAG].copy_from_slice(&tag);
             }
         }
-        w.accept(index);
-        self.rtp_state.set(ssrc, w)?;
         Ok(len + tag_len)
     }
 
@@ -385,9 +387,8 @@ impl Direction {
             return Err(SrtpError::Malformed);
         }
         let ssrc = be32(&buf[4..8]);
-        let index = self.rtcp_next.get(ssrc).unwrap_or(0);
         // Reserve the index before encrypting: an index must never be used twice.
-        self.rtcp_next.set(ssrc, (index + 1) & !E_FLAG)?;
+        let index = self.out.reserve_rtcp(ssrc)?;
         let word = (index | E_FLAG).to_be_bytes();
         match &self.rtcp {
             Keys::Gcm { key, salt } => {
@@ -519,6 +520,17 @@ impl InPlaceSrtp {
     pub fn unprotect_rtcp(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
         self.rx.unprotect_rtcp(buf)
     }
+
+    /// Prune the outbound state of `ssrc` (its source left), keeping only what makes a later
+    /// packet on it nonce-safe (docs/security.md §6).
+    pub fn retire_outbound_ssrc(&mut self, ssrc: u32) {
+        self.tx.out.retire(ssrc);
+    }
+
+    /// Sizes of the outbound per-SSRC state.
+    pub fn outbound_state(&self) -> OutboundState {
+        self.tx.out.state()
+    }
 }
 
 /// Grow `buf` by `extra` (no allocation when the capacity is already there), run `f` on the
@@ -584,6 +596,13 @@ impl Srtp for InPlaceSrtp {
         let extra = self.rtcp_overhead();
         with_room(buf, extra, |b, len| self.tx.protect_rtcp(b, len))
     }
+
+    fn retire_outbound_ssrc(&mut self, ssrc: u32) {
+        InPlaceSrtp::retire_outbound_ssrc(self, ssrc);
+    }
+    fn outbound_state(&self) -> OutboundState {
+        InPlaceSrtp::outbound_state(self)
+    }
 }
 
 #[cfg(test)]
@@ -647,7 +666,7 @@ mod tests {
             rtcp: mk(),
             rtp_state: SsrcMap::default(),
             rtcp_state: SsrcMap::default(),
-            rtcp_next: SsrcMap::default(),
+            out: Outbound::new(0),
         }
     }
 
@@ -710,26 +729,77 @@ mod tests {
         assert_eq!(w.estimate(0xfff0), None, "before the first ROC");
     }
 
+    fn mirrored(profile: Profile) -> (InPlaceSrtp, InPlaceSrtp) {
+        let km: Vec<u8> = (0..profile.keying_material_len() as u8)
+            .map(|i| i.wrapping_mul(13))
+            .collect();
+        let c = super::super::split_keying_material(&km, profile, true).expect("length matches");
+        let s = super::super::split_keying_material(&km, profile, false).expect("length matches");
+        (
+            InPlaceSrtp::new(profile, &c).expect("valid keys"),
+            InPlaceSrtp::new(profile, &s).expect("valid keys"),
+        )
+    }
+
+    fn packet(buf: &mut [u8; 64], ssrc: u32, seq: u16) -> usize {
+        buf.fill(0xab);
+        buf[..12].copy_from_slice(&[0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        20
+    }
+
+    /// Inbound, new SSRCs past the cap are refused; outbound, the least recently used are
+    /// retired instead and every new SSRC can be sent.
     #[test]
     fn ssrc_limit_bounds_state() {
-        let km = [7u8; 60];
-        let keys = SessionKeys {
-            local_key: &km[..16],
-            local_salt: &km[16..30],
-            remote_key: &km[..16],
-            remote_salt: &km[16..30],
-        };
-        let mut s = InPlaceSrtp::new(Profile::Aes128CmHmacSha1_80, &keys).expect("valid keys");
-        let mut buf = [0u8; 64];
-        for ssrc in 0..=MAX_SSRCS as u32 {
-            buf[..12].copy_from_slice(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
-            buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-            let r = s.protect_rtp(&mut buf, 20);
-            if (ssrc as usize) < MAX_SSRCS {
-                assert_eq!(r, Ok(30));
-            } else {
-                assert_eq!(r, Err(SrtpError::SsrcLimit));
+        for profile in [Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm] {
+            let (mut tx, mut rx) = mirrored(profile);
+            let mut buf = [0u8; 64];
+            for ssrc in 0..=2 * MAX_SSRCS as u32 {
+                let len = packet(&mut buf, ssrc, 1);
+                let n = tx.protect_rtp(&mut buf, len).expect("outbound never runs out of SSRCs");
+                let r = rx.unprotect_rtp(&mut buf[..n]);
+                if (ssrc as usize) < MAX_SSRCS {
+                    assert_eq!(r, Ok(len));
+                } else {
+                    assert_eq!(r, Err(SrtpError::SsrcLimit));
+                }
+                assert!(tx.outbound_state().active <= MAX_SSRCS);
             }
+            let st = tx.outbound_state();
+            assert_eq!(
+                st.active as u64 + st.retired as u64 + st.filtered,
+                2 * MAX_SSRCS as u64 + 1
+            );
+        }
+    }
+
+    /// A pruned SSRC sent again continues where it was (the receiver, which kept its state,
+    /// decrypts across a ROC wrap); a rejoin with lower sequence numbers is refused rather
+    /// than sent under used nonces.
+    #[test]
+    fn retired_ssrc_resumes_for_a_receiver_that_kept_its_state() {
+        for profile in [Profile::Aes128CmHmacSha1_80, Profile::AeadAes256Gcm] {
+            let (mut tx, mut rx) = mirrored(profile);
+            let mut buf = [0u8; 64];
+            let mut send = |tx: &mut InPlaceSrtp, rx: &mut InPlaceSrtp, seq: u16| {
+                let len = packet(&mut buf, 42, seq);
+                let n = tx.protect_rtp(&mut buf, len)?;
+                rx.unprotect_rtp(&mut buf[..n])
+            };
+            for seq in 65_500..=65_535u16 {
+                assert_eq!(send(&mut tx, &mut rx, seq), Ok(20));
+            }
+            tx.retire_outbound_ssrc(42);
+            assert_eq!(tx.outbound_state().active, 0);
+            for seq in 0..20u16 {
+                assert_eq!(send(&mut tx, &mut rx, seq), Ok(20), "seq {seq} after the wrap");
+            }
+            tx.retire_outbound_ssrc(42);
+            assert_eq!(send(&mut tx, &mut rx, 19), Err(SrtpError::IndexReused));
+            assert_eq!(send(&mut tx, &mut rx, 65_520), Err(SrtpError::IndexReused));
+            assert_eq!(send(&mut tx, &mut rx, 20), Ok(20));
         }
     }
 }

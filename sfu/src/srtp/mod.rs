@@ -6,9 +6,14 @@
 //! and the inbound one (remote keys, with SRTP and SRTCP replay protection).
 
 mod inplace;
+mod outbound;
 mod rtc;
 
 pub use inplace::{derive as derive_session_key, InPlaceSrtp, MAX_SSRCS};
+pub use outbound::{
+    OutboundState, FILTER_BITS as OUTBOUND_FILTER_BITS, MAX_ACTIVE as OUTBOUND_MAX_ACTIVE,
+    MAX_RETIRED as OUTBOUND_MAX_RETIRED,
+};
 pub use rtc::RtcSrtp;
 
 use bytes::BytesMut;
@@ -53,11 +58,30 @@ pub enum SrtpError {
     Malformed,
     #[error("too many SSRCs in one SRTP session")]
     SsrcLimit,
+    /// Outbound: the SSRC's state was pruned and forgotten beyond its highest index (or a
+    /// false positive of the filter of such SSRCs); sending on it could reuse a nonce.
+    #[error("SSRC retired from this SRTP session")]
+    SsrcRetired,
+    /// Outbound: the packet's index was already used on its SSRC (a repeated or too old
+    /// sequence number, or an SSRC reused with lower sequence numbers); sending it would
+    /// reuse a nonce.
+    #[error("SRTP packet index already used")]
+    IndexReused,
     #[error("srtp error")]
     Other,
 }
 
 impl SrtpError {
+    /// The drop-counter name for a failed protect: the outbound refusals by name, anything
+    /// else `srtp_protect_failed` / `srtcp_protect_failed`.
+    pub fn protect_drop_reason(self, rtcp: bool) -> &'static str {
+        match (self, rtcp) {
+            (SrtpError::SsrcRetired | SrtpError::IndexReused | SrtpError::SsrcLimit, _) => self.drop_reason(rtcp),
+            (_, false) => "srtp_protect_failed",
+            (_, true) => "srtcp_protect_failed",
+        }
+    }
+
     /// The drop-counter name for this error.
     pub fn drop_reason(self, rtcp: bool) -> &'static str {
         match (self, rtcp) {
@@ -69,6 +93,10 @@ impl SrtpError {
             (SrtpError::Malformed, true) => "malformed_rtcp",
             (SrtpError::SsrcLimit, false) => "srtp_ssrc_limit",
             (SrtpError::SsrcLimit, true) => "srtcp_ssrc_limit",
+            (SrtpError::SsrcRetired, false) => "srtp_ssrc_retired",
+            (SrtpError::SsrcRetired, true) => "srtcp_ssrc_retired",
+            (SrtpError::IndexReused, false) => "srtp_index_reused",
+            (SrtpError::IndexReused, true) => "srtcp_index_exhausted",
             (SrtpError::Other, false) => "srtp_error",
             (SrtpError::Other, true) => "srtcp_error",
         }
@@ -110,6 +138,16 @@ pub trait Srtp: Send {
     fn protect_rtcp_in_place(&mut self, buf: &mut BytesMut) -> Result<(), SrtpError> {
         *buf = self.protect_rtcp(buf)?;
         Ok(())
+    }
+
+    /// The bridge stopped sending `ssrc` to this endpoint (its source left): prune its
+    /// outbound state without making a later packet on it reuse a nonce (docs/security.md
+    /// §6). The default keeps everything (rtc-srtp cannot prune).
+    fn retire_outbound_ssrc(&mut self, _ssrc: u32) {}
+
+    /// Sizes of the outbound per-SSRC state (zeros where not tracked).
+    fn outbound_state(&self) -> OutboundState {
+        OutboundState::default()
     }
 }
 
