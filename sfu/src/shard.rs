@@ -376,10 +376,8 @@ impl Shard {
                 map_addr(&mut self.by_addr, ep, key, remote, true);
                 if route == IceRoute::Next {
                     // The first successful check with the new credentials: switch to them.
-                    if let Some((forgotten, _retired)) = ep.complete_ice_restart() {
-                        if let Some(f) = forgotten {
-                            self.by_ufrag.remove(&f);
-                        }
+                    if let Some((Some(forgotten), _retired)) = ep.complete_ice_restart() {
+                        self.by_ufrag.remove(&forgotten);
                     }
                 }
             }

@@ -3,7 +3,6 @@
 //! simulated clock.
 
 use super::*;
-use crate::endpoint::IceRestart;
 
 const BRIDGE: &str = "127.0.0.1:10000";
 const PEER: &str = "127.0.0.1:40000";
@@ -374,7 +373,7 @@ fn unanswered_restart_keeps_the_old_credentials() {
         },
     );
     assert_eq!(r, Ok(Reply::Done));
-    assert!(t.ep().ice_next.as_ref().is_some_and(|n: &Box<IceRestart>| n.started));
+    assert!(t.ep().ice_next.as_ref().is_some_and(|n| n.started));
     assert!(
         t.pump_until(Duration::from_secs(60), |t| t.ep().ice_next.is_none()),
         "the unanswered restart is abandoned"
