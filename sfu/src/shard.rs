@@ -916,7 +916,9 @@ impl Shard {
                     send_reports(now, ep, video_ssrc, ntp, &mut self.io);
                 }
                 drive(now, ep, &env, &mut self.io, &mut self.by_addr);
-                if ep.ice.state() == ConnectionState::Failed {
+                // An ICE restart in progress may still rescue an endpoint whose first agent
+                // failed (the restart's own failure ends it, see above).
+                if ep.ice.state() == ConnectionState::Failed && ep.ice_next.is_none() {
                     expired.push(((*cid, *eid), ExpireReason::IceFailed));
                 } else if !ep.ice_connected && now >= ep.created + self.config.connect_timeout {
                     expired.push(((*cid, *eid), ExpireReason::NeverConnected));

@@ -1553,3 +1553,23 @@ async fn limit_refusals_are_clear_errors_and_counted() {
     assert_eq!((l.refused_conferences, l.refused_endpoints, l.refused_ssrcs), (1, 0, 1));
     assert_eq!(l.max_conferences, sfu::config::Limits::default().max_conferences);
 }
+
+#[tokio::test]
+async fn json_ice_restart_answers_new_credentials_with_generation() {
+    // §3.13 form of §4.3: `"ice-restart": true` → the transport with "ice-generation".
+    let (_core, h) = setup();
+    let created = restart_ice_transport(&create_alice(&h).await);
+    let req = format!(
+        r#"{{ "meeting-id": "{MEETING}", "endpoints": [ {{ "id": "a1b2c3d4", "transport": {{ "ice-restart": true }} }} ] }}"#
+    );
+    let resp = h.handle_json(req.as_bytes(), None).await.expect("ok");
+    let got = serde_json::to_value(&resp).expect("serializes");
+    let ice = &got["endpoints"][0]["transport"]["transport"];
+    assert_eq!(ice["ufrag"], "r3start1", "{got:#}");
+    assert_eq!(ice["pwd"], "n3wpassw0rdforrestart0001");
+    assert_eq!(ice["ice-generation"], "1");
+    assert_eq!(
+        ice["fingerprints"][0]["fingerprint"].as_str(),
+        created.fingerprints[0].fingerprint.as_str().into()
+    );
+}
