@@ -578,6 +578,84 @@ impl SeqWindow {
 mod tests {
     use super::*;
 
+    /// STUN routing across an ICE restart: both ufrags reach an agent until the switch, then
+    /// the old one is retired and only the last retired ufrag is remembered; responses reach
+    /// the restart agent only for transaction ids it sent.
+    #[test]
+    fn ice_restart_routing() {
+        let now = Instant::now();
+        let provider = rtc_dtls::crypto_provider::default_provider().expect("crypto provider");
+        let host: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let agent = |u: &str| {
+            new_agent(
+                now,
+                u.into(),
+                rtc_ice::rand::generate_pwd(),
+                true,
+                &[host],
+                Duration::from_secs(5),
+                provider.clone(),
+            )
+            .expect("agent")
+        };
+        let mut ep = Endpoint::new(
+            now,
+            ConferenceId(1),
+            EndpointId(1),
+            true,
+            false,
+            false,
+            "ufrag0".into(),
+            rtc_ice::rand::generate_pwd(),
+            &[host],
+            Duration::from_secs(5),
+            provider.clone(),
+            &tracing::Span::none(),
+        )
+        .expect("endpoint");
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Current);
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Unknown);
+        assert!(ep.complete_ice_restart().is_none(), "nothing to complete");
+
+        ep.begin_ice_restart(agent("ufrag1"), "ufrag1".into(), "pwd".into());
+        assert_eq!(ep.ice_generation, 1);
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Current, "old ufrag still served");
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Next);
+        // A response is the restart agent's only if it sent the request.
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        req.extend_from_slice(&[5; 12]);
+        let mut resp = req.clone();
+        resp[0..2].copy_from_slice(&crate::demux::STUN_BINDING_SUCCESS.to_be_bytes());
+        assert_eq!(ep.route_response(&resp), IceRoute::Current);
+        if let Some(n) = ep.ice_next.as_mut() {
+            n.record_sent(&req);
+            n.record_sent(&resp); // not a request: not recorded
+        }
+        assert_eq!(ep.route_response(&resp), IceRoute::Next);
+        resp[19] = 6;
+        assert_eq!(ep.route_response(&resp), IceRoute::Current);
+        assert_eq!(ep.route_response(&resp[..10]), IceRoute::Current, "truncated");
+
+        assert_eq!(ep.complete_ice_restart(), Some((None, "ufrag0".to_owned())));
+        assert_eq!(ep.local_ufrag, "ufrag1");
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Current);
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Retired);
+        assert_eq!(ep.route_response(&resp), IceRoute::Current);
+
+        ep.begin_ice_restart(agent("ufrag2"), "ufrag2".into(), "pwd".into());
+        assert_eq!(ep.ice_generation, 2);
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Current);
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Retired);
+        assert_eq!(
+            ep.complete_ice_restart(),
+            Some((Some("ufrag0".to_owned()), "ufrag1".to_owned())),
+            "the older retired ufrag is handed back to be forgotten"
+        );
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Unknown);
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Retired);
+        assert_eq!(ep.route_request("ufrag2"), IceRoute::Current);
+    }
+
     /// Loss, sequence wrap and fraction lost follow RFC 3550 A.3.
     #[test]
     fn seq_window_drops_duplicates_across_wrap() {
