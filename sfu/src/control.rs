@@ -46,6 +46,14 @@ pub enum Command {
         ep: EndpointId,
         transport: RemoteTransport,
     },
+    /// Colibri2 `ice-restart` (colibri.md §4.3): new local ICE credentials for the endpoint,
+    /// same candidates and DTLS certificate; the DTLS association and SRTP keys are kept.
+    /// Replies [`Reply::IceRestarted`]. The old credentials keep working until the first
+    /// authenticated STUN exchange with the new ones (the remote's new credentials arrive by
+    /// a later [`Command::SetRemoteTransport`]); after that, STUN naming the old ufrag is
+    /// dropped (counted as `stale_ufrag`). While ICE has not connected yet, or while a restart
+    /// is already in progress, the reply carries the credentials in use (or in progress).
+    RestartIce { conf: ConferenceId, ep: EndpointId },
     /// Replace the endpoint's whole source set (Colibri2 sends full sets, never deltas).
     SetSources {
         conf: ConferenceId,
@@ -116,6 +124,7 @@ impl Command {
             | Command::CreateEndpoint { conf, .. }
             | Command::SetMedia { conf, .. }
             | Command::SetRemoteTransport { conf, .. }
+            | Command::RestartIce { conf, .. }
             | Command::SetSources { conf, .. }
             | Command::ExpireEndpoint { conf, .. }
             | Command::SendDataChannelText { conf, .. }
@@ -141,6 +150,14 @@ pub enum Reply {
     },
     /// The bridge side of a new endpoint's transport.
     EndpointCreated(LocalTransport),
+    /// The bridge side of the endpoint's transport after [`Command::RestartIce`].
+    IceRestarted {
+        transport: LocalTransport,
+        /// The restart's `ice-generation` (1, 2, …); `None` when no restart was started
+        /// because ICE had not connected yet (the transport then carries the current
+        /// credentials, as JVB answers).
+        generation: Option<u32>,
+    },
 }
 
 /// Why a [`Command`] was refused. `signaling` maps these to Colibri2 errors.

@@ -17,6 +17,7 @@ use rtc_ice::candidate::CandidateConfig;
 use rtc_ice::candidate::CandidateType;
 use rtc_ice::mdns::MulticastDnsMode;
 use rtc_ice::network_type::NetworkType;
+use sansio::Protocol;
 
 use crate::bwe::{NackGenerator, PaddingBudget, ProbeController, RtxCache, RtxEncoder, SendSideBwe, TwccGenerator};
 use crate::control::{RemoteTransport, Setup};
@@ -45,6 +46,14 @@ pub struct Endpoint {
     pub ice_started: bool,
     pub ice_connected: bool,
     pub local_ufrag: String,
+    /// An in-place ICE restart in progress (colibri.md §4.3): the agent with the new
+    /// credentials, which takes over at its first authenticated STUN exchange.
+    pub ice_next: Option<Box<IceRestart>>,
+    /// How many ICE restarts were started (the Colibri2 `ice-generation` of the newest).
+    pub ice_generation: u32,
+    /// The local ufrag replaced by the last completed restart: STUN naming it is refused
+    /// (counted) instead of reaching an agent.
+    pub retired_ufrag: Option<String>,
     /// Remote address of the ICE-selected pair.
     pub selected: Option<SocketAddr>,
     /// Addresses that passed an authenticated STUN exchange, oldest first.
@@ -128,6 +137,100 @@ pub const FIRST_TRANSFER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Period of `ConnectionStats` (JVB `connection-stats.interval`).
 pub const CONNECTION_STATS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How many transaction ids of its own checks a restart agent remembers (to route the
+/// responses to it rather than to the current agent).
+const SENT_IDS: usize = 16;
+
+/// The second ICE agent of an in-place restart (colibri.md §4.3), as JVB's second agent: new
+/// local credentials, same host candidates, same DTLS association and SRTP keys.
+pub struct IceRestart {
+    pub agent: Agent,
+    pub ufrag: String,
+    pub pwd: String,
+    /// The Colibri2 `ice-generation` (1 for the first restart).
+    pub generation: u32,
+    /// Whether the remote's credentials arrived and connectivity checks started.
+    pub started: bool,
+    /// Transaction ids of the last [`SENT_IDS`] Binding requests this agent sent.
+    sent: [[u8; 12]; SENT_IDS],
+    next_sent: usize,
+}
+
+impl IceRestart {
+    /// Remember the transaction id of a STUN request this agent sends (`msg` is the datagram).
+    pub fn record_sent(&mut self, msg: &[u8]) {
+        if crate::demux::stun_type(msg) != Some(crate::demux::STUN_BINDING_REQUEST) {
+            return;
+        }
+        if let Some(tid) = msg.get(8..20) {
+            self.sent[self.next_sent].copy_from_slice(tid);
+            self.next_sent = (self.next_sent + 1) % SENT_IDS;
+        }
+    }
+
+    fn sent_request(&self, tid: &[u8]) -> bool {
+        tid != [0u8; 12] && self.sent.iter().any(|t| t[..] == *tid)
+    }
+}
+
+/// Which ICE agent of an endpoint a STUN message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceRoute {
+    /// The endpoint's current agent.
+    Current,
+    /// The agent of the restart in progress.
+    Next,
+    /// The ufrag an ICE restart replaced: refused.
+    Retired,
+    /// Not one of this endpoint's ufrags.
+    Unknown,
+}
+
+/// An ICE agent for one endpoint: host candidates on the shared port, UDP only, no mDNS.
+pub fn new_agent(
+    now: Instant,
+    ufrag: String,
+    pwd: String,
+    ice_controlling: bool,
+    hosts: &[SocketAddr],
+    keepalive: Duration,
+    provider: Arc<dyn RTCCryptoProvider>,
+) -> Result<Agent, String> {
+    let cfg = AgentConfig {
+        local_ufrag: ufrag,
+        local_pwd: pwd,
+        is_controlling: ice_controlling,
+        multicast_dns_mode: MulticastDnsMode::Disabled,
+        candidate_types: vec![CandidateType::Host],
+        network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
+        // Chrome starts DTLS and media right after its first successful check; select
+        // peer-reflexive pairs at once (notes/chromium-interop.md §3.7).
+        prflx_acceptance_min_wait: Some(Duration::ZERO),
+        host_acceptance_min_wait: Some(Duration::ZERO),
+        keepalive_interval: Some(keepalive),
+        disconnected_timeout: Some(keepalive * 3),
+        failed_timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let mut ice = Agent::new(now, Arc::new(cfg), provider).map_err(|e| e.to_string())?;
+    for h in hosts {
+        let c = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: h.ip().to_string(),
+                port: h.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(|e| e.to_string())?;
+        ice.add_local_candidate(c).map_err(|e| e.to_string())?;
+    }
+    Ok(ice)
+}
+
 impl Endpoint {
     #[allow(clippy::too_many_arguments)] // constructor of a plain aggregate
     pub fn new(
@@ -144,38 +247,7 @@ impl Endpoint {
         provider: Arc<dyn RTCCryptoProvider>,
         parent: &tracing::Span,
     ) -> Result<Self, String> {
-        let cfg = AgentConfig {
-            local_ufrag: ufrag.clone(),
-            local_pwd: pwd,
-            is_controlling: ice_controlling,
-            multicast_dns_mode: MulticastDnsMode::Disabled,
-            candidate_types: vec![CandidateType::Host],
-            network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
-            // Chrome starts DTLS and media right after its first successful check; select
-            // peer-reflexive pairs at once (notes/chromium-interop.md §3.7).
-            prflx_acceptance_min_wait: Some(Duration::ZERO),
-            host_acceptance_min_wait: Some(Duration::ZERO),
-            keepalive_interval: Some(keepalive),
-            disconnected_timeout: Some(keepalive * 3),
-            failed_timeout: Some(Duration::from_secs(30)),
-            ..Default::default()
-        };
-        let mut ice = Agent::new(now, Arc::new(cfg), provider).map_err(|e| e.to_string())?;
-        for h in hosts {
-            let c = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: h.ip().to_string(),
-                    port: h.port(),
-                    component: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host()
-            .map_err(|e| e.to_string())?;
-            ice.add_local_candidate(c).map_err(|e| e.to_string())?;
-        }
+        let ice = new_agent(now, ufrag.clone(), pwd, ice_controlling, hosts, keepalive, provider)?;
         let span = tracing::info_span!(parent: parent, "ep", id = id.0);
         Ok(Self {
             id,
@@ -188,6 +260,9 @@ impl Endpoint {
             ice_started: false,
             ice_connected: false,
             local_ufrag: ufrag,
+            ice_next: None,
+            ice_generation: 0,
+            retired_ufrag: None,
             selected: None,
             validated: Vec::new(),
             demux_addrs: Vec::new(),
@@ -230,6 +305,62 @@ impl Endpoint {
             inactive: false,
             next_connection_stats: now + CONNECTION_STATS_INTERVAL,
         })
+    }
+
+    /// Which of this endpoint's ICE agents a STUN Binding request for local ufrag `ufrag`
+    /// belongs to.
+    pub fn route_request(&self, ufrag: &str) -> IceRoute {
+        if ufrag == self.local_ufrag {
+            IceRoute::Current
+        } else if self.ice_next.as_ref().is_some_and(|n| n.ufrag == ufrag) {
+            IceRoute::Next
+        } else if self.retired_ufrag.as_deref() == Some(ufrag) {
+            IceRoute::Retired
+        } else {
+            IceRoute::Unknown
+        }
+    }
+
+    /// Which agent a STUN message other than a request (a response to one of our checks)
+    /// belongs to: the restart agent if it sent a request with that transaction id.
+    pub fn route_response(&self, msg: &[u8]) -> IceRoute {
+        match (&self.ice_next, msg.get(8..20)) {
+            (Some(n), Some(tid)) if n.sent_request(tid) => IceRoute::Next,
+            _ => IceRoute::Current,
+        }
+    }
+
+    /// Start an in-place ICE restart with `agent` (built by [`new_agent`] with `ufrag`/`pwd`).
+    /// The current agent keeps serving the old credentials until [`Endpoint::complete_ice_restart`].
+    pub fn begin_ice_restart(&mut self, agent: Agent, ufrag: String, pwd: String) {
+        self.ice_generation = self.ice_generation.saturating_add(1);
+        self.ice_next = Some(Box::new(IceRestart {
+            agent,
+            ufrag,
+            pwd,
+            generation: self.ice_generation,
+            started: false,
+            sent: [[0; 12]; SENT_IDS],
+            next_sent: 0,
+        }));
+    }
+
+    /// The restart agent had its first authenticated exchange: it becomes the endpoint's agent,
+    /// the old one is closed and its ufrag retired. Returns the ufrag retired by the previous
+    /// restart, which the caller must forget entirely (only the last one is kept, so the state
+    /// stays bounded), and the ufrag retired now.
+    pub fn complete_ice_restart(&mut self) -> Option<(Option<String>, String)> {
+        let next = self.ice_next.take()?;
+        let IceRestart {
+            agent, ufrag, started, ..
+        } = *next;
+        let mut old = std::mem::replace(&mut self.ice, agent);
+        let _ = old.close();
+        let old_ufrag = std::mem::replace(&mut self.local_ufrag, ufrag);
+        self.ice_started = started;
+        let forgotten = self.retired_ufrag.replace(old_ufrag.clone());
+        tracing::info!(parent: &self.span, generation = self.ice_generation, "ICE restart completed");
+        Some((forgotten, old_ufrag))
     }
 
     /// The DTLS role implied by the remote `setup` (media.md §1.2).
@@ -446,6 +577,84 @@ impl SeqWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// STUN routing across an ICE restart: both ufrags reach an agent until the switch, then
+    /// the old one is retired and only the last retired ufrag is remembered; responses reach
+    /// the restart agent only for transaction ids it sent.
+    #[test]
+    fn ice_restart_routing() {
+        let now = Instant::now();
+        let provider = rtc_dtls::crypto_provider::default_provider().expect("crypto provider");
+        let host: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let agent = |u: &str| {
+            new_agent(
+                now,
+                u.into(),
+                rtc_ice::rand::generate_pwd(),
+                true,
+                &[host],
+                Duration::from_secs(5),
+                provider.clone(),
+            )
+            .expect("agent")
+        };
+        let mut ep = Endpoint::new(
+            now,
+            ConferenceId(1),
+            EndpointId(1),
+            true,
+            false,
+            false,
+            "ufrag0".into(),
+            rtc_ice::rand::generate_pwd(),
+            &[host],
+            Duration::from_secs(5),
+            provider.clone(),
+            &tracing::Span::none(),
+        )
+        .expect("endpoint");
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Current);
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Unknown);
+        assert!(ep.complete_ice_restart().is_none(), "nothing to complete");
+
+        ep.begin_ice_restart(agent("ufrag1"), "ufrag1".into(), "pwd".into());
+        assert_eq!(ep.ice_generation, 1);
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Current, "old ufrag still served");
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Next);
+        // A response is the restart agent's only if it sent the request.
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        req.extend_from_slice(&[5; 12]);
+        let mut resp = req.clone();
+        resp[0..2].copy_from_slice(&crate::demux::STUN_BINDING_SUCCESS.to_be_bytes());
+        assert_eq!(ep.route_response(&resp), IceRoute::Current);
+        if let Some(n) = ep.ice_next.as_mut() {
+            n.record_sent(&req);
+            n.record_sent(&resp); // not a request: not recorded
+        }
+        assert_eq!(ep.route_response(&resp), IceRoute::Next);
+        resp[19] = 6;
+        assert_eq!(ep.route_response(&resp), IceRoute::Current);
+        assert_eq!(ep.route_response(&resp[..10]), IceRoute::Current, "truncated");
+
+        assert_eq!(ep.complete_ice_restart(), Some((None, "ufrag0".to_owned())));
+        assert_eq!(ep.local_ufrag, "ufrag1");
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Current);
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Retired);
+        assert_eq!(ep.route_response(&resp), IceRoute::Current);
+
+        ep.begin_ice_restart(agent("ufrag2"), "ufrag2".into(), "pwd".into());
+        assert_eq!(ep.ice_generation, 2);
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Current);
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Retired);
+        assert_eq!(
+            ep.complete_ice_restart(),
+            Some((Some("ufrag0".to_owned()), "ufrag1".to_owned())),
+            "the older retired ufrag is handed back to be forgotten"
+        );
+        assert_eq!(ep.route_request("ufrag0"), IceRoute::Unknown);
+        assert_eq!(ep.route_request("ufrag1"), IceRoute::Retired);
+        assert_eq!(ep.route_request("ufrag2"), IceRoute::Current);
+    }
 
     /// Loss, sequence wrap and fraction lost follow RFC 3550 A.3.
     #[test]

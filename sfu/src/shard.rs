@@ -27,7 +27,7 @@ use crate::control::{
 use crate::demux::{self, Kind};
 use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
 use crate::egress::{self, OutExtensions, OutHeader};
-use crate::endpoint::{Endpoint, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
+use crate::endpoint::{new_agent, Endpoint, IceRoute, RxStream, TxStream, MAX_REMOTE_CANDIDATES};
 use crate::id::{ConferenceId, EndpointId, Ssrc};
 use crate::negotiated::Codec;
 use crate::projection::ssrc_slots::SlotAssignment;
@@ -69,6 +69,8 @@ pub struct ClockAnchor {
 }
 
 mod guard;
+#[cfg(test)]
+mod ice_restart_tests;
 
 type Key = (ConferenceId, EndpointId);
 
@@ -342,6 +344,20 @@ impl Shard {
         else {
             return self.io.drop("unknown_source");
         };
+        // Which of the endpoint's agents (an ICE restart runs two, colibri.md §4.3).
+        let route = if typ == demux::STUN_BINDING_REQUEST {
+            demux::stun_local_ufrag(&data).map_or(IceRoute::Unknown, |u| ep.route_request(u))
+        } else {
+            ep.route_response(&data)
+        };
+        match route {
+            IceRoute::Retired => {
+                tracing::trace!(parent: &ep.span, %remote, "STUN with the ufrag an ICE restart replaced");
+                return self.io.drop("stale_ufrag");
+            }
+            IceRoute::Unknown => return self.io.drop("unknown_ufrag"),
+            IceRoute::Current | IceRoute::Next => {}
+        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -352,12 +368,22 @@ impl Shard {
             },
             message: data,
         };
-        match ep.ice.handle_read(msg) {
+        let read = match (route, ep.ice_next.as_mut()) {
+            (IceRoute::Next, Some(next)) => next.agent.handle_read(msg),
+            _ => ep.ice.handle_read(msg),
+        };
+        match read {
             Ok(()) if typ == demux::STUN_BINDING_REQUEST || typ == demux::STUN_BINDING_SUCCESS => {
                 // Authenticated (USERNAME and MESSAGE-INTEGRITY checked by the agent).
                 ep.add_validated(remote);
                 ep.last_activity = now;
                 map_addr(&mut self.by_addr, ep, key, remote, true);
+                if route == IceRoute::Next {
+                    // The first successful check with the new credentials: switch to them.
+                    if let Some((Some(forgotten), _retired)) = ep.complete_ice_restart() {
+                        self.by_ufrag.remove(&forgotten);
+                    }
+                }
             }
             Ok(()) => {}
             Err(e) => {
@@ -502,6 +528,7 @@ impl Shard {
                 Ok(Reply::Done)
             }
             Command::SetRemoteTransport { conf, ep, transport } => self.set_remote_transport(now, conf, ep, transport),
+            Command::RestartIce { conf, ep } => self.restart_ice(now, conf, ep),
             Command::SetSources { conf, ep, sources } => self.set_sources(conf, ep, sources),
             Command::ExpireEndpoint { conf, ep } => {
                 if let Some(e) = self.conferences.get_mut(&conf).and_then(|c| c.endpoints.remove(&ep)) {
@@ -592,6 +619,57 @@ impl Shard {
         endpoint_in(&mut conference_mut(&mut self.conferences, conf)?.endpoints, conf, ep)
     }
 
+    /// Colibri2 `ice-restart` (colibri.md §4.3): a second agent with new credentials; the
+    /// current one keeps working until the new one has its first authenticated exchange.
+    fn restart_ice(&mut self, now: Instant, conf: ConferenceId, ep: EndpointId) -> Result<Reply, CommandError> {
+        let consent = self.jittered(self.config.consent_interval);
+        let c = conference_mut(&mut self.conferences, conf)?;
+        let e = endpoint_in(&mut c.endpoints, conf, ep)?;
+        let transport = |ufrag: &str, pwd: &str| LocalTransport {
+            ufrag: ufrag.to_owned(),
+            pwd: pwd.to_owned(),
+            fingerprint_sha256: self.cert.fingerprint_sha256.clone(),
+            candidates: self.local_candidates.clone(),
+        };
+        if let Some(n) = &e.ice_next {
+            // Asked again before the client used the new credentials: the same ones.
+            return Ok(Reply::IceRestarted {
+                transport: transport(&n.ufrag, &n.pwd),
+                generation: Some(n.generation),
+            });
+        }
+        if !e.ice_connected {
+            let creds = e.ice.get_local_credentials();
+            tracing::debug!(parent: &e.span, "ice-restart before ICE connected: current credentials");
+            return Ok(Reply::IceRestarted {
+                transport: transport(&creds.ufrag, &creds.pwd),
+                generation: None,
+            });
+        }
+        let mut ufrag = rtc_ice::rand::generate_ufrag();
+        while self.by_ufrag.contains_key(&ufrag) {
+            ufrag = rtc_ice::rand::generate_ufrag();
+        }
+        let pwd = rtc_ice::rand::generate_pwd();
+        let agent = new_agent(
+            now,
+            ufrag.clone(),
+            pwd.clone(),
+            e.ice_controlling,
+            &self.hosts,
+            consent,
+            self.provider.clone(),
+        )
+        .map_err(CommandError::Internal)?;
+        e.begin_ice_restart(agent, ufrag.clone(), pwd.clone());
+        tracing::info!(parent: &e.span, generation = e.ice_generation, "ICE restart started");
+        self.by_ufrag.insert(ufrag.clone(), (conf, ep));
+        Ok(Reply::IceRestarted {
+            transport: transport(&ufrag, &pwd),
+            generation: Some(e.ice_generation),
+        })
+    }
+
     fn set_remote_transport(
         &mut self,
         now: Instant,
@@ -620,21 +698,14 @@ impl Shard {
                 continue;
             }
             e.remote.candidates.push(cand);
-            let network = if cand.is_ipv4() { "udp4" } else { "udp6" };
-            let _ = network;
-            let rc = rtc_ice::candidate::candidate_host::CandidateHostConfig {
-                base_config: rtc_ice::candidate::CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: cand.ip().to_string(),
-                    port: cand.port(),
-                    component: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host();
+            let rc = remote_host_candidate(cand);
             match rc {
                 Ok(rc) => {
+                    if let Some(n) = e.ice_next.as_mut().filter(|n| n.started) {
+                        if let Err(err) = n.agent.add_remote_candidate(rc.clone()) {
+                            tracing::debug!(parent: &e.span, %cand, error = %err, "remote candidate refused");
+                        }
+                    }
                     if let Err(err) = e.ice.add_remote_candidate(rc) {
                         tracing::debug!(parent: &e.span, %cand, error = %err, "remote candidate refused");
                     }
@@ -645,7 +716,30 @@ impl Shard {
             }
         }
         if let (Some(u), Some(p)) = (t.ufrag, t.pwd) {
-            if !e.ice_started {
+            if let Some(n) = e.ice_next.as_mut() {
+                // The client's answer to an ICE restart (colibri.md §4.3 step 3): it goes to
+                // the new agent, with every candidate known so far.
+                if !n.started {
+                    let span = &e.span;
+                    for cand in &e.remote.candidates {
+                        if let Ok(rc) = remote_host_candidate(*cand) {
+                            if let Err(err) = n.agent.add_remote_candidate(rc) {
+                                tracing::debug!(parent: span, %cand, error = %err, "remote candidate refused");
+                            }
+                        }
+                    }
+                    n.agent
+                        .start_connectivity_checks(now, e.ice_controlling, u.clone(), p.clone())
+                        .map_err(|err| CommandError::Invalid(format!("ICE credentials: {err}")))?;
+                    n.started = true;
+                } else if e.remote.ufrag.as_deref() != Some(&u) || e.remote.pwd.as_deref() != Some(&p) {
+                    n.agent
+                        .set_remote_credentials(u.clone(), p.clone())
+                        .map_err(|err| CommandError::Invalid(format!("ICE credentials: {err}")))?;
+                }
+                e.remote.ufrag = Some(u);
+                e.remote.pwd = Some(p);
+            } else if !e.ice_started {
                 e.ice
                     .start_connectivity_checks(now, e.ice_controlling, u.clone(), p.clone())
                     .map_err(|err| CommandError::Invalid(format!("ICE credentials: {err}")))?;
@@ -715,6 +809,13 @@ impl Shard {
             }
         }
         self.by_ufrag.remove(&ep.local_ufrag);
+        if let Some(mut n) = ep.ice_next.take() {
+            self.by_ufrag.remove(&n.ufrag);
+            let _ = n.agent.close();
+        }
+        if let Some(u) = &ep.retired_ufrag {
+            self.by_ufrag.remove(u);
+        }
         if let Some(c) = self.conferences.get_mut(&ep.conf) {
             let gone = ssrcs_of(&c.sources, ep.id);
             let removed = c.sources.remove_endpoint(ep.id);
@@ -789,6 +890,17 @@ impl Shard {
                 if ep.ice.poll_timeout().is_some_and(|t| t <= now) {
                     let _ = ep.ice.handle_timeout(now);
                 }
+                if let Some(n) = ep.ice_next.as_mut() {
+                    if n.agent.poll_timeout().is_some_and(|t| t <= now) {
+                        let _ = n.agent.handle_timeout(now);
+                    }
+                }
+                if let Some(mut n) = ep.ice_next.take_if(|n| n.agent.state() == ConnectionState::Failed) {
+                    // The client never completed the restart: keep the old credentials.
+                    tracing::warn!(parent: &ep.span, generation = n.generation, "ICE restart failed");
+                    self.by_ufrag.remove(&n.ufrag);
+                    let _ = n.agent.close();
+                }
                 let mut devs = Vec::new();
                 if let Some(d) = ep.dtls.as_mut() {
                     if d.poll_timeout().is_some_and(|t| t <= now) {
@@ -813,7 +925,9 @@ impl Shard {
                     send_reports(now, ep, video_ssrc, ntp, &mut self.io);
                 }
                 drive(now, ep, &env, &mut self.io, &mut self.by_addr);
-                if ep.ice.state() == ConnectionState::Failed {
+                // An ICE restart in progress may still rescue an endpoint whose first agent
+                // failed (the restart's own failure ends it, see above).
+                if ep.ice.state() == ConnectionState::Failed && ep.ice_next.is_none() {
                     expired.push(((*cid, *eid), ExpireReason::IceFailed));
                 } else if !ep.ice_connected && now >= ep.created + self.config.connect_timeout {
                     expired.push(((*cid, *eid), ExpireReason::NeverConnected));
@@ -1025,6 +1139,9 @@ fn deadline(ep: &mut Endpoint, config: &SfuConfig) -> Instant {
     if let Some(i) = ep.ice.poll_timeout() {
         t = t.min(i);
     }
+    if let Some(i) = ep.ice_next.as_mut().and_then(|n| n.agent.poll_timeout()) {
+        t = t.min(i);
+    }
     if let Some(d) = ep.dtls.as_ref().and_then(|d| d.poll_timeout()) {
         t = t.min(d);
     }
@@ -1127,6 +1244,22 @@ fn ntp_time(clock: ClockAnchor, now: Instant) -> u64 {
     (secs << 32) | frac
 }
 
+/// A signalled remote UDP candidate, as the ICE agent takes it.
+fn remote_host_candidate(addr: SocketAddr) -> Result<rtc_ice::candidate::Candidate, String> {
+    rtc_ice::candidate::candidate_host::CandidateHostConfig {
+        base_config: rtc_ice::candidate::CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())
+}
+
 fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key, addr: SocketAddr, replace: bool) {
     match by_addr.get(&addr) {
         Some(k) if *k == key => return,
@@ -1146,6 +1279,17 @@ fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key,
 /// DTLS start.
 fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &mut HashMap<SocketAddr, Key>) {
     let key = (ep.conf, ep.id);
+    // The agent of an ICE restart in progress: its checks, and their transaction ids so the
+    // responses reach it (its events matter only once it took over).
+    while let Some(t) = ep.ice_next.as_mut().and_then(|n| n.agent.poll_write()) {
+        if let Some(n) = ep.ice_next.as_mut() {
+            n.record_sent(&t.message);
+        }
+        let to = t.transport.peer_addr;
+        map_addr(by_addr, ep, key, to, false);
+        io.send(to, t.message);
+    }
+    while ep.ice_next.as_mut().and_then(|n| n.agent.poll_event()).is_some() {}
     while let Some(t) = ep.ice.poll_write() {
         let to = t.transport.peer_addr;
         // Responses to our checks come back from where we sent them.

@@ -17,8 +17,10 @@
 //!   conference and no endpoint, and the fd count is back to its pre-conference value;
 //! * 47 `vanished_endpoint_expires_and_gets_no_more_media`: a client disappears without DTLS
 //!   close; its endpoint expires after `endpoint_timeout` and nothing is sent to its address after;
-//! * 48 `ice_restart_is_answered_without_transport`: in-place ICE restart is not implemented;
-//!   the request gets an answer without a transport (Jicofo then re-invites), media undisturbed;
+//! * 48 `ice_restart_switches_credentials_and_refuses_the_old_ufrag`: Colibri2 `ice-restart`
+//!   answers new ICE credentials (same candidates and fingerprint, `ice-generation="1"`), the
+//!   str0m client switches to them, media keeps flowing (gap < 1 s), and an authenticated check
+//!   with the old ufrag — answered before — is refused (`drops_stale_ufrag`);
 //! * 57 `panic_in_one_conference_tears_down_only_it`: a panic injected into one conference's
 //!   datagram handling (`[rest] fault_injection`): that conference is torn down, the other one's
 //!   media continues, the process and health survive, `palim_task_panics_total` = 1.
@@ -42,7 +44,8 @@ use common::{payload, Client, PT_OPUS};
 use minidom::Element;
 use sfu::control::{CandidateKind, LocalCandidate, LocalTransport};
 use signaling::xmpp::{IqType, SendIqError};
-use support::{Prosody, TestFocus, BREWERY, JVB};
+use str0m::ice::IceCreds;
+use support::{ice_check, Prosody, TestFocus, BREWERY, JVB};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -385,6 +388,8 @@ fn video_ssrc(tag: u8) -> u32 {
 struct Peer {
     tag: u8,
     client: Client,
+    /// The bridge's transport from the allocation answer.
+    bridge: LocalTransport,
 }
 
 /// Allocates `meeting` with two endpoints (tags `tags`) through the focus and connects two
@@ -431,7 +436,7 @@ async fn two_party_call(focus: &TestFocus, palim: &PalimProcess, meeting: &str, 
         );
         modify(focus, palim, "session-accept", conference_modify(meeting, None, &inner)).await;
         client.connect(&bridge);
-        peers.push(Peer { tag, client });
+        peers.push(Peer { tag, client, bridge });
     }
     let (a, b) = (tags[0], tags[1]);
     peers[0].client.expect_rx(audio_ssrc(b), video_ssrc(b));
@@ -463,6 +468,9 @@ async fn two_party_call(focus: &TestFocus, palim: &PalimProcess, meeting: &str, 
 /// close_notify), as a killed browser tab.
 struct Media {
     stop: Arc<AtomicBool>,
+    /// An ICE restart for the media thread to apply to a peer: (peer, bridge's new
+    /// credentials, the peer's own new credentials).
+    restart: Arc<std::sync::Mutex<Option<(usize, IceCreds, IceCreds)>>>,
     vanish: Arc<AtomicUsize>,
     /// Opus packets received per peer.
     audio_rx: Arc<Vec<AtomicUsize>>,
@@ -492,7 +500,8 @@ impl Media {
         let stop = Arc::new(AtomicBool::new(false));
         let vanish = Arc::new(AtomicUsize::new(NO_VANISH));
         let audio_rx: Arc<Vec<AtomicUsize>> = Arc::new((0..peers.len()).map(|_| AtomicUsize::new(0)).collect());
-        let (flag, gone, rx) = (stop.clone(), vanish.clone(), audio_rx.clone());
+        let restart: Arc<std::sync::Mutex<Option<(usize, IceCreds, IceCreds)>>> = Arc::default();
+        let (flag, gone, rx, restarts) = (stop.clone(), vanish.clone(), audio_rx.clone(), restart.clone());
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
             let (mut next_audio, mut next_video) = (start, start);
@@ -515,6 +524,18 @@ impl Media {
                 if v != NO_VANISH {
                     slots[v] = None;
                     alive[v] = false;
+                }
+                let pending = restarts.lock().ok().and_then(|mut r| r.take());
+                if let Some((i, bridge, own)) = pending {
+                    if let Some(p) = slots.get_mut(i).and_then(|s| s.as_mut()) {
+                        // str0m's direct API has no ICE restart: new credentials on both sides
+                        // of its agent, as its SDP restart ends up (the pairs are re-checked
+                        // with the new USERNAME/password, the DTLS association stays).
+                        let mut api = p.client.rtc.direct_api();
+                        api.set_local_ice_credentials(own.clone());
+                        api.set_remote_ice_credentials(bridge);
+                        p.client.ice = own;
+                    }
                 }
                 let sending = stopped_at.is_none();
                 if sending && now >= next_audio {
@@ -556,6 +577,7 @@ impl Media {
         });
         Media {
             stop,
+            restart,
             vanish,
             audio_rx,
             thread,
@@ -564,6 +586,13 @@ impl Media {
 
     fn audio_received(&self, i: usize) -> usize {
         self.audio_rx[i].load(Ordering::Relaxed)
+    }
+
+    /// Peer `i` switches to its new ICE credentials `own` and the bridge's new `bridge` ones.
+    fn restart_ice(&self, i: usize, bridge: IceCreds, own: IceCreds) {
+        if let Ok(mut r) = self.restart.lock() {
+            *r = Some((i, bridge, own));
+        }
     }
 
     fn vanish(&self, i: usize) {
@@ -1076,19 +1105,55 @@ async fn one_of_two_xmpp_servers_killed() {
     }
 }
 
-/// Case 48: Colibri2 `ice-restart` is not supported in place (colibri.md §4.3 makes it
-/// optional): the request is answered without a transport, which makes Jicofo fall back to a
-/// re-invite, and the running media is not disturbed.
+/// Whether the bridge at `to` answers an authenticated ICE check (USERNAME `bridge:client`,
+/// MESSAGE-INTEGRITY keyed with `pwd`) sent from a fresh socket, within 300 ms (three tries).
+async fn ice_check_answered(to: SocketAddr, username: &str, pwd: &str, seed: u8) -> bool {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind probe");
+    let mut buf = [0u8; 1500];
+    for attempt in 0..3u8 {
+        let mut txid = [seed; 12];
+        txid[11] = attempt;
+        sock.send_to(&ice_check(&txid, username, pwd), to)
+            .await
+            .expect("send probe");
+        let end = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Ok(Ok((n, _))) = tokio::time::timeout_at(end, sock.recv_from(&mut buf)).await {
+            if signaling::stun::parse_binding_response(&buf[..n], &txid).is_some() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Case 48: Colibri2 `ice-restart` (colibri.md §4.3) on a call with media flowing: the answer
+/// carries new ICE credentials with the same candidates and DTLS fingerprint and
+/// `ice-generation="1"`; the client's new transport arrives as Jicofo forwards it; the str0m
+/// client switches to the new credentials; media continues with no gap of 1 s; and an
+/// authenticated check with the old credentials — answered before the restart — is refused
+/// and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ice_restart_is_answered_without_transport() {
+async fn ice_restart_switches_credentials_and_refuses_the_old_ufrag() {
     let nick = "palim-fault-48";
     let Some((_prosody, focus, palim)) = setup("fault48", nick, "").await else {
         return;
     };
     let meeting = "48484848-0000-0000-0000-000000000001";
-    let peers = two_party_call(&focus, &palim, meeting, [1, 2]).await;
+    let mut peers = two_party_call(&focus, &palim, meeting, [1, 2]).await;
+    let old = peers[0].bridge.clone();
+    let old_client = peers[0].client.ice.clone();
+    let client_fp = peers[0].client.remote_transport().fingerprints[0].value.clone();
+    let client_addr = peers[0].client.local;
+    let bridge_addr = old.candidates.first().expect("a bridge candidate").addr;
     let media = Media::start(peers);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let old_username = format!("{}:{}", old.ufrag, old_client.ufrag);
+    assert!(
+        ice_check_answered(bridge_addr, &old_username, &old.pwd, 1).await,
+        "the probe is a valid check on the old credentials; log:\n{}",
+        palim.logs()
+    );
+
     let m = modify(
         &focus,
         &palim,
@@ -1102,15 +1167,79 @@ async fn ice_restart_is_answered_without_transport() {
         ),
     )
     .await;
-    let has_ice = m
+    let new = bridge_transport(&m);
+    let generation = m
         .children()
-        .filter(|c| c.is("endpoint", COLIBRI2))
         .filter_map(|e| e.get_child("transport", COLIBRI2))
-        .any(|t| t.get_child("transport", ICE_UDP).is_some());
-    assert!(!has_ice, "no new ICE transport offered: {m:?}");
+        .filter_map(|t| t.get_child("transport", ICE_UDP))
+        .find_map(|t| t.attr("ice-generation").map(str::to_owned));
+    assert_eq!(generation.as_deref(), Some("1"), "{m:?}");
+    assert!(new.ufrag.len() >= 4 && new.ufrag != old.ufrag, "{new:?} vs {old:?}");
+    assert!(new.pwd.len() >= 22 && new.pwd != old.pwd);
+    assert_eq!(new.fingerprint_sha256, old.fingerprint_sha256, "same DTLS certificate");
+    assert_eq!(new.candidates, old.candidates, "same candidates");
+
+    // The client's answer, as Jicofo forwards it (tagged with the restart's generation).
+    let own = IceCreds::new();
+    let inner = format!(
+        r#"<endpoint id="ep1" stats-id="ep1-s"><transport><transport xmlns="{ICE_UDP}" ufrag="{u}" pwd="{p}" ice-generation="1"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fp}</fingerprint><candidate component="1" foundation="842163049" generation="1" id="c0" network="1" priority="2130706431" protocol="udp" type="host" ip="{ip}" port="{port}"/></transport></transport></endpoint>"#,
+        u = own.ufrag,
+        p = own.pass,
+        fp = colon_hex(&client_fp),
+        ip = client_addr.ip(),
+        port = client_addr.port(),
+    );
+    modify(
+        &focus,
+        &palim,
+        "transport-info",
+        conference_modify(meeting, None, &inner),
+    )
+    .await;
+    let before = media.audio_received(0);
+    media.restart_ice(
+        0,
+        IceCreds {
+            ufrag: new.ufrag.clone(),
+            pass: new.pwd.clone(),
+        },
+        own,
+    );
+
+    // Once the new credentials are in use, the old ones are refused and counted.
+    let started = Instant::now();
+    let mut refused = false;
+    while started.elapsed() < Duration::from_secs(5) && !refused {
+        refused = !ice_check_answered(bridge_addr, &old_username, &old.pwd, 2).await
+            && palim.stats().await["drops_stale_ufrag"].as_u64().unwrap_or(0) > 0;
+        if !refused {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The stale counter moves with the refused probe itself too.
+    let stale = palim.stats().await["drops_stale_ufrag"].as_u64().unwrap_or(0);
+    assert!(
+        !ice_check_answered(bridge_addr, &old_username, &old.pwd, 3).await,
+        "old ufrag answered after the switch; log:\n{}",
+        palim.logs()
+    );
+    let after = palim.stats().await["drops_stale_ufrag"].as_u64().unwrap_or(0);
+    assert!(
+        refused && after >= stale + 3,
+        "old ufrag not refused (drops_stale_ufrag {stale} → {after}); log:\n{}",
+        palim.logs()
+    );
+    println!(
+        "old ufrag refused {:?} after the client switched (including 300 ms per unanswered probe)",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = media.audio_received(0) - before;
     let report = media.finish();
+    println!("media across the ICE restart: {report:?}");
+    assert!(during > 50, "peer 0 receives audio after the restart: {during}");
     for i in 0..2 {
         assert!(report.max_gap[i] < Duration::from_secs(1), "peer {i}: {report:?}");
+        assert!(report.audio_loss(i) < 0.05, "peer {i}: {report:?}");
     }
 }

@@ -615,10 +615,17 @@ impl Colibri2Handler {
                 self.endpoint_gone(conf_id, old.info.id);
             }
         }
-        result.map_err(err)?;
-
-        let transport = local.map(|(lt, sctp)| {
+        let restarted = result.map_err(err)?;
+        // The response carries the transport for a create or an ICE restart (§3.10).
+        let local = local.map(|(lt, sctp)| (lt, sctp, None)).or_else(|| {
+            let sctp = conf.endpoints.get(&ep.id).is_some_and(|s| s.info.sctp);
+            restarted.map(|(lt, generation)| (lt, sctp, generation))
+        });
+        let transport = local.map(|(lt, sctp, generation)| {
             let mut t = local_transport(&lt, sctp);
+            if let Some(ice) = t.ice.as_mut() {
+                ice.ice_generation = generation;
+            }
             if let (Some(ws), Some(ice), Some(state)) =
                 (&self.config.web_sockets, t.ice.as_mut(), conf.endpoints.get(&ep.id))
             {
@@ -633,8 +640,14 @@ impl Colibri2Handler {
         })
     }
 
-    /// Apply media, initial-last-n, transport, sources and force-mute, in that order (§3.10).
-    async fn apply_endpoint(&self, conf: &mut Conference, ep: &Endpoint) -> Result<(), CommandError> {
+    /// Apply media, initial-last-n, transport, sources, force-mute and ice-restart, in that
+    /// order (§3.10). Returns the bridge transport after an ICE restart, with its
+    /// `ice-generation` (none when ICE had not connected yet and nothing was restarted).
+    async fn apply_endpoint(
+        &self,
+        conf: &mut Conference,
+        ep: &Endpoint,
+    ) -> Result<Option<(LocalTransport, Option<u32>)>, CommandError> {
         let conf_id = conf.id;
         let Some(state) = conf.endpoints.get_mut(&ep.id) else {
             return Err(CommandError::Internal(format!("endpoint {} missing", ep.id)));
@@ -701,11 +714,23 @@ impl Colibri2Handler {
             .await?;
         }
         if ep.transport.as_ref().is_some_and(|t| t.ice_restart) {
-            // In-place ICE restart is not supported: answer without a transport, and Jicofo
-            // falls back to a re-invite (colibri.md §4.3).
-            tracing::debug!(ep = %ep_id, "ignoring ice-restart");
+            // In-place ICE restart, last (colibri.md §3.10, §4.3): new local credentials, same
+            // candidates and certificate; the DTLS association and SRTP keys stay.
+            let reply = self
+                .command(Command::RestartIce {
+                    conf: conf_id,
+                    ep: ep_id,
+                })
+                .await?;
+            let Reply::IceRestarted { transport, generation } = reply else {
+                return Err(CommandError::Internal(format!(
+                    "unexpected reply to RestartIce: {reply:?}"
+                )));
+            };
+            tracing::info!(conf = %conf_id, ep = %ep_id, ?generation, "ice-restart");
+            return Ok(Some((transport, generation)));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// One command to the core, bounded in time: a stuck core becomes internal-server-error
@@ -1106,7 +1131,10 @@ fn remote_transport(ice: &IceUdpTransport) -> RemoteTransport {
     let candidates = ice
         .candidates
         .iter()
-        .filter(|c| c.protocol.eq_ignore_ascii_case("udp") && c.generation == 0)
+        // Generation 0, or that of the ICE restart this transport answers (§3.5, §4.3).
+        .filter(|c| {
+            c.protocol.eq_ignore_ascii_case("udp") && (c.generation == 0 || Some(c.generation) == ice.ice_generation)
+        })
         .filter_map(|c| Some(SocketAddr::new(c.ip.parse::<IpAddr>().ok()?, c.port)))
         .collect();
     RemoteTransport {

@@ -26,6 +26,11 @@ struct FakeState {
     confs: HashMap<ConferenceId, HashSet<EndpointId>>,
     /// Refuse the next command with this error.
     fail_next: Option<CommandError>,
+    /// ICE restarts answered so far (the next one's generation is this plus one).
+    restarts: u32,
+    /// Answer RestartIce as the core does before ICE connected: current credentials, no
+    /// generation.
+    restart_unconnected: bool,
 }
 
 #[derive(Default)]
@@ -94,6 +99,24 @@ impl FakeCore {
                     eps.remove(&ep);
                 }
                 Ok(Reply::Done)
+            }
+            Command::RestartIce { conf, ep } => {
+                known(&st, conf, ep)?;
+                if st.restart_unconnected {
+                    return Ok(Reply::IceRestarted {
+                        transport: spec_local_transport(),
+                        generation: None,
+                    });
+                }
+                st.restarts += 1;
+                Ok(Reply::IceRestarted {
+                    transport: LocalTransport {
+                        ufrag: format!("r3start{}", st.restarts),
+                        pwd: format!("n3wpassw0rdforrestart{:04}", st.restarts),
+                        ..spec_local_transport()
+                    },
+                    generation: Some(st.restarts),
+                })
             }
             Command::SetMedia { conf, ep, .. }
             | Command::SetRemoteTransport { conf, ep, .. }
@@ -533,20 +556,105 @@ async fn conference_expire_succeeds_then_conference_is_gone() {
     );
 }
 
+/// The ICE transport of the single endpoint in a `conference-modified`.
+fn restart_ice_transport(resp: &Element) -> IceUdpTransport {
+    let resp = ConferenceModified::from_element(resp).expect("parses");
+    assert_eq!(resp.endpoints.len(), 1, "{resp:?}");
+    let t = resp.endpoints[0].transport.clone().expect("the endpoint's transport");
+    t.ice.expect("an ICE transport")
+}
+
 #[tokio::test]
-async fn ice_restart_is_answered_without_transport() {
-    // §4.3: unsupported restart → <endpoint id/> with no transport, never an error.
+async fn ice_restart_answers_new_credentials_with_the_same_fingerprint() {
+    // §4.3: new ufrag/pwd, same candidates and fingerprint, ice-generation N (1, 2, …); the
+    // restart is applied last (§3.10) and the client's answer goes to the core as a normal
+    // transport update.
+    let (core, h) = setup();
+    let created = restart_ice_transport(&create_alice(&h).await);
+    core.clear_log();
+    let resp = xml(&h, "10_ice_restart.xml").await.expect("ok");
+    let ice = restart_ice_transport(&resp);
+    assert_eq!(ice.ufrag.as_deref(), Some("r3start1"));
+    assert_eq!(ice.pwd.as_deref(), Some("n3wpassw0rdforrestart0001"));
+    assert_ne!(ice.ufrag, created.ufrag);
+    assert_eq!(ice.ice_generation, Some(1));
+    assert_eq!(ice.fingerprints, created.fingerprints, "same DTLS fingerprint");
+    assert_eq!(ice.fingerprints[0].fingerprint, "5B:1A:C4");
+    let addrs = |t: &IceUdpTransport| t.candidates.iter().map(|c| (c.ip.clone(), c.port)).collect::<Vec<_>>();
+    assert_eq!(addrs(&ice), addrs(&created), "same candidates");
+    assert!(ice.rtcp_mux);
+    assert!(to_string(&resp).contains("ice-generation='1'"), "{}", to_string(&resp));
+    let log = core.log();
+    assert!(matches!(log.as_slice(), [Command::RestartIce { .. }]), "{log:?}");
+
+    // A second restart in the same request as other changes: the restart comes last.
+    core.clear_log();
+    let resp = raw(
+        &h,
+        &format!(
+            r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}"><endpoint id="a1b2c3d4"><force-mute audio="true" video="false"/><transport ice-restart="true"/></endpoint></conference-modify>"#
+        ),
+    )
+    .await
+    .expect("ok");
+    let ice = restart_ice_transport(&resp);
+    assert_eq!((ice.ufrag.as_deref(), ice.ice_generation), (Some("r3start2"), Some(2)));
+    let log = core.log();
+    assert!(
+        matches!(
+            log.as_slice(),
+            [Command::SetForceMute { .. }, Command::RestartIce { .. }]
+        ),
+        "{log:?}"
+    );
+
+    // The client's answer, tagged with the generation: its generation-2 candidates are kept.
+    core.clear_log();
+    raw(
+        &h,
+        &format!(
+            r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}"><endpoint id="a1b2c3d4"><transport><transport xmlns="urn:xmpp:jingle:transports:ice-udp:1" ufrag="cl2" pwd="clientpasswordafterrestart" ice-generation="2"><candidate component="1" foundation="1" generation="2" id="c1" ip="192.0.2.9" port="50000" priority="1" protocol="udp" type="host" network="0"/><candidate component="1" foundation="1" generation="1" id="c2" ip="192.0.2.9" port="50001" priority="1" protocol="udp" type="host" network="0"/></transport></transport></endpoint></conference-modify>"#
+        ),
+    )
+    .await
+    .expect("ok");
+    let log = core.log();
+    let [Command::SetRemoteTransport { transport, .. }] = log.as_slice() else {
+        panic!("{log:?}");
+    };
+    assert_eq!(transport.ufrag.as_deref(), Some("cl2"));
+    assert_eq!(transport.pwd.as_deref(), Some("clientpasswordafterrestart"));
+    assert_eq!(
+        transport.candidates,
+        ["192.0.2.9:50000".parse::<SocketAddr>().expect("literal")]
+    );
+}
+
+#[tokio::test]
+async fn ice_restart_before_connect_answers_current_transport_without_generation() {
+    // §4.3: not yet connected → the existing credentials and no ice-generation.
+    let (core, h) = setup();
+    let created = restart_ice_transport(&create_alice(&h).await);
+    core.st.lock().expect("not poisoned").restart_unconnected = true;
+    let resp = xml(&h, "10_ice_restart.xml").await.expect("ok");
+    let ice = restart_ice_transport(&resp);
+    assert_eq!((ice.ufrag.clone(), ice.pwd.clone()), (created.ufrag, created.pwd));
+    assert_eq!(ice.ice_generation, None);
+    assert!(!to_string(&resp).contains("ice-generation"));
+}
+
+#[tokio::test]
+async fn ice_restart_of_an_unknown_endpoint_is_item_not_found() {
     let (_core, h) = setup();
     create_alice(&h).await;
-    let resp = ConferenceModified::from_element(&xml(&h, "10_ice_restart.xml").await.expect("ok")).expect("parses");
-    assert_eq!(
-        resp.endpoints,
-        [EndpointResponse {
-            id: "a1b2c3d4".into(),
-            expire: false,
-            transport: None
-        }]
-    );
+    let r = raw(
+        &h,
+        &format!(
+            r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="{MEETING}"><endpoint id="nobody"><transport ice-restart="true"/></endpoint></conference-modify>"#
+        ),
+    )
+    .await;
+    assert_err(r, ErrorCondition::ItemNotFound, Some(Reason::UnknownEndpoint));
 }
 
 #[tokio::test]
@@ -1444,4 +1552,24 @@ async fn limit_refusals_are_clear_errors_and_counted() {
     let l = h.limits();
     assert_eq!((l.refused_conferences, l.refused_endpoints, l.refused_ssrcs), (1, 0, 1));
     assert_eq!(l.max_conferences, sfu::config::Limits::default().max_conferences);
+}
+
+#[tokio::test]
+async fn json_ice_restart_answers_new_credentials_with_generation() {
+    // §3.13 form of §4.3: `"ice-restart": true` → the transport with "ice-generation".
+    let (_core, h) = setup();
+    let created = restart_ice_transport(&create_alice(&h).await);
+    let req = format!(
+        r#"{{ "meeting-id": "{MEETING}", "endpoints": [ {{ "id": "a1b2c3d4", "transport": {{ "ice-restart": true }} }} ] }}"#
+    );
+    let resp = h.handle_json(req.as_bytes(), None).await.expect("ok");
+    let got = serde_json::to_value(&resp).expect("serializes");
+    let ice = &got["endpoints"][0]["transport"]["transport"];
+    assert_eq!(ice["ufrag"], "r3start1", "{got:#}");
+    assert_eq!(ice["pwd"], "n3wpassw0rdforrestart0001");
+    assert_eq!(ice["ice-generation"], "1");
+    assert_eq!(
+        ice["fingerprints"][0]["fingerprint"].as_str(),
+        created.fingerprints[0].fingerprint.as_str().into()
+    );
 }
