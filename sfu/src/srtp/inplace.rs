@@ -18,6 +18,7 @@ use aws_lc_rs::iv::FixedLength;
 use bytes::BytesMut;
 
 use super::outbound::{Outbound, OutboundState};
+use super::window::IndexWindow;
 use super::{Profile, SessionKeys, Srtp, SrtpError};
 
 /// Per-direction bound on SSRCs with state (for SRTP and for SRTCP separately). Inbound, a
@@ -27,8 +28,6 @@ pub const MAX_SSRCS: usize = 1024;
 /// PRF label for the key of the outbound state's filter of retired SSRCs (not an RFC 3711
 /// label: the output never leaves this process).
 const LABEL_FILTER_KEY: u8 = 0x7f;
-/// Replay window in packets (libsrtp's default).
-const WINDOW: u64 = 128;
 const GCM_TAG: usize = 16;
 const HMAC_TAG: usize = 10;
 const SRTCP_INDEX: usize = 4;
@@ -177,56 +176,8 @@ fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A 128-packet sliding replay window (RFC 3711 §3.3.2), also the highest index seen, from
-/// which the ROC is estimated.
-#[derive(Debug, Clone, Copy, Default)]
-struct Window {
-    top: u64,
-    bits: u128,
-}
-
-impl Window {
-    fn new(first: u64) -> Self {
-        Self { top: first, bits: 1 }
-    }
-    fn fresh(&self, index: u64) -> bool {
-        if index > self.top {
-            return true;
-        }
-        let d = self.top - index;
-        d < WINDOW && self.bits & (1u128 << d) == 0
-    }
-    fn accept(&mut self, index: u64) {
-        if index > self.top {
-            let shift = index - self.top;
-            self.bits = if shift >= WINDOW { 0 } else { self.bits << shift };
-            self.bits |= 1;
-            self.top = index;
-        } else if self.top - index < WINDOW {
-            self.bits |= 1u128 << (self.top - index);
-        }
-    }
-    /// RFC 3711 Appendix A: the packet index for `seq`, guessing the ROC from the highest
-    /// index seen. `None` for a packet from before the first ROC (index would be negative).
-    fn estimate(&self, seq: u16) -> Option<u64> {
-        let roc = self.top >> 16;
-        let s_l = (self.top & 0xffff) as i32;
-        let s = i32::from(seq);
-        let v = if s_l < 0x8000 {
-            if s - s_l > 0x8000 {
-                roc.checked_sub(1)?
-            } else {
-                roc
-            }
-        } else if s_l - 0x8000 > s {
-            roc + 1
-        } else {
-            roc
-        };
-        // The ROC is 32 bits (RFC 3711 §3.3.1); past that the session must be rekeyed.
-        (v <= u64::from(u32::MAX)).then_some((v << 16) | u64::from(seq))
-    }
-}
+/// The inbound replay window: 128 packets (libsrtp's default).
+type Window = IndexWindow<u128>;
 
 /// A per-SSRC map that refuses new SSRCs past [`MAX_SSRCS`].
 struct SsrcMap<T>(HashMap<u32, T>);
@@ -373,7 +324,7 @@ impl Direction {
                     .map_err(|_| SrtpError::Other)?;
             }
         }
-        w.accept(index);
+        w.mark(index);
         self.rtp_state.set(ssrc, w)?;
         Ok(end)
     }
@@ -467,7 +418,7 @@ impl Direction {
             }
         }
         let mut w = known.unwrap_or(Window::new(u64::from(index)));
-        w.accept(u64::from(index));
+        w.mark(u64::from(index));
         self.rtcp_state.set(ssrc, w)?;
         Ok(plain_len)
     }
@@ -710,12 +661,12 @@ mod tests {
         let mut w = Window::new(1000);
         assert!(!w.fresh(1000));
         assert!(w.fresh(1001) && w.fresh(999));
-        w.accept(1200);
+        w.mark(1200);
         assert!(!w.fresh(1200) && !w.fresh(1000), "older than the window");
         assert!(w.fresh(1100));
-        w.accept(1100);
+        w.mark(1100);
         assert!(!w.fresh(1100));
-        w.accept(100_000);
+        w.mark(100_000);
         assert!(!w.fresh(1200) && w.fresh(99_999));
     }
 

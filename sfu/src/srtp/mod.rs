@@ -8,6 +8,7 @@
 mod inplace;
 mod outbound;
 mod rtc;
+mod window;
 
 pub use inplace::{derive as derive_session_key, InPlaceSrtp, MAX_SSRCS};
 pub use outbound::{

@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::window::IndexWindow;
 use super::SrtpError;
 
 /// SSRCs with full outbound state (tier 1). Below `MAX_SSRCS` (the inbound cap) so that the
@@ -38,8 +39,6 @@ pub const MAX_RETIRED: usize = 768;
 pub const FILTER_BITS: usize = 1 << 18;
 /// Bits set per SSRC in the filter.
 const FILTER_HASHES: usize = 4;
-/// Window of used indices tracked below the highest; a packet later than this is refused.
-const WINDOW: u64 = 64;
 /// `Used::top` of an SSRC that has sent no RTP yet.
 const NO_RTP: u64 = u64::MAX;
 /// The last SRTCP index (31 bits); past it the SSRC's SRTCP is refused.
@@ -59,52 +58,9 @@ pub struct OutboundState {
     pub heap_bytes: usize,
 }
 
-/// Which RTP indices an outbound SSRC has used: `top` and the 64 below it (bit `d` set =
-/// `top - d` used); anything older counts as used.
-#[derive(Debug, Clone, Copy)]
-struct Used {
-    top: u64,
-    bits: u64,
-}
-
-impl Used {
-    fn fresh(&self, index: u64) -> bool {
-        if index > self.top {
-            return true;
-        }
-        let d = self.top - index;
-        d < WINDOW && self.bits & (1u64 << d) == 0
-    }
-    fn mark(&mut self, index: u64) {
-        if index > self.top {
-            let shift = index - self.top;
-            self.bits = if shift >= WINDOW { 0 } else { self.bits << shift };
-            self.bits |= 1;
-            self.top = index;
-        } else if self.top - index < WINDOW {
-            self.bits |= 1u64 << (self.top - index);
-        }
-    }
-    /// RFC 3711 Appendix A: the packet index for `seq`, guessing the ROC from `top`. `None`
-    /// below index 0 or past the 32-bit ROC.
-    fn estimate(&self, seq: u16) -> Option<u64> {
-        let roc = self.top >> 16;
-        let s_l = (self.top & 0xffff) as i32;
-        let s = i32::from(seq);
-        let v = if s_l < 0x8000 {
-            if s - s_l > 0x8000 {
-                roc.checked_sub(1)?
-            } else {
-                roc
-            }
-        } else if s_l - 0x8000 > s {
-            roc + 1
-        } else {
-            roc
-        };
-        (v <= u64::from(u32::MAX)).then_some((v << 16) | u64::from(seq))
-    }
-}
+/// Which RTP indices an outbound SSRC has used: `top` and the 64 below it; anything older
+/// counts as used.
+type Used = IndexWindow<u64>;
 
 #[derive(Debug, Clone, Copy)]
 struct Active {
@@ -208,10 +164,7 @@ impl Outbound {
             let entry = if let Some(r) = self.retired.remove(&ssrc) {
                 Active {
                     // Everything up to the old highest index counts as used.
-                    rtp: Used {
-                        top: r.rtp_top,
-                        bits: u64::MAX,
-                    },
+                    rtp: Used::all_seen(r.rtp_top),
                     rtcp_next: r.rtcp_next,
                     last: now,
                 }
