@@ -233,19 +233,7 @@ mod tests {
     /// A STUN binding request whose USERNAME starts with `ufrag` (routed by it, before any
     /// integrity check).
     fn stun_request(ufrag: &str) -> BytesMut {
-        let username = format!("{ufrag}:remote");
-        let mut attrs = vec![0x00, 0x06];
-        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attrs.extend_from_slice(username.as_bytes());
-        while attrs.len() % 4 != 0 {
-            attrs.push(0);
-        }
-        let mut m = vec![0x00, 0x01];
-        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        m.extend_from_slice(&[7; 12]);
-        m.extend_from_slice(&attrs);
-        BytesMut::from(&m[..])
+        crate::shard::test_support::stun_binding(&format!("{ufrag}:remote"), 7)
     }
 
     /// A panic in one conference's timers removes it; the other conference's timers still run

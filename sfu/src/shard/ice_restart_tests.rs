@@ -2,6 +2,7 @@
 //! rtc-ice agent playing the client (ICE controlled), datagrams passed in memory on a
 //! simulated clock.
 
+use super::test_support::{shard_with_endpoint, stun_binding};
 use super::*;
 
 const BRIDGE: &str = "127.0.0.1:10000";
@@ -117,50 +118,14 @@ impl Setup {
     }
 }
 
-fn bare_stun(username: &str) -> BytesMut {
-    let mut attrs = vec![0x00, 0x06];
-    attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    attrs.extend_from_slice(username.as_bytes());
-    while attrs.len() % 4 != 0 {
-        attrs.push(0);
-    }
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-    m.extend_from_slice(&[9; 12]);
-    m.extend_from_slice(&attrs);
-    BytesMut::from(&m[..])
-}
-
 /// A shard with one endpoint (bridge ICE-controlling) and a client agent connected to it.
 fn connected() -> (Setup, LocalTransport) {
-    let now = Instant::now();
-    let clock = ClockAnchor {
-        instant: now,
-        system: SystemTime::now(),
-    };
     let config = SfuConfig {
         rng_seed: Some(48),
         ..SfuConfig::default()
     };
-    let mut s = Shard::new(config, addr(BRIDGE), clock).expect("shard");
+    let (mut s, now, bridge) = shard_with_endpoint(config, addr(BRIDGE));
     let (conf, ep) = (ConferenceId(1), EndpointId(1));
-    assert!(s.handle_command(now, Command::CreateConference { conf }).is_ok());
-    let created = s.handle_command(
-        now,
-        Command::CreateEndpoint {
-            conf,
-            ep,
-            ice_controlling: true,
-            sctp: false,
-            visitor: false,
-            name: "ep1".into(),
-            ssrc_rewriting: false,
-        },
-    );
-    let Ok(Reply::EndpointCreated(bridge)) = created else {
-        panic!("CreateEndpoint: {created:?}");
-    };
     let provider = rtc_dtls::crypto_provider::default_provider().expect("crypto provider");
     let (cu, cp) = ("clientufrag0".to_owned(), rtc_ice::rand::generate_pwd());
     let mut client = crate::endpoint::new_agent(
@@ -210,29 +175,8 @@ fn connected() -> (Setup, LocalTransport) {
 /// Before ICE connected there is nothing to restart: the current credentials, no generation.
 #[test]
 fn restart_before_connect_answers_current_credentials() {
-    let now = Instant::now();
-    let clock = ClockAnchor {
-        instant: now,
-        system: SystemTime::now(),
-    };
-    let mut s = Shard::new(SfuConfig::default(), addr(BRIDGE), clock).expect("shard");
+    let (mut s, now, bridge) = shard_with_endpoint(SfuConfig::default(), addr(BRIDGE));
     let (conf, ep) = (ConferenceId(1), EndpointId(1));
-    assert!(s.handle_command(now, Command::CreateConference { conf }).is_ok());
-    let created = s.handle_command(
-        now,
-        Command::CreateEndpoint {
-            conf,
-            ep,
-            ice_controlling: true,
-            sctp: false,
-            visitor: false,
-            name: "ep1".into(),
-            ssrc_rewriting: false,
-        },
-    );
-    let Ok(Reply::EndpointCreated(bridge)) = created else {
-        panic!("CreateEndpoint: {created:?}");
-    };
     let r = s.handle_command(now, Command::RestartIce { conf, ep });
     assert_eq!(
         r,
@@ -278,7 +222,7 @@ fn ice_restart_switches_credentials_and_refuses_the_old_ufrag() {
     // the agent (stun_rejected), not refused by the demux.
     let rejected = t.drops("stun_rejected");
     for u in [&bridge.ufrag, &new.ufrag] {
-        t.s.handle_datagram(t.now, addr(BRIDGE), addr(PEER), bare_stun(&format!("{u}:x")));
+        t.s.handle_datagram(t.now, addr(BRIDGE), addr(PEER), stun_binding(&format!("{u}:x"), 9));
     }
     assert_eq!(t.drops("stun_rejected"), rejected + 2);
     assert_eq!(t.drops("stale_ufrag"), 0);
@@ -316,11 +260,16 @@ fn ice_restart_switches_credentials_and_refuses_the_old_ufrag() {
         t.now,
         addr(BRIDGE),
         addr(PEER),
-        bare_stun(&format!("{}:x", bridge.ufrag)),
+        stun_binding(&format!("{}:x", bridge.ufrag), 9),
     );
     assert_eq!(t.drops("stale_ufrag"), 1);
     let rejected = t.drops("stun_rejected");
-    t.s.handle_datagram(t.now, addr(BRIDGE), addr(PEER), bare_stun(&format!("{}:x", new.ufrag)));
+    t.s.handle_datagram(
+        t.now,
+        addr(BRIDGE),
+        addr(PEER),
+        stun_binding(&format!("{}:x", new.ufrag), 9),
+    );
     assert_eq!(t.drops("stun_rejected"), rejected + 1);
     // Consent keeps working on the new credentials, and the old one stays refused.
     let stale = t.drops("stale_ufrag");
@@ -339,10 +288,15 @@ fn ice_restart_switches_credentials_and_refuses_the_old_ufrag() {
         t.now,
         addr(BRIDGE),
         addr(PEER),
-        bare_stun(&format!("{}:x", bridge.ufrag)),
+        stun_binding(&format!("{}:x", bridge.ufrag), 9),
     );
     assert_eq!(t.drops("unknown_ufrag"), 1);
-    t.s.handle_datagram(t.now, addr(BRIDGE), addr(PEER), bare_stun(&format!("{}:x", new.ufrag)));
+    t.s.handle_datagram(
+        t.now,
+        addr(BRIDGE),
+        addr(PEER),
+        stun_binding(&format!("{}:x", new.ufrag), 9),
+    );
     assert_eq!(t.drops("stale_ufrag"), stale + 1);
 
     // Expiry forgets every ufrag of the endpoint.
