@@ -71,6 +71,8 @@ pub struct ClockAnchor {
 mod guard;
 #[cfg(test)]
 mod ice_restart_tests;
+#[cfg(test)]
+mod test_support;
 
 type Key = (ConferenceId, EndpointId);
 
@@ -3021,18 +3023,7 @@ mod tests {
     }
 
     fn stun_request(username: &str) -> BytesMut {
-        let mut attrs = vec![0x00, 0x06];
-        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attrs.extend_from_slice(username.as_bytes());
-        while attrs.len() % 4 != 0 {
-            attrs.push(0);
-        }
-        let mut m = vec![0x00, 0x01];
-        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        m.extend_from_slice(&[1; 12]);
-        m.extend_from_slice(&attrs);
-        BytesMut::from(&m[..])
+        test_support::stun_binding(username, 1)
     }
 
     fn drops(s: &Shard, reason: &str) -> u64 {
@@ -3297,14 +3288,8 @@ mod tests {
         s.by_addr.insert(addr, (conf, EndpointId(ep)));
     }
 
-    /// Datagrams handed over together (one `recvmmsg` batch, one `now`) keep the kernel's
-    /// arrival spacing in the transport-cc feedback the sender gets.
-    #[test]
-    fn transport_cc_records_kernel_arrival_times() {
-        let (mut s, now) = shard(SfuConfig::default());
-        let c = ConferenceId(1);
-        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
-        assert!(create(&mut s, now, 1, 1).is_ok());
+    /// Signal Opus (PT 111) with `extensions` for endpoint `ep` of conference 1.
+    fn set_opus(s: &mut Shard, now: Instant, ep: u32, extensions: Vec<crate::control::RtpExtension>) {
         let media = crate::control::MediaDescription {
             kind: MediaKind::Audio,
             payload_types: vec![crate::control::PayloadType {
@@ -3314,17 +3299,29 @@ mod tests {
                 apt: None,
                 feedback: vec![],
             }],
-            extensions: vec![crate::control::RtpExtension {
-                id: 5,
-                uri: crate::negotiated::URI_TRANSPORT_CC.into(),
-            }],
+            extensions,
         };
         let cmd = Command::SetMedia {
-            conf: c,
-            ep: EndpointId(1),
+            conf: ConferenceId(1),
+            ep: EndpointId(ep),
             media,
         };
         assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+    }
+
+    /// Datagrams handed over together (one `recvmmsg` batch, one `now`) keep the kernel's
+    /// arrival spacing in the transport-cc feedback the sender gets.
+    #[test]
+    fn transport_cc_records_kernel_arrival_times() {
+        let (mut s, now) = shard(SfuConfig::default());
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        let twcc = crate::control::RtpExtension {
+            id: 5,
+            uri: crate::negotiated::URI_TRANSPORT_CC.into(),
+        };
+        set_opus(&mut s, now, 1, vec![twcc]);
         connect_plain(&mut s, c, 1);
         let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
         // Five packets that arrived 10 ms apart, all read at `batch_at`.
@@ -3391,23 +3388,7 @@ mod tests {
         }
         create_rewriting(&mut s, now, 1, 4);
         for ep in 1..=4 {
-            let media = crate::control::MediaDescription {
-                kind: MediaKind::Audio,
-                payload_types: vec![crate::control::PayloadType {
-                    pt: 111,
-                    name: "opus".into(),
-                    clock_rate: 48_000,
-                    apt: None,
-                    feedback: vec![],
-                }],
-                extensions: vec![],
-            };
-            let cmd = Command::SetMedia {
-                conf: c,
-                ep: EndpointId(ep),
-                media,
-            };
-            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            set_opus(&mut s, now, ep, vec![]);
             connect_plain(&mut s, c, ep);
         }
         {
@@ -3895,25 +3876,7 @@ mod tests {
         let c = ConferenceId(1);
         let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
         assert!(s.handle_command(t, Command::CreateConference { conf: c }).is_ok());
-        let set_media = |s: &mut Shard, ep: u32, t: Instant| {
-            let media = crate::control::MediaDescription {
-                kind: MediaKind::Audio,
-                payload_types: vec![crate::control::PayloadType {
-                    pt: 111,
-                    name: "opus".into(),
-                    clock_rate: 48_000,
-                    apt: None,
-                    feedback: vec![],
-                }],
-                extensions: vec![],
-            };
-            let cmd = Command::SetMedia {
-                conf: c,
-                ep: EndpointId(ep),
-                media,
-            };
-            assert_eq!(s.handle_command(t, cmd), Ok(Reply::Done));
-        };
+        let set_media = |s: &mut Shard, ep: u32, t: Instant| set_opus(s, t, ep, vec![]);
         // The receiver: the bridge's side protects for real, a `browser` session per lifecycle
         // unprotects (ours caps inbound SSRCs at 1,024 as any receiver's state must be capped).
         const RX: u32 = 1;
