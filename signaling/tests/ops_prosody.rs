@@ -15,8 +15,6 @@ mod support;
 #[path = "../../sfu/tests/common/mod.rs"]
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,24 +24,11 @@ use tokio::net::UdpSocket;
 
 use common::{payload, Client};
 use minidom::Element;
-use sfu::control::{CandidateKind, LocalCandidate, LocalTransport};
 use signaling::xmpp::{IqType, PresenceEvent, SendIqError};
+use support::colibri::*;
 use support::{ice_check, Prosody, TestFocus, BREWERY, JVB};
 
 const PALIM: &str = env!("CARGO_BIN_EXE_palim");
-const COLIBRI2: &str = "jitsi:colibri2";
-const ICE_UDP: &str = "urn:xmpp:jingle:transports:ice-udp:1";
-const DTLS: &str = "urn:xmpp:jingle:apps:dtls:0";
-const SSMA: &str = "urn:xmpp:jingle:apps:rtp:ssma:0";
-const RTP: &str = "urn:xmpp:jingle:apps:rtp:1";
-const IQ_WAIT: Duration = Duration::from_secs(15);
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral loopback port")
-        .port()
-}
 
 // ------------------------------------------------------------------------------------------
 // The palim binary against the test Prosody.
@@ -230,82 +215,8 @@ async fn setup(test: &str, nick: &str) -> Option<(Prosody, TestFocus, PalimProce
 // ------------------------------------------------------------------------------------------
 // Colibri2 as Jicofo sends it (a minimal offer: opus and VP8), and str0m clients.
 
-fn parse(xml: &str) -> Element {
-    xml.parse().unwrap_or_else(|e| panic!("test XML ({e}): {xml}"))
-}
-
-fn conference_modify(meeting_id: &str, create_name: Option<&str>, inner: &str) -> Element {
-    let create = match create_name {
-        Some(name) => format!(r#" name="{name}" create="true""#),
-        None => String::new(),
-    };
-    parse(&format!(
-        r#"<conference-modify xmlns="{COLIBRI2}" meeting-id="{meeting_id}"{create}>{inner}</conference-modify>"#
-    ))
-}
-
-fn endpoint_create(id: &str) -> String {
-    format!(
-        r#"<endpoint xmlns="{COLIBRI2}" id="{id}" create="true" stats-id="{id}-s"><media type="audio"><payload-type xmlns="{RTP}" id="111" name="opus" clockrate="48000" channels="2"/></media><media type="video"><payload-type xmlns="{RTP}" id="100" name="VP8" clockrate="90000"/></media><transport xmlns="{COLIBRI2}" ice-controlling="true"><sctp xmlns="{COLIBRI2}"/></transport><sources/><capability name="source-names"/></endpoint>"#
-    )
-}
-
-fn colon_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
-
-/// The bridge's transport from an allocation answer.
-fn bridge_transport(modified: &Element) -> LocalTransport {
-    let ice = modified
-        .children()
-        .find(|c| c.is("endpoint", COLIBRI2))
-        .and_then(|e| e.get_child("transport", COLIBRI2))
-        .and_then(|t| t.get_child("transport", ICE_UDP))
-        .expect("allocation answer has an ICE transport");
-    let fp = ice
-        .children()
-        .find(|c| c.is("fingerprint", DTLS))
-        .expect("fingerprint")
-        .text();
-    let candidates = ice
-        .children()
-        .filter(|c| c.is("candidate", ICE_UDP))
-        .map(|c| LocalCandidate {
-            addr: SocketAddr::new(
-                c.attr("ip")
-                    .and_then(|s| s.parse::<IpAddr>().ok())
-                    .expect("candidate ip"),
-                c.attr("port").and_then(|s| s.parse().ok()).expect("candidate port"),
-            ),
-            priority: c.attr("priority").and_then(|s| s.parse().ok()).unwrap_or(1),
-            foundation: c.attr("foundation").unwrap_or("1").to_owned(),
-            kind: CandidateKind::Host,
-            related: None,
-        })
-        .collect();
-    LocalTransport {
-        ufrag: ice.attr("ufrag").unwrap_or_default().to_owned(),
-        pwd: ice.attr("pwd").unwrap_or_default().to_owned(),
-        fingerprint_sha256: fp,
-        candidates,
-    }
-}
-
 async fn modify(focus: &TestFocus, palim: &PalimProcess, what: &str, req: Element) -> Element {
-    match focus.client.send_iq(&palim.occupant(), IqType::Get, req, IQ_WAIT).await {
-        Ok(Some(el)) if el.is("conference-modified", COLIBRI2) => el,
-        other => panic!(
-            "{what}: expected conference-modified, got {other:?}; log:\n{}",
-            palim.logs()
-        ),
-    }
-}
-
-fn audio_ssrc(tag: u8) -> u32 {
-    0x1000_0000 + u32::from(tag)
-}
-fn video_ssrc(tag: u8) -> u32 {
-    0x2000_0000 + u32::from(tag)
+    modify_at(focus, &palim.occupant(), what, req, || palim.logs()).await
 }
 
 struct Peer {

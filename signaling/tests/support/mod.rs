@@ -24,6 +24,8 @@ pub const FOCUS: (&str, &str) = ("focus", "focuspass");
 pub const JVB: (&str, &str) = ("jvb", "jvbpass");
 pub const INTRUDER: (&str, &str) = ("intruder", "intruderpass");
 
+pub mod colibri;
+
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/prosody/start-prosody.sh");
 
 /// Logs to the test output when `RUST_LOG` is set.
