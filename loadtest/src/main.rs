@@ -9,6 +9,7 @@ mod check;
 mod churn;
 mod endpoint;
 mod focus;
+mod jitter;
 mod janus;
 mod link;
 mod metrics;
