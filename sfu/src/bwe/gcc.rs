@@ -52,6 +52,10 @@ const ACK_BUCKETS: usize = 10;
 /// buckets, as libwebrtc's 150 ms rate window), so a decrease after a capacity step down uses
 /// the new capacity, not a 500 ms average still dominated by the old one.
 const RECENT_BUCKETS: i64 = 3;
+/// A decrease at least this long after the previous one is isolated: its base ignores a noisy
+/// 150 ms window ([`decrease_base`]); one sooner (the queue did not drain: the capacity fell)
+/// uses the raw window, so repeated overuse after a step down is followed as fast as before.
+const ISOLATED: Duration = Duration::from_secs(1);
 /// Probe clusters tracked at once.
 const MAX_CLUSTERS: usize = 4;
 
@@ -291,9 +295,19 @@ impl Aimd {
         (avg_packet_bits / response).max(MIN_ADDITIVE_BPS_PER_S)
     }
 
-    /// `acked`: acknowledged rate over 500 ms (limits increases); `recent`: the base of a
-    /// decrease (see [`decrease_base`]: what the link delivers now).
-    fn update(&mut self, usage: BandwidthUsage, acked: Option<f64>, recent: Option<f64>, rtt: Duration, now: Instant) {
+    /// `acked`: acknowledged rate over 500 ms (limits increases); `recent`: over the last
+    /// 150 ms (the base of a decrease that follows another within [`ISOLATED`]: when queues
+    /// keep building, it is what the link delivers now); `robust`: the base of an isolated
+    /// decrease (see [`decrease_base`]).
+    fn update(
+        &mut self,
+        usage: BandwidthUsage,
+        acked: Option<f64>,
+        recent: Option<f64>,
+        robust: Option<f64>,
+        rtt: Duration,
+        now: Instant,
+    ) {
         match usage {
             BandwidthUsage::Normal => {
                 if self.state == RateState::Hold {
@@ -337,7 +351,10 @@ impl Aimd {
                 let recently = self
                     .last_decrease
                     .is_some_and(|t| now.saturating_duration_since(t) < interval);
-                let throughput = recent.or(acked);
+                let isolated = self
+                    .last_decrease
+                    .is_none_or(|t| now.saturating_duration_since(t) >= ISOLATED);
+                let throughput = if isolated { robust.or(recent) } else { recent }.or(acked);
                 // The 500 ms rate: a 150 ms window of bursty, application-limited traffic is
                 // too noisy to skip the once-per-RTT limit on.
                 let collapsed = acked.is_some_and(|a| a < 0.5 * self.bps);
@@ -680,8 +697,9 @@ impl SendSideBwe {
                 self.stats.probe_results += 1;
             }
             _ => {
-                let base = decrease_base(self.recent_bps, self.recent_peak_bps, self.acked_bps);
-                self.aimd.update(usage, self.acked_bps, base, rtt, now)
+                let robust = decrease_base(self.recent_bps, self.recent_peak_bps, self.acked_bps);
+                self.aimd
+                    .update(usage, self.acked_bps, self.recent_bps, robust, rtt, now)
             }
         }
         self.stats.delay_based_bps = self.aimd.bps as u64;
@@ -887,18 +905,19 @@ impl SendSideBwe {
     }
 }
 
-/// The throughput an overuse decrease multiplies by β. libwebrtc uses a smoothed acknowledged
-/// rate; this estimator used the raw last 150 ms (`recent`), which application-limited traffic
-/// (the bridge's frame bursts, 15 ms padding ticks, probe gaps, a host's scheduling stalls)
-/// makes noisy even on a saturated link: with 5 % loss and 100 ms RTT the decreases landed at
-/// 0.85 × a dip and the estimate 30–35 % below a 2 Mbit/s link (docs/bwe.md). Now:
+/// The throughput an *isolated* overuse decrease (see [`ISOLATED`]) multiplies by β.
+/// libwebrtc uses a smoothed acknowledged rate; this estimator used the raw last 150 ms
+/// (`recent`), which application-limited traffic (the bridge's frame bursts, 15 ms padding
+/// ticks, probe gaps, a host's scheduling stalls) makes noisy even on a saturated link: with
+/// 5 % loss and 100 ms RTT the decreases landed at 0.85 × a dip and the estimate 30–35 % below
+/// a 2 Mbit/s link (docs/bwe.md). Now:
 /// * `recent` less than half the 500 ms rate (`acked`): the link's capacity fell (a step
-///   down): `recent` as it is, so step-down detection is unchanged;
+///   down): `recent` as it is;
 /// * `recent` within 1 − β (15 %) of the highest 150 ms window of the last 500 ms (`peak`):
 ///   the peak (β × peak is still at most `recent`: the link delivered that much just now);
 /// * otherwise the larger of `recent` and `acked` (a dip of the last 150 ms alone does not
-///   set the base; if the overuse persists, the next decrease, one RTT later, uses the
-///   500 ms rate which by then has moved).
+///   set the base).
+/// If the overuse persists, the next decrease (one RTT later, not isolated) uses `recent`.
 fn decrease_base(recent: Option<f64>, peak: Option<f64>, acked: Option<f64>) -> Option<f64> {
     let Some(r) = recent else { return acked };
     if acked.is_some_and(|a| r < 0.5 * a) {
