@@ -917,6 +917,7 @@ impl SendSideBwe {
 ///   the peak (β × peak is still at most `recent`: the link delivered that much just now);
 /// * otherwise the larger of `recent` and `acked` (a dip of the last 150 ms alone does not
 ///   set the base).
+///
 /// If the overuse persists, the next decrease (one RTT later, not isolated) uses `recent`.
 fn decrease_base(recent: Option<f64>, peak: Option<f64>, acked: Option<f64>) -> Option<f64> {
     let Some(r) = recent else { return acked };

@@ -445,7 +445,12 @@ fn app_limited_random_loss_and_rtt() {
                 .filter(|(ms, _)| *ms >= 10_000)
                 .map(|(ms, e)| ((*e as f64 - 2e6).abs() / 2e6, *ms))
                 .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
-            let low = t.iter().filter(|(ms, _)| *ms >= 10_000).map(|(_, e)| *e).min().unwrap_or(0);
+            let low = t
+                .iter()
+                .filter(|(ms, _)| *ms >= 10_000)
+                .map(|(_, e)| *e)
+                .min()
+                .unwrap_or(0);
             eprintln!(
                 "jitter {jitter_ms} ms, seed {seed}: worst {:.1} % off from 10 s (at {worst_ms} ms), lowest {:.2} Mbit/s",
                 worst * 100.0,
@@ -482,7 +487,10 @@ fn moderate_step_down() {
                 .find(|(ms, e)| *ms >= 15_000 && *e < 1_400_000)
                 .map(|(ms, _)| ms - 15_000);
             eprintln!("bursty {bursty}, seed {seed}: below 1.4 Mbps after {down:?} ms");
-            assert!(down.is_some_and(|d| d <= 2_000), "bursty {bursty}, seed {seed}: {down:?}");
+            assert!(
+                down.is_some_and(|d| d <= 2_000),
+                "bursty {bursty}, seed {seed}: {down:?}"
+            );
         }
     }
 }
