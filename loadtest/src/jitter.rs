@@ -20,9 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-/// How long a gap is waited for: one NACK round trip at 100 ms RTT (str0m NACKs within 33 ms,
-/// retries after RTT + 5 ms) with room for a second try at lower RTTs; a browser's jitter buffer
-/// waits at least this long on a lossy link.
+/// How long a gap is waited for (from the oldest held packet's arrival): str0m NACKs within
+/// 33 ms and retries after RTT + 5 ms, so at 100 ms RTT (plus queueing on a 2 Mbit/s link) two
+/// repair rounds fit; with 300 ms, 1–2 repairs per 22 s run arrived just too late and cost a
+/// PLI each. A browser's jitter buffer waits about as long on a lossy link.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(500);
 /// Sequence numbers held ahead of the next one to release (about 2.5 s of 2 Mbit/s video).
 pub const DEFAULT_CAPACITY: usize = 512;
