@@ -23,6 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::focus::{BridgeTransport, ClientTransport};
+use crate::jitter::{JitterBuffer, JitterStats, DEFAULT_CAPACITY, DEFAULT_MAX_WAIT};
 use crate::link::{Link, LinkStats};
 use crate::metrics::{Bin, Collector};
 use crate::scenario::{Codec, LinkPair, ReceiverConstraints};
@@ -188,6 +189,8 @@ pub struct EndpointReport {
     pub keyframe_requests_sent: u64,
     /// Per video sender (global index): the height of the layer received last (0: none).
     pub layers: Vec<(u32, u32)>,
+    /// The receive jitter buffers' counters, summed over the video SSRCs.
+    pub jitter: JitterStats,
     pub uplink: LinkStats,
     pub downlink: LinkStats,
 }
@@ -265,6 +268,23 @@ struct RxState {
     /// as the receiver's RTP stack sees it (what an RR's fraction lost counts: the bridge's
     /// forwarded stream, after retransmissions, independent of layer switches).
     rtp_max_seq: HashMap<u32, u64>,
+    /// Per received video SSRC: the reorder buffer in front of its `VideoCheck` (a browser's
+    /// jitter buffer waits for NACKed retransmissions; see `jitter`).
+    jitter: HashMap<u32, JitterBuffer<RxVideo>>,
+    /// Packets released by a jitter buffer, reused.
+    released: Vec<RxVideo>,
+}
+
+/// A received video packet on its way through the jitter buffer to the frame checker.
+struct RxVideo {
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    /// str0m's buffer, shared (no copy).
+    payload: Arc<[u8]>,
+    dd: Option<Vec<u8>>,
+    /// The sending endpoint, from the tracking header (`None`: no valid header).
+    sender: Option<u32>,
 }
 
 struct StreamRx {
@@ -426,6 +446,9 @@ impl Endpoint {
                     wake = wake.min(t);
                 }
             }
+            for t in self.rx.jitter.values().filter_map(|j| j.next_deadline()) {
+                wake = wake.min(t);
+            }
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     let (n, source) = r.context("recv")?;
@@ -496,6 +519,7 @@ impl Endpoint {
         while let Some(p) = self.uplink.as_mut().and_then(|l| l.poll(now)) {
             let _ = self.socket.try_send_to(&p, self.remote);
         }
+        self.poll_jitter(now);
         if self.next_switch_at().is_some_and(|t| now >= t) {
             self.send_switch(now);
         }
@@ -714,49 +738,95 @@ impl Endpoint {
                     }
                     self.bin.rtp_received += 1;
                 }
-                let frame = if video {
-                    let dd = h.ext_vals.user_values.get::<DdBytes>().map(|d| d.0.as_slice());
-                    let codec = self.codec;
-                    let check = self.rx.checks.entry(*h.ssrc).or_insert_with(|| VideoCheck::new(codec));
-                    let result = check.on_packet(h.sequence_number, h.timestamp, h.marker, &p.payload, dd);
-                    let undecodable = check.needs_keyframe();
-                    // A browser asks for a keyframe when it cannot decode: nothing to start from
-                    // yet, or media arriving but no frame completed for a second (unrecovered loss).
-                    let last_done = self.rx.last_done.entry(*h.ssrc).or_insert(now);
-                    if let Ok(Some(f)) = &result {
-                        *last_done = now;
-                        if self.last_switch.is_some() {
-                            self.report.frames_after_last_switch += 1;
-                        }
-                        if f.height > 0 {
-                            let prev = self.rx.last_height.insert(*h.ssrc, f.height);
-                            if prev.is_some_and(|p| p != f.height) {
-                                self.report.switches_observed += 1;
-                            }
-                        }
+                // Packet-level accounting (counters, tracking loss, latency) at arrival.
+                let sender = self.on_media(now, &p.payload, video);
+                if video {
+                    let ssrc = *h.ssrc;
+                    let pkt = RxVideo {
+                        seq: h.sequence_number,
+                        ts: h.timestamp,
+                        marker: h.marker,
+                        dd: h.ext_vals.user_values.get::<DdBytes>().map(|d| d.0.clone()),
+                        sender,
+                        payload: p.payload,
+                    };
+                    let mut out = std::mem::take(&mut self.rx.released);
+                    self.rx
+                        .jitter
+                        .entry(ssrc)
+                        .or_insert_with(|| JitterBuffer::new(DEFAULT_MAX_WAIT, DEFAULT_CAPACITY))
+                        .push(pkt.seq, now, pkt, &mut out);
+                    for pkt in out.drain(..) {
+                        self.on_video_released(now, ssrc, pkt);
                     }
-                    let stalled = now.saturating_duration_since(*last_done) > Duration::from_secs(1);
-                    if undecodable || stalled {
-                        self.ask_keyframe(now, *h.ssrc);
-                    }
-                    match result {
-                        Ok(done) => done,
-                        Err(v) => {
-                            self.bin.violations += 1;
-                            self.report.violations += 1;
-                            *self.report.violation_kinds.entry(v.kind().to_string()).or_default() += 1;
-                            if self.report.violations <= 3 {
-                                tracing::info!(index = self.index, ssrc = *h.ssrc, violation = ?v, "stream violation");
-                            }
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                self.on_media(now, &p.payload, video.then_some((*h.ssrc, frame)));
+                    self.rx.released = out;
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Release what the jitter buffers stopped waiting for.
+    fn poll_jitter(&mut self, now: Instant) {
+        let mut out = std::mem::take(&mut self.rx.released);
+        let due: Vec<u32> = self
+            .rx
+            .jitter
+            .iter()
+            .filter(|(_, j)| j.next_deadline().is_some_and(|d| d <= now))
+            .map(|(s, _)| *s)
+            .collect();
+        for ssrc in due {
+            if let Some(j) = self.rx.jitter.get_mut(&ssrc) {
+                j.poll(now, &mut out);
+            }
+            for pkt in out.drain(..) {
+                self.on_video_released(now, ssrc, pkt);
+            }
+        }
+        self.rx.released = out;
+    }
+
+    /// A video packet out of the jitter buffer, in sequence order: the frame checker, keyframe
+    /// requests, and frame/freeze/layer accounting.
+    fn on_video_released(&mut self, now: Instant, ssrc: u32, pkt: RxVideo) {
+        let codec = self.codec;
+        let check = self.rx.checks.entry(ssrc).or_insert_with(|| VideoCheck::new(codec));
+        let result = check.on_packet(pkt.seq, pkt.ts, pkt.marker, &pkt.payload, pkt.dd.as_deref());
+        let undecodable = check.needs_keyframe();
+        // A browser asks for a keyframe when it cannot decode: nothing to start from
+        // yet, or media arriving but no frame completed for a second (unrecovered loss).
+        let last_done = self.rx.last_done.entry(ssrc).or_insert(now);
+        if let Ok(Some(f)) = &result {
+            *last_done = now;
+            if self.last_switch.is_some() {
+                self.report.frames_after_last_switch += 1;
+            }
+            if f.height > 0 {
+                let prev = self.rx.last_height.insert(ssrc, f.height);
+                if prev.is_some_and(|p| p != f.height) {
+                    self.report.switches_observed += 1;
+                }
+            }
+        }
+        let stalled = now.saturating_duration_since(*last_done) > Duration::from_secs(1);
+        if undecodable || stalled {
+            self.ask_keyframe(now, ssrc);
+        }
+        let frame = match result {
+            Ok(done) => done,
+            Err(v) => {
+                self.bin.violations += 1;
+                self.report.violations += 1;
+                *self.report.violation_kinds.entry(v.kind().to_string()).or_default() += 1;
+                if self.report.violations <= 3 {
+                    tracing::info!(index = self.index, ssrc, violation = ?v, "stream violation");
+                }
+                None
+            }
+        };
+        if let (Some(sender), Some(frame)) = (pkt.sender, frame) {
+            self.on_frame(now, ssrc, sender, frame);
         }
     }
 
@@ -773,15 +843,16 @@ impl Endpoint {
         }
     }
 
-    /// One RTP packet through the bridge: latency, loss, and for video (its SSRC and the frame it
-    /// completed, if any) frames, freezes and the layer received.
-    fn on_media(&mut self, now: Instant, payload: &[u8], video: Option<(u32, Option<FrameDone>)>) {
+    /// One RTP packet through the bridge, at arrival: packet counts, loss per stream id and
+    /// latency (network latency: measured at arrival, before the jitter buffer). For video,
+    /// returns the sending endpoint (from the tracking header).
+    fn on_media(&mut self, now: Instant, payload: &[u8], video: bool) -> Option<u32> {
         self.bin.rx_packets += 1;
         self.bin.rx_bytes += payload.len() as u64;
         self.report.received_packets += 1;
         let Some(t) = Tracking::read(payload) else {
             self.report.corrupt_packets += 1;
-            return;
+            return None;
         };
         if !t.intact {
             self.report.corrupt_packets += 1;
@@ -820,39 +891,47 @@ impl Endpoint {
         };
         self.bin.expected += expected;
         self.report.expected_packets += expected;
-        if let Some((ssrc, frame)) = video.filter(|_| t.stream.is_video()) {
-            let sender = self.rx.senders.entry(t.stream.sender()).or_insert(SenderRx {
-                last_frame: None,
-                heights: Vec::new(),
-                last_packet: now,
-                frozen: false,
-            });
-            sender.last_packet = now;
-            let Some(frame) = frame else { return };
-            if frame.height > 0 {
-                let h = u32::from(frame.height);
-                self.bin.frame_height_max = self.bin.frame_height_max.max(h);
-                if self.bin.frame_height_min == 0 || h < self.bin.frame_height_min {
-                    self.bin.frame_height_min = h;
-                }
-                match sender.heights.iter_mut().find(|h| h.0 == ssrc) {
-                    Some(h) => (h.1, h.2) = (u32::from(frame.height), now),
-                    None => sender.heights.push((ssrc, u32::from(frame.height), now)),
-                }
-            }
-            if let Some(last) = sender.last_frame {
-                let gap = now.saturating_duration_since(last);
-                if gap > FREEZE && !sender.frozen {
-                    self.bin.freezes += 1;
-                    self.report.freezes += 1;
-                }
-                self.report.longest_freeze_ms = self.report.longest_freeze_ms.max(gap.as_secs_f64() * 1000.0);
-            }
-            sender.frozen = false;
-            sender.last_frame = Some(now);
-            self.bin.frames += 1;
-            self.report.frames += 1;
+        if !(video && t.stream.is_video()) {
+            return None;
         }
+        let sender = self.rx.senders.entry(t.stream.sender()).or_insert(SenderRx {
+            last_frame: None,
+            heights: Vec::new(),
+            last_packet: now,
+            frozen: false,
+        });
+        sender.last_packet = now;
+        Some(t.stream.sender())
+    }
+
+    /// A frame of `sender` completed on `ssrc` (at jitter-buffer release): heights, freezes.
+    fn on_frame(&mut self, now: Instant, ssrc: u32, sender: u32, frame: FrameDone) {
+        let Some(sender) = self.rx.senders.get_mut(&sender) else {
+            return;
+        };
+        if frame.height > 0 {
+            let h = u32::from(frame.height);
+            self.bin.frame_height_max = self.bin.frame_height_max.max(h);
+            if self.bin.frame_height_min == 0 || h < self.bin.frame_height_min {
+                self.bin.frame_height_min = h;
+            }
+            match sender.heights.iter_mut().find(|h| h.0 == ssrc) {
+                Some(h) => (h.1, h.2) = (u32::from(frame.height), now),
+                None => sender.heights.push((ssrc, u32::from(frame.height), now)),
+            }
+        }
+        if let Some(last) = sender.last_frame {
+            let gap = now.saturating_duration_since(last);
+            if gap > FREEZE && !sender.frozen {
+                self.bin.freezes += 1;
+                self.report.freezes += 1;
+            }
+            self.report.longest_freeze_ms = self.report.longest_freeze_ms.max(gap.as_secs_f64() * 1000.0);
+        }
+        sender.frozen = false;
+        sender.last_frame = Some(now);
+        self.bin.frames += 1;
+        self.report.frames += 1;
     }
 
     /// Freezes that are still going on count once, when they pass the threshold.
@@ -908,6 +987,9 @@ impl Endpoint {
             .iter()
             .map(|v| (*v, self.rx.senders.get(v).map_or(0, |s| s.height(Instant::now()))))
             .collect();
+        for j in self.rx.jitter.values() {
+            r.jitter.add(&j.stats());
+        }
         r.uplink = self.uplink.as_ref().map(|l| l.stats()).unwrap_or_default();
         r.downlink = self.downlink.as_ref().map(|l| l.stats()).unwrap_or_default();
         self.report

@@ -10,6 +10,7 @@ mod churn;
 mod endpoint;
 mod focus;
 mod janus;
+mod jitter;
 mod link;
 mod metrics;
 mod report;

@@ -170,12 +170,11 @@ max_residual_loss_percent = 0.1
 }
 
 /// 2 Mbit/s downlink, 5 % random loss, 100 ms RTT: the bridge's estimate stays within 30 % of
-/// the capacity from 10 s into the measured window.
+/// the capacity from 10 s into the measured window. Passes since the harness receiver's jitter
+/// buffer (no more PLIs from RTX-repaired frames, so no keyframe bursts) and the estimator's
+/// robust base for isolated decreases (docs/bwe.md): 17.6–25.7 % off in 10 of 10 runs. On a
+/// heavily overloaded host (harness timer lag p99 > 10 ms) the estimate can still collapse.
 #[test]
-#[ignore = "bridge estimate too low: short runs after the bwe2 changes 55-77 % off (seed 3; full 30 s runs 34-39 % off, as before); \
-            the bridge sends only ~1.4 Mbit/s of the 2 Mbit/s (360p media + padding), unpaced keyframe bursts (27 PLIs \
-            in 22 s from the 5 % loss) read as overuse, and each delay-based decrease is 0.85 x that application-limited \
-            throughput (docs/bwe.md)"]
 fn bwe_lossy_rtt_estimate_near_capacity() {
     let checks = run(
         "lossy-rtt",

@@ -52,6 +52,10 @@ const ACK_BUCKETS: usize = 10;
 /// buckets, as libwebrtc's 150 ms rate window), so a decrease after a capacity step down uses
 /// the new capacity, not a 500 ms average still dominated by the old one.
 const RECENT_BUCKETS: i64 = 3;
+/// A decrease at least this long after the previous one is isolated: its base ignores a noisy
+/// 150 ms window ([`decrease_base`]); one sooner (the queue did not drain: the capacity fell)
+/// uses the raw window, so repeated overuse after a step down is followed as fast as before.
+const ISOLATED: Duration = Duration::from_secs(1);
 /// Probe clusters tracked at once.
 const MAX_CLUSTERS: usize = 4;
 
@@ -292,8 +296,18 @@ impl Aimd {
     }
 
     /// `acked`: acknowledged rate over 500 ms (limits increases); `recent`: over the last
-    /// 150 ms (the base of a decrease: when queues build, it is what the link delivers now).
-    fn update(&mut self, usage: BandwidthUsage, acked: Option<f64>, recent: Option<f64>, rtt: Duration, now: Instant) {
+    /// 150 ms (the base of a decrease that follows another within [`ISOLATED`]: when queues
+    /// keep building, it is what the link delivers now); `robust`: the base of an isolated
+    /// decrease (see [`decrease_base`]).
+    fn update(
+        &mut self,
+        usage: BandwidthUsage,
+        acked: Option<f64>,
+        recent: Option<f64>,
+        robust: Option<f64>,
+        rtt: Duration,
+        now: Instant,
+    ) {
         match usage {
             BandwidthUsage::Normal => {
                 if self.state == RateState::Hold {
@@ -337,7 +351,10 @@ impl Aimd {
                 let recently = self
                     .last_decrease
                     .is_some_and(|t| now.saturating_duration_since(t) < interval);
-                let throughput = recent.or(acked);
+                let isolated = self
+                    .last_decrease
+                    .is_none_or(|t| now.saturating_duration_since(t) >= ISOLATED);
+                let throughput = if isolated { robust.or(recent) } else { recent }.or(acked);
                 // The 500 ms rate: a 150 ms window of bursty, application-limited traffic is
                 // too noisy to skip the once-per-RTT limit on.
                 let collapsed = acked.is_some_and(|a| a < 0.5 * self.bps);
@@ -446,6 +463,9 @@ pub struct SendSideBwe {
     acked_bps: Option<f64>,
     /// Acknowledged rate over the last [`RECENT_BUCKETS`] buckets.
     recent_bps: Option<f64>,
+    /// The highest acknowledged rate of any [`RECENT_BUCKETS`] complete buckets in the
+    /// 500 ms window (with `recent_bps`), see [`decrease_base`].
+    recent_peak_bps: Option<f64>,
     clusters: [Cluster; MAX_CLUSTERS],
     next_cluster_slot: usize,
     rtt: Option<Duration>,
@@ -507,6 +527,7 @@ impl SendSideBwe {
             ack_last_us: 0,
             acked_bps: None,
             recent_bps: None,
+            recent_peak_bps: None,
             clusters: [Cluster::default(); MAX_CLUSTERS],
             next_cluster_slot: 0,
             rtt: None,
@@ -675,7 +696,11 @@ impl SendSideBwe {
                 }
                 self.stats.probe_results += 1;
             }
-            _ => self.aimd.update(usage, self.acked_bps, self.recent_bps, rtt, now),
+            _ => {
+                let robust = decrease_base(self.recent_bps, self.recent_peak_bps, self.acked_bps);
+                self.aimd
+                    .update(usage, self.acked_bps, self.recent_bps, robust, rtt, now)
+            }
         }
         self.stats.delay_based_bps = self.aimd.bps as u64;
         self.stats.acked_bps = self.acked_bps.map_or(0, |a| a as u64);
@@ -726,7 +751,23 @@ impl SendSideBwe {
                 .map(|(_, n)| n)
                 .sum();
             let recent_us = ((RECENT_BUCKETS - 1) * ACK_BUCKET_US + self.ack_last_us.rem_euclid(ACK_BUCKET_US)).max(1);
-            self.recent_bps = Some(recent as f64 * 8.0 * 1e6 / recent_us as f64);
+            let recent_bps = recent as f64 * 8.0 * 1e6 / recent_us as f64;
+            self.recent_bps = Some(recent_bps);
+            // Complete 150 ms windows ending before the newest bucket, within the 500 ms.
+            let mut peak = recent_bps;
+            for end in (newest - ACK_BUCKETS as i64 + RECENT_BUCKETS)..newest {
+                if end - RECENT_BUCKETS + 1 < first.div_euclid(ACK_BUCKET_US) {
+                    continue; // before the first acknowledged packet: not a whole window
+                }
+                let bytes: u64 = self
+                    .ack_buckets
+                    .iter()
+                    .filter(|(b, _)| *b > end - RECENT_BUCKETS && *b <= end)
+                    .map(|(_, n)| n)
+                    .sum();
+                peak = peak.max(bytes as f64 * 8.0 * 1e6 / (RECENT_BUCKETS * ACK_BUCKET_US) as f64);
+            }
+            self.recent_peak_bps = Some(peak);
         }
     }
 
@@ -862,6 +903,32 @@ impl SendSideBwe {
             .min(self.aimd.bps)
             .clamp(MIN_BPS as f64, MAX_BPS as f64);
     }
+}
+
+/// The throughput an *isolated* overuse decrease (see [`ISOLATED`]) multiplies by β.
+/// libwebrtc uses a smoothed acknowledged rate; this estimator used the raw last 150 ms
+/// (`recent`), which application-limited traffic (the bridge's frame bursts, 15 ms padding
+/// ticks, probe gaps, a host's scheduling stalls) makes noisy even on a saturated link: with
+/// 5 % loss and 100 ms RTT the decreases landed at 0.85 × a dip and the estimate 30–35 % below
+/// a 2 Mbit/s link (docs/bwe.md). Now:
+/// * `recent` less than half the 500 ms rate (`acked`): the link's capacity fell (a step
+///   down): `recent` as it is;
+/// * `recent` within 1 − β (15 %) of the highest 150 ms window of the last 500 ms (`peak`):
+///   the peak (β × peak is still at most `recent`: the link delivered that much just now);
+/// * otherwise the larger of `recent` and `acked` (a dip of the last 150 ms alone does not
+///   set the base).
+///
+/// If the overuse persists, the next decrease (one RTT later, not isolated) uses `recent`.
+fn decrease_base(recent: Option<f64>, peak: Option<f64>, acked: Option<f64>) -> Option<f64> {
+    let Some(r) = recent else { return acked };
+    if acked.is_some_and(|a| r < 0.5 * a) {
+        return Some(r);
+    }
+    if let Some(p) = peak.filter(|p| r >= BETA * p) {
+        // `peak` includes `recent`, so p ≥ r and β × p ≤ r here.
+        return Some(p.max(r));
+    }
+    Some(acked.map_or(r, |a| a.max(r)))
 }
 
 #[cfg(test)]
@@ -1110,6 +1177,45 @@ mod tests {
         }
         assert!(bwe.estimate_bps() >= MIN_BPS);
         assert!(bwe.estimate_bps() <= 100_000);
+    }
+
+    #[test]
+    fn decrease_base_ignores_a_noisy_window_but_not_a_drop() {
+        let m = |x: f64| Some(x * 1e6);
+        // A 150 ms window 13.5 % below the 500 ms peak: application-limited noise, the peak.
+        assert_eq!(decrease_base(m(1.6), m(1.85), m(1.7)), m(1.85));
+        // Exactly 1 − β below the peak: still the peak, and β × peak equals the window.
+        let b = decrease_base(Some(0.85 * 2e6), Some(2e6), Some(2e6)).expect("some");
+        assert!((b - 2e6).abs() < 1e-6);
+        // A deeper dip of the last 150 ms alone: the 500 ms rate.
+        assert_eq!(decrease_base(m(1.2), m(1.9), m(1.65)), m(1.65));
+        // The 500 ms rate below the window: the window.
+        assert_eq!(decrease_base(m(1.5), m(1.9), m(1.4)), m(1.5));
+        // A capacity step (0.6 of ~2.5 Mbit/s): the window itself, however high the peak.
+        assert_eq!(decrease_base(m(0.6), m(3.0), m(2.5)), m(0.6));
+        // Missing inputs.
+        assert_eq!(decrease_base(m(1.0), None, None), m(1.0));
+        assert_eq!(decrease_base(None, m(1.0), m(0.9)), m(0.9));
+        assert_eq!(decrease_base(None, None, None), None);
+    }
+
+    proptest::proptest! {
+        /// The base is never below the last 150 ms; it is that window whenever the window is
+        /// below half the 500 ms rate; and when the peak rule applies, β × base ≤ recent.
+        #[test]
+        fn decrease_base_bounds(recent in 1.0f64..1e8, extra in 0.0f64..4.0, acked_f in 0.0f64..4.0) {
+            let peak = recent * (1.0 + extra);
+            let acked = recent * acked_f;
+            let base = decrease_base(Some(recent), Some(peak), Some(acked)).expect("some");
+            proptest::prop_assert!(base >= recent);
+            if recent < 0.5 * acked {
+                proptest::prop_assert_eq!(base, recent);
+            }
+            if recent >= BETA * peak && recent >= 0.5 * acked {
+                proptest::prop_assert!(BETA * base <= recent * (1.0 + 1e-12));
+            }
+            proptest::prop_assert!(base <= peak.max(acked).max(recent));
+        }
     }
 
     proptest::proptest! {
