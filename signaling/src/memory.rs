@@ -220,9 +220,24 @@ impl MemoryMonitor {
 pub async fn run_sampler(monitor: Arc<MemoryMonitor>, every: Duration, on_change: impl Fn(bool) + Send + 'static) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples_shedding = 0u32;
     loop {
         tick.tick().await;
-        let (r, changed) = monitor.sample();
+        let (mut r, mut changed) = monitor.sample();
+        if r.shedding {
+            // The allocator keeps freed memory (glibc arenas), so RSS may stay above the
+            // resume threshold long after the load left. Hand free pages back to the system
+            // at the start of shedding and every TRIM_EVERY samples while it lasts.
+            if samples_shedding.is_multiple_of(TRIM_EVERY) {
+                release_free_memory();
+                let (r2, changed2) = monitor.sample();
+                changed |= changed2;
+                r = r2;
+            }
+            samples_shedding = samples_shedding.wrapping_add(1);
+        } else {
+            samples_shedding = 0;
+        }
         if !changed {
             continue;
         }
@@ -243,6 +258,27 @@ pub async fn run_sampler(monitor: Arc<MemoryMonitor>, every: Duration, on_change
             );
         }
         on_change(r.shedding);
+    }
+}
+
+/// While shedding, [`release_free_memory`] runs every this many samples.
+const TRIM_EVERY: u32 = 5;
+
+/// Return the allocator's free pages to the system (glibc `malloc_trim(0)`, which also releases
+/// free pages inside the heap, not only at its top). Takes the allocator's locks briefly; called
+/// only while shedding, once every few seconds. A no-op with other C libraries.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and is thread-safe (it locks each arena); Rust's
+        // global allocator on linux-gnu is this same malloc, so it sees every free chunk.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 

@@ -204,17 +204,25 @@ async fn memory_pressure_sheds_load_and_recovers() {
     assert_eq!(st["memory_shedding"], false, "{st}");
     assert_eq!(st["memory_limit_bytes"], LIMIT_MIB << 20, "{st}");
     let rss_before = st["memory_rss_bytes"].as_u64().expect("rss") as f64 / MIB;
-    assert!(rss_before > 1.0 && rss_before < 0.7 * LIMIT_MIB as f64, "RSS {rss_before} MiB");
+    assert!(
+        rss_before > 1.0 && rss_before < 0.7 * LIMIT_MIB as f64,
+        "RSS {rss_before} MiB"
+    );
 
     // Ballast: 256 MiB on top of the bridge's own memory is over 85 % of 256 MiB.
-    let (status, body) = palim.rest("POST", &format!("/debug/fault/ballast?mib={LIMIT_MIB}")).await;
+    let (status, body) = palim
+        .rest("POST", &format!("/debug/fault/ballast?mib={LIMIT_MIB}"))
+        .await;
     assert_eq!(status, 200, "{body}");
     let took = palim.wait_shedding(true, Duration::from_secs(5)).await;
     eprintln!("shedding {took:?} after the ballast (RSS before {rss_before:.1} MiB)");
 
     let (status, body) = palim.rest("GET", "/about/health").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("memory pressure") && body.contains("limits.memory_limit_mib"), "{body}");
+    assert!(
+        body.contains("memory pressure") && body.contains("limits.memory_limit_mib"),
+        "{body}"
+    );
     let st = palim.stats().await;
     assert_eq!(st["stress_level"].as_f64(), Some(1.0), "{st}");
     assert_eq!(st["healthy"], true, "the bridge itself works: {st}");
@@ -244,18 +252,19 @@ async fn memory_pressure_sheds_load_and_recovers() {
     iq(modify("m1", false, &endpoint_sources("a", 1111)))
         .await
         .expect("the existing endpoint's update is answered");
-    focus.health_check(nick).await.expect("health-check IQ answered while shedding");
+    focus
+        .health_check(nick)
+        .await
+        .expect("health-check IQ answered while shedding");
     let st = palim.stats().await;
-    assert_eq!((st["conferences"].as_u64(), st["endpoints"].as_u64()), (Some(1), Some(1)), "{st}");
+    assert_eq!(
+        (st["conferences"].as_u64(), st["endpoints"].as_u64()),
+        (Some(1), Some(1)),
+        "{st}"
+    );
     assert_eq!(palim.metric("palim_memory_shedding").await, 1.0);
-    assert_eq!(
-        palim.metric(r#"palim_limit_refusals_total{limit="memory"}"#).await,
-        2.0
-    );
-    assert_eq!(
-        palim.metric("palim_memory_limit_bytes").await,
-        (LIMIT_MIB << 20) as f64
-    );
+    assert_eq!(palim.metric(r#"palim_limit_refusals_total{limit="memory"}"#).await, 2.0);
+    assert_eq!(palim.metric("palim_memory_limit_bytes").await, (LIMIT_MIB << 20) as f64);
     assert_eq!(palim.metric("jitsi_jvb_stress").await, 1.0);
 
     // Recovery: free the ballast; below 75 % the bridge takes new work again.
@@ -274,10 +283,7 @@ async fn memory_pressure_sheds_load_and_recovers() {
         .expect("a new endpoint is accepted again");
     let st = palim.stats().await;
     assert_eq!(st["endpoints"].as_u64(), Some(2), "{st}");
-    assert_eq!(
-        palim.metric(r#"palim_limit_refusals_total{limit="memory"}"#).await,
-        2.0
-    );
+    assert_eq!(palim.metric(r#"palim_limit_refusals_total{limit="memory"}"#).await, 2.0);
     let log = palim.logs();
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -1471,10 +1471,9 @@ async fn memory_shedding_refuses_new_conferences_and_endpoints_only() {
         .await
         .expect("an existing endpoint is served");
     // A new conference is refused too and not created.
-    let create_other = format!(
-        r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="other" name="other@muc.example" create="true"/>"#
-    );
-    let e = assert_err(raw(&h, &create_other).await, ErrorCondition::ServiceUnavailable, None);
+    let create_other =
+        r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="other" name="other@muc.example" create="true"/>"#;
+    let e = assert_err(raw(&h, create_other).await, ErrorCondition::ServiceUnavailable, None);
     assert!(e.text.contains("memory"), "{e}");
     assert!(!h.has_conference("other").await);
     assert_eq!(h.limits().refused_memory, 2);
