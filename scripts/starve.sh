@@ -9,12 +9,14 @@
 #   reads /colibri/stats rtp_packets_sent (the bridge's forwarding rate).
 # Judged: no panic (alive, no "panicked" in the log, task_panics_total 0), every Colibri2/REST
 # reply during the starvation under 5 s (Jicofo's IQ timeout), and media recovery: the first
-# time after the lift from which the forwarding rate stays ≥ 90 % of its pre-starvation median
-# for 3 s, required < 10 s. Output in $STARVE_OUT (default $CARGO_TARGET_DIR/starve):
+# time after the lift at which the forwarding rate over 2 s is back to ≥ 80 % of its
+# pre-starvation median, required < 10 s. Output in $STARVE_OUT (default $CARGO_TARGET_DIR/starve):
 # probe.tsv, palim.log, harness.log/json, summary.txt. Exit 0 when all checks pass, 1 when one
 # fails, 2 when cgroups are not available or writable.
 #   STARVE_PROFILE=release ./scripts/starve.sh     (default: debug build)
-#   STARVE_CPU=0.5 STARVE_SECONDS=30 STARVE_CONFS=2
+#   STARVE_CPU=0.5 STARVE_SECONDS=30 STARVE_CONFS=2 (conferences of 5). The run fails if the
+#   quota never throttled Palim (no starvation happened): then lower STARVE_CPU below what the
+#   bridge uses at that load (shown as "palim CPU ... before") or raise STARVE_CONFS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cgroup-lib.sh
@@ -37,6 +39,7 @@ cleanup() {
   for p in ${probe_pid:-} ${harness_pid:-} ${palim_pid:-}; do kill "$p" 2>/dev/null || true; done
   sleep 0.5
   for p in ${harness_pid:-} ${palim_pid:-}; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   cg_remove
 }
 trap cleanup EXIT
@@ -139,29 +142,26 @@ analysis=$(awk -F'\t' -v ts="$t_starve" -v tl="$t_lift" -v hz="$hz" '
     if (ph == 1) n1++
   }
   END {
-    # forwarding rate per probe interval
+    # Forwarding rate and CPU over windows of >= 2 s starting at each probe (single 0.5 s
+    # intervals are too noisy: the harness shares the machine).
     m = 0
-    for (i = 2; i <= n; i++) {
-      dt = T[i] - T[i - 1]
-      if (dt <= 0 || R[i] == "?" || R[i - 1] == "?") continue
-      rate[i] = (R[i] - R[i - 1]) / dt
-      cpu[i] = (C[i] - C[i - 1]) / hz / dt * 100
-      if (T[i] < ts && T[i] > ts - 10) base[++m] = rate[i]
+    for (i = 1; i <= n; i++) {
+      for (j = i + 1; j <= n && T[j] < T[i] + 2; j++) {}
+      if (j > n || R[i] == "?" || R[j] == "?") continue
+      dt = T[j] - T[i]
+      rate[i] = (R[j] - R[i]) / dt
+      cpu[i] = (C[j] - C[i]) / hz / dt * 100
+      if (T[i] >= ts - 12 && T[j] < ts) base[++m] = rate[i]
     }
     for (a = 2; a <= m; a++) { v = base[a]; b = a - 1; while (b >= 1 && base[b] > v) { base[b + 1] = base[b]; b-- } base[b + 1] = v }
     med = m ? base[int((m + 1) / 2)] : 0
+    # Recovered: the first window starting after the lift at >= 80 % of the median before.
     rec = -1
-    for (i = 2; i <= n; i++) {
-      if (T[i] < tl) continue
-      ok = 1
-      for (j = i; j <= n && T[j] < T[i] + 3; j++) if (!(j in rate) || rate[j] < 0.9 * med) ok = 0
-      if (j > n) ok = 0
-      if (ok) { rec = T[i - 1] - tl; if (rec < 0) rec = 0; break }
-    }
+    for (i = 1; i <= n; i++) if (T[i] >= tl && (i in rate) && rate[i] >= 0.8 * med) { rec = T[i] - tl; break }
     smin = -1; cs = 0; cn = 0; cb = 0; cbn = 0
-    for (i = 2; i <= n; i++) if (i in rate) {
-      if (T[i] >= ts && T[i] < tl) { if (smin < 0 || rate[i] < smin) smin = rate[i]; cs += cpu[i]; cn++ }
-      if (T[i] < ts && T[i] > ts - 10) { cb += cpu[i]; cbn++ }
+    for (i = 1; i <= n; i++) if (i in rate) {
+      if (T[i] >= ts && T[i] + 2 <= tl) { if (smin < 0 || rate[i] < smin) smin = rate[i]; cs += cpu[i]; cn++ }
+      if (T[i] >= ts - 12 && T[i] + 2 < ts) { cb += cpu[i]; cbn++ }
     }
     printf "%.3f %.3f %d %d %.0f %.0f %.1f %.0f %.0f\n", max1, max0, bad1, n1, med, smin, rec, (cn ? cs / cn : 0), (cbn ? cb / cbn : 0)
   }' "$out/probe.tsv")
@@ -170,16 +170,16 @@ read -r max_starved max_other bad_starved rounds_starved base_rate min_rate reco
   echo "Palim CPU starvation (robustness.md case 50), $(date -u +%FT%TZ), git $(git rev-parse --short HEAD), $profile build"
   echo "cgroup $CG_VERSION ($CG_DIR), quota $cpu CPU for $starve_s s, $confs × 5 endpoints (meeting scenario), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   read -r p0 n0 ms0 <<<"$thr_before"; read -r p1 n1 ms1 <<<"$thr_after"
-  echo "INFO  throttled during the quota: $((n1 - n0)) of $((p1 - p0)) periods, $((ms1 - ms0)) ms; palim CPU $cpu_before % of a core before, $cpu_starved % during"
-  echo "INFO  forwarding rate (bridge rtp_packets_sent): median $base_rate pkt/s in the 10 s before, lowest $min_rate pkt/s while starved"
+  check "$([[ $((n1 - n0)) -gt 0 ]] && echo 1 || echo 0)" "the quota bit: throttled in $((n1 - n0)) of $((p1 - p0)) periods, $((ms1 - ms0)) ms in all; palim CPU $cpu_before % of a core before, $cpu_starved % during"
+  echo "INFO  forwarding rate (bridge rtp_packets_sent, 2 s windows): median $base_rate pkt/s in the 12 s before, lowest $min_rate pkt/s while starved"
   check "$([[ $bad_starved == 0 ]] && echo 1 || echo 0)" "$rounds_starved probe rounds while starved, $bad_starved non-2xx replies"
   check "$(awk -v m="$max_starved" 'BEGIN {print (m < 5) ? 1 : 0}')" "slowest health/Colibri2 create/expire reply while starved ${max_starved} s (< 5 s); outside ${max_other} s"
-  check "$(awk -v r="$recovery" 'BEGIN {print (r >= 0 && r < 10) ? 1 : 0}')" "media recovered ${recovery} s after the lift (forwarding rate ≥ 90 % of before for 3 s; < 10 s; -1 = never)"
+  check "$(awk -v r="$recovery" 'BEGIN {print (r >= 0 && r < 10) ? 1 : 0}')" "media recovered ${recovery} s after the lift (first 2 s window forwarding ≥ 80 % of the median before; < 10 s; -1 = never)"
   alive=0; kill -0 "$palim_pid" 2>/dev/null && alive=1
   check "$alive" "palim alive at the end"
   panics=$(grep -c panicked "$out/palim.log" || true)
   tp=$(curl -s "$rest/metrics" | awk '$1 == "palim_task_panics_total" || $1 == "task_panics_total" {v = $2} END {print v}')
-  check "$([[ $panics == 0 && ${tp:-0} == 0 ]] && echo 1 || echo 0)" "no panic (log: $panics lines, task_panics_total ${tp:-n/a})"
+  check "$([[ $panics == 0 ]] && awk -v t="${tp:-0}" 'BEGIN {exit !(t == 0)}' && echo 1 || echo 0)" "no panic (log: $panics lines, task_panics_total ${tp:-n/a})"
   echo "INFO  harness exit status $harness_rc; loss $(jq -r '.totals.loss_percent // 0 | . * 100 | floor / 100' "$out/harness.json" 2>/dev/null) %, latency p99 $(jq -r '.totals.latency_ms_p99 // 0 | floor' "$out/harness.json" 2>/dev/null) ms over the whole run"
 } | tee "$out/summary.txt"
 ! grep -q '^FAIL' "$out/summary.txt"
