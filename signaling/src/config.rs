@@ -22,6 +22,7 @@ pub struct Config {
     pub rest: RestSection,
     pub shutdown: ShutdownSection,
     pub websockets: WebSocketsSection,
+    pub limits: LimitsSection,
     pub log: LogSection,
 }
 
@@ -207,6 +208,20 @@ pub struct WebSocketsSection {
     pub enable_compression: bool,
 }
 
+/// Memory-pressure shedding (robustness.md case 51; see `memory.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// The memory the bridge may use, MiB; 0: the limit of its cgroup (v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`), or none when the cgroup has none.
+    pub memory_limit_mib: u64,
+    /// Shed load (health 503, stress 1.0, new conferences and endpoints refused) once the
+    /// resident set reaches this percentage of the limit.
+    pub memory_shed_percent: u8,
+    /// ...and stop shedding once it is below this percentage again.
+    pub memory_resume_percent: u8,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -351,6 +366,17 @@ impl Default for WebSocketsSection {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             enable_compression: false,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let t = crate::memory::Thresholds::default();
+        Self {
+            memory_limit_mib: 0,
+            memory_shed_percent: t.shed_percent,
+            memory_resume_percent: t.resume_percent,
         }
     }
 }
@@ -542,6 +568,22 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(key, "must be more than 0".into()));
             }
+        }
+        let l = &self.limits;
+        if !(1..=100).contains(&l.memory_shed_percent) {
+            return Err(invalid(
+                "limits.memory_shed_percent",
+                format!("{} is not between 1 and 100", l.memory_shed_percent),
+            ));
+        }
+        if l.memory_resume_percent == 0 || l.memory_resume_percent >= l.memory_shed_percent {
+            return Err(invalid(
+                "limits.memory_resume_percent",
+                format!(
+                    "{} must be more than 0 and less than limits.memory_shed_percent ({})",
+                    l.memory_resume_percent, l.memory_shed_percent
+                ),
+            ));
         }
         self.validate_websockets()
     }
@@ -806,6 +848,29 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("server_id"));
         let c = Config::from_toml("[websockets]\nenable_compression = true\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("enable_compression"));
+    }
+
+    /// `[limits]`: the memory keys parse, and thresholds without room for hysteresis are refused.
+    #[test]
+    fn limits_section_is_checked() {
+        let c = Config::from_toml(
+            "[limits]\nmemory_limit_mib = 512\nmemory_shed_percent = 90\nmemory_resume_percent = 80\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits.memory_limit_mib, 512);
+        assert_eq!((c.limits.memory_shed_percent, c.limits.memory_resume_percent), (90, 80));
+        assert_eq!(Config::default().limits.memory_limit_mib, 0, "auto (cgroup) by default");
+        let c = Config::from_toml("[limits]\nmemory_shed_percent = 70\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.memory_resume_percent"), "{err}");
+        let c = Config::from_toml("[limits]\nmemory_shed_percent = 101\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.memory_shed_percent"), "{err}");
+        assert!(
+            Config::from_toml("[limits]\nmemory_limit_mb = 1\n").is_err(),
+            "typo refused"
+        );
     }
 
     /// `XMPP_DOMAIN` alone derives the auth and internal MUC domains the way docker does.

@@ -4,6 +4,7 @@
 pub mod colibri2;
 pub mod config;
 pub mod jvbconf;
+pub mod memory;
 pub mod ops;
 pub mod rest;
 pub mod server;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::colibri2::{Colibri2Handler, FocusAuth, HandlerConfig, WebSocketAdvert};
 use crate::config::{split_host_port, Config, XmppSection};
+use crate::memory::MemoryMonitor;
 use crate::ops::{Ops, ShutdownState};
 use crate::rest::{self, RestFlags, RestState};
 use crate::ws::{WsHub, WsSettings};
@@ -84,6 +85,8 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
     ops.set_addresses(addresses);
     let handle = sfu.handle.clone();
     let ws_hub = config.websockets.enabled.then(WsHub::new);
+    let memory = MemoryMonitor::from_config(&config.limits);
+    memory.sample();
     let colibri = Arc::new(Colibri2Handler::new(
         Arc::new(handle.clone()),
         HandlerConfig {
@@ -96,6 +99,7 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
             endpoint_gone: ws_hub.as_ref().map(|hub| hub.endpoint_gone_hook()),
             focus: FocusAuth::from_patterns(&config.xmpp.focus_patterns()),
             limits,
+            memory_shedding: memory.shedding_flag(),
             ..HandlerConfig::default()
         },
     ));
@@ -131,7 +135,9 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
         for xcfg in xmpp_configs(&config.xmpp)? {
             let stats_colibri = colibri.clone();
             let stats_ops = ops.clone();
-            let presence: Arc<dyn xmpp::PresenceSource> = Arc::new(move || presence_stats(&stats_colibri, &stats_ops));
+            let stats_memory = memory.clone();
+            let presence: Arc<dyn xmpp::PresenceSource> =
+                Arc::new(move || presence_stats(&stats_colibri, &stats_ops, &stats_memory));
             let host = format!("{}:{}", xcfg.host, xcfg.port);
             let client = XmppClient::spawn(xcfg, iq.clone(), Some(presence))
                 .with_context(|| format!("starting the XMPP client for {host}"))?;
@@ -143,6 +149,19 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
             tokio::spawn(count_disconnects(client.clone(), ops.clone()));
         }
     }
+    {
+        // Shedding starts or ends: tell Jicofo (stress) at once rather than at the next period.
+        let clients = clients.clone();
+        tokio::spawn(crate::memory::run_sampler(
+            memory.clone(),
+            crate::memory::SAMPLE_INTERVAL,
+            move |_| {
+                for c in &clients {
+                    c.refresh_presence();
+                }
+            },
+        ));
+    }
 
     if config.rest.enabled {
         let health_ops = ops.clone();
@@ -150,6 +169,7 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
             .with_ops(ops.clone())
             .with_flags(RestFlags::from_config(&config.rest))
             .with_stats_interval(config.rest.stats_interval)
+            .with_memory(memory.clone())
             .with_health(Arc::new(move || health_ops.health()));
         if let Some(hub) = &ws_hub {
             let hub = hub.clone();
@@ -354,11 +374,11 @@ fn default_nickname() -> String {
 }
 
 /// The stats presence (colibri.md §2).
-fn presence_stats(colibri: &Colibri2Handler, ops: &Ops) -> Vec<(String, String)> {
+fn presence_stats(colibri: &Colibri2Handler, ops: &Ops, memory: &MemoryMonitor) -> Vec<(String, String)> {
     let counts = colibri.counts();
     let state = ops.state();
     let stats = BridgeStats {
-        stress_level: rest::stress_level(counts.endpoints),
+        stress_level: rest::reported_stress(counts.endpoints, memory.is_shedding()),
         drain: ops.drain(),
         graceful_shutdown: state == ShutdownState::GracefulShutdown,
         shutting_down: state == ShutdownState::ShuttingDown,

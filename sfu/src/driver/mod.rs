@@ -1,7 +1,7 @@
 //! The only async code of the core: the shared UDP socket, the clock, and channels.
 //!
 //! PUBLIC API CONTRACT (signaling depends on exactly this):
-//! - [`start`] binds the shared media socket and spawns the shard task.
+//! - [`start`] binds the shared media socket and starts the shard on its own thread.
 //! - [`SfuHandle`] is cheap to clone; `command` awaits the shard's reply.
 //! - [`Sfu::events`] yields every [`Event`] the core emits.
 
@@ -52,7 +52,8 @@ enum Request {
     Shutdown,
 }
 
-/// Bind the media socket and start the core on the current tokio runtime.
+/// Bind the media socket and start the core on a thread of its own (with its own
+/// current-thread tokio runtime); the handle and events work from any runtime.
 pub async fn start(config: SfuConfig) -> io::Result<Sfu> {
     let bind = SocketAddr::new(config.bind_ip, config.udp_port);
     let socket = bind_socket(bind)?;
@@ -66,7 +67,28 @@ pub async fn start(config: SfuConfig) -> io::Result<Sfu> {
     let (tx, rx) = mpsc::channel(1024);
     let (etx, events) = mpsc::unbounded_channel();
     tracing::info!(%local_addr, fingerprint = shard.fingerprint(), "media socket bound");
-    tokio::spawn(run(shard, socket, local_addr, io_batch, rx, etx));
+    // The shard gets its own thread and current-thread runtime (STYLE §2): a shard busy with
+    // a datagram backlog (CPU starvation, robustness.md case 50) must not hold up the
+    // signaling runtime's I/O, so health, stats and Colibri2 stay answered.
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name("palim-shard-0".into())
+        .spawn(move || {
+            let _entered = span.enter();
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "media core: cannot start its runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => run(shard, socket, local_addr, io_batch, rx, etx).await,
+                    Err(e) => tracing::error!(error = %e, "media core: cannot register the media socket"),
+                }
+            });
+        })?;
     Ok(Sfu {
         handle: SfuHandle { tx },
         events,
@@ -74,7 +96,7 @@ pub async fn start(config: SfuConfig) -> io::Result<Sfu> {
     })
 }
 
-fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
@@ -86,7 +108,7 @@ fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         tracing::warn!(error = %e, "no kernel receive timestamps: transport-cc records handling time");
     }
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 async fn run(

@@ -191,6 +191,7 @@ impl Colibri2Error {
             "conferences" => (ErrorCondition::ServiceUnavailable, "sfu.max_conferences"),
             "endpoints per conference" => (ErrorCondition::ServiceUnavailable, "sfu.max_endpoints_per_conference"),
             "ssrcs per endpoint" => (ErrorCondition::BadRequest, "sfu.max_ssrcs_per_endpoint"),
+            "memory" => (ErrorCondition::ServiceUnavailable, "limits.memory_shed_percent"),
             _ => (ErrorCondition::ServiceUnavailable, "sfu"),
         };
         Self::new(condition, format!("Limit reached: {what} ({key})"))

@@ -79,6 +79,9 @@ pub struct HandlerConfig {
     /// The media core's configured limits (the core enforces them; the handler reports them
     /// with its refusal counts, [`Colibri2Handler::limits`]).
     pub limits: sfu::config::Limits,
+    /// Set while the bridge sheds load under memory pressure (`memory.rs`): new conferences
+    /// and endpoints are refused with "Limit reached: memory"; existing ones are served.
+    pub memory_shedding: Arc<AtomicBool>,
 }
 
 /// The XMPP senders allowed to send Colibri2 (config `xmpp.focus_jids`).
@@ -144,6 +147,8 @@ pub struct LimitReport {
     pub refused_ssrcs: u64,
     /// `conference-modify` requests refused with `not-authorized` (not from the focus).
     pub refused_not_authorized: u64,
+    /// New conferences or endpoints refused while shedding under memory pressure.
+    pub refused_memory: u64,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +157,7 @@ struct Refusals {
     endpoints: AtomicU64,
     ssrcs: AtomicU64,
     not_authorized: AtomicU64,
+    memory: AtomicU64,
 }
 
 /// What goes into the advertised colibri-ws URLs:
@@ -207,6 +213,7 @@ impl Default for HandlerConfig {
             endpoint_gone: None,
             focus: FocusAuth::Any,
             limits: sfu::config::Limits::default(),
+            memory_shedding: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -361,6 +368,7 @@ impl Colibri2Handler {
             refused_endpoints: r.endpoints.load(Ordering::Relaxed),
             refused_ssrcs: r.ssrcs.load(Ordering::Relaxed),
             refused_not_authorized: r.not_authorized.load(Ordering::Relaxed),
+            refused_memory: r.memory.load(Ordering::Relaxed),
         }
     }
 
@@ -402,6 +410,7 @@ impl Colibri2Handler {
             if self.config.graceful_shutdown.load(Ordering::Relaxed) {
                 return Err(Colibri2Error::graceful_shutdown());
             }
+            self.check_memory()?;
             if let Some(name) = &req.name {
                 if !is_bare_jid(name) {
                     return Err(Colibri2Error::bad_request(format!("Invalid conference name: {name}")));
@@ -531,6 +540,7 @@ impl Colibri2Handler {
                     format!("Endpoint with ID {} already exists", ep.id),
                 ));
             }
+            self.check_memory()?;
             let Some(transport) = &ep.transport else {
                 return Err(Colibri2Error::bad_request(format!(
                     "Attempt to create endpoint {} without a transport",
@@ -756,6 +766,16 @@ impl Colibri2Handler {
             tracing::info!(limit = what, "request refused by a configured limit");
         }
         r
+    }
+
+    /// Refuse new conferences and endpoints while shedding under memory pressure (counted).
+    fn check_memory(&self) -> Result<(), Colibri2Error> {
+        if !self.config.memory_shedding.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.refusals.memory.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(limit = "memory", "request refused: shedding load under memory pressure");
+        Err(Colibri2Error::limit_reached("memory"))
     }
 
     fn check_sctp(&self, sctp: &Sctp) -> Result<(), Colibri2Error> {

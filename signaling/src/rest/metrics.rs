@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use serde_json::{Map, Value};
 
-use super::{stress_level, Snapshot};
+use super::{reported_stress, Snapshot};
 use crate::ops::ShutdownState;
 
 /// The exposition format.
@@ -187,7 +187,13 @@ fn families(s: &Snapshot) -> Vec<Family> {
         "Bytes sent from the media port.",
         core.bytes_sent as f64,
     );
-    one(J, "stress", Gauge, "Current stress (0-1).", stress_level(c.endpoints));
+    one(
+        J,
+        "stress",
+        Gauge,
+        "Current stress (0-1); 1 while shedding under memory pressure.",
+        reported_stress(c.endpoints, s.memory.shedding),
+    );
     one(
         J,
         "healthy",
@@ -368,6 +374,27 @@ fn families(s: &Snapshot) -> Vec<Family> {
         "Colibri2 requests refused because the sender is not an allowed focus (xmpp.focus_jids).",
         s.limits.refused_not_authorized as f64,
     );
+    one(
+        P,
+        "memory_rss_bytes",
+        Gauge,
+        "Resident set size of the bridge process, sampled once per second.",
+        s.memory.rss_bytes as f64,
+    );
+    one(
+        P,
+        "memory_limit_bytes",
+        Gauge,
+        "The memory limit shedding is measured against (limits.memory_limit_mib or the cgroup's); 0: none.",
+        s.memory.limit_bytes.unwrap_or(0) as f64,
+    );
+    one(
+        P,
+        "memory_shedding",
+        Gauge,
+        "1 while the bridge sheds load under memory pressure (health 503, stress 1, new endpoints refused).",
+        b(s.memory.shedding),
+    );
     // Every limit: its configured value, and how often it refused something (robustness.md §2.5).
     let drop_count = |reason: &str| {
         core.drops
@@ -377,7 +404,7 @@ fn families(s: &Snapshot) -> Vec<Family> {
             .sum::<u64>()
     };
     let l = &s.limits;
-    let limits: [(&str, f64, u64); 6] = [
+    let limits: [(&str, f64, u64); 7] = [
         ("conferences", l.max_conferences as f64, l.refused_conferences),
         (
             "endpoints_per_conference",
@@ -400,6 +427,7 @@ fn families(s: &Snapshot) -> Vec<Family> {
             sfu::receiver::CHANNEL_RATE,
             drop_count("channel_rate_limited"),
         ),
+        ("memory", s.memory.limit_bytes.unwrap_or(0) as f64, l.refused_memory),
     ];
     out.push(Family {
         name: "palim_xmpp_connected".into(),
@@ -454,6 +482,7 @@ pub fn metric_names() -> Vec<String> {
         xmpp: Default::default(),
         started: UNIX_EPOCH,
         limits: Default::default(),
+        memory: Default::default(),
     };
     families(&snap).into_iter().map(|f| f.name).collect()
 }

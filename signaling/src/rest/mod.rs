@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::colibri2::handler::EndpointInfo;
 use crate::colibri2::{Colibri2Error, Colibri2Handler, ConferenceInfo};
 use crate::config::RestSection;
+use crate::memory::{MemoryMonitor, MemoryReading};
 use crate::ops::{Ops, ShutdownState};
 
 mod metrics;
@@ -98,6 +99,10 @@ pub struct RestState {
     /// `/colibri/stats` is recomputed at most this often (0: every request).
     pub stats_interval: Duration,
     stats_cache: Arc<Mutex<Option<CachedStats>>>,
+    /// Memory-pressure shedding (`memory.rs`): health 503 and stress 1.0 while it sheds.
+    pub memory: Option<Arc<MemoryMonitor>>,
+    /// Memory held by `POST /debug/fault/ballast` (fault injection only).
+    ballast: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl RestState {
@@ -114,6 +119,8 @@ impl RestState {
             flags: RestFlags::default(),
             stats_interval: Duration::ZERO,
             stats_cache: Arc::new(Mutex::new(None)),
+            memory: None,
+            ballast: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -144,6 +151,11 @@ impl RestState {
 
     pub fn with_stats_interval(mut self, every: Duration) -> Self {
         self.stats_interval = every;
+        self
+    }
+
+    pub fn with_memory(mut self, memory: Arc<MemoryMonitor>) -> Self {
+        self.memory = Some(memory);
         self
     }
 }
@@ -185,7 +197,9 @@ pub fn router(state: RestState) -> Router {
             .route("/debug/{conference}/{endpoint}", get(debug_endpoint));
     }
     if f.fault_injection {
-        r = r.route("/debug/fault/panic/{meeting_id}", post(fault_panic));
+        r = r
+            .route("/debug/fault/panic/{meeting_id}", post(fault_panic))
+            .route("/debug/fault/ballast", post(ballast_add).delete(ballast_free));
     }
     r.layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
 }
@@ -241,6 +255,55 @@ async fn fault_panic(
     }
 }
 
+/// Largest single ballast request, MiB.
+const BALLAST_MAX_MIB: usize = 4096;
+
+/// Fault injection for memory pressure (robustness.md case 51): `POST /debug/fault/ballast?mib=N`
+/// allocates N MiB, writes every byte (so it is resident) and keeps it until
+/// `DELETE /debug/fault/ballast` frees all of it. Answers `{"ballast_mib": total}`.
+async fn ballast_add(State(state): State<RestState>, RawQuery(query): RawQuery) -> Response {
+    let mib = query
+        .as_deref()
+        .and_then(|q| q.strip_prefix("mib="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| (1..=BALLAST_MAX_MIB).contains(n));
+    let Some(mib) = mib else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("expected ?mib=N with N from 1 to {BALLAST_MAX_MIB}") })),
+        )
+            .into_response();
+    };
+    let mut chunk = Vec::new();
+    if chunk.try_reserve_exact(mib << 20).is_err() {
+        return (
+            StatusCode::INSUFFICIENT_STORAGE,
+            Json(json!({ "error": format!("could not allocate {mib} MiB") })),
+        )
+            .into_response();
+    }
+    chunk.resize(mib << 20, 0x5a);
+    let Ok(mut held) = state.ballast.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    held.push(chunk);
+    let total: usize = held.iter().map(|c| c.len() >> 20).sum();
+    tracing::warn!(mib, total, "fault injection: memory ballast added");
+    Json(json!({ "ballast_mib": total })).into_response()
+}
+
+async fn ballast_free(State(state): State<RestState>) -> Response {
+    let Ok(mut held) = state.ballast.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    // Each chunk is a separate mapping (far above malloc's mmap threshold), so freeing it
+    // returns the memory to the system at once.
+    held.clear();
+    held.shrink_to_fit();
+    tracing::warn!("fault injection: memory ballast freed");
+    Json(json!({ "ballast_mib": 0 })).into_response()
+}
+
 async fn post_conference(State(state): State<RestState>, body: Bytes) -> Response {
     match state.colibri.handle_json(&body, None).await {
         Ok(resp) => Json(resp).into_response(),
@@ -271,11 +334,19 @@ fn error_response(e: &Colibri2Error) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// 200 when healthy; 500 with the reason when the bridge is broken; 503 with the reason while
+/// it sheds load under memory pressure (it works, but should get no new work: robustness.md
+/// case 51). The XMPP health-check IQ stays successful while shedding: Jicofo treats a failed
+/// check as a dead bridge and moves every conference away, while stress 1.0 in the presence
+/// only stops it from choosing this bridge for new ones.
 async fn health(State(state): State<RestState>) -> Response {
-    match (state.health)() {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "").into_response(),
-        Err(reason) => (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response(),
+    if let Err(reason) = (state.health)() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response();
     }
+    if let Some(reason) = state.memory.as_ref().and_then(|m| m.shedding_reason()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "").into_response()
 }
 
 async fn version(State(state): State<RestState>) -> Response {
@@ -299,6 +370,16 @@ pub fn stress_level(endpoints: usize) -> f64 {
     endpoints as f64 / 1000.0
 }
 
+/// The stress reported in stats, metrics and presence: 1.0 while shedding under memory
+/// pressure (so Jicofo picks other bridges), else [`stress_level`].
+pub fn reported_stress(endpoints: usize, memory_shedding: bool) -> f64 {
+    if memory_shedding {
+        1.0
+    } else {
+        stress_level(endpoints)
+    }
+}
+
 /// Everything `/colibri/stats` and `/metrics` report, read once.
 pub struct Snapshot {
     pub counts: crate::colibri2::HandlerCounts,
@@ -310,6 +391,8 @@ pub struct Snapshot {
     pub started: SystemTime,
     /// Configured limits and their refusal counts (robustness.md §2.5).
     pub limits: crate::colibri2::LimitReport,
+    /// The last memory sample (all zero without a monitor).
+    pub memory: MemoryReading,
 }
 
 impl Snapshot {
@@ -323,6 +406,7 @@ impl Snapshot {
             xmpp: state.ops.xmpp(),
             started: state.ops.started,
             limits: state.colibri.limits(),
+            memory: state.memory.as_ref().map(|m| m.reading()).unwrap_or_default(),
         }
     }
 }
@@ -362,7 +446,10 @@ pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
     put("dtls_failed_endpoints", json!(core.dtls_failures));
     put("total_ice_failed", json!(core.ice_failures));
     put("endpoints_ice_failed", json!(core.ice_failures));
-    put("stress_level", json!(stress_level(counts.endpoints)));
+    put(
+        "stress_level",
+        json!(reported_stress(counts.endpoints, s.memory.shedding)),
+    );
     put("average_participant_stress", json!(0.01));
     put("graceful_shutdown", json!(s.state == ShutdownState::GracefulShutdown));
     put("shutting_down", json!(s.state == ShutdownState::ShuttingDown));
@@ -388,6 +475,9 @@ pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
     put("retransmissions", json!(core.retransmissions));
     put("drops_total", json!(core.drops_total()));
     put("task_panics", json!(core.task_panics));
+    put("memory_rss_bytes", json!(s.memory.rss_bytes));
+    put("memory_limit_bytes", json!(s.memory.limit_bytes.unwrap_or(0)));
+    put("memory_shedding", json!(s.memory.shedding));
     for (reason, n) in &core.drops {
         put(&format!("drops_{reason}"), json!(n));
     }

@@ -399,6 +399,61 @@ async fn get_with_accept(router: &Router, uri: &str, accept: &str) -> (StatusCod
 
 /// Every metric family is in both text formats with its TYPE, counters with `_total`
 /// samples, and values follow the state.
+/// Case 51 wiring: while the memory monitor sheds, health is 503 with the reason (500 stays
+/// for a broken bridge), stress is 1.0 in stats and metrics, and the memory gauges are exported;
+/// after shedding ends everything is back.
+#[tokio::test]
+async fn memory_shedding_is_503_and_stress_one() {
+    use crate::memory::{LimitSource, MemoryMonitor, Thresholds};
+    const MIB: u64 = 1 << 20;
+    let core = Arc::new(Core::default());
+    let monitor = MemoryMonitor::new(Thresholds::default(), Some(100 * MIB));
+    let handler = Arc::new(Colibri2Handler::new(
+        core,
+        HandlerConfig {
+            memory_shedding: monitor.shedding_flag(),
+            ..HandlerConfig::default()
+        },
+    ));
+    let router = router(RestState::new(handler).with_memory(monitor.clone()));
+    monitor.apply(Some(90 * MIB), Some(100 * MIB), Some(LimitSource::Configured));
+    let (status, body) = call(&router, Method::GET, "/about/health", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.starts_with("memory pressure: RSS 90.0 MiB is 90% of the 100.0 MiB limit"),
+        "{body}"
+    );
+    let (_, stats) = call(&router, Method::GET, "/colibri/stats", "").await;
+    let v: Value = serde_json::from_str(&stats).expect("stats JSON");
+    assert_eq!(v["stress_level"], json!(1.0));
+    assert_eq!(v["memory_shedding"], json!(true));
+    assert_eq!(v["memory_rss_bytes"], json!(90 * MIB));
+    assert_eq!(v["memory_limit_bytes"], json!(100 * MIB));
+    let (status, body) = call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("Limit reached: memory"), "{body}");
+    let (_, m) = call(&router, Method::GET, "/metrics", "").await;
+    for line in [
+        "jitsi_jvb_stress 1.0",
+        "palim_memory_shedding 1.0",
+        "palim_memory_limit_bytes 104857600.0",
+        "palim_memory_rss_bytes 94371840.0",
+        "palim_limit_refusals_total{limit=\"memory\"} 1.0",
+        "palim_limit{limit=\"memory\"} 104857600.0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing in:\n{m}");
+    }
+    monitor.apply(Some(70 * MIB), Some(100 * MIB), Some(LimitSource::Configured));
+    assert_eq!(call(&router, Method::GET, "/about/health", "").await.0, StatusCode::OK);
+    let (_, stats) = call(&router, Method::GET, "/colibri/stats", "").await;
+    let v: Value = serde_json::from_str(&stats).expect("stats JSON");
+    assert_eq!(v["stress_level"], json!(0.0));
+    assert_eq!(
+        call(&router, Method::POST, "/colibri/v2/conferences", CREATE).await.0,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn metrics_in_prometheus_and_openmetrics() {
     let (_handler, ops, router) = ops_app(RestFlags::all());

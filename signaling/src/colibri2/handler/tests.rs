@@ -1573,3 +1573,43 @@ async fn json_ice_restart_answers_new_credentials_with_generation() {
         created.fingerprints[0].fingerprint.as_str().into()
     );
 }
+
+/// Case 51: while shedding under memory pressure, new conferences and new endpoints get
+/// service-unavailable "Limit reached: memory" (counted) and reach no core command; existing
+/// endpoints are still served; once shedding ends, endpoints are accepted again.
+#[tokio::test]
+async fn memory_shedding_refuses_new_conferences_and_endpoints_only() {
+    let shedding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (core, h) = setup_with(HandlerConfig {
+        memory_shedding: shedding.clone(),
+        ..HandlerConfig::default()
+    });
+    create_alice(&h).await;
+    shedding.store(true, Ordering::Relaxed);
+    core.clear_log();
+    let e = assert_err(
+        xml(&h, "02_create_bob.xml").await,
+        ErrorCondition::ServiceUnavailable,
+        None,
+    );
+    assert_eq!(e.text, "Limit reached: memory (limits.memory_shed_percent)");
+    assert!(core.log().is_empty(), "nothing reached the core: {:?}", core.log());
+    // Alice's own update (her transport) is served.
+    xml(&h, "03_session_accept.xml")
+        .await
+        .expect("an existing endpoint is served");
+    // A new conference is refused too and not created.
+    let create_other =
+        r#"<conference-modify xmlns="jitsi:colibri2" meeting-id="other" name="other@muc.example" create="true"/>"#;
+    let e = assert_err(raw(&h, create_other).await, ErrorCondition::ServiceUnavailable, None);
+    assert!(e.text.contains("memory"), "{e}");
+    assert!(!h.has_conference("other").await);
+    assert_eq!(h.limits().refused_memory, 2);
+    assert_eq!(h.counts().endpoints, 1);
+    shedding.store(false, Ordering::Relaxed);
+    xml(&h, "02_create_bob.xml")
+        .await
+        .expect("accepted again after shedding ends");
+    assert_eq!(h.counts().endpoints, 2);
+    assert_eq!(h.limits().refused_memory, 2);
+}
