@@ -1705,6 +1705,7 @@ fn handle_rtp(
         match srtp.protect_rtp_in_place(&mut buf) {
             Ok(()) => {
                 io.c.rtp_tx += 1;
+                r.padding.on_sent(buf.len());
                 io.send(dst, buf);
                 let tx = r.tx.entry(out.ssrc).or_insert(TxStream {
                     packets: 0,
@@ -1961,6 +1962,7 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
     match srtp.protect_rtp_in_place(&mut buf) {
         Ok(()) => {
             io.c.retransmissions += 1;
+            r.padding.on_sent(buf.len());
             io.send(dst, buf);
         }
         Err(_) => io.drop("srtp_protect_failed"),
@@ -2041,6 +2043,7 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
             p.on_sent(len);
         }
         io.c.padding_sent += 1;
+        ep.padding.on_sent(buf.len());
         io.send(dst, buf);
     }
     if ep.probe.is_some_and(|p| p.done()) {
@@ -2064,6 +2067,19 @@ const MAX_KEYFRAME_REQUESTS: usize = 8;
 /// Route a receiver's PLI/FIR to the sender of the media SSRC, as from the bridge, at most
 /// once per [`KEYFRAME_MIN_INTERVAL`] per SSRC (media.md §5.3).
 fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, req: KeyframeRequest, io: &mut Io) {
+    route_keyframe_request(now, conf, requester, req, false, io);
+}
+
+/// [`request_keyframe`]; `bypass_limit` sends it even within [`KEYFRAME_MIN_INTERVAL`] of the
+/// last one (once per encoding cut, `reallocate`), still restarting the interval.
+fn route_keyframe_request(
+    now: Instant,
+    conf: &mut Conference,
+    requester: EndpointId,
+    req: KeyframeRequest,
+    bypass_limit: bool,
+    io: &mut Io,
+) {
     let media = match req {
         KeyframeRequest::Pli(s) | KeyframeRequest::Fir(s) => s,
     };
@@ -2073,7 +2089,7 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     if owner == requester {
         return;
     }
-    if !conf.keyframes.allow(media, now) {
+    if !bypass_limit && !conf.keyframes.allow(media, now) {
         io.c.keyframe_suppressed += 1;
         tracing::trace!(media, ?requester, "keyframe request suppressed (rate limit)");
         return;
@@ -2669,11 +2685,15 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     // ask a keyframe of (a slot starts on one).
     let mut assigned: Vec<(EndpointId, SourceKey, u32, Option<u32>)> = Vec::new();
     let mut keyframes: Vec<u32> = Vec::new();
+    // Encodings a projection was cut down to because the estimate collapsed: their keyframe is
+    // asked for at once, past the rate limit (docs/bwe.md, "Downlink step").
+    let mut urgent: Vec<u32> = Vec::new();
     for rid in ids {
         let Some(r) = conf.endpoints.get_mut(&rid) else {
             continue;
         };
         let bwe = receiver_bwe(r);
+        let prev_bwe = r.recv.alloc_bwe;
         r.recv.alloc_bwe = bwe;
         let input = AllocInput {
             receiver: rid,
@@ -2697,7 +2717,33 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                 projection_layer(l, state)
             });
             match (target, r.recv.projections.get_mut(&sa.source)) {
-                (Some(t), Some(p)) => p.set_target(Some(t)),
+                (Some(t), Some(p)) => {
+                    let cur = p.current_encoding().filter(|c| *c > t.encoding);
+                    let base_bps = cur.map_or(0, |c| {
+                        conf.video.get_mut(&sa.source).map_or(0, |v| {
+                            v.layer_bitrate_bps(
+                                now,
+                                crate::bitrate::LayerId {
+                                    encoding: c,
+                                    spatial: 0,
+                                    temporal: 0,
+                                },
+                            )
+                        })
+                    });
+                    if cur.is_some() && estimate_collapsed(prev_bwe, bwe, base_bps) && p.cut_to_target(t) {
+                        tracing::debug!(parent: &r.span, source = sa.source, ?prev_bwe, ?bwe, base_bps, "estimate collapsed: encoding cut");
+                        if let Some(media) = conf
+                            .sources
+                            .get(sa.source)
+                            .and_then(|s| s.encodings.get(usize::from(t.encoding)))
+                        {
+                            urgent.push(media.ssrc);
+                        }
+                    } else {
+                        p.set_target(Some(t));
+                    }
+                }
                 (Some(t), None) => {
                     let codec = conf
                         .video
@@ -2784,7 +2830,24 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     for media in keyframes {
         request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
     }
+    urgent.sort_unstable();
+    urgent.dedup();
+    for media in urgent {
+        route_keyframe_request(now, conf, BRIDGE, KeyframeRequest::Pli(media), true, io);
+    }
     conf.channel_dirty = true;
+}
+
+/// Whether a receiver's estimate fell from `prev` to `now` so far that a downscale must not
+/// wait for the lower encoding's keyframe while forwarding the current one (docs/bwe.md,
+/// "Downlink step"): it fell, and either by more than half or below `base_bps`, the bitrate of
+/// the current encoding's base layer (what a pending downscale keeps forwarding). Without an
+/// estimate before and after (no transport-cc / REMB) nothing collapsed.
+fn estimate_collapsed(prev: Option<u64>, now: Option<u64>, base_bps: u64) -> bool {
+    match (prev, now) {
+        (Some(p), Some(n)) => n < p && (n < p / 2 || base_bps > n),
+        _ => false,
+    }
 }
 
 /// The projection's view of an allocated layer (AV1: with its decode target). The active mask
@@ -3892,6 +3955,26 @@ mod tests {
         assert!(l.allow(1, now + KEYFRAME_MIN_INTERVAL));
         l.last.remove(&1);
         assert!(l.allow(1, now));
+    }
+
+    /// A downscale is a collapse (cut at once) only when the estimate fell, and by more than half
+    /// or below the current encoding's base layer; not without estimates or when it rose.
+    #[test]
+    fn estimate_collapse_rule() {
+        // The step scenario: 2.0 → 0.37 Mbit/s with 720p's 1.5 Mbit/s being forwarded.
+        assert!(estimate_collapsed(Some(2_000_000), Some(370_000), 1_500_000));
+        // Fell by more than half, the base layer would still fit.
+        assert!(estimate_collapsed(Some(3_000_000), Some(1_400_000), 500_000));
+        // Fell 30 % and the current base layer fits: a normal (JVB) downscale.
+        assert!(!estimate_collapsed(Some(2_000_000), Some(1_400_000), 500_000));
+        // Fell a little, below the current base layer: collapse.
+        assert!(estimate_collapsed(Some(1_600_000), Some(1_400_000), 1_500_000));
+        // Rose or unchanged (constraints, last-N changed the target): never.
+        assert!(!estimate_collapsed(Some(1_000_000), Some(1_000_000), 1_500_000));
+        assert!(!estimate_collapsed(Some(500_000), Some(1_000_000), 1_500_000));
+        // No estimate before or after.
+        assert!(!estimate_collapsed(None, Some(100_000), 1_500_000));
+        assert!(!estimate_collapsed(Some(3_000_000), None, 1_500_000));
     }
 
     /// NTP time follows the wall-clock anchor.
