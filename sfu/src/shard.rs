@@ -2714,37 +2714,23 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         for sa in &r.recv.alloc.sources {
             let target = sa.target.map(|l| {
                 let state = conf.video.get(&sa.source);
-                projection_layer(l, state)
+                (l, projection_layer(l, state))
             });
             match (target, r.recv.projections.get_mut(&sa.source)) {
-                (Some(t), Some(p)) => {
-                    let cur = p.current_encoding().filter(|c| *c > t.encoding);
-                    let base_bps = cur.map_or(0, |c| {
-                        conf.video.get_mut(&sa.source).map_or(0, |v| {
-                            v.layer_bitrate_bps(
-                                now,
-                                crate::bitrate::LayerId {
-                                    encoding: c,
-                                    spatial: 0,
-                                    temporal: 0,
-                                },
-                            )
-                        })
-                    });
-                    if cur.is_some() && estimate_collapsed(prev_bwe, bwe, base_bps) && p.cut_to_target(t) {
-                        tracing::debug!(parent: &r.span, source = sa.source, ?prev_bwe, ?bwe, base_bps, "estimate collapsed: encoding cut");
+                (Some((l, t)), Some(p)) => {
+                    let state = conf.video.get_mut(&sa.source);
+                    if let Some(e) = apply_target(now, p, t, l, state, prev_bwe, bwe) {
+                        tracing::debug!(parent: &r.span, source = sa.source, ?prev_bwe, ?bwe, to = e, "estimate collapsed: encoding cut");
                         if let Some(media) = conf
                             .sources
                             .get(sa.source)
-                            .and_then(|s| s.encodings.get(usize::from(t.encoding)))
+                            .and_then(|s| s.encodings.get(usize::from(e)))
                         {
                             urgent.push(media.ssrc);
                         }
-                    } else {
-                        p.set_target(Some(t));
                     }
                 }
-                (Some(t), None) => {
+                (Some((_, t)), None) => {
                     let codec = conf
                         .video
                         .get(&sa.source)
@@ -2836,6 +2822,44 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         route_keyframe_request(now, conf, BRIDGE, KeyframeRequest::Pli(media), true, io);
     }
     conf.channel_dirty = true;
+}
+
+/// Gives projection `p` the allocated layer `t` (`l` as the allocator chose it). When the
+/// allocation lowered the encoding because the estimate collapsed ([`estimate_collapsed`], judged
+/// with the bitrate of the current encoding's base layer), the current encoding is cut at once
+/// and the projection goes down to the lowest active encoding (the smallest keyframe into a
+/// link whose queue is still full); the next allocation raises it again as a normal up-switch,
+/// which keeps the lower encoding flowing until the higher keyframe arrives. Returns the
+/// encoding cut to, whose keyframe is to be asked for at once.
+fn apply_target(
+    now: Instant,
+    p: &mut crate::projection::Projection,
+    t: crate::projection::Layer,
+    l: crate::bitrate::LayerId,
+    mut state: Option<&mut VideoState>,
+    prev_bwe: Option<u64>,
+    bwe: Option<u64>,
+) -> Option<u8> {
+    use crate::bitrate::LayerId;
+    let base = |encoding: u8| LayerId {
+        encoding,
+        spatial: 0,
+        temporal: 0,
+    };
+    let cur = p.current_encoding().filter(|c| *c > t.encoding);
+    let collapsed = cur.is_some_and(|c| {
+        let base_bps = state.as_deref_mut().map_or(0, |v| v.layer_bitrate_bps(now, base(c)));
+        estimate_collapsed(prev_bwe, bwe, base_bps)
+    });
+    if !collapsed {
+        p.set_target(Some(t));
+        return None;
+    }
+    let lowest = (0..=l.encoding)
+        .find(|e| state.as_deref_mut().is_some_and(|v| v.layer_active(now, base(*e))))
+        .unwrap_or(l.encoding);
+    let floor = projection_layer(LayerId { encoding: lowest, ..l }, state.as_deref());
+    p.cut_to_target(floor).then_some(lowest)
 }
 
 /// Whether a receiver's estimate fell from `prev` to `now` so far that a downscale must not
@@ -3975,6 +3999,52 @@ mod tests {
         // No estimate before or after.
         assert!(!estimate_collapsed(None, Some(100_000), 1_500_000));
         assert!(!estimate_collapsed(Some(3_000_000), None, 1_500_000));
+    }
+
+    /// The allocation → projection hand-over: a collapse cuts the current encoding at once
+    /// (the projection waits for the lower keyframe, forwarding nothing), a mild drop keeps the
+    /// plain (JVB) downscale.
+    #[test]
+    fn apply_target_cuts_only_on_collapse() {
+        use crate::bitrate::LayerId;
+        use crate::projection::{Codec, Layer, PacketMeta, Projection, Verdict};
+        let now = Instant::now();
+        let lid = |encoding| LayerId {
+            encoding,
+            spatial: 0,
+            temporal: 2,
+        };
+        let on_720p = || {
+            let mut p = Projection::new(7, Codec::Generic, 1, 1);
+            p.set_target(Some(projection_layer(lid(2), None)));
+            let key = PacketMeta {
+                encoding: 2,
+                seq: 1,
+                marker: true,
+                start_of_frame: true,
+                end_of_frame: true,
+                keyframe: true,
+                ..PacketMeta::default()
+            };
+            assert!(matches!(p.on_packet(now, &key), Verdict::Forward(_)));
+            p
+        };
+        let to: Layer = projection_layer(lid(1), None);
+        // 2.0 → 1.5 Mbit/s, nothing known of the base layer: a plain downscale.
+        let mut p = on_720p();
+        assert_eq!(
+            apply_target(now, &mut p, to, lid(1), None, Some(2_000_000), Some(1_500_000)),
+            None
+        );
+        assert_eq!((p.current_encoding(), p.target()), (Some(2), Some(to)));
+        // 3.0 → 1.0 Mbit/s: cut, the keyframe of encoding 1 wanted at once.
+        let mut p = on_720p();
+        assert_eq!(
+            apply_target(now, &mut p, to, lid(1), None, Some(3_000_000), Some(1_000_000)),
+            Some(1)
+        );
+        assert_eq!((p.current_encoding(), p.target()), (None, Some(to)));
+        assert_eq!(p.needs_keyframe(), Some(1));
     }
 
     /// NTP time follows the wall-clock anchor.

@@ -632,7 +632,10 @@ mod tests {
         }
         let allowed = 1_000_000 / 8 * 15 * periods as usize / 1000;
         assert!(total <= allowed + 1875, "sent {total} > allowed {allowed}");
-        assert!(total * 100 >= allowed * 95, "padding fills the estimate: {total} of {allowed}");
+        assert!(
+            total * 100 >= allowed * 95,
+            "padding fills the estimate: {total} of {allowed}"
+        );
         // After a pause the accounting restarts (what was sent while padding was off is old).
         b.on_sent(1_000_000);
         let later = t0 + PADDING_PERIOD * periods + Duration::from_secs(2);
