@@ -2721,6 +2721,18 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
                     let state = conf.video.get_mut(&sa.source);
                     if let Some(e) = apply_target(now, p, t, l, state, prev_bwe, bwe) {
                         tracing::debug!(parent: &r.span, source = sa.source, ?prev_bwe, ?bwe, to = e, "estimate collapsed: encoding cut");
+                        // The link's queue is full of the cut encoding: let it drain for the
+                        // lower keyframe. No retransmissions of what was sent before the cut
+                        // (frames older than that keyframe), no padding for a while.
+                        let out_ssrc = r
+                            .recv
+                            .slots
+                            .as_ref()
+                            .map_or(Some(sa.source), |s| s.video.ssrc_of(sa.source));
+                        if let Some(c) = out_ssrc.and_then(|x| r.rtx_cache.get_mut(&x)) {
+                            c.flush();
+                        }
+                        r.padding.hold_until(now + PADDING_HOLD_AFTER_CUT);
                         if let Some(media) = conf
                             .sources
                             .get(sa.source)
@@ -2861,6 +2873,10 @@ fn apply_target(
     let floor = projection_layer(LayerId { encoding: lowest, ..l }, state.as_deref());
     p.cut_to_target(floor).then_some(lowest)
 }
+
+/// No padding toward a receiver for this long after an encoding cut (docs/bwe.md, "Downlink
+/// step"): the link's queue drains for the lower encoding's keyframe.
+const PADDING_HOLD_AFTER_CUT: Duration = Duration::from_secs(1);
 
 /// Whether a receiver's estimate fell from `prev` to `now` so far that a downscale must not
 /// wait for the lower encoding's keyframe while forwarding the current one (docs/bwe.md,

@@ -352,6 +352,8 @@ pub struct PaddingBudget {
     carry: f64,
     /// Bytes sent to the receiver since the last period.
     sent: u64,
+    /// No padding before this (after an encoding cut, the link's queue drains).
+    hold: Option<Instant>,
     /// Allowance (bytes at the estimate) left over (> 0) or overspent (< 0), bounded.
     balance: f64,
 }
@@ -370,6 +372,11 @@ impl PaddingBudget {
     /// When the next period starts.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.last.map(|t| t + PADDING_PERIOD)
+    }
+
+    /// No padding before `until` (the accounting goes on).
+    pub fn hold_until(&mut self, until: Instant) {
+        self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
     }
 
     /// Counts `bytes` sent to the receiver (any packet, as it goes on the wire). Per packet:
@@ -401,7 +408,8 @@ impl PaddingBudget {
         self.balance = (self.balance + rate * elapsed.as_secs_f64() - sent)
             .clamp(-rate * PADDING_DEBT_WINDOW.as_secs_f64(), rate * elapsed.as_secs_f64());
         let need = ideal_bps.saturating_sub(target_bps);
-        if need < 1 || ideal_bps <= estimate_bps {
+        let held = self.hold.is_some_and(|h| now < h);
+        if need < 1 || ideal_bps <= estimate_bps || held {
             self.carry = 0.0;
             return 0;
         }
@@ -640,5 +648,15 @@ mod tests {
         b.on_sent(1_000_000);
         let later = t0 + PADDING_PERIOD * periods + Duration::from_secs(2);
         assert_eq!(b.padding_bytes(later, ideal, target, est), 1500);
+        // Held (after an encoding cut): nothing until the hold ends.
+        b.hold_until(later + Duration::from_millis(100));
+        for k in 1..=6 {
+            assert_eq!(
+                b.padding_bytes(later + PADDING_PERIOD * k, ideal, target, est),
+                0,
+                "period {k}"
+            );
+        }
+        assert_eq!(b.padding_bytes(later + PADDING_PERIOD * 7, ideal, target, est), 1500);
     }
 }
