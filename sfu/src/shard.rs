@@ -2839,10 +2839,11 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
 /// Gives projection `p` the allocated layer `t` (`l` as the allocator chose it). When the
 /// allocation lowered the encoding because the estimate collapsed ([`estimate_collapsed`], judged
 /// with the bitrate of the current encoding's base layer), the current encoding is cut at once
-/// and the projection goes down to the lowest active encoding (the smallest keyframe into a
-/// link whose queue is still full); the next allocation raises it again as a normal up-switch,
-/// which keeps the lower encoding flowing until the higher keyframe arrives. Returns the
-/// encoding cut to, whose keyframe is to be asked for at once.
+/// and the projection goes down to the allocated encoding if that layer takes at most half the
+/// new estimate, else to the lowest active encoding (the smallest keyframe into a link whose
+/// queue is still full); the next allocation raises it again as a normal up-switch, which keeps
+/// the lower encoding flowing until the higher keyframe arrives. Returns the encoding cut to,
+/// whose keyframe is to be asked for at once.
 fn apply_target(
     now: Instant,
     p: &mut crate::projection::Projection,
@@ -2867,9 +2868,20 @@ fn apply_target(
         p.set_target(Some(t));
         return None;
     }
-    let lowest = (0..=l.encoding)
-        .find(|e| state.as_deref_mut().is_some_and(|v| v.layer_active(now, base(*e))))
-        .unwrap_or(l.encoding);
+    // The allocated layer when it leaves half the new estimate for the keyframe burst into a
+    // full queue, else the lowest active encoding.
+    let roomy = bwe.is_some_and(|b| {
+        state
+            .as_deref_mut()
+            .is_some_and(|v| v.layer_bitrate_bps(now, l).saturating_mul(2) <= b)
+    });
+    let lowest = if roomy {
+        l.encoding
+    } else {
+        (0..=l.encoding)
+            .find(|e| state.as_deref_mut().is_some_and(|v| v.layer_active(now, base(*e))))
+            .unwrap_or(l.encoding)
+    };
     let floor = projection_layer(LayerId { encoding: lowest, ..l }, state.as_deref());
     p.cut_to_target(floor).then_some(lowest)
 }
