@@ -1861,6 +1861,7 @@ fn handle_rtp(
         match srtp.protect_rtp_in_place(&mut buf) {
             Ok(()) => {
                 io.c.rtp_tx += 1;
+                r.padding.on_sent(buf.len());
                 io.send(dst, buf);
                 let tx = r.tx.entry(out.ssrc).or_insert(TxStream {
                     packets: 0,
@@ -2137,6 +2138,7 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
     match srtp.protect_rtp_in_place(&mut buf) {
         Ok(()) => {
             io.c.retransmissions += 1;
+            r.padding.on_sent(buf.len());
             io.send(dst, buf);
         }
         Err(e) => io.drop(e.protect_drop_reason(false)),
@@ -2217,6 +2219,7 @@ fn send_probing(now: Instant, ep: &mut Endpoint, bridge_ssrc: u32, io: &mut Io) 
             p.on_sent(len);
         }
         io.c.padding_sent += 1;
+        ep.padding.on_sent(buf.len());
         io.send(dst, buf);
     }
     if ep.probe.is_some_and(|p| p.done()) {
@@ -2240,6 +2243,19 @@ const MAX_KEYFRAME_REQUESTS: usize = 8;
 /// Route a receiver's PLI/FIR to the sender of the media SSRC, as from the bridge, at most
 /// once per [`KEYFRAME_MIN_INTERVAL`] per SSRC (media.md §5.3).
 fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, req: KeyframeRequest, io: &mut Io) {
+    route_keyframe_request(now, conf, requester, req, false, io);
+}
+
+/// [`request_keyframe`]; `bypass_limit` sends it even within [`KEYFRAME_MIN_INTERVAL`] of the
+/// last one (once per encoding cut, `reallocate`), still restarting the interval.
+fn route_keyframe_request(
+    now: Instant,
+    conf: &mut Conference,
+    requester: EndpointId,
+    req: KeyframeRequest,
+    bypass_limit: bool,
+    io: &mut Io,
+) {
     let media = match req {
         KeyframeRequest::Pli(s) | KeyframeRequest::Fir(s) => s,
     };
@@ -2249,7 +2265,7 @@ fn request_keyframe(now: Instant, conf: &mut Conference, requester: EndpointId, 
     if owner == requester {
         return;
     }
-    if !conf.keyframes.allow(media, now) {
+    if !bypass_limit && !conf.keyframes.allow(media, now) {
         io.c.keyframe_suppressed += 1;
         tracing::trace!(media, ?requester, "keyframe request suppressed (rate limit)");
         return;
@@ -2845,11 +2861,15 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     // ask a keyframe of (a slot starts on one).
     let mut assigned: Vec<(EndpointId, SourceKey, u32, Option<u32>)> = Vec::new();
     let mut keyframes: Vec<u32> = Vec::new();
+    // Encodings a projection was cut down to because the estimate collapsed: their keyframe is
+    // asked for at once, past the rate limit (docs/bwe.md, "Downlink step").
+    let mut urgent: Vec<u32> = Vec::new();
     for rid in ids {
         let Some(r) = conf.endpoints.get_mut(&rid) else {
             continue;
         };
         let bwe = receiver_bwe(r);
+        let prev_bwe = r.recv.alloc_bwe;
         r.recv.alloc_bwe = bwe;
         let input = AllocInput {
             receiver: rid,
@@ -2870,11 +2890,35 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         for sa in &r.recv.alloc.sources {
             let target = sa.target.map(|l| {
                 let state = conf.video.get(&sa.source);
-                projection_layer(l, state)
+                (l, projection_layer(l, state))
             });
             match (target, r.recv.projections.get_mut(&sa.source)) {
-                (Some(t), Some(p)) => p.set_target(Some(t)),
-                (Some(t), None) => {
+                (Some((l, t)), Some(p)) => {
+                    let state = conf.video.get_mut(&sa.source);
+                    if let Some(e) = apply_target(now, p, t, l, state, prev_bwe, bwe) {
+                        tracing::debug!(parent: &r.span, source = sa.source, ?prev_bwe, ?bwe, to = e, "estimate collapsed: encoding cut");
+                        // The link's queue is full of the cut encoding: let it drain for the
+                        // lower keyframe. No retransmissions of what was sent before the cut
+                        // (frames older than that keyframe), no padding for a while.
+                        let out_ssrc = r
+                            .recv
+                            .slots
+                            .as_ref()
+                            .map_or(Some(sa.source), |s| s.video.ssrc_of(sa.source));
+                        if let Some(c) = out_ssrc.and_then(|x| r.rtx_cache.get_mut(&x)) {
+                            c.flush();
+                        }
+                        r.padding.hold_until(now + PADDING_HOLD_AFTER_CUT);
+                        if let Some(media) = conf
+                            .sources
+                            .get(sa.source)
+                            .and_then(|s| s.encodings.get(usize::from(e)))
+                        {
+                            urgent.push(media.ssrc);
+                        }
+                    }
+                }
+                (Some((_, t)), None) => {
                     let codec = conf
                         .video
                         .get(&sa.source)
@@ -2960,7 +3004,78 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
     for media in keyframes {
         request_keyframe(now, conf, BRIDGE, KeyframeRequest::Pli(media), io);
     }
+    urgent.sort_unstable();
+    urgent.dedup();
+    for media in urgent {
+        route_keyframe_request(now, conf, BRIDGE, KeyframeRequest::Pli(media), true, io);
+    }
     conf.channel_dirty = true;
+}
+
+/// Gives projection `p` the allocated layer `t` (`l` as the allocator chose it). When the
+/// allocation lowered the encoding because the estimate collapsed ([`estimate_collapsed`], judged
+/// with the bitrate of the current encoding's base layer), the current encoding is cut at once
+/// and the projection goes down to the allocated encoding if that layer takes at most half the
+/// new estimate, else to the lowest active encoding (the smallest keyframe into a link whose
+/// queue is still full); the next allocation raises it again as a normal up-switch, which keeps
+/// the lower encoding flowing until the higher keyframe arrives. Returns the encoding cut to,
+/// whose keyframe is to be asked for at once.
+fn apply_target(
+    now: Instant,
+    p: &mut crate::projection::Projection,
+    t: crate::projection::Layer,
+    l: crate::bitrate::LayerId,
+    mut state: Option<&mut VideoState>,
+    prev_bwe: Option<u64>,
+    bwe: Option<u64>,
+) -> Option<u8> {
+    use crate::bitrate::LayerId;
+    let base = |encoding: u8| LayerId {
+        encoding,
+        spatial: 0,
+        temporal: 0,
+    };
+    let cur = p.current_encoding().filter(|c| *c > t.encoding);
+    let collapsed = cur.is_some_and(|c| {
+        let base_bps = state.as_deref_mut().map_or(0, |v| v.layer_bitrate_bps(now, base(c)));
+        estimate_collapsed(prev_bwe, bwe, base_bps)
+    });
+    if !collapsed {
+        p.set_target(Some(t));
+        return None;
+    }
+    // The allocated layer when it leaves half the new estimate for the keyframe burst into a
+    // full queue, else the lowest active encoding.
+    let roomy = bwe.is_some_and(|b| {
+        state
+            .as_deref_mut()
+            .is_some_and(|v| v.layer_bitrate_bps(now, l).saturating_mul(2) <= b)
+    });
+    let lowest = if roomy {
+        l.encoding
+    } else {
+        (0..=l.encoding)
+            .find(|e| state.as_deref_mut().is_some_and(|v| v.layer_active(now, base(*e))))
+            .unwrap_or(l.encoding)
+    };
+    let floor = projection_layer(LayerId { encoding: lowest, ..l }, state.as_deref());
+    p.cut_to_target(floor).then_some(lowest)
+}
+
+/// No padding toward a receiver for this long after an encoding cut (docs/bwe.md, "Downlink
+/// step"): the link's queue drains for the lower encoding's keyframe.
+const PADDING_HOLD_AFTER_CUT: Duration = Duration::from_secs(1);
+
+/// Whether a receiver's estimate fell from `prev` to `now` so far that a downscale must not
+/// wait for the lower encoding's keyframe while forwarding the current one (docs/bwe.md,
+/// "Downlink step"): it fell, and either by more than half or below `base_bps`, the bitrate of
+/// the current encoding's base layer (what a pending downscale keeps forwarding). Without an
+/// estimate before and after (no transport-cc / REMB) nothing collapsed.
+fn estimate_collapsed(prev: Option<u64>, now: Option<u64>, base_bps: u64) -> bool {
+    match (prev, now) {
+        (Some(p), Some(n)) => n < p && (n < p / 2 || base_bps > n),
+        _ => false,
+    }
 }
 
 /// The projection's view of an allocated layer (AV1: with its decode target). The active mask
@@ -4233,6 +4348,72 @@ mod tests {
         assert!(l.allow(1, now + KEYFRAME_MIN_INTERVAL));
         l.last.remove(&1);
         assert!(l.allow(1, now));
+    }
+
+    /// A downscale is a collapse (cut at once) only when the estimate fell, and by more than half
+    /// or below the current encoding's base layer; not without estimates or when it rose.
+    #[test]
+    fn estimate_collapse_rule() {
+        // The step scenario: 2.0 → 0.37 Mbit/s with 720p's 1.5 Mbit/s being forwarded.
+        assert!(estimate_collapsed(Some(2_000_000), Some(370_000), 1_500_000));
+        // Fell by more than half, the base layer would still fit.
+        assert!(estimate_collapsed(Some(3_000_000), Some(1_400_000), 500_000));
+        // Fell 30 % and the current base layer fits: a normal (JVB) downscale.
+        assert!(!estimate_collapsed(Some(2_000_000), Some(1_400_000), 500_000));
+        // Fell a little, below the current base layer: collapse.
+        assert!(estimate_collapsed(Some(1_600_000), Some(1_400_000), 1_500_000));
+        // Rose or unchanged (constraints, last-N changed the target): never.
+        assert!(!estimate_collapsed(Some(1_000_000), Some(1_000_000), 1_500_000));
+        assert!(!estimate_collapsed(Some(500_000), Some(1_000_000), 1_500_000));
+        // No estimate before or after.
+        assert!(!estimate_collapsed(None, Some(100_000), 1_500_000));
+        assert!(!estimate_collapsed(Some(3_000_000), None, 1_500_000));
+    }
+
+    /// The allocation → projection hand-over: a collapse cuts the current encoding at once
+    /// (the projection waits for the lower keyframe, forwarding nothing), a mild drop keeps the
+    /// plain (JVB) downscale.
+    #[test]
+    fn apply_target_cuts_only_on_collapse() {
+        use crate::bitrate::LayerId;
+        use crate::projection::{Codec, Layer, PacketMeta, Projection, Verdict};
+        let now = Instant::now();
+        let lid = |encoding| LayerId {
+            encoding,
+            spatial: 0,
+            temporal: 2,
+        };
+        let on_720p = || {
+            let mut p = Projection::new(7, Codec::Generic, 1, 1);
+            p.set_target(Some(projection_layer(lid(2), None)));
+            let key = PacketMeta {
+                encoding: 2,
+                seq: 1,
+                marker: true,
+                start_of_frame: true,
+                end_of_frame: true,
+                keyframe: true,
+                ..PacketMeta::default()
+            };
+            assert!(matches!(p.on_packet(now, &key), Verdict::Forward(_)));
+            p
+        };
+        let to: Layer = projection_layer(lid(1), None);
+        // 2.0 → 1.5 Mbit/s, nothing known of the base layer: a plain downscale.
+        let mut p = on_720p();
+        assert_eq!(
+            apply_target(now, &mut p, to, lid(1), None, Some(2_000_000), Some(1_500_000)),
+            None
+        );
+        assert_eq!((p.current_encoding(), p.target()), (Some(2), Some(to)));
+        // 3.0 → 1.0 Mbit/s: cut, the keyframe of encoding 1 wanted at once.
+        let mut p = on_720p();
+        assert_eq!(
+            apply_target(now, &mut p, to, lid(1), None, Some(3_000_000), Some(1_000_000)),
+            Some(1)
+        );
+        assert_eq!((p.current_encoding(), p.target()), (None, Some(to)));
+        assert_eq!(p.needs_keyframe(), Some(1));
     }
 
     /// NTP time follows the wall-clock anchor.

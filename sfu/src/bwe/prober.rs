@@ -340,11 +340,28 @@ impl ProbePacer {
 /// The §4.3 padding budget of one receiver: every 15 ms,
 /// `min(ideal − target, estimate − target)` worth of bytes, skipped when nothing is missing or
 /// when the ideal fits in the estimate; the fraction of a byte not given is carried over.
+///
+/// Padding never takes the total above the estimate: every byte sent to the receiver (media,
+/// audio, RTX, probes, padding, with their headers) is reported with [`PaddingBudget::on_sent`]
+/// and spends the estimate's allowance; padding only uses what is left. Overspending (a
+/// keyframe burst, a layer still arriving above the target) is remembered for up to
+/// [`PADDING_DEBT_WINDOW`] of the estimate, unused allowance for one period only.
 #[derive(Debug, Default)]
 pub struct PaddingBudget {
     last: Option<Instant>,
     carry: f64,
+    /// Bytes sent to the receiver since the last period.
+    sent: u64,
+    /// No padding before this (after an encoding cut, the link's queue drains).
+    hold: Option<Instant>,
+    /// Allowance (bytes at the estimate) left over (> 0) or overspent (< 0), bounded.
+    balance: f64,
 }
+
+/// How long the overspending of the bytes sent is remembered, at the estimate's rate.
+pub const PADDING_DEBT_WINDOW: Duration = Duration::from_millis(500);
+/// A longer pause between two periods restarts the accounting (padding was off).
+const PADDING_RESTART_GAP: Duration = Duration::from_millis(100);
 
 impl PaddingBudget {
     /// A budget with nothing carried over.
@@ -357,23 +374,53 @@ impl PaddingBudget {
         self.last.map(|t| t + PADDING_PERIOD)
     }
 
+    /// No padding before `until` (the accounting goes on).
+    pub fn hold_until(&mut self, until: Instant) {
+        self.hold = Some(self.hold.map_or(until, |h| h.max(until)));
+    }
+
+    /// Counts `bytes` sent to the receiver (any packet, as it goes on the wire). Per packet:
+    /// one addition.
+    pub fn on_sent(&mut self, bytes: usize) {
+        self.sent = self.sent.saturating_add(bytes as u64);
+    }
+
     /// Bytes of padding to send for the period ending at `now` (0 if a period has not passed
     /// since the previous call). `ideal_bps` and `target_bps` are the sums over the forwarded
-    /// sources of the ideal and of the selected layers' bitrates.
+    /// sources of the ideal and of the selected layers' bitrates. At most what the estimate
+    /// leaves after the bytes reported by [`PaddingBudget::on_sent`].
     pub fn padding_bytes(&mut self, now: Instant, ideal_bps: u64, target_bps: u64, estimate_bps: u64) -> usize {
-        if let Some(last) = self.last {
-            if now.saturating_duration_since(last) < PADDING_PERIOD {
-                return 0;
+        let elapsed = match self.last {
+            Some(last) if now.saturating_duration_since(last) < PADDING_PERIOD => return 0,
+            Some(last) if now.saturating_duration_since(last) <= PADDING_RESTART_GAP => {
+                now.saturating_duration_since(last)
             }
-        }
+            // First period, or padding was off: what was sent before says nothing about now.
+            _ => {
+                self.sent = 0;
+                self.balance = 0.0;
+                PADDING_PERIOD
+            }
+        };
         self.last = Some(now);
+        let rate = estimate_bps as f64 / 8.0;
+        let sent = std::mem::take(&mut self.sent) as f64;
+        self.balance = (self.balance + rate * elapsed.as_secs_f64() - sent)
+            .clamp(-rate * PADDING_DEBT_WINDOW.as_secs_f64(), rate * elapsed.as_secs_f64());
         let need = ideal_bps.saturating_sub(target_bps);
-        if need < 1 || ideal_bps <= estimate_bps {
+        let held = self.hold.is_some_and(|h| now < h);
+        if need < 1 || ideal_bps <= estimate_bps || held {
             self.carry = 0.0;
             return 0;
         }
         let bps = need.min(estimate_bps.saturating_sub(target_bps));
         let bytes = PADDING_PERIOD.as_secs_f64() * bps as f64 / 8.0 + self.carry;
+        let room = self.balance.max(0.0).floor();
+        if bytes > room {
+            // Limited by what was sent: nothing owed to later periods.
+            self.carry = 0.0;
+            return room as usize;
+        }
         let whole = bytes.floor();
         self.carry = bytes - whole;
         whole as usize
@@ -546,5 +593,70 @@ mod tests {
             b.padding_bytes(t + 2 * PADDING_PERIOD, 2_000_000, 2_000_000, 1_000_000),
             0
         );
+    }
+
+    /// Everything sent counts against the estimate: padding only fills what media, audio and
+    /// retransmissions leave, a burst above the estimate silences it until it is paid back, and
+    /// over time media + padding stay at or below the estimate.
+    #[test]
+    fn padding_budget_counts_everything_sent() {
+        let t0 = Instant::now();
+        let mut b = PaddingBudget::new();
+        // 1 Mbps estimate = 1875 bytes per 15 ms; target 0.2 Mbps, ideal 1.5 Mbps: the
+        // payload-only rule would give 0.8 Mbps = 1500 bytes per period.
+        let (ideal, target, est) = (1_500_000, 200_000, 1_000_000);
+        assert_eq!(b.padding_bytes(t0, ideal, target, est), 1500);
+        // That padding and 1500 bytes of media (the target's layer arriving above its nominal
+        // rate, audio, RTX) went out in the next period: 3000 of 1875 + 1875, 750 are left.
+        b.on_sent(1500 + 1500);
+        let t1 = t0 + PADDING_PERIOD;
+        assert_eq!(b.padding_bytes(t1, ideal, target, est), 750);
+        // A 10 kB keyframe burst: no padding until the overspend is paid back.
+        b.on_sent(750 + 10_000);
+        let mut t = t1;
+        let mut silent = 0;
+        loop {
+            t += PADDING_PERIOD;
+            let p = b.padding_bytes(t, ideal, target, est);
+            if p > 0 {
+                break;
+            }
+            silent += 1;
+            assert!(silent < 100, "padding never resumed");
+        }
+        // 750 + 1875 − 10 750 = −8125 after the burst's period, + 1875 per period: five silent
+        // periods.
+        assert_eq!(silent, 5);
+
+        // Long run with steady media at 0.7 Mbps: media + padding ≤ the estimate.
+        let mut b = PaddingBudget::new();
+        let media_per_period = 700_000 * 15 / 8000;
+        let (mut total, mut pad_prev) = (0usize, 0usize);
+        let periods = 400;
+        for k in 0..periods {
+            b.on_sent(media_per_period + pad_prev);
+            total += media_per_period + pad_prev;
+            pad_prev = b.padding_bytes(t0 + PADDING_PERIOD * k, ideal, target, est);
+        }
+        let allowed = 1_000_000 / 8 * 15 * periods as usize / 1000;
+        assert!(total <= allowed + 1875, "sent {total} > allowed {allowed}");
+        assert!(
+            total * 100 >= allowed * 95,
+            "padding fills the estimate: {total} of {allowed}"
+        );
+        // After a pause the accounting restarts (what was sent while padding was off is old).
+        b.on_sent(1_000_000);
+        let later = t0 + PADDING_PERIOD * periods + Duration::from_secs(2);
+        assert_eq!(b.padding_bytes(later, ideal, target, est), 1500);
+        // Held (after an encoding cut): nothing until the hold ends.
+        b.hold_until(later + Duration::from_millis(100));
+        for k in 1..=6 {
+            assert_eq!(
+                b.padding_bytes(later + PADDING_PERIOD * k, ideal, target, est),
+                0,
+                "period {k}"
+            );
+        }
+        assert_eq!(b.padding_bytes(later + PADDING_PERIOD * 7, ideal, target, est), 1500);
     }
 }

@@ -154,6 +154,9 @@ pub enum DropReason {
     TooOld,
     /// Encoding index out of range or AV1 frame without dependency descriptor info.
     NoLayerInfo,
+    /// The encoding whose forwarding [`Projection::cut_to_target`] stopped (the estimate
+    /// collapsed), until a keyframe of an encoding at most the target's arrives.
+    Cut,
 }
 
 /// Values to write into the outgoing copy of a forwarded packet.
@@ -275,6 +278,9 @@ pub struct Projection {
     av1_fwd: [u32; AV1_FWD_WINDOW],
     /// A switch point of a higher layer of the target encoding was needed and not seen.
     want_keyframe: bool,
+    /// The encoding [`Projection::cut_to_target`] stopped, until the next segment starts or the
+    /// target changes (only labels its drops: the cut itself is the ended segment).
+    cut: Option<u8>,
     /// VP9: (encoding, timestamp) of the newest keyframe picture; all its layers end with the
     /// marker on the target layer.
     key_pic: Option<(u8, u32)>,
@@ -305,6 +311,7 @@ impl Projection {
             cur_dt_spatial: 0,
             av1_fwd: [u32::MAX; AV1_FWD_WINDOW],
             want_keyframe: false,
+            cut: None,
             key_pic: None,
             group_start: None,
             next_base: None,
@@ -376,8 +383,30 @@ impl Projection {
         tracing::debug!(ssrc = self.ssrc, codec = ?self.codec, from = ?self.target, to = ?target, "projection target");
         self.target = target;
         self.want_keyframe = false;
+        self.cut = None;
         if target.is_none() {
             self.end_segment();
+        }
+    }
+
+    /// Sets `target` for a downscale forced by a collapsed bandwidth estimate (docs/bwe.md,
+    /// "Downlink step"). Unlike [`Projection::set_target`], which keeps forwarding the base
+    /// temporal layer of the current encoding until a keyframe of the lower one arrives (JVB's
+    /// `VP8QualityFilter`), a current encoding above the target's stops at once: its packets are
+    /// dropped ([`DropReason::Cut`]) and nothing is forwarded until a keyframe of an encoding at
+    /// most the target's starts a new segment (output seq / timestamp / picture ID continue as
+    /// after a suspension). Returns whether forwarding was cut; the caller then asks for that
+    /// keyframe at once. A target at or above the current encoding is a plain `set_target`.
+    pub fn cut_to_target(&mut self, target: Layer) -> bool {
+        self.set_target(Some(target));
+        match self.cur_enc {
+            Some(c) if c > target.encoding => {
+                tracing::debug!(ssrc = self.ssrc, from = c, to = target.encoding, "encoding cut");
+                self.end_segment();
+                self.cut = Some(c);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -520,11 +549,16 @@ impl Projection {
         let (ds, dt) = self.desired(m.encoding, &t);
 
         if self.cur_enc != Some(m.encoding) {
+            let other = if self.cut == Some(m.encoding) {
+                DropReason::Cut
+            } else {
+                DropReason::OtherEncoding
+            };
             if !independent {
-                return Err(DropReason::OtherEncoding);
+                return Err(other);
             }
             if !self.keyframe_acceptable(now, m.encoding, &t) {
-                return Err(DropReason::OtherEncoding);
+                return Err(other);
             }
             tracing::debug!(ssrc = self.ssrc, from = ?self.cur_enc, to = m.encoding, "encoding switch");
             self.start_segment(now, m, ext);
@@ -690,6 +724,7 @@ impl Projection {
             st.fnum.reset(fe, first);
         }
         st.last_pic_ts = None;
+        self.cut = None;
         // Frame numbers of another encoding say nothing about this one's.
         self.av1_fwd = [u32::MAX; AV1_FWD_WINDOW];
         self.cur_enc = Some(m.encoding);

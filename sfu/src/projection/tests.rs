@@ -162,6 +162,145 @@ fn downswitch_forwards_base_until_keyframe() {
     assert_eq!(p.current_encoding(), Some(0));
 }
 
+/// Estimate collapsed (docs/bwe.md "Downlink step"): `cut_to_target` stops the higher encoding
+/// at once. Its base-layer frames and even its keyframes are dropped (`Cut`) until a keyframe of
+/// an encoding at most the target's arrives; output seq / picture ID / TL0PICIDX continue
+/// without a gap and the timestamp advances.
+#[test]
+fn estimate_cut_drops_higher_encoding_until_lower_keyframe() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Vp8, 1, 1);
+    p.set_target(layer(2, 2));
+    let a = fwd(p.on_packet(t0, &vp8(2, 0, 1, 0, 1, 1, true, false)));
+    assert!(p.cut_to_target(layer(0, 2).unwrap()));
+    assert_eq!(p.current_encoding(), None);
+    assert_eq!(p.target(), layer(0, 2));
+    assert_eq!(p.needs_keyframe(), Some(0));
+    // TL0 of the higher encoding (a plain downscale forwards it): dropped.
+    assert_eq!(
+        p.on_packet(after(t0, 33), &vp8(2, 0, 2, 3000, 2, 2, false, false)),
+        Verdict::Drop(DropReason::Cut)
+    );
+    // A keyframe of the cut encoding is above the target: dropped too.
+    assert_eq!(
+        p.on_packet(after(t0, 66), &vp8(2, 0, 3, 6000, 3, 3, true, false)),
+        Verdict::Drop(DropReason::Cut)
+    );
+    // Encoding 1 (between target and cut) non-keyframe: not usable.
+    assert_eq!(
+        p.on_packet(after(t0, 66), &vp8(1, 0, 40, 6000, 30, 7, false, false)),
+        Verdict::Drop(DropReason::OtherEncoding)
+    );
+    // The lower encoding's keyframe starts the new segment.
+    let k = fwd(p.on_packet(after(t0, 200), &vp8(0, 0, 70, 50, 40, 9, true, false)));
+    assert_eq!(p.current_encoding(), Some(0));
+    assert_eq!(p.needs_keyframe(), None);
+    assert_eq!((k.seq, k.picture_id, k.tl0picidx), (2, Some(2), Some(2)));
+    assert!(k.ts.wrapping_sub(a.ts) >= 200 * 90);
+    // From now on the higher encoding is just another encoding.
+    assert_eq!(
+        p.on_packet(after(t0, 233), &vp8(2, 0, 4, 9000, 4, 4, false, false)),
+        Verdict::Drop(DropReason::OtherEncoding)
+    );
+    let n = fwd(p.on_packet(after(t0, 233), &vp8(0, 1, 71, 3050, 41, 9, false, true)));
+    assert_eq!((n.seq, n.picture_id), (3, Some(3)));
+}
+
+/// The same downscale without a collapse (`set_target`, e.g. constraints or last-N) keeps JVB's
+/// behaviour: the higher encoding's TL0 goes on until the lower keyframe.
+#[test]
+fn mild_downscale_keeps_forwarding_base() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Vp8, 1, 1);
+    p.set_target(layer(2, 2));
+    fwd(p.on_packet(t0, &vp8(2, 0, 1, 0, 1, 1, true, false)));
+    p.set_target(layer(0, 2));
+    assert_eq!(p.current_encoding(), Some(2));
+    let b = fwd(p.on_packet(after(t0, 33), &vp8(2, 0, 2, 3000, 2, 2, false, false)));
+    assert_eq!(b.seq, 2);
+    let k = fwd(p.on_packet(after(t0, 200), &vp8(0, 0, 70, 50, 40, 9, true, false)));
+    assert_eq!((k.seq, p.current_encoding()), (3, Some(0)));
+    // A later cut when already at or above the current encoding is a plain set_target.
+    assert!(!p.cut_to_target(layer(0, 0).unwrap()));
+    assert!(!p.cut_to_target(layer(1, 0).unwrap()));
+    assert_eq!(p.current_encoding(), Some(0));
+    fwd(p.on_packet(after(t0, 233), &vp8(0, 0, 71, 3050, 41, 10, false, false)));
+}
+
+/// A pending plain downscale becomes a cut when the estimate then collapses (same target).
+#[test]
+fn pending_downscale_then_cut() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Vp8, 1, 1);
+    p.set_target(layer(2, 0));
+    fwd(p.on_packet(t0, &vp8(2, 0, 1, 0, 1, 1, true, false)));
+    p.set_target(layer(0, 0));
+    fwd(p.on_packet(after(t0, 33), &vp8(2, 0, 2, 3000, 2, 2, false, false)));
+    assert!(p.cut_to_target(layer(0, 0).unwrap()));
+    assert_eq!(
+        p.on_packet(after(t0, 66), &vp8(2, 0, 3, 6000, 3, 3, false, false)),
+        Verdict::Drop(DropReason::Cut)
+    );
+    // Target raised back to the cut encoding before any keyframe: its keyframe resumes it.
+    p.set_target(layer(2, 0));
+    assert_eq!(
+        p.on_packet(after(t0, 100), &vp8(2, 0, 4, 9000, 4, 4, false, false)),
+        Verdict::Drop(DropReason::OtherEncoding)
+    );
+    let k = fwd(p.on_packet(after(t0, 133), &vp8(2, 0, 5, 12000, 5, 5, true, false)));
+    assert_eq!((k.seq, k.picture_id), (3, Some(3)));
+}
+
+/// A cut in the middle of a frame: the frame's tail may still fill its reserved slot, and the
+/// lower keyframe's output seq never collides with it.
+#[test]
+fn cut_mid_frame_reserves_the_tail() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Vp8, 1, 1);
+    p.set_target(layer(1, 0));
+    let pkt = |seq: u16, start: bool, end: bool, key: bool| PacketMeta {
+        start_of_frame: start,
+        end_of_frame: end,
+        marker: end,
+        ..vp8(1, 0, seq, 0, 7, 1, key, false)
+    };
+    let a = fwd(p.on_packet(t0, &pkt(10, true, false, true)));
+    assert!(p.cut_to_target(layer(0, 0).unwrap()));
+    let k = fwd(p.on_packet(after(t0, 100), &vp8(0, 0, 500, 77, 9, 3, true, false)));
+    assert_eq!((a.seq, k.seq), (1, 3), "one slot kept for the cut frame's tail");
+    let mut tail = vec![];
+    for seq in 11..13 {
+        if let Verdict::Forward(r) = p.on_packet(after(t0, 101), &pkt(seq, false, seq == 12, false)) {
+            tail.push(r.seq);
+        }
+    }
+    assert!(tail.iter().all(|s| *s == 2), "{tail:?}");
+}
+
+/// SVC (one encoding): a collapse lowers the spatial layer at once anyway; nothing is cut.
+#[test]
+fn cut_is_a_no_op_within_one_svc_encoding() {
+    let t0 = Instant::now();
+    let mut p = Projection::new(1, Codec::Vp9, 1, 1);
+    let sl = |s: u8| Layer {
+        encoding: 0,
+        spatial: s,
+        temporal: 0,
+        decode_target: None,
+    };
+    p.set_target(Some(sl(1)));
+    fwd(p.on_packet(t0, &svc(0, 0, 1, 1, true, true, false)));
+    fwd(p.on_packet(t0, &svc(1, 0, 2, 1, false, true, true)));
+    assert!(!p.cut_to_target(sl(0)));
+    assert_eq!(p.current_encoding(), Some(0));
+    let c = fwd(p.on_packet(t0, &svc(0, 0, 3, 2, false, false, false)));
+    assert!(c.marker);
+    assert_eq!(
+        p.on_packet(t0, &svc(1, 0, 4, 2, false, false, true)),
+        Verdict::Drop(DropReason::AboveTarget)
+    );
+}
+
 /// Suspending stops at once; resuming needs a keyframe.
 #[test]
 fn suspend_and_resume() {
@@ -630,10 +769,21 @@ struct SimResult {
     late_dropped: usize,
     segments: usize,
     violations: Vec<String>,
+    /// Target changes made with `cut_to_target` that cut.
+    cuts: usize,
 }
 
 fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult {
+    simulate_cuts(seed, loss_pct, reorder, ticks, false)
+}
+
+/// With `cuts`, every other target change to a lower encoding is made with
+/// [`Projection::cut_to_target`] (a collapsed estimate); the cut encoding must then not be
+/// forwarded until the target changes again.
+fn simulate_cuts(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, cuts: bool) -> SimResult {
     let mut rng = Rng(seed | 1);
+    let mut cut_enc: Option<u8> = None;
+    let mut cuts_made = 0;
     let t0 = Instant::now();
     let mut p = Projection::new(9, Codec::Vp8, 65_500, u32::MAX - 5000);
     p.set_target(layer(0, 2));
@@ -674,7 +824,18 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
             if t.is_none() && p.target().is_some() {
                 segments += 1;
             }
-            p.set_target(t);
+            cut_enc = None;
+            match t {
+                Some(l) if cuts && switches % 2 == 0 => {
+                    let before = p.current_encoding();
+                    if p.cut_to_target(l) {
+                        segments += 1;
+                        cuts_made += 1;
+                        cut_enc = before;
+                    }
+                }
+                _ => p.set_target(t),
+            }
         }
         let force_key = key_due == Some(tick) || tick == 0;
         if force_key {
@@ -786,6 +947,9 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
                             }
                         }
                     }
+                    if first_fwd && cut_enc == Some(fr.enc) {
+                        violations.push(format!("frame {f} of cut encoding {} forwarded", fr.enc));
+                    }
                     // Judge switches in decision order: a frame is decided (and, if accepted,
                     // forwarded) on its first arriving packet.
                     if first_fwd {
@@ -820,6 +984,7 @@ fn simulate(seed: u64, loss_pct: u64, reorder: bool, ticks: usize) -> SimResult 
         late_dropped,
         segments: segments + 2,
         violations,
+        cuts: cuts_made,
     }
 }
 
@@ -1153,6 +1318,7 @@ fn simulate_svc_mode(seed: u64, loss_pct: u64, reorder: bool, ticks: usize, av1:
         late_dropped,
         segments,
         violations,
+        cuts: 0,
     }
 }
 
@@ -1207,6 +1373,14 @@ fn simulation_switches_encodings() {
     check(&r, true).unwrap();
 }
 
+/// The cut simulation really cuts (so the cut property tests exercise it), and stays exact.
+#[test]
+fn simulation_makes_cuts() {
+    let r = simulate_cuts(42, 0, false, 600, true);
+    assert!(r.cuts >= 3, "only {} cuts", r.cuts);
+    check(&r, true).unwrap();
+}
+
 /// Regression: reordering lets a keyframe of the current encoding be decided before an older
 /// frame's packets; the switch that follows is still at a keyframe.
 #[test]
@@ -1223,6 +1397,21 @@ proptest! {
     fn simulcast_lossless(seed in any::<u64>()) {
         let r = simulate(seed, 0, false, 400);
         check(&r, true)?;
+    }
+
+    /// Simulcast with collapse cuts among the target changes, lossless: still gap-free and
+    /// exactly continuous, and a cut encoding is never forwarded.
+    #[test]
+    fn simulcast_cuts_lossless(seed in any::<u64>()) {
+        let r = simulate_cuts(seed, 0, false, 400, true);
+        check(&r, true)?;
+    }
+
+    /// Simulcast with cuts, loss and reordering.
+    #[test]
+    fn simulcast_cuts_lossy(seed in any::<u64>(), loss in 0u64..10, reorder in any::<bool>()) {
+        let r = simulate_cuts(seed, loss, reorder, 400, true);
+        check(&r, false)?;
     }
 
     /// VP9 SVC, lossless and in order: gap-free, exactly continuous, decodable.
