@@ -418,7 +418,7 @@ async fn palim_rejoins_after_prosody_restart() {
 
         prosody.start_again().await;
         let up = Instant::now();
-        wait_state(&palim, Duration::from_secs(5), "palim rejoined", |s| {
+        wait_state(&palim, Duration::from_secs(12), "palim rejoined", |s| {
             s.all_joined() && s.sessions == round + 1
         })
         .await;
@@ -428,7 +428,9 @@ async fn palim_rejoins_after_prosody_restart() {
             if hard { "SIGKILL" } else { "SIGTERM" },
             took.as_secs_f64() * 1e3
         );
-        assert!(took < Duration::from_secs(3), "rejoin took {took:?}");
+        // Retries every 1 s: ~1–2 s on an idle machine; 3.5 s seen on a 2-core machine loaded
+        // by parallel builds. Robustness case 42 asks for ≤ 30 s.
+        assert!(took < Duration::from_secs(10), "rejoin took {took:?}");
 
         // A fresh focus (the room lives in memory: it is new) finds the bridge with stats and
         // it answers health checks.
