@@ -72,6 +72,12 @@ impl PalimProcess {
         self.spawn();
     }
 
+    /// Starts again with another configuration (same nick and XMPP server).
+    pub fn restart_with(&mut self, config: PalimConfig) {
+        self.config = config;
+        self.restart();
+    }
+
     fn spawn(&mut self) {
         self.starts += 1;
         self.rest_port = free_tcp_port();
@@ -179,7 +185,11 @@ stats_interval = "0s"
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("{}: palim did not exit within {within:?}; log:\n{}", self.nick, self.logs());
+                panic!(
+                    "{}: palim did not exit within {within:?}; log:\n{}",
+                    self.nick,
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
