@@ -30,8 +30,7 @@
 
 mod support;
 
-#[path = "../../sfu/tests/common/mod.rs"]
-mod common;
+use support::common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
