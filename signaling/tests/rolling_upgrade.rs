@@ -27,7 +27,7 @@
 //!
 //! Run: `cargo test -p signaling --test rolling_upgrade -- --nocapture`. The whole rolling
 //! cycle runs `PALIM_ROLLING_CYCLES` times (default 2, about 35 s, so that each bridge is stopped
-//! once by REST and once by SIGTERM; the spec's 10 took 116 s on a shared 2-core machine). Skips
+//! once by REST and once by SIGTERM; the spec's 10 took 124 s on a shared 2-core machine). Skips
 //! without prosody unless CI is set. `PALIM_TEST_LOG=1` prints the bridges' logs at the end.
 
 mod support;
@@ -245,7 +245,7 @@ fn panic_text(e: tokio::task::JoinError) -> String {
 }
 
 /// One conference on bridge `bridge`: two endpoints, media for [`CONF_MEDIA`], expire.
-async fn conference(shared: Arc<Shared>, k: usize, bridge: usize, logs: LogReader) -> Option<MediaReport> {
+async fn conference(shared: Arc<Shared>, k: usize, bridge: usize, logs: LogReader) -> MediaReport {
     let occupant = TestFocus::occupant(NICKS[bridge]);
     let meeting = format!("{:08x}-0000-4000-8000-{k:012x}", std::process::id());
     let room = format!("rolling{k}@muc.meet.jitsi");
@@ -260,7 +260,7 @@ async fn conference(shared: Arc<Shared>, k: usize, bridge: usize, logs: LogReade
         logs()
     })
     .await;
-    Some(report)
+    report
 }
 
 /// Starts a conference every [`CONF_EVERY`] until `stop`; returns every conference's record.
@@ -298,7 +298,7 @@ async fn generate(shared: Arc<Shared>, brewery: watch::Receiver<Brewery>, stop: 
     let mut out = refused;
     for (k, bridge, run, chose_draining, task) in tasks {
         let (report, error) = match task.await.expect("conference wrapper") {
-            Ok(report) => (report, None),
+            Ok(report) => (Some(report), None),
             Err(e) => (None, Some(panic_text(e))),
         };
         out.push(ConfRecord {

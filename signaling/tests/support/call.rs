@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sfu::control::LocalTransport;
+
 use super::colibri::*;
 use super::common::{self, payload, Client, PT_OPUS};
 use super::TestFocus;
@@ -13,6 +15,8 @@ use super::TestFocus;
 pub struct Peer {
     pub tag: u8,
     pub client: Client,
+    /// The bridge's transport from the allocation answer.
+    pub bridge: LocalTransport,
 }
 
 /// Allocates `meeting` (created in room `room`) with two endpoints `ep<tag>` on the bridge at
@@ -75,7 +79,7 @@ pub async fn two_party_call(
         )
         .await;
         client.connect(&bridge);
-        peers.push(Peer { tag, client });
+        peers.push(Peer { tag, client, bridge });
     }
     let (a, b) = (tags[0], tags[1]);
     peers[0].client.expect_rx(audio_ssrc(b), video_ssrc(b));

@@ -51,6 +51,11 @@ pub struct PalimProcess {
 impl PalimProcess {
     /// Palim with `config`, logged in to `prosody` under brewery nick `nick`.
     pub fn start(prosody: &Prosody, nick: &str, config: PalimConfig) -> Self {
+        Self::start_at(prosody, nick, prosody.port(), config)
+    }
+
+    /// Palim logged in to `xmpp_port` on 127.0.0.1 (Prosody, or a proxy in front of it).
+    pub fn start_at(prosody: &Prosody, nick: &str, xmpp_port: u16, config: PalimConfig) -> Self {
         let dir = prosody.dir().join(format!("palim-{nick}"));
         std::fs::create_dir_all(&dir).expect("palim test dir");
         let mut p = PalimProcess {
@@ -58,7 +63,7 @@ impl PalimProcess {
             nick: nick.into(),
             rest_port: 0,
             dir,
-            xmpp_port: prosody.port(),
+            xmpp_port,
             config,
             starts: 0,
         };
@@ -203,6 +208,110 @@ stats_interval = "0s"
         let (status, body) = self.rest("GET", "/colibri/stats", "").await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats not JSON ({e}): {body}"))
+    }
+
+    /// Open file descriptors of the process, with what each points at.
+    pub fn fds(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/<pid>/fd")
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let target = std::fs::read_link(e.path())
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                format!("{}->{target}", e.file_name().to_string_lossy())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until the process's descriptors are exactly `baseline` again; the time it took,
+    /// or panics after `within` naming the extra descriptors (sockets with their TCP/UDP line).
+    pub async fn wait_fds(&self, baseline: &[String], within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let now = self.fds();
+            if now == baseline {
+                return t.elapsed();
+            }
+            if t.elapsed() >= within {
+                let extra: Vec<&String> = now.iter().filter(|f| !baseline.contains(f)).collect();
+                let mut net = String::new();
+                for f in ["tcp", "tcp6", "udp", "udp6"] {
+                    net.push_str(&std::fs::read_to_string(format!("/proc/{}/net/{f}", self.pid())).unwrap_or_default());
+                }
+                panic!(
+                    "fds not back to baseline within {within:?}: extra {extra:?}, missing {:?}\n{net}",
+                    baseline.iter().filter(|f| !now.contains(f)).collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Resident set size in KiB (reported, not asserted: allocator caching makes it noisy).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// One sample of the Prometheus text, by its full name with labels.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (status, body) = self.rest("GET", "/metrics", "").await;
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `palim_xmpp_connected{server="127.0.0.1:<port>"}` for the server it was started with.
+    pub async fn xmpp_connected(&self) -> Option<f64> {
+        self.metric(&format!(
+            "palim_xmpp_connected{{server=\"127.0.0.1:{}\"}}",
+            self.xmpp_port
+        ))
+        .await
+    }
+
+    /// Polls `f` on the stats every 50 ms until it holds; the time it took, or panics.
+    pub async fn wait_stats(&self, within: Duration, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Duration {
+        let t = Instant::now();
+        loop {
+            let st = self.stats().await;
+            if f(&st) {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "{what}: not within {within:?}: {st}; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls the `xmpp_connected` gauge until it equals `want`; the time it took, or panics.
+    pub async fn wait_xmpp_connected(&self, want: f64, within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let v = self.xmpp_connected().await;
+            if v == Some(want) {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "xmpp_connected not {want} within {within:?} (is {v:?}); log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends `req` from `focus` and expects `conference-modified` (panics otherwise, with the log).
