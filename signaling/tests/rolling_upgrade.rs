@@ -337,6 +337,8 @@ struct Turn {
     states: Vec<(bool, bool, bool)>,
 }
 
+/// A drain / empty / stop / restart / undrain rolling cycle over three bridges, repeated, never
+/// drops a conference, never makes the focus refuse or misplace one, and every bridge comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_upgrade_of_three_bridges_drops_no_conference() {
     let Some(prosody) = Prosody::start_or_skip("rolling").await else {
