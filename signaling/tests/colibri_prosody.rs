@@ -11,8 +11,7 @@
 
 mod support;
 
-#[path = "../../sfu/tests/common/mod.rs"]
-mod common;
+use support::common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

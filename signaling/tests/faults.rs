@@ -30,255 +30,44 @@
 
 mod support;
 
-#[path = "../../sfu/tests/common/mod.rs"]
-mod common;
+use support::common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{payload, Client, PT_OPUS};
+use common::{payload, PT_OPUS};
 use minidom::Element;
-use sfu::control::LocalTransport;
 use signaling::xmpp::{IqType, SendIqError};
 use str0m::ice::IceCreds;
+use support::call::{self, Peer};
 use support::colibri::*;
-use support::{ice_check, Prosody, TestFocus, BREWERY, JVB};
+use support::palim::{PalimConfig, PalimProcess};
+use support::{ice_check, Prosody, TestFocus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-const PALIM: &str = env!("CARGO_BIN_EXE_palim");
-
 // ------------------------------------------------------------------------------------------
-// The palim binary.
+// The palim binary (support::palim).
 
-struct PalimProcess {
-    child: Option<Child>,
-    nick: String,
-    rest_port: u16,
-    xmpp_port: u16,
-    log: PathBuf,
-}
-
-impl PalimProcess {
-    /// Palim logged in to `xmpp_port` on 127.0.0.1 (Prosody, or a proxy in front of it), with
-    /// `extra_xmpp` appended to `[xmpp]` and `extra` appended to the file.
-    fn start(prosody: &Prosody, nick: &str, xmpp_port: u16, extra_xmpp: &str, extra: &str) -> Self {
-        let rest_port = free_tcp_port();
-        let dir = prosody.dir().join(format!("palim-{nick}"));
-        std::fs::create_dir_all(&dir).expect("palim test dir");
-        let config = format!(
-            r#"
-[ice]
-bind_address = "127.0.0.1"
-udp_port = 0
-host_addresses = ["127.0.0.1"]
-
-[xmpp]
-enabled = true
-host = "127.0.0.1"
-port = {xmpp_port}
-domain = "{domain}"
-username = "{user}"
-password = "{pass}"
-muc_jids = ["{BREWERY}"]
-muc_nickname = "{nick}"
-disable_certificate_verification = true
-presence_interval = "1s"
-reconnect_delay = "500ms"
-reconnect_max_delay = "2s"
-{extra_xmpp}
-
-[rest]
-bind = "127.0.0.1:{rest_port}"
-stats_interval = "0s"
-fault_injection = true
-{extra}
-"#,
-            domain = support::AUTH_DOMAIN,
-            user = JVB.0,
-            pass = JVB.1,
-        );
-        let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log = dir.join("palim.log");
-        let log_file = std::fs::File::create(&log).expect("palim log");
-        let child = Command::new(PALIM)
-            .arg("--config")
-            .arg(&config_path)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info,signaling=debug")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn palim");
-        PalimProcess {
-            child: Some(child),
-            nick: nick.into(),
-            rest_port,
-            xmpp_port,
-            log,
-        }
-    }
-
-    fn occupant(&self) -> String {
-        TestFocus::occupant(&self.nick)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("palim is running").id()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                panic!("palim exited ({status}); log:\n{}", self.logs());
-            }
-        }
-    }
-
-    /// Open file descriptors of the process, with what each points at.
-    fn fds(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("read /proc/<pid>/fd")
-            .filter_map(|e| e.ok())
-            .map(|e| {
-                let target = std::fs::read_link(e.path())
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_default();
-                format!("{}->{target}", e.file_name().to_string_lossy())
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Waits until the process's descriptors are exactly `baseline` again; the time it took,
-    /// or panics after `within` naming the extra descriptors (sockets with their TCP/UDP line).
-    async fn wait_fds(&self, baseline: &[String], within: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            let now = self.fds();
-            if now == baseline {
-                return t.elapsed();
-            }
-            if t.elapsed() >= within {
-                let extra: Vec<&String> = now.iter().filter(|f| !baseline.contains(f)).collect();
-                let mut net = String::new();
-                for f in ["tcp", "tcp6", "udp", "udp6"] {
-                    net.push_str(&std::fs::read_to_string(format!("/proc/{}/net/{f}", self.pid())).unwrap_or_default());
-                }
-                panic!(
-                    "fds not back to baseline within {within:?}: extra {extra:?}, missing {:?}\n{net}",
-                    baseline.iter().filter(|f| !now.contains(f)).collect::<Vec<_>>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Resident set size in KiB (reported, not asserted: allocator caching makes it noisy).
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0)
-    }
-
-    async fn rest(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        support::http_request(self.rest_port, method, path, body).await
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        let (status, body) = self.rest("GET", "/colibri/stats", "").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats not JSON ({e}): {body}"))
-    }
-
-    /// One sample of the Prometheus text, by its full name with labels.
-    async fn metric(&self, sample: &str) -> Option<f64> {
-        let (status, body) = self.rest("GET", "/metrics", "").await;
-        assert_eq!(status, 200, "{body}");
-        body.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-    }
-
-    /// `palim_xmpp_connected{server="127.0.0.1:<port>"}`.
-    async fn xmpp_connected(&self) -> Option<f64> {
-        self.metric(&format!(
-            "palim_xmpp_connected{{server=\"127.0.0.1:{}\"}}",
-            self.xmpp_port
-        ))
-        .await
-    }
-
-    /// Polls `f` on the stats every 50 ms until it holds; the time it took, or panics.
-    async fn wait_stats(&self, within: Duration, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> Duration {
-        let t = Instant::now();
-        loop {
-            let st = self.stats().await;
-            if f(&st) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "{what}: not within {within:?}: {st}; log:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Polls the `xmpp_connected` gauge until it equals `want`; the time it took, or panics.
-    async fn wait_xmpp_connected(&self, want: f64, within: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            let v = self.xmpp_connected().await;
-            if v == Some(want) {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "xmpp_connected not {want} within {within:?} (is {v:?}); log:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for PalimProcess {
-    fn drop(&mut self) {
-        if std::env::var_os("PALIM_TEST_LOG").is_some() {
-            eprintln!("--- palim log ({})\n{}", self.nick, self.logs());
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Palim logged in to `xmpp_port` on 127.0.0.1 (Prosody, or a proxy in front of it), with
+/// `extra_xmpp` appended to `[xmpp]` and `extra` to `[rest]` (or more sections after it).
+fn start_palim(prosody: &Prosody, nick: &str, xmpp_port: u16, extra_xmpp: &str, extra: &str) -> PalimProcess {
+    let config = PalimConfig {
+        xmpp_extra: format!("reconnect_delay = \"500ms\"\nreconnect_max_delay = \"2s\"\n{extra_xmpp}"),
+        tail: format!("fault_injection = true\n{extra}\n"),
+        ..PalimConfig::default()
+    };
+    PalimProcess::start_at(prosody, nick, xmpp_port, config)
 }
 
 /// Prosody, the test focus in the brewery, and Palim (with `extra` config) seen by the focus.
 async fn setup(test: &str, nick: &str, extra: &str) -> Option<(Prosody, TestFocus, PalimProcess)> {
     let prosody = Prosody::start_or_skip(test).await?;
     let mut focus = TestFocus::join(&prosody).await;
-    let mut palim = PalimProcess::start(&prosody, nick, prosody.port(), "", extra);
+    let mut palim = start_palim(&prosody, nick, prosody.port(), "", extra);
     focus
         .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
         .await;
@@ -290,84 +79,14 @@ async fn setup(test: &str, nick: &str, extra: &str) -> Option<(Prosody, TestFocu
 // Colibri2 as Jicofo sends it, and str0m clients.
 
 async fn modify(focus: &TestFocus, palim: &PalimProcess, what: &str, req: Element) -> Element {
-    modify_at(focus, &palim.occupant(), what, req, || palim.logs()).await
-}
-
-struct Peer {
-    tag: u8,
-    client: Client,
-    /// The bridge's transport from the allocation answer.
-    bridge: LocalTransport,
+    palim.modify(focus, what, req).await
 }
 
 /// Allocates `meeting` with two endpoints (tags `tags`) through the focus and connects two
 /// str0m clients (ICE, DTLS); returns them connected.
 async fn two_party_call(focus: &TestFocus, palim: &PalimProcess, meeting: &str, tags: [u8; 2]) -> Vec<Peer> {
-    common::init_crypto();
-    let now = Instant::now();
-    let mut peers = Vec::new();
-    for (i, tag) in tags.into_iter().enumerate() {
-        let id = format!("ep{tag}");
-        let room = format!("room{tag}@muc.meet.jitsi");
-        let create = (i == 0).then_some(room.as_str());
-        let m = modify(
-            focus,
-            palim,
-            "allocate",
-            conference_modify(meeting, create, &endpoint_create(&id)),
-        )
-        .await;
-        let bridge = bridge_transport(&m);
-        let mut client = Client::new(now, audio_ssrc(tag), video_ssrc(tag));
-        let rt = client.remote_transport();
-        let fp = rt.fingerprints.first().expect("str0m fingerprint").value.clone();
-        let cands: String = rt
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                format!(
-                    r#"<candidate component="1" foundation="{f}" generation="0" id="c{i}" network="1" priority="2130706431" protocol="udp" type="host" ip="{ip}" port="{port}"/>"#,
-                    f = 842163049 + i,
-                    ip = a.ip(),
-                    port = a.port()
-                )
-            })
-            .collect();
-        let inner = format!(
-            r#"<endpoint id="{id}" stats-id="{id}-s"><transport><transport xmlns="{ICE_UDP}" ufrag="{u}" pwd="{p}"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fp}</fingerprint>{cands}</transport></transport><sources><media-source type="audio" id="{id}-a0"><source xmlns="{SSMA}" ssrc="{a}" name="{id}-a0"/></media-source><media-source type="video" id="{id}-v0"><source xmlns="{SSMA}" ssrc="{v}" name="{id}-v0" videoType="camera"/></media-source></sources></endpoint>"#,
-            u = rt.ufrag.as_deref().unwrap_or_default(),
-            p = rt.pwd.as_deref().unwrap_or_default(),
-            fp = colon_hex(&fp),
-            a = audio_ssrc(tag),
-            v = video_ssrc(tag),
-        );
-        modify(focus, palim, "session-accept", conference_modify(meeting, None, &inner)).await;
-        client.connect(&bridge);
-        peers.push(Peer { tag, client, bridge });
-    }
-    let (a, b) = (tags[0], tags[1]);
-    peers[0].client.expect_rx(audio_ssrc(b), video_ssrc(b));
-    peers[1].client.expect_rx(audio_ssrc(a), video_ssrc(a));
-    let peers = tokio::task::spawn_blocking(move || {
-        let mut peers = peers;
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end && !peers.iter().all(|p| p.client.connected) {
-            for p in peers.iter_mut() {
-                p.client.drive(Instant::now());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        peers
-    })
-    .await
-    .expect("client thread");
-    assert!(
-        peers.iter().all(|p| p.client.connected),
-        "clients did not connect within 20 s; log:\n{}",
-        palim.logs()
-    );
-    peers
+    let room = format!("room{}@muc.meet.jitsi", tags[0]);
+    call::two_party_call(focus, &palim.occupant(), || palim.logs(), meeting, &room, tags).await
 }
 
 /// Peers in pairs (0,1), (2,3), …: each sends audio (20 ms) and video (100 ms) on a thread
@@ -637,7 +356,7 @@ async fn half_open_xmpp_detected_by_ping() {
     };
     let mut focus = TestFocus::join(&prosody).await;
     let proxy = FreezableProxy::start(prosody.port()).await;
-    let palim = PalimProcess::start(
+    let palim = start_palim(
         &prosody,
         nick,
         proxy.port,
@@ -965,7 +684,7 @@ async fn one_of_two_xmpp_servers_killed() {
     };
     let mut focus1 = TestFocus::join(&prosody1).await;
     let mut focus2 = TestFocus::join(&prosody2).await;
-    let palim = PalimProcess::start(
+    let palim = start_palim(
         &prosody1,
         nick,
         prosody1.port(),

@@ -12,182 +12,15 @@
 
 mod support;
 
-#[path = "../../sfu/tests/common/mod.rs"]
-mod common;
-
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-use common::{payload, Client};
 use minidom::Element;
 use signaling::xmpp::{IqType, PresenceEvent, SendIqError};
+use support::call::{self, check_media, Media, Peer};
 use support::colibri::*;
-use support::{ice_check, Prosody, TestFocus, BREWERY, JVB};
-
-const PALIM: &str = env!("CARGO_BIN_EXE_palim");
-
-// ------------------------------------------------------------------------------------------
-// The palim binary against the test Prosody.
-
-struct PalimProcess {
-    child: Option<Child>,
-    nick: String,
-    rest_port: u16,
-    log: PathBuf,
-}
-
-impl PalimProcess {
-    fn start(prosody: &Prosody, nick: &str) -> Self {
-        Self::start_with(prosody, nick, &[])
-    }
-
-    /// With another `[ice]` section.
-    fn start_ice(prosody: &Prosody, nick: &str, ice: &str) -> Self {
-        Self::start_full(prosody, nick, &[], ice)
-    }
-
-    /// `more_servers`: c2s ports of further Prosodys on 127.0.0.1 (same accounts).
-    fn start_with(prosody: &Prosody, nick: &str, more_servers: &[u16]) -> Self {
-        Self::start_full(
-            prosody,
-            nick,
-            more_servers,
-            "bind_address = \"127.0.0.1\"\nudp_port = 0\nhost_addresses = [\"127.0.0.1\"]",
-        )
-    }
-
-    fn start_full(prosody: &Prosody, nick: &str, more_servers: &[u16], ice: &str) -> Self {
-        let rest_port = free_tcp_port();
-        let additional: Vec<String> = more_servers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-        let dir = prosody.dir().join(format!("palim-{nick}"));
-        std::fs::create_dir_all(&dir).expect("palim test dir");
-        let config = format!(
-            r#"
-[ice]
-{ice}
-
-[xmpp]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-domain = "{domain}"
-username = "{user}"
-password = "{pass}"
-muc_jids = ["{BREWERY}"]
-muc_nickname = "{nick}"
-disable_certificate_verification = true
-presence_interval = "1s"
-additional_servers = [{additional}]
-
-[rest]
-bind = "127.0.0.1:{rest_port}"
-shutdown_enabled = true
-stats_interval = "0s"
-
-[shutdown]
-shutting_down_delay = "1m"
-"#,
-            port = prosody.port(),
-            domain = support::AUTH_DOMAIN,
-            user = JVB.0,
-            pass = JVB.1,
-            additional = additional.join(", "),
-        );
-        let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log = dir.join("palim.log");
-        let log_file = std::fs::File::create(&log).expect("palim log");
-        let child = Command::new(PALIM)
-            .arg("--config")
-            .arg(&config_path)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info,signaling=debug")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn palim");
-        PalimProcess {
-            child: Some(child),
-            nick: nick.into(),
-            rest_port,
-            log,
-        }
-    }
-
-    fn occupant(&self) -> String {
-        TestFocus::occupant(&self.nick)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("palim is running").id()
-    }
-
-    /// SIGTERM to our own child, by pid.
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                panic!("palim exited early ({status}); log:\n{}", self.logs());
-            }
-        }
-    }
-
-    /// Waits for the exit; its status, or panics after `within`.
-    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        let child = self.child.as_mut().expect("palim is running");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!("palim did not exit within {within:?}; log:\n{}", self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn rest(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        support::http_request(self.rest_port, method, path, body).await
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        let (status, body) = self.rest("GET", "/colibri/stats", "").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats not JSON ({e}): {body}"))
-    }
-}
-
-impl Drop for PalimProcess {
-    fn drop(&mut self) {
-        if std::env::var_os("PALIM_TEST_LOG").is_some() {
-            eprintln!("--- palim log ({})\n{}", self.nick, self.logs());
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use support::palim::{PalimConfig, PalimProcess};
+use support::{ice_check, Prosody, TestFocus};
 
 fn stat<'a>(ev: &'a PresenceEvent, name: &str) -> Option<&'a str> {
     ev.stats
@@ -200,7 +33,7 @@ fn stat<'a>(ev: &'a PresenceEvent, name: &str) -> Option<&'a str> {
 async fn setup(test: &str, nick: &str) -> Option<(Prosody, TestFocus, PalimProcess)> {
     let prosody = Prosody::start_or_skip(test).await?;
     let mut focus = TestFocus::join(&prosody).await;
-    let mut palim = PalimProcess::start(&prosody, nick);
+    let mut palim = PalimProcess::start(&prosody, nick, PalimConfig::default());
     let ev = focus
         .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
         .await;
@@ -213,172 +46,23 @@ async fn setup(test: &str, nick: &str) -> Option<(Prosody, TestFocus, PalimProce
 }
 
 // ------------------------------------------------------------------------------------------
-// Colibri2 as Jicofo sends it (a minimal offer: opus and VP8), and str0m clients.
+// Colibri2 as Jicofo sends it (a minimal offer: opus and VP8), and str0m clients
+// (support::call).
 
 async fn modify(focus: &TestFocus, palim: &PalimProcess, what: &str, req: Element) -> Element {
-    modify_at(focus, &palim.occupant(), what, req, || palim.logs()).await
+    palim.modify(focus, what, req).await
 }
 
-struct Peer {
-    tag: u8,
-    client: Client,
-}
-
-/// Allocates `meeting` with two endpoints through the focus and connects two str0m clients
-/// (ICE, DTLS); returns them connected.
 async fn two_party_call(focus: &TestFocus, palim: &PalimProcess, meeting: &str) -> Vec<Peer> {
-    common::init_crypto();
-    let now = Instant::now();
-    let mut peers = Vec::new();
-    for (i, tag) in [1u8, 2].into_iter().enumerate() {
-        let id = format!("ep{tag}");
-        let create = (i == 0).then_some("opsroom@muc.meet.jitsi");
-        let m = modify(
-            focus,
-            palim,
-            "allocate",
-            conference_modify(meeting, create, &endpoint_create(&id)),
-        )
-        .await;
-        let bridge = bridge_transport(&m);
-        let mut client = Client::new(now, audio_ssrc(tag), video_ssrc(tag));
-        let rt = client.remote_transport();
-        let fp = rt.fingerprints.first().expect("str0m fingerprint").value.clone();
-        let cands: String = rt
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                format!(
-                    r#"<candidate component="1" foundation="{f}" generation="0" id="c{i}" network="1" priority="2130706431" protocol="udp" type="host" ip="{ip}" port="{port}"/>"#,
-                    f = 842163049 + i,
-                    ip = a.ip(),
-                    port = a.port()
-                )
-            })
-            .collect();
-        let inner = format!(
-            r#"<endpoint id="{id}" stats-id="{id}-s"><transport><transport xmlns="{ICE_UDP}" ufrag="{u}" pwd="{p}"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fp}</fingerprint>{cands}</transport></transport><sources><media-source type="audio" id="{id}-a0"><source xmlns="{SSMA}" ssrc="{a}" name="{id}-a0"/></media-source><media-source type="video" id="{id}-v0"><source xmlns="{SSMA}" ssrc="{v}" name="{id}-v0" videoType="camera"/></media-source></sources></endpoint>"#,
-            u = rt.ufrag.as_deref().unwrap_or_default(),
-            p = rt.pwd.as_deref().unwrap_or_default(),
-            fp = colon_hex(&fp),
-            a = audio_ssrc(tag),
-            v = video_ssrc(tag),
-        );
-        modify(focus, palim, "session-accept", conference_modify(meeting, None, &inner)).await;
-        client.connect(&bridge);
-        peers.push(Peer { tag, client });
-    }
-    for p in peers.iter_mut() {
-        let other = 3 - p.tag;
-        p.client.expect_rx(audio_ssrc(other), video_ssrc(other));
-    }
-    let peers = tokio::task::spawn_blocking(move || {
-        let mut peers = peers;
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end && !peers.iter().all(|p| p.client.connected) {
-            for p in peers.iter_mut() {
-                p.client.drive(Instant::now());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        peers
-    })
+    call::two_party_call(
+        focus,
+        &palim.occupant(),
+        || palim.logs(),
+        meeting,
+        "opsroom@muc.meet.jitsi",
+        [1, 2],
+    )
     .await
-    .expect("client thread");
-    assert!(
-        peers.iter().all(|p| p.client.connected),
-        "clients did not connect within 20 s; log:\n{}",
-        palim.logs()
-    );
-    peers
-}
-
-/// Both clients send audio (20 ms) and video (100 ms) on a thread until stopped, and record
-/// the longest time either went without receiving the other's media.
-struct Media {
-    stop: Arc<AtomicBool>,
-    /// Reset the gap statistics (e.g. after a phase of interest starts).
-    thread: std::thread::JoinHandle<MediaReport>,
-}
-
-#[derive(Debug)]
-struct MediaReport {
-    /// Longest stretch without a packet, per peer.
-    max_gap: Vec<Duration>,
-    received: Vec<usize>,
-    sent_audio: u32,
-}
-
-impl Media {
-    fn start(mut peers: Vec<Peer>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let start = Instant::now();
-            let (mut next_audio, mut next_video) = (start, start);
-            let (mut n_audio, mut n_video) = (0u32, 0u32);
-            let mut last_rx = vec![start; peers.len()];
-            let mut seen = vec![0usize; peers.len()];
-            let mut max_gap = vec![Duration::ZERO; peers.len()];
-            let mut received = vec![0usize; peers.len()];
-            while !flag.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now >= next_audio {
-                    for p in peers.iter_mut() {
-                        p.client.send_audio(now, &payload(p.tag, b'a', n_audio, 80));
-                    }
-                    n_audio += 1;
-                    next_audio += Duration::from_millis(20);
-                }
-                if now >= next_video {
-                    for p in peers.iter_mut() {
-                        p.client.send_video(now, &payload(p.tag, b'v', n_video, 600));
-                    }
-                    n_video += 1;
-                    next_video += Duration::from_millis(100);
-                }
-                for (i, p) in peers.iter_mut().enumerate() {
-                    p.client.drive(now);
-                    let n = p.client.received.len();
-                    if n > seen[i] {
-                        received[i] += n - seen[i];
-                        last_rx[i] = now;
-                        p.client.received.clear();
-                        seen[i] = 0;
-                    } else {
-                        max_gap[i] = max_gap[i].max(now - last_rx[i]);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            MediaReport {
-                max_gap,
-                received,
-                sent_audio: n_audio,
-            }
-        });
-        Media { stop, thread }
-    }
-
-    fn finish(self) -> MediaReport {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("media thread")
-    }
-}
-
-fn check_media(report: &MediaReport, what: &str) {
-    for (i, gap) in report.max_gap.iter().enumerate() {
-        assert!(
-            *gap < Duration::from_secs(1),
-            "{what}: peer {i} went {gap:?} without media: {report:?}"
-        );
-        // Audio alone is 50 packets a second from the other side.
-        assert!(
-            report.received[i] as u64 * 100 >= u64::from(report.sent_audio) * 90,
-            "{what}: peer {i} received too little: {report:?}"
-        );
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -586,7 +270,14 @@ async fn several_xmpp_servers_each_get_presence() {
     };
     let mut focus1 = TestFocus::join(&prosody1).await;
     let mut focus2 = TestFocus::join(&prosody2).await;
-    let mut palim = PalimProcess::start_with(&prosody1, nick, &[prosody2.port()]);
+    let mut palim = PalimProcess::start(
+        &prosody1,
+        nick,
+        PalimConfig {
+            xmpp_extra: format!("additional_servers = [\"127.0.0.1:{}\"]", prosody2.port()),
+            ..PalimConfig::default()
+        },
+    );
     for focus in [&mut focus1, &mut focus2] {
         focus
             .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())
@@ -646,10 +337,13 @@ async fn dual_stack_media_port() {
         return;
     };
     let mut focus = TestFocus::join(&prosody).await;
-    let palim = PalimProcess::start_ice(
+    let palim = PalimProcess::start(
         &prosody,
         nick,
-        "bind_address = \"::\"\nudp_port = 0\nhost_addresses = [\"127.0.0.1\", \"::1\"]",
+        PalimConfig {
+            ice: "bind_address = \"::\"\nudp_port = 0\nhost_addresses = [\"127.0.0.1\", \"::1\"]".into(),
+            ..PalimConfig::default()
+        },
     );
     focus
         .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && ev.stats.is_some())

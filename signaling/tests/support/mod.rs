@@ -24,7 +24,13 @@ pub const FOCUS: (&str, &str) = ("focus", "focuspass");
 pub const JVB: (&str, &str) = ("jvb", "jvbpass");
 pub const INTRUDER: (&str, &str) = ("intruder", "intruderpass");
 
+pub mod call;
 pub mod colibri;
+pub mod palim;
+
+/// The str0m client (`sfu/tests/common`), shared with the sfu tests.
+#[path = "../../../sfu/tests/common/mod.rs"]
+pub mod common;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/prosody/start-prosody.sh");
 
