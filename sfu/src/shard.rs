@@ -2042,8 +2042,13 @@ fn handle_rtcp(
             }
             Ok(RtcpPacket::Nack(n)) => {
                 let media = n.media.0;
-                for seq in n.lost_seqs() {
+                // At most MAX_NACKED_PER_PACKET numbers served per NACK (robustness.md §2.2).
+                let mut seqs = n.lost_seqs();
+                for seq in seqs.by_ref().take(MAX_NACKED_PER_PACKET) {
                     retransmit(now, ep, &conf.sources, media, seq, io);
+                }
+                if seqs.next().is_some() {
+                    io.drop("nack_too_many_seqs");
                 }
             }
             Ok(_) => {}
@@ -2089,6 +2094,9 @@ fn on_report_blocks(now: Instant, ep: &mut Endpoint, blocks: crate::wire::rtcp::
     ep.bwe.on_receiver_report(lost, rtt, now);
 }
 
+/// Sequence numbers served from one RTCP NACK; the rest of it is ignored (counted).
+const MAX_NACKED_PER_PACKET: usize = 256;
+
 /// Answer one NACKed sequence number from the receiver's cache (media.md §5.2): RTX when the
 /// receiver negotiated it for this payload type and the source has an RTX SSRC, else plain.
 fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32, seq: u16, io: &mut Io) {
@@ -2101,6 +2109,7 @@ fn retransmit(now: Instant, r: &mut Endpoint, sources: &SourceTable, media: u32,
         crate::bwe::Resend::Send(b) => b,
         crate::bwe::Resend::TooSoon => return,
         crate::bwe::Resend::Miss => return io.drop("nack_cache_miss"),
+        crate::bwe::Resend::OverBudget => return io.drop("nack_over_budget"),
     };
     let mut buf = io.take_buf();
     let pt = original.get(1).map_or(0, |b| b & 0x7F);
@@ -3616,24 +3625,85 @@ mod tests {
         BytesMut::from(&p[..])
     }
 
-    /// Video in rewriting mode: the allocation gives the source a slot and announces it (with
-    /// the slot's RTX SSRC) before any media; media goes out on the slot SSRC from a keyframe;
-    /// a NACK for the slot SSRC is answered as RTX on the slot's RTX SSRC.
+    /// Robustness case 26: a receiver sends 1,000 NACKs within a second, each naming 272
+    /// sequence numbers; the bridge serves at most 256 of each, and what it resends stays within
+    /// twice the media it forwarded to that receiver.
     #[test]
-    fn video_slot_announced_first_and_nack_answered_on_its_rtx() {
+    fn nack_flood_is_served_within_budget() {
         let (mut s, now) = shard(SfuConfig {
-            rng_seed: Some(4),
+            rng_seed: Some(26),
             ..SfuConfig::default()
         });
+        vp8_call(&mut s, now, false);
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        let (mut media_bytes, mut resent_bytes) = (0u64, 0u64);
+        let mut newest = None;
+        let mut t = now;
+        for n in 0..60u16 {
+            t += Duration::from_millis(33);
+            let p = vp8_rtp(200, 3000 + n, u32::from(n) * 3000, n, n % 15 == 0);
+            s.handle_datagram(t, local, peer_addr(1), p);
+            s.handle_timeout(t);
+            while let Some(tx) = s.poll_transmit() {
+                if tx.remote == peer_addr(4) && demux::classify(&tx.data) == Kind::Rtp {
+                    let h = RtpHeader::parse(&tx.data).expect("rtp");
+                    if h.pt() == 100 {
+                        media_bytes += tx.data.len() as u64;
+                        newest = Some((h.ssrc().0, h.seq()));
+                    }
+                }
+            }
+        }
+        let (ssrc, newest) = newest.expect("video forwarded");
+        let mut buf = [0u8; 256];
+        let mut resent = 0;
+        for _ in 0..1000 {
+            t += Duration::from_millis(1);
+            let pairs = (0..17u16).map(|j| crate::wire::rtcp::NackPair {
+                pid: newest.wrapping_sub(16 * j),
+                blp: 0xFFFF,
+            });
+            let n = rtcp::write_nack(&mut buf, Ssrc(9), Ssrc(ssrc), pairs).expect("nack");
+            s.handle_datagram(t, local, peer_addr(4), BytesMut::from(&buf[..n]));
+            while let Some(tx) = s.poll_transmit() {
+                if tx.remote == peer_addr(4) && demux::classify(&tx.data) == Kind::Rtp {
+                    let h = RtpHeader::parse(&tx.data).expect("rtp");
+                    if h.pt() == 96 {
+                        resent_bytes += tx.data.len() as u64;
+                        resent += 1;
+                    }
+                }
+            }
+        }
+        assert!(resent > 0, "NACKs are answered");
+        assert!(
+            resent_bytes <= 2 * media_bytes,
+            "{resent} retransmissions, {resent_bytes} bytes, for {media_bytes} bytes of media"
+        );
+        assert_eq!(drops(&s, "nack_too_many_seqs"), 1000);
+        assert!(drops(&s, "nack_over_budget") > 0);
+    }
+
+    /// Conference 1: endpoint 1 sends VP8 source "ep1-v0" (SSRC 200, RTX 201), endpoint 4
+    /// receives it (with one video slot 601/602 and audio slot 501 when `rewriting`); both
+    /// negotiated VP8 (PT 100) with RTX (PT 96), connected with plain SRTP, receiver at 720p.
+    fn vp8_call(s: &mut Shard, now: Instant, rewriting: bool) {
         let c = ConferenceId(1);
         assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
-        assert!(create(&mut s, now, 1, 1).is_ok());
-        create_rewriting(&mut s, now, 1, 4);
+        assert!(create(s, now, 1, 1).is_ok());
+        if rewriting {
+            create_rewriting(s, now, 1, 4);
+        } else {
+            assert!(create(s, now, 1, 4).is_ok());
+        }
         let video = SourceDescription {
             kind: MediaKind::Video,
             name: "ep1-v0".into(),
-            ssrcs: vec![Ssrc(200)],
-            groups: vec![],
+            ssrcs: vec![Ssrc(200), Ssrc(201)],
+            groups: vec![crate::control::SsrcGroup {
+                semantics: crate::control::GroupSemantics::Fid,
+                ssrcs: vec![Ssrc(200), Ssrc(201)],
+            }],
             video_type: Some(crate::control::VideoType::Camera),
         };
         let set = Command::SetSources {
@@ -3661,7 +3731,7 @@ mod tests {
                 media,
             };
             assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
-            connect_plain(&mut s, c, ep);
+            connect_plain(s, c, ep);
         }
         {
             let r = s
@@ -3669,7 +3739,9 @@ mod tests {
                 .get_mut(&c)
                 .and_then(|c| c.endpoints.get_mut(&EndpointId(4)));
             let r = r.expect("receiver");
-            r.recv.slots = Some(Box::new(SlotPools::new(&[(601, 602)], &[501])));
+            if rewriting {
+                r.recv.slots = Some(Box::new(SlotPools::new(&[(601, 602)], &[501])));
+            }
             r.ws_open = true;
             r.ws_active = true;
         }
@@ -3680,6 +3752,18 @@ mod tests {
                 .into(),
         };
         assert_eq!(s.handle_command(now, constraints), Ok(Reply::Done));
+    }
+
+    /// Video in rewriting mode: the allocation gives the source a slot and announces it (with
+    /// the slot's RTX SSRC) before any media; media goes out on the slot SSRC from a keyframe;
+    /// a NACK for the slot SSRC is answered as RTX on the slot's RTX SSRC.
+    #[test]
+    fn video_slot_announced_first_and_nack_answered_on_its_rtx() {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(4),
+            ..SfuConfig::default()
+        });
+        vp8_call(&mut s, now, true);
         let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
         let mut map_seen_at = None;
         let mut got: Vec<(u32, u16, u8)> = Vec::new();

@@ -15,6 +15,12 @@ pub const CAPACITY: usize = 500;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Initial capacity of a slot buffer (one MTU).
 const SLOT_BYTES: usize = 1500;
+/// Retransmission budget (robustness.md case 26): every byte sent on the stream earns
+/// `BUDGET_FACTOR` bytes of retransmission, saved up to [`BUDGET_CAP`] bytes, so what is resent
+/// stays within twice the stream's own media bytes however many NACKs a receiver sends.
+const BUDGET_FACTOR: u64 = 2;
+/// Most retransmission bytes saved up (a burst after a quiet spell; ~1 s of a 2 Mbit/s layer).
+pub const BUDGET_CAP: u64 = 256 * 1024;
 
 #[derive(Debug)]
 struct Slot {
@@ -35,6 +41,8 @@ pub struct RtxStats {
     pub misses: u64,
     /// NACKed packets found but sent too recently ("not resent due to delay").
     pub not_resent_delay: u64,
+    /// NACKed packets found but beyond the retransmission budget.
+    pub over_budget: u64,
 }
 
 /// What to do with one NACKed sequence number.
@@ -46,6 +54,8 @@ pub enum Resend<'a> {
     TooSoon,
     /// Not cached.
     Miss,
+    /// Found, but resending it would exceed twice the stream's media bytes.
+    OverBudget,
 }
 
 /// The packet cache of one outgoing SSRC.
@@ -57,6 +67,8 @@ pub struct RtxCache {
     /// Seq of the newest packet.
     newest: Option<u16>,
     last_insert: Option<Instant>,
+    /// Retransmission bytes still allowed.
+    budget: u64,
     stats: RtxStats,
 }
 
@@ -76,6 +88,7 @@ impl RtxCache {
             head: 0,
             newest: None,
             last_insert: None,
+            budget: 0,
             stats: RtxStats::default(),
         }
     }
@@ -101,18 +114,22 @@ impl RtxCache {
         self.newest = Some(seq);
         self.last_insert = Some(now);
         self.stats.inserted += 1;
+        self.budget = (self.budget + BUDGET_FACTOR * packet.len() as u64).min(BUDGET_CAP);
     }
 
     fn find(&self, seq: u16) -> Option<usize> {
         let newest = self.newest?;
         // Sequence numbers are normally consecutive: try the slot that position predicts.
         let back = seq_delta(seq, newest);
-        if (0..CAPACITY as i16).contains(&back) {
-            let i = (self.head + CAPACITY - 1 - back as usize) % CAPACITY;
-            let s = &self.slots[i];
-            if s.valid && s.seq == seq {
-                return Some(i);
-            }
+        if !(0..CAPACITY as i16).contains(&back) {
+            // Newer than the newest or older than the cache's span: not here, and no scan
+            // (a NACK flood of such numbers must not cost 500 comparisons each).
+            return None;
+        }
+        let i = (self.head + CAPACITY - 1 - back as usize) % CAPACITY;
+        let s = &self.slots[i];
+        if s.valid && s.seq == seq {
+            return Some(i);
         }
         self.slots.iter().position(|s| s.valid && s.seq == seq)
     }
@@ -137,6 +154,13 @@ impl RtxCache {
                 return Resend::TooSoon;
             }
         }
+        // Charged as sent: an RTX packet carries the 2-byte OSN on top of the original.
+        let len = slot.data.len() as u64 + 2;
+        if len > self.budget {
+            self.stats.over_budget += 1;
+            return Resend::OverBudget;
+        }
+        self.budget -= len;
         slot.last_sent = now;
         self.stats.hits += 1;
         Resend::Send(&slot.data)
@@ -267,10 +291,53 @@ mod tests {
         assert_eq!(recent, vec![newest, newest.wrapping_sub(1), newest.wrapping_sub(2)]);
     }
 
+    /// Robustness case 26: with unknown RTT every NACK would be answered; the budget keeps the
+    /// resent bytes within twice the stream's media bytes (plus nothing saved up beyond the cap).
+    #[test]
+    fn retransmissions_stay_within_twice_the_media_bytes() {
+        let t0 = Instant::now();
+        let mut c = RtxCache::new(t0);
+        let mut media = 0u64;
+        let mut resent = 0u64;
+        for i in 0..400u16 {
+            let p = packet(i, &[7; 1000]);
+            media += p.len() as u64;
+            c.insert(i, &p, t0);
+            // After every packet the receiver NACKs the last 20 again (RTT unknown).
+            for back in 0..20u16 {
+                if let Resend::Send(b) = c.on_nack(i.saturating_sub(back), t0, None) {
+                    resent += b.len() as u64 + 2; // as RTX
+                }
+            }
+            assert!(resent <= 2 * media, "{resent} resent for {media} sent");
+        }
+        assert!(
+            resent >= 2 * media - 2 * 1100,
+            "the budget is used, not starved: {resent}/{media}"
+        );
+        assert!(c.stats().over_budget > 0);
+        // A quiet stream saves up at most BUDGET_CAP.
+        let mut c = RtxCache::new(t0);
+        for i in 0..400u16 {
+            c.insert(i, &packet(i, &[7; 1000]), t0);
+        }
+        let mut burst = 0u64;
+        for i in 0..400u16 {
+            if let Resend::Send(b) = c.on_nack(i, t0, None) {
+                burst += b.len() as u64 + 2;
+            }
+        }
+        assert!(burst <= BUDGET_CAP && burst > BUDGET_CAP - 1100, "{burst}");
+        // Numbers outside the cached span are misses without a scan; inside, a hit.
+        assert_eq!(c.on_nack(400, t0, None), Resend::Miss);
+        assert_eq!(c.on_nack(399u16.wrapping_sub(600), t0, None), Resend::Miss);
+    }
+
     #[test]
     fn resend_rule_uses_rtt() {
         let t0 = Instant::now();
         let mut c = RtxCache::new(t0);
+        c.insert(6, &packet(6, b"budget"), t0); // earns retransmission budget for both resends
         c.insert(7, &packet(7, b"x"), t0);
         let rtt = Some(Duration::from_millis(100)); // min(90, 95) = 90 ms
         assert_eq!(c.on_nack(7, t0 + Duration::from_millis(89), rtt), Resend::TooSoon);
