@@ -29,3 +29,28 @@ pub fn scratch(test: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir.join(name)
 }
+
+/// Run the scenario `toml` against a spawned debug `palim` (`--spawn --quiet`): the run's JSON
+/// result and the harness's stderr. Panics if the harness fails or writes no valid JSON.
+pub fn run_spawned(test: &str, name: &str, toml: &str) -> (serde_json::Value, String) {
+    let (scenario, json) = (
+        scratch(test, &format!("{name}.toml")),
+        scratch(test, &format!("{name}.json")),
+    );
+    std::fs::write(&scenario, toml).expect("write scenario");
+    let out = Command::new(harness())
+        .arg("--spawn")
+        .arg("--palim")
+        .arg(palim())
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--json")
+        .arg(&json)
+        .arg("--quiet")
+        .output()
+        .expect("run loadtest");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "loadtest failed: {stderr}");
+    let text = std::fs::read_to_string(&json).expect("JSON written");
+    (serde_json::from_str(&text).expect("valid JSON"), stderr)
+}

@@ -1,0 +1,70 @@
+//! Robustness case 49: one endpoint on a terrible link (30 % loss and 200 ms jitter each way)
+//! does not change what the others receive. The others only receive from senders on perfect
+//! links, so anything they lose, any freeze or stream violation would be the bridge letting the
+//! bad endpoint's NACKs, PLIs and retransmissions (or its own media) disturb them. The bad
+//! endpoint receives only (its own uplink loss would be inherent in what others see of it).
+//!
+//! `cargo test -p loadtest --test bad_link -- --nocapture`
+
+mod common;
+
+#[test]
+fn one_terrible_link_leaves_the_others_untouched() {
+    let (v, stderr) = common::run_spawned(
+        "bad-link",
+        "run",
+        r#"
+name = "bad-link"
+conferences = 1
+endpoints = 4
+join_rate = 10.0
+duration = "15s"
+warmup = "3s"
+seed = 49
+codec = "vp8-simulcast"
+video_senders = 3
+audio_senders = 3
+[link.uplink]
+delay_ms = 25
+[link.downlink]
+delay_ms = 25
+[[class]]
+name = "terrible"
+per_conference = 1
+uplink = { delay_ms = 25, loss_percent = 30.0, jitter_ms = 200 }
+downlink = { delay_ms = 25, loss_percent = 30.0, jitter_ms = 200 }
+"#,
+    );
+    assert_eq!(v["connected"], v["endpoints"], "{stderr}");
+    let eps = v["endpoints_detail"].as_array().expect("endpoints_detail");
+    assert_eq!(eps.len(), 4);
+    for e in eps {
+        let f = |k: &str| e[k].as_f64().unwrap_or(f64::NAN);
+        eprintln!(
+            "endpoint {} ({}): received {} loss {:.2} % frames {} freezes {} violations {} PLIs sent {}",
+            e["index"],
+            e["link_class"],
+            e["received_packets"],
+            f("loss_percent"),
+            e["frames"],
+            e["freezes"],
+            e["violations"],
+            e["keyframe_requests_sent"]
+        );
+    }
+    let (bad, good): (Vec<_>, Vec<_>) = eps.iter().partition(|e| e["link_class"] == "terrible");
+    assert_eq!((bad.len(), good.len()), (1, 3), "{eps:?}");
+    // The bad endpoint is connected and gets media through its link.
+    assert!(bad[0]["received_packets"].as_u64().unwrap_or(0) > 100, "{:?}", bad[0]);
+    for e in good {
+        let loss = e["loss_percent"].as_f64().unwrap_or(f64::NAN);
+        assert!(loss < 0.5, "endpoint {} lost {loss} %", e["index"]);
+        assert_eq!(e["freezes"], 0, "endpoint {} froze: {e:?}", e["index"]);
+        assert_eq!(e["violations"], 0, "endpoint {}: {e:?}", e["index"]);
+        assert!(
+            e["frames"].as_u64().unwrap_or(0) > 500,
+            "endpoint {} decoded too little: {e:?}",
+            e["index"]
+        );
+    }
+}
