@@ -5,13 +5,6 @@
 //! last switch. `SWITCHES_SEED=<n>` replays another seed.
 
 mod common;
-use common::{harness, palim};
-use std::path::PathBuf;
-use std::process::Command;
-
-fn scratch(name: &str) -> PathBuf {
-    common::scratch("switches", name)
-}
 
 const SWITCHES: u64 = 20;
 
@@ -20,10 +13,10 @@ fn run_switches(codec: &str) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let scenario = scratch(&format!("{codec}.toml"));
-    std::fs::write(
-        &scenario,
-        format!(
+    let (v, stderr) = common::run_spawned(
+        "switches",
+        codec,
+        &format!(
             r#"
 name = "switches-{codec}"
 conferences = 1
@@ -36,24 +29,7 @@ seed = {seed}
 switches = {SWITCHES}
 "#
         ),
-    )
-    .expect("write scenario");
-    let json = scratch(&format!("{codec}.json"));
-    let out = Command::new(harness())
-        .arg("--spawn")
-        .arg("--palim")
-        .arg(palim())
-        .arg("--scenario")
-        .arg(&scenario)
-        .arg("--json")
-        .arg(&json)
-        .arg("--quiet")
-        .output()
-        .expect("run loadtest");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadtest failed (seed {seed}): {stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("valid JSON");
+    );
     assert_eq!(v["connected"], 3, "seed {seed}: {stderr}");
     for e in v["endpoints_detail"].as_array().expect("detail") {
         let field = |k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{k} in {e}"));
