@@ -122,3 +122,31 @@ cg_cpu_throttled() { # "nr_periods nr_throttled throttled_ms"
   awk '$1 == "nr_periods" {p=$2} $1 == "nr_throttled" {t=$2} $1 == "throttled_time" {ms=$2/1e6} $1 == "throttled_usec" {ms=$2/1e3}
        END {printf "%d %d %d\n", p, t, ms}' "$CG_DIR/cpu.stat"
 }
+
+# --- shared by pressure.sh and starve.sh ---------------------------------------------------
+
+# Build palim and the harness for `profile` (debug|release) unless `skip` is non-empty.
+build_palim_and_harness() { # profile skip
+  [[ -n ${2:-} ]] && return 0
+  local flag=()
+  [[ $1 == release ]] && flag=(--release)
+  cargo build "${flag[@]}" -p signaling --bin palim
+  cargo build "${flag[@]}" -p loadtest --bin loadtest
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A loopback palim config with its REST API on `rest-port`, written to `file`; standard input
+# (more TOML) is appended.
+write_palim_config() { # file rest-port
+  cat >"$1" <<EOF
+[ice]
+bind_address = "127.0.0.1"
+udp_port = 0
+host_addresses = ["127.0.0.1"]
+[rest]
+bind = "127.0.0.1:$2"
+stats_interval = "0s"
+EOF
+  cat >>"$1"
+}

@@ -46,23 +46,10 @@ cleanup() {
 trap cleanup EXIT
 echo "pressure: cgroup $CG_VERSION, group $CG_DIR" >&2
 
-if [[ -z ${PRESSURE_NO_BUILD:-} ]]; then
-  flag=(); [[ $profile == release ]] && flag=(--release)
-  cargo build "${flag[@]}" -p signaling --bin palim
-  cargo build "${flag[@]}" -p loadtest --bin loadtest
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+build_palim_and_harness "$profile" "${PRESSURE_NO_BUILD:-}"
 rest_port=$(free_port)
 rest=http://127.0.0.1:$rest_port
-cat >"$out/palim.toml" <<EOF
-[ice]
-bind_address = "127.0.0.1"
-udp_port = 0
-host_addresses = ["127.0.0.1"]
-[rest]
-bind = "127.0.0.1:$rest_port"
-stats_interval = "0s"
+write_palim_config "$out/palim.toml" "$rest_port" <<'EOF'
 [limits]
 memory_limit_mib = 0
 EOF

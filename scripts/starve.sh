@@ -45,24 +45,10 @@ cleanup() {
 trap cleanup EXIT
 echo "starve: cgroup $CG_VERSION, group $CG_DIR" >&2
 
-if [[ -z ${STARVE_NO_BUILD:-} ]]; then
-  flag=(); [[ $profile == release ]] && flag=(--release)
-  cargo build "${flag[@]}" -p signaling --bin palim
-  cargo build "${flag[@]}" -p loadtest --bin loadtest
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+build_palim_and_harness "$profile" "${STARVE_NO_BUILD:-}"
 rest_port=$(free_port)
 rest=http://127.0.0.1:$rest_port
-cat >"$out/palim.toml" <<EOF
-[ice]
-bind_address = "127.0.0.1"
-udp_port = 0
-host_addresses = ["127.0.0.1"]
-[rest]
-bind = "127.0.0.1:$rest_port"
-stats_interval = "0s"
-EOF
+write_palim_config "$out/palim.toml" "$rest_port" </dev/null
 
 cg_cpu_set_quota max
 (cg_exec env -u XMPP_SERVER RUST_LOG=info "$bin/palim" --config "$out/palim.toml") >"$out/palim.log" 2>&1 </dev/null &
