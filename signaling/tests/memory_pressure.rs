@@ -13,130 +13,40 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use minidom::Element;
 use signaling::xmpp::{Condition, IqType, SendIqError};
-use support::{Prosody, TestFocus, BREWERY, JVB};
+use support::palim::{PalimConfig, PalimProcess};
+use support::{Prosody, TestFocus};
 
-const PALIM: &str = env!("CARGO_BIN_EXE_palim");
 const COLIBRI2: &str = "jitsi:colibri2";
 const SSMA: &str = "urn:xmpp:jingle:apps:rtp:ssma:0";
 const LIMIT_MIB: u64 = 256;
 const MIB: f64 = (1u64 << 20) as f64;
 
-struct Palim {
-    child: Child,
-    rest_port: u16,
-    log: PathBuf,
+fn start_palim(prosody: &Prosody, nick: &str) -> PalimProcess {
+    let config = PalimConfig {
+        rest_extra: "fault_injection = true".into(),
+        tail: format!("[limits]\nmemory_limit_mib = {LIMIT_MIB}\n"),
+        ..PalimConfig::default()
+    };
+    PalimProcess::start(prosody, nick, config)
 }
 
-impl Palim {
-    fn start(prosody: &Prosody, nick: &str) -> Self {
-        let rest_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("an ephemeral loopback port")
-            .port();
-        let dir = prosody.dir().join(format!("palim-{nick}"));
-        std::fs::create_dir_all(&dir).expect("palim test dir");
-        let config = format!(
-            r#"
-[ice]
-bind_address = "127.0.0.1"
-udp_port = 0
-host_addresses = ["127.0.0.1"]
-
-[xmpp]
-enabled = true
-host = "127.0.0.1"
-port = {xmpp_port}
-domain = "{domain}"
-username = "{user}"
-password = "{pass}"
-muc_jids = ["{BREWERY}"]
-muc_nickname = "{nick}"
-disable_certificate_verification = true
-presence_interval = "1s"
-
-[rest]
-bind = "127.0.0.1:{rest_port}"
-stats_interval = "0s"
-fault_injection = true
-
-[limits]
-memory_limit_mib = {LIMIT_MIB}
-"#,
-            xmpp_port = prosody.port(),
-            domain = support::AUTH_DOMAIN,
-            user = JVB.0,
-            pass = JVB.1,
-        );
-        let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log = dir.join("palim.log");
-        let log_file = std::fs::File::create(&log).expect("palim log");
-        let child = Command::new(PALIM)
-            .arg("--config")
-            .arg(&config_path)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn palim");
-        Palim { child, rest_port, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn rest(&self, method: &str, path: &str) -> (u16, String) {
-        support::http_request(self.rest_port, method, path, "").await
-    }
-
-    async fn stats(&self) -> serde_json::Value {
-        let (status, body) = self.rest("GET", "/colibri/stats").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats not JSON ({e}): {body}"))
-    }
-
-    async fn metric(&self, sample: &str) -> f64 {
-        let (status, body) = self.rest("GET", "/metrics").await;
-        assert_eq!(status, 200, "{body}");
-        body.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no sample {sample}"))
-    }
-
-    /// Polls `/colibri/stats` until `memory_shedding` is `want`; the time it took.
-    async fn wait_shedding(&self, want: bool, within: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            let st = self.stats().await;
-            if st["memory_shedding"] == want {
-                return t.elapsed();
-            }
-            assert!(
-                t.elapsed() < within,
-                "memory_shedding not {want} within {within:?}: {st}\nlog:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+async fn metric(palim: &PalimProcess, sample: &str) -> f64 {
+    palim
+        .metric(sample)
+        .await
+        .unwrap_or_else(|| panic!("no sample {sample}"))
 }
 
-impl Drop for Palim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Polls `/colibri/stats` until `memory_shedding` is `want`; the time it took.
+async fn wait_shedding(palim: &PalimProcess, want: bool, within: Duration) -> Duration {
+    let what = format!("memory_shedding {want}");
+    palim
+        .wait_stats(within, &what, |st| st["memory_shedding"] == want)
+        .await
 }
 
 fn parse(xml: &str) -> Element {
@@ -182,7 +92,7 @@ async fn memory_pressure_sheds_load_and_recovers() {
     };
     let mut focus = TestFocus::join(&prosody).await;
     let nick = "palim-memory";
-    let palim = Palim::start(&prosody, nick);
+    let palim = start_palim(&prosody, nick);
     focus
         .wait_presence(nick, Duration::from_secs(20), |ev| ev.available && stress(ev).is_some())
         .await;
@@ -196,7 +106,7 @@ async fn memory_pressure_sheds_load_and_recovers() {
     };
 
     // Before: healthy, one conference with one endpoint.
-    assert_eq!(palim.rest("GET", "/about/health").await.0, 200);
+    assert_eq!(palim.rest("GET", "/about/health", "").await.0, 200);
     iq(modify("m1", true, &endpoint_create("a")))
         .await
         .expect("conference m1 with endpoint a");
@@ -211,13 +121,13 @@ async fn memory_pressure_sheds_load_and_recovers() {
 
     // Ballast: 256 MiB on top of the bridge's own memory is over 85 % of 256 MiB.
     let (status, body) = palim
-        .rest("POST", &format!("/debug/fault/ballast?mib={LIMIT_MIB}"))
+        .rest("POST", &format!("/debug/fault/ballast?mib={LIMIT_MIB}"), "")
         .await;
     assert_eq!(status, 200, "{body}");
-    let took = palim.wait_shedding(true, Duration::from_secs(5)).await;
+    let took = wait_shedding(&palim, true, Duration::from_secs(5)).await;
     eprintln!("shedding {took:?} after the ballast (RSS before {rss_before:.1} MiB)");
 
-    let (status, body) = palim.rest("GET", "/about/health").await;
+    let (status, body) = palim.rest("GET", "/about/health", "").await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("memory pressure") && body.contains("limits.memory_limit_mib"),
@@ -262,17 +172,23 @@ async fn memory_pressure_sheds_load_and_recovers() {
         (Some(1), Some(1)),
         "{st}"
     );
-    assert_eq!(palim.metric("palim_memory_shedding").await, 1.0);
-    assert_eq!(palim.metric(r#"palim_limit_refusals_total{limit="memory"}"#).await, 2.0);
-    assert_eq!(palim.metric("palim_memory_limit_bytes").await, (LIMIT_MIB << 20) as f64);
-    assert_eq!(palim.metric("jitsi_jvb_stress").await, 1.0);
+    assert_eq!(metric(&palim, "palim_memory_shedding").await, 1.0);
+    assert_eq!(
+        metric(&palim, r#"palim_limit_refusals_total{limit="memory"}"#).await,
+        2.0
+    );
+    assert_eq!(
+        metric(&palim, "palim_memory_limit_bytes").await,
+        (LIMIT_MIB << 20) as f64
+    );
+    assert_eq!(metric(&palim, "jitsi_jvb_stress").await, 1.0);
 
     // Recovery: free the ballast; below 75 % the bridge takes new work again.
-    let (status, body) = palim.rest("DELETE", "/debug/fault/ballast").await;
+    let (status, body) = palim.rest("DELETE", "/debug/fault/ballast", "").await;
     assert_eq!(status, 200, "{body}");
-    let took = palim.wait_shedding(false, Duration::from_secs(5)).await;
+    let took = wait_shedding(&palim, false, Duration::from_secs(5)).await;
     eprintln!("recovered {took:?} after freeing the ballast");
-    assert_eq!(palim.rest("GET", "/about/health").await.0, 200);
+    assert_eq!(palim.rest("GET", "/about/health", "").await.0, 200);
     let st = palim.stats().await;
     assert!(st["stress_level"].as_f64().is_some_and(|s| s < 1.0), "{st}");
     focus
@@ -283,7 +199,10 @@ async fn memory_pressure_sheds_load_and_recovers() {
         .expect("a new endpoint is accepted again");
     let st = palim.stats().await;
     assert_eq!(st["endpoints"].as_u64(), Some(2), "{st}");
-    assert_eq!(palim.metric(r#"palim_limit_refusals_total{limit="memory"}"#).await, 2.0);
+    assert_eq!(
+        metric(&palim, r#"palim_limit_refusals_total{limit="memory"}"#).await,
+        2.0
+    );
     let log = palim.logs();
     assert!(!log.contains("panicked"), "{log}");
 }

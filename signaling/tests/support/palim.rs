@@ -23,6 +23,8 @@ pub struct PalimConfig {
     pub ice: String,
     /// More lines for `[xmpp]`.
     pub xmpp_extra: String,
+    /// More lines for `[rest]`.
+    pub rest_extra: String,
     /// More sections appended to the file (e.g. `[shutdown]`).
     pub tail: String,
 }
@@ -32,6 +34,7 @@ impl Default for PalimConfig {
         Self {
             ice: ICE_LOOPBACK.into(),
             xmpp_extra: String::new(),
+            rest_extra: String::new(),
             tail: "[shutdown]\nshutting_down_delay = \"1m\"\n".into(),
         }
     }
@@ -86,7 +89,12 @@ impl PalimProcess {
     fn spawn(&mut self) {
         self.starts += 1;
         self.rest_port = free_tcp_port();
-        let PalimConfig { ice, xmpp_extra, tail } = &self.config;
+        let PalimConfig {
+            ice,
+            xmpp_extra,
+            rest_extra,
+            tail,
+        } = &self.config;
         let config = format!(
             r#"
 [ice]
@@ -109,6 +117,7 @@ presence_interval = "1s"
 bind = "127.0.0.1:{rest_port}"
 shutdown_enabled = true
 stats_interval = "0s"
+{rest_extra}
 
 {tail}
 "#,
