@@ -11,6 +11,7 @@
 
 mod support;
 
+use support::colibri::client_transport;
 use support::common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -274,25 +275,6 @@ fn endpoint_create(id: &str, stats_id: &str, capabilities: &[&str]) -> String {
     format!(
         r#"<endpoint xmlns="{COLIBRI2}" id="{id}" create="true" stats-id="{stats_id}">{}<transport xmlns="{COLIBRI2}" ice-controlling="true"><sctp xmlns="{COLIBRI2}"/></transport><sources/>{caps}</endpoint>"#,
         default_offer()
-    )
-}
-
-/// The client's ICE transport as Jicofo forwards it from `session-accept`/`transport-info`.
-fn client_transport(ufrag: &str, pwd: &str, fingerprint: &str, candidates: &[SocketAddr]) -> String {
-    let cands: String = candidates
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            format!(
-                r#"<candidate component="1" foundation="{f}" generation="0" id="c{i}" network="1" priority="2130706431" protocol="udp" type="host" ip="{ip}" port="{port}"/>"#,
-                f = 842163049 + i,
-                ip = a.ip(),
-                port = a.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"<transport><transport xmlns="{ICE_UDP}" ufrag="{ufrag}" pwd="{pwd}"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fingerprint}</fingerprint>{cands}</transport></transport>"#
     )
 }
 

@@ -49,24 +49,14 @@ pub async fn two_party_call(
         let mut client = Client::new(now, audio_ssrc(tag), video_ssrc(tag));
         let rt = client.remote_transport();
         let fp = rt.fingerprints.first().expect("str0m fingerprint").value.clone();
-        let cands: String = rt
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                format!(
-                    r#"<candidate component="1" foundation="{f}" generation="0" id="c{i}" network="1" priority="2130706431" protocol="udp" type="host" ip="{ip}" port="{port}"/>"#,
-                    f = 842163049 + i,
-                    ip = a.ip(),
-                    port = a.port()
-                )
-            })
-            .collect();
+        let transport = client_transport(
+            rt.ufrag.as_deref().unwrap_or_default(),
+            rt.pwd.as_deref().unwrap_or_default(),
+            &colon_hex(&fp),
+            &rt.candidates,
+        );
         let inner = format!(
-            r#"<endpoint id="{id}" stats-id="{id}-s"><transport><transport xmlns="{ICE_UDP}" ufrag="{u}" pwd="{p}"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fp}</fingerprint>{cands}</transport></transport><sources><media-source type="audio" id="{id}-a0"><source xmlns="{SSMA}" ssrc="{a}" name="{id}-a0"/></media-source><media-source type="video" id="{id}-v0"><source xmlns="{SSMA}" ssrc="{v}" name="{id}-v0" videoType="camera"/></media-source></sources></endpoint>"#,
-            u = rt.ufrag.as_deref().unwrap_or_default(),
-            p = rt.pwd.as_deref().unwrap_or_default(),
-            fp = colon_hex(&fp),
+            r#"<endpoint id="{id}" stats-id="{id}-s">{transport}<sources><media-source type="audio" id="{id}-a0"><source xmlns="{SSMA}" ssrc="{a}" name="{id}-a0"/></media-source><media-source type="video" id="{id}-v0"><source xmlns="{SSMA}" ssrc="{v}" name="{id}-v0" videoType="camera"/></media-source></sources></endpoint>"#,
             a = audio_ssrc(tag),
             v = video_ssrc(tag),
         );

@@ -113,3 +113,22 @@ pub fn audio_ssrc(tag: u8) -> u32 {
 pub fn video_ssrc(tag: u8) -> u32 {
     0x2000_0000 + u32::from(tag)
 }
+
+/// The client's ICE transport as Jicofo forwards it from `session-accept`/`transport-info`.
+pub fn client_transport(ufrag: &str, pwd: &str, fingerprint: &str, candidates: &[SocketAddr]) -> String {
+    let cands: String = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                r#"<candidate component="1" foundation="{f}" generation="0" id="c{i}" network="1" priority="2130706431" protocol="udp" type="host" ip="{ip}" port="{port}"/>"#,
+                f = 842163049 + i,
+                ip = a.ip(),
+                port = a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"<transport><transport xmlns="{ICE_UDP}" ufrag="{ufrag}" pwd="{pwd}"><rtcp-mux/><fingerprint xmlns="{DTLS}" hash="sha-256" setup="active">{fingerprint}</fingerprint>{cands}</transport></transport>"#
+    )
+}
