@@ -3,7 +3,7 @@
 //! scenarios and unreachable bridges fail with one clear line.
 
 mod common;
-use common::{harness, palim};
+use common::harness;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -13,9 +13,9 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn tiny_scenario_through_spawned_palim() {
-    let scenario = scratch("tiny.toml");
-    std::fs::write(
-        &scenario,
+    let (v, stderr) = common::run_spawned(
+        "smoke",
+        "tiny",
         r#"
 name = "smoke"
 conferences = 2
@@ -28,26 +28,8 @@ name = "lossy"
 endpoints = [0]
 uplink = { loss_percent = 2.0 }
 "#,
-    )
-    .expect("write scenario");
-    let (json, html) = (scratch("result.json"), scratch("report.html"));
-    let out = Command::new(harness())
-        .arg("--spawn")
-        .arg("--palim")
-        .arg(palim())
-        .arg("--scenario")
-        .arg(&scenario)
-        .arg("--json")
-        .arg(&json)
-        .arg("--report")
-        .arg(&html)
-        .arg("--quiet")
-        .output()
-        .expect("run loadtest");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadtest failed: {stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("valid JSON");
+    );
+    let html = scratch("tiny.html");
     let t = &v["totals"];
     assert_eq!(v["connected"], 6, "{stderr}");
     let received = t["received_packets"].as_u64().expect("received");

@@ -30,13 +30,15 @@ pub fn scratch(test: &str, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Run the scenario `toml` against a spawned debug `palim` (`--spawn --quiet`): the run's JSON
-/// result and the harness's stderr. Panics if the harness fails or writes no valid JSON.
+/// Run the scenario `toml` against a spawned debug `palim` (`--spawn --quiet`, the HTML report
+/// in `scratch(test, "<name>.html")`): the run's JSON result and the harness's stderr. Panics if
+/// the harness fails or writes no valid JSON.
 pub fn run_spawned(test: &str, name: &str, toml: &str) -> (serde_json::Value, String) {
     let (scenario, json) = (
         scratch(test, &format!("{name}.toml")),
         scratch(test, &format!("{name}.json")),
     );
+    let html = scratch(test, &format!("{name}.html"));
     std::fs::write(&scenario, toml).expect("write scenario");
     let out = Command::new(harness())
         .arg("--spawn")
@@ -46,6 +48,8 @@ pub fn run_spawned(test: &str, name: &str, toml: &str) -> (serde_json::Value, St
         .arg(&scenario)
         .arg("--json")
         .arg(&json)
+        .arg("--report")
+        .arg(&html)
         .arg("--quiet")
         .output()
         .expect("run loadtest");
