@@ -350,10 +350,9 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         "d" | "day" | "days" => n * 86400.0,
         _ => return None,
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
-    }
-    Some(std::time::Duration::from_secs_f64(secs))
+    // `try_from`: a huge number (found by the `jvbconf` fuzz target: `presence-interval =
+    // 2333…3 seconds`) overflows `Duration`, which `from_secs_f64` answers with a panic.
+    std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
@@ -452,5 +451,9 @@ videobridge.list = [1, "two"
         assert_eq!(parse_duration("100 ms"), Some(D::from_millis(100)));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("5 fortnights"), None);
+        // Fuzz-found: beyond what a Duration holds is refused, not a panic.
+        assert_eq!(parse_duration(&format!("2{} seconds", "3".repeat(200))), None);
+        assert_eq!(parse_duration("1e400 days"), None);
+        assert_eq!(parse_duration("-5s"), None);
     }
 }
