@@ -86,6 +86,7 @@ pub fn parse(text: &str) -> Result<Value, HoconError> {
         s: text.as_bytes(),
         text,
         i: 0,
+        depth: 0,
     };
     p.skip_ws_and_comments(true);
     let root = if p.peek() == Some(b'{') {
@@ -102,10 +103,17 @@ pub fn parse(text: &str) -> Result<Value, HoconError> {
     Ok(root)
 }
 
+/// Objects and arrays nested deeper than this (braces and dotted keys together) are refused:
+/// the parser, merging and dropping are recursive, and a config of a few thousand `{` would
+/// overflow the stack (found by the `jvbconf` fuzz target). Real jvb.conf files nest ~8 deep.
+pub const MAX_DEPTH: usize = 32;
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     i: usize,
+    /// Objects and arrays open around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -150,7 +158,23 @@ impl Parser<'_> {
     }
 
     /// Entries until `close` (or the end of input for the root).
+    /// Enter one more level of nesting, or refuse past [`MAX_DEPTH`].
+    fn enter(&mut self, levels: usize) -> Result<(), HoconError> {
+        if self.depth + levels > MAX_DEPTH {
+            return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += levels;
+        Ok(())
+    }
+
     fn object_body(&mut self, close: Option<u8>) -> Result<Value, HoconError> {
+        self.enter(1)?;
+        let r = self.object_entries(close);
+        self.depth -= 1;
+        r
+    }
+
+    fn object_entries(&mut self, close: Option<u8>) -> Result<Value, HoconError> {
         let mut entries = Vec::new();
         loop {
             self.skip_ws_and_comments(true);
@@ -171,6 +195,9 @@ impl Parser<'_> {
                 return Err(self.err("`include` is not supported; inline the included file"));
             }
             let path = self.key_path()?;
+            // A dotted key nests its value one level per extra segment.
+            self.enter(path.len() - 1)?;
+            self.depth -= path.len() - 1;
             self.skip_ws_and_comments(false);
             let value = match self.peek() {
                 Some(b'{') => {
@@ -238,19 +265,10 @@ impl Parser<'_> {
             }
             Some(b'[') => {
                 self.i += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.skip_ws_and_comments(true);
-                    match self.peek() {
-                        None => return Err(self.err("missing ']'")),
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Value::Array(items));
-                        }
-                        Some(b',') => self.i += 1,
-                        _ => items.push(self.value()?),
-                    }
-                }
+                self.enter(1)?;
+                let r = self.array_items();
+                self.depth -= 1;
+                r
             }
             Some(b'"') => {
                 if self.starts_with("\"\"\"") {
@@ -280,6 +298,22 @@ impl Parser<'_> {
                     return Err(self.err("missing value"));
                 }
                 Ok(Value::Scalar(v.to_owned()))
+            }
+        }
+    }
+
+    fn array_items(&mut self) -> Result<Value, HoconError> {
+        let mut items = Vec::new();
+        loop {
+            self.skip_ws_and_comments(true);
+            match self.peek() {
+                None => return Err(self.err("missing ']'")),
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Value::Array(items));
+                }
+                Some(b',') => self.i += 1,
+                _ => items.push(self.value()?),
             }
         }
     }
@@ -438,6 +472,24 @@ videobridge.list = [1, "two"
             assert_eq!(e.line, line, "{doc:?}: {e}");
             assert!(e.reason.contains(what), "{doc:?}: {e}");
         }
+    }
+
+    /// Fuzz-found: thousands of nested `{`/`[` or dotted segments overflowed the stack.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = |open: &str, close: &str, n: usize| format!("a = {}1{}", open.repeat(n), close.repeat(n));
+        for (o, c) in [("{ b = ", " }"), ("[", "]")] {
+            let e = parse(&deep(o, c, 5000)).expect_err("too deep");
+            assert!(e.reason.contains("nested deeper"), "{e:?}");
+            assert!(parse(&deep(o, c, MAX_DEPTH - 2)).is_ok(), "{o}: a normal depth parses");
+        }
+        let dotted = format!("{} = 1", vec!["k"; 5000].join("."));
+        assert!(parse(&dotted).expect_err("too deep").reason.contains("nested deeper"));
+        let ok = format!("{} = 1", vec!["k"; MAX_DEPTH - 1].join("."));
+        assert_eq!(
+            parse(&ok).map(|v| v.get(&vec!["k"; MAX_DEPTH - 1].join(".")).is_some()),
+            Ok(true)
+        );
     }
 
     #[test]
