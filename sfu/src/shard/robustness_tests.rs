@@ -130,3 +130,67 @@ fn feedback_for_streams_not_received_is_ignored_and_counted() {
     assert_eq!(s.stats().keyframe_requests_forwarded, before + 1);
     assert_eq!(drops(&s, "keyframe_not_received"), 2);
 }
+
+/// Case 35: a bridge-channel message with `colibriClass` twice (same or different values) is
+/// refused and counted, and changes nothing: here a `ReceiverVideoConstraints` asking for
+/// nothing (last-N 0) would stop the receiver's video if it were applied.
+#[test]
+fn duplicate_colibri_class_is_refused_and_changes_nothing() {
+    let (mut s, now) = shard(SfuConfig {
+        rng_seed: Some(35),
+        ..SfuConfig::default()
+    });
+    vp8_call(&mut s, now, false);
+    let send = |s: &mut Shard, text: &str| {
+        let cmd = Command::BridgeChannelMessage {
+            conf: ConferenceId(1),
+            ep: EndpointId(4),
+            text: text.into(),
+        };
+        assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+    };
+    let forwarded = |s: &mut Shard, t: &mut Instant, next_seq: &mut u16| {
+        let mut n = 0;
+        for i in 0..30u16 {
+            *t += Duration::from_millis(33);
+            let seq = *next_seq;
+            *next_seq += 1;
+            s.handle_datagram(
+                *t,
+                local(),
+                peer_addr(1),
+                vp8_rtp(200, seq, u32::from(seq) * 3000, seq, i % 15 == 0),
+            );
+            s.handle_timeout(*t);
+            while let Some(tx) = s.poll_transmit() {
+                if tx.remote == peer_addr(4) && demux::classify(&tx.data) == Kind::Rtp {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let (mut t, mut seq) = (now, 2000);
+    assert!(forwarded(&mut s, &mut t, &mut seq) > 0, "video flows to endpoint 4");
+    for text in [
+        r#"{"colibriClass":"ReceiverVideoConstraints","lastN":0,"colibriClass":"ReceiverVideoConstraints"}"#,
+        r#"{"colibriClass":"ReceiverVideoConstraints","lastN":0,"colibriClass":"EndpointStats"}"#,
+        r#"{"colibriClass":"EndpointStats","colibriClass":"ReceiverVideoConstraints","lastN":0}"#,
+    ] {
+        send(&mut s, text);
+    }
+    assert_eq!(drops(&s, "channel_duplicate_key"), 3);
+    assert!(
+        forwarded(&mut s, &mut t, &mut seq) >= 25,
+        "the refused constraints were not applied: video still flows"
+    );
+    // The control: the same constraints without the duplicate key are applied.
+    send(&mut s, r#"{"colibriClass":"ReceiverVideoConstraints","lastN":0}"#);
+    forwarded(&mut s, &mut t, &mut seq);
+    assert_eq!(
+        forwarded(&mut s, &mut t, &mut seq),
+        0,
+        "last-N 0 applied: no more video"
+    );
+    assert_eq!(drops(&s, "channel_duplicate_key"), 3);
+}
