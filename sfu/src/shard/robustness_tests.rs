@@ -194,3 +194,103 @@ fn duplicate_colibri_class_is_refused_and_changes_nothing() {
     );
     assert_eq!(drops(&s, "channel_duplicate_key"), 3);
 }
+
+/// CRC-32 (ISO-HDLC), for STUN FINGERPRINT.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A STUN Binding Request as an ICE-controlled peer sends it (RFC 8445 §7.1.1): USERNAME
+/// `username`, PRIORITY, ICE-CONTROLLED, MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT.
+fn signed_binding_request(username: &str, pwd: &str, tx: u8) -> BytesMut {
+    fn attr(m: &mut Vec<u8>, typ: u16, value: &[u8]) {
+        m.extend_from_slice(&typ.to_be_bytes());
+        m.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        m.extend_from_slice(value);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+    }
+    fn set_len(m: &mut [u8], len: usize) {
+        m[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    }
+    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+    m.extend_from_slice(&[tx; 12]);
+    attr(&mut m, 0x0006, username.as_bytes());
+    attr(&mut m, 0x0024, &0x6E7F_00FFu32.to_be_bytes());
+    attr(&mut m, 0x8029, &0x0102_0304_0506_0708u64.to_be_bytes());
+    // MESSAGE-INTEGRITY: the length covers it; the HMAC covers everything before it.
+    let len = m.len() - 20 + 24;
+    set_len(&mut m, len);
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, &m);
+    attr(&mut m, 0x0008, tag.as_ref());
+    let len = m.len() - 20 + 8;
+    set_len(&mut m, len);
+    let fp = crc32(&m) ^ 0x5354_554E;
+    attr(&mut m, 0x8028, &fp.to_be_bytes());
+    BytesMut::from(&m[..])
+}
+
+/// STUN messages `s` sends to `to`, as (message type, transaction id's first byte).
+fn stun_to(s: &mut Shard, to: SocketAddr) -> Vec<(u16, u8)> {
+    let mut out = Vec::new();
+    while let Some(tx) = s.poll_transmit() {
+        if tx.remote == to && demux::classify(&tx.data) == Kind::Stun && tx.data.len() >= 20 {
+            out.push((u16::from_be_bytes([tx.data[0], tx.data[1]]), tx.data[8]));
+        }
+    }
+    out
+}
+
+/// Case 15: a Binding Request with a valid ufrag and a wrong MESSAGE-INTEGRITY, from the
+/// selected address or from a new one, gets no response, leaves the selected pair as it is,
+/// teaches the bridge no address, and is counted (`stun_rejected`). The control: the same
+/// request signed with the right password is answered, from the new address too.
+#[test]
+fn stun_with_a_wrong_integrity_is_refused_silently() {
+    use super::ice_restart_tests::{addr, connected, CLIENT_UFRAG, PEER};
+    let (mut t, bridge) = connected();
+    let peer = addr(PEER);
+    let other = addr("127.0.0.1:40001");
+    assert_eq!(t.ep().selected, Some(peer));
+    let username = format!("{}:{CLIENT_UFRAG}", bridge.ufrag);
+    let mut wrong_pwd = bridge.pwd.clone().into_bytes();
+    wrong_pwd[0] ^= 1;
+    let wrong_pwd = String::from_utf8(wrong_pwd).expect("ASCII password");
+    let rejected = t.drops("stun_rejected");
+    let now = t.now;
+    for (i, from) in [peer, other].into_iter().enumerate() {
+        let m = signed_binding_request(&username, &wrong_pwd, 0xA0 + i as u8);
+        t.s.handle_datagram(now, local(), from, m);
+        assert!(
+            stun_to(&mut t.s, from).iter().all(|&(_, tx)| tx != 0xA0 + i as u8),
+            "no response to {from}"
+        );
+    }
+    assert_eq!(t.drops("stun_rejected"), rejected + 2);
+    assert_eq!(t.ep().selected, Some(peer), "selected pair unchanged");
+    assert!(!t.ep().is_validated(other), "no address learned");
+    assert!(!t.s.by_addr.contains_key(&other));
+
+    // The control: signed with the right password, it is answered (Binding Success).
+    let m = signed_binding_request(&username, &bridge.pwd, 0xB0);
+    t.s.handle_datagram(now, local(), other, m);
+    assert!(
+        stun_to(&mut t.s, other).contains(&(0x0101, 0xB0)),
+        "the correctly signed request is answered"
+    );
+    assert_eq!(t.drops("stun_rejected"), rejected + 2);
+    assert!(t.ep().is_validated(other));
+}
