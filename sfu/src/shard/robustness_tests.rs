@@ -294,3 +294,80 @@ fn stun_with_a_wrong_integrity_is_refused_silently() {
     assert_eq!(t.drops("stun_rejected"), rejected + 2);
     assert!(t.ep().is_validated(other));
 }
+
+/// One DTLS record (epoch 0) carrying one ClientHello fragment: handshake message_seq 0,
+/// declared body `length`, `flen` bytes at `offset` (24-bit fields, as on the wire).
+fn hello_fragment(length: u32, offset: u32, flen: u32) -> BytesMut {
+    let mut m = vec![22u8, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&((12 + flen) as u16).to_be_bytes());
+    m.push(1); // ClientHello
+    m.extend_from_slice(&length.to_be_bytes()[1..]);
+    m.extend_from_slice(&[0, 0]); // message_seq
+    m.extend_from_slice(&offset.to_be_bytes()[1..]);
+    m.extend_from_slice(&flen.to_be_bytes()[1..]);
+    m.resize(m.len() + flen as usize, 0x42);
+    BytesMut::from(&m[..])
+}
+
+/// Case 22: a flood of 10^5 ClientHello fragments for one handshake, from the endpoint's
+/// ICE-validated address. Fragments inside the declared length that never complete the
+/// message abort the handshake once 16 KiB are buffered; offsets up to 2^24 (beyond the
+/// declared length) abort it at the first one. Either way everything after it is dropped and
+/// counted, and the bridge sends nothing back.
+#[test]
+fn dtls_fragment_flood_is_bounded_and_aborts_the_handshake() {
+    use super::ice_restart_tests::{addr, connected, PEER};
+    const FLOOD: usize = 100_000;
+    let mut rng = 0x2222_2222u64;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 33) as u32
+    };
+    for out_of_range in [false, true] {
+        let (mut t, _bridge) = connected();
+        let peer = addr(PEER);
+        let failed = |t: &super::ice_restart_tests::Setup| t.ep().dtls.as_ref().is_some_and(|d| d.is_failed());
+        assert!(!failed(&t));
+        let now = t.now;
+        let (mut sent_bytes, mut aborted_after) = (0usize, None);
+        let mut dtls_out = 0;
+        for i in 0..FLOOD {
+            // A 4,000-byte ClientHello; byte 0 never arrives, so it never completes.
+            let offset = if out_of_range {
+                next() & 0xFF_FFFF
+            } else {
+                1 + next() % 3_900
+            };
+            let f = hello_fragment(4_000, offset, 64);
+            sent_bytes += f.len();
+            t.s.handle_datagram(now, local(), peer, f);
+            while let Some(tx) = t.s.poll_transmit() {
+                if demux::classify(&tx.data) == Kind::Dtls {
+                    dtls_out += 1;
+                }
+            }
+            if aborted_after.is_none() && failed(&t) {
+                aborted_after = Some((i + 1, sent_bytes));
+            }
+        }
+        let (n, bytes) = aborted_after.expect("the handshake is aborted");
+        if out_of_range {
+            // 2^24 - 4,000 of 2^24 offsets are out of range: the first or nearly so.
+            assert!(n <= 3, "aborted after {n} fragments");
+        } else {
+            assert!(
+                bytes > 16 * 1024 && bytes <= 16 * 1024 + 89,
+                "aborted once more than 16 KiB arrived: {bytes} bytes in {n} fragments"
+            );
+        }
+        assert_eq!(t.drops("dtls_malformed_hello"), 1);
+        assert_eq!(
+            t.drops("dtls_failed") as usize,
+            FLOOD - n,
+            "every later fragment is counted"
+        );
+        assert_eq!(dtls_out, 0, "nothing answered");
+    }
+}
