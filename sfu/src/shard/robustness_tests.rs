@@ -371,3 +371,42 @@ fn dtls_fragment_flood_is_bounded_and_aborts_the_handshake() {
         assert_eq!(dtls_out, 0, "nothing answered");
     }
 }
+
+/// Case 14: 10^5 signed STUN Binding Requests with unknown ufrags from 10^3 spoofed sources
+/// (the bridge has one endpoint, connected) get no response at all (no amplification) and are
+/// all counted as `unknown_ufrag`; the endpoint's own checks still work afterwards.
+#[test]
+fn stun_with_unknown_ufrags_gets_no_response() {
+    use super::ice_restart_tests::{addr, connected, CLIENT_UFRAG, PEER};
+    const N: u32 = 100_000;
+    let (mut t, bridge) = connected();
+    let now = t.now;
+    let before = t.drops("unknown_ufrag");
+    for i in 0..N {
+        let username = format!("x{:07}:{CLIENT_UFRAG}", i.wrapping_mul(2_654_435_761));
+        let m = signed_binding_request(&username, &bridge.pwd, i as u8);
+        let from = SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                198,
+                51,
+                (i % 1000 / 250) as u8,
+                (i % 250) as u8,
+            )),
+            40_000 + (i % 7) as u16,
+        );
+        t.s.handle_datagram(now, local(), from, m);
+        if let Some(tx) = t.s.poll_transmit() {
+            panic!("response to a spoofed source: {} bytes to {}", tx.data.len(), tx.remote);
+        }
+    }
+    assert_eq!(t.drops("unknown_ufrag") - before, u64::from(N));
+    // The real endpoint is unaffected: its signed check is answered.
+    let username = format!("{}:{CLIENT_UFRAG}", bridge.ufrag);
+    t.s.handle_datagram(
+        now,
+        local(),
+        addr(PEER),
+        signed_binding_request(&username, &bridge.pwd, 0xC0),
+    );
+    assert!(stun_to(&mut t.s, addr(PEER)).contains(&(0x0101, 0xC0)));
+}
