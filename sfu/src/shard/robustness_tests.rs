@@ -218,7 +218,7 @@ fn signed_binding_request(username: &str, pwd: &str, tx: u8) -> BytesMut {
         m.extend_from_slice(&typ.to_be_bytes());
         m.extend_from_slice(&(value.len() as u16).to_be_bytes());
         m.extend_from_slice(value);
-        while m.len() % 4 != 0 {
+        while !m.len().is_multiple_of(4) {
             m.push(0);
         }
     }
