@@ -410,3 +410,79 @@ fn stun_with_unknown_ufrags_gets_no_response() {
     );
     assert!(stun_to(&mut t.s, addr(PEER)).contains(&(0x0101, 0xC0)));
 }
+
+/// Case 20: a DTLS client whose ClientHello has no `use_srtp` (it offers no SRTP profile)
+/// never gets an SRTP context from the bridge (server role): the handshake fails on the
+/// bridge's side. The control: the same pair with a profile offered connects both ways, so
+/// certificates and fingerprints are right and only `use_srtp` differs.
+#[test]
+fn client_hello_without_use_srtp_gets_no_srtp_context() {
+    use crate::config::{HandshakeSlots, SrtpProfile};
+    use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert};
+    let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
+    let cert = LocalCert::generate(&provider).expect("certificate");
+    let value = cert
+        .fingerprint_sha256
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    let fingerprints = [crate::control::Fingerprint {
+        hash: "sha-256".into(),
+        value,
+        setup: None,
+    }];
+    let slots = HandshakeSlots::new(4);
+    let ctx = |allowed| DtlsContext {
+        provider: &provider,
+        cert: &cert,
+        fingerprints: &fingerprints,
+        allowed,
+        slots: &slots,
+    };
+    let (bridge_addr, client_addr) = (local(), SocketAddr::from(([127, 0, 0, 1], 5000)));
+    let bridge_profiles = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
+    let gcm = [SrtpProfile::AeadAes128Gcm];
+    for offered in [&[][..], &gcm[..]] {
+        let now = Instant::now();
+        let mut server = Dtls::new(Role::Server, bridge_addr);
+        let mut client = Dtls::new(Role::Client, client_addr);
+        let (mut s_events, mut c_events) = (Vec::new(), Vec::new());
+        client.connect(now, bridge_addr, &ctx(offered), &mut c_events);
+        let mut t = now;
+        for _ in 0..200 {
+            while let Some(d) = client.poll_transmit() {
+                let _ = server.handle_datagram(t, client_addr, d, &ctx(&bridge_profiles), &mut s_events);
+            }
+            while let Some(d) = server.poll_transmit() {
+                let _ = client.handle_datagram(t, bridge_addr, d, &ctx(offered), &mut c_events);
+            }
+            if server.is_connected() || server.is_failed() {
+                break;
+            }
+            t += Duration::from_millis(50);
+            server.handle_timeout(t, &mut s_events);
+            client.handle_timeout(t, &mut c_events);
+        }
+        let connected = |ev: &[DtlsEvent]| ev.iter().any(|e| matches!(e, DtlsEvent::Connected { .. }));
+        if offered.is_empty() {
+            assert!(!connected(&s_events), "no SRTP context without use_srtp");
+            assert!(server.is_failed(), "the bridge's handshake fails");
+            // rtc-dtls completes the handshake without the extension; the bridge refuses it
+            // at completion (no SRTP profile was negotiated).
+            let why: Vec<_> = s_events
+                .iter()
+                .filter_map(|e| match e {
+                    DtlsEvent::Failed(r) => Some(r.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert!(why.iter().any(|r| r.contains("SRTP profile")), "{why:?}");
+        } else {
+            assert!(
+                connected(&s_events) && server.is_connected(),
+                "control: the bridge connects"
+            );
+            assert!(connected(&c_events), "control: the client connects");
+        }
+    }
+}
