@@ -411,78 +411,135 @@ fn stun_with_unknown_ufrags_gets_no_response() {
     assert!(stun_to(&mut t.s, addr(PEER)).contains(&(0x0101, 0xC0)));
 }
 
+/// Events of one in-memory DTLS handshake between a bridge `Dtls` in `bridge_role` and a
+/// peer `Dtls` in the other role (both with the same certificate). The bridge expects the
+/// peer's fingerprint (one byte off unless `bridge_fp_ok`) and allows GCM and AES-CM; the peer
+/// expects the right one and allows `peer_profiles`. Returns (bridge events, bridge failed,
+/// peer events).
+fn dtls_pair(
+    bridge_role: Role,
+    bridge_fp_ok: bool,
+    peer_profiles: &[crate::config::SrtpProfile],
+) -> (Vec<crate::dtls::DtlsEvent>, bool, Vec<crate::dtls::DtlsEvent>) {
+    use crate::config::{HandshakeSlots, SrtpProfile};
+    use crate::dtls::{Dtls, DtlsContext, LocalCert};
+    let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
+    let cert = LocalCert::generate(&provider).expect("certificate");
+    let value: Vec<u8> = cert
+        .fingerprint_sha256
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    let fingerprint = |value| crate::control::Fingerprint {
+        hash: "sha-256".into(),
+        value,
+        setup: None,
+    };
+    let mut wrong = value.clone();
+    wrong[0] ^= 1;
+    let good_fps = [fingerprint(value)];
+    let bridge_fps = if bridge_fp_ok {
+        good_fps.clone()
+    } else {
+        [fingerprint(wrong)]
+    };
+    let slots = HandshakeSlots::new(4);
+    let bridge_profiles = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
+    let bridge_ctx = DtlsContext {
+        provider: &provider,
+        cert: &cert,
+        fingerprints: &bridge_fps,
+        allowed: &bridge_profiles,
+        slots: &slots,
+    };
+    let peer_ctx = DtlsContext {
+        provider: &provider,
+        cert: &cert,
+        fingerprints: &good_fps,
+        allowed: peer_profiles,
+        slots: &slots,
+    };
+    let (bridge_addr, peer_addr) = (local(), SocketAddr::from(([127, 0, 0, 1], 5000)));
+    let peer_role = if bridge_role == Role::Client {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let mut bridge = Dtls::new(bridge_role, bridge_addr);
+    let mut peer = Dtls::new(peer_role, peer_addr);
+    let (mut b_events, mut p_events) = (Vec::new(), Vec::new());
+    let now = Instant::now();
+    if bridge_role == Role::Client {
+        bridge.connect(now, peer_addr, &bridge_ctx, &mut b_events);
+    } else {
+        peer.connect(now, bridge_addr, &peer_ctx, &mut p_events);
+    }
+    let mut t = now;
+    for _ in 0..200 {
+        while let Some(d) = peer.poll_transmit() {
+            let _ = bridge.handle_datagram(t, peer_addr, d, &bridge_ctx, &mut b_events);
+        }
+        while let Some(d) = bridge.poll_transmit() {
+            let _ = peer.handle_datagram(t, bridge_addr, d, &peer_ctx, &mut p_events);
+        }
+        if (bridge.is_connected() && peer.is_connected()) || bridge.is_failed() {
+            break;
+        }
+        t += Duration::from_millis(50);
+        bridge.handle_timeout(t, &mut b_events);
+        peer.handle_timeout(t, &mut p_events);
+    }
+    (b_events, bridge.is_failed(), p_events)
+}
+
+fn dtls_connected(events: &[crate::dtls::DtlsEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, crate::dtls::DtlsEvent::Connected { .. }))
+}
+
+fn dtls_failures(events: &[crate::dtls::DtlsEvent]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            crate::dtls::DtlsEvent::Failed(r) => Some(r.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Case 20: a DTLS client whose ClientHello has no `use_srtp` (it offers no SRTP profile)
 /// never gets an SRTP context from the bridge (server role): the handshake fails on the
 /// bridge's side. The control: the same pair with a profile offered connects both ways, so
 /// certificates and fingerprints are right and only `use_srtp` differs.
 #[test]
 fn client_hello_without_use_srtp_gets_no_srtp_context() {
-    use crate::config::{HandshakeSlots, SrtpProfile};
-    use crate::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert};
-    let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
-    let cert = LocalCert::generate(&provider).expect("certificate");
-    let value = cert
-        .fingerprint_sha256
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
-        .collect();
-    let fingerprints = [crate::control::Fingerprint {
-        hash: "sha-256".into(),
-        value,
-        setup: None,
-    }];
-    let slots = HandshakeSlots::new(4);
-    let ctx = |allowed| DtlsContext {
-        provider: &provider,
-        cert: &cert,
-        fingerprints: &fingerprints,
-        allowed,
-        slots: &slots,
-    };
-    let (bridge_addr, client_addr) = (local(), SocketAddr::from(([127, 0, 0, 1], 5000)));
-    let bridge_profiles = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmHmacSha1_80];
-    let gcm = [SrtpProfile::AeadAes128Gcm];
-    for offered in [&[][..], &gcm[..]] {
-        let now = Instant::now();
-        let mut server = Dtls::new(Role::Server, bridge_addr);
-        let mut client = Dtls::new(Role::Client, client_addr);
-        let (mut s_events, mut c_events) = (Vec::new(), Vec::new());
-        client.connect(now, bridge_addr, &ctx(offered), &mut c_events);
-        let mut t = now;
-        for _ in 0..200 {
-            while let Some(d) = client.poll_transmit() {
-                let _ = server.handle_datagram(t, client_addr, d, &ctx(&bridge_profiles), &mut s_events);
-            }
-            while let Some(d) = server.poll_transmit() {
-                let _ = client.handle_datagram(t, bridge_addr, d, &ctx(offered), &mut c_events);
-            }
-            if server.is_connected() || server.is_failed() {
-                break;
-            }
-            t += Duration::from_millis(50);
-            server.handle_timeout(t, &mut s_events);
-            client.handle_timeout(t, &mut c_events);
-        }
-        let connected = |ev: &[DtlsEvent]| ev.iter().any(|e| matches!(e, DtlsEvent::Connected { .. }));
-        if offered.is_empty() {
-            assert!(!connected(&s_events), "no SRTP context without use_srtp");
-            assert!(server.is_failed(), "the bridge's handshake fails");
-            // rtc-dtls completes the handshake without the extension; the bridge refuses it
-            // at completion (no SRTP profile was negotiated).
-            let why: Vec<_> = s_events
-                .iter()
-                .filter_map(|e| match e {
-                    DtlsEvent::Failed(r) => Some(r.as_str()),
-                    _ => None,
-                })
-                .collect();
-            assert!(why.iter().any(|r| r.contains("SRTP profile")), "{why:?}");
-        } else {
-            assert!(
-                connected(&s_events) && server.is_connected(),
-                "control: the bridge connects"
-            );
-            assert!(connected(&c_events), "control: the client connects");
-        }
+    let (events, failed, _) = dtls_pair(Role::Server, true, &[]);
+    assert!(!dtls_connected(&events), "no SRTP context without use_srtp");
+    assert!(failed, "the bridge's handshake fails");
+    // rtc-dtls completes the handshake without the extension; the bridge refuses it at
+    // completion (no SRTP profile was negotiated).
+    let why = dtls_failures(&events);
+    assert!(why.iter().any(|r| r.contains("SRTP profile")), "{why:?}");
+    // The control.
+    let (events, failed, peer) = dtls_pair(Role::Server, true, &[crate::config::SrtpProfile::AeadAes128Gcm]);
+    assert!(dtls_connected(&events) && !failed, "control: the bridge connects");
+    assert!(dtls_connected(&peer), "control: the peer connects");
+}
+
+/// Case 18 at the DTLS layer, both roles: a peer certificate whose fingerprint is not the
+/// signalled one fails the bridge's handshake and gives no SRTP context (the control with the
+/// right fingerprint, in `client_hello_without_use_srtp_gets_no_srtp_context` and here,
+/// connects). The end-to-end form (server role, no media, `dtls_failures`) is
+/// `sfu/tests/str0m_e2e.rs::wrong_fingerprint_fails_only_that_endpoint`.
+#[test]
+fn wrong_fingerprint_fails_the_handshake_in_both_roles() {
+    let gcm = [crate::config::SrtpProfile::AeadAes128Gcm];
+    for role in [Role::Server, Role::Client] {
+        let (events, failed, _) = dtls_pair(role, false, &gcm);
+        assert!(!dtls_connected(&events), "{role:?}: no SRTP context");
+        assert!(failed, "{role:?}: the handshake fails");
+        let (events, failed, _) = dtls_pair(role, true, &gcm);
+        assert!(dtls_connected(&events) && !failed, "{role:?}: control connects");
     }
 }
