@@ -72,6 +72,8 @@ mod guard;
 #[cfg(test)]
 mod ice_restart_tests;
 #[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
 mod test_support;
 
 type Key = (ConferenceId, EndpointId);
@@ -2022,16 +2024,16 @@ fn handle_rtcp(
                 }
             }
             Ok(RtcpPacket::ReceiverReport(rr)) => on_report_blocks(now, ep, rr.blocks, clock),
-            Ok(RtcpPacket::Pli(p)) => push(
-                KeyframeRequest::Pli(current_encoding_ssrc(ep, &conf.sources, p.media.0)),
-                io,
-            ),
+            Ok(RtcpPacket::Pli(p)) => match received_encoding_ssrc(ep, &conf.sources, p.media.0) {
+                Some(media) => push(KeyframeRequest::Pli(media), io),
+                None => io.drop("keyframe_not_received"),
+            },
             Ok(RtcpPacket::Fir(f)) => {
                 for e in f.entries {
-                    push(
-                        KeyframeRequest::Fir(current_encoding_ssrc(ep, &conf.sources, e.ssrc.0)),
-                        io,
-                    );
+                    match received_encoding_ssrc(ep, &conf.sources, e.ssrc.0) {
+                        Some(media) => push(KeyframeRequest::Fir(media), io),
+                        None => io.drop("keyframe_not_received"),
+                    }
                 }
             }
             Ok(RtcpPacket::Remb(r)) => ep.remb_bps = Some(r.bitrate),
@@ -2057,6 +2059,23 @@ fn handle_rtcp(
     }
     for r in requests.into_iter().flatten() {
         request_keyframe(now, conf, from, r, io);
+    }
+}
+
+/// [`current_encoding_ssrc`] for a keyframe request, or `None` when the requester is not being
+/// sent that video source (robustness.md case 28: ignored and counted). An SSRC no source in
+/// the conference has passes through, for the routing to count as `keyframe_unknown_ssrc`;
+/// so does audio (no projection; a PLI for it costs the sender nothing).
+fn received_encoding_ssrc(r: &Endpoint, sources: &SourceTable, media: u32) -> Option<u32> {
+    let source = r.recv.slots.as_ref().and_then(|s| s.source_of(media)).unwrap_or(media);
+    let video = sources
+        .route(source)
+        .is_some_and(|s| s.kind == crate::control::MediaKind::Video);
+    let receives = r.recv.projections.get(&source).is_some_and(|p| p.target().is_some());
+    if receives || !video {
+        Some(current_encoding_ssrc(r, sources, media))
+    } else {
+        None
     }
 }
 
@@ -3121,7 +3140,7 @@ mod tests {
     use super::*;
     use crate::control::{MediaKind, SourceDescription};
 
-    fn shard(config: SfuConfig) -> (Shard, Instant) {
+    pub(super) fn shard(config: SfuConfig) -> (Shard, Instant) {
         let now = Instant::now();
         let clock = ClockAnchor {
             instant: now,
@@ -3131,7 +3150,7 @@ mod tests {
         (Shard::new(config, local, clock).expect("shard"), now)
     }
 
-    fn create(s: &mut Shard, now: Instant, conf: u32, ep: u32) -> Result<Reply, CommandError> {
+    pub(super) fn create(s: &mut Shard, now: Instant, conf: u32, ep: u32) -> Result<Reply, CommandError> {
         s.handle_command(
             now,
             Command::CreateEndpoint {
@@ -3150,7 +3169,7 @@ mod tests {
         test_support::stun_binding(username, 1)
     }
 
-    fn drops(s: &Shard, reason: &str) -> u64 {
+    pub(super) fn drops(s: &Shard, reason: &str) -> u64 {
         s.stats()
             .drops
             .iter()
@@ -3393,12 +3412,12 @@ mod tests {
         }
     }
 
-    fn peer_addr(ep: u32) -> SocketAddr {
+    pub(super) fn peer_addr(ep: u32) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 20000 + ep as u16))
     }
 
     /// Mark `ep` connected at [`peer_addr`] with [`PlainSrtp`].
-    fn connect_plain(s: &mut Shard, conf: ConferenceId, ep: u32) {
+    pub(super) fn connect_plain(s: &mut Shard, conf: ConferenceId, ep: u32) {
         let addr = peer_addr(ep);
         let e = s
             .conferences
@@ -3610,7 +3629,7 @@ mod tests {
     }
 
     /// A VP8 packet: 15-bit picture ID descriptor, keyframe header (640x360) or delta tag.
-    fn vp8_rtp(ssrc: u32, seq: u16, ts: u32, pid: u16, keyframe: bool) -> BytesMut {
+    pub(super) fn vp8_rtp(ssrc: u32, seq: u16, ts: u32, pid: u16, keyframe: bool) -> BytesMut {
         let mut p = vec![0x80, 0x80 | 100]; // V=2; marker, PT 100
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&ts.to_be_bytes());
@@ -3687,7 +3706,7 @@ mod tests {
     /// Conference 1: endpoint 1 sends VP8 source "ep1-v0" (SSRC 200, RTX 201), endpoint 4
     /// receives it (with one video slot 601/602 and audio slot 501 when `rewriting`); both
     /// negotiated VP8 (PT 100) with RTX (PT 96), connected with plain SRTP, receiver at 720p.
-    fn vp8_call(s: &mut Shard, now: Instant, rewriting: bool) {
+    pub(super) fn vp8_call(s: &mut Shard, now: Instant, rewriting: bool) {
         let c = ConferenceId(1);
         assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
         assert!(create(s, now, 1, 1).is_ok());

@@ -144,6 +144,27 @@ fn sequence_wrap() {
     }
 }
 
+/// Robustness case 25: a stream whose sequence number crosses 65535 → 0 three times (in steps
+/// of 997, so each wrap is seen by the ROC estimation, RFC 3711 §3.3.1) decrypts with no
+/// authentication failure in either direction: a wrong ROC guess fails authentication.
+#[test]
+fn roc_wraps_three_times_without_auth_failure() {
+    for profile in PROFILES {
+        let packets: Vec<_> = (0..200u32)
+            .map(|i| {
+                let seq = (0xfff0 + i * 997) as u16;
+                rtp(seq, i * 3000, 77, 0, None, &i.to_be_bytes())
+            })
+            .collect();
+        let wraps = packets
+            .windows(2)
+            .filter(|w| u16::from_be_bytes([w[1][2], w[1][3]]) < u16::from_be_bytes([w[0][2], w[0][3]]))
+            .count();
+        assert!(wraps >= 3, "{wraps} wraps");
+        check_rtp(profile, &packets);
+    }
+}
+
 /// Out-of-order delivery across the wrap: a late packet from the previous ROC still
 /// decrypts, and anything older than the 128-packet window is refused.
 #[test]

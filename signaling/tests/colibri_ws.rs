@@ -289,6 +289,17 @@ async fn admission_errors() {
         (404, "server ID mismatch".to_owned()),
         "wrong server id"
     );
+    // Robustness case 39: the private API (`/colibri/*`) is not served on the public port.
+    for (method, path) in [
+        ("POST", "/colibri/v2/conferences"),
+        ("PATCH", "/colibri/v2/conferences/m-auth"),
+        ("GET", "/colibri/stats"),
+        ("POST", "/colibri/shutdown"),
+        ("POST", "/colibri/drain/enable"),
+    ] {
+        let (status, text) = http(bridge.public, method, path, r#"{"graceful-shutdown":true}"#).await;
+        assert_eq!(status, 404, "{method} {path} on the public port: {text}");
+    }
     // The right URL still works after all that.
     let mut ws = connect(url).await;
     assert_eq!(next_json(&mut ws).await["colibriClass"], "ServerHello");

@@ -5,29 +5,31 @@
 use super::test_support::{shard_with_endpoint, stun_binding};
 use super::*;
 
-const BRIDGE: &str = "127.0.0.1:10000";
-const PEER: &str = "127.0.0.1:40000";
+pub(super) const BRIDGE: &str = "127.0.0.1:10000";
+pub(super) const PEER: &str = "127.0.0.1:40000";
+/// The client agent's ufrag in [`connected`].
+pub(super) const CLIENT_UFRAG: &str = "clientufrag0";
 /// Simulated time per pump step.
 const STEP: Duration = Duration::from_millis(5);
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().expect("literal address")
 }
 
-struct Setup {
-    s: Shard,
-    now: Instant,
-    client: rtc_ice::agent::Agent,
-    conf: ConferenceId,
-    ep: EndpointId,
+pub(super) struct Setup {
+    pub(super) s: Shard,
+    pub(super) now: Instant,
+    pub(super) client: rtc_ice::agent::Agent,
+    pub(super) conf: ConferenceId,
+    pub(super) ep: EndpointId,
 }
 
 impl Setup {
-    fn ep(&self) -> &Endpoint {
+    pub(super) fn ep(&self) -> &Endpoint {
         &self.s.conferences[&self.conf].endpoints[&self.ep]
     }
 
-    fn drops(&self, reason: &str) -> u64 {
+    pub(super) fn drops(&self, reason: &str) -> u64 {
         self.s
             .stats()
             .drops
@@ -119,7 +121,7 @@ impl Setup {
 }
 
 /// A shard with one endpoint (bridge ICE-controlling) and a client agent connected to it.
-fn connected() -> (Setup, LocalTransport) {
+pub(super) fn connected() -> (Setup, LocalTransport) {
     let config = SfuConfig {
         rng_seed: Some(48),
         ..SfuConfig::default()
@@ -127,7 +129,7 @@ fn connected() -> (Setup, LocalTransport) {
     let (mut s, now, bridge) = shard_with_endpoint(config, addr(BRIDGE));
     let (conf, ep) = (ConferenceId(1), EndpointId(1));
     let provider = rtc_dtls::crypto_provider::default_provider().expect("crypto provider");
-    let (cu, cp) = ("clientufrag0".to_owned(), rtc_ice::rand::generate_pwd());
+    let (cu, cp) = (CLIENT_UFRAG.to_owned(), rtc_ice::rand::generate_pwd());
     let mut client = crate::endpoint::new_agent(
         now,
         cu.clone(),

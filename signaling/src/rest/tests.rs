@@ -824,3 +824,20 @@ async fn fault_injection_route_needs_its_flag() {
     let (status, body) = call(&router, Method::POST, "/debug/fault/panic/m1", "").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
 }
+
+/// Robustness case 40: a known route with the wrong method is 405, and changes nothing.
+#[tokio::test]
+async fn wrong_method_is_405() {
+    let (_core, handler, router) = app();
+    for (method, path) in [
+        (Method::DELETE, "/colibri/v2/conferences"),
+        (Method::PUT, "/colibri/v2/conferences"),
+        (Method::POST, "/about/health"),
+        (Method::POST, "/about/version"),
+        (Method::DELETE, "/colibri/stats"),
+    ] {
+        let (status, text) = call(&router, method.clone(), path, CREATE).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {text}");
+    }
+    assert!(!handler.has_conference("m1").await, "nothing was created");
+}
