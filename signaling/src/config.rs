@@ -206,6 +206,12 @@ pub struct WebSocketsSection {
     pub idle_timeout: Duration,
     /// Negotiate `permessage-deflate`. Not implemented: `true` is refused by `validate`.
     pub enable_compression: bool,
+    /// Open HTTP connections the public server serves at once (robustness.md case 38); more
+    /// wait in the kernel's accept queue. Upgraded websockets no longer count.
+    pub max_connections: usize,
+    /// A connection must deliver a request's headers within this (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 /// Memory-pressure shedding (robustness.md case 51; see `memory.rs`).
@@ -366,6 +372,8 @@ impl Default for WebSocketsSection {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             enable_compression: false,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -639,6 +647,12 @@ impl Config {
         }
         if ws.idle_timeout.is_zero() {
             return Err(invalid("websockets.idle_timeout", "must be more than 0"));
+        }
+        if ws.max_connections == 0 {
+            return Err(invalid("websockets.max_connections", "must be more than 0"));
+        }
+        if ws.header_timeout.is_zero() {
+            return Err(invalid("websockets.header_timeout", "must be more than 0"));
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod jvbconf;
 pub mod memory;
 pub mod ops;
+pub mod public_http;
 pub mod rest;
 pub mod server;
 pub mod stun;

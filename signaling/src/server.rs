@@ -121,11 +121,11 @@ pub async fn run_with(config: Config, ops: Arc<Ops>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the public HTTP server to {bind} (websockets.public_bind)"))?;
         info!(addr = %bind, domains = ?config.websockets.domains, "colibri websockets listening");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                warn!(error = %e, "public HTTP server stopped");
-            }
-        });
+        let limits = crate::public_http::PublicLimits {
+            max_connections: config.websockets.max_connections,
+            header_timeout: config.websockets.header_timeout,
+        };
+        tokio::spawn(crate::public_http::serve(listener, app, limits));
     }
     tokio::spawn(expire_idle(colibri.clone()));
 
