@@ -318,6 +318,8 @@ struct SourceState {
     preferred: isize,
     oversend: isize,
     target: isize,
+    /// The target of the previous allocation (up-switch hysteresis).
+    prev: Option<LayerId>,
 }
 
 impl SourceState {
@@ -331,13 +333,32 @@ impl Allocator {
         Self::default()
     }
 
-    /// Runs the allocation for one receiver into `out` (cleared first).
+    /// Runs the allocation for one receiver into `out` (cleared first). JVB's algorithm: no
+    /// up-switch hysteresis (see [`Allocator::allocate_with_margin`]).
     pub fn allocate<K: Copy + Eq>(&mut self, input: &AllocInput<'_, K>, cfg: &AllocConfig, out: &mut Allocation<K>) {
+        self.allocate_with_margin(input, cfg, 0.0, out);
+    }
+
+    /// [`Allocator::allocate`] with up-switch hysteresis (our addition, docs/bwe.md "Downlink
+    /// step"): `out` holds the receiver's previous allocation, and a layer above a source's
+    /// previous target is only taken when the budget exceeds the layer's bitrate by
+    /// `up_margin` (a fraction: 0.15 = 15 %). Keeping or lowering a layer, and the first
+    /// layer of a source that had none, need no margin; down-switches stay immediate.
+    pub fn allocate_with_margin<K: Copy + Eq>(
+        &mut self,
+        input: &AllocInput<'_, K>,
+        cfg: &AllocConfig,
+        up_margin: f64,
+        out: &mut Allocation<K>,
+    ) {
+        self.prioritize(input);
+        self.effective_constraints(input, cfg);
+        for st in &mut self.states {
+            st.prev = out.get(input.sources[st.src].name).and_then(|a| a.target);
+        }
         out.sources.clear();
         out.forwarded.clear();
         out.oversending = false;
-        self.prioritize(input);
-        self.effective_constraints(input, cfg);
         self.cands.clear();
         for i in 0..self.states.len() {
             self.select_layers(i, input.sources, cfg);
@@ -357,7 +378,7 @@ impl Allocator {
                 if self.states[i].effective.is_disabled() {
                     continue;
                 }
-                let used = self.improve(i, remaining, i == 0, cfg);
+                let used = self.improve(i, remaining, i == 0, up_margin, input.sources, cfg);
                 remaining = remaining.saturating_sub(used);
                 if remaining < 0 {
                     out.oversending = true;
@@ -450,6 +471,7 @@ impl Allocator {
                 preferred: -1,
                 oversend: -1,
                 target: -1,
+                prev: None,
             });
         }
     }
@@ -564,12 +586,29 @@ impl Allocator {
     }
 
     /// Step 4 for one source: returns the bitrate increase.
-    fn improve(&mut self, i: usize, remaining: i64, allow_oversend: bool, cfg: &AllocConfig) -> i64 {
+    fn improve<K>(
+        &mut self,
+        i: usize,
+        remaining: i64,
+        allow_oversend: bool,
+        up_margin: f64,
+        sources: &[Source<K>],
+        cfg: &AllocConfig,
+    ) -> i64 {
         let st = self.states[i];
         let cands = &self.cands[st.start..st.start + st.len];
         if cands.is_empty() {
             return 0;
         }
+        let layers = &sources[st.src].layers;
+        // What a candidate must fit: its bitrate, plus the margin if it is above the previous
+        // target (hysteresis; JVB has none, `up_margin` 0 reproduces it).
+        let need = |c: &Cand| match st.prev {
+            Some(prev) if up_margin > 0.0 && layer_key(layers[c.layer].id) > layer_key(prev) => {
+                (c.bps as f64 * (1.0 + up_margin)).min(i64::MAX as f64) as i64
+            }
+            _ => c.bps,
+        };
         let bitrate = |t: isize| usize::try_from(t).map_or(0, |t| cands[t].bps);
         let initial = bitrate(st.target);
         let max_bps = remaining.saturating_add(initial);
@@ -578,12 +617,12 @@ impl Allocator {
         if target == -1 && st.preferred > -1 && st.on_stage {
             // On stage: jump greedily towards the preferred layer.
             for (k, cand) in cands.iter().enumerate() {
-                if k as isize > st.preferred || max_bps < cand.bps {
+                if k as isize > st.preferred || max_bps < need(cand) {
                     break;
                 }
                 target = k as isize;
             }
-        } else if target + 1 < n && cands[(target + 1) as usize].bps < max_bps {
+        } else if target + 1 < n && need(&cands[(target + 1) as usize]) < max_bps {
             target += 1;
         }
         if target > -1 {
@@ -611,6 +650,11 @@ impl Allocator {
         self.states[i].target = target;
         bitrate(target) - initial
     }
+}
+
+/// Quality order of layer ids (encoding, then spatial, then temporal).
+fn layer_key(l: LayerId) -> (u8, u8, u8) {
+    (l.encoding, l.spatial, l.temporal)
 }
 
 fn bps(l: &Layer) -> i64 {
@@ -943,6 +987,121 @@ mod tests {
         assert!(bwe_changed(Some(1), None, BWE_CHANGE_THRESHOLD));
         assert!(!bwe_changed(None, None, BWE_CHANGE_THRESHOLD));
         assert!(bwe_changed(Some(0), Some(1), BWE_CHANGE_THRESHOLD));
+    }
+
+    /// Allocates with `margin`, `out` holding the previous allocation (hysteresis tests).
+    fn rerun(
+        s: &ReceiverSettings<&'static str>,
+        sources: &[Source<&'static str>],
+        bwe: u64,
+        margin: f64,
+        out: &mut Allocation<&'static str>,
+    ) -> Option<LayerId> {
+        let input = AllocInput {
+            receiver: RX,
+            settings: s,
+            sources,
+            bandwidth_bps: Some(bwe),
+        };
+        Allocator::new().allocate_with_margin(&input, &AllocConfig::default(), margin, out);
+        out.sources[0].target
+    }
+
+    const HIGH: &str = r#"{"colibriClass":"ReceiverVideoConstraints","constraints":{"a-v0":{"maxHeight":720}}}"#;
+
+    /// Hysteresis: from 180p@30 (150 kbps), 360p@30 (500 kbps) needs 575 kbps with a 15 %
+    /// margin; JVB's rule (margin 0) takes it at 501 kbps.
+    #[test]
+    fn up_switch_needs_margin() {
+        let s = settings(HIGH);
+        let src = [camera("a-v0", 1)];
+        let mut out = Allocation::default();
+        assert_eq!(rerun(&s, &src, 200_000, 0.15, &mut out), Some(l(0, 2)));
+        assert_eq!(rerun(&s, &src, 550_000, 0.15, &mut out), Some(l(0, 2)));
+        assert_eq!(rerun(&s, &src, 570_000, 0.15, &mut out), Some(l(0, 2)));
+        assert_eq!(rerun(&s, &src, 576_000, 0.15, &mut out), Some(l(1, 2)));
+        let mut jvb = Allocation::default();
+        assert_eq!(rerun(&s, &src, 200_000, 0.0, &mut jvb), Some(l(0, 2)));
+        assert_eq!(rerun(&s, &src, 550_000, 0.0, &mut jvb), Some(l(1, 2)));
+        // `allocate` is the margin-free rule.
+        assert_eq!(run(&s, &src, Some(550_000)).sources[0].target, Some(l(1, 2)));
+    }
+
+    /// Keeping the current layer needs no margin, lowering is immediate, and a source with no
+    /// previous target gets what fits (the first allocation is not held back).
+    #[test]
+    fn keep_and_down_switch_need_no_margin() {
+        let s = settings(HIGH);
+        let src = [camera("a-v0", 1)];
+        let mut out = Allocation::default();
+        assert_eq!(
+            rerun(&s, &src, 510_000, 0.5, &mut out),
+            Some(l(1, 2)),
+            "first allocation"
+        );
+        assert_eq!(
+            rerun(&s, &src, 501_000, 0.5, &mut out),
+            Some(l(1, 2)),
+            "kept without margin"
+        );
+        assert_eq!(rerun(&s, &src, 499_000, 0.5, &mut out), Some(l(0, 2)), "down at once");
+        assert_eq!(
+            rerun(&s, &src, 700_000, 0.5, &mut out),
+            Some(l(0, 2)),
+            "held: 700 < 1.5 × 500"
+        );
+        assert_eq!(rerun(&s, &src, 751_000, 0.5, &mut out), Some(l(1, 2)));
+        // 720p@30 (1500 kbps) from 360p needs 1725 kbps at 15 %.
+        assert_eq!(rerun(&s, &src, 1_700_000, 0.15, &mut out), Some(l(1, 2)));
+        assert_eq!(rerun(&s, &src, 1_800_000, 0.15, &mut out), Some(l(2, 2)));
+    }
+
+    /// On stage (greedy jump to the preferred layer) the margin applies too.
+    #[test]
+    fn on_stage_up_switch_needs_margin() {
+        let s = settings(
+            r#"{"colibriClass":"ReceiverVideoConstraints","onStageSources":["a-v0"],"constraints":{"a-v0":{"maxHeight":720}}}"#,
+        );
+        let src = [camera("a-v0", 1)];
+        let mut out = Allocation::default();
+        assert_eq!(rerun(&s, &src, 200_000, 0.15, &mut out), Some(l(0, 2)));
+        assert_eq!(rerun(&s, &src, 560_000, 0.15, &mut out), Some(l(0, 2)));
+        assert_eq!(rerun(&s, &src, 580_000, 0.15, &mut out), Some(l(1, 2)));
+    }
+
+    proptest! {
+        /// The margin only ever holds a source back from going above its previous target:
+        /// never a higher layer than the margin-free rule, the same one when that rule does
+        /// not go up, and never below the previous target while the margin-free rule is not.
+        #[test]
+        fn margin_only_holds_up_switches(
+            first in 0u64..3_000_000,
+            second in 0u64..3_000_000,
+            margin in 0.0f64..1.0,
+            n in 1usize..4,
+        ) {
+            let names = ["a-v0", "b-v0", "c-v0"];
+            let src: Vec<_> = (0..n).map(|i| camera(names[i], i as u32 + 1)).collect();
+            let s = settings(r#"{"colibriClass":"ReceiverVideoConstraints","defaultConstraints":{"maxHeight":720}}"#);
+            let mut held = Allocation::default();
+            rerun(&s, &src, first, margin, &mut held);
+            let prev = held.clone();
+            rerun(&s, &src, second, margin, &mut held);
+            let free = run(&s, &src, Some(second));
+            prop_assert!(held.target_bps() <= second);
+            let key = |t: Option<LayerId>| t.map(layer_key);
+            // (With several sources a held one can leave budget for a later one to go higher.)
+            if n == 1 {
+                let (h, f) = (&held.sources[0], &free.sources[0]);
+                let p = prev.sources[0].target;
+                prop_assert!(key(h.target) <= key(f.target));
+                if p.is_none() || key(f.target) <= key(p) {
+                    prop_assert_eq!(h.target, f.target);
+                } else {
+                    prop_assert!(key(h.target) >= key(p));
+                }
+            }
+        }
     }
 
     proptest! {

@@ -147,6 +147,9 @@ pub struct Receiver {
     pub announced: Option<Vec<SourceKey>>,
     /// The estimate the last allocation used.
     pub alloc_bwe: Option<u64>,
+    /// Up-switch hold after an allocation lowered a layer because the estimate fell (docs/bwe.md,
+    /// "Downlink step"): until when, and the estimate of that allocation.
+    pub up_hold: Option<(std::time::Instant, u64)>,
     /// Σ ideal and Σ target layer bitrates of the last allocation (for padding, §4.3).
     pub ideal_bps: u64,
     pub target_bps: u64,
@@ -166,6 +169,7 @@ impl Default for Receiver {
             projections: HashMap::new(),
             announced: None,
             alloc_bwe: None,
+            up_hold: None,
             ideal_bps: 0,
             target_bps: 0,
             rate: MessageRate::default(),

@@ -2896,8 +2896,8 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         let Some(r) = conf.endpoints.get_mut(&rid) else {
             continue;
         };
-        let bwe = receiver_bwe(r);
         let prev_bwe = r.recv.alloc_bwe;
+        let bwe = allocation_bwe(prev_bwe, receiver_bwe(r));
         r.recv.alloc_bwe = bwe;
         let input = AllocInput {
             receiver: rid,
@@ -2905,9 +2905,26 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             sources: &sources,
             bandwidth_bps: bwe,
         };
-        conf.allocator.allocate(&input, &conf.alloc_cfg, &mut r.recv.alloc);
-        r.recv.ideal_bps = r.recv.alloc.sources.iter().map(|s| s.ideal_bps).sum();
+        let margin = up_switch_margin(now, r.recv.up_hold, bwe);
+        let before: Vec<(SourceKey, Option<crate::bitrate::LayerId>)> =
+            r.recv.alloc.sources.iter().map(|s| (s.source, s.target)).collect();
+        conf.allocator
+            .allocate_with_margin(&input, &conf.alloc_cfg, margin, &mut r.recv.alloc);
+        if let (true, Some(b)) = (estimate_driven_down_switch(prev_bwe, bwe, &before, &r.recv.alloc), bwe) {
+            r.recv.up_hold = Some((now + UP_SWITCH_HOLD, b));
+            tracing::debug!(parent: &r.span, ?prev_bwe, ?bwe, "estimate-driven down-switch: up-switch hold");
+        }
+        let ideal: u64 = r.recv.alloc.sources.iter().map(|s| s.ideal_bps).sum();
         r.recv.target_bps = r.recv.alloc.target_bps();
+        // Below the ideal, the demand (padding, probing) is what an up-switch needs, margin
+        // included: padding and probes stop once the estimate covers the demand, and with the
+        // bare ideal an estimate between it and the margin stayed there (no up-switch, nothing
+        // to find more).
+        r.recv.ideal_bps = if ideal > r.recv.target_bps {
+            ideal.saturating_add((ideal as f64 * margin) as u64)
+        } else {
+            ideal
+        };
         if r.neg.transport_cc() {
             r.prober.set_demand(r.recv.ideal_bps);
             if r.recv.ideal_bps > r.recv.target_bps && r.next_padding.is_none() {
@@ -3088,6 +3105,66 @@ fn apply_target(
     };
     let floor = projection_layer(LayerId { encoding: lowest, ..l }, state.as_deref());
     p.cut_to_target(floor).then_some(lowest)
+}
+
+/// Up-switch hysteresis (docs/bwe.md, "Downlink step"; JVB has none): a layer above a source's
+/// previous target is only allocated when the estimate exceeds its bitrate by this fraction.
+const UP_SWITCH_MARGIN: f64 = 0.15;
+/// The margin for this long after an estimate-driven down-switch.
+const UP_SWITCH_HOLD: Duration = Duration::from_secs(10);
+/// The margin during [`UP_SWITCH_HOLD`]: only a clearly larger estimate (a probe that found
+/// the capacity back) raises a layer again.
+const UP_SWITCH_HOLD_MARGIN: f64 = 0.5;
+
+/// The hold ends early once the estimate reaches this multiple of the one it started with (the
+/// capacity came back: a step up must not wait for the hold).
+const UP_SWITCH_HOLD_RELEASE: f64 = 1.5;
+
+/// The up-switch margin for an allocation at `now` with estimate `bwe`; `hold`: until when an
+/// up-switch hold runs and the estimate it started with.
+fn up_switch_margin(now: Instant, hold: Option<(Instant, u64)>, bwe: Option<u64>) -> f64 {
+    let held = hold
+        .is_some_and(|(until, at)| now < until && bwe.is_none_or(|b| (b as f64) < at as f64 * UP_SWITCH_HOLD_RELEASE));
+    if held {
+        UP_SWITCH_HOLD_MARGIN
+    } else {
+        UP_SWITCH_MARGIN
+    }
+}
+
+/// The estimate an allocation uses (after JVB `BandwidthAllocator.bandwidthChanged`): a rise
+/// is taken only when it exceeds [`crate::allocation::BWE_CHANGE_THRESHOLD`] over the one the
+/// previous allocation used; a fall is always taken (down-switches stay immediate; JVB also
+/// waits for a 15 % fall, which kept 360p on a 0.6 Mbit/s link while the estimate sank slowly).
+/// Re-allocations for other reasons (the 1 s period, another receiver's estimate, speakers)
+/// must not pick up small rises: each one re-decided the layer against a noisy estimate
+/// (180p ↔ 360p every second).
+fn allocation_bwe(prev: Option<u64>, current: Option<u64>) -> Option<u64> {
+    match (prev, current) {
+        (Some(p), Some(c)) if c < p => current,
+        _ if crate::allocation::bwe_changed(prev, current, crate::allocation::BWE_CHANGE_THRESHOLD) => current,
+        _ => prev,
+    }
+}
+
+/// Whether an allocation with estimate `bwe` (previous allocation: `prev_bwe`, targets
+/// `before`) lowered a source's layer while the estimate fell.
+fn estimate_driven_down_switch<K: Copy + Eq>(
+    prev_bwe: Option<u64>,
+    bwe: Option<u64>,
+    before: &[(K, Option<crate::bitrate::LayerId>)],
+    after: &crate::allocation::Allocation<K>,
+) -> bool {
+    let fell = matches!((prev_bwe, bwe), (Some(p), Some(n)) if n < p);
+    let key = |l: crate::bitrate::LayerId| (l.encoding, l.spatial, l.temporal);
+    fell && before.iter().any(|(k, old)| {
+        let new = after.get(*k).and_then(|a| a.target);
+        match (old, new) {
+            (Some(o), Some(n)) => key(n) < key(*o),
+            (Some(_), None) => true,
+            _ => false,
+        }
+    })
 }
 
 /// No padding toward a receiver for this long after an encoding cut (docs/bwe.md, "Downlink
@@ -4517,6 +4594,66 @@ mod tests {
         );
         assert_eq!((p.current_encoding(), p.target()), (None, Some(to)));
         assert_eq!(p.needs_keyframe(), Some(1));
+    }
+
+    /// JVB's `bweChangeThreshold` for rises: an allocation keeps the estimate the previous one
+    /// used until the current one is more than 15 % above it; a fall is taken at once.
+    #[test]
+    fn allocation_bwe_follows_large_rises_and_every_fall() {
+        assert_eq!(allocation_bwe(None, Some(500_000)), Some(500_000));
+        assert_eq!(allocation_bwe(Some(500_000), Some(560_000)), Some(500_000));
+        assert_eq!(allocation_bwe(Some(500_000), Some(480_000)), Some(480_000));
+        assert_eq!(allocation_bwe(Some(500_000), Some(580_000)), Some(580_000));
+        assert_eq!(allocation_bwe(Some(500_000), Some(420_000)), Some(420_000));
+        assert_eq!(allocation_bwe(Some(500_000), None), None);
+    }
+
+    /// The larger up-switch margin applies until the hold ends (or the estimate rises to 1.5×
+    /// the one the hold started with), the normal one after.
+    #[test]
+    fn up_switch_margin_during_and_after_hold() {
+        let now = Instant::now();
+        let b = Some(500_000);
+        assert_eq!(up_switch_margin(now, None, b), UP_SWITCH_MARGIN);
+        let hold = Some((now + UP_SWITCH_HOLD, 500_000));
+        assert_eq!(up_switch_margin(now, hold, b), UP_SWITCH_HOLD_MARGIN);
+        assert_eq!(up_switch_margin(now, hold, Some(740_000)), UP_SWITCH_HOLD_MARGIN);
+        assert_eq!(up_switch_margin(now + UP_SWITCH_HOLD, hold, b), UP_SWITCH_MARGIN);
+        // The capacity came back (a step up): the hold ends early.
+        assert_eq!(up_switch_margin(now, hold, Some(760_000)), UP_SWITCH_MARGIN);
+        const { assert!(UP_SWITCH_HOLD_MARGIN > UP_SWITCH_MARGIN) };
+    }
+
+    /// A down-switch starts the hold only when the estimate fell; a lower layer for another
+    /// reason (constraints, a layer's bitrate rising) or an up-switch does not.
+    #[test]
+    fn estimate_driven_down_switch_needs_a_falling_estimate() {
+        use crate::allocation::{Allocation, SourceAllocation};
+        use crate::bitrate::LayerId;
+        let alloc = |t: Option<LayerId>| Allocation {
+            sources: vec![SourceAllocation {
+                source: 1u32,
+                owner: EndpointId(1),
+                effective: crate::bridge_channel::VideoConstraints::UNLIMITED,
+                on_stage: false,
+                target: t,
+                ideal: Some(LayerId::new(2, 0, 2)),
+                target_bps: 0,
+                ideal_bps: 0,
+                suspended: false,
+            }],
+            ..Allocation::default()
+        };
+        let (p360, p180) = (Some(LayerId::new(1, 0, 2)), Some(LayerId::new(0, 0, 2)));
+        let before = [(1u32, p360)];
+        let (hi, lo) = (Some(600_000), Some(400_000));
+        assert!(estimate_driven_down_switch(hi, lo, &before, &alloc(p180)));
+        assert!(estimate_driven_down_switch(hi, lo, &before, &alloc(None)));
+        assert!(!estimate_driven_down_switch(hi, hi, &before, &alloc(p180)));
+        assert!(!estimate_driven_down_switch(lo, hi, &before, &alloc(p180)));
+        assert!(!estimate_driven_down_switch(hi, lo, &before, &alloc(p360)));
+        assert!(!estimate_driven_down_switch(hi, lo, &[(1u32, p180)], &alloc(p360)));
+        assert!(!estimate_driven_down_switch(None, lo, &before, &alloc(p180)));
     }
 
     /// NTP time follows the wall-clock anchor.
