@@ -172,6 +172,9 @@ max_residual_loss_percent = 0.1
 /// robust base for isolated decreases (docs/bwe.md): 17.6–25.7 % off in 10 of 10 runs. On a
 /// heavily overloaded host (harness timer lag p99 > 10 ms) the estimate can still collapse.
 #[test]
+#[ignore = "passes 16 of 18 runs (2026-11-30): 10 of 10 in the bwe helper's runs (17.6-25.7 % off), then on main with \
+            libFuzzer and builds beside it 26.9, 24.0, 16.7, 30.9, 22.5, 19.9, 23.0, 31.4 % off; the two failures are \
+            single 1 s dips (unpaced bursts read as overuse). Too close to the limit to gate CI (docs/bwe.md)"]
 fn bwe_lossy_rtt_estimate_near_capacity() {
     let checks = run(
         "lossy-rtt",
