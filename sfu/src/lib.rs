@@ -41,6 +41,8 @@ pub mod sctp;
 pub mod shard;
 pub mod sources;
 pub mod srtp;
+#[doc(hidden)]
+pub mod testing;
 pub mod video;
 
 pub use shard::{ClockAnchor, Shard, Transmit};

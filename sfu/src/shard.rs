@@ -3508,6 +3508,27 @@ mod tests {
         s.by_addr.insert(addr, (conf, EndpointId(ep)));
     }
 
+    /// Signal VP8 (PT 100, no RTX, no extensions) for endpoint `ep` of conference 1.
+    pub(super) fn set_vp8(s: &mut Shard, now: Instant, ep: u32) {
+        let media = crate::control::MediaDescription {
+            kind: MediaKind::Video,
+            payload_types: vec![crate::control::PayloadType {
+                pt: 100,
+                name: "VP8".into(),
+                clock_rate: 90_000,
+                apt: None,
+                feedback: vec![],
+            }],
+            extensions: vec![],
+        };
+        let cmd = Command::SetMedia {
+            conf: ConferenceId(1),
+            ep: EndpointId(ep),
+            media,
+        };
+        assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+    }
+
     /// Signal Opus (PT 111) with `extensions` for endpoint `ep` of conference 1.
     fn set_opus(s: &mut Shard, now: Instant, ep: u32, extensions: Vec<crate::control::RtpExtension>) {
         let media = crate::control::MediaDescription {
@@ -3968,23 +3989,7 @@ mod tests {
         }
         create_rewriting(&mut s, now, 1, 4);
         for ep in [1, 2, 4] {
-            let media = crate::control::MediaDescription {
-                kind: MediaKind::Video,
-                payload_types: vec![crate::control::PayloadType {
-                    pt: 100,
-                    name: "VP8".into(),
-                    clock_rate: 90_000,
-                    apt: None,
-                    feedback: vec![],
-                }],
-                extensions: vec![],
-            };
-            let cmd = Command::SetMedia {
-                conf: c,
-                ep: EndpointId(ep),
-                media,
-            };
-            assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+            set_vp8(&mut s, now, ep);
             connect_plain(&mut s, c, ep);
         }
         {

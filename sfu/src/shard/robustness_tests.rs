@@ -1,7 +1,7 @@
 //! Robustness cases (robustness.md §4) checked sans-IO against the [`Shard`]; the rest of
 //! the cases and where each is tested: docs/security.md §4, "Cases 13–41".
 
-use super::tests::{connect_plain, create, drops, peer_addr, shard, vp8_call, vp8_rtp};
+use super::tests::{connect_plain, create, drops, peer_addr, set_vp8, shard, vp8_call, vp8_rtp};
 use super::*;
 
 const LOCAL: &str = "127.0.0.1:10000";
@@ -40,23 +40,7 @@ fn feedback_for_streams_not_received_is_ignored_and_counted() {
     // conference, connected, with VP8 negotiated, but has asked for nothing.
     vp8_call(&mut s, now, false);
     assert!(create(&mut s, now, 1, 5).is_ok());
-    let vp8 = crate::control::MediaDescription {
-        kind: crate::control::MediaKind::Video,
-        payload_types: vec![crate::control::PayloadType {
-            pt: 100,
-            name: "VP8".into(),
-            clock_rate: 90_000,
-            apt: None,
-            feedback: vec![],
-        }],
-        extensions: vec![],
-    };
-    let cmd = Command::SetMedia {
-        conf: ConferenceId(1),
-        ep: EndpointId(5),
-        media: vp8,
-    };
-    assert_eq!(s.handle_command(now, cmd), Ok(Reply::Done));
+    set_vp8(&mut s, now, 5);
     connect_plain(&mut s, ConferenceId(1), 5);
 
     let mut t = now;
@@ -195,52 +179,9 @@ fn duplicate_colibri_class_is_refused_and_changes_nothing() {
     assert_eq!(drops(&s, "channel_duplicate_key"), 3);
 }
 
-/// CRC-32 (ISO-HDLC), for STUN FINGERPRINT.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A STUN Binding Request as an ICE-controlled peer sends it (RFC 8445 §7.1.1): USERNAME
-/// `username`, PRIORITY, ICE-CONTROLLED, MESSAGE-INTEGRITY keyed with `pwd`, FINGERPRINT.
+/// A signed Binding Request as an ICE-controlled peer sends it (`sfu::testing::ice_check`).
 fn signed_binding_request(username: &str, pwd: &str, tx: u8) -> BytesMut {
-    fn attr(m: &mut Vec<u8>, typ: u16, value: &[u8]) {
-        m.extend_from_slice(&typ.to_be_bytes());
-        m.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        m.extend_from_slice(value);
-        while !m.len().is_multiple_of(4) {
-            m.push(0);
-        }
-    }
-    fn set_len(m: &mut [u8], len: usize) {
-        m[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    }
-    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-    m.extend_from_slice(&[tx; 12]);
-    attr(&mut m, 0x0006, username.as_bytes());
-    attr(&mut m, 0x0024, &0x6E7F_00FFu32.to_be_bytes());
-    attr(&mut m, 0x8029, &0x0102_0304_0506_0708u64.to_be_bytes());
-    // MESSAGE-INTEGRITY: the length covers it; the HMAC covers everything before it.
-    let len = m.len() - 20 + 24;
-    set_len(&mut m, len);
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
-    let tag = aws_lc_rs::hmac::sign(&key, &m);
-    attr(&mut m, 0x0008, tag.as_ref());
-    let len = m.len() - 20 + 8;
-    set_len(&mut m, len);
-    let fp = crc32(&m) ^ 0x5354_554E;
-    attr(&mut m, 0x8028, &fp.to_be_bytes());
-    BytesMut::from(&m[..])
+    BytesMut::from(&crate::testing::ice_check(&[tx; 12], username, pwd)[..])
 }
 
 /// STUN messages `s` sends to `to`, as (message type, transaction id's first byte).
