@@ -99,6 +99,9 @@ struct Conference {
     /// Something changed that needs a new allocation for every receiver.
     realloc: bool,
     last_alloc: Instant,
+    /// Reallocations grown keyframes ran at once (`handle_rtp`): the start of the current
+    /// [`SYNC_REALLOC_WINDOW`] and how many ran in it.
+    sync_allocs: (Instant, u8),
     /// Conference-level timer (dominant speaker, allocation).
     next_tick: Instant,
     /// `SenderSourceConstraints` last sent per source.
@@ -447,6 +450,7 @@ impl Shard {
                         alloc_cfg: AllocConfig::default(),
                         realloc: false,
                         last_alloc: now,
+                        sync_allocs: (now, 0),
                         next_tick: now + CONFERENCE_TICK,
                         sender_max: HashMap::new(),
                         channel_dirty: false,
@@ -1631,6 +1635,7 @@ fn handle_rtp(
 
     let mut out_seq = seq;
     let mut classified = None;
+    let mut grew = false;
     if is_video && ep.force_mute_video {
         return io.drop("force_muted");
     }
@@ -1692,7 +1697,14 @@ fn handle_rtp(
         if state.layering_changed {
             state.layering_changed = false;
             conf.realloc = true;
+            // A larger keyframe (the sender raised its resolution) is judged against the new
+            // heights before it is forwarded: a receiver whose height limit the encoding now
+            // exceeds is moved off it at this packet (`cut_outgrown`), not after it.
+            grew = state.grown != 0;
         }
+    }
+    if grew && sync_realloc_allowed(now, &mut conf.sync_allocs) {
+        reallocate(now, conf, io);
     }
 
     let mut keyframe_wanted: Option<u8> = None;
@@ -2940,7 +2952,16 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             match (target, r.recv.projections.get_mut(&sa.source)) {
                 (Some((l, t)), Some(p)) => {
                     let state = conf.video.get_mut(&sa.source);
-                    if let Some(e) = apply_target(now, p, t, l, state, prev_bwe, bwe) {
+                    if let Some(e) = cut_outgrown(p, t, state.as_deref(), &sa.effective) {
+                        tracing::debug!(parent: &r.span, source = sa.source, to = e, "encoding outgrew the height limit: cut");
+                        if let Some(media) = conf
+                            .sources
+                            .get(sa.source)
+                            .and_then(|s| s.encodings.get(usize::from(e)))
+                        {
+                            urgent.push(media.ssrc);
+                        }
+                    } else if let Some(e) = apply_target(now, p, t, l, state, prev_bwe, bwe) {
                         tracing::debug!(parent: &r.span, source = sa.source, ?prev_bwe, ?bwe, to = e, "estimate collapsed: encoding cut");
                         // The link's queue is full of the cut encoding: let it drain for the
                         // lower keyframe. No retransmissions of what was sent before the cut
@@ -3033,6 +3054,9 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
             }
         }
     }
+    for v in conf.video.values_mut() {
+        v.take_grown();
+    }
     conf.scratch = out;
     // The maps go out before any media on the new slots (which wait for a keyframe).
     let mut i = 0;
@@ -3055,6 +3079,30 @@ fn reallocate(now: Instant, conf: &mut Conference, io: &mut Io) {
         route_keyframe_request(now, conf, BRIDGE, KeyframeRequest::Pli(media), true, io);
     }
     conf.channel_dirty = true;
+}
+
+/// When the encoding projection `p` forwards is above the allocated layer `t` because its
+/// height grew past the receiver's limit (`effective`; the sender raised its resolution:
+/// Chrome's CPU and bandwidth adaptation scale every simulcast encoding, so an encoding chosen
+/// as "≤ 180p" at a quarter of the input size sends 720p once the input is back), stops it at
+/// once: its new, larger keyframe is not forwarded, and the projection waits for a keyframe of
+/// the allocated encoding (JVB keeps forwarding it until that keyframe arrives). Returns the
+/// encoding whose keyframe is to be asked for at once.
+fn cut_outgrown(
+    p: &mut crate::projection::Projection,
+    t: crate::projection::Layer,
+    state: Option<&VideoState>,
+    effective: &crate::bridge_channel::VideoConstraints,
+) -> Option<u8> {
+    let state = state?;
+    let c = p.current_encoding().filter(|c| *c > t.encoding)?;
+    let height = state.height_of(crate::bitrate::LayerId {
+        encoding: c,
+        spatial: 0,
+        temporal: 0,
+    });
+    let outgrew = state.encoding_grew(c) && effective.height_is_limited() && i32::from(height) > effective.max_height;
+    (outgrew && p.cut_to_target(t)).then_some(t.encoding)
 }
 
 /// Gives projection `p` the allocated layer `t` (`l` as the allocator chose it). When the
@@ -3105,6 +3153,27 @@ fn apply_target(
     };
     let floor = projection_layer(LayerId { encoding: lowest, ..l }, state.as_deref());
     p.cut_to_target(floor).then_some(lowest)
+}
+
+/// A keyframe that raised a layer's height reallocates at once (see `handle_rtp`), at most
+/// [`SYNC_REALLOCS`] times per [`SYNC_REALLOC_WINDOW`] per conference; beyond that the next
+/// conference tick does it. A resolution change of a three-encoding sender takes three (one
+/// keyframe per encoding, within milliseconds); the cap bounds what a sender alternating
+/// keyframe sizes can make the shard spend on allocations.
+const SYNC_REALLOC_WINDOW: Duration = Duration::from_secs(1);
+const SYNC_REALLOCS: u8 = 6;
+
+/// Whether a grown keyframe may reallocate at once; `window`: (start, count) of the current
+/// window, updated.
+fn sync_realloc_allowed(now: Instant, window: &mut (Instant, u8)) -> bool {
+    if now >= window.0 + SYNC_REALLOC_WINDOW {
+        *window = (now, 0);
+    }
+    if window.1 >= SYNC_REALLOCS {
+        return false;
+    }
+    window.1 += 1;
+    true
 }
 
 /// Up-switch hysteresis (docs/bwe.md, "Downlink step"; JVB has none): a layer above a source's
@@ -3728,18 +3797,159 @@ mod tests {
 
     /// A VP8 packet: 15-bit picture ID descriptor, keyframe header (640x360) or delta tag.
     pub(super) fn vp8_rtp(ssrc: u32, seq: u16, ts: u32, pid: u16, keyframe: bool) -> BytesMut {
+        vp8_rtp_sized(ssrc, seq, ts, pid, keyframe.then_some((640, 360)), 0x5A)
+    }
+
+    /// A VP8 packet: 15-bit picture ID descriptor, a keyframe header of `key`'s (width, height)
+    /// or a delta tag, then 100 bytes of `fill`.
+    pub(super) fn vp8_rtp_sized(ssrc: u32, seq: u16, ts: u32, pid: u16, key: Option<(u16, u16)>, fill: u8) -> BytesMut {
         let mut p = vec![0x80, 0x80 | 100]; // V=2; marker, PT 100
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&ts.to_be_bytes());
         p.extend_from_slice(&ssrc.to_be_bytes());
         p.extend_from_slice(&[0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8]);
-        if keyframe {
-            p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+        if let Some((w, h)) = key {
+            p.extend_from_slice(&[0x10, 0, 0, 0x9d, 0x01, 0x2a]);
+            p.extend_from_slice(&w.to_le_bytes());
+            p.extend_from_slice(&h.to_le_bytes());
         } else {
             p.extend_from_slice(&[0x11, 0, 0]);
         }
-        p.resize(p.len() + 100, 0x5A);
+        p.resize(p.len() + 100, fill);
         BytesMut::from(&p[..])
+    }
+
+    /// Chrome scales every simulcast encoding with its input (CPU and bandwidth adaptation).
+    /// A receiver limited to 180p that was given encoding 2 while it carried 180p (the input
+    /// at a quarter size) must not get that encoding's 720p keyframe once the input is back:
+    /// it moves, at that keyframe, to the encoding that carries ≤ 180p (the headless-Chromium
+    /// test "receiver asking maxHeight 180" decoded 720p and 360p frames in 2 of 16 runs).
+    /// `order`: the order in which the three encodings' keyframes arrive at the resize.
+    fn outgrown_encoding_run(order: [usize; 3]) -> Vec<(usize, Option<u16>)> {
+        let (mut s, now) = shard(SfuConfig {
+            rng_seed: Some(18),
+            ..SfuConfig::default()
+        });
+        let c = ConferenceId(1);
+        assert!(s.handle_command(now, Command::CreateConference { conf: c }).is_ok());
+        assert!(create(&mut s, now, 1, 1).is_ok());
+        assert!(create(&mut s, now, 1, 4).is_ok());
+        let sim = [300u32, 301, 302];
+        let video = SourceDescription {
+            kind: MediaKind::Video,
+            name: "ep1-v0".into(),
+            ssrcs: sim.iter().map(|x| Ssrc(*x)).collect(),
+            groups: vec![crate::control::SsrcGroup {
+                semantics: crate::control::GroupSemantics::Sim,
+                ssrcs: sim.iter().map(|x| Ssrc(*x)).collect(),
+            }],
+            video_type: Some(crate::control::VideoType::Camera),
+        };
+        let set = Command::SetSources {
+            conf: c,
+            ep: EndpointId(1),
+            sources: vec![video],
+        };
+        assert_eq!(s.handle_command(now, set), Ok(Reply::Done));
+        for ep in [1, 4] {
+            set_vp8(&mut s, now, ep);
+            connect_plain(&mut s, c, ep);
+        }
+        if let Some(r) = s
+            .conferences
+            .get_mut(&c)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(4)))
+        {
+            r.ws_open = true;
+            r.ws_active = true;
+        }
+        let constraints = Command::BridgeChannelMessage {
+            conf: c,
+            ep: EndpointId(4),
+            text: r#"{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{"maxHeight":180}}"#
+                .into(),
+        };
+        assert_eq!(s.handle_command(now, constraints), Ok(Reply::Done));
+        let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
+        // Input at 320x180 (encodings 80x45, 160x90, 320x180), then at 1280x720 from frame 60.
+        let size = |e: usize, n: u16| {
+            let h = if n < 60 { 45u16 << e } else { 180u16 << e };
+            (h * 16 / 9, h)
+        };
+        let mut got = Vec::new();
+        let mut t = now;
+        let mut pli_wanted = [false; 3];
+        for n in 0..120u16 {
+            t += Duration::from_millis(33);
+            for e in order {
+                // Keyframes: the first frame, the resize (all three), and answers to PLIs.
+                let key = n == 0 || n == 60 || std::mem::take(&mut pli_wanted[e]);
+                let p = vp8_rtp_sized(
+                    sim[e],
+                    1000 * e as u16 + n,
+                    u32::from(n) * 3000,
+                    n,
+                    key.then(|| size(e, n)),
+                    e as u8,
+                );
+                s.handle_datagram(t, local, peer_addr(1), p);
+                s.handle_timeout(t);
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.remote == peer_addr(1) {
+                        for p in RtcpCompound::new(&tx.data).flatten() {
+                            if let RtcpPacket::Pli(p) = p {
+                                if let Some(k) = sim.iter().position(|x| *x == p.media.0) {
+                                    pli_wanted[k] = true;
+                                }
+                            }
+                        }
+                    }
+                    if tx.remote != peer_addr(4) || demux::classify(&tx.data) != Kind::Rtp {
+                        continue;
+                    }
+                    let h = RtpHeader::parse(&tx.data).expect("rtp");
+                    let body = &tx.data[h.payload_range()];
+                    // Descriptor 4 bytes, then the VP8 header: keyframe (10) or delta (3).
+                    let (height, tag) = if body[4] & 1 == 0 {
+                        (Some(u16::from_le_bytes([body[12], body[13]])), body[14])
+                    } else {
+                        (None, body[7])
+                    };
+                    if n >= 1 {
+                        got.push((usize::from(tag), height));
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn encoding_that_outgrows_the_height_limit_is_cut_at_its_keyframe() {
+        for order in [[2, 1, 0], [0, 1, 2]] {
+            let got = outgrown_encoding_run(order);
+            let heights: Vec<u16> = got.iter().filter_map(|g| g.1).collect();
+            // The setup: the 180p receiver was on encoding 2 while it carried 180p.
+            assert!(
+                got.iter().filter(|g| g.0 == 2).count() > 30,
+                "{order:?}: encoding 2 (then 320x180) forwarded before the resize: {got:?}"
+            );
+            assert!(
+                heights.iter().all(|h| *h <= 180),
+                "{order:?}: a keyframe over 180p reached the 180p receiver: {heights:?}"
+            );
+            let last_two = got.iter().rposition(|g| g.0 == 2).expect("encoding 2 forwarded");
+            let after = &got[last_two + 1..];
+            assert_eq!(
+                after.first().copied(),
+                Some((0, Some(180))),
+                "{order:?}: encoding 0 from its 180p keyframe"
+            );
+            assert!(
+                after.len() > 40 && after.iter().all(|g| g.0 == 0),
+                "{order:?}: encoding 0 after the resize: {after:?}"
+            );
+        }
     }
 
     /// Robustness case 26: a receiver sends 1,000 NACKs within a second, each naming 272

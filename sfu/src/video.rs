@@ -31,6 +31,10 @@ pub struct VideoState {
     pub av1_structure: Option<FrameDependencyStructure>,
     /// Set when heights or layering changed (triggers a reallocation).
     pub layering_changed: bool,
+    /// Bit `i`: the height at index `i` of [`VideoState::heights`] grew since the last
+    /// allocation took note ([`VideoState::take_grown`]): the sender raised its resolution, and
+    /// a receiver allocated that encoding under a height limit may now be over it.
+    pub grown: u8,
     /// K-SVC (L2T*_KEY, L3T*_KEY as Chrome sends AV1 and VP9 SVC): the upper spatial layers
     /// depend on the lower ones only in keyframe pictures, so a receiver of spatial layer `s`
     /// gets only that layer's frames. Learnt from the AV1 template structure.
@@ -53,6 +57,7 @@ impl VideoState {
             heights,
             av1_structure: None,
             layering_changed: false,
+            grown: 0,
             ksvc: false,
         }
     }
@@ -80,6 +85,17 @@ impl VideoState {
         self.layer_bitrate_bps(now, id) > 0
     }
 
+    /// Whether simulcast encoding `e`'s height grew since the last [`VideoState::take_grown`]
+    /// (always false for SVC, whose heights are per spatial layer).
+    pub fn encoding_grew(&self, e: u8) -> bool {
+        self.spatial <= 1 && e < 8 && self.grown & (1 << e) != 0
+    }
+
+    /// Clears the grown bits (after an allocation used them).
+    pub fn take_grown(&mut self) -> u8 {
+        std::mem::take(&mut self.grown)
+    }
+
     fn set_spatial(&mut self, spatial: u8) {
         let spatial = spatial.clamp(1, 4);
         if spatial != self.spatial {
@@ -92,6 +108,9 @@ impl VideoState {
     fn set_height(&mut self, index: usize, height: u16) {
         if let Some(h) = self.heights.get_mut(index) {
             if *h != height && height > 0 {
+                if height > *h {
+                    self.grown |= 1 << index;
+                }
                 *h = height;
                 self.layering_changed = true;
             }

@@ -269,15 +269,35 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         enable_rx_timestamps(rx.as_raw_fd()).unwrap();
-        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let now = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let mut out = [Received::EMPTY; BATCH];
+        let mut buf = vec![0u8; BATCH * 256];
+        // Linux turns arrival stamping on through deferred work after the first socket asks;
+        // until it ran, datagrams are stamped when read. Wait until one read 5 ms after its
+        // arrival carries the arrival time.
+        let warm = now() + Duration::from_secs(2);
+        loop {
+            tx.send_to(&[9; 8], rx.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            let n = recv(rx.as_raw_fd(), &mut buf, 256, &mut out).unwrap();
+            let read = now();
+            let stamped = out[..n].iter().all(|r| {
+                r.stamp
+                    .is_some_and(|s| read.saturating_sub(s) >= Duration::from_millis(3))
+            });
+            if stamped || read > warm {
+                break;
+            }
+        }
+        let before = now();
         for i in 0..3u8 {
             tx.send_to(&[i; 40], rx.local_addr().unwrap()).unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
-        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let mut out = [Received::EMPTY; BATCH];
-        let mut buf = vec![0u8; BATCH * 256];
         let n = recv(rx.as_raw_fd(), &mut buf, 256, &mut out).unwrap();
+        // After the read: on a loaded machine loopback delivery (and its stamp) can lag the
+        // send by the softirq's delay, past the last sleep.
+        let after = now();
         assert_eq!(n, 3, "all three queued before the one read");
         let stamps: Vec<Duration> = out[..n].iter().map(|r| r.stamp.expect("timestamped")).collect();
         for s in &stamps {
