@@ -124,6 +124,20 @@ impl VideoState {
     }
 }
 
+/// Where a height learnt from a keyframe's structure (AV1 dependency descriptor, VP9 scalability
+/// structure) goes in [`VideoState::heights`]: per spatial layer for SVC, per encoding for
+/// simulcast. Chrome attaches a dependency descriptor to each VP8/AV1 simulcast stream, each
+/// describing one spatial layer (its own size): indexing those by spatial id wrote every
+/// encoding's height into slot 0, so the allocator saw encoding 0 as 180p, 360p or 720p
+/// depending on whose keyframe came last.
+fn height_index(encoding: u8, sid: u8, spatial_layers: u8) -> usize {
+    if spatial_layers > 1 {
+        usize::from(sid)
+    } else {
+        usize::from(encoding)
+    }
+}
+
 /// Codec facts about one packet, computed once and used by every receiver.
 #[derive(Debug, Clone)]
 pub struct Classified {
@@ -182,7 +196,7 @@ pub fn classify(
             let spatial = s.max_spatial_id() + 1;
             for sid in 0..spatial {
                 if let Some((_, h)) = s.resolution(sid) {
-                    state.set_height(usize::from(sid), h);
+                    state.set_height(height_index(encoding, sid, spatial), h);
                 }
             }
             state.set_spatial(spatial);
@@ -250,7 +264,8 @@ pub fn classify(
                 meta.tl0picidx = d.tl0picidx;
                 if let Some(ss) = d.ss.as_ref() {
                     for (sid, &(_, h)) in ss.resolutions().iter().enumerate() {
-                        state.set_height(sid, h);
+                        let sid = u8::try_from(sid).unwrap_or(u8::MAX);
+                        state.set_height(height_index(encoding, sid, ss.spatial_layers), h);
                     }
                     state.set_spatial(ss.spatial_layers);
                 }
@@ -328,6 +343,47 @@ mod tests {
             resolutions: vec![(320, 180), (640, 360), (1280, 720)],
             ..Default::default()
         }
+    }
+
+    /// Chrome's simulcast with dependency descriptors (VP8 or AV1): each encoding's keyframe
+    /// carries a one-layer structure with that encoding's size; the heights are per encoding.
+    /// An L3T1 structure (SVC in one encoding) still gives per-spatial-layer heights.
+    #[test]
+    fn dd_heights_are_per_encoding_for_simulcast() {
+        let t0 = Instant::now();
+        let mut v = VideoState::new(3);
+        let one_layer = |w: u16, h: u16| {
+            let mut s = l3t1(false);
+            s.templates.retain(|t| t.spatial_id == 0);
+            s.decode_target_count = 1;
+            for t in s.templates.iter_mut() {
+                t.dtis.truncate(1);
+            }
+            s.resolutions = vec![(w, h)];
+            s
+        };
+        let keyframe = |s: FrameDependencyStructure| {
+            let dd = DependencyDescriptor {
+                start_of_frame: true,
+                end_of_frame: true,
+                attached_structure: Some(s),
+                ..Default::default()
+            };
+            let mut buf = [0u8; 64];
+            let n = av1_dd::write(&dd, None, &mut buf).expect("dd");
+            buf[..n].to_vec()
+        };
+        // Keyframes in the order 2, 0, 1 (the last one used to win slot 0).
+        for (e, (w, h)) in [(2u8, (1280, 720)), (0, (320, 180)), (1, (640, 360))] {
+            let ext = keyframe(one_layer(w, h));
+            classify(t0, &mut v, Codec::Vp8, e, 1, 0, true, &[0x10, 0, 0], Some(&ext)).expect("classified");
+        }
+        assert_eq!(v.heights[..3], [180, 360, 720]);
+        assert_eq!(v.spatial, 1);
+        let mut svc = VideoState::new(1);
+        let ext = keyframe(l3t1(false));
+        classify(t0, &mut svc, Codec::Av1, 0, 1, 0, true, &[0x10, 0, 0], Some(&ext)).expect("classified");
+        assert_eq!((svc.spatial, svc.heights[..3].to_vec()), (3, vec![180, 360, 720]));
     }
 
     #[test]

@@ -57,7 +57,7 @@ export function describeStats(name, s) {
   }
   for (const o of s.outbound) {
     if (o.kind === 'video') {
-      parts.push(`out video ssrc=${o.ssrc} ${o.codec} frames=${o.framesEncoded} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} pkts=${o.packetsSent} limit=${o.qualityLimitationReason} pli=${o.pliCount} nack=${o.nackCount}`);
+      parts.push(`out video ssrc=${o.ssrc}${o.rid ? ` rid=${o.rid}` : ''} ${o.codec} frames=${o.framesEncoded} ${o.frameWidth ?? 0}x${o.frameHeight ?? 0} pkts=${o.packetsSent} limit=${o.qualityLimitationReason} resChanges=${o.qualityLimitationResolutionChanges} pli=${o.pliCount} nack=${o.nackCount}`);
     } else {
       parts.push(`out audio ssrc=${o.ssrc} pkts=${o.packetsSent}`);
     }

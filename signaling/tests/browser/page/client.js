@@ -364,7 +364,8 @@
           out.outbound.push({
             kind: s.kind, ssrc: s.ssrc, mid: s.mid, packetsSent: s.packetsSent, bytesSent: s.bytesSent,
             framesEncoded: s.framesEncoded, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
-            qualityLimitationReason: s.qualityLimitationReason, pliCount: s.pliCount, nackCount: s.nackCount,
+            qualityLimitationReason: s.qualityLimitationReason,
+            qualityLimitationResolutionChanges: s.qualityLimitationResolutionChanges, pliCount: s.pliCount, nackCount: s.nackCount,
             firCount: s.firCount, active: s.active, rid: s.rid, scalabilityMode: s.scalabilityMode,
             targetBitrate: s.targetBitrate, encoderImplementation: s.encoderImplementation,
             codec: s.codecId && byId.get(s.codecId) ? byId.get(s.codecId).mimeType : undefined,
