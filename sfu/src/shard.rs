@@ -369,9 +369,10 @@ impl Shard {
         }
         let nominated =
             typ == demux::STUN_BINDING_REQUEST && route == IceRoute::Current && rebind::use_candidate(&data);
-        if nominated && ep.ice_controlling {
-            // rtc-ice, controlling, refuses USE-CANDIDATE before checking the integrity: a
-            // nominating check (case 17) is authenticated and answered here instead.
+        if nominated && ep.ice_controlling && ep.selected.is_some() && !rebind::ice_controlling(&data) {
+            // rtc-ice, controlling, refuses USE-CANDIDATE before checking the integrity: once
+            // connected, a nominating check (case 17) is authenticated and answered here
+            // instead. (A role conflict, ICE-CONTROLLING, is still the agent's to resolve.)
             let local = ep.ice.get_local_credentials();
             let authentic = ep
                 .remote
@@ -388,7 +389,7 @@ impl Shard {
             ep.add_validated(remote, now);
             ep.last_activity = now;
             map_addr(&mut self.by_addr, ep, key, remote, true);
-            if rebind::should_rebind(ep, remote, true, now) {
+            if self.by_addr.get(&remote) == Some(&key) && rebind::should_rebind(ep, remote, true, now) {
                 if let Err(e) = rebind::rebind(now, ep, remote, &self.hosts, &self.provider, &mut self.io) {
                     tracing::warn!(parent: &ep.span, %remote, error = %e, "NAT rebinding failed");
                 }
@@ -423,7 +424,10 @@ impl Shard {
                     if let Some((Some(forgotten), _retired)) = ep.complete_ice_restart() {
                         self.by_ufrag.remove(&forgotten);
                     }
-                } else if typ == demux::STUN_BINDING_REQUEST && rebind::should_rebind(ep, remote, nominated, now) {
+                } else if typ == demux::STUN_BINDING_REQUEST
+                    && self.by_addr.get(&remote) == Some(&key)
+                    && rebind::should_rebind(ep, remote, nominated, now)
+                {
                     // A request from a new address while the selected one is silent: the
                     // endpoint's NAT rebound (a browser, ICE-controlled, never nominates).
                     if let Err(e) = rebind::rebind(now, ep, remote, &self.hosts, &self.provider, &mut self.io) {
@@ -1315,7 +1319,22 @@ fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key,
     }
     if !ep.demux_addrs.contains(&addr) {
         if ep.demux_addrs.len() >= MAX_DEMUX_ADDRS {
-            return;
+            // Full. An authenticated address (`replace`) takes the place of the oldest entry
+            // that is neither validated nor the one media goes to, so an endpoint whose NAT
+            // rebinds again and again (a roaming phone) stays reachable; otherwise give up.
+            let send = ep.send_addr();
+            let evict = ep
+                .demux_addrs
+                .iter()
+                .position(|a| !ep.is_validated(*a) && Some(*a) != send)
+                .filter(|_| replace);
+            let Some(i) = evict else {
+                return;
+            };
+            let gone = ep.demux_addrs.remove(i);
+            if by_addr.get(&gone) == Some(&key) {
+                by_addr.remove(&gone);
+            }
         }
         ep.demux_addrs.push(addr);
     }

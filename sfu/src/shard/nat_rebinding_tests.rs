@@ -297,3 +297,30 @@ fn retired_ufrag_does_not_move_media() {
     assert_eq!(t.ep().selected, Some(other));
     assert_eq!(t.s.stats().ice_rebinds, 1);
 }
+
+/// A phone roaming through 100 addresses, each announced by a nominating check: every one
+/// takes the media at once, and the endpoint's demux entries and validated addresses stay
+/// bounded (the oldest unused ones make room), so the last address is still reachable.
+#[test]
+fn repeated_rebinding_stays_bounded() {
+    let (mut t, bridge, mut seq) = call();
+    let username = format!("{}:{CLIENT_UFRAG}", bridge.ufrag);
+    for i in 0..100u16 {
+        let to = SocketAddr::from(([127, 0, 0, 1], 41000 + i));
+        t.public = to;
+        let m = crate::testing::ice_check_nominating(&[i as u8; 12], &username, &bridge.pwd);
+        t.s.handle_datagram(t.now, addr(BRIDGE), to, BytesMut::from(&m[..]));
+        talk(&mut t, &mut seq, Duration::from_millis(200), true);
+        assert_eq!(t.ep().selected, Some(to), "step {i}");
+        assert_eq!(t.s.by_addr.get(&to), Some(&(t.conf, t.ep)), "step {i}");
+        assert!(rtp_to(&t.sent, to, t.now - Duration::from_millis(200)) > 0, "step {i}");
+    }
+    assert_eq!(t.s.stats().ice_rebinds, 100);
+    assert!(t.ep().demux_addrs.len() <= super::MAX_DEMUX_ADDRS);
+    assert!(t.ep().validated.len() <= 16);
+    let mine = t.s.by_addr.values().filter(|k| **k == (t.conf, t.ep)).count();
+    assert!(mine <= super::MAX_DEMUX_ADDRS, "{mine} demux entries");
+    talk(&mut t, &mut seq, Duration::from_secs(60), true);
+    let last = t.public;
+    assert_alive_at(&mut t, last);
+}

@@ -37,6 +37,7 @@ const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_USE_CANDIDATE: u16 = 0x0025;
 const ATTR_FINGERPRINT: u16 = 0x8028;
+const ATTR_ICE_CONTROLLING: u16 = 0x802A;
 const MAGIC_COOKIE: u32 = 0x2112_A442;
 const FINGERPRINT_XOR: u32 = 0x5354_554E;
 
@@ -90,6 +91,11 @@ impl<'a> Iterator for Attrs<'a> {
 /// Whether a Binding request carries USE-CANDIDATE (before MESSAGE-INTEGRITY).
 pub(super) fn use_candidate(buf: &[u8]) -> bool {
     demux::stun_type(buf) == Some(demux::STUN_BINDING_REQUEST) && attrs(buf).any(|(t, _, _)| t == ATTR_USE_CANDIDATE)
+}
+
+/// Whether a STUN message carries ICE-CONTROLLING (before MESSAGE-INTEGRITY).
+pub(super) fn ice_controlling(buf: &[u8]) -> bool {
+    attrs(buf).any(|(t, _, _)| t == ATTR_ICE_CONTROLLING)
 }
 
 /// Whether `buf` is a Binding request for this endpoint, authenticated as rtc-ice would check
