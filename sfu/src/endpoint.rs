@@ -56,8 +56,12 @@ pub struct Endpoint {
     pub retired_ufrag: Option<String>,
     /// Remote address of the ICE-selected pair.
     pub selected: Option<SocketAddr>,
-    /// Addresses that passed an authenticated STUN exchange, oldest first.
-    pub validated: Vec<SocketAddr>,
+    /// Addresses that passed an authenticated STUN exchange, oldest first, with when each
+    /// was last heard (at most [`MAX_VALIDATED`]).
+    pub validated: Vec<Validated>,
+    /// The consent-freshness interval of this endpoint's agents (jittered at creation), for
+    /// the agent a NAT rebinding builds (`shard::rebind`).
+    pub consent: Duration,
     /// Addresses in the shard's demux map that point at this endpoint.
     pub demux_addrs: Vec<SocketAddr>,
     pub remote: RemoteTransport,
@@ -127,6 +131,15 @@ pub struct Endpoint {
     pub inactive: bool,
     /// When the next `ConnectionStats` is due (media.md §2.4).
     pub next_connection_stats: Instant,
+}
+
+/// An ICE-validated remote address and when something authenticated last came from it (a
+/// STUN request or response the agent accepted, SRTP/SRTCP that passed authentication, or a
+/// DTLS record the session took).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validated {
+    pub addr: SocketAddr,
+    pub heard: Instant,
 }
 
 /// No incoming RTP, RTCP or ICE for this long: the others are told the endpoint is inactive
@@ -265,6 +278,7 @@ impl Endpoint {
             retired_ufrag: None,
             selected: None,
             validated: Vec::new(),
+            consent: keepalive,
             demux_addrs: Vec::new(),
             remote: RemoteTransport::default(),
             dtls: None,
@@ -378,22 +392,41 @@ impl Endpoint {
     }
 
     pub fn is_validated(&self, addr: SocketAddr) -> bool {
-        self.validated.contains(&addr)
+        self.validated.iter().any(|v| v.addr == addr)
     }
 
-    pub fn add_validated(&mut self, addr: SocketAddr) {
-        if self.validated.contains(&addr) {
+    /// Remember `addr` as validated (heard at `now`). When [`MAX_VALIDATED`] are known, the
+    /// oldest one that is neither the selected nor the DTLS-pinned address makes room.
+    pub fn add_validated(&mut self, addr: SocketAddr, now: Instant) {
+        if self.heard_from(addr, now) {
             return;
         }
         if self.validated.len() >= MAX_VALIDATED {
             let keep = [self.selected, self.dtls.as_ref().and_then(|d| d.pinned())];
-            if let Some(i) = self.validated.iter().position(|a| !keep.contains(&Some(*a))) {
+            if let Some(i) = self.validated.iter().position(|v| !keep.contains(&Some(v.addr))) {
                 self.validated.remove(i);
             } else {
                 return;
             }
         }
-        self.validated.push(addr);
+        self.validated.push(Validated { addr, heard: now });
+    }
+
+    /// Something authenticated came from `addr` at `now`: false if it is not validated.
+    /// Per packet: a scan of at most [`MAX_VALIDATED`] entries, no allocation.
+    pub fn heard_from(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        match self.validated.iter_mut().find(|v| v.addr == addr) {
+            Some(v) => {
+                v.heard = v.heard.max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When something authenticated last came from `addr`, if it is validated.
+    pub fn last_heard(&self, addr: SocketAddr) -> Option<Instant> {
+        self.validated.iter().find(|v| v.addr == addr).map(|v| v.heard)
     }
 
     /// Whether the endpoint counts as inactive at `now` (media.md §1.4): nothing received for

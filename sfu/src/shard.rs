@@ -72,6 +72,9 @@ mod guard;
 #[cfg(test)]
 mod ice_restart_tests;
 #[cfg(test)]
+mod nat_rebinding_tests;
+mod rebind;
+#[cfg(test)]
 mod robustness_tests;
 #[cfg(test)]
 mod test_support;
@@ -124,6 +127,8 @@ struct Counters {
     bytes_tx: u64,
     dtls_failures: u64,
     ice_failures: u64,
+    /// Endpoints whose media moved to a new address (NAT rebinding, `rebind.rs`).
+    ice_rebinds: u64,
     keyframe_forwarded: u64,
     keyframe_suppressed: u64,
     nacks_sent: u64,
@@ -365,6 +370,38 @@ impl Shard {
             IceRoute::Unknown => return self.io.drop("unknown_ufrag"),
             IceRoute::Current | IceRoute::Next => {}
         }
+        let nominated =
+            typ == demux::STUN_BINDING_REQUEST && route == IceRoute::Current && rebind::use_candidate(&data);
+        if nominated && ep.ice_controlling && ep.selected.is_some() && !rebind::ice_controlling(&data) {
+            // rtc-ice, controlling, refuses USE-CANDIDATE before checking the integrity: once
+            // connected, a nominating check (case 17) is authenticated and answered here
+            // instead. (A role conflict, ICE-CONTROLLING, is still the agent's to resolve.)
+            let local = ep.ice.get_local_credentials();
+            let authentic = ep
+                .remote
+                .ufrag
+                .as_deref()
+                .is_some_and(|ru| rebind::authenticate(&data, &local.ufrag, ru, &local.pwd));
+            if !authentic {
+                tracing::trace!(parent: &ep.span, %remote, "nominating check rejected");
+                return self.io.drop("stun_rejected");
+            }
+            let mut out = self.io.take_buf();
+            rebind::binding_success(&data, remote, &local.pwd, &mut out);
+            self.io.send(remote, out);
+            ep.add_validated(remote, now);
+            ep.last_activity = now;
+            map_addr(&mut self.by_addr, ep, key, remote, true);
+            if self.by_addr.get(&remote) == Some(&key) && rebind::should_rebind(ep, remote, true, now) {
+                if let Err(e) = rebind::rebind(now, ep, remote, &self.hosts, &self.provider, &mut self.io) {
+                    tracing::warn!(parent: &ep.span, %remote, error = %e, "NAT rebinding failed");
+                }
+            }
+            drive(now, ep, &env, &mut self.io, &mut self.by_addr);
+            let d = deadline(ep, &self.config);
+            self.next_timeout = min_opt(self.next_timeout, Some(d));
+            return;
+        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -382,13 +419,22 @@ impl Shard {
         match read {
             Ok(()) if typ == demux::STUN_BINDING_REQUEST || typ == demux::STUN_BINDING_SUCCESS => {
                 // Authenticated (USERNAME and MESSAGE-INTEGRITY checked by the agent).
-                ep.add_validated(remote);
+                ep.add_validated(remote, now);
                 ep.last_activity = now;
                 map_addr(&mut self.by_addr, ep, key, remote, true);
                 if route == IceRoute::Next {
                     // The first successful check with the new credentials: switch to them.
                     if let Some((Some(forgotten), _retired)) = ep.complete_ice_restart() {
                         self.by_ufrag.remove(&forgotten);
+                    }
+                } else if typ == demux::STUN_BINDING_REQUEST
+                    && self.by_addr.get(&remote) == Some(&key)
+                    && rebind::should_rebind(ep, remote, nominated, now)
+                {
+                    // A request from a new address while the selected one is silent: the
+                    // endpoint's NAT rebound (a browser, ICE-controlled, never nominates).
+                    if let Err(e) = rebind::rebind(now, ep, remote, &self.hosts, &self.provider, &mut self.io) {
+                        tracing::warn!(parent: &ep.span, %remote, error = %e, "NAT rebinding failed");
                     }
                 }
             }
@@ -1021,6 +1067,7 @@ impl Shard {
             bytes_sent: c.bytes_tx,
             dtls_failures: c.dtls_failures,
             ice_failures: c.ice_failures,
+            ice_rebinds: c.ice_rebinds,
             keyframe_requests_forwarded: c.keyframe_forwarded,
             keyframe_requests_suppressed: c.keyframe_suppressed,
             nacks_sent: c.nacks_sent,
@@ -1276,7 +1323,22 @@ fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key,
     }
     if !ep.demux_addrs.contains(&addr) {
         if ep.demux_addrs.len() >= MAX_DEMUX_ADDRS {
-            return;
+            // Full. An authenticated address (`replace`) takes the place of the oldest entry
+            // that is neither validated nor the one media goes to, so an endpoint whose NAT
+            // rebinds again and again (a roaming phone) stays reachable; otherwise give up.
+            let send = ep.send_addr();
+            let evict = ep
+                .demux_addrs
+                .iter()
+                .position(|a| !ep.is_validated(*a) && Some(*a) != send)
+                .filter(|_| replace);
+            let Some(i) = evict else {
+                return;
+            };
+            let gone = ep.demux_addrs.remove(i);
+            if by_addr.get(&gone) == Some(&key) {
+                by_addr.remove(&gone);
+            }
         }
         ep.demux_addrs.push(addr);
     }
@@ -1326,7 +1388,7 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
                 let first = ep.selected.is_none();
                 ep.selected = Some(addr);
                 ep.ice_connected = true;
-                ep.add_validated(addr);
+                ep.add_validated(addr, now);
                 map_addr(by_addr, ep, key, addr, true);
                 if first {
                     tracing::info!(parent: &ep.span, %addr, "ICE connected");
@@ -1346,7 +1408,7 @@ fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &
     let mut devs = Vec::new();
     if let Some(d) = ep.dtls.as_mut() {
         if d.role() == Role::Client && d.pinned().is_none() && !d.is_failed() {
-            if let Some(addr) = ep.selected.or_else(|| ep.validated.first().copied()) {
+            if let Some(addr) = ep.selected.or_else(|| ep.validated.first().map(|v| v.addr)) {
                 let ctx = DtlsContext {
                     provider: env.provider,
                     cert: env.cert,
@@ -1399,7 +1461,10 @@ fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesM
     };
     let mut devs = Vec::new();
     match d.handle_datagram(now, remote, data, &ctx, &mut devs) {
-        Ok(()) => ep.last_activity = now,
+        Ok(()) => {
+            ep.last_activity = now;
+            ep.heard_from(remote, now);
+        }
         Err(reason) => io.drop(reason.reason()),
     }
     on_dtls_events(now, ep, devs, io);
@@ -1556,6 +1621,7 @@ fn handle_rtp(
     }
     io.c.rtp_rx += 1;
     ep.last_activity = now;
+    ep.heard_from(remote, now);
     // The padding count was encrypted: parse again.
     let Ok(mut h) = RtpHeader::parse(&data) else {
         return io.drop("malformed_rtp");
@@ -2016,6 +2082,7 @@ fn handle_rtcp(
     let plain = data;
     io.c.rtcp_rx += 1;
     ep.last_activity = now;
+    ep.heard_from(remote, now);
     // Keyframe requests are routed after the walk (they need the whole conference); a compound
     // packet carries a handful at most, the rest are dropped and counted.
     let mut requests = [None::<KeyframeRequest>; MAX_KEYFRAME_REQUESTS];
@@ -3365,7 +3432,7 @@ mod tests {
         assert!(!ep(&s).may_learn(cap), "an empty set is not 'unsignalled'");
     }
 
-    fn audio_source(owner: &str, ssrc: u32) -> SourceDescription {
+    pub(super) fn audio_source(owner: &str, ssrc: u32) -> SourceDescription {
         SourceDescription {
             kind: MediaKind::Audio,
             name: format!("{owner}-a0"),
@@ -3542,7 +3609,7 @@ mod tests {
     }
 
     /// SRTP that does nothing: lets a test drive the forwarding path with plain packets.
-    struct PlainSrtp;
+    pub(super) struct PlainSrtp;
     impl crate::srtp::Srtp for PlainSrtp {
         fn unprotect_rtp(&mut self, p: &[u8]) -> Result<BytesMut, crate::srtp::SrtpError> {
             Ok(BytesMut::from(p))
@@ -3573,7 +3640,8 @@ mod tests {
         e.srtp = Some(Box::new(PlainSrtp));
         e.selected = Some(addr);
         e.ice_connected = true;
-        e.add_validated(addr);
+        let created = e.created;
+        e.add_validated(addr, created);
         s.by_addr.insert(addr, (conf, EndpointId(ep)));
     }
 
@@ -3599,7 +3667,7 @@ mod tests {
     }
 
     /// Signal Opus (PT 111) with `extensions` for endpoint `ep` of conference 1.
-    fn set_opus(s: &mut Shard, now: Instant, ep: u32, extensions: Vec<crate::control::RtpExtension>) {
+    pub(super) fn set_opus(s: &mut Shard, now: Instant, ep: u32, extensions: Vec<crate::control::RtpExtension>) {
         let media = crate::control::MediaDescription {
             kind: MediaKind::Audio,
             payload_types: vec![crate::control::PayloadType {
@@ -3667,7 +3735,7 @@ mod tests {
         assert_eq!(&deltas[1..], &[40, 40, 40, 40], "{deltas:?}");
     }
 
-    fn rtp(ssrc: u32, seq: u16, ts: u32, tag: u8) -> BytesMut {
+    pub(super) fn rtp(ssrc: u32, seq: u16, ts: u32, tag: u8) -> BytesMut {
         let mut p = vec![0x80, 111];
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&ts.to_be_bytes());

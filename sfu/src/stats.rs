@@ -15,6 +15,9 @@ pub struct Stats {
     pub bytes_sent: u64,
     pub dtls_failures: u64,
     pub ice_failures: u64,
+    /// Endpoints whose media moved to a new ICE-authenticated address (NAT rebinding,
+    /// robustness.md case 17).
+    pub ice_rebinds: u64,
     /// PLI/FIR forwarded to a media sender.
     pub keyframe_requests_forwarded: u64,
     /// PLI/FIR suppressed by the per-SSRC rate limit (not counted as drops).

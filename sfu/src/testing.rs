@@ -1,5 +1,6 @@
 //! Packet builders for tests (the crate's own, the signaling tests and the fuzz crate): an ICE
-//! connectivity check as a client sends it. Not used by the bridge itself.
+//! connectivity check as a client sends it. Not used by the bridge itself, but for [`crc32`]
+//! (the FINGERPRINT of the Binding responses the shard writes itself, `shard::rebind`).
 
 /// CRC-32 (IEEE), as STUN's FINGERPRINT uses it (XORed with 0x5354554E).
 pub fn crc32(data: &[u8]) -> u32 {
@@ -21,6 +22,16 @@ pub fn crc32(data: &[u8]) -> u32 {
 /// Request with USERNAME, PRIORITY, ICE-CONTROLLED, MESSAGE-INTEGRITY keyed with `key` (the
 /// bridge's password) and FINGERPRINT.
 pub fn ice_check(txid: &[u8; 12], username: &str, key: &str) -> Vec<u8> {
+    check(txid, username, key, false)
+}
+
+/// [`ice_check`] with USE-CANDIDATE (RFC 8445 §7.2.2: what a nominating, controlling peer
+/// sends), for the NAT rebinding tests (robustness.md case 17).
+pub fn ice_check_nominating(txid: &[u8; 12], username: &str, key: &str) -> Vec<u8> {
+    check(txid, username, key, true)
+}
+
+fn check(txid: &[u8; 12], username: &str, key: &str, use_candidate: bool) -> Vec<u8> {
     fn attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
         out.extend_from_slice(&ty.to_be_bytes());
         out.extend_from_slice(&(value.len() as u16).to_be_bytes());
@@ -37,6 +48,9 @@ pub fn ice_check(txid: &[u8; 12], username: &str, key: &str) -> Vec<u8> {
     attr(&mut m, 0x0006, username.as_bytes());
     attr(&mut m, 0x0024, &0x6E7F_00FFu32.to_be_bytes());
     attr(&mut m, 0x8029, &0x0102_0304_0506_0708u64.to_be_bytes());
+    if use_candidate {
+        attr(&mut m, 0x0025, &[]);
+    }
     // MESSAGE-INTEGRITY: the length counts it; the HMAC covers everything before it.
     let len = m.len() - 20 + 24;
     set_len(&mut m, len);

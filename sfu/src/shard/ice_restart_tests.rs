@@ -22,6 +22,20 @@ pub(super) struct Setup {
     pub(super) client: rtc_ice::agent::Agent,
     pub(super) conf: ConferenceId,
     pub(super) ep: EndpointId,
+    /// The client's address as the bridge sees it (its NAT mapping): [`PEER`] unless a test
+    /// rebinds it. The client sends from here, and only what the bridge sends here reaches it.
+    pub(super) public: SocketAddr,
+    /// Everything the shard sent during [`Setup::pump_until`], in order.
+    pub(super) sent: Vec<Sent>,
+}
+
+/// One datagram the shard sent: when, where, what kind, and its first bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    pub(super) at: Instant,
+    pub(super) to: SocketAddr,
+    pub(super) kind: Kind,
+    pub(super) head: [u8; 20],
 }
 
 impl Setup {
@@ -40,7 +54,7 @@ impl Setup {
 
     /// Pass datagrams both ways and run both sides' timers, `STEP` at a time, until `done`
     /// holds (true) or `limit` of simulated time passed (false).
-    fn pump_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> bool {
+    pub(super) fn pump_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> bool {
         let end = self.now + limit;
         while self.now < end {
             if done(self) {
@@ -54,7 +68,16 @@ impl Setup {
                 let _ = self.client.handle_timeout(now);
             }
             while let Some(t) = self.s.poll_transmit() {
-                if t.remote == addr(PEER) {
+                let mut head = [0u8; 20];
+                let n = t.data.len().min(20);
+                head[..n].copy_from_slice(&t.data[..n]);
+                self.sent.push(Sent {
+                    at: now,
+                    to: t.remote,
+                    kind: demux::classify(&t.data),
+                    head,
+                });
+                if t.remote == self.public {
                     let _ = self.client.handle_read(TaggedBytesMut {
                         now,
                         transport: TransportContext {
@@ -68,7 +91,7 @@ impl Setup {
                 }
             }
             while let Some(t) = self.client.poll_write() {
-                self.s.handle_datagram(now, addr(BRIDGE), addr(PEER), t.message);
+                self.s.handle_datagram(now, addr(BRIDGE), self.public, t.message);
             }
             while self.client.poll_event().is_some() {}
             self.now += STEP;
@@ -76,7 +99,7 @@ impl Setup {
         done(self)
     }
 
-    fn restart(&mut self) -> (LocalTransport, Option<u32>) {
+    pub(super) fn restart(&mut self) -> (LocalTransport, Option<u32>) {
         match self.s.handle_command(
             self.now,
             Command::RestartIce {
@@ -91,7 +114,7 @@ impl Setup {
 
     /// The client restarts its agent with new credentials toward the bridge's `bridge`
     /// credentials and Jicofo forwards its new transport.
-    fn client_restarts(&mut self, bridge: &LocalTransport, ufrag: &str) {
+    pub(super) fn client_restarts(&mut self, bridge: &LocalTransport, ufrag: &str) {
         let pwd = rtc_ice::rand::generate_pwd();
         self.client
             .restart(self.now, ufrag.to_owned(), pwd.clone(), true)
@@ -166,6 +189,8 @@ pub(super) fn connected() -> (Setup, LocalTransport) {
         client,
         conf,
         ep,
+        public: addr(PEER),
+        sent: Vec::new(),
     };
     assert!(
         t.pump_until(Duration::from_secs(5), |t| t.ep().ice_connected),

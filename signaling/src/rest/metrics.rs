@@ -153,6 +153,13 @@ fn families(s: &Snapshot) -> Vec<Family> {
         core.ice_failures as f64,
     );
     one(
+        P,
+        "ice_rebinds",
+        Counter,
+        "Endpoints whose media moved to a new ICE-authenticated address (NAT rebinding).",
+        core.ice_rebinds as f64,
+    );
+    one(
         J,
         "endpoints_dtls_failed",
         Counter,

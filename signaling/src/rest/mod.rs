@@ -446,6 +446,7 @@ pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
     put("dtls_failed_endpoints", json!(core.dtls_failures));
     put("total_ice_failed", json!(core.ice_failures));
     put("endpoints_ice_failed", json!(core.ice_failures));
+    put("ice_rebinds", json!(core.ice_rebinds));
     put(
         "stress_level",
         json!(reported_stress(counts.endpoints, s.memory.shedding)),

@@ -491,6 +491,7 @@ async fn metrics_in_prometheus_and_openmetrics() {
         "jitsi_jvb_startup_time",
         "jitsi_jvb_xmpp_disconnects",
         "palim_dropped_packets",
+        "palim_ice_rebinds",
     ] {
         assert!(names.iter().any(|n| n == jvb), "missing {jvb}");
     }
