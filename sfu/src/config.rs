@@ -158,6 +158,7 @@ impl HandshakeSlots {
     }
 
     /// Handshakes holding a slot now whose source is `ip`'s (its IPv4 address or IPv6 /64).
+    /// Under contention this may briefly include a racing `try_acquire` about to be refused.
     pub fn in_flight_from(&self, ip: IpAddr) -> usize {
         let key = source_key(ip);
         self.inner.sources.iter().filter(|e| e.load(Ordering::SeqCst) == key).count()
@@ -243,6 +244,137 @@ impl Default for Limits {
             max_endpoints_per_conference: 500,
             max_ssrcs_per_endpoint: 64,
             dtls_handshakes: HandshakeSlots::new(DEFAULT_MAX_DTLS_HANDSHAKES),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv6Addr;
+
+    fn v4(i: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | i))
+    }
+
+    /// Four per IP, then `PerIp`; other IPs are unaffected; the bridge-wide cap comes first;
+    /// dropping a slot frees both counts.
+    #[test]
+    fn per_ip_cap_then_bridge_cap_then_free() {
+        let slots = HandshakeSlots::with_per_ip(6, 4);
+        let a: Vec<_> = (0..4).map(|_| slots.try_acquire(v4(1)).expect("under both caps")).collect();
+        assert_eq!(slots.try_acquire(v4(1)).err(), Some(SlotRefused::PerIp));
+        assert_eq!(slots.in_flight(), 4, "a refused acquire holds nothing");
+        assert_eq!(slots.in_flight_from(v4(1)), 4);
+        let b: Vec<_> = (0..2).map(|_| slots.try_acquire(v4(2)).expect("other IP")).collect();
+        assert_eq!(slots.try_acquire(v4(3)).err(), Some(SlotRefused::Bridge));
+        drop(b);
+        assert_eq!(slots.in_flight(), 4);
+        assert_eq!(slots.in_flight_from(v4(2)), 0);
+        drop(a);
+        assert_eq!((slots.in_flight(), slots.in_flight_from(v4(1))), (0, 0));
+        let again: Vec<_> = (0..4).map(|_| slots.try_acquire(v4(1)).expect("freed")).collect();
+        assert_eq!(again.len(), 4);
+    }
+
+    /// IPv6 counts per /64, IPv4-mapped IPv6 as its IPv4 address, loopback not per IP.
+    #[test]
+    fn source_grouping() {
+        let slots = HandshakeSlots::with_per_ip(16, 2);
+        let p = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, last));
+        let _x = slots.try_acquire(p(1)).expect("first");
+        let _y = slots.try_acquire(p(2)).expect("second, same /64");
+        assert_eq!(slots.try_acquire(p(3)).err(), Some(SlotRefused::PerIp));
+        let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert!(slots.try_acquire(other).is_ok(), "another /64");
+        let _m = slots.try_acquire(v4(7)).expect("v4");
+        let _n = slots.try_acquire(IpAddr::V6(Ipv4Addr::from(0x0A00_0007).to_ipv6_mapped())).expect("mapped");
+        assert_eq!(slots.try_acquire(v4(7)).err(), Some(SlotRefused::PerIp), "mapped counts as v4");
+        let lo: Vec<_> = (0..5)
+            .map(|_| slots.try_acquire(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("loopback is exempt"))
+            .collect();
+        assert_eq!(lo.len(), 5);
+        assert!(slots.try_acquire(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_ok());
+    }
+
+    /// Threads racing for slots from a few IPs: the granted slots per IP and bridge-wide,
+    /// counted by the holders (up after a grant, down before the release), never exceed the
+    /// caps, and everything is freed at the end.
+    #[test]
+    fn caps_hold_under_contention() {
+        let slots = HandshakeSlots::with_per_ip(8, 3);
+        let granted: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let total = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (slots, granted, total) = (slots.clone(), granted.clone(), total.clone());
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    let mut got = 0;
+                    for i in 0..5_000u32 {
+                        let k = ((i + t) % 3) as usize;
+                        if let Ok(s) = slots.try_acquire(v4(k as u32)) {
+                            got += 1;
+                            assert!(granted[k].fetch_add(1, Ordering::SeqCst) < 3, "per-IP cap");
+                            assert!(total.fetch_add(1, Ordering::SeqCst) < 8, "bridge-wide cap");
+                            held.push((k, s));
+                        }
+                        if held.len() > 2 || i % 3 == 0 {
+                            if let Some((k, s)) = held.pop() {
+                                granted[k].fetch_sub(1, Ordering::SeqCst);
+                                total.fetch_sub(1, Ordering::SeqCst);
+                                drop(s);
+                            }
+                        }
+                    }
+                    for (k, _) in &held {
+                        granted[*k].fetch_sub(1, Ordering::SeqCst);
+                        total.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().expect("no panic") > 0);
+        }
+        assert_eq!(slots.in_flight(), 0);
+        assert_eq!((0..3).map(|i| slots.in_flight_from(v4(i))).sum::<usize>(), 0);
+    }
+
+    proptest! {
+        /// Against a model (a multiset of held sources): every acquire succeeds exactly when
+        /// both caps allow it, and the counts always match the model.
+        #[test]
+        fn slots_match_a_model(ops in proptest::collection::vec((0u32..6, any::<bool>(), 0usize..16), 1..200)) {
+            let (max, per_ip) = (10, 3);
+            let slots = HandshakeSlots::with_per_ip(max, per_ip);
+            let mut held: Vec<(u32, HandshakeSlot)> = Vec::new();
+            for (ip, acquire, idx) in ops {
+                if acquire {
+                    let from_ip = held.iter().filter(|(i, _)| *i == ip).count();
+                    let want = if held.len() >= max {
+                        Err(SlotRefused::Bridge)
+                    } else if from_ip >= per_ip {
+                        Err(SlotRefused::PerIp)
+                    } else {
+                        Ok(())
+                    };
+                    let got = slots.try_acquire(v4(ip));
+                    prop_assert_eq!(got.as_ref().map(|_| ()).map_err(|e| *e), want);
+                    if let Ok(s) = got {
+                        held.push((ip, s));
+                    }
+                } else if !held.is_empty() {
+                    let i = idx % held.len();
+                    held.swap_remove(i);
+                }
+                prop_assert_eq!(slots.in_flight(), held.len());
+                for i in 0..6 {
+                    prop_assert_eq!(slots.in_flight_from(v4(i)), held.iter().filter(|(h, _)| *h == i).count());
+                }
+            }
         }
     }
 }
