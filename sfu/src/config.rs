@@ -161,7 +161,11 @@ impl HandshakeSlots {
     /// Under contention this may briefly include a racing `try_acquire` about to be refused.
     pub fn in_flight_from(&self, ip: IpAddr) -> usize {
         let key = source_key(ip);
-        self.inner.sources.iter().filter(|e| e.load(Ordering::SeqCst) == key).count()
+        self.inner
+            .sources
+            .iter()
+            .filter(|e| e.load(Ordering::SeqCst) == key)
+            .count()
     }
 
     /// A slot for a handshake with a peer at `ip`, or why not. Not per packet: called for
@@ -178,7 +182,8 @@ impl HandshakeSlots {
         let entry = loop {
             let free = t.sources.iter().position(|e| {
                 e.load(Ordering::SeqCst) == FREE
-                    && e.compare_exchange(FREE, key, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                    && e.compare_exchange(FREE, key, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
             });
             if let Some(i) = free {
                 break i;
@@ -263,7 +268,9 @@ mod tests {
     #[test]
     fn per_ip_cap_then_bridge_cap_then_free() {
         let slots = HandshakeSlots::with_per_ip(6, 4);
-        let a: Vec<_> = (0..4).map(|_| slots.try_acquire(v4(1)).expect("under both caps")).collect();
+        let a: Vec<_> = (0..4)
+            .map(|_| slots.try_acquire(v4(1)).expect("under both caps"))
+            .collect();
         assert_eq!(slots.try_acquire(v4(1)).err(), Some(SlotRefused::PerIp));
         assert_eq!(slots.in_flight(), 4, "a refused acquire holds nothing");
         assert_eq!(slots.in_flight_from(v4(1)), 4);
@@ -289,10 +296,20 @@ mod tests {
         let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
         assert!(slots.try_acquire(other).is_ok(), "another /64");
         let _m = slots.try_acquire(v4(7)).expect("v4");
-        let _n = slots.try_acquire(IpAddr::V6(Ipv4Addr::from(0x0A00_0007).to_ipv6_mapped())).expect("mapped");
-        assert_eq!(slots.try_acquire(v4(7)).err(), Some(SlotRefused::PerIp), "mapped counts as v4");
+        let _n = slots
+            .try_acquire(IpAddr::V6(Ipv4Addr::from(0x0A00_0007).to_ipv6_mapped()))
+            .expect("mapped");
+        assert_eq!(
+            slots.try_acquire(v4(7)).err(),
+            Some(SlotRefused::PerIp),
+            "mapped counts as v4"
+        );
         let lo: Vec<_> = (0..5)
-            .map(|_| slots.try_acquire(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("loopback is exempt"))
+            .map(|_| {
+                slots
+                    .try_acquire(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    .expect("loopback is exempt")
+            })
             .collect();
         assert_eq!(lo.len(), 5);
         assert!(slots.try_acquire(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_ok());

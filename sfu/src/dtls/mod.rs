@@ -11,6 +11,8 @@
 //! offers it (and the bridge config allows it), else AES_CM_128_HMAC_SHA1_80.
 
 pub mod client_hello;
+#[cfg(test)]
+mod tests_no_cert_verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
