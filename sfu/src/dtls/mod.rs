@@ -12,7 +12,7 @@
 
 pub mod client_hello;
 #[cfg(test)]
-mod tests_no_cert_verify;
+pub(crate) mod tests_no_cert_verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

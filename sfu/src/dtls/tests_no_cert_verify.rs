@@ -34,7 +34,7 @@ const CLIENT_KEY_EXCHANGE: u8 = 16;
 const FINISHED: u8 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verify {
+pub(crate) enum Verify {
     Correct,
     Missing,
     /// A well-formed CertificateVerify signed with a key that is not the certificate's.
@@ -101,10 +101,10 @@ fn nonce(iv: &[u8], explicit: &[u8]) -> aead::Nonce {
 
 /// What came back from the bridge in some datagrams.
 #[derive(Default)]
-struct Received {
+pub(crate) struct Received {
     /// Plaintext handshake messages (header and body), in order.
     handshakes: Vec<Vec<u8>>,
-    change_cipher_spec: bool,
+    pub(crate) change_cipher_spec: bool,
     /// Plaintext alert records (level, description).
     alerts: Vec<(u8, u8)>,
     /// Decrypted epoch-1 handshake messages.
@@ -119,7 +119,7 @@ struct Keys {
 }
 
 /// The hand-built client's state.
-struct TestClient {
+pub(crate) struct TestClient {
     rng: SystemRandom,
     random: [u8; 32],
     server_random: [u8; 32],
@@ -200,7 +200,7 @@ impl TestClient {
     }
 
     /// Records in `datagrams`; epoch-1 records are decrypted once the keys exist.
-    fn receive(&self, datagrams: &[BytesMut]) -> Received {
+    pub(crate) fn receive(&self, datagrams: &[BytesMut]) -> Received {
         let mut got = Received::default();
         for d in datagrams {
             let mut rest: &[u8] = d;
@@ -351,7 +351,7 @@ impl TestClient {
     }
 
     /// The server's Finished, checked against the transcript (which has the client's).
-    fn server_finished_ok(&self, got: &Received) -> bool {
+    pub(crate) fn server_finished_ok(&self, got: &Received) -> bool {
         let hash = digest::digest(&digest::SHA256, &self.transcript);
         let want = prf(&self.master, "server finished", hash.as_ref(), 12);
         got.encrypted_handshakes
@@ -391,26 +391,62 @@ fn drain(d: &mut Dtls) -> Vec<BytesMut> {
     std::iter::from_fn(|| d.poll_transmit()).collect()
 }
 
+/// A client certificate (self-signed ECDSA P-256), its PKCS#8 key and its fingerprint.
+pub(crate) struct ClientCert {
+    der: Vec<u8>,
+    pkcs8: Vec<u8>,
+    pub(crate) fingerprint: Fingerprint,
+}
+
+pub(crate) fn client_cert() -> ClientCert {
+    let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
+    let cert = LocalCert::generate(&provider).expect("client certificate");
+    let der = cert.cert.certificate.first().expect("one DER").as_ref().to_vec();
+    let pkcs8 = cert.cert.private_key.signing_key.to_pkcs8_der().expect("export");
+    let pkcs8 = pkcs8.expect("aws-lc-rs keys are exportable").as_ref().to_vec();
+    let fingerprint = Fingerprint {
+        hash: "sha-256".into(),
+        value: digest::digest(&digest::SHA256, &der).as_ref().to_vec(),
+        setup: None,
+    };
+    ClientCert {
+        der,
+        pkcs8,
+        fingerprint,
+    }
+}
+
+/// Flights 1, 3 and 5 of the hand-built client through `exchange` (one datagram to the
+/// bridge, what the bridge sent back). Returns the client, its flight 5 (to retransmit) and
+/// what came back after it.
+pub(crate) fn run_client(
+    verify: Verify,
+    cert: &ClientCert,
+    mut exchange: impl FnMut(Vec<u8>) -> Vec<BytesMut>,
+) -> (TestClient, Vec<u8>, Received) {
+    let mut client = TestClient::new(cert.der.clone(), &cert.pkcs8);
+    let hello = client.client_hello(&[]);
+    let mut got = client.receive(&exchange(hello));
+    if got.handshakes.first().map(|m| m[0]) == Some(HELLO_VERIFY_REQUEST) {
+        let body = &got.handshakes[0][12..];
+        let cookie = body[3..3 + usize::from(body[2])].to_vec();
+        let hello = client.client_hello(&cookie);
+        got = client.receive(&exchange(hello));
+    }
+    let server_pub = client.on_server_flight(&got);
+    let flight5 = client.flight5(&server_pub, verify);
+    let got = client.receive(&exchange(flight5.clone()));
+    (client, flight5, got)
+}
+
 /// One handshake of the hand-built client against a bridge `Dtls` (server role) expecting
 /// the client certificate's fingerprint; without a Finished from the bridge, time runs on
 /// past [`HANDSHAKE_TIMEOUT`] with the client retransmitting flight 5 every second.
 fn handshake(verify: Verify) -> Outcome {
     let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
     let bridge_cert = LocalCert::generate(&provider).expect("bridge certificate");
-    let client_cert = LocalCert::generate(&provider).expect("client certificate");
-    let der = client_cert.cert.certificate.first().expect("one DER").as_ref().to_vec();
-    let pkcs8 = client_cert
-        .cert
-        .private_key
-        .signing_key
-        .to_pkcs8_der()
-        .expect("export")
-        .expect("aws-lc-rs keys are exportable");
-    let fingerprints = [Fingerprint {
-        hash: "sha-256".into(),
-        value: digest::digest(&digest::SHA256, &der).as_ref().to_vec(),
-        setup: None,
-    }];
+    let cert = client_cert();
+    let fingerprints = [cert.fingerprint.clone()];
     let slots = HandshakeSlots::new(4);
     let ctx = DtlsContext {
         provider: &provider,
@@ -419,51 +455,31 @@ fn handshake(verify: Verify) -> Outcome {
         allowed: &[SrtpProfile::AeadAes128Gcm],
         slots: &slots,
     };
-    let (local, peer): (SocketAddr, SocketAddr) = (
-        "10.0.0.1:10000".parse().expect("literal"),
-        "10.0.0.2:5000".parse().expect("literal"),
-    );
+    let local: SocketAddr = "10.0.0.1:10000".parse().expect("literal");
+    let peer: SocketAddr = "10.0.0.2:5000".parse().expect("literal");
     let mut bridge = Dtls::new(Role::Server, local);
-    let mut client = TestClient::new(der, pkcs8.as_ref());
     let mut events = Vec::new();
     let t0 = Instant::now();
-    let send = |bridge: &mut Dtls, t: Instant, d: Vec<u8>, events: &mut Vec<DtlsEvent>| {
-        let r = bridge.handle_datagram(t, peer, BytesMut::from(&d[..]), &ctx, events);
-        (r, drain(bridge))
-    };
-
-    let hello = client.client_hello(&[]);
-    let (r, reply) = send(&mut bridge, t0, hello, &mut events);
-    assert_eq!(r, Ok(()));
-    let mut got = client.receive(&reply);
-    if got.handshakes.first().map(|m| m[0]) == Some(HELLO_VERIFY_REQUEST) {
-        let body = &got.handshakes[0][12..];
-        let cookie = body[3..3 + usize::from(body[2])].to_vec();
-        let hello = client.client_hello(&cookie);
-        let (r, reply) = send(&mut bridge, t0, hello, &mut events);
-        assert_eq!(r, Ok(()));
-        got = client.receive(&reply);
-    }
-    let server_pub = client.on_server_flight(&got);
-    let flight5 = client.flight5(&server_pub, verify);
-    let (_, reply) = send(&mut bridge, t0, flight5.clone(), &mut events);
-    let mut got = client.receive(&reply);
+    let (client, flight5, mut got) = run_client(verify, &cert, |d| {
+        let r = bridge.handle_datagram(t0, peer, BytesMut::from(&d[..]), &ctx, &mut events);
+        assert!(r.is_ok() || bridge.is_failed(), "{r:?}");
+        drain(&mut bridge)
+    });
     let mut t = t0;
     while !bridge.is_connected() && !bridge.is_failed() && t < t0 + HANDSHAKE_TIMEOUT + Duration::from_secs(2) {
         t += Duration::from_secs(1);
         bridge.handle_timeout(t, &mut events);
-        let (_, reply) = send(&mut bridge, t, flight5.clone(), &mut events);
-        let more = client.receive(&reply);
+        let _ = bridge.handle_datagram(t, peer, BytesMut::from(&flight5[..]), &ctx, &mut events);
+        let more = client.receive(&drain(&mut bridge));
         got.change_cipher_spec |= more.change_cipher_spec;
         got.alerts.extend(more.alerts);
         got.encrypted_handshakes.extend(more.encrypted_handshakes);
     }
-    let server_finished_ok = client.server_finished_ok(&got);
     Outcome {
         connected: bridge.is_connected(),
         failed: bridge.is_failed(),
         bridge_ccs: got.change_cipher_spec,
-        server_finished_ok,
+        server_finished_ok: client.server_finished_ok(&got),
         alerts: got.alerts,
         slots_in_flight: slots.in_flight(),
         events,

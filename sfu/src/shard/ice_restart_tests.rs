@@ -40,7 +40,7 @@ impl Setup {
 
     /// Pass datagrams both ways and run both sides' timers, `STEP` at a time, until `done`
     /// holds (true) or `limit` of simulated time passed (false).
-    fn pump_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> bool {
+    pub(super) fn pump_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> bool {
         let end = self.now + limit;
         while self.now < end {
             if done(self) {
