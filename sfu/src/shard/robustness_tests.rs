@@ -546,3 +546,68 @@ fn dtls_certificate_without_certificate_verify_fails_and_is_counted() {
         }
     }
 }
+
+/// Case 21 through the shard, per source IP: five endpoints ICE-validated at one
+/// (non-loopback) IP each start a DTLS handshake; the fifth is refused and counted as
+/// `dtls_handshake_ip_cap` while an endpoint at another IP still starts. Expiring one of the
+/// four endpoints frees its slot, and the fifth endpoint's retransmission then starts.
+#[test]
+fn dtls_handshakes_per_source_ip_are_capped_and_counted() {
+    use super::tests::shard;
+    let (mut s, now) = shard(SfuConfig {
+        rng_seed: Some(21),
+        ..SfuConfig::default()
+    });
+    let slots = s.config.limits.dtls_handshakes.clone();
+    assert_eq!(slots.per_ip(), 4);
+    let at = |ep: u32| {
+        let ip = if ep == 6 { [198, 51, 100, 6] } else { [203, 0, 113, 9] };
+        SocketAddr::from((ip, 30_000 + ep as u16))
+    };
+    let r = s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) });
+    assert!(r.is_ok(), "{r:?}");
+    for ep in 1..=6 {
+        assert!(create(&mut s, now, 1, ep).is_ok());
+        let e = s
+            .conferences
+            .get_mut(&ConferenceId(1))
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(ep)))
+            .expect("endpoint exists");
+        e.selected = Some(at(ep));
+        e.ice_connected = true;
+        e.add_validated(at(ep));
+        e.dtls = Some(Dtls::new(Role::Server, local()));
+        s.by_addr.insert(at(ep), (ConferenceId(1), EndpointId(ep)));
+    }
+    let hello = || hello_fragment(100, 0, 0); // waits for the rest: a handshake in flight
+    for ep in 1..=5 {
+        s.handle_datagram(now, local(), at(ep), hello());
+    }
+    assert_eq!(drops(&s, "dtls_handshake_ip_cap"), 1);
+    assert_eq!(slots.in_flight_from(at(1).ip()), 4);
+    s.handle_datagram(now, local(), at(6), hello());
+    assert_eq!(slots.in_flight(), 5, "another IP is not affected");
+    assert_eq!(drops(&s, "dtls_handshake_ip_cap"), 1);
+    let started = |s: &Shard, ep: u32| {
+        s.conferences[&ConferenceId(1)].endpoints[&EndpointId(ep)]
+            .dtls
+            .as_ref()
+            .is_some_and(|d| d.pinned().is_some())
+    };
+    assert!(!started(&s, 5), "the refused handshake left no state");
+
+    let expire = Command::ExpireEndpoint {
+        conf: ConferenceId(1),
+        ep: EndpointId(1),
+    };
+    assert_eq!(s.handle_command(now, expire), Ok(Reply::Done));
+    assert_eq!(
+        slots.in_flight_from(at(1).ip()),
+        3,
+        "an expired endpoint frees its slot"
+    );
+    s.handle_datagram(now, local(), at(5), hello());
+    assert!(started(&s, 5), "the retransmission starts now");
+    assert_eq!(slots.in_flight_from(at(1).ip()), 4);
+    assert_eq!(drops(&s, "dtls_handshake_ip_cap"), 1);
+}
