@@ -896,6 +896,19 @@ mod tests {
         );
     }
 
+    /// `sfu.max_dtls_handshakes_per_ip` reaches the media core's handshake slots; 0 is refused.
+    #[test]
+    fn dtls_handshakes_per_ip_is_read_and_checked() {
+        assert_eq!(Config::default().sfu.max_dtls_handshakes_per_ip, 4);
+        let c = Config::from_toml("[sfu]\nmax_dtls_handshakes = 9\nmax_dtls_handshakes_per_ip = 2\n").unwrap();
+        c.validate().unwrap();
+        let slots = c.sfu_config().unwrap().limits.dtls_handshakes;
+        assert_eq!((slots.max(), slots.per_ip()), (9, 2));
+        let c = Config::from_toml("[sfu]\nmax_dtls_handshakes_per_ip = 0\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("sfu.max_dtls_handshakes_per_ip"), "{err}");
+    }
+
     /// `XMPP_DOMAIN` alone derives the auth and internal MUC domains the way docker does.
     #[test]
     fn xmpp_domain_derives_subdomains() {
