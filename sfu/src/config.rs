@@ -71,13 +71,22 @@ pub struct HandshakeSlots {
     inner: Arc<SlotTable>,
 }
 
-#[derive(Debug)]
 struct SlotTable {
     max: usize,
     per_ip: usize,
     in_flight: AtomicUsize,
     /// One entry per slot: the source key of the handshake holding it, or [`FREE`].
     sources: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for SlotTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeSlots")
+            .field("max", &self.max)
+            .field("per_ip", &self.per_ip)
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// A free entry of [`SlotTable::sources`]. `ffff:ffff:ffff:ffff::/64` is multicast, never
