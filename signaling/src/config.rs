@@ -40,6 +40,8 @@ pub struct SfuSection {
     pub max_ssrcs_per_endpoint: usize,
     /// DTLS handshakes in flight, bridge-wide (robustness.md §2.5).
     pub max_dtls_handshakes: usize,
+    /// DTLS handshakes in flight from one source IP (IPv6: one /64; loopback is exempt).
+    pub max_dtls_handshakes_per_ip: usize,
     /// SRTP profiles offered, in preference order: `aead_aes_128_gcm`, `aes_cm_128_hmac_sha1_80`.
     pub srtp_profiles: Vec<SrtpProfileName>,
     /// Seed for the non-cryptographic RNG; unset means random.
@@ -245,6 +247,7 @@ impl Default for SfuSection {
             max_endpoints_per_conference: d.limits.max_endpoints_per_conference,
             max_ssrcs_per_endpoint: d.limits.max_ssrcs_per_endpoint,
             max_dtls_handshakes: d.limits.dtls_handshakes.max(),
+            max_dtls_handshakes_per_ip: d.limits.dtls_handshakes.per_ip(),
             srtp_profiles: vec![SrtpProfileName::AeadAes128Gcm, SrtpProfileName::AesCm128HmacSha1_80],
             rng_seed: None,
             io_batch: d.io_batch,
@@ -577,6 +580,9 @@ impl Config {
                 return Err(invalid(key, "must be more than 0".into()));
             }
         }
+        if self.sfu.max_dtls_handshakes_per_ip == 0 {
+            return Err(invalid("sfu.max_dtls_handshakes_per_ip", "must be more than 0".into()));
+        }
         let l = &self.limits;
         if !(1..=100).contains(&l.memory_shed_percent) {
             return Err(invalid(
@@ -683,7 +689,10 @@ impl Config {
                 max_conferences: self.sfu.max_conferences,
                 max_endpoints_per_conference: self.sfu.max_endpoints_per_conference,
                 max_ssrcs_per_endpoint: self.sfu.max_ssrcs_per_endpoint,
-                dtls_handshakes: sfu::config::HandshakeSlots::new(self.sfu.max_dtls_handshakes),
+                dtls_handshakes: sfu::config::HandshakeSlots::with_per_ip(
+                    self.sfu.max_dtls_handshakes,
+                    self.sfu.max_dtls_handshakes_per_ip,
+                ),
             },
             srtp_profiles: self
                 .sfu
@@ -885,6 +894,19 @@ mod tests {
             Config::from_toml("[limits]\nmemory_limit_mb = 1\n").is_err(),
             "typo refused"
         );
+    }
+
+    /// `sfu.max_dtls_handshakes_per_ip` reaches the media core's handshake slots; 0 is refused.
+    #[test]
+    fn dtls_handshakes_per_ip_is_read_and_checked() {
+        assert_eq!(Config::default().sfu.max_dtls_handshakes_per_ip, 4);
+        let c = Config::from_toml("[sfu]\nmax_dtls_handshakes = 9\nmax_dtls_handshakes_per_ip = 2\n").unwrap();
+        c.validate().unwrap();
+        let slots = c.sfu_config().unwrap().limits.dtls_handshakes;
+        assert_eq!((slots.max(), slots.per_ip()), (9, 2));
+        let c = Config::from_toml("[sfu]\nmax_dtls_handshakes_per_ip = 0\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("sfu.max_dtls_handshakes_per_ip"), "{err}");
     }
 
     /// `XMPP_DOMAIN` alone derives the auth and internal MUC domains the way docker does.

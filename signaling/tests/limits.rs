@@ -133,6 +133,7 @@ async fn limits_refuse_with_clear_errors_change_nothing_and_are_counted() {
     config.sfu.max_endpoints_per_conference = MAX_ENDPOINTS;
     config.sfu.max_ssrcs_per_endpoint = MAX_SSRCS;
     config.sfu.max_dtls_handshakes = 7;
+    config.sfu.max_dtls_handshakes_per_ip = 3;
     let rest = free_port();
     config.rest.bind = SocketAddr::from(([127, 0, 0, 1], rest));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -221,6 +222,7 @@ async fn limits_refuse_with_clear_errors_change_nothing_and_are_counted() {
         MAX_SSRCS as f64
     );
     assert_eq!(sample(&m, r#"palim_limit{limit="dtls_handshakes_in_flight"}"#), 7.0);
+    assert_eq!(sample(&m, r#"palim_limit{limit="dtls_handshakes_per_ip"}"#), 3.0);
     assert_eq!(
         sample(&m, r#"palim_limit{limit="bridge_channel_message_bytes"}"#),
         sfu::bridge_channel::MAX_MESSAGE_LEN as f64
@@ -234,6 +236,7 @@ async fn limits_refuse_with_clear_errors_change_nothing_and_are_counted() {
         ("endpoints_per_conference", 1.0),
         ("ssrcs_per_endpoint", 1.0),
         ("dtls_handshakes_in_flight", 0.0),
+        ("dtls_handshakes_per_ip", 0.0),
         ("bridge_channel_message_bytes", 0.0),
         ("bridge_channel_messages_per_second", 0.0),
     ] {

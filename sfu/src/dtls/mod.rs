@@ -11,6 +11,8 @@
 //! offers it (and the bridge config allows it), else AES_CM_128_HMAC_SHA1_80.
 
 pub mod client_hello;
+#[cfg(test)]
+pub(crate) mod tests_no_cert_verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use rtc_dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc_shared::TransportProtocol;
 
-use crate::config::{HandshakeSlot, HandshakeSlots, SrtpProfile};
+use crate::config::{HandshakeSlot, HandshakeSlots, SlotRefused, SrtpProfile};
 use crate::control::Fingerprint;
 use crate::srtp::{new_session, split_keying_material, Profile, Srtp};
 use client_hello::{Feed, HelloAssembler};
@@ -139,6 +141,8 @@ pub enum DtlsDrop {
     Rejected,
     /// The bridge-wide cap on handshakes in flight is reached; the handshake is not started.
     HandshakeLimit,
+    /// The per-source-IP cap on handshakes in flight is reached; the handshake is not started.
+    HandshakeIpCap,
 }
 
 impl DtlsDrop {
@@ -148,6 +152,7 @@ impl DtlsDrop {
             DtlsDrop::Failed => "dtls_failed",
             DtlsDrop::Rejected => "dtls_rejected",
             DtlsDrop::HandshakeLimit => "dtls_handshake_limit",
+            DtlsDrop::HandshakeIpCap => "dtls_handshake_ip_cap",
         }
     }
 }
@@ -158,7 +163,7 @@ pub struct DtlsContext<'a> {
     pub cert: &'a LocalCert,
     pub fingerprints: &'a [Fingerprint],
     pub allowed: &'a [SrtpProfile],
-    /// The bridge-wide cap on handshakes in flight.
+    /// The caps on handshakes in flight (bridge-wide and per source IP).
     pub slots: &'a HandshakeSlots,
 }
 
@@ -210,10 +215,13 @@ impl Dtls {
             Ok(c) => c,
             Err(e) => return self.fail(e, out),
         };
-        // Over the cap: not started; the shard calls `connect` again on its next drive.
-        let Some(slot) = ctx.slots.try_acquire() else {
-            tracing::debug!(%remote, "DTLS handshake cap reached; client handshake deferred");
-            return;
+        // Over a cap: not started; the shard calls `connect` again on its next drive.
+        let slot = match ctx.slots.try_acquire(remote.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%remote, ?why, "DTLS handshake cap reached; client handshake deferred");
+                return;
+            }
         };
         self.slot = Some(slot);
         self.key = Some(remote);
@@ -234,10 +242,12 @@ impl Dtls {
         out: &mut Vec<DtlsEvent>,
     ) -> Result<(), DtlsDrop> {
         if matches!(self.state, State::AwaitHello { .. }) && self.slot.is_none() {
-            // The first datagram of a handshake needs a slot under the bridge-wide cap.
-            match ctx.slots.try_acquire() {
-                Some(s) => self.slot = Some(s),
-                None => return Err(DtlsDrop::HandshakeLimit),
+            // The first datagram of a handshake needs a slot under the bridge-wide and the
+            // per-source-IP cap. Refused datagrams leave no state behind.
+            match ctx.slots.try_acquire(from.ip()) {
+                Ok(s) => self.slot = Some(s),
+                Err(SlotRefused::Bridge) => return Err(DtlsDrop::HandshakeLimit),
+                Err(SlotRefused::PerIp) => return Err(DtlsDrop::HandshakeIpCap),
             }
         }
         // The session is keyed by the first address; records from another ICE-validated

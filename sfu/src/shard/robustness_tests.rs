@@ -484,3 +484,130 @@ fn wrong_fingerprint_fails_the_handshake_in_both_roles() {
         assert!(dtls_connected(&events) && !failed, "{role:?}: control connects");
     }
 }
+
+/// Case 19 through the shard: on an ICE-connected endpoint expecting the hand-built
+/// client's certificate (`dtls::tests_no_cert_verify`), a flight 5 without CertificateVerify
+/// gets no ChangeCipherSpec/Finished back, no SRTP context and no `DtlsConnected`; the
+/// handshake fails at `dtls::HANDSHAKE_TIMEOUT` and is counted in `dtls_failures`. The
+/// control: the same client with its CertificateVerify connects (SRTP context installed,
+/// nothing counted).
+#[test]
+fn dtls_certificate_without_certificate_verify_fails_and_is_counted() {
+    use super::ice_restart_tests::{addr, connected, PEER};
+    use crate::dtls::tests_no_cert_verify::{client_cert, run_client, Verify};
+    for verify in [Verify::Missing, Verify::Correct] {
+        let (mut t, _bridge) = connected();
+        let cert = client_cert();
+        let (conf, ep) = (t.conf, t.ep);
+        let e =
+            t.s.conferences
+                .get_mut(&conf)
+                .and_then(|c| c.endpoints.get_mut(&ep))
+                .expect("the endpoint");
+        e.remote.fingerprints = vec![cert.fingerprint.clone()];
+        let peer = addr(PEER);
+        let now = t.now;
+        let s = &mut t.s;
+        let (client, _, got) = run_client(verify, &cert, |d| {
+            s.handle_datagram(now, local(), peer, BytesMut::from(&d[..]));
+            std::iter::from_fn(|| s.poll_transmit())
+                .filter(|tx| tx.remote == peer && demux::classify(&tx.data) == Kind::Dtls)
+                .map(|tx| tx.data)
+                .collect()
+        });
+        let finished = got.change_cipher_spec && client.server_finished_ok(&got);
+        let dtls_done = |t: &super::ice_restart_tests::Setup| {
+            t.ep().srtp.is_some() || t.ep().dtls.as_ref().is_some_and(|d| d.is_failed())
+        };
+        let done = t.pump_until(crate::dtls::HANDSHAKE_TIMEOUT + Duration::from_secs(2), dtls_done);
+        assert!(done, "{verify:?}: the handshake ends one way or the other");
+        let (mut connected_events, mut failed_reasons) = (0, Vec::new());
+        while let Some(ev) = t.s.poll_event() {
+            match ev {
+                Event::DtlsConnected { .. } => connected_events += 1,
+                Event::DtlsFailed { reason, .. } => failed_reasons.push(reason),
+                _ => {}
+            }
+        }
+        let failures = t.s.stats().dtls_failures;
+        if verify == Verify::Missing {
+            assert!(!finished, "the bridge does not finish its side");
+            assert!(t.ep().srtp.is_none(), "no SRTP context");
+            assert_eq!(connected_events, 0);
+            assert_eq!(failures, 1, "the failure is counted");
+            assert_eq!(failed_reasons, ["handshake timeout"]);
+            assert!(t.now >= now + crate::dtls::HANDSHAKE_TIMEOUT);
+        } else {
+            assert!(finished, "control: the bridge's Finished verifies");
+            assert!(t.ep().srtp.is_some(), "control: SRTP context installed");
+            assert_eq!(connected_events, 1);
+            assert_eq!(failures, 0);
+            assert!(failed_reasons.is_empty());
+        }
+    }
+}
+
+/// Case 21 through the shard, per source IP: five endpoints ICE-validated at one
+/// (non-loopback) IP each start a DTLS handshake; the fifth is refused and counted as
+/// `dtls_handshake_ip_cap` while an endpoint at another IP still starts. Expiring one of the
+/// four endpoints frees its slot, and the fifth endpoint's retransmission then starts.
+#[test]
+fn dtls_handshakes_per_source_ip_are_capped_and_counted() {
+    use super::tests::shard;
+    let (mut s, now) = shard(SfuConfig {
+        rng_seed: Some(21),
+        ..SfuConfig::default()
+    });
+    let slots = s.config.limits.dtls_handshakes.clone();
+    assert_eq!(slots.per_ip(), 4);
+    let at = |ep: u32| {
+        let ip = if ep == 6 { [198, 51, 100, 6] } else { [203, 0, 113, 9] };
+        SocketAddr::from((ip, 30_000 + ep as u16))
+    };
+    let r = s.handle_command(now, Command::CreateConference { conf: ConferenceId(1) });
+    assert!(r.is_ok(), "{r:?}");
+    for ep in 1..=6 {
+        assert!(create(&mut s, now, 1, ep).is_ok());
+        let e = s
+            .conferences
+            .get_mut(&ConferenceId(1))
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(ep)))
+            .expect("endpoint exists");
+        e.selected = Some(at(ep));
+        e.ice_connected = true;
+        e.add_validated(at(ep));
+        e.dtls = Some(Dtls::new(Role::Server, local()));
+        s.by_addr.insert(at(ep), (ConferenceId(1), EndpointId(ep)));
+    }
+    let hello = || hello_fragment(100, 0, 0); // waits for the rest: a handshake in flight
+    for ep in 1..=5 {
+        s.handle_datagram(now, local(), at(ep), hello());
+    }
+    assert_eq!(drops(&s, "dtls_handshake_ip_cap"), 1);
+    assert_eq!(slots.in_flight_from(at(1).ip()), 4);
+    s.handle_datagram(now, local(), at(6), hello());
+    assert_eq!(slots.in_flight(), 5, "another IP is not affected");
+    assert_eq!(drops(&s, "dtls_handshake_ip_cap"), 1);
+    let started = |s: &Shard, ep: u32| {
+        s.conferences[&ConferenceId(1)].endpoints[&EndpointId(ep)]
+            .dtls
+            .as_ref()
+            .is_some_and(|d| d.pinned().is_some())
+    };
+    assert!(!started(&s, 5), "the refused handshake left no state");
+
+    let expire = Command::ExpireEndpoint {
+        conf: ConferenceId(1),
+        ep: EndpointId(1),
+    };
+    assert_eq!(s.handle_command(now, expire), Ok(Reply::Done));
+    assert_eq!(
+        slots.in_flight_from(at(1).ip()),
+        3,
+        "an expired endpoint frees its slot"
+    );
+    s.handle_datagram(now, local(), at(5), hello());
+    assert!(started(&s, 5), "the retransmission starts now");
+    assert_eq!(slots.in_flight_from(at(1).ip()), 4);
+    assert_eq!(drops(&s, "dtls_handshake_ip_cap"), 1);
+}

@@ -140,6 +140,7 @@ pub struct LimitReport {
     pub max_endpoints_per_conference: usize,
     pub max_ssrcs_per_endpoint: usize,
     pub max_dtls_handshakes: usize,
+    pub max_dtls_handshakes_per_ip: usize,
     /// DTLS handshakes holding a slot now (bridge-wide).
     pub dtls_handshakes_in_flight: usize,
     pub refused_conferences: u64,
@@ -363,6 +364,7 @@ impl Colibri2Handler {
             max_endpoints_per_conference: l.max_endpoints_per_conference,
             max_ssrcs_per_endpoint: l.max_ssrcs_per_endpoint,
             max_dtls_handshakes: l.dtls_handshakes.max(),
+            max_dtls_handshakes_per_ip: l.dtls_handshakes.per_ip(),
             dtls_handshakes_in_flight: l.dtls_handshakes.in_flight(),
             refused_conferences: r.conferences.load(Ordering::Relaxed),
             refused_endpoints: r.endpoints.load(Ordering::Relaxed),

@@ -411,7 +411,7 @@ fn families(s: &Snapshot) -> Vec<Family> {
             .sum::<u64>()
     };
     let l = &s.limits;
-    let limits: [(&str, f64, u64); 7] = [
+    let limits: [(&str, f64, u64); 8] = [
         ("conferences", l.max_conferences as f64, l.refused_conferences),
         (
             "endpoints_per_conference",
@@ -423,6 +423,11 @@ fn families(s: &Snapshot) -> Vec<Family> {
             "dtls_handshakes_in_flight",
             l.max_dtls_handshakes as f64,
             drop_count("dtls_handshake_limit"),
+        ),
+        (
+            "dtls_handshakes_per_ip",
+            l.max_dtls_handshakes_per_ip as f64,
+            drop_count("dtls_handshake_ip_cap"),
         ),
         (
             "bridge_channel_message_bytes",
