@@ -575,7 +575,7 @@ fn dtls_handshakes_per_source_ip_are_capped_and_counted() {
             .expect("endpoint exists");
         e.selected = Some(at(ep));
         e.ice_connected = true;
-        e.add_validated(at(ep));
+        e.add_validated(at(ep), now);
         e.dtls = Some(Dtls::new(Role::Server, local()));
         s.by_addr.insert(at(ep), (ConferenceId(1), EndpointId(ep)));
     }
