@@ -58,6 +58,15 @@ const RECENT_BUCKETS: i64 = 3;
 const ISOLATED: Duration = Duration::from_secs(1);
 /// Probe clusters tracked at once.
 const MAX_CLUSTERS: usize = 4;
+/// A decrease within [`ISOLATED`] of the previous one needs this many of the trendline's
+/// [`TREND_WINDOW`] packet groups to have been sent after the previous one. Before, the second
+/// overuse signal one RTT later was mostly the same queue (packets sent before the cut, the
+/// trend's regression still over them), and the second cut from the draining link's 150 ms
+/// rate put the estimate 30 % under a lossy 2 Mbit/s link in single 1 s dips (docs/bwe.md).
+const FOLLOW_UP_EVIDENCE: usize = TREND_WINDOW / 2;
+/// ... unless the acknowledged rate of the last 150 ms is below this fraction of the estimate
+/// (above the 5–10 % random loss a lossy link takes off what it delivers).
+const FOLLOW_UP_SHORTFALL: f64 = 0.9;
 
 /// The overuse detector's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -489,6 +498,11 @@ pub struct SendSideBwe {
     last_rr: Option<Instant>,
     min_history: [(Option<Instant>, f64); 64],
     min_head: usize,
+    /// Send time (µs, [`SendSideBwe::micros`]) of the last delay-based decrease, and how many
+    /// packet groups sent after it the trendline has taken in since (see
+    /// [`FOLLOW_UP_EVIDENCE`]).
+    decrease_send_us: Option<i64>,
+    groups_after_decrease: usize,
     stats: BweStats,
 }
 
@@ -541,6 +555,8 @@ impl SendSideBwe {
             last_rr: None,
             min_history: [(None, 0.0); 64],
             min_head: 0,
+            decrease_send_us: None,
+            groups_after_decrease: 0,
             stats: BweStats::default(),
         }
     }
@@ -698,13 +714,42 @@ impl SendSideBwe {
             }
             _ => {
                 let robust = decrease_base(self.recent_bps, self.recent_peak_bps, self.acked_bps);
+                let usage = if usage == BandwidthUsage::Overusing && !self.overuse_is_news(now) {
+                    // The queue the last decrease answered, still draining: hold.
+                    BandwidthUsage::Underusing
+                } else {
+                    usage
+                };
+                let before = self.aimd.last_decrease;
                 self.aimd
-                    .update(usage, self.acked_bps, self.recent_bps, robust, rtt, now)
+                    .update(usage, self.acked_bps, self.recent_bps, robust, rtt, now);
+                if self.aimd.last_decrease != before {
+                    self.decrease_send_us = Some(self.micros(now));
+                    self.groups_after_decrease = 0;
+                }
             }
         }
         self.stats.delay_based_bps = self.aimd.bps as u64;
         self.stats.acked_bps = self.acked_bps.map_or(0, |a| a as u64);
         self.update_loss_based(now);
+    }
+
+    /// Whether an overuse signal may decrease again so soon after the last decrease (within
+    /// [`ISOLATED`]): only when at least [`FOLLOW_UP_EVIDENCE`] of the trendline's groups were
+    /// sent after it, or the link now delivers clearly less than the estimate it was cut to
+    /// ([`FOLLOW_UP_SHORTFALL`], the last 150 ms: the cut was not enough, as after a capacity
+    /// drop, and the next one follows one RTT later as before).
+    fn overuse_is_news(&self, now: Instant) -> bool {
+        let Some(d) = self.aimd.last_decrease else {
+            return true;
+        };
+        if now.saturating_duration_since(d) >= ISOLATED {
+            return true;
+        }
+        if self.recent_bps.is_some_and(|r| r < FOLLOW_UP_SHORTFALL * self.aimd.bps) {
+            return true;
+        }
+        self.groups_after_decrease >= FOLLOW_UP_EVIDENCE
     }
 
     /// Whether a loss period starting at `start` began before the last delay-based decrease
@@ -796,6 +841,9 @@ impl SendSideBwe {
             return;
         }
         let cur = *cur;
+        if self.decrease_send_us.is_some_and(|d| cur.first_send >= d) {
+            self.groups_after_decrease += 1;
+        }
         if let Some(prev) = self.previous {
             let send_delta = (cur.last_send - prev.last_send) as f64 / 1000.0;
             let recv_delta = (cur.last_arrival - prev.last_arrival) as f64 / 1000.0;

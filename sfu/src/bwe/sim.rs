@@ -421,7 +421,7 @@ fn bursty_random_loss_and_rtt() {
 /// (0.75 Mbit/s of 360p media in frame bursts, padding bursts up to the estimate every 15 ms,
 /// RTX of lost media, periodic probes at 2 x the estimate) on a 2 Mbit/s link with 5 % random
 /// loss and 100 ms RTT, without and with 5 ms of per-packet delay jitter. Required (issue 6):
-/// within 30 % of the capacity from 10 s on.
+/// within 30 % of the capacity from 10 s on; asserted: 20 %.
 #[test]
 fn app_limited_random_loss_and_rtt() {
     let mut worst_all: f64 = 0.0;
@@ -459,7 +459,9 @@ fn app_limited_random_loss_and_rtt() {
             worst_all = worst_all.max(worst);
         }
     }
-    assert!(worst_all <= 0.3, "worst {:.1} % off", worst_all * 100.0);
+    // Issue 6 asks for 30 %. 20 % here: before a follow-up decrease needed post-decrease
+    // evidence (`FOLLOW_UP_EVIDENCE` in gcc.rs) the worst of these ten runs was 24.6 %, now 18.1 %.
+    assert!(worst_all <= 0.2, "worst {:.1} % off", worst_all * 100.0);
 }
 
 /// A moderate capacity drop (2 → 1.4 Mbit/s at 15 s, 25 ms one way, paced and bursty): how
