@@ -126,6 +126,7 @@ struct Counters {
     bytes_rx: u64,
     bytes_tx: u64,
     dtls_failures: u64,
+    dtls_fingerprint_mismatches: u64,
     ice_failures: u64,
     /// Endpoints whose media moved to a new address (NAT rebinding, `rebind.rs`).
     ice_rebinds: u64,
@@ -1066,6 +1067,7 @@ impl Shard {
             bytes_received: c.bytes_rx,
             bytes_sent: c.bytes_tx,
             dtls_failures: c.dtls_failures,
+            dtls_fingerprint_mismatches: c.dtls_fingerprint_mismatches,
             ice_failures: c.ice_failures,
             ice_rebinds: c.ice_rebinds,
             keyframe_requests_forwarded: c.keyframe_forwarded,
@@ -1496,6 +1498,9 @@ fn on_dtls_events(now: Instant, ep: &mut Endpoint, devs: Vec<DtlsEvent>, io: &mu
             DtlsEvent::Failed(reason) => {
                 tracing::warn!(parent: &ep.span, %reason, "DTLS failed");
                 io.c.dtls_failures += 1;
+                if ep.dtls.as_ref().is_some_and(|d| d.fingerprint_mismatched()) {
+                    io.c.dtls_fingerprint_mismatches += 1;
+                }
                 io.events.push_back(Event::DtlsFailed {
                     conf: ep.conf,
                     ep: ep.id,

@@ -14,6 +14,9 @@ pub struct Stats {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub dtls_failures: u64,
+    /// DTLS handshakes failed because the peer's certificate matched none of the signalled
+    /// fingerprints (robustness.md case 18); also counted in `dtls_failures`.
+    pub dtls_fingerprint_mismatches: u64,
     pub ice_failures: u64,
     /// Endpoints whose media moved to a new ICE-authenticated address (NAT rebinding,
     /// robustness.md case 17).

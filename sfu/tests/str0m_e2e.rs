@@ -383,6 +383,10 @@ async fn wrong_fingerprint_fails_only_that_endpoint() {
     )));
     let stats = sfu.handle.stats().await;
     assert_eq!(stats.dtls_failures, 1, "{stats:?}");
+    assert_eq!(
+        stats.dtls_fingerprint_mismatches, 1,
+        "counted as a fingerprint mismatch: {stats:?}"
+    );
     assert_eq!(stats.endpoints_connected, 2);
     for p in &peers {
         if p.tag == 3 {

@@ -128,6 +128,9 @@ pub struct Dtls {
     local: SocketAddr,
     /// Held from the handshake's first datagram (or `connect`) until it connects or fails.
     slot: Option<HandshakeSlot>,
+    /// Set by the certificate check when the peer's certificate matched none of the signalled
+    /// fingerprints (robustness.md case 18: `dtls_fingerprint_mismatch`).
+    mismatch: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a datagram was not accepted (for drop counters).
@@ -185,6 +188,7 @@ impl Dtls {
             started: None,
             local,
             slot: None,
+            mismatch: Arc::default(),
         }
     }
 
@@ -211,7 +215,7 @@ impl Dtls {
             return;
         }
         let profiles: Vec<SrtpProtectionProfile> = ctx.allowed.iter().map(|p| to_dtls_profile(*p)).collect();
-        let cfg = match build_config(ctx, profiles, true) {
+        let cfg = match build_config(ctx, profiles, true, &self.mismatch) {
             Ok(c) => c,
             Err(e) => return self.fail(e, out),
         };
@@ -272,7 +276,7 @@ impl Dtls {
                     }
                     Feed::Complete(offered) => {
                         let chosen = choose_profile(&offered, ctx.allowed);
-                        let cfg = match build_config(ctx, vec![chosen], false) {
+                        let cfg = match build_config(ctx, vec![chosen], false, &self.mismatch) {
                             Ok(c) => c,
                             Err(e) => {
                                 self.fail(e, out);
@@ -359,6 +363,12 @@ impl Dtls {
         }
     }
 
+    /// Whether the handshake failed because the peer's certificate matched none of the
+    /// signalled fingerprints.
+    pub fn fingerprint_mismatched(&self) -> bool {
+        self.mismatch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn fail(&mut self, reason: String, out: &mut Vec<DtlsEvent>) {
         self.slot = None;
         if !self.is_failed() {
@@ -433,13 +443,18 @@ fn build_config(
     ctx: &DtlsContext<'_>,
     profiles: Vec<SrtpProtectionProfile>,
     is_client: bool,
+    mismatch: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<HandshakeConfig, String> {
     let fps: Vec<Fingerprint> = ctx.fingerprints.to_vec();
+    let mismatch = Arc::clone(mismatch);
     let verify: rtc_dtls::config::VerifyPeerCertificateFn = Arc::new(move |certs, _chains| {
-        // Pure and cheap: rtc-dtls may call this more than once per handshake.
+        // Cheap, and idempotent: rtc-dtls may call this more than once per handshake.
         match certs.first() {
             Some(der) if fingerprint_matches(der, &fps) => Ok(()),
-            _ => Err(rtc_shared::error::Error::ErrNoMatchingCertificateFingerprint),
+            _ => {
+                mismatch.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(rtc_shared::error::Error::ErrNoMatchingCertificateFingerprint)
+            }
         }
     });
     ConfigBuilder::default()

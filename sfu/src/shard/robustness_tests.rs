@@ -362,6 +362,22 @@ fn dtls_pair(
     bridge_fp_ok: bool,
     peer_profiles: &[crate::config::SrtpProfile],
 ) -> (Vec<crate::dtls::DtlsEvent>, bool, Vec<crate::dtls::DtlsEvent>) {
+    let (events, failed, peer, _) = dtls_pair_with(bridge_role, bridge_fp_ok, peer_profiles);
+    (events, failed, peer)
+}
+
+/// [`dtls_pair`], also returning the bridge's [`Dtls`](crate::dtls::Dtls) and whether it
+/// sent a fatal alert record (content type 21, level 2 when readable) to the peer.
+fn dtls_pair_with(
+    bridge_role: Role,
+    bridge_fp_ok: bool,
+    peer_profiles: &[crate::config::SrtpProfile],
+) -> (
+    Vec<crate::dtls::DtlsEvent>,
+    bool,
+    Vec<crate::dtls::DtlsEvent>,
+    (crate::dtls::Dtls, bool),
+) {
     use crate::config::{HandshakeSlots, SrtpProfile};
     use crate::dtls::{Dtls, DtlsContext, LocalCert};
     let provider = rtc_dtls::crypto_provider::default_provider().expect("aws-lc-rs provider");
@@ -416,11 +432,13 @@ fn dtls_pair(
         peer.connect(now, bridge_addr, &peer_ctx, &mut p_events);
     }
     let mut t = now;
+    let mut alert = false;
     for _ in 0..200 {
         while let Some(d) = peer.poll_transmit() {
             let _ = bridge.handle_datagram(t, peer_addr, d, &bridge_ctx, &mut b_events);
         }
         while let Some(d) = bridge.poll_transmit() {
+            alert |= has_alert_record(&d);
             let _ = peer.handle_datagram(t, bridge_addr, d, &peer_ctx, &mut p_events);
         }
         if (bridge.is_connected() && peer.is_connected()) || bridge.is_failed() {
@@ -430,7 +448,27 @@ fn dtls_pair(
         bridge.handle_timeout(t, &mut b_events);
         peer.handle_timeout(t, &mut p_events);
     }
-    (b_events, bridge.is_failed(), p_events)
+    while let Some(d) = bridge.poll_transmit() {
+        alert |= has_alert_record(&d);
+    }
+    let failed = bridge.is_failed();
+    (b_events, failed, p_events, (bridge, alert))
+}
+
+/// Whether a DTLS datagram holds an alert record (content type 21): plaintext at epoch 0
+/// (then its level must be fatal, 2), or encrypted after ChangeCipherSpec (the type is still
+/// in the record header).
+fn has_alert_record(d: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(h) = d.get(at..at + 13) {
+        let len = usize::from(u16::from_be_bytes([h[11], h[12]]));
+        let epoch = u16::from_be_bytes([h[3], h[4]]);
+        if h[0] == 21 && (epoch > 0 || d.get(at + 13) == Some(&2)) {
+            return true;
+        }
+        at += 13 + len;
+    }
+    false
 }
 
 fn dtls_connected(events: &[crate::dtls::DtlsEvent]) -> bool {
@@ -477,11 +515,17 @@ fn client_hello_without_use_srtp_gets_no_srtp_context() {
 fn wrong_fingerprint_fails_the_handshake_in_both_roles() {
     let gcm = [crate::config::SrtpProfile::AeadAes128Gcm];
     for role in [Role::Server, Role::Client] {
-        let (events, failed, _) = dtls_pair(role, false, &gcm);
+        let (events, failed, _, (bridge, alert)) = dtls_pair_with(role, false, &gcm);
         assert!(!dtls_connected(&events), "{role:?}: no SRTP context");
         assert!(failed, "{role:?}: the handshake fails");
-        let (events, failed, _) = dtls_pair(role, true, &gcm);
+        assert!(bridge.fingerprint_mismatched(), "{role:?}: failed on the fingerprint");
+        assert!(alert, "{role:?}: the peer is sent a fatal alert");
+        let (events, failed, _, (bridge, alert)) = dtls_pair_with(role, true, &gcm);
         assert!(dtls_connected(&events) && !failed, "{role:?}: control connects");
+        assert!(
+            !bridge.fingerprint_mismatched() && !alert,
+            "{role:?}: control: no mismatch, no alert"
+        );
     }
 }
 

@@ -167,6 +167,13 @@ fn families(s: &Snapshot) -> Vec<Family> {
         core.dtls_failures as f64,
     );
     one(
+        P,
+        "dtls_fingerprint_mismatch",
+        Counter,
+        "DTLS handshakes failed because the peer's certificate matched no signalled fingerprint.",
+        core.dtls_fingerprint_mismatches as f64,
+    );
+    one(
         J,
         "packets_received",
         Counter,

@@ -444,6 +444,7 @@ pub fn stats_map(s: &Snapshot, version: &str) -> Map<String, Value> {
         json!(core.rtp_packets_sent + core.rtcp_packets_sent),
     );
     put("dtls_failed_endpoints", json!(core.dtls_failures));
+    put("dtls_fingerprint_mismatch", json!(core.dtls_fingerprint_mismatches));
     put("total_ice_failed", json!(core.ice_failures));
     put("endpoints_ice_failed", json!(core.ice_failures));
     put("ice_rebinds", json!(core.ice_rebinds));

@@ -492,6 +492,7 @@ async fn metrics_in_prometheus_and_openmetrics() {
         "jitsi_jvb_xmpp_disconnects",
         "palim_dropped_packets",
         "palim_ice_rebinds",
+        "palim_dtls_fingerprint_mismatch",
     ] {
         assert!(names.iter().any(|n| n == jvb), "missing {jvb}");
     }
