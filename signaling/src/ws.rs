@@ -129,6 +129,11 @@ pub struct WsStats {
     pub messages_sent: AtomicU64,
     /// Received messages dropped: the socket's queue to the core was full.
     pub received_dropped: AtomicU64,
+    /// Received messages dropped at the socket, over the endpoint's bridge-channel rate
+    /// (`sfu::receiver::CHANNEL_RATE`, burst as many): a flood costs frame decoding only, not a
+    /// copy, a core command and a JSON parse per message (robustness.md case 37). The core
+    /// applies the same limit to what passes (and to the SCTP data channel).
+    pub rate_limited: AtomicU64,
     /// Received messages the core refused (its own counters say why).
     pub core_refused: AtomicU64,
     /// Binary messages (not part of the protocol; ignored).
@@ -160,6 +165,7 @@ impl WsStats {
             ("messages_received", &self.messages_received),
             ("messages_sent", &self.messages_sent),
             ("received_dropped", &self.received_dropped),
+            ("rate_limited", &self.rate_limited),
             ("core_refused", &self.core_refused),
             ("binary_ignored", &self.binary_ignored),
             ("too_large", &self.too_large),
@@ -436,6 +442,7 @@ async fn run_socket(mut socket: WebSocket, target: WebSocketTarget, app: App) {
     tokio::spawn(forward_to_core(in_rx, core.clone(), conf, ep, hub.clone()));
 
     let settings = app.settings.clone();
+    let mut rate = sfu::receiver::MessageRate::default();
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
     let ended = loop {
@@ -466,7 +473,9 @@ async fn run_socket(mut socket: WebSocket, target: WebSocketTarget, app: App) {
                     }
                     Some(Ok(Message::Text(text))) => {
                         hub.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                        if in_tx.try_send(text.as_str().to_owned()).is_err() {
+                        if !rate.allow(std::time::Instant::now()) {
+                            hub.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        } else if in_tx.try_send(text.as_str().to_owned()).is_err() {
                             hub.stats.received_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }

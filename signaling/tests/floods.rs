@@ -388,8 +388,9 @@ async fn websocket_flood_is_rate_limited_and_other_endpoints_keep_working() {
         other = Some(sink);
 
         // The bridge reads every message; each flooded one is then forwarded, counted as
-        // rate-limited by the core (`channel_rate_limited`), or dropped before the core because
-        // the socket's queue to it (`ws::IN_QUEUE`) was full (`..._received_dropped`).
+        // rate-limited at the socket (`colibri_web_socket_rate_limited`) or by the core
+        // (`channel_rate_limited`), or dropped before the core because the socket's queue to it
+        // (`ws::IN_QUEUE`) was full (`..._received_dropped`).
         let delta = |s: &Value, k: &str| s[k].as_u64().unwrap_or(0) - base[k].as_u64().unwrap_or(0);
         let forwarded_now = || {
             received[1..]
@@ -403,7 +404,7 @@ async fn websocket_flood_is_rate_limited_and_other_endpoints_keep_working() {
         let (forwarded, limited, queue_dropped, read) = loop {
             let s = p.stats().await;
             let forwarded = forwarded_now();
-            let limited = delta(&s, "drops_channel_rate_limited");
+            let limited = delta(&s, "drops_channel_rate_limited") + delta(&s, "colibri_web_socket_rate_limited");
             let queue_dropped = delta(&s, "colibri_web_socket_received_dropped");
             let read = delta(&s, "colibri_web_socket_messages_received");
             if read >= sent + other_sent && forwarded + limited + queue_dropped >= sent {
