@@ -1,4 +1,4 @@
-//! Robustness cases 14, 37 and 39 (robustness.md §4) against the `palim` binary as a child
+//! Robustness cases 14, 37, 38 and 39 (robustness.md §4) against the `palim` binary as a child
 //! process, so that its CPU time (`/proc/<pid>/stat` utime + stime) is the bridge's alone and its
 //! REST listener is the one the binary really opens. Everything on loopback.
 //!
@@ -11,6 +11,9 @@
 //!   at most 50 msg/s + the burst of 50 from it, every flooded message is either forwarded or
 //!   counted as `channel_rate_limited`, another endpoint's messages (10/s) all arrive, and the
 //!   bridge's CPU during the flood is measured.
+//! * Case 38: 1,000 websocket upgrade attempts per second for 3 s on the public port (wrong
+//!   passwords, every tenth a valid one) while 5 endpoints keep their sockets and talk: every
+//!   attempt answered, file descriptors and RSS back, no steady socket closed or message lost.
 //! * Case 14: Binding requests with unknown ufrags (signed, with FINGERPRINT) from 256
 //!   loopback source addresses: no response at all, every request counted as `unknown_ufrag`
 //!   (or, if the kernel dropped it, by the socket's drop counter), CPU per request measured.
@@ -590,4 +593,190 @@ async fn unknown_ufrag_stun_flood_gets_no_response_and_is_counted() {
     assert!(cpu / busy.as_secs_f64() < 1.0, "palim used more than a core");
     let after = p.stats().await;
     assert_eq!(after["endpoints"], 1, "the real endpoint is untouched: {after}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Case 38
+
+/// Resident memory (VmRSS) of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Open file descriptors of `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// One raw upgrade request for `path` on `port`: the status code of the answer (0: none, the
+/// connection failed or closed first).
+async fn upgrade_status(port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return 0;
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[got..])).await {
+            Ok(Ok(n)) if n > 0 => got += n,
+            _ => return 0,
+        }
+    }
+    std::str::from_utf8(&buf[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Case 38: 1,000 websocket upgrade attempts per second for 3 s on the public port (wrong
+/// passwords, and a valid one for an endpoint that keeps being replaced), while 5 endpoints
+/// keep their sockets and exchange messages. Bounded: every attempt answered (403 or 101) or
+/// counted, the bridge's file descriptors back to where they were and its RSS within 8 MiB of
+/// it afterwards; existing sockets unaffected: none closed, every message between them
+/// delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_flood_leaves_existing_sockets_alone() {
+    let _one_at_a_time = FLOODING.lock().await;
+    const STEADY: usize = 5;
+    const RATE: u64 = 1_000;
+    const SECS: u64 = 3;
+    let (udp, rest, public) = (free_udp_port(), free_tcp_port(), free_tcp_port());
+    let p = Palim::with_config("ws-upgrades", &config(udp, rest, public), rest).await;
+    let mut urls = Vec::new();
+    for i in 0..=STEADY {
+        urls.push(
+            p.allocate("m-upgrades", i == 0, &format!("up{i}"))
+                .await
+                .expect("a websocket URL"),
+        );
+    }
+    // Paths as the public server sees them: the steady endpoints' own, and the last one's
+    // (valid, replaced on every upgrade) and with a wrong password.
+    let path_of = |url: &str| {
+        let rest = url.split_once("://").expect("scheme").1;
+        rest[rest.find('/').expect("path")..].to_owned()
+    };
+    let replaced_path = path_of(&urls[STEADY]);
+    let wrong_path = format!("{}x", replaced_path);
+    let mut sinks = Vec::new();
+    let mut inboxes = Vec::new();
+    for url in &urls[..STEADY] {
+        let (ws, resp) = tokio_tungstenite::connect_async(url.as_str()).await.expect("upgrade");
+        assert_eq!(resp.status(), 101);
+        let (sink, mut stream) = ws.split();
+        sinks.push(sink);
+        let inbox = Arc::new(std::sync::Mutex::new((Vec::<u64>::new(), false)));
+        let mine = inbox.clone();
+        tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                match m {
+                    Ok(Message::Text(t)) => {
+                        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                            continue;
+                        };
+                        if let Some(n) = v["msgPayload"]["n"].as_u64() {
+                            mine.lock().expect("not poisoned").0.push(n);
+                        }
+                    }
+                    Ok(Message::Close(_)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            mine.lock().expect("not poisoned").1 = true;
+        });
+        inboxes.push(inbox);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, fds0) = (rss_kib(p.pid()), fds(p.pid()));
+    let base = p.stats().await;
+
+    // Endpoint 0 broadcasts every 50 ms throughout.
+    let mut talker = sinks.remove(0);
+    let talk = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut n = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while started.elapsed() < Duration::from_secs(SECS + 1) {
+            tick.tick().await;
+            let m = json!({"colibriClass": "EndpointMessage", "to": "", "msgPayload": {"n": n}});
+            talker.send(Message::text(m.to_string())).await.expect("talker's send");
+            n += 1;
+        }
+        (n, talker)
+    });
+    // The flood: one attempt per ms, each in its own task; every 10th with the valid path.
+    let started = Instant::now();
+    let mut attempts = Vec::new();
+    for k in 0..RATE * SECS {
+        let path = if k % 10 == 0 {
+            replaced_path.clone()
+        } else {
+            wrong_path.clone()
+        };
+        attempts.push(tokio::spawn(async move { upgrade_status(public, &path).await }));
+        tokio::time::sleep_until((started + Duration::from_millis(k + 1)).into()).await;
+    }
+    let flood_time = started.elapsed();
+    let mut codes = std::collections::BTreeMap::new();
+    for a in attempts {
+        *codes.entry(a.await.expect("attempt task")).or_insert(0u64) += 1;
+    }
+    let (talked, _talker) = talk.await.expect("talker");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = p.stats().await;
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - base[k].as_u64().unwrap_or(0);
+    // Sockets of the replaced endpoint (and the attempts' connections) closed by now.
+    let mut fds1 = fds(p.pid());
+    let settle = Instant::now();
+    while fds1 > fds0 + 1 && settle.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fds1 = fds(p.pid());
+    }
+    let rss1 = rss_kib(p.pid());
+    println!(
+        "case 38: {} upgrade attempts in {flood_time:?}: answers {codes:?}; refused_auth +{}, connections +{}, \
+         replaced +{}; palim fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB; {talked} messages from a steady socket",
+        RATE * SECS,
+        delta("colibri_web_socket_refused_auth"),
+        delta("colibri_web_socket_connections"),
+        delta("colibri_web_socket_replaced"),
+    );
+    let wrong = RATE * SECS - RATE * SECS / 10;
+    assert_eq!(
+        codes.get(&403).copied().unwrap_or(0),
+        wrong,
+        "every wrong password answered 403: {codes:?}"
+    );
+    assert_eq!(
+        codes.get(&101).copied().unwrap_or(0),
+        RATE * SECS / 10,
+        "every valid upgrade answered: {codes:?}"
+    );
+    assert_eq!(delta("colibri_web_socket_refused_auth"), wrong);
+    assert!(fds1 <= fds0 + 1, "file descriptors {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 8 * 1024, "RSS {rss0} -> {rss1} KiB");
+    for (i, inbox) in inboxes.iter().enumerate().skip(1) {
+        let (got, closed) = &*inbox.lock().expect("not poisoned");
+        assert!(!closed, "steady socket {i} was closed");
+        let want: Vec<u64> = (0..talked).collect();
+        assert_eq!(got, &want, "steady socket {i} got every message, in order");
+    }
+    assert!(
+        !inboxes[0].lock().expect("not poisoned").1,
+        "the talker's socket stayed open"
+    );
 }
