@@ -362,9 +362,10 @@ mod tests {
                 })
             })
             .collect();
-        for t in threads {
-            assert!(t.join().expect("no panic") > 0);
-        }
+        // Not every thread need get a slot: on 2 cores one may run its whole loop while the
+        // others, descheduled, hold up to 9 (≥ the cap of 8). Together they must.
+        let got: usize = threads.into_iter().map(|t| t.join().expect("no panic")).sum();
+        assert!(got > 0);
         assert_eq!(slots.in_flight(), 0);
         assert_eq!((0..3).map(|i| slots.in_flight_from(v4(i))).sum::<usize>(), 0);
     }

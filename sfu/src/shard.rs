@@ -3928,21 +3928,7 @@ mod tests {
             set_vp8(&mut s, now, ep);
             connect_plain(&mut s, c, ep);
         }
-        if let Some(r) = s
-            .conferences
-            .get_mut(&c)
-            .and_then(|c| c.endpoints.get_mut(&EndpointId(4)))
-        {
-            r.ws_open = true;
-            r.ws_active = true;
-        }
-        let constraints = Command::BridgeChannelMessage {
-            conf: c,
-            ep: EndpointId(4),
-            text: r#"{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{"maxHeight":180}}"#
-                .into(),
-        };
-        assert_eq!(s.handle_command(now, constraints), Ok(Reply::Done));
+        receiver_asks(&mut s, now, c, 4, 180);
         let local: SocketAddr = "127.0.0.1:10000".parse().expect("literal");
         // Input at 320x180 (encodings 80x45, 160x90, 320x180), then at 1280x720 from frame 60.
         let size = |e: usize, n: u16| {
@@ -4142,14 +4128,28 @@ mod tests {
             if rewriting {
                 r.recv.slots = Some(Box::new(SlotPools::new(&[(601, 602)], &[501])));
             }
+        }
+        receiver_asks(s, now, c, 4, 720);
+    }
+
+    /// Endpoint `ep` of `c` gets a bridge channel (an open websocket) and sends
+    /// ReceiverVideoConstraints with default `maxHeight`.
+    pub(super) fn receiver_asks(s: &mut Shard, now: Instant, c: ConferenceId, ep: u32, max_height: i32) {
+        if let Some(r) = s
+            .conferences
+            .get_mut(&c)
+            .and_then(|c| c.endpoints.get_mut(&EndpointId(ep)))
+        {
             r.ws_open = true;
             r.ws_active = true;
         }
+        let text = format!(
+            r#"{{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{{"maxHeight":{max_height}}}}}"#
+        );
         let constraints = Command::BridgeChannelMessage {
             conf: c,
-            ep: EndpointId(4),
-            text: r#"{"colibriClass":"ReceiverVideoConstraints","lastN":-1,"defaultConstraints":{"maxHeight":720}}"#
-                .into(),
+            ep: EndpointId(ep),
+            text,
         };
         assert_eq!(s.handle_command(now, constraints), Ok(Reply::Done));
     }
