@@ -61,38 +61,44 @@ async fn five_mib_stanza_through_prosody_keeps_palim_and_its_conferences() {
 }
 
 /// Phase 1: Prosody's default limit.
-async fn stopped_by_prosody(prosody: Prosody) {
-    let mut focus = TestFocus::join(&prosody).await;
-    let mut palim = PalimProcess::start(&prosody, "palim-huge", PalimConfig::default());
+/// A focus and a palim in the brewery, with one conference (`meeting`, in `room`) the bridge
+/// must keep; the focus's session count before the huge stanza.
+async fn setup(prosody: &Prosody, name: &str, meeting: &str, room: &str) -> (TestFocus, PalimProcess, u64) {
+    let mut focus = TestFocus::join(prosody).await;
+    let palim = PalimProcess::start(prosody, name, PalimConfig::default());
     focus
         .wait_presence(&palim.nick, Duration::from_secs(30), |ev| {
             ev.available && ev.stats.is_some()
         })
         .await;
     palim.wait_xmpp_connected(1.0, Duration::from_secs(5)).await;
-
-    // A conference the bridge must keep.
-    let meeting = "31313131-0000-0000-0000-000000000001";
     palim
         .modify(
             &focus,
             "create",
-            conference_modify(meeting, Some("huge@muc.example"), &endpoint_create("aaaa")),
+            conference_modify(meeting, Some(room), &endpoint_create("aaaa")),
         )
         .await;
     let sessions_before = focus.client.state().sessions;
+    (focus, palim, sessions_before)
+}
 
+/// Sends the 5 MiB conference-modify for `meeting` to `palim`; it must not be answered.
+async fn send_huge(focus: &TestFocus, palim: &PalimProcess, meeting: &str, wait: Duration, label: &str) {
     let (big, len) = huge_request(meeting);
     let t = Instant::now();
-    let r = focus
-        .client
-        .send_iq(&palim.occupant(), IqType::Get, big, Duration::from_secs(20))
-        .await;
+    let r = focus.client.send_iq(&palim.occupant(), IqType::Get, big, wait).await;
     println!(
-        "case 31 (Prosody default): {len}-byte conference-modify through Prosody: {r:?} after {:?}",
+        "case 31 ({label}): {len}-byte conference-modify: {r:?} after {:?}",
         t.elapsed()
     );
     assert!(r.is_err(), "a 5 MiB stanza was answered: {r:?}");
+}
+
+async fn stopped_by_prosody(prosody: Prosody) {
+    let meeting = "31313131-0000-0000-0000-000000000001";
+    let (focus, mut palim, sessions_before) = setup(&prosody, "palim-huge", meeting, "huge@muc.example").await;
+    send_huge(&focus, &palim, meeting, Duration::from_secs(20), "Prosody default").await;
     // Prosody closed the focus's stream; the focus logs in and joins again.
     wait_state(&focus.client, Duration::from_secs(30), "focus reconnected", |s| {
         s.sessions > sessions_before && s.all_joined()
@@ -143,35 +149,9 @@ async fn stopped_by_prosody(prosody: Prosody) {
 
 /// Phase 2: Prosody passes the stanza on; Palim's reader refuses it.
 async fn refused_by_palim(prosody: Prosody) {
-    let mut focus = TestFocus::join(&prosody).await;
-    let mut palim = PalimProcess::start(&prosody, "palim-huge2", PalimConfig::default());
-    focus
-        .wait_presence(&palim.nick, Duration::from_secs(30), |ev| {
-            ev.available && ev.stats.is_some()
-        })
-        .await;
-    palim.wait_xmpp_connected(1.0, Duration::from_secs(5)).await;
     let meeting = "31313131-0000-0000-0000-000000000002";
-    palim
-        .modify(
-            &focus,
-            "create",
-            conference_modify(meeting, Some("huge2@muc.example"), &endpoint_create("aaaa")),
-        )
-        .await;
-    let sessions_before = focus.client.state().sessions;
-
-    let (big, len) = huge_request(meeting);
-    let t = Instant::now();
-    let r = focus
-        .client
-        .send_iq(&palim.occupant(), IqType::Get, big, Duration::from_secs(10))
-        .await;
-    println!(
-        "case 31 (Prosody limit 16 MiB): {len}-byte conference-modify: {r:?} after {:?}",
-        t.elapsed()
-    );
-    assert!(r.is_err(), "a 5 MiB stanza was answered: {r:?}");
+    let (mut focus, mut palim, sessions_before) = setup(&prosody, "palim-huge2", meeting, "huge2@muc.example").await;
+    send_huge(&focus, &palim, meeting, Duration::from_secs(10), "Prosody limit 16 MiB").await;
     let focus_state = focus.client.state();
     println!(
         "case 31 (Prosody limit 16 MiB): focus sessions {sessions_before} -> {}",
