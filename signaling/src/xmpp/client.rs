@@ -40,6 +40,9 @@ pub struct ConnectionState {
     pub sessions: u64,
     /// The error that ended the last session or connection attempt.
     pub last_error: Option<String>,
+    /// Stanzas over the size limit that were skipped (an IQ request among them answered with
+    /// an error) instead of ending the session.
+    pub oversized_stanzas: u64,
 }
 
 impl ConnectionState {
@@ -441,6 +444,7 @@ impl<H: IqHandler> Session<'_, H> {
             tokio::select! {
                 ev = read_event(rd, reader, buf) => match ev? {
                     XmlEvent::Stanza(el) => self.handle_stanza(el).await?,
+                    XmlEvent::Oversized(top) => self.handle_oversized(top).await?,
                     XmlEvent::StreamClose => return Err(XmppError::StreamClosed),
                     XmlEvent::StreamOpen { .. } => {
                         return Err(XmppError::Protocol("second stream header".into()))
@@ -486,6 +490,31 @@ impl<H: IqHandler> Session<'_, H> {
                 Ok(())
             }
         }
+    }
+
+    /// A stanza over the size limit, skipped by the reader (`top`: its top element without
+    /// children). An IQ request gets an error answer (robustness.md case 31: an error, the
+    /// session stays up, nothing changes); anything else is dropped.
+    async fn handle_oversized(&mut self, top: Element) -> Result<(), XmppError> {
+        self.state_tx.send_modify(|st| st.oversized_stanzas += 1);
+        let (from, to, id) = (top.attr("from"), top.attr("to"), top.attr("id"));
+        warn!(
+            name = top.name(),
+            ?from,
+            ?id,
+            limit = self.cfg.max_stanza_size,
+            "stanza over the size limit skipped"
+        );
+        let request = top.is("iq", ns::CLIENT) && matches!(top.attr("type"), Some("get" | "set"));
+        if !request || id.is_none() {
+            return Ok(());
+        }
+        let err = StanzaError::new(
+            Condition::PolicyViolation,
+            format!("stanza larger than {} bytes", self.cfg.max_stanza_size),
+        );
+        let reply = build_reply(id, from, to, &IqResponse::Error(err));
+        self.write(&reply).await
     }
 
     async fn handle_iq(&mut self, el: Element) -> Result<(), XmppError> {

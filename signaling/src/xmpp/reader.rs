@@ -11,11 +11,15 @@
 //!   class of attack cannot be expressed.
 //! * One stanza may use at most `max_stanza_size` bytes of XML, counted as the parser consumes
 //!   them (whitespace since the previous stanza included), so memory for a stanza is bounded
-//!   before it is complete.
+//!   before it is complete. A stanza over it is not kept: the reader drops what it built, parses
+//!   on to the stanza's end without storing anything, and reports it as
+//!   [`XmlEvent::Oversized`] with only its top element's attributes, so the client can answer an
+//!   IQ with an error and keep its session (robustness.md case 31). Skipping ends with an error
+//!   after [`SKIP_FACTOR`] times the limit.
 //! * One stanza may nest at most `max_depth` elements (the element tree is dropped
 //!   recursively, so depth is stack).
 //!
-//! Any violation is a [`ReadError`], after which the caller drops the connection.
+//! Any other violation is a [`ReadError`], after which the caller drops the connection.
 
 use minidom::rxml::{self, Event, Parse, WithOptions};
 use minidom::Element;
@@ -32,7 +36,14 @@ pub(crate) enum XmlEvent {
     Stanza(Element),
     /// `</stream:stream>`.
     StreamClose,
+    /// A stanza over the size limit, skipped: its top element (name, namespace, attributes),
+    /// without children.
+    Oversized(Element),
 }
+
+/// A stanza being skipped may run to this many times the size limit before the connection is
+/// given up.
+pub(crate) const SKIP_FACTOR: usize = 64;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -62,6 +73,8 @@ pub(crate) struct XmlReader {
     stanza_bytes: usize,
     max_stanza_size: usize,
     max_depth: usize,
+    /// Skipping an oversized stanza: its top element, and how many of its elements are open.
+    skip: Option<(Element, usize)>,
 }
 
 impl XmlReader {
@@ -82,6 +95,7 @@ impl XmlReader {
             stanza_bytes: 0,
             max_stanza_size,
             max_depth: max_depth.max(1),
+            skip: None,
         }
     }
 
@@ -120,7 +134,22 @@ impl XmlReader {
             // Count bytes as the parser takes them, not per event: rxml buffers a text token
             // internally until it ends, so per-event counting would see it too late.
             self.stanza_bytes = self.stanza_bytes.saturating_add(used);
-            if self.stanza_bytes > self.max_stanza_size {
+            if self.stanza_bytes > self.max_stanza_size && self.skip.is_none() {
+                if self.stack.is_empty() {
+                    // Not inside a stanza (whitespace between stanzas): nothing to answer.
+                    return Err(ReadError::StanzaTooLarge {
+                        limit: self.max_stanza_size,
+                    });
+                }
+                // Keep the top element's attributes only; the tree built so far is dropped.
+                let depth = self.stack.len();
+                let top = self.stack.swap_remove(0);
+                self.stack.clear();
+                let mut bare = Element::bare(top.name(), top.ns());
+                *bare.attrs_mut() = top.attrs().clone();
+                self.skip = Some((bare, depth));
+            }
+            if self.skip.is_some() && self.stanza_bytes > self.max_stanza_size.saturating_mul(SKIP_FACTOR) {
                 return Err(ReadError::StanzaTooLarge {
                     limit: self.max_stanza_size,
                 });
@@ -144,6 +173,21 @@ impl XmlReader {
     }
 
     fn handle(&mut self, ev: Event) -> Result<Option<XmlEvent>, ReadError> {
+        if let Some((_, depth)) = self.skip.as_mut() {
+            match ev {
+                Event::StartElement(..) => *depth += 1,
+                Event::EndElement(_) => {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        let (top, _) = self.skip.take().expect("matched Some above");
+                        self.stanza_bytes = 0;
+                        return Ok(Some(XmlEvent::Oversized(top)));
+                    }
+                }
+                Event::XmlDeclaration(..) | Event::Text(..) => {}
+            }
+            return Ok(None);
+        }
         match ev {
             Event::XmlDeclaration(..) => Ok(None),
             Event::StartElement(_, (ns, name), attrs) => {
@@ -338,7 +382,39 @@ mod tests {
         }
     }
 
-    /// A stanza over the byte bound is an error before it completes (memory stays bounded).
+    /// A stanza over the byte bound is not kept: what was built is dropped at once, the rest
+    /// is parsed without storing anything, and the stanza comes out as `Oversized` with only
+    /// its top element's attributes; the stream goes on with the next stanza.
+    #[test]
+    fn oversized_stanza_is_skipped_and_reported() {
+        let mut r = XmlReader::new(1000, 64);
+        let evs = read_all(
+            &mut r,
+            &[
+                HEADER.as_bytes(),
+                b"<iq id='big' type='set' from='a@b/c'><x xmlns='urn:x'><y>",
+            ],
+        )
+        .unwrap();
+        assert_eq!(evs.len(), 1);
+        let filler = vec![b'x'; 400];
+        for _ in 0..10 {
+            assert!(read_all(&mut r, &[&filler]).unwrap().is_empty());
+            assert!(r.stack.is_empty() || r.skip.is_none(), "nothing kept while skipping");
+        }
+        let evs = read_all(&mut r, &[b"</y><z/></x></iq><presence id='next'/>"]).unwrap();
+        let [XmlEvent::Oversized(top), XmlEvent::Stanza(next)] = &evs[..] else {
+            panic!("{evs:?}");
+        };
+        assert_eq!(
+            (top.name(), top.attr("id"), top.attr("type"), top.attr("from")),
+            ("iq", Some("big"), Some("set"), Some("a@b/c"))
+        );
+        assert_eq!(top.children().count(), 0);
+        assert_eq!((next.name(), next.attr("id")), ("presence", Some("next")));
+    }
+
+    /// Skipping is bounded too: past `SKIP_FACTOR` times the limit the stream is given up.
     #[test]
     fn stanza_size_bound() {
         let mut r = XmlReader::new(1000, 64);
@@ -347,7 +423,7 @@ mod tests {
         evs.clear();
         let filler = vec![b'x'; 400];
         let mut result = Ok(Vec::new());
-        for _ in 0..10 {
+        for _ in 0..(SKIP_FACTOR * 1000 / 400 + 2) {
             result = read_all(&mut r, &[&filler]);
             if result.is_err() {
                 break;

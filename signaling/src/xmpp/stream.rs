@@ -256,6 +256,9 @@ impl<S: IoStream> Conn<S> {
                     )));
                 }
                 XmlEvent::StreamClose => return Err(XmppError::StreamClosed),
+                XmlEvent::Oversized(el) => {
+                    return Err(XmppError::Protocol(format!("oversized <{}> before login", el.name())))
+                }
             }
         }
     }
@@ -268,6 +271,7 @@ impl<S: IoStream> Conn<S> {
             }
             XmlEvent::StreamClose => Err(XmppError::StreamClosed),
             XmlEvent::StreamOpen { .. } => Err(XmppError::Protocol("second stream header".into())),
+            XmlEvent::Oversized(el) => Err(XmppError::Protocol(format!("oversized <{}> before login", el.name()))),
         }
     }
 
