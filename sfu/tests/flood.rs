@@ -19,8 +19,8 @@ use bytes::BytesMut;
 use common::{payload, Client, PT_OPUS, PT_VP8};
 use sfu::config::{HandshakeSlots, SrtpProfile};
 use sfu::control::{
-    Fingerprint, GroupSemantics, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport, RtpExtension, Setup,
-    SourceDescription, SsrcGroup,
+    Fingerprint, GroupSemantics, LocalTransport, MediaDescription, MediaKind, PayloadType, RemoteTransport,
+    RtpExtension, Setup, SourceDescription, SsrcGroup,
 };
 use sfu::driver::{start, Sfu};
 use sfu::dtls::{Dtls, DtlsContext, DtlsEvent, LocalCert, Role};
@@ -596,7 +596,11 @@ async fn nack_flood_through_a_live_bridge_is_bounded_and_spares_other_receivers(
     let res = tokio::task::spawn_blocking(move || {
         connect_all(&mut [&mut s, &mut b], &mut a);
         let mut sender = Sender::new(Instant::now());
-        let mut run = |s: &mut Client, b: &mut Client, a: &mut Keyed, d: Duration, mut each: Box<dyn FnMut(&mut Keyed, Instant) + '_>| {
+        let mut run = |s: &mut Client,
+                       b: &mut Client,
+                       a: &mut Keyed,
+                       d: Duration,
+                       mut each: Box<dyn FnMut(&mut Keyed, Instant) + '_>| {
             let end = Instant::now() + d;
             while Instant::now() < end {
                 let now = Instant::now();
@@ -626,7 +630,9 @@ async fn nack_flood_through_a_live_bridge_is_bounded_and_spares_other_receivers(
             Duration::from_secs(3),
             Box::new(|a: &mut Keyed, now: Instant| {
                 let due = ((now - t0).as_micros() / 1000) as u64;
-                let Some((ssrc, newest)) = a.rx.newest_video else { return };
+                let Some((ssrc, newest)) = a.rx.newest_video else {
+                    return;
+                };
                 while nacks < due.min(3000) {
                     // 15 pairs of 17 numbers and one of 1: 256.
                     let pairs = (0..16u16).map(|j| NackPair {
@@ -640,7 +646,12 @@ async fn nack_flood_through_a_live_bridge_is_bounded_and_spares_other_receivers(
         );
         let flood_secs = t0.elapsed().as_secs_f64();
         let during = rx_and_loss(&b, 1, b1);
-        let a2 = (a.rx.video_bytes, a.rx.resent_bytes, a.rx.media_packets, a.rx.resent_packets);
+        let a2 = (
+            a.rx.video_bytes,
+            a.rx.resent_bytes,
+            a.rx.media_packets,
+            a.rx.resent_packets,
+        );
         (base, during, a1, a2, nacks, flood_secs)
     })
     .await
@@ -681,7 +692,10 @@ async fn nack_flood_through_a_live_bridge_is_bounded_and_spares_other_receivers(
         d.get("nack_too_many_seqs").copied().unwrap_or(0) == 0,
         "256 numbers per NACK are within the per-packet cap: {d:?}"
     );
-    assert!(d.get("nack_over_budget").copied().unwrap_or(0) > 0, "the budget held some back: {d:?}");
+    assert!(
+        d.get("nack_over_budget").copied().unwrap_or(0) > 0,
+        "the budget held some back: {d:?}"
+    );
     // B unaffected: rate ≥ 90 % of the baseline (both windows 3 s), nothing lost.
     assert!(
         during.0 * 10 >= base.0 * 9,
@@ -689,7 +703,11 @@ async fn nack_flood_through_a_live_bridge_is_bounded_and_spares_other_receivers(
         base.0,
         during.0
     );
-    assert_eq!(during.1, 0, "B lost packets during the flood (baseline lost {})", base.1);
+    assert_eq!(
+        during.1, 0,
+        "B lost packets during the flood (baseline lost {})",
+        base.1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,7 +747,12 @@ async fn ssrc_churn(learn_cap: Option<usize>) -> Churn {
         connect_all(&mut [&mut s, &mut b], &mut a);
         let mut sender = Sender::new(Instant::now());
         // Media (S sending unless `quiet`), and `each` every loop, for `d`.
-        let mut run = |s: &mut Client, b: &mut Client, a: &mut Keyed, d: Duration, quiet: bool, each: &mut dyn FnMut(&mut Keyed) -> bool| {
+        let mut run = |s: &mut Client,
+                       b: &mut Client,
+                       a: &mut Keyed,
+                       d: Duration,
+                       quiet: bool,
+                       each: &mut dyn FnMut(&mut Keyed) -> bool| {
             let start = Instant::now();
             loop {
                 let now = Instant::now();
@@ -841,7 +864,11 @@ async fn ssrc_churn(learn_cap: Option<usize>) -> Churn {
 /// packet is a counted drop (`reason`), RSS growth below `rss_bound_kib`, B unaffected.
 fn check_churn(r: &Churn, state_cap: u64, reason: &str, rss_bound_kib: u64) {
     assert_eq!(r.sent, 100_000, "churn packets sent");
-    assert!(r.passed <= state_cap, "{} SSRCs passed SRTP (cap {state_cap})", r.passed);
+    assert!(
+        r.passed <= state_cap,
+        "{} SSRCs passed SRTP (cap {state_cap})",
+        r.passed
+    );
     let dropped = r.drops.get(reason).copied().unwrap_or(0);
     // Loopback may lose a few datagrams under CPU starvation: 1 %.
     assert!(
@@ -891,4 +918,167 @@ async fn ssrc_churn_through_a_live_endpoint_is_capped_by_the_srtp_session() {
     // 10^5 packets.
     check_churn(&r, cap, "srtp_ssrc_limit", 16 * 1024);
     assert!(r.passed >= cap * 9 / 10, "SRTP state fills up to its cap: {}", r.passed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Case 24: forged tags at volume.
+
+/// A (keyed) sends audio on its signalled SSRC, sequence numbers from 65,400 so they wrap
+/// mid-flood; B (str0m) receives it. From A's validated 5-tuple, `n` SRTP packets with A's
+/// SSRCs, sequence numbers at or ahead of (or far from) A's next one, and random bytes where
+/// the encrypted payload and tag go. None may authenticate, advance the replay window or the
+/// ROC: every legitimate packet (before, during and after the flood, across the wrap) still
+/// decrypts and reaches B.
+async fn forged_tags(n: u64, burst: u64) {
+    common::init_log();
+    let sfu = bridge(SfuConfig {
+        rng_seed: Some(24),
+        ..SfuConfig::default()
+    })
+    .await;
+    let mut b = str0m_endpoint(&sfu, 2).await;
+    let mut a = keyed_endpoint(&sfu, 3, sources(3)).await;
+    b.expect_rx(audio_ssrc(3), video_ssrc(3));
+    let handle = sfu.handle.clone();
+    let rt = tokio::runtime::Handle::current();
+    let r = tokio::task::spawn_blocking(move || {
+        connect_all(&mut [&mut b], &mut a);
+        let legit: std::cell::RefCell<Vec<u16>> = Default::default();
+        let mut seq: u16 = 65_400;
+        let mut next_legit = Instant::now();
+        let mut rng = Rng(0x2424_2424_2424_2424);
+        // Legitimate audio every 20 ms; `each` every loop until it returns true or `d` passes.
+        let mut run = |a: &mut Keyed, b: &mut Client, d: Duration, each: &mut dyn FnMut(&mut Keyed, u16) -> bool| {
+            let start = Instant::now();
+            while start.elapsed() < d {
+                let now = Instant::now();
+                if now >= next_legit {
+                    let ts = u32::from(seq).wrapping_mul(960);
+                    assert!(
+                        a.send_rtp(PT_OPUS, audio_ssrc(3), seq, ts, &[0xA5; 80]),
+                        "legit packet protected"
+                    );
+                    legit.borrow_mut().push(seq);
+                    seq = seq.wrapping_add(1);
+                    next_legit += Duration::from_millis(20);
+                }
+                a.drive(now);
+                b.drive(now);
+                if each(a, seq) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            start.elapsed().as_secs_f64()
+        };
+        run(&mut a, &mut b, Duration::from_secs(1), &mut |_, _| false);
+        let st0 = rt.block_on(handle.stats());
+        let (mut forged, mut buf) = (0u64, [0u8; 108]);
+        let flood_secs = run(&mut a, &mut b, Duration::from_secs(600), &mut |a, next| {
+            for _ in 0..burst {
+                if forged == n {
+                    return true;
+                }
+                let r = rng.next();
+                let fseq = match r % 8 {
+                    // The very next legitimate sequence number, or just ahead of it.
+                    0 | 1 => next,
+                    2 | 3 => next.wrapping_add(1 + (r >> 8) as u16 % 64),
+                    // Further ahead, across the wrap while the legitimate ones near it.
+                    4 | 5 => next.wrapping_add(64 + (r >> 8) as u16 % 2000),
+                    // Half the sequence space away (a ROC guess of ±1) or anywhere.
+                    6 => next.wrapping_add(32_768 + (r >> 8) as u16 % 256),
+                    _ => (r >> 8) as u16,
+                };
+                // Mostly the audio SSRC (which has state), some the video SSRC (none yet).
+                let ssrc = if r >> 60 == 0 { video_ssrc(3) } else { audio_ssrc(3) };
+                buf[0] = 0x80;
+                buf[1] = if ssrc == video_ssrc(3) { PT_VP8 } else { PT_OPUS };
+                buf[2..4].copy_from_slice(&fseq.to_be_bytes());
+                buf[4..8].copy_from_slice(&(u32::from(fseq).wrapping_mul(960)).to_be_bytes());
+                buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                for c in buf[12..].chunks_mut(8) {
+                    let x = rng.next().to_le_bytes();
+                    c.copy_from_slice(&x[..c.len()]);
+                }
+                if a.send_raw(&buf) {
+                    forged += 1;
+                }
+            }
+            false
+        });
+        let legit_at_flood_end = legit.borrow().len();
+        // One more second of legitimate audio, then let it drain.
+        run(&mut a, &mut b, Duration::from_secs(1), &mut |_, _| false);
+        let end = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < end {
+            a.drive(Instant::now());
+            b.drive(Instant::now());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let st1 = rt.block_on(handle.stats());
+        let got: HashSet<u16> = b
+            .received
+            .iter()
+            .filter(|p| p.ssrc == audio_ssrc(3))
+            .map(|p| p.seq)
+            .collect();
+        let legit = legit.take();
+        let missing: Vec<u16> = legit.iter().copied().filter(|s| !got.contains(s)).collect();
+        (forged, flood_secs, legit, legit_at_flood_end, missing, st0, st1)
+    })
+    .await
+    .expect("client thread");
+    let (forged, flood_secs, legit, legit_at_flood_end, missing, st0, st1) = r;
+    let delta = |k: &str| drop_count(&st1, k) - drop_count(&st0, k);
+    let auth = delta("srtp_auth_failed");
+    let replay = delta("srtp_replay");
+    let wrapped = legit.windows(2).any(|w| w[1] < w[0]);
+    eprintln!(
+        "forged tags: {forged} in {flood_secs:.1} s ({:.0}/s); srtp_auth_failed {auth}, srtp_replay {replay}; \
+         legitimate packets {} ({} by the end of the flood, wrapped: {wrapped}), missing at B {}: {:?}; drops {:?}",
+        forged as f64 / flood_secs,
+        legit.len(),
+        legit_at_flood_end,
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        st1.drops
+    );
+    assert_eq!(forged, n, "forged packets sent");
+    assert!(wrapped, "the legitimate sequence numbers wrapped during the run");
+    // A forged packet behind the replay window (or on an index already received) is refused
+    // as `srtp_replay` before its tag is checked; any other as `srtp_auth_failed`.
+    let refused = auth + replay;
+    assert!(
+        refused <= forged,
+        "more SRTP refusals ({auth} + {replay}) than forged packets: a legitimate one was refused"
+    );
+    // Loopback may lose a few datagrams under CPU starvation: 1 %.
+    assert!(
+        refused * 100 >= forged * 99,
+        "{refused} of {forged} forged packets counted"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} legitimate packets did not reach B",
+        missing.len()
+    );
+}
+
+/// Case 24 in CI: 10^5 forged packets (`PALIM_FLOOD_FORGED` overrides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tags_do_not_advance_the_replay_window_or_roc() {
+    let n = std::env::var("PALIM_FLOOD_FORGED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    forged_tags(n, 25).await;
+}
+
+/// Case 24 at robustness.md's 10^6 (docs/security.md §4 has the command and the result):
+/// `cargo test --release -p sfu --test flood forged_tags_at_a_million -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "10^6 packets: a release-build manual run"]
+async fn forged_tags_at_a_million_do_not_advance_the_replay_window_or_roc() {
+    forged_tags(1_000_000, 60).await;
 }
