@@ -45,12 +45,8 @@ fn rtx_ssrc(tag: u8) -> u32 {
 
 /// The tests in this file run one at a time: the churn tests measure the process's RSS, and
 /// each wants the CPU the flood's bridge needs (2 cores in CI).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    // A failed test poisons the lock; the next test still runs.
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// (tokio's lock: held across awaits, not poisoned by a failed test.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn vm_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -590,7 +586,7 @@ type Each<'a> = Box<dyn FnMut(&mut Keyed, Instant) + 'a>;
 /// its pre-flood rate with no loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_flood_through_a_live_bridge_is_bounded_and_spares_other_receivers() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     common::init_log();
     let sfu = bridge(SfuConfig {
         rng_seed: Some(26),
@@ -736,7 +732,7 @@ struct Churn {
 /// (robustness.md: over 60 s).
 /// `learn_cap` overrides `max_ssrcs_per_endpoint` (default 64).
 async fn ssrc_churn(learn_cap: Option<usize>) -> Churn {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     common::init_log();
     let mut config = SfuConfig {
         rng_seed: Some(29),
@@ -946,7 +942,7 @@ async fn ssrc_churn_through_a_live_endpoint_is_capped_by_the_srtp_session() {
 /// ROC: every legitimate packet (before, during and after the flood, across the wrap) still
 /// decrypts and reaches B.
 async fn forged_tags(n: u64, burst: u64) {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     common::init_log();
     let sfu = bridge(SfuConfig {
         rng_seed: Some(24),
