@@ -168,10 +168,10 @@ max_residual_loss_percent = 0.1
 
 /// 2 Mbit/s downlink, 5 % random loss, 100 ms RTT: the bridge's estimate stays within 30 % of
 /// the capacity from 10 s into the measured window. Was `#[ignore]`d at 16 of 18 passing runs
-/// (the two failures 30.9 and 31.4 %: single 1 s dips where a second decrease one RTT after the
-/// first answered the same queue); since a follow-up decrease needs overuse in packets sent
-/// after the first (`FOLLOW_UP_EVIDENCE` in sfu/src/bwe/gcc.rs): 16.3–22.8 % off in 6 of 6 runs
-/// (2026-11-30, two helpers building beside them).
+/// (the failures 30.9 and 31.4 %: single 1 s dips). Since a follow-up decrease needs overuse in
+/// packets sent after the first, and an isolated one takes the learnt link capacity as its
+/// base (sfu/src/bwe/gcc.rs, docs/bwe.md): 14.6–17.2 % off in 9 of 9 runs (2026-11-30, helpers
+/// building beside them).
 #[test]
 fn bwe_lossy_rtt_estimate_near_capacity() {
     let checks = run(

@@ -368,7 +368,20 @@ impl Aimd {
                 // too noisy to skip the once-per-RTT limit on.
                 let collapsed = acked.is_some_and(|a| a < 0.5 * self.bps);
                 if !recently || collapsed {
-                    let base = throughput.unwrap_or(self.bps);
+                    let mut base = throughput.unwrap_or(self.bps);
+                    // An isolated overuse while the link still delivers what it did (no
+                    // collapse of the last 150 ms) and the estimate is below the link capacity
+                    // learnt from earlier overuses: a burst's queue (an unpaced keyframe, a
+                    // padding tick), not a lower capacity. The cut goes to β × that capacity at
+                    // the most, not to β × the application-limited rate (which put a lossy
+                    // 2 Mbit/s link's estimate at 1.36 Mbit/s); a capacity that did fall shows
+                    // as a shortfall and the follow-up cut one RTT later uses the raw window.
+                    let steady = matches!((recent, acked), (Some(r), Some(a)) if r >= 0.5 * a);
+                    if isolated && steady {
+                        if let Some(cap) = self.link.estimate_kbps {
+                            base = base.max(cap * 1000.0);
+                        }
+                    }
                     let mut decreased = BETA * base;
                     if decreased > self.bps {
                         if let Some(e) = self.link.estimate_kbps {
