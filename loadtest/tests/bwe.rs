@@ -170,7 +170,7 @@ max_residual_loss_percent = 0.1
 /// the capacity from 10 s into the measured window. Was `#[ignore]`d at 16 of 18 passing runs
 /// (the failures 30.9 and 31.4 %: single 1 s dips). Since a follow-up decrease needs overuse in
 /// packets sent after the first, and an isolated one takes the learnt link capacity as its
-/// base (sfu/src/bwe/gcc.rs, docs/bwe.md): 14.6–17.2 % off in 9 of 9 runs (2026-11-30, helpers
+/// base (sfu/src/bwe/gcc.rs, docs/bwe.md): 14.6–17.2 % off in 7 of 7 runs (2026-11-30, helpers
 /// building beside them).
 #[test]
 fn bwe_lossy_rtt_estimate_near_capacity() {
