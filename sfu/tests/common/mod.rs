@@ -3,6 +3,8 @@
 //! would end up: ICE controlled, DTLS active (client), no SDP.
 #![allow(dead_code)] // not every test uses every helper
 
+pub mod heap;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Once;
