@@ -266,7 +266,7 @@ impl Keyed {
                 0..=3 if n >= 20 && self.buf[0..2] == [0, 1] => {
                     let mut txid = [0u8; 12];
                     txid.copy_from_slice(&self.buf[8..20]);
-                    let resp = stun_success(&txid, from, &self.pwd);
+                    let resp = sfu::testing::binding_success(&txid, from, &self.pwd);
                     let _ = self.socket.send_to(&resp, from);
                     self.checks_answered += 1;
                     self.first_check.get_or_insert(now);
@@ -371,44 +371,6 @@ impl Keyed {
     fn send_raw(&self, data: &[u8]) -> bool {
         self.socket.send_to(data, self.bridge_addr).is_ok()
     }
-}
-
-/// A STUN Binding success response (RFC 8489) to `txid`: XOR-MAPPED-ADDRESS of `from`,
-/// MESSAGE-INTEGRITY keyed with our password (the short-term credential), FINGERPRINT.
-fn stun_success(txid: &[u8; 12], from: SocketAddr, pwd: &str) -> Vec<u8> {
-    fn attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
-        out.extend_from_slice(&ty.to_be_bytes());
-        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        out.extend_from_slice(value);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-    }
-    fn set_len(m: &mut [u8], len: usize) {
-        m[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    }
-    let mut m = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-    m.extend_from_slice(txid);
-    let mut xor = vec![0u8, 0x01];
-    xor.extend_from_slice(&(from.port() ^ 0x2112).to_be_bytes());
-    match from.ip() {
-        IpAddr::V4(ip) => {
-            let v = u32::from(ip) ^ 0x2112_A442;
-            xor.extend_from_slice(&v.to_be_bytes());
-        }
-        IpAddr::V6(_) => unreachable!("loopback IPv4 only in these tests"),
-    }
-    attr(&mut m, 0x0020, &xor);
-    let len = m.len() - 20 + 24;
-    set_len(&mut m, len);
-    let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
-    let tag = aws_lc_rs::hmac::sign(&k, &m);
-    attr(&mut m, 0x0008, tag.as_ref());
-    let len = m.len() - 20 + 8;
-    set_len(&mut m, len);
-    let fp = sfu::testing::crc32(&m) ^ 0x5354_554E;
-    attr(&mut m, 0x8028, &fp.to_be_bytes());
-    m
 }
 
 async fn bridge(config: SfuConfig) -> Sfu {
