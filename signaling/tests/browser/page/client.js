@@ -283,10 +283,10 @@
      * evenly spaced): { t (ms), framesDecoded, frameHeight, bytesReceived, freezeCount,
      * totalFreezesDuration }. stopMonitor() returns the samples.
      */
-    startMonitor(ssrc, periodMs = 100) {
+    async startMonitor(ssrc, periodMs = 100) {
       this.stopMonitor();
       const samples = [];
-      const timer = setInterval(async () => {
+      const sample = async () => {
         const report = await this.pc.getStats();
         report.forEach((s) => {
           if (s.type === 'inbound-rtp' && s.kind === 'video' && s.ssrc === ssrc) {
@@ -299,7 +299,11 @@
             });
           }
         });
-      }, periodMs);
+      };
+      // The first sample before returning: a caller that changes something right after (new
+      // constraints) sees the state before it in samples[0], however fast the change is.
+      await sample();
+      const timer = setInterval(sample, periodMs);
       this.monitor = { timer, samples };
       return true;
     },
