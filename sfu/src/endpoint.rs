@@ -392,7 +392,20 @@ impl Endpoint {
     }
 
     pub fn is_validated(&self, addr: SocketAddr) -> bool {
-        self.validated.iter().any(|v| v.addr == addr)
+        self.validated_slot(addr).is_some()
+    }
+
+    /// Where `addr` is among the validated addresses: the per-packet check, whose answer
+    /// [`Endpoint::heard_at`] takes once the packet authenticated (one scan per packet).
+    pub fn validated_slot(&self, addr: SocketAddr) -> Option<usize> {
+        self.validated.iter().position(|v| v.addr == addr)
+    }
+
+    /// The validated address in `slot` ([`Endpoint::validated_slot`]) was heard at `now`.
+    pub fn heard_at(&mut self, slot: usize, now: Instant) {
+        if let Some(v) = self.validated.get_mut(slot) {
+            v.heard = v.heard.max(now);
+        }
     }
 
     /// Remember `addr` as validated (heard at `now`). When [`MAX_VALIDATED`] are known, the

@@ -1448,9 +1448,9 @@ fn flush_channel(now: Instant, ep: &mut Endpoint, io: &mut Io) {
 }
 
 fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesMut, env: &Env<'_>, io: &mut Io) {
-    if !ep.is_validated(remote) {
+    let Some(slot) = ep.validated_slot(remote) else {
         return io.drop("not_ice_validated");
-    }
+    };
     let Some(d) = ep.dtls.as_mut() else {
         return io.drop("dtls_before_transport");
     };
@@ -1465,7 +1465,7 @@ fn handle_dtls(now: Instant, ep: &mut Endpoint, remote: SocketAddr, data: BytesM
     match d.handle_datagram(now, remote, data, &ctx, &mut devs) {
         Ok(()) => {
             ep.last_activity = now;
-            ep.heard_from(remote, now);
+            ep.heard_at(slot, now);
         }
         Err(reason) => io.drop(reason.reason()),
     }
@@ -1601,9 +1601,9 @@ fn handle_rtp(
     let Some(ep) = conf.endpoints.get_mut(&from) else {
         return io.drop("unknown_source");
     };
-    if !ep.is_validated(remote) {
+    let Some(slot) = ep.validated_slot(remote) else {
         return io.drop("not_ice_validated");
-    }
+    };
     let Ok(h) = RtpHeader::parse(&data) else {
         return io.drop("malformed_rtp");
     };
@@ -1626,7 +1626,7 @@ fn handle_rtp(
     }
     io.c.rtp_rx += 1;
     ep.last_activity = now;
-    ep.heard_from(remote, now);
+    ep.heard_at(slot, now);
     // The padding count was encrypted: parse again.
     let Ok(mut h) = RtpHeader::parse(&data) else {
         return io.drop("malformed_rtp");
@@ -2075,9 +2075,9 @@ fn handle_rtcp(
     let Some(ep) = conf.endpoints.get_mut(&from) else {
         return io.drop("unknown_source");
     };
-    if !ep.is_validated(remote) {
+    let Some(slot) = ep.validated_slot(remote) else {
         return io.drop("not_ice_validated");
-    }
+    };
     let Some(srtp) = ep.srtp.as_mut() else {
         return io.drop("srtp_not_ready");
     };
@@ -2087,7 +2087,7 @@ fn handle_rtcp(
     let plain = data;
     io.c.rtcp_rx += 1;
     ep.last_activity = now;
-    ep.heard_from(remote, now);
+    ep.heard_at(slot, now);
     // Keyframe requests are routed after the walk (they need the whole conference); a compound
     // packet carries a handful at most, the rest are dropped and counted.
     let mut requests = [None::<KeyframeRequest>; MAX_KEYFRAME_REQUESTS];

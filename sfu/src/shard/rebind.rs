@@ -32,14 +32,7 @@ use super::*;
 /// working one.
 pub(super) const REBIND_SILENCE: Duration = Duration::from_secs(2);
 
-const ATTR_USERNAME: u16 = 0x0006;
-const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
-const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
-const ATTR_USE_CANDIDATE: u16 = 0x0025;
-const ATTR_FINGERPRINT: u16 = 0x8028;
-const ATTR_ICE_CONTROLLING: u16 = 0x802A;
-const MAGIC_COOKIE: u32 = 0x2112_A442;
-const FINGERPRINT_XOR: u32 = 0x5354_554E;
+use crate::wire::stun::{self, ATTR_ICE_CONTROLLING, ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME, ATTR_USE_CANDIDATE};
 
 /// The attributes of a well-formed STUN message that precede MESSAGE-INTEGRITY (RFC 8489
 /// §14.5: what follows it, but FINGERPRINT, is ignored), each as (type, offset of the
@@ -140,52 +133,14 @@ fn integrity_ok(buf: &[u8], at: usize, tag: &[u8], pwd: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), tag).is_ok()
 }
 
-/// A Binding success response to the request `req` from `from` (RFC 8489 §7.3.1, RFC 8445
-/// §7.3.1): XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY keyed with `local_pwd`, FINGERPRINT;
-/// written into `out` (cleared first).
+/// The Binding success answering the request `req` from `from` ([`stun::binding_success`]
+/// for its transaction), written into `out`.
 pub(super) fn binding_success(req: &[u8], from: SocketAddr, local_pwd: &str, out: &mut BytesMut) {
-    out.clear();
-    let txid = req.get(8..20).unwrap_or(&[0; 12]);
-    out.extend_from_slice(&demux::STUN_BINDING_SUCCESS.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    out.extend_from_slice(txid);
-    let port = from.port() ^ (MAGIC_COOKIE >> 16) as u16;
-    let mut pad = [0u8; 16];
-    pad[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    pad[4..].copy_from_slice(txid);
-    let (family, len): (u8, u16) = if from.is_ipv4() { (1, 8) } else { (2, 20) };
-    out.extend_from_slice(&ATTR_XOR_MAPPED_ADDRESS.to_be_bytes());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[0, family]);
-    out.extend_from_slice(&port.to_be_bytes());
-    match from.ip() {
-        IpAddr::V4(ip) => {
-            for (b, p) in ip.octets().iter().zip(pad) {
-                out.extend_from_slice(&[b ^ p]);
-            }
-        }
-        IpAddr::V6(ip) => {
-            for (b, p) in ip.octets().iter().zip(pad) {
-                out.extend_from_slice(&[b ^ p]);
-            }
-        }
+    let mut txid = [0u8; 12];
+    if let Some(t) = req.get(8..20) {
+        txid.copy_from_slice(t);
     }
-    let set_len = |out: &mut BytesMut, extra: usize| {
-        let len = (out.len() - 20 + extra) as u16;
-        out[2..4].copy_from_slice(&len.to_be_bytes());
-    };
-    set_len(out, 24);
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, local_pwd.as_bytes());
-    let tag = aws_lc_rs::hmac::sign(&key, out);
-    out.extend_from_slice(&ATTR_MESSAGE_INTEGRITY.to_be_bytes());
-    out.extend_from_slice(&20u16.to_be_bytes());
-    out.extend_from_slice(tag.as_ref());
-    set_len(out, 8);
-    let fp = crate::testing::crc32(out) ^ FINGERPRINT_XOR;
-    out.extend_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
-    out.extend_from_slice(&4u16.to_be_bytes());
-    out.extend_from_slice(&fp.to_be_bytes());
+    stun::binding_success(&txid, from, local_pwd, out);
 }
 
 /// Whether an ICE-authenticated Binding request from `from` (with USE-CANDIDATE when
@@ -296,7 +251,7 @@ mod tests {
             assert_eq!(&out[8..20], &[3; 12]);
             // The response's own attributes parse and its integrity verifies with the same key.
             let found: Vec<u16> = attrs(&out).map(|(t, _, _)| t).collect();
-            assert_eq!(found, vec![ATTR_XOR_MAPPED_ADDRESS, ATTR_MESSAGE_INTEGRITY]);
+            assert_eq!(found, vec![stun::ATTR_XOR_MAPPED_ADDRESS, ATTR_MESSAGE_INTEGRITY]);
             let (_, at, xor) = attrs(&out).next().expect("xor-mapped-address");
             assert_eq!(at, 20);
             let port = u16::from_be_bytes([xor[2], xor[3]]) ^ 0x2112;
@@ -307,7 +262,7 @@ mod tests {
             assert!(!integrity_ok(&out, at, tag, "secretpassword123457"));
             let n = out.len();
             let fp = u32::from_be_bytes([out[n - 4], out[n - 3], out[n - 2], out[n - 1]]);
-            assert_eq!(fp, crate::testing::crc32(&out[..n - 8]) ^ FINGERPRINT_XOR);
+            assert_eq!(fp, stun::crc32(&out[..n - 8]) ^ stun::FINGERPRINT_XOR);
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod demux;
 pub mod rtcp;
 pub mod rtp;
+pub mod stun;
 
 pub use demux::{classify, split_ice_username, stun_username, PacketKind};
 pub use rtcp::{
