@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# A CI build is built once: incremental state would only take disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}; fi
+disk() { echo "   disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"; }
 
 need_apt=()
 command -v prosody >/dev/null 2>&1 || need_apt+=(prosody)
@@ -31,16 +34,21 @@ echo "== npm packages for the browser test"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+disk
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+disk
 echo "== cargo test (unit, property, Prosody and str0m integration)"
 CI=${CI:-} cargo test --workspace
 
+disk
 echo "== fuzz targets: seed corpora and a short fixed-seed run of each (docs/security.md)"
 FUZZ_SECS=${FUZZ_SECS:-5} FUZZ_SEED=${FUZZ_SEED:-42} ./scripts/fuzz-smoke.sh
 
+disk
 echo "== headless Chromium through Palim"
 cargo build -p signaling --bin palim
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 PALIM_BIN="$target_dir/debug/palim" ./signaling/tests/browser/run.sh
+disk
