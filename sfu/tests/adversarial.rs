@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -248,6 +248,38 @@ fn exchange(peers: &mut [Peer], proxy: &mut Proxy, duration: Duration, mut each:
     }
 }
 
+/// Where a phase starts: how much each peer had received and sent.
+#[derive(Clone, Copy)]
+struct Mark {
+    received: [usize; 2],
+    sent: [usize; 2],
+}
+
+fn mark(peers: &[Peer]) -> Mark {
+    Mark {
+        received: [peers[0].client.received.len(), peers[1].client.received.len()],
+        sent: [0, 1].map(|i| peers[i].client.sent_audio + peers[i].client.sent_video),
+    }
+}
+
+/// Media loss per direction since `m`, in percent: packets each peer sent that the other did
+/// not receive (distinct sequence numbers per SSRC, so a duplicate cannot hide a loss). Every
+/// `exchange` drains for 500 ms, so nothing of the phase is still in flight.
+fn loss_since(peers: &[Peer], m: Mark) -> [f64; 2] {
+    [0usize, 1].map(|rx| {
+        let tx = 1 - rx;
+        let tag = peers[tx].tag;
+        let got: HashSet<(u32, u16)> = peers[rx].client.received[m.received[rx]..]
+            .iter()
+            .filter(|r| r.ssrc == audio_ssrc(tag) || r.ssrc == video_ssrc(tag))
+            .map(|r| (r.ssrc, r.seq))
+            .collect();
+        let c = &peers[tx].client;
+        let sent = c.sent_audio + c.sent_video - m.sent[tx];
+        100.0 * sent.saturating_sub(got.len()) as f64 / sent.max(1) as f64
+    })
+}
+
 fn received_from(p: &Peer, tag: u8) -> usize {
     let c = p.client.counts();
     c.get(&audio_ssrc(tag)).copied().unwrap_or(0) + c.get(&video_ssrc(tag)).copied().unwrap_or(0)
@@ -293,6 +325,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
         let base = [received_from(&peers[0], 2), received_from(&peers[1], 1)];
         let rss0 = vm_rss_kib();
         let heap0 = bridge_heap_kib();
+        let flood_mark = mark(&peers);
 
         // Phase 2: random datagrams at the shared port, paced (bursts of 100 per loop), from
         // 4 sockets on 127.0.0.1 and 127.0.0.2 that never passed ICE, while media flows.
@@ -347,6 +380,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
         let rss1 = vm_rss_kib();
         let heap1 = bridge_heap_kib();
         let after_flood = [received_from(&peers[0], 2), received_from(&peers[1], 1)];
+        let flood_loss = loss_since(&peers, flood_mark);
 
         // Phase 3: replays, forged tags, and captured packets from an unvalidated address.
         let spoof = UdpSocket::bind("127.0.0.3:0")
@@ -356,6 +390,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
         let mut forged = 0usize;
         let mut spoofed = 0usize;
         let before_attack = [received_from(&peers[0], 2), received_from(&peers[1], 1)];
+        let attack_mark = mark(&peers);
         exchange(&mut peers, &mut proxy, Duration::from_secs(3), |p| {
             let start = p.captured.len().saturating_sub(4);
             for i in start..p.captured.len() {
@@ -377,6 +412,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
             p.captured.clear();
         });
         let after_attack = [received_from(&peers[0], 2), received_from(&peers[1], 1)];
+        let attack_loss = loss_since(&peers, attack_mark);
 
         // Phase 4: PLI flood. Peer 2 asks for a keyframe of peer 1's video every loop (about
         // 1 ms) for 2 s; the bridge forwards at most one per KEYFRAME_MIN_INTERVAL.
@@ -418,6 +454,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
                 forged,
                 spoofed,
                 (plis, kf_reached, pli_secs),
+                (flood_loss, attack_loss),
             ),
         )
     })
@@ -436,6 +473,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
         forged,
         spoofed,
         pli,
+        (flood_loss, attack_loss),
     ) = phase;
     let (plis, kf_reached, pli_secs) = pli;
     let st = sfu.handle.stats().await;
@@ -444,6 +482,7 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
         "flood: {sent} datagrams in {flood_secs:.1} s; RSS {rss0} -> {rss1} KiB; bridge heap \
          {heap0} -> {heap1} KiB; \
          received per peer baseline {base:?}, after flood {after_flood:?}, after attack {after_attack:?}; \
+         media loss % (to peer 1, to peer 2) during the flood {flood_loss:.3?}, the attack {attack_loss:.3?}; \
          replayed {replayed} forged {forged} spoofed {spoofed}; PLI requests {plis} in {pli_secs:.1} s, \
          keyframe requests reaching the sender {kf_reached} (forwarded {} suppressed {}); drops {:?}",
         st.keyframe_requests_forwarded, st.keyframe_requests_suppressed, st.drops
@@ -475,6 +514,14 @@ async fn hostile_traffic_is_dropped_counted_and_media_keeps_flowing() {
             after_attack[i] - before_attack[i] >= base[i] / 2,
             "media stalled during the attack at peer {}",
             i + 1
+        );
+    }
+    // The existing call loses under 0.1 % of its media to the flood and the attack
+    // (robustness.md case 13).
+    for (phase, loss) in [("flood", flood_loss), ("attack", attack_loss)] {
+        assert!(
+            loss.iter().all(|&l| l < 0.1),
+            "media loss during the {phase}: {loss:.3?} % (to peer 1, to peer 2)"
         );
     }
     // Replays and forged tags are refused and counted by reason.
