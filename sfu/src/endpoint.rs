@@ -4,7 +4,6 @@
 //! The shard owns the logic that crosses endpoints (forwarding, PLI routing); this file holds
 //! what belongs to one endpoint alone.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,9 +89,9 @@ pub struct Endpoint {
     /// Send-side bandwidth estimate of the path toward this endpoint (media.md §4.2).
     pub bwe: SendSideBwe,
     /// What was sent to this endpoint per outgoing video SSRC, for NACKs (media.md §5.2).
-    pub rtx_cache: HashMap<u32, RtxCache>,
+    pub rtx_cache: crate::FastMap<u32, RtxCache>,
     /// RTX encapsulation per outgoing video SSRC (its FID partner), when negotiated.
-    pub rtx_enc: HashMap<u32, RtxEncoder>,
+    pub rtx_enc: crate::FastMap<u32, RtxEncoder>,
     /// Probing toward this endpoint (media.md §4.2, §4.3).
     pub prober: ProbeController,
     pub padding: PaddingBudget,
@@ -118,8 +117,8 @@ pub struct Endpoint {
     pub ws_open: bool,
     /// The channel that last received a message is the active one (media.md §2.1).
     pub ws_active: bool,
-    pub rx: HashMap<u32, RxStream>,
-    pub tx: HashMap<u32, TxStream>,
+    pub rx: crate::FastMap<u32, RxStream>,
+    pub tx: crate::FastMap<u32, TxStream>,
     pub created: Instant,
     pub last_activity: Instant,
     pub next_report: Instant,
@@ -293,8 +292,8 @@ impl Endpoint {
             remb_rx: crate::bwe::RembGenerator::new(),
             last_media_ssrc: 0,
             bwe: SendSideBwe::default(),
-            rtx_cache: HashMap::new(),
-            rtx_enc: HashMap::new(),
+            rtx_cache: Default::default(),
+            rtx_enc: Default::default(),
             prober: ProbeController::new(crate::bwe::INITIAL_BPS),
             padding: PaddingBudget::new(),
             probe: None,
@@ -309,8 +308,8 @@ impl Endpoint {
             force_mute_audio: false,
             force_mute_video: false,
             ws_active: false,
-            rx: HashMap::new(),
-            tx: HashMap::new(),
+            rx: Default::default(),
+            tx: Default::default(),
             created: now,
             last_activity: now,
             next_report: now + Duration::from_secs(1),

@@ -11,6 +11,11 @@
 //! endpoint of every conference, as JVB) and feeds a shard from tokio.
 
 pub mod bwe;
+
+/// A hash map for the keys looked up per packet (SSRCs, addresses): foldhash with a
+/// per-process random seed instead of SipHash (docs/decisions.md). Every such map is bounded
+/// by a configured limit, so a crafted key set can only lengthen probes, not grow memory.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub mod control;
 pub mod id;
 pub mod wire;

@@ -1,8 +1,6 @@
 //! What one endpoint receives (media.md §3.2, §3.3): its bridge-channel settings, the
 //! allocator's last result, and one projection per forwarded video source.
 
-use std::collections::HashMap;
-
 use crate::allocation::{AllocConfig, Allocation, ReceiverSettings};
 use crate::bridge_channel::AudioSubscription;
 use crate::projection::ssrc_slots::SsrcSlots;
@@ -142,7 +140,7 @@ impl MessageRate {
 pub struct Receiver {
     pub settings: ReceiverSettings<SourceKey>,
     pub alloc: Allocation<SourceKey>,
-    pub projections: HashMap<SourceKey, Projection>,
+    pub projections: crate::FastMap<SourceKey, Projection>,
     /// The forwarded sources last announced (`ForwardedSources`), `None` before the first.
     pub announced: Option<Vec<SourceKey>>,
     /// The estimate the last allocation used.
@@ -166,7 +164,7 @@ impl Default for Receiver {
         Self {
             settings: ReceiverSettings::new(&AllocConfig::default()),
             alloc: Allocation::default(),
-            projections: HashMap::new(),
+            projections: Default::default(),
             announced: None,
             alloc_bwe: None,
             up_hold: None,

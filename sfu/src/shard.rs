@@ -85,17 +85,17 @@ struct Conference {
     span: tracing::Span,
     /// Sender SSRC of the bridge's own RTCP (Colibri2 `jvb-v0`).
     video_ssrc: u32,
-    endpoints: HashMap<EndpointId, Endpoint>,
+    endpoints: crate::FastMap<EndpointId, Endpoint>,
     /// Every signalled (or learned) source and the route of each of its SSRCs.
     sources: SourceTable,
     /// Per audio source: silent packets in a row and packets dropped so far (the drop is
     /// hidden from receivers by shifting sequence numbers, media.md §6).
-    silence: HashMap<SourceKey, Silence>,
+    silence: crate::FastMap<SourceKey, Silence>,
     /// Per video source: codec, layers, heights and bitrates learnt from the bitstream.
-    video: HashMap<SourceKey, VideoState>,
+    video: crate::FastMap<SourceKey, VideoState>,
     /// Video types announced over the bridge channel (`SourceVideoTypeMessage`), which override
     /// the signalled one.
-    video_types: HashMap<SourceKey, crate::bridge_channel::VideoType>,
+    video_types: crate::FastMap<SourceKey, crate::bridge_channel::VideoType>,
     speaker: SpeakerDetector,
     allocator: Allocator,
     alloc_cfg: AllocConfig,
@@ -108,13 +108,13 @@ struct Conference {
     /// Conference-level timer (dominant speaker, allocation).
     next_tick: Instant,
     /// `SenderSourceConstraints` last sent per source.
-    sender_max: HashMap<SourceKey, i32>,
+    sender_max: crate::FastMap<SourceKey, i32>,
     /// Bridge-channel output was queued on some endpoint: drive them all.
     channel_dirty: bool,
     /// Scratch buffer for outgoing bridge-channel messages.
     scratch: String,
     keyframes: KeyframeLimiter,
-    fir_seq: HashMap<u32, u8>,
+    fir_seq: crate::FastMap<u32, u8>,
 }
 
 #[derive(Default)]
@@ -190,8 +190,8 @@ pub struct Shard {
     local_addr: SocketAddr,
     hosts: Vec<SocketAddr>,
     local_candidates: Vec<LocalCandidate>,
-    conferences: HashMap<ConferenceId, Conference>,
-    by_addr: HashMap<SocketAddr, Key>,
+    conferences: crate::FastMap<ConferenceId, Conference>,
+    by_addr: crate::FastMap<SocketAddr, Key>,
     by_ufrag: HashMap<String, Key>,
     io: Io,
     rng: StdRng,
@@ -253,8 +253,8 @@ impl Shard {
             local_addr,
             hosts,
             local_candidates,
-            conferences: HashMap::new(),
-            by_addr: HashMap::new(),
+            conferences: Default::default(),
+            by_addr: Default::default(),
             by_ufrag: HashMap::new(),
             io: Io::default(),
             rng: StdRng::seed_from_u64(seed),
@@ -487,11 +487,11 @@ impl Shard {
                     Conference {
                         span,
                         video_ssrc,
-                        endpoints: HashMap::new(),
+                        endpoints: Default::default(),
                         sources: SourceTable::default(),
-                        silence: HashMap::new(),
-                        video: HashMap::new(),
-                        video_types: HashMap::new(),
+                        silence: Default::default(),
+                        video: Default::default(),
+                        video_types: Default::default(),
                         speaker: SpeakerDetector::new(RECENT_SPEAKERS),
                         allocator: Allocator::new(),
                         alloc_cfg: AllocConfig::default(),
@@ -499,11 +499,11 @@ impl Shard {
                         last_alloc: now,
                         sync_allocs: (now, 0),
                         next_tick: now + CONFERENCE_TICK,
-                        sender_max: HashMap::new(),
+                        sender_max: Default::default(),
                         channel_dirty: false,
                         scratch: String::new(),
                         keyframes: KeyframeLimiter::default(),
-                        fir_seq: HashMap::new(),
+                        fir_seq: Default::default(),
                     },
                 );
                 Ok(Reply::ConferenceCreated {
@@ -1095,7 +1095,7 @@ impl Shard {
     fn slot_pools(&mut self, conf: ConferenceId) -> Box<SlotPools> {
         let n = crate::receiver::SSRC_SLOTS;
         let mut drawn: HashSet<u32> = HashSet::with_capacity(3 * n);
-        let mut draw = |rng: &mut StdRng, confs: &HashMap<ConferenceId, Conference>| loop {
+        let mut draw = |rng: &mut StdRng, confs: &crate::FastMap<ConferenceId, Conference>| loop {
             let x: u32 = rng.random();
             let taken = confs
                 .get(&conf)
@@ -1317,7 +1317,13 @@ fn remote_host_candidate(addr: SocketAddr) -> Result<rtc_ice::candidate::Candida
     .map_err(|e| e.to_string())
 }
 
-fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key, addr: SocketAddr, replace: bool) {
+fn map_addr(
+    by_addr: &mut crate::FastMap<SocketAddr, Key>,
+    ep: &mut Endpoint,
+    key: Key,
+    addr: SocketAddr,
+    replace: bool,
+) {
     match by_addr.get(&addr) {
         Some(k) if *k == key => return,
         Some(_) if !replace => return,
@@ -1349,7 +1355,7 @@ fn map_addr(by_addr: &mut HashMap<SocketAddr, Key>, ep: &mut Endpoint, key: Key,
 
 /// Drain an endpoint's ICE and DTLS after any input: transmits, state changes, client
 /// DTLS start.
-fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &mut HashMap<SocketAddr, Key>) {
+fn drive(now: Instant, ep: &mut Endpoint, env: &Env<'_>, io: &mut Io, by_addr: &mut crate::FastMap<SocketAddr, Key>) {
     let key = (ep.conf, ep.id);
     // The agent of an ICE restart in progress: its checks, and their transaction ids so the
     // responses reach it (its events matter only once it took over).
@@ -1558,7 +1564,7 @@ fn on_channel_events(ep: &mut Endpoint, chev: Vec<ChannelEvent>, io: &mut Io) {
 
 /// The conference a command names.
 fn conference_mut(
-    confs: &mut HashMap<ConferenceId, Conference>,
+    confs: &mut crate::FastMap<ConferenceId, Conference>,
     conf: ConferenceId,
 ) -> Result<&mut Conference, CommandError> {
     confs.get_mut(&conf).ok_or(CommandError::ConferenceNotFound(conf))
@@ -1566,7 +1572,7 @@ fn conference_mut(
 
 /// The endpoint a command names, in the endpoints of conference `conf`.
 fn endpoint_in(
-    endpoints: &mut HashMap<EndpointId, Endpoint>,
+    endpoints: &mut crate::FastMap<EndpointId, Endpoint>,
     conf: ConferenceId,
     ep: EndpointId,
 ) -> Result<&mut Endpoint, CommandError> {
@@ -2013,7 +2019,7 @@ const BRIDGE: EndpointId = EndpointId(u32::MAX);
 /// requesters (JVB's source-wide limit, media.md §5.3).
 #[derive(Default)]
 struct KeyframeLimiter {
-    last: HashMap<u32, Instant>,
+    last: crate::FastMap<u32, Instant>,
 }
 
 impl KeyframeLimiter {
@@ -2051,7 +2057,7 @@ fn retire_outbound(ep: &mut Endpoint, gone: &[u32]) {
     }
 }
 
-fn forget_unrouted(table: &SourceTable, keyframes: &mut KeyframeLimiter, fir_seq: &mut HashMap<u32, u8>) {
+fn forget_unrouted(table: &SourceTable, keyframes: &mut KeyframeLimiter, fir_seq: &mut crate::FastMap<u32, u8>) {
     keyframes.last.retain(|ssrc, _| table.route(*ssrc).is_some());
     fir_seq.retain(|ssrc, _| table.route(*ssrc).is_some());
 }
@@ -2729,7 +2735,7 @@ struct MapEntry {
 /// The video type a source is announced and allocated with: the bridge-channel one if the
 /// owner sent one, else the signalled one.
 fn source_video_type(
-    video_types: &HashMap<SourceKey, crate::bridge_channel::VideoType>,
+    video_types: &crate::FastMap<SourceKey, crate::bridge_channel::VideoType>,
     s: &crate::sources::SourceInfo,
 ) -> crate::bridge_channel::VideoType {
     use crate::bridge_channel::VideoType as V;

@@ -82,7 +82,7 @@ pub fn encodings_of(s: &SourceDescription) -> Vec<Encoding> {
 /// All sources of a conference and the SSRC routing table.
 #[derive(Debug, Default)]
 pub struct SourceTable {
-    routes: HashMap<u32, Route>,
+    routes: crate::FastMap<u32, Route>,
     sources: HashMap<SourceKey, SourceInfo>,
 }
 

@@ -9,8 +9,6 @@
 //! Supported: AEAD_AES_128_GCM, AEAD_AES_256_GCM (RFC 7714) and AES_CM_128_HMAC_SHA1_80
 //! (RFC 3711), key derivation rate 0 (as DTLS-SRTP mandates), no MKI.
 
-use std::collections::HashMap;
-
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{self, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::hmac;
@@ -180,7 +178,7 @@ fn tags_equal(a: &[u8], b: &[u8]) -> bool {
 type Window = IndexWindow<u128>;
 
 /// A per-SSRC map that refuses new SSRCs past [`MAX_SSRCS`].
-struct SsrcMap<T>(HashMap<u32, T>);
+struct SsrcMap<T>(crate::FastMap<u32, T>);
 
 impl<T: Copy> SsrcMap<T> {
     fn get(&self, ssrc: u32) -> Option<T> {
@@ -201,7 +199,7 @@ impl<T: Copy> SsrcMap<T> {
 
 impl<T> Default for SsrcMap<T> {
     fn default() -> Self {
-        Self(HashMap::new())
+        Self(Default::default())
     }
 }
 

@@ -24,7 +24,7 @@
 //!
 //! A new SSRC starts at ROC 0 with its first sequence number, as receivers assume.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::window::IndexWindow;
 use super::SrtpError;
@@ -86,8 +86,8 @@ pub(super) struct Outbound {
     max_active: usize,
     max_retired: usize,
     filter_bits: usize,
-    active: HashMap<u32, Active>,
-    retired: HashMap<u32, Retired>,
+    active: crate::FastMap<u32, Active>,
+    retired: crate::FastMap<u32, Retired>,
     /// Retirement order: (SSRC, stamp); stale when the SSRC resumed or was retired again.
     order: VecDeque<(u32, u32)>,
     filter: Option<Box<[u64]>>,
@@ -117,8 +117,8 @@ impl Outbound {
             max_active: max_active.max(1),
             max_retired,
             filter_bits: filter_bits.div_ceil(64).max(1) * 64,
-            active: HashMap::new(),
-            retired: HashMap::new(),
+            active: Default::default(),
+            retired: Default::default(),
             order: VecDeque::new(),
             filter: None,
             filter_key,
@@ -281,7 +281,7 @@ impl Outbound {
     pub(super) fn state(&self) -> OutboundState {
         // hashbrown: one control byte per bucket plus the entry; a power of two of buckets,
         // 7/8 of them usable (`capacity()` is less when deleted slots are pending).
-        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+        fn table<K, V>(m: &crate::FastMap<K, V>) -> usize {
             let buckets = match m.capacity() {
                 0 => 0,
                 c if c < 8 => c.next_power_of_two() * 2,
