@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B of [sfu] io_batch (docs/benchmarks.md): the same scenario against palim with io_batch = 32, then 1,
 # system calls counted with perf stat (tracepoints) on the bridge pid. Needs perf and a release build:
-#   cargo build --release -p signaling --bin palim -p loadtest && DUR=20s scripts/io-batch-ab.sh
+#   cargo build --release -p signaling --bin palim -p loadtest --bin loadtest && DUR=20s scripts/io-batch-ab.sh
 # Writes its files into the current directory; run it from a scratch directory with B and SC absolute.
 set -u
 B=${B:-target/release}
