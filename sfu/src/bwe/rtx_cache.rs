@@ -13,8 +13,10 @@ use crate::wire::rtp::{seq_delta, RtpError, RtpHeader};
 pub const CAPACITY: usize = 500;
 /// A cache that saw no packet for this long should be flushed ([`RtxCache::is_idle`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Initial capacity of a slot buffer (one MTU).
-const SLOT_BYTES: usize = 1500;
+/// Slot buffers are sized to the largest packet they held, rounded up to this many bytes, not
+/// to a fixed MTU: with 500 slots per outgoing video SSRC per receiver, the caches are most of
+/// a bridge's memory (docs/benchmarks.md).
+const SLOT_STEP: usize = 128;
 /// Retransmission budget (robustness.md case 26): every byte sent on the stream earns
 /// `BUDGET_FACTOR` bytes of retransmission, saved up to [`BUDGET_CAP`] bytes, so what is resent
 /// stays within twice the stream's own media bytes however many NACKs a receiver sends.
@@ -98,14 +100,15 @@ impl RtxCache {
         self.stats
     }
 
-    /// Stores a sent packet (`seq` is its RTP seq, `packet` the bytes before SRTP). After every
-    /// slot has held one MTU-sized packet this never allocates.
+    /// Stores a sent packet (`seq` is its RTP seq, `packet` the bytes before SRTP). A slot's
+    /// buffer grows only for a packet larger than any it held before, so once the stream's
+    /// packet sizes have come round every slot this does not allocate.
     pub fn insert(&mut self, seq: u16, packet: &[u8], now: Instant) {
         let slot = &mut self.slots[self.head];
-        if slot.data.capacity() == 0 {
-            slot.data.reserve_exact(SLOT_BYTES.max(packet.len()));
-        }
         slot.data.clear();
+        if slot.data.capacity() < packet.len() {
+            slot.data.reserve_exact(packet.len().next_multiple_of(SLOT_STEP));
+        }
         slot.data.extend_from_slice(packet);
         slot.seq = seq;
         slot.valid = true;
