@@ -155,36 +155,36 @@ impl Outbound {
         self.filtered += 1;
     }
 
-    /// The state of `ssrc` for sending: existing, resumed from the record, or new. Refused if
-    /// the SSRC was pushed out of the record (or a filter false positive).
-    fn slot(&mut self, ssrc: u32) -> Result<&mut Active, SrtpError> {
+    /// Runs `f` on the state of `ssrc` for sending: existing (one lookup, the per-packet case),
+    /// resumed from the record, or new. Refused if the SSRC was pushed out of the record (or a
+    /// filter false positive).
+    fn with_slot<R>(&mut self, ssrc: u32, f: impl FnOnce(&mut Active) -> Result<R, SrtpError>) -> Result<R, SrtpError> {
         self.clock += 1;
         let now = self.clock;
-        if !self.active.contains_key(&ssrc) {
-            let entry = if let Some(r) = self.retired.remove(&ssrc) {
-                Active {
-                    // Everything up to the old highest index counts as used.
-                    rtp: Used::all_seen(r.rtp_top),
-                    rtcp_next: r.rtcp_next,
-                    last: now,
-                }
-            } else if self.in_filter(ssrc) {
-                return Err(SrtpError::SsrcRetired);
-            } else {
-                Active {
-                    rtp: Used { top: NO_RTP, bits: 0 },
-                    rtcp_next: 0,
-                    last: now,
-                }
-            };
-            if self.active.len() >= self.max_active {
-                self.evict_lru();
-            }
-            self.active.insert(ssrc, entry);
+        if let Some(a) = self.active.get_mut(&ssrc) {
+            a.last = now;
+            return f(a);
         }
-        let a = self.active.get_mut(&ssrc).ok_or(SrtpError::Other)?;
-        a.last = now;
-        Ok(a)
+        let entry = if let Some(r) = self.retired.remove(&ssrc) {
+            Active {
+                // Everything up to the old highest index counts as used.
+                rtp: Used::all_seen(r.rtp_top),
+                rtcp_next: r.rtcp_next,
+                last: now,
+            }
+        } else if self.in_filter(ssrc) {
+            return Err(SrtpError::SsrcRetired);
+        } else {
+            Active {
+                rtp: Used { top: NO_RTP, bits: 0 },
+                rtcp_next: 0,
+                last: now,
+            }
+        };
+        if self.active.len() >= self.max_active {
+            self.evict_lru();
+        }
+        f(self.active.entry(ssrc).or_insert(entry))
     }
 
     /// Retire the least recently used eighth of the active SSRCs (at least one). Runs once
@@ -243,34 +243,36 @@ impl Outbound {
     /// Reserve the RTP packet index for `seq` on `ssrc`: fresh (never used on this SSRC under
     /// this key) or an error. The index is marked used before the caller encrypts.
     pub(super) fn reserve_rtp(&mut self, ssrc: u32, seq: u16) -> Result<u64, SrtpError> {
-        let a = self.slot(ssrc)?;
-        let index = if a.rtp.top == NO_RTP {
-            // A new SSRC: ROC 0, as the receiver assumes.
-            a.rtp = Used {
-                top: u64::from(seq),
-                bits: 0,
+        self.with_slot(ssrc, |a| {
+            let index = if a.rtp.top == NO_RTP {
+                // A new SSRC: ROC 0, as the receiver assumes.
+                a.rtp = Used {
+                    top: u64::from(seq),
+                    bits: 0,
+                };
+                u64::from(seq)
+            } else {
+                let index = a.rtp.estimate(seq).ok_or(SrtpError::IndexReused)?;
+                if !a.rtp.fresh(index) {
+                    return Err(SrtpError::IndexReused);
+                }
+                index
             };
-            u64::from(seq)
-        } else {
-            let index = a.rtp.estimate(seq).ok_or(SrtpError::IndexReused)?;
-            if !a.rtp.fresh(index) {
-                return Err(SrtpError::IndexReused);
-            }
-            index
-        };
-        a.rtp.mark(index);
-        Ok(index)
+            a.rtp.mark(index);
+            Ok(index)
+        })
     }
 
     /// Reserve the next SRTCP index of `ssrc`.
     pub(super) fn reserve_rtcp(&mut self, ssrc: u32) -> Result<u32, SrtpError> {
-        let a = self.slot(ssrc)?;
-        let index = a.rtcp_next;
-        if index > SRTCP_INDEX_MAX {
-            return Err(SrtpError::IndexReused);
-        }
-        a.rtcp_next = index + 1;
-        Ok(index)
+        self.with_slot(ssrc, |a| {
+            let index = a.rtcp_next;
+            if index > SRTCP_INDEX_MAX {
+                return Err(SrtpError::IndexReused);
+            }
+            a.rtcp_next = index + 1;
+            Ok(index)
+        })
     }
 
     /// Most FIFO entries kept (live plus stale) before stale ones are dropped.
